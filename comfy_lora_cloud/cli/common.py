@@ -1,0 +1,93 @@
+"""What every command shares: the context (settings, storage, state), JSON output and the one
+place where :class:`LoraCloudError` becomes an exit code."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, TypeVar
+
+import typer
+from rich.console import Console
+
+from ..errors import LoraCloudError, redact
+from ..settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+err_console = Console(stderr=True, highlight=False)
+out_console = Console(highlight=False, soft_wrap=True)
+
+
+@dataclass
+class CliContext:
+    home: str | None = None
+    json_output: bool = False
+    _settings: Settings | None = field(default=None, repr=False)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings.load(self.home)
+        return self._settings
+
+    def storage(self):
+        from ..storage import open_storage
+
+        return open_storage(settings=self.settings)
+
+    def state(self):
+        from ..service.state import StateStore
+
+        return StateStore(self.settings.state_db)
+
+
+def ctx_obj(ctx: typer.Context) -> CliContext:
+    obj = ctx.find_root().obj
+    if obj is None:  # a sub-app invoked directly (tests)
+        obj = ctx.find_root().obj = CliContext()
+    return obj
+
+
+def emit(ctx: typer.Context, data: Any, human: Callable[[Any], None] | str | None = None) -> None:
+    """Print ``data`` as JSON with ``--json``, else through ``human`` (a callable or a string)."""
+    if ctx_obj(ctx).json_output:
+        sys.stdout.write(json.dumps(data, indent=2, default=str, sort_keys=False) + "\n")
+    elif callable(human):
+        human(data)
+    elif human is not None:
+        out_console.print(human)
+    else:
+        out_console.print_json(json.dumps(data, default=str))
+
+
+def handle_errors(fn: F) -> F:
+    """Turn our errors into a one-line message on stderr and the error kind's exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except LoraCloudError as exc:
+            err_console.print(f"[red]error:[/red] {redact(exc.message)}", markup=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def progress_bar(total_bytes: int, description: str, enabled: bool = True):
+    """A rich progress bar over bytes (no-op when ``enabled`` is False, e.g. with --json)."""
+    from rich.progress import (
+        BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn,
+    )
+
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+        TimeRemainingColumn(), console=err_console, disable=not enabled, transient=False,
+    )
+    return progress, total_bytes, description

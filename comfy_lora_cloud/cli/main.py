@@ -1,0 +1,61 @@
+"""The `lora-cloud` command. Each noun lives in its own module and is added here."""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import typer
+
+from .. import __version__
+from ..settings import install_log_redaction
+from .common import CliContext
+
+app = typer.Typer(
+    name="lora-cloud",
+    help="Train Flux LoRAs on rented vast.ai GPUs with your data in your own bucket.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"lora-cloud {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    json_output: bool = typer.Option(False, "--json", help="Machine-readable JSON on stdout."),
+    home: Optional[str] = typer.Option(
+        None, "--home", envvar="LORA_CLOUD_HOME", help="Config/state folder (default: per-user folder)."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more (secrets stay masked)."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    install_log_redaction()
+    ctx.obj = CliContext(home=home, json_output=json_output)
+
+
+# ---- nouns: one line each ------------------------------------------------------------------
+from . import config as _config  # noqa: E402
+from . import dataset as _dataset  # noqa: E402
+from . import lora as _lora  # noqa: E402
+from . import sync as _sync  # noqa: E402
+
+app.add_typer(_config.app, name="config")
+app.add_typer(_dataset.app, name="dataset")
+app.add_typer(_lora.app, name="lora")
+app.add_typer(_sync.app, name="sync")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

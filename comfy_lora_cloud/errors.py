@@ -1,0 +1,173 @@
+"""One error tree for the whole pack. Every edge maps it in one place.
+
+    LoraCloudError                 user-facing message; never contains secrets
+    ├── ConfigError                missing key, bad settings, bad name      -> HTTP 400, CLI exit 2
+    ├── ProviderError                                                       -> HTTP 502, CLI exit 4
+    │   ├── OfferUnavailable       no offer matches                         -> 409
+    │   ├── ProvisioningFailed     .instance_ids still to clean up          -> 502
+    │   ├── ProviderAPIError       .status, .body (redacted)                -> 502
+    │   └── BudgetExceeded         a launch or run would break a budget     -> 402
+    ├── StorageError                                                        -> HTTP 502, CLI exit 3
+    │   ├── ObjectNotFound         missing object / dataset / LoRA          -> 404
+    │   ├── ChecksumMismatch       bytes differ from their recorded hash    -> 502
+    │   ├── PreconditionFailed     someone else wrote first (generation)    -> 409
+    │   └── BucketNotFound         the configured bucket does not exist     -> 404
+    ├── TunnelError                SSH connection / forwarding problems     -> 503
+    ├── DatasetError               bad images, bad captions, failed checks  -> 422
+    │   └── ImageLoadError         one file could not be read (.path)
+    └── TrainingError              the run failed (kohya, weights, deadline)-> 500
+
+``http_status`` and ``exit_code`` live on the classes so routes, the CLI and nodes all agree.
+Messages are passed through :func:`redact` before they reach a user.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+_SECRET_PATTERNS: list[re.Pattern[str]] = [
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}"),
+    re.compile(r"(?i)(api[_-]?key[\"'=:\s]+)[A-Za-z0-9._\-]{8,}"),
+    re.compile(r"(?i)(token[\"'=:\s]+)[A-Za-z0-9._\-]{8,}"),
+    re.compile(r"(-----BEGIN [A-Z ]*PRIVATE KEY-----)[\s\S]*?(-----END [A-Z ]*PRIVATE KEY-----)"),
+    re.compile(r"\bhf_[A-Za-z0-9]{10,}"),
+]
+_known_secrets: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret value so that :func:`redact` masks it wherever it appears."""
+    if value and len(value) >= 6:
+        _known_secrets.add(value)
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """Mask every known secret and anything that looks like a key or token in ``text``."""
+    if not text:
+        return text
+    for s in list(_known_secrets) + [s for s in secrets if s]:
+        text = text.replace(s, "****")
+    for pat in _SECRET_PATTERNS:
+        if pat.groups == 2:
+            text = pat.sub(lambda m: m.group(1) + "****" + m.group(2), text)
+        elif pat.groups == 1:
+            text = pat.sub(lambda m: m.group(1) + "****", text)
+        else:
+            text = pat.sub("****", text)
+    return text
+
+
+class LoraCloudError(Exception):
+    """Base of every error this pack raises on purpose; its message is shown to the user."""
+
+    http_status = 500
+    exit_code = 1
+
+    def __init__(self, message: str = "", **details: object) -> None:
+        self.message = redact(message or self.__class__.__doc__ or self.__class__.__name__)
+        self.details = details
+        super().__init__(self.message)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"error": self.__class__.__name__, "message": self.message, "status": self.http_status}
+
+
+class ConfigError(LoraCloudError):
+    """Missing or invalid settings, or an invalid name."""
+
+    http_status = 400
+    exit_code = 2
+
+
+class ProviderError(LoraCloudError):
+    """The GPU provider failed."""
+
+    http_status = 502
+    exit_code = 4
+
+
+class OfferUnavailable(ProviderError):
+    """No GPU offer matches the request."""
+
+    http_status = 409
+
+
+class ProvisioningFailed(ProviderError):
+    """An instance could not be brought up; ``instance_ids`` may still need cleaning up."""
+
+    def __init__(self, message: str = "", instance_ids: Iterable[int | str] = (), **details: object):
+        super().__init__(message, **details)
+        self.instance_ids = list(instance_ids)
+
+
+class ProviderAPIError(ProviderError):
+    """The provider's API answered with an error."""
+
+    def __init__(self, message: str = "", status: int | None = None, body: str = "", **details: object):
+        super().__init__(message, **details)
+        self.status = status
+        self.body = redact(body or "")[:2000]
+
+
+class BudgetExceeded(ProviderError):
+    """The action would exceed a configured budget."""
+
+    http_status = 402
+
+
+class StorageError(LoraCloudError):
+    """Reading or writing the bucket (or local folder) failed."""
+
+    http_status = 502
+    exit_code = 3
+
+
+class ObjectNotFound(StorageError):
+    """The object does not exist."""
+
+    http_status = 404
+
+
+class BucketNotFound(StorageError):
+    """The configured bucket does not exist or is not reachable."""
+
+    http_status = 404
+
+
+class ChecksumMismatch(StorageError):
+    """Transferred bytes do not match their recorded checksum."""
+
+
+class PreconditionFailed(StorageError):
+    """Another writer changed the object first (generation precondition failed)."""
+
+    http_status = 409
+
+
+class TunnelError(LoraCloudError):
+    """The SSH connection or port forward failed."""
+
+    http_status = 503
+    exit_code = 5
+
+
+class DatasetError(LoraCloudError):
+    """The dataset is invalid or an image could not be processed."""
+
+    http_status = 422
+    exit_code = 6
+
+
+class ImageLoadError(DatasetError):
+    """One image could not be loaded."""
+
+    def __init__(self, message: str = "", path: str = "", **details: object):
+        super().__init__(message, **details)
+        self.path = path
+
+
+class TrainingError(LoraCloudError):
+    """The training run failed."""
+
+    exit_code = 7

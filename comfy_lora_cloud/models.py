@@ -1,0 +1,204 @@
+"""The records every layer shares. Plain dataclasses: easy to build in tests, easy to JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\- ]{0,99}$")
+
+
+def validate_name(name: str, kind: str = "name") -> str:
+    """Check a user-chosen dataset / LoRA / run name and return it.
+
+    Allowed: letters, digits, ``.``, ``_``, ``-`` and spaces, starting with a letter or digit,
+    at most 100 characters. So no ``..``, no slashes or backslashes, no control characters,
+    nothing that could escape a prefix or a folder.
+    """
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{kind} must be a non-empty string")
+    if name != name.strip():
+        raise ConfigError(f"{kind} {name!r} has leading or trailing spaces")
+    if ".." in name or "/" in name or "\\" in name:
+        raise ConfigError(f"{kind} {name!r} must not contain '..', '/' or '\\'")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ConfigError(f"{kind} {name!r} must not contain control characters")
+    if not _NAME_RE.match(name):
+        raise ConfigError(
+            f"{kind} {name!r} may use only letters, digits, '.', '_', '-' and spaces "
+            "(starting with a letter or digit, at most 100 characters)"
+        )
+    return name
+
+
+class Record:
+    """Mixin: ``to_dict``/``from_dict`` that ignore unknown keys (forward compatible)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            out[f.name] = v.value if isinstance(v, enum.Enum) else v
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class RunState(str, enum.Enum):
+    PENDING = "pending"  # intent recorded, nothing rented yet
+    LAUNCHING = "launching"  # instance requested
+    STARTING = "starting"  # instance up, trainer preparing (dataset, weights)
+    TRAINING = "training"
+    UPLOADING = "uploading"
+    DONE = "done"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    STOPPED = "stopped"  # stopped by the user
+    LOST = "lost"  # the instance vanished and no status says why
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (RunState.DONE, RunState.FAILED, RunState.TIMED_OUT, RunState.STOPPED, RunState.LOST)
+
+
+class InstanceState(str, enum.Enum):
+    CREATING = "creating"
+    LOADING = "loading"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    EXITED = "exited"
+    OFFLINE = "offline"
+    DESTROYED = "destroyed"
+    UNKNOWN = "unknown"
+
+
+@dataclass
+class Offer(Record):
+    id: int | str
+    gpu_name: str
+    num_gpus: int = 1
+    gpu_ram_gb: float = 0.0
+    cpu_ram_gb: float = 0.0
+    disk_gb: float = 0.0
+    dph_total: float = 0.0  # $/hr for the whole machine, on-demand (or the bid for interruptible)
+    storage_cost_per_gb_month: float = 0.0
+    inet_down_mbps: float = 0.0
+    inet_up_mbps: float = 0.0
+    reliability: float = 0.0
+    verified: bool = False
+    interruptible: bool = False
+    min_bid: float | None = None
+    cuda_max_good: float | None = None
+    geolocation: str = ""
+    provider: str = "vast"
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass
+class Instance(Record):
+    id: int | str
+    provider: str = "vast"
+    label: str = ""
+    state: InstanceState = InstanceState.UNKNOWN
+    intended_state: str = "running"
+    gpu_name: str = ""
+    num_gpus: int = 1
+    dph_total: float = 0.0
+    storage_dph: float = 0.0
+    created_at: float = 0.0
+    started_at: float | None = None
+    ssh_host: str | None = None
+    ssh_port: int | None = None
+    status_msg: str = ""
+    interruptible: bool = False
+    run_id: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass
+class RunStatus(Record):
+    """What the trainer writes to ``runs/<run_id>/status.json``."""
+
+    run_id: str
+    state: RunState = RunState.PENDING
+    step: int = 0
+    total_steps: int = 0
+    epoch: int = 0
+    total_epochs: int = 0
+    loss: float | None = None
+    sec_per_step: float | None = None
+    eta_seconds: float | None = None
+    last_checkpoint: str | None = None
+    lora: str | None = None
+    error: str | None = None
+    message: str = ""
+    updated_at: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.state, RunState):
+            self.state = RunState(self.state)
+
+
+@dataclass
+class Run(Record):
+    id: str
+    dataset: str
+    preset: str
+    lora_name: str
+    config_hash: str = ""
+    state: RunState = RunState.PENDING
+    provider: str = "vast"
+    instance_id: str | None = None
+    gpu: str = ""
+    dph: float = 0.0
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    error: str | None = None
+    spec: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.state, RunState):
+            self.state = RunState(self.state)
+
+
+@dataclass
+class Dataset(Record):
+    name: str
+    images: int = 0
+    bytes: int = 0
+    captioned: int = 0
+    trigger: str | None = None
+    lora_type: str | None = None
+    updated: float | None = None
+
+
+@dataclass
+class Lora(Record):
+    name: str
+    size: int = 0
+    md5: str | None = None
+    crc32c: str | None = None
+    updated: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Cost(Record):
+    """One ledger line: money spent on an instance over a span of time, or a charge."""
+
+    instance_id: str
+    run_id: str | None
+    kind: str  # "gpu" | "storage" | "charge"
+    usd: float
+    start: float
+    end: float
+    source: str = "estimate"  # "estimate" | "charges"

@@ -1,0 +1,247 @@
+"""The state store: SQLite in WAL mode in the home folder.
+
+Runs, instances and the cost ledger. ComfyUI, the CLI and the watchdog may use it at the same
+moment (several processes, several threads): every call opens a short-lived connection with a
+busy timeout, and every write is one transaction. The schema is versioned with
+``PRAGMA user_version``; :data:`MIGRATIONS` is append-only.
+
+The bucket stays the source of truth for runs (``runs/<id>/status.json``); this store is what
+this controller knows: what it intended to launch, which instances it created, what it spent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import ConfigError
+from ..models import Cost, Instance, InstanceState, Run, RunState
+
+MIGRATIONS: list[str] = [
+    # 1: runs, instances, ledger
+    """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        dataset TEXT NOT NULL,
+        preset TEXT NOT NULL,
+        lora_name TEXT NOT NULL,
+        config_hash TEXT NOT NULL DEFAULT '',
+        state TEXT NOT NULL,
+        provider TEXT NOT NULL DEFAULT 'vast',
+        instance_id TEXT,
+        gpu TEXT NOT NULL DEFAULT '',
+        dph REAL NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        error TEXT,
+        spec TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX runs_config_hash ON runs(config_hash);
+    CREATE TABLE instances (
+        id TEXT NOT NULL,
+        provider TEXT NOT NULL DEFAULT 'vast',
+        label TEXT NOT NULL DEFAULT '',
+        run_id TEXT,
+        state TEXT NOT NULL,
+        gpu_name TEXT NOT NULL DEFAULT '',
+        dph_total REAL NOT NULL DEFAULT 0,
+        storage_dph REAL NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        destroyed_at REAL,
+        data TEXT NOT NULL DEFAULT '{}',
+        PRIMARY KEY (provider, id)
+    );
+    CREATE TABLE ledger (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        instance_id TEXT NOT NULL,
+        run_id TEXT,
+        kind TEXT NOT NULL,
+        usd REAL NOT NULL,
+        start REAL NOT NULL,
+        "end" REAL NOT NULL,
+        source TEXT NOT NULL DEFAULT 'estimate'
+    );
+    CREATE INDEX ledger_start ON ledger(start);
+    CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StateStore:
+    def __init__(self, path: str | Path, *, timeout: float = 30.0):
+        self.path = Path(path)
+        self.timeout = timeout
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._migrate()
+
+    # ---- plumbing ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute("PRAGMA busy_timeout = %d" % int(self.timeout * 1000))
+            yield conn
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self.connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self.connect() as conn:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise ConfigError(
+                        f"state store {self.path} has schema {version}, newer than this version of "
+                        f"comfy-lora-cloud understands ({SCHEMA_VERSION}); upgrade the package"
+                    )
+                for i in range(version, SCHEMA_VERSION):
+                    for stmt in _split_sql(MIGRATIONS[i]):
+                        conn.execute(stmt)
+                    conn.execute(f"PRAGMA user_version = {i + 1}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    @property
+    def schema_version(self) -> int:
+        with self.connect() as conn:
+            return conn.execute("PRAGMA user_version").fetchone()[0]
+
+    # ---- runs --------------------------------------------------------------------------------
+    def put_run(self, run: Run) -> Run:
+        run.updated_at = time.time()
+        d = run.to_dict()
+        d["spec"] = json.dumps(d["spec"], sort_keys=True)
+        cols = ", ".join(d)
+        marks = ", ".join(f":{k}" for k in d)
+        updates = ", ".join(f"{k}=excluded.{k}" for k in d if k != "id")
+        with self.transaction() as conn:
+            conn.execute(f"INSERT INTO runs ({cols}) VALUES ({marks}) ON CONFLICT(id) DO UPDATE SET {updates}", d)
+        return run
+
+    def update_run(self, run_id: str, **fields: Any) -> Run:
+        if "state" in fields and isinstance(fields["state"], RunState):
+            fields["state"] = fields["state"].value
+        if "spec" in fields:
+            fields["spec"] = json.dumps(fields["spec"], sort_keys=True)
+        fields["updated_at"] = time.time()
+        sets = ", ".join(f"{k} = :{k}" for k in fields)
+        with self.transaction() as conn:
+            cur = conn.execute(f"UPDATE runs SET {sets} WHERE id = :_id", {**fields, "_id": run_id})
+            if cur.rowcount == 0:
+                raise KeyError(run_id)
+        run = self.get_run(run_id)
+        assert run is not None
+        return run
+
+    def get_run(self, run_id: str) -> Run | None:
+        with self.connect() as conn:
+            row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return _row_to_run(row) if row else None
+
+    def list_runs(self, *, live_only: bool = False, limit: int = 200) -> list[Run]:
+        with self.connect() as conn:
+            rows = conn.execute("SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
+        runs = [_row_to_run(r) for r in rows]
+        return [r for r in runs if not r.state.is_terminal] if live_only else runs
+
+    def find_run_by_hash(self, config_hash: str) -> Run | None:
+        with self.connect() as conn:
+            row = conn.execute(
+                "SELECT * FROM runs WHERE config_hash = ? ORDER BY created_at DESC LIMIT 1", (config_hash,)
+            ).fetchone()
+        return _row_to_run(row) if row else None
+
+    # ---- instances ---------------------------------------------------------------------------
+    def put_instance(self, inst: Instance, run_id: str | None = None) -> None:
+        data = {k: v for k, v in inst.to_dict().items() if k != "raw"}
+        with self.transaction() as conn:
+            conn.execute(
+                """INSERT INTO instances (id, provider, label, run_id, state, gpu_name, dph_total,
+                       storage_dph, created_at, data)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(provider, id) DO UPDATE SET label=excluded.label,
+                       run_id=COALESCE(excluded.run_id, instances.run_id), state=excluded.state,
+                       gpu_name=excluded.gpu_name, dph_total=excluded.dph_total,
+                       storage_dph=excluded.storage_dph, data=excluded.data""",
+                (
+                    str(inst.id), inst.provider, inst.label, run_id or inst.run_id,
+                    InstanceState(inst.state).value, inst.gpu_name, inst.dph_total, inst.storage_dph,
+                    inst.created_at or time.time(), json.dumps(data, default=str),
+                ),
+            )
+
+    def mark_instance_destroyed(self, provider: str, instance_id: str, at: float | None = None) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE instances SET state = 'destroyed', destroyed_at = ? WHERE provider = ? AND id = ?",
+                (at or time.time(), provider, str(instance_id)),
+            )
+
+    def list_instances(self, *, include_destroyed: bool = False) -> list[dict[str, Any]]:
+        q = "SELECT * FROM instances"
+        if not include_destroyed:
+            q += " WHERE state != 'destroyed'"
+        with self.connect() as conn:
+            return [dict(r) for r in conn.execute(q + " ORDER BY created_at").fetchall()]
+
+    # ---- ledger ------------------------------------------------------------------------------
+    def add_cost(self, cost: Cost) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                'INSERT INTO ledger (instance_id, run_id, kind, usd, start, "end", source) VALUES (?,?,?,?,?,?,?)',
+                (str(cost.instance_id), cost.run_id, cost.kind, cost.usd, cost.start, cost.end, cost.source),
+            )
+
+    def costs(self, *, since: float = 0.0, run_id: str | None = None) -> list[Cost]:
+        q, args = 'SELECT * FROM ledger WHERE "end" >= ?', [since]
+        if run_id is not None:
+            q += " AND run_id = ?"
+            args.append(run_id)
+        with self.connect() as conn:
+            rows = conn.execute(q + " ORDER BY start", args).fetchall()
+        return [
+            Cost(r["instance_id"], r["run_id"], r["kind"], r["usd"], r["start"], r["end"], r["source"])
+            for r in rows
+        ]
+
+    # ---- small key/value (tokens, cursors) ---------------------------------------------------
+    def get_kv(self, key: str) -> str | None:
+        with self.connect() as conn:
+            row = conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_kv(self, key: str, value: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                         (key, value))
+
+
+def _split_sql(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _row_to_run(row: sqlite3.Row) -> Run:
+    d = dict(row)
+    d["spec"] = json.loads(d.get("spec") or "{}")
+    return Run.from_dict(d)

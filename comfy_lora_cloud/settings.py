@@ -1,0 +1,260 @@
+"""One settings object: environment ``LORA_CLOUD_*`` first, then the secrets file, then
+``config.toml`` in the home folder, then defaults.
+
+The home folder is ``LORA_CLOUD_HOME`` or a per-user config folder. Secrets (API keys, tokens,
+service-account JSON, webhook URL) live in ``<home>/secrets.toml`` with mode 0600, never in
+``config.toml`` and never in ComfyUI's ``user/`` folder. They are ``SecretStr`` everywhere, so a
+``repr``, a log line or a JSON dump shows ``**********``; :meth:`Settings.masked` is what
+``lora-cloud config show`` prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .errors import ConfigError, register_secret
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+import tomli_w
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.toml"
+SECRETS_FILE = "secrets.toml"
+SECRET_KEYS = ("vast_api_key", "gcs_service_account_json", "hf_token", "webhook_url")
+
+_home_override: contextvars.ContextVar[Path | None] = contextvars.ContextVar("lora_cloud_home", default=None)
+
+
+def default_home() -> Path:
+    """The per-user config folder (``LORA_CLOUD_HOME`` wins)."""
+    env = os.environ.get("LORA_CLOUD_HOME")
+    if env:
+        return Path(env).expanduser()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return base / "lora-cloud"
+
+
+def current_home() -> Path:
+    return _home_override.get() or default_home()
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path.name}: {exc}") from None
+
+
+class _TomlFileSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], filename: str):
+        super().__init__(settings_cls)
+        self.filename = filename
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        data = _read_toml(current_home() / self.filename)
+        return {k: v for k, v in data.items() if k in self.settings_cls.model_fields}
+
+
+class Settings(BaseSettings):
+    """Everything configurable. Build with :meth:`Settings.load`."""
+
+    model_config = SettingsConfigDict(env_prefix="LORA_CLOUD_", extra="ignore", populate_by_name=True)
+
+    home: Path = Field(default_factory=current_home, description="config, secrets and state folder")
+    storage: str = Field("", description="gs://bucket[/prefix] or a folder; default: <home>/bucket")
+    gcs_project: str | None = Field(None, description="GCP project for the storage client")
+    vast_url: str = Field("https://console.vast.ai", description="vast.ai API base URL")
+    ssh_key_path: str | None = Field(None, description="private key used to reach instances")
+    comfyui_loras_dir: str | None = Field(None, description="where downloaded LoRAs go (ComfyUI models/loras)")
+
+    max_dph: float = Field(2.0, ge=0, description="budget: the most $/hr one instance may cost")
+    max_run_usd: float = Field(10.0, ge=0, description="budget: the most $ one run may cost")
+    max_month_usd: float = Field(50.0, ge=0, description="budget: the most $ per calendar month")
+    max_run_hours: float = Field(6.0, gt=0, description="budget: auto-terminate a run after this many hours")
+
+    sync_workers: int = Field(8, ge=1, le=64, description="parallel transfers for sync")
+
+    vast_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("vast_api_key", "LORA_CLOUD_VAST_API_KEY", "VAST_API_KEY")
+    )
+    gcs_service_account_json: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("gcs_service_account_json", "LORA_CLOUD_GCS_SERVICE_ACCOUNT_JSON")
+    )
+    hf_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("hf_token", "LORA_CLOUD_HF_TOKEN", "HF_TOKEN")
+    )
+    webhook_url: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("webhook_url", "LORA_CLOUD_WEBHOOK_URL")
+    )
+
+    @field_validator("storage")
+    @classmethod
+    def _check_storage(cls, v: str) -> str:
+        v = v.strip()
+        if v.startswith("gs://"):
+            bucket = v[5:].split("/", 1)[0]
+            if not bucket:
+                raise ValueError("gs:// URL needs a bucket name, e.g. gs://my-bucket/lora")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            _TomlFileSource(settings_cls, SECRETS_FILE),
+            _TomlFileSource(settings_cls, CONFIG_FILE),
+        )
+
+    @classmethod
+    def load(cls, home: str | Path | None = None, **overrides: Any) -> "Settings":
+        """Read settings for ``home`` (default: ``LORA_CLOUD_HOME`` or the per-user folder)."""
+        path = Path(home).expanduser() if home else default_home()
+        token = _home_override.set(path)
+        try:
+            s = cls(home=path, **overrides)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+            )
+            raise ConfigError(f"invalid settings: {problems}") from None
+        finally:
+            _home_override.reset(token)
+        for key in SECRET_KEYS:
+            register_secret(s.secret(key))
+        return s
+
+    # ---- derived values -------------------------------------------------------------------
+    @property
+    def storage_url(self) -> str:
+        return self.storage or str(self.home / "bucket")
+
+    @property
+    def state_db(self) -> Path:
+        return self.home / "state.db"
+
+    def secret(self, key: str) -> str | None:
+        value = getattr(self, key)
+        return value.get_secret_value() if isinstance(value, SecretStr) else None
+
+    def masked(self) -> dict[str, Any]:
+        """Every setting, with secrets replaced by whether they are set."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name in SECRET_KEYS:
+                out[name] = "**** (set)" if value is not None else None
+            elif isinstance(value, Path):
+                out[name] = str(value)
+            else:
+                out[name] = value
+        out["storage"] = self.storage_url
+        return out
+
+
+def _write_toml_private(path: Path, data: dict[str, Any], mode: int) -> None:
+    """Write ``data`` atomically; the file is created with ``mode`` and never widened."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            tomli_w.dump(data, f)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def set_value(home: Path, key: str, value: str | None) -> bool:
+    """Persist one setting (``None`` removes it). Returns True when ``key`` is a secret.
+
+    Secrets go to ``secrets.toml`` (0600); the rest to ``config.toml``. The value is validated
+    first, so a bad value never reaches the file.
+    """
+    key = key.strip().lower().replace("-", "_")
+    if key == "home" or key not in Settings.model_fields:
+        known = ", ".join(sorted(k for k in Settings.model_fields if k != "home"))
+        raise ConfigError(f"unknown setting {key!r}; known: {known}")
+    is_secret = key in SECRET_KEYS
+    if value is not None:
+        Settings.load(home, **{key: value})  # validation only
+    filename, mode = (SECRETS_FILE, 0o600) if is_secret else (CONFIG_FILE, 0o644)
+    path = home / filename
+    data = _read_toml(path)
+    if value is None:
+        data.pop(key, None)
+    else:
+        field = Settings.model_fields[key]
+        ann = field.annotation
+        data[key] = float(value) if ann is float else int(value) if ann is int else value
+    _write_toml_private(path, data, mode)
+    return is_secret
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that masks registered secrets and key-like strings in every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from .errors import redact
+
+        try:
+            msg = record.getMessage()
+        except Exception:  # pragma: no cover
+            return True
+        clean = redact(msg)
+        if clean != msg:
+            record.msg, record.args = clean, None
+        return True
+
+
+def install_log_redaction(logger_name: str = "comfy_lora_cloud") -> None:
+    lg = logging.getLogger(logger_name)
+    if not any(isinstance(f, RedactingFilter) for f in lg.filters):
+        lg.addFilter(RedactingFilter())
+    for h in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in h.filters):
+            h.addFilter(RedactingFilter())
+
+
+@contextlib.contextmanager
+def home_override(path: Path) -> Iterator[None]:
+    token = _home_override.set(path)
+    try:
+        yield
+    finally:
+        _home_override.reset(token)

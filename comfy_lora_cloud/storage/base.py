@@ -1,0 +1,193 @@
+"""The Storage protocol: a bucket of objects under keys, with checksums and generations.
+
+Keys are ``/``-separated relative paths (``datasets/cat/001.png``); the layout is in
+:mod:`comfy_lora_cloud.storage.layout`. All methods block: call them from threads
+(:class:`AsyncStorage` does that for coroutine code), never on an event loop.
+
+Every implementation must pass ``tests/contract/storage_contract.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterator, Protocol, runtime_checkable
+
+import google_crc32c
+
+from ..errors import ConfigError, ObjectNotFound
+
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    md5: str | None = None  # hex
+    crc32c: str | None = None  # base64 of the big-endian uint32, as GCS reports it
+    generation: int | None = None
+    updated: float | None = None
+    metadata: dict[str, str] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "size": self.size,
+            "md5": self.md5,
+            "crc32c": self.crc32c,
+            "generation": self.generation,
+            "updated": self.updated,
+        }
+
+
+@dataclass(frozen=True)
+class Listing:
+    objects: list[ObjectInfo]
+    prefixes: list[str]
+
+
+@dataclass(frozen=True)
+class Checksums:
+    size: int
+    md5: str
+    crc32c: str
+
+
+def checksum_file(path: str | os.PathLike[str]) -> Checksums:
+    md5 = hashlib.md5(usedforsecurity=False)
+    crc = google_crc32c.Checksum()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            md5.update(chunk)
+            crc.update(chunk)
+            size += len(chunk)
+    return Checksums(size, md5.hexdigest(), base64.b64encode(crc.digest()).decode())
+
+
+def checksum_bytes(data: bytes) -> Checksums:
+    crc = base64.b64encode(google_crc32c.Checksum(data).digest()).decode()
+    return Checksums(len(data), hashlib.md5(data, usedforsecurity=False).hexdigest(), crc)
+
+
+def clean_key(key: str) -> str:
+    """Normalise and check an object key: relative, no ``..``, no empty parts, no NUL."""
+    if not isinstance(key, str) or not key:
+        raise ConfigError("object key must be a non-empty string")
+    if "\x00" in key or "\\" in key:
+        raise ConfigError(f"invalid object key {key!r}")
+    parts = key.split("/")
+    if key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ConfigError(f"invalid object key {key!r}")
+    return key
+
+
+def clean_prefix(prefix: str) -> str:
+    """A listing prefix: '' (everything) or a key-like string, optionally ending with '/'."""
+    if prefix in ("", None):
+        return ""
+    body = prefix[:-1] if prefix.endswith("/") else prefix
+    clean_key(body)
+    return prefix
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """What the rest of the pack needs from a bucket."""
+
+    url: str
+
+    def stat(self, key: str) -> ObjectInfo:
+        """Metadata of one object; :class:`ObjectNotFound` if missing."""
+
+    def exists(self, key: str) -> bool: ...
+
+    def list(self, prefix: str = "", delimiter: str | None = None) -> Listing:
+        """Every object under ``prefix`` (all pages). With ``delimiter='/'`` only the direct
+        children, plus the sub-prefixes in ``Listing.prefixes``."""
+
+    def read_bytes(self, key: str) -> bytes:
+        """The object's bytes, verified against its checksum."""
+
+    def write_bytes(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        if_generation_match: int | None = None,
+        content_type: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> ObjectInfo:
+        """Write an object. ``if_generation_match=0`` means "only if it does not exist";
+        a mismatch raises :class:`PreconditionFailed`."""
+
+    def upload_file(
+        self,
+        path: str | os.PathLike[str],
+        key: str,
+        *,
+        if_generation_match: int | None = None,
+        content_type: str | None = None,
+        checksums: Checksums | None = None,
+    ) -> ObjectInfo:
+        """Upload a local file (resumable for large files), verified by checksum."""
+
+    def download_file(self, key: str, path: str | os.PathLike[str]) -> ObjectInfo:
+        """Download to ``path`` through a temporary file and a rename, verified by checksum."""
+
+    def delete(self, key: str, *, if_generation_match: int | None = None) -> None:
+        """Delete one object; :class:`ObjectNotFound` if missing."""
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every object under ``prefix``; returns how many."""
+
+
+class AsyncStorage:
+    """Runs each blocking :class:`Storage` call in a worker thread.
+
+    ``await AsyncStorage(s).list("datasets/", "/")`` never blocks the event loop.
+    """
+
+    def __init__(self, storage: Storage):
+        self.sync = storage
+        self.url = storage.url
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        fn = getattr(self.sync, name)
+        if not callable(fn):
+            return fn
+
+        @functools.wraps(fn)
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+
+        return call
+
+
+def iter_files(root: Path) -> Iterator[Path]:
+    """Regular files below ``root`` in a stable order, skipping symlinks and temporary files."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not os.path.islink(os.path.join(dirpath, d)))
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            if p.is_symlink() or not p.is_file() or name.startswith(".lora-cloud-partial"):
+                continue
+            yield p
+
+
+def copy_stream(src: BinaryIO, dst: BinaryIO) -> Checksums:
+    md5 = hashlib.md5(usedforsecurity=False)
+    crc = google_crc32c.Checksum()
+    size = 0
+    while chunk := src.read(CHUNK):
+        dst.write(chunk)
+        md5.update(chunk)
+        crc.update(chunk)
+        size += len(chunk)
+    return Checksums(size, md5.hexdigest(), base64.b64encode(crc.digest()).decode())

@@ -1,0 +1,272 @@
+"""Storage in a local folder with the bucket's layout (the embedded default).
+
+Objects are plain files under ``root/<key>``, so a user can open them in a file browser.
+Checksums and generations live in a sidecar folder ``root/.lora-cloud-meta/`` keyed by the
+object's size and mtime, so listing does not re-hash unchanged files. Writes go to a temporary
+file and are renamed into place, under a lock, so a reader never sees half an object and a
+generation precondition is checked atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import ChecksumMismatch, ObjectNotFound, PreconditionFailed, StorageError
+from .base import (
+    Checksums,
+    Listing,
+    ObjectInfo,
+    checksum_bytes,
+    checksum_file,
+    clean_key,
+    clean_prefix,
+    copy_stream,
+)
+
+META_DIR = ".lora-cloud-meta"
+PARTIAL = ".lora-cloud-partial"
+
+try:  # POSIX advisory lock between processes; threads use the in-process lock too
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+
+class LocalStorage:
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root).expanduser().resolve()
+        self.url = str(self.root)
+        self._lock = threading.RLock()
+        try:
+            (self.root / META_DIR).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create storage folder {self.root}: {exc.strerror}") from None
+
+    # ---- helpers ----------------------------------------------------------------------------
+    def _path(self, key: str) -> Path:
+        p = self.root / clean_key(key)
+        # belt and braces against symlinks pointing out of the root
+        try:
+            p.resolve().relative_to(self.root)
+        except ValueError:
+            raise StorageError(f"object {key!r} resolves outside the storage folder") from None
+        return p
+
+    def _meta_path(self, key: str) -> Path:
+        return self.root / META_DIR / (clean_key(key) + ".json")
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._lock:
+            if fcntl is None:
+                yield
+                return
+            with open(self.root / META_DIR / ".lock", "a+") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _info(self, key: str, path: Path, *, verify_cache: bool = True) -> ObjectInfo:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise ObjectNotFound(f"no object {key!r} in {self.url}") from None
+        if not path.is_file():
+            raise ObjectNotFound(f"no object {key!r} in {self.url}")
+        meta = self._read_meta(key)
+        if meta and meta.get("size") == st.st_size and meta.get("mtime_ns") == st.st_mtime_ns:
+            md5, crc = meta["md5"], meta["crc32c"]
+        else:  # written by hand, or changed behind our back: hash once and remember
+            c = checksum_file(path)
+            md5, crc = c.md5, c.crc32c
+            self._write_meta(key, st.st_size, st.st_mtime_ns, c)
+        return ObjectInfo(key, st.st_size, md5, crc, st.st_mtime_ns, st.st_mtime)
+
+    def _read_meta(self, key: str) -> dict | None:
+        try:
+            return json.loads(self._meta_path(key).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _write_meta(self, key: str, size: int, mtime_ns: int, c: Checksums) -> None:
+        mp = self._meta_path(key)
+        try:
+            mp.parent.mkdir(parents=True, exist_ok=True)
+            tmp = mp.with_name(mp.name + f".{os.getpid()}.{threading.get_ident()}.tmp")
+            tmp.write_text(json.dumps({"size": size, "mtime_ns": mtime_ns, "md5": c.md5, "crc32c": c.crc32c}))
+            os.replace(tmp, mp)
+        except OSError:
+            pass  # the cache is an optimisation only
+
+    def _check_generation(self, key: str, path: Path, if_generation_match: int | None) -> None:
+        if if_generation_match is None:
+            return
+        current = path.stat().st_mtime_ns if path.is_file() else 0
+        if current != if_generation_match:
+            raise PreconditionFailed(
+                f"object {key!r} changed (generation {current}, expected {if_generation_match})"
+            )
+
+    def _commit(self, key: str, tmp: Path, final: Path, c: Checksums, if_generation_match: int | None) -> ObjectInfo:
+        with self._locked():
+            self._check_generation(key, final, if_generation_match)
+            if final.is_dir():
+                raise StorageError(f"cannot write {key!r}: a folder of that name exists")
+            os.replace(tmp, final)
+            # make generations strictly increase even within one mtime tick
+            st = final.stat()
+            self._write_meta(key, st.st_size, st.st_mtime_ns, c)
+        return ObjectInfo(key, c.size, c.md5, c.crc32c, st.st_mtime_ns, st.st_mtime)
+
+    def _tmp_for(self, final: Path) -> Path:
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise StorageError(f"cannot create {final.parent.name!r}: an object of that name exists") from None
+        return final.with_name(f"{PARTIAL}.{os.getpid()}.{threading.get_ident()}.{final.name}")
+
+    # ---- Storage protocol --------------------------------------------------------------------
+    def stat(self, key: str) -> ObjectInfo:
+        return self._info(key, self._path(key))
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str = "", delimiter: str | None = None) -> Listing:
+        prefix = clean_prefix(prefix)
+        objects: list[ObjectInfo] = []
+        prefixes: set[str] = set()
+        # start walking at the deepest folder the prefix names
+        base_rel = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        base = self.root / base_rel if base_rel else self.root
+        if not base.is_dir():
+            return Listing([], [])
+        for dirpath, dirnames, filenames in os.walk(base):
+            rel_dir = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
+            rel_dir = "" if rel_dir == "." else rel_dir + "/"
+            dirnames[:] = sorted(
+                d for d in dirnames
+                if d != META_DIR and not os.path.islink(os.path.join(dirpath, d))
+            )
+            for name in sorted(filenames):
+                if name.startswith(PARTIAL) or (rel_dir == "" and name.startswith(".lora-cloud")):
+                    continue
+                key = rel_dir + name
+                if not key.startswith(prefix):
+                    continue
+                full = Path(dirpath) / name
+                if full.is_symlink():
+                    continue
+                if delimiter:
+                    rest = key[len(prefix):]
+                    if delimiter in rest:
+                        prefixes.add(prefix + rest.split(delimiter, 1)[0] + delimiter)
+                        continue
+                with contextlib.suppress(ObjectNotFound):
+                    objects.append(self._info(key, full))
+        objects.sort(key=lambda o: o.key)
+        return Listing(objects, sorted(prefixes))
+
+    def read_bytes(self, key: str) -> bytes:
+        path = self._path(key)
+        info = self._info(key, path)
+        data = path.read_bytes()
+        if checksum_bytes(data).md5 != info.md5:
+            raise ChecksumMismatch(f"object {key!r} is corrupt: its bytes do not match the recorded md5")
+        return data
+
+    def write_bytes(self, key, data, *, if_generation_match=None, content_type=None, metadata=None) -> ObjectInfo:
+        final = self._path(key)
+        tmp = self._tmp_for(final)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            return self._commit(key, tmp, final, checksum_bytes(data), if_generation_match)
+        except OSError as exc:
+            raise StorageError(f"cannot write {key!r}: {exc.strerror or exc}") from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    def upload_file(self, path, key, *, if_generation_match=None, content_type=None, checksums=None) -> ObjectInfo:
+        final = self._path(key)
+        tmp = self._tmp_for(final)
+        try:
+            with open(path, "rb") as src, open(tmp, "wb") as dst:
+                c = copy_stream(src, dst)
+                dst.flush()
+                os.fsync(dst.fileno())
+            if checksums is not None and (checksums.md5 != c.md5 or checksums.size != c.size):
+                raise ChecksumMismatch(f"{path} changed while it was being uploaded")
+            return self._commit(key, tmp, final, c, if_generation_match)
+        except FileNotFoundError:
+            raise StorageError(f"local file {path} does not exist") from None
+        except OSError as exc:
+            raise StorageError(f"cannot upload {path} to {key!r}: {exc.strerror or exc}") from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    def download_file(self, key, path) -> ObjectInfo:
+        src_path = self._path(key)
+        info = self._info(key, src_path)
+        dest = Path(path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f"{PARTIAL}.{os.getpid()}.{threading.get_ident()}.{dest.name}")
+        try:
+            with open(src_path, "rb") as src, open(tmp, "wb") as dst:
+                c = copy_stream(src, dst)
+            if c.md5 != info.md5:
+                raise ChecksumMismatch(f"object {key!r} is corrupt: its bytes do not match the recorded md5")
+            os.replace(tmp, dest)
+            return info
+        except FileNotFoundError:
+            raise ObjectNotFound(f"no object {key!r} in {self.url}") from None
+        except OSError as exc:
+            raise StorageError(f"cannot download {key!r} to {dest}: {exc.strerror or exc}") from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    def delete(self, key, *, if_generation_match=None) -> None:
+        path = self._path(key)
+        with self._locked():
+            if not path.is_file():
+                raise ObjectNotFound(f"no object {key!r} in {self.url}")
+            self._check_generation(key, path, if_generation_match)
+            path.unlink()
+            with contextlib.suppress(FileNotFoundError):
+                self._meta_path(key).unlink()
+        self._prune_empty(path.parent)
+
+    def delete_prefix(self, prefix: str) -> int:
+        prefix = clean_prefix(prefix)
+        if not prefix:
+            raise StorageError("refusing to delete the whole bucket")
+        n = 0
+        for obj in self.list(prefix).objects:
+            with contextlib.suppress(ObjectNotFound):
+                self.delete(obj.key)
+                n += 1
+        base = self.root / prefix.rstrip("/")
+        if prefix.endswith("/") and base.is_dir() and not any(base.iterdir()):
+            shutil.rmtree(base, ignore_errors=True)
+        return n
+
+    def _prune_empty(self, folder: Path) -> None:
+        while folder != self.root and folder.is_dir():
+            try:
+                folder.rmdir()
+            except OSError:
+                return
+            folder = folder.parent
