@@ -7,6 +7,8 @@ import os
 
 import pytest
 
+pytest_plugins = ["tests.fixtures.gcs_emulator"]
+
 _LEAKY = ("VAST_API_KEY", "HF_TOKEN", "STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS", "VAST_URL")
 
 

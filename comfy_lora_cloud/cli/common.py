@@ -3,11 +3,13 @@ place where :class:`LoraCloudError` becomes an exit code."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 import json
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import typer
 from rich.console import Console
@@ -26,6 +28,7 @@ class CliContext:
     home: str | None = None
     json_output: bool = False
     _settings: Settings | None = field(default=None, repr=False)
+    _storage: Any = field(default=None, repr=False)
 
     @property
     def settings(self) -> Settings:
@@ -34,9 +37,12 @@ class CliContext:
         return self._settings
 
     def storage(self):
-        from ..storage import open_storage
+        """The configured storage, opened once per command."""
+        if self._storage is None:
+            from ..storage import open_storage
 
-        return open_storage(settings=self.settings)
+            self._storage = open_storage(settings=self.settings)
+        return self._storage
 
     def state(self):
         from ..service.state import StateStore
@@ -80,14 +86,27 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def progress_bar(total_bytes: int, description: str, enabled: bool = True):
-    """A rich progress bar over bytes (no-op when ``enabled`` is False, e.g. with --json)."""
+@contextlib.contextmanager
+def transfer_progress(ctx: typer.Context, description: str) -> Iterator[Callable[[Any], None]]:
+    """Yield a callback for :class:`storage.sync.Progress` events that drives a progress bar on
+    stderr.
+
+    Silent with ``--json`` or when stderr is not a terminal, so scripts get clean output.
+    """
     from rich.progress import (
         BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn,
     )
 
-    progress = Progress(
+    enabled = not ctx_obj(ctx).json_output and err_console.is_terminal
+    with Progress(
         TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-        TimeRemainingColumn(), console=err_console, disable=not enabled, transient=False,
-    )
-    return progress, total_bytes, description
+        TimeRemainingColumn(), console=err_console, disable=not enabled, transient=True,
+    ) as progress:
+        task = progress.add_task(description, total=None)
+        lock = threading.Lock()
+
+        def update(event: Any) -> None:
+            with lock:
+                progress.update(task, completed=event.bytes_done, total=event.bytes_total or None)
+
+        yield update

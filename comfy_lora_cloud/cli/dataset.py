@@ -1,7 +1,93 @@
-"""`lora-cloud dataset`."""
+"""`lora-cloud dataset`: upload, list, download and delete datasets in storage."""
 
 from __future__ import annotations
 
-import typer
+from pathlib import Path
 
-app = typer.Typer(help="dataset", no_args_is_help=True)
+import typer
+from rich.table import Table
+
+from ..service import library
+from .common import ctx_obj, emit, handle_errors, out_console, transfer_progress
+
+app = typer.Typer(help="Datasets in your bucket: datasets/<name>/ (images, .txt captions, dataset.json).",
+                  no_args_is_help=True)
+
+
+@app.command("upload")
+@handle_errors
+def upload(
+    ctx: typer.Context,
+    src: Path = typer.Argument(..., help="Folder of images with optional .txt captions."),
+    name: str = typer.Option(..., "--name", "-n", help="Dataset name (letters, digits, . _ - and spaces)."),
+    delete: bool = typer.Option(False, "--delete", help="Also delete files in storage that the folder lacks."),
+) -> None:
+    """Upload a folder as a dataset. Unchanged files are skipped (size + checksum)."""
+    obj = ctx_obj(ctx)
+    storage = obj.storage()
+    with transfer_progress(ctx, f"uploading {name}") as progress:
+        result = library.upload_dataset(storage, src, name, delete_extra=delete,
+                                        workers=obj.settings.sync_workers, progress=progress)
+    emit(ctx, result, f"dataset {name!r}: {result['files']} files uploaded ({result['bytes']} bytes), "
+                      f"{result['skipped']} unchanged -> {result['url']}")
+
+
+@app.command("list")
+@handle_errors
+def list_(ctx: typer.Context) -> None:
+    """List datasets with image and caption counts."""
+    items = [d.to_dict() for d in library.list_datasets(ctx_obj(ctx).storage())]
+
+    def human(rows: list[dict]) -> None:
+        if not rows:
+            out_console.print("no datasets yet: lora-cloud dataset upload DIR --name NAME")
+            return
+        t = Table("name", "images", "captioned", "size", "trigger", "type")
+        for r in rows:
+            t.add_row(r["name"], str(r["images"]), str(r["captioned"]), _size(r["bytes"]),
+                      r["trigger"] or "", r["lora_type"] or "")
+        out_console.print(t)
+
+    emit(ctx, items, human)
+
+
+@app.command("download")
+@handle_errors
+def download(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Dataset name."),
+    dest: Path = typer.Argument(..., help="Folder to download into (created if missing)."),
+) -> None:
+    """Download a dataset into a folder. Files already there and identical are skipped."""
+    obj = ctx_obj(ctx)
+    with transfer_progress(ctx, f"downloading {name}") as progress:
+        result = library.download_dataset(obj.storage(), name, dest, workers=obj.settings.sync_workers,
+                                          progress=progress)
+    emit(ctx, result, f"dataset {name!r}: {result['files']} files downloaded to {result['path']}")
+
+
+@app.command("delete")
+@handle_errors
+def delete(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Dataset name."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Delete a dataset from storage."""
+    if not yes and not ctx_obj(ctx).json_output:
+        typer.confirm(f"Delete dataset {name!r} and all its files?", abort=True)
+    n = library.delete_dataset(ctx_obj(ctx).storage(), name)
+    emit(ctx, {"dataset": name, "deleted": n}, f"deleted dataset {name!r} ({n} files)")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+from .dataset_prepare import register as _reg  # noqa: E402  (prepare / validate: issue 5)
+
+_reg(app)

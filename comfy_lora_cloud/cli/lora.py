@@ -1,7 +1,65 @@
-"""`lora-cloud lora`."""
+"""`lora-cloud lora`: list, download and delete trained LoRAs."""
 
 from __future__ import annotations
 
-import typer
+from pathlib import Path
+from typing import Optional
 
-app = typer.Typer(help="lora", no_args_is_help=True)
+import typer
+from rich.table import Table
+
+from ..service import library
+from .common import ctx_obj, emit, handle_errors, out_console
+from .dataset import _size
+
+app = typer.Typer(help="Trained LoRAs in your bucket: loras/<name>.safetensors (+ .json).", no_args_is_help=True)
+
+
+@app.command("list")
+@handle_errors
+def list_(ctx: typer.Context) -> None:
+    """List LoRAs with size and the run that made them."""
+    items = [lo.to_dict() for lo in library.list_loras(ctx_obj(ctx).storage())]
+
+    def human(rows: list[dict]) -> None:
+        if not rows:
+            out_console.print("no LoRAs yet")
+            return
+        t = Table("name", "size", "dataset", "preset", "trigger")
+        for r in rows:
+            m = r["metadata"] or {}
+            t.add_row(r["name"], _size(r["size"]), str(m.get("dataset", "")), str(m.get("preset", "")),
+                      str(m.get("trigger", "")))
+        out_console.print(t)
+
+    emit(ctx, items, human)
+
+
+@app.command("download")
+@handle_errors
+def download(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="LoRA name."),
+    dest: Optional[Path] = typer.Option(
+        None, "--to", help="Folder (default: comfyui_loras_dir setting, else the current folder)."
+    ),
+) -> None:
+    """Download a LoRA (checksum verified; written through a temporary name)."""
+    obj = ctx_obj(ctx)
+    folder = dest or (Path(obj.settings.comfyui_loras_dir) if obj.settings.comfyui_loras_dir else Path.cwd())
+    path = library.download_lora(obj.storage(), name, folder)
+    emit(ctx, {"lora": name, "path": str(path), "size": path.stat().st_size}, f"saved {path}")
+
+
+@app.command("delete")
+@handle_errors
+def delete(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="LoRA name."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Delete a LoRA and its metadata from storage."""
+    if not yes and not ctx_obj(ctx).json_output:
+        typer.confirm(f"Delete LoRA {name!r}?", abort=True)
+    n = library.delete_lora(ctx_obj(ctx).storage(), name)
+    emit(ctx, {"lora": name, "deleted": n}, f"deleted LoRA {name!r}")

@@ -1,0 +1,1 @@
+"""The only package that imports ComfyUI (lazily, inside functions)."""

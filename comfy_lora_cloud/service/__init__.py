@@ -1,0 +1,1 @@
+"""The one API that nodes, routes and the CLI share."""

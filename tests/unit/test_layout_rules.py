@@ -1,0 +1,102 @@
+"""The house rules of design.md, checked on the source: imports point one way, only comfy/
+imports ComfyUI, and requirements.txt (what ComfyUI-Manager installs) matches pyproject."""
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+REPO = Path(__file__).resolve().parents[2]
+PKG = REPO / "comfy_lora_cloud"
+COMFY_MODULES = {"comfy", "comfy_api", "comfy_execution", "server", "folder_paths", "nodes", "execution"}
+LAYER = {  # layer -> layers it may import
+    "cli": {"service", "storage", "providers", "remote", "dataset", "training", "base"},
+    "comfy": {"service", "storage", "providers", "remote", "dataset", "training", "base"},
+    "service": {"storage", "providers", "remote", "dataset", "training", "base"},
+    "storage": {"base"}, "providers": {"base"}, "remote": {"base"}, "dataset": {"base", "storage"},
+    "training": {"base", "storage", "dataset", "providers"},
+    "base": {"base"},
+}
+
+
+def _layer(rel_parts: tuple[str, ...]) -> str:
+    return rel_parts[0] if len(rel_parts) > 1 and rel_parts[0] in LAYER else "base"
+
+
+def _imports(path: Path) -> list[tuple[str, int]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    pkg_parts = path.relative_to(REPO).with_suffix("").parts[:-1]
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(a.name, 0) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = pkg_parts[: len(pkg_parts) - node.level + 1]
+                mod = ".".join(base + ((node.module,) if node.module else ()))
+                out.append((mod, node.level))
+            else:
+                out.append((node.module or "", 0))
+    return out
+
+
+def test_only_comfy_package_imports_comfyui():
+    offenders = []
+    for path in PKG.rglob("*.py"):
+        rel = path.relative_to(PKG).parts
+        if rel[0] == "comfy":
+            continue
+        for mod, level in _imports(path):
+            if level == 0 and mod.split(".")[0] in COMFY_MODULES:
+                offenders.append(f"{path.relative_to(REPO)} imports {mod}")
+    assert offenders == []
+
+
+def test_imports_point_one_way():
+    offenders = []
+    for path in PKG.rglob("*.py"):
+        here = _layer(path.relative_to(PKG).parts)
+        for mod, _ in _imports(path):
+            if not mod.startswith("comfy_lora_cloud."):
+                continue
+            target = _layer(tuple(mod.split(".")[1:]) + ("x",))
+            if target != here and target not in LAYER[here]:
+                offenders.append(f"{path.relative_to(REPO)} ({here}) imports {mod} ({target})")
+    assert offenders == []
+
+
+def _norm(req: str) -> str:
+    return re.sub(r"\s+", "", req).replace('"', "'").lower()
+
+
+def test_requirements_txt_matches_pyproject_dependencies():
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    reqs = [
+        line.split("#")[0].strip()
+        for line in (REPO / "requirements.txt").read_text().splitlines()
+        if line.split("#")[0].strip()
+    ]
+    assert sorted(map(_norm, deps)) == sorted(map(_norm, reqs))
+
+
+def test_no_pin_that_comfyui_pins_differently():
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    for dep in deps:
+        name = re.split(r"[<>=!~;\[ ]", dep, 1)[0].lower()
+        if name in {"aiohttp", "pydantic", "pydantic-settings", "pillow", "numpy", "safetensors", "torch", "yarl"}:
+            assert "==" not in dep and "<=" not in dep, f"{dep}: ComfyUI pins this itself; use a range"
+
+
+def test_pack_entry_point_imports_without_comfyui():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pack_under_test", REPO / "__init__.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert callable(mod.comfy_entrypoint) and mod.WEB_DIRECTORY == "./web"
+    assert (REPO / "web").is_dir()

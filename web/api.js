@@ -1,0 +1,78 @@
+// LoRA Cloud: every request the sidebar makes, in one place.
+// No side effects at import: ComfyUI imports every .js file in this folder as a module.
+import { api } from "../../scripts/api.js";
+
+const BASE = "/lora_cloud/api";
+const TOKEN_HEADER = "X-LoRA-Cloud-Token";
+
+export class LoraCloudApiError extends Error {
+  constructor(message, status, kind) {
+    super(message);
+    this.status = status;
+    this.kind = kind;
+  }
+}
+
+let tokenPromise = null;
+
+// The per-install token guards every request that spends money, writes or deletes.
+// It is read from a same-origin GET once and kept in memory only.
+function token(refresh = false) {
+  if (refresh || !tokenPromise) {
+    tokenPromise = request("/token").then((body) => body.token);
+    tokenPromise.catch(() => { tokenPromise = null; });
+  }
+  return tokenPromise;
+}
+
+async function request(path, { method = "GET", body, retried = false } = {}) {
+  const init = { method, headers: {} };
+  if (method !== "GET") {
+    init.headers["Content-Type"] = "application/json";
+    init.headers[TOKEN_HEADER] = await token();
+    init.body = JSON.stringify(body ?? {});
+  }
+  const resp = await api.fetchApi(BASE + path, init);
+  let data = null;
+  try {
+    data = await resp.json();
+  } catch {
+    data = null;
+  }
+  if (!resp.ok) {
+    if (resp.status === 403 && data?.error === "BadToken" && !retried) {
+      await token(true); // the token file was replaced (a new install): fetch it again once
+      return request(path, { method, body, retried: true });
+    }
+    throw new LoraCloudApiError(data?.message || `HTTP ${resp.status}`, resp.status, data?.error);
+  }
+  return data;
+}
+
+const enc = encodeURIComponent;
+
+export const loraCloudApi = {
+  instances: () => request("/instances").then((b) => b.instances),
+  stopInstance: (id) => request(`/instances/${enc(id)}/stop`, { method: "POST" }),
+  destroyInstance: (id) => request(`/instances/${enc(id)}/destroy`, { method: "POST" }),
+  instanceLogs: (id, tail = 200) => request(`/instances/${enc(id)}/logs?tail=${tail}`).then((b) => b.logs),
+
+  costs: () => request("/costs"),
+  budgets: () => request("/budgets"),
+  setBudgets: (changes) => request("/budgets", { method: "POST", body: changes }),
+
+  runs: () => request("/runs").then((b) => b.runs),
+  run: (id) => request(`/runs/${enc(id)}`),
+  runEvents: (id, since = 0) => request(`/runs/${enc(id)}/events?since=${since}`),
+  sampleUrl: (id, file) => api.apiURL(`${BASE}/runs/${enc(id)}/samples/${enc(file)}`),
+
+  datasets: () => request("/datasets").then((b) => b.datasets),
+  datasetImages: (name) => request(`/datasets/${enc(name)}/images`).then((b) => b.images),
+  thumbUrl: (name, file, size = 128) => api.apiURL(`${BASE}/datasets/${enc(name)}/thumbs/${enc(file)}?size=${size}`),
+  deleteDataset: (name) => request(`/datasets/${enc(name)}`, { method: "DELETE" }),
+
+  loras: () => request("/loras").then((b) => b.loras),
+  loraMetadata: (name) => request(`/loras/${enc(name)}/metadata`),
+  downloadLora: (name) => request(`/loras/${enc(name)}/download`, { method: "POST" }),
+  deleteLora: (name) => request(`/loras/${enc(name)}`, { method: "DELETE" }),
+};
