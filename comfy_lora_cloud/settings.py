@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     max_run_hours: float = Field(6.0, gt=0, description="budget: auto-terminate a run after this many hours")
 
     sync_workers: int = Field(8, ge=1, le=64, description="parallel transfers for sync")
+    trainer_image: str = Field("ghcr.io/comfy-lora-cloud/trainer:0.1.0", description="Docker image of the trainer")
+    rembg_model_path: str | None = Field(None, description="background-removal model (.onnx); default: rembg's folders")
+    caption_model_path: str | None = Field(None, description="local Florence-2 / BLIP-2 model folder for captions")
 
     vast_api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("vast_api_key", "LORA_CLOUD_VAST_API_KEY", "VAST_API_KEY")

@@ -63,6 +63,7 @@ export const loraCloudApi = {
 
   runs: () => request("/runs").then((b) => b.runs),
   run: (id) => request(`/runs/${enc(id)}`),
+  stopRun: (id) => request(`/runs/${enc(id)}/stop`, { method: "POST" }),
   runEvents: (id, since = 0) => request(`/runs/${enc(id)}/events?since=${since}`),
   sampleUrl: (id, file) => api.apiURL(`${BASE}/runs/${enc(id)}/samples/${enc(file)}`),
 

@@ -46,11 +46,18 @@ from . import config as _config  # noqa: E402
 from . import dataset as _dataset  # noqa: E402
 from . import lora as _lora  # noqa: E402
 from . import sync as _sync  # noqa: E402
+from . import train as _train  # noqa: E402
+from . import budget as _budget, costs as _costs, instances as _instances, offers as _offers  # noqa: E402
 
 app.add_typer(_config.app, name="config")
 app.add_typer(_dataset.app, name="dataset")
 app.add_typer(_lora.app, name="lora")
 app.add_typer(_sync.app, name="sync")
+app.add_typer(_train.app, name="train")
+app.add_typer(_offers.app, name="offers")
+app.add_typer(_instances.app, name="instances")
+app.add_typer(_costs.app, name="costs")
+app.add_typer(_budget.app, name="budget")
 
 
 def main() -> None:

@@ -172,6 +172,26 @@ class StateStore:
             ).fetchone()
         return _row_to_run(row) if row else None
 
+    def claim_run(self, run: Run, *, reuse_finished: bool = False) -> tuple[Run, bool]:
+        """Insert ``run`` unless a run with the same ``config_hash`` is live (or, with
+        ``reuse_finished``, finished well). Returns (the run that owns the hash, created?).
+
+        One transaction, so two controllers queueing the same graph at the same moment end up
+        with one run, not two rented machines."""
+        run.updated_at = time.time()
+        d = run.to_dict()
+        d["spec"] = json.dumps(d["spec"], sort_keys=True)
+        with self.transaction() as conn:
+            for row in conn.execute(
+                "SELECT * FROM runs WHERE config_hash = ? ORDER BY created_at DESC", (run.config_hash,)
+            ).fetchall():
+                existing = _row_to_run(row)
+                if not existing.state.is_terminal or (reuse_finished and existing.state is RunState.DONE):
+                    return existing, False
+            cols = ", ".join(d)
+            conn.execute(f"INSERT INTO runs ({cols}) VALUES ({', '.join(':' + k for k in d)})", d)
+        return run, True
+
     # ---- instances ---------------------------------------------------------------------------
     def put_instance(self, inst: Instance, run_id: str | None = None) -> None:
         data = {k: v for k, v in inst.to_dict().items() if k != "raw"}

@@ -1,0 +1,73 @@
+"""`lora-cloud instances`: our labelled vast.ai instances: list, logs, stop, destroy."""
+
+from __future__ import annotations
+
+import asyncio
+
+import typer
+
+from ..providers.base import LABEL_PREFIX
+from ..providers.vast import VastProvider, client_from_settings
+from .common import ctx_obj, emit, handle_errors, out_console
+
+app = typer.Typer(help="List and manage the instances LoRA Cloud rented.", no_args_is_help=True)
+
+
+def _run(ctx: typer.Context, action):
+    settings = ctx_obj(ctx).settings
+
+    async def go():
+        async with client_from_settings(settings) as client:
+            return await action(VastProvider(client))
+
+    return asyncio.run(go())
+
+
+@app.command("list")
+@handle_errors
+def list_(ctx: typer.Context, all_: bool = typer.Option(False, "--all", help="Include instances without our label.")) -> None:
+    """Live instances with their state, price and run."""
+    instances = _run(ctx, lambda p: p.list("" if all_ else LABEL_PREFIX))
+    rows = [{k: v for k, v in i.to_dict().items() if k != "raw"} for i in instances]
+
+    def human(data: list) -> None:
+        if not data:
+            out_console.print("no instances")
+        for r in data:
+            ssh = f"{r['ssh_host']}:{r['ssh_port']}" if r["ssh_port"] else "-"
+            out_console.print(f"{r['id']:>10}  {r['state']:<9} {r['gpu_name']:<14} ${r['dph_total']:.3f}/hr  "
+                              f"run={r['run_id'] or '-'}  ssh={ssh}  {r['status_msg']}", markup=False)
+
+    emit(ctx, rows, human)
+
+
+@app.command("logs")
+@handle_errors
+def logs(ctx: typer.Context, instance_id: str, tail: int = typer.Option(200, help="Lines to show.")) -> None:
+    """The container's recent log lines."""
+    text = _run(ctx, lambda p: p.logs(instance_id, tail))
+    emit(ctx, {"id": instance_id, "logs": text}, lambda d: out_console.print(d["logs"], markup=False, end=""))
+
+
+@app.command("stop")
+@handle_errors
+def stop(ctx: typer.Context, instance_id: str) -> None:
+    """Stop (the GPU is released; the disk stays and keeps billing storage)."""
+
+    async def action(p: VastProvider):
+        await p.stop(instance_id)
+        return await p.get(instance_id)
+
+    inst = _run(ctx, action)
+    emit(ctx, {"id": instance_id, "state": inst.state.value if inst else "gone"}, f"stopped {instance_id}")
+
+
+@app.command("destroy")
+@handle_errors
+def destroy(ctx: typer.Context, instance_id: str,
+            yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")) -> None:
+    """Destroy (all billing stops; the instance's disk is deleted). Confirmed by reading it back."""
+    if not yes and not ctx_obj(ctx).json_output:
+        typer.confirm(f"destroy instance {instance_id} and delete its disk?", abort=True)
+    existed = _run(ctx, lambda p: p.destroy(instance_id))
+    emit(ctx, {"id": instance_id, "destroyed": True, "existed": existed}, f"destroyed {instance_id}")

@@ -1,0 +1,54 @@
+"""`lora-cloud offers`: the offer the picker would rent for a job, and why."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Optional
+
+import typer
+
+from ..providers.pricing import Job, pick_offer
+from ..providers.vast import VastProvider, client_from_settings
+from .common import ctx_obj, emit, handle_errors, out_console
+
+app = typer.Typer(help="Find the offer with the cheapest expected total for a training job.")
+
+
+@app.callback(invoke_without_command=True)
+@handle_errors
+def offers(
+    ctx: typer.Context,
+    preset: str = typer.Option("character", "--for", help="LoRA preset: character, style or concept."),
+    resolution: int = typer.Option(1024, help="Training resolution in pixels."),
+    tier: int = typer.Option(24, help="VRAM floor in GB: 24, 48 or 80."),
+    images: Optional[int] = typer.Option(None, help="Dataset size (default: typical for the preset)."),
+    steps: int = typer.Option(0, help="Training steps (default: from the preset)."),
+    interruptible: bool = typer.Option(False, help="Price interruptible (bid) offers instead of on-demand."),
+    max_dph: Optional[float] = typer.Option(None, help="Most $/hr to pay (default: the max_dph budget)."),
+    min_reliability: float = typer.Option(0.95, help="Lowest host reliability (0-1)."),
+    disk_gb: float = typer.Option(80.0, help="Disk to rent, GB."),
+) -> None:
+    """Rank offers by expected job cost (download + setup + training time at each GPU's speed)."""
+    settings = ctx_obj(ctx).settings
+    from ..training.estimate import preset_steps
+
+    steps = steps or preset_steps(preset, images, tier)
+    job = Job(preset=preset, resolution=resolution, tier=tier, steps=steps,
+              interruptible=interruptible, max_dph=settings.max_dph if max_dph is None else max_dph,
+              min_reliability=min_reliability, disk_gb=disk_gb)
+
+    async def go():
+        async with client_from_settings(settings) as client:
+            return await pick_offer(VastProvider(client), job)
+
+    pick = asyncio.run(go())
+    data = {"job": {"preset": job.preset, "resolution": job.resolution, "steps": job.steps, "tier": job.tier,
+                    "interruptible": job.interruptible, "max_dph": job.max_dph}, **pick.to_dict()}
+
+    def human(_d: dict) -> None:
+        out_console.print(pick.explain(), markup=False)
+        for e in pick.ranked[1:5]:
+            out_console.print(f"  runner-up {e.offer.id}: {e.offer.gpu_name} ${e.offer.dph_total:.3f}/hr "
+                              f"-> ${e.expected_cost:.2f} expected", markup=False)
+
+    emit(ctx, data, human)

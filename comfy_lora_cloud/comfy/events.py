@@ -1,0 +1,225 @@
+"""Live events for the sidebar, pushed through ComfyUI's websocket, and the loop that makes them.
+
+Event names (the sidebar subscribes with ``api.addEventListener(name, ...)``):
+
+    lora_cloud.run        one run's view (state, step, loss, ETA, samples) whenever it changes
+    lora_cloud.instance   {"instances": [...]} when instances change (and while any bills)
+    lora_cloud.budget     {"kind": "warning"|"exceeded"|"changed", "message", ...}: the month's
+                          spend nearing or passing its cap, or new caps; the watchdog sends
+                          "warning"/"enforced"/"enforce_failed" with the same name
+
+The sender is injectable. In ComfyUI it is ``PromptServer.instance.send_sync(event, data,
+sid=None)``: thread-safe, a broadcast to every open tab (contract §2), imported lazily so this
+module loads without ComfyUI.
+
+The poller, reconcile and the budget watchdog run on :class:`PackLoop`, a daemon thread with its
+own asyncio loop that the pack starts once. Nodes run on per-prompt loops and routes on the
+server loop (contract §3); long-lived work belongs to neither. ComfyUI never runs shutdown hooks, so nothing here needs one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from typing import Any, Awaitable, Callable, Coroutine
+
+from ..errors import redact
+from ..service.api import BUDGET_EVENT, INSTANCE_EVENT, RUN_EVENT, LoraCloudService
+from ..service.budgets import Budgets
+from ..service.reconcile import Reconciler
+from ..service.watchdog import Watchdog
+
+log = logging.getLogger(__name__)
+
+RUN, INSTANCE, BUDGET = RUN_EVENT, INSTANCE_EVENT, BUDGET_EVENT
+
+Send = Callable[[str, dict[str, Any]], None]
+GetService = Callable[[], Awaitable[LoraCloudService]]
+
+
+def comfy_send(event: str, data: dict[str, Any]) -> None:
+    """Broadcast through ComfyUI's websocket (safe from any thread)."""
+    from server import PromptServer  # ComfyUI's top-level module; only there at runtime
+
+    PromptServer.instance.send_sync(event, data, sid=None)
+
+
+class EventPoller:
+    """Reads runs, instances and costs from the service and sends what changed since last time.
+
+    Live runs are read every poll; a full scan (which also finds runs launched from another
+    machine) happens every ``full_every`` polls, so a big bucket is not listed every few seconds.
+    """
+
+    def __init__(self, service: LoraCloudService, send: Send, *, full_every: int = 12,
+                 warn_fraction: float = 0.8):
+        self.service, self.send = service, send
+        self.full_every, self.warn_fraction = full_every, warn_fraction
+        self._polls = 0
+        self._run_sigs: dict[str, tuple[Any, ...]] = {}
+        self._live: set[str] = set()
+        self._instances_sig: tuple[Any, ...] | None = None
+        self._budget_level: str | None = None
+
+    async def poll_once(self) -> list[str]:
+        """One round; returns the names of the events sent (tests assert on them)."""
+        sent: list[str] = []
+        full = self._polls % self.full_every == 0
+        self._polls += 1
+        if full:
+            views = [await self.service.run(v["id"]) if v["live"] else v for v in await self.service.runs()]
+        else:  # live runs in detail (with their sample list)
+            views = [await self.service.run(run_id) for run_id in sorted(self._live)]
+        for view in views:
+            view.pop("status", None)
+            sig = tuple(view.get(k) for k in ("state", "step", "loss", "updated_at", "error", "cost_usd"))
+            sig += (len(view.get("samples") or ()),)
+            (self._live.add if view.get("live") else self._live.discard)(view["id"])
+            if self._run_sigs.get(view["id"]) != sig:
+                self._run_sigs[view["id"]] = sig
+                self.send(RUN, view)
+                sent.append(RUN)
+        instances = await self.service.instances()
+        sig = tuple((i["id"], i["state"]) for i in instances)
+        billing = any(i["state"] in ("running", "loading", "creating") for i in instances)
+        if sig != self._instances_sig or billing:
+            self._instances_sig = sig
+            self.send(INSTANCE, {"instances": instances})
+            sent.append(INSTANCE)
+        sent += self._check_budget(await self.service.costs())
+        return sent
+
+    def _check_budget(self, costs: dict[str, Any]) -> list[str]:
+        fraction = costs.get("month_fraction")
+        level = None
+        if fraction is not None and fraction >= 1.0:
+            level = "exceeded"
+        elif fraction is not None and fraction >= self.warn_fraction:
+            level = "warning"
+        if level == self._budget_level:
+            return []
+        self._budget_level = level
+        if level is None:
+            return []
+        cap = costs["budgets"]["max_month_usd"]
+        self.send(BUDGET, {
+            "kind": level, "month_usd": costs["month_usd"], "max_month_usd": cap,
+            "message": f"This month's spend ${costs['month_usd']:.2f} is {fraction:.0%} of the ${cap:.2f} budget",
+        })
+        return [BUDGET]
+
+
+class PackLoop:
+    """A daemon thread that runs the pack's own event loop; :meth:`start` is idempotent."""
+
+    def __init__(self, name: str = "lora-cloud-loop"):
+        self.name = name
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self.loop is None:
+                ready = threading.Event()
+                loop = asyncio.new_event_loop()
+
+                def main() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    loop.run_forever()
+
+                self._thread = threading.Thread(target=main, name=self.name, daemon=True)
+                self._thread.start()
+                ready.wait()
+                self.loop = loop
+            return self.loop
+
+    def submit(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
+        return asyncio.run_coroutine_threadsafe(coro, self.start())
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Cancel what runs on the loop and end the thread (tests; ComfyUI just exits)."""
+        with self._lock:
+            loop, thread, self.loop, self._thread = self.loop, self._thread, None, None
+        if loop is None or thread is None:
+            return
+
+        async def cancel_all() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            loop.stop()
+
+        asyncio.run_coroutine_threadsafe(cancel_all(), loop)
+        thread.join(timeout)
+        loop.close()
+
+
+async def poll_forever(get_service: GetService, send: Send, interval: float = 5.0,
+                       sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+    """Poll until cancelled. A failing round (bad settings, a flaky bucket) is logged and the
+    next round tries again, building the service again if it could not be built."""
+    poller: EventPoller | None = None
+    while True:
+        try:
+            if poller is None:
+                poller = EventPoller(await get_service(), send)
+            await poller.poll_once()
+        except Exception as exc:
+            log.warning("lora_cloud event poll failed: %s", redact(str(exc)))
+        await sleep(interval)
+
+
+async def guard_forever(get_service: GetService, send: Send, *, interval: float = 30.0, grace_s: float = 120.0,
+                        fresh_s: float = 1800.0, sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+    """Reconcile and the budget watchdog (issue 3's), every ``interval`` s, while a vast.ai key is set.
+
+    Reconcile destroys labelled instances that no live run owns; a run whose trainer reported a
+    live state to the bucket within ``fresh_s`` counts as owned (another laptop's run). The
+    watchdog books costs, enforces the budgets and sends ``lora_cloud.budget`` events. One
+    provider (one HTTP client) serves both for as long as it works; it is reopened after a failure.
+    """
+    while True:
+        try:
+            service = await get_service()
+            if service.provider_factory is None or not service.settings.secret("vast_api_key"):
+                await sleep(interval)
+                continue
+            async with service.provider_factory() as provider:
+                reconciler = Reconciler(provider, service.state, clock=service.clock, grace_s=grace_s,
+                                        is_live_elsewhere=lambda run_id: service.run_live_in_bucket(run_id, fresh_s))
+                watchdog = Watchdog(provider, service.state, lambda: Budgets.from_settings(service.settings),
+                                    clock=service.clock, emit=send)
+                while True:
+                    await reconciler.run_once()
+                    await watchdog.poll_once()
+                    await sleep(interval)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("lora_cloud reconcile/watchdog round failed: %s", redact(str(exc)))
+            await sleep(interval)
+
+
+_pack_loop = PackLoop()
+_background: list[concurrent.futures.Future[Any]] = []
+_background_lock = threading.Lock()
+
+
+def pack_loop() -> PackLoop:
+    return _pack_loop
+
+
+def start_background(get_service: GetService, send: Send) -> list[concurrent.futures.Future[Any]]:
+    """Start the event poller and the reconcile/watchdog loop on the pack's loop, once."""
+    with _background_lock:
+        if not _background or any(f.done() for f in _background):
+            for f in _background:
+                f.cancel()
+            _background[:] = [_pack_loop.submit(poll_forever(get_service, send)),
+                              _pack_loop.submit(guard_forever(get_service, send))]
+        return list(_background)

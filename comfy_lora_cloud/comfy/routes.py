@@ -1,0 +1,341 @@
+"""HTTP routes under ``/lora_cloud/api/`` for the sidebar (ComfyUI also serves them under ``/api``).
+
+Handlers are thin: parse the request, await one :class:`LoraCloudService` call, answer JSON.
+:func:`register_routes` adds them to any ``RouteTableDef``, so tests run them on a plain aiohttp
+app and ComfyUI gets them through :func:`install`.
+
+Safety (reference/comfyui-contract.md §2, §6):
+
+- every ``LoraCloudError`` becomes ``{"error", "message", "status"}`` with the error's HTTP
+  status, in :func:`error_response`; anything else is a 500 with no details;
+- routes that spend money, change budgets, write files or delete data are POST/DELETE and go
+  through :func:`_guard`: same origin only (a present ``Origin``, ``null`` included, must equal
+  ``Host``), ``Content-Type: application/json`` only (so a cross-site request needs a preflight,
+  which fails) and the per-install token in ``X-LoRA-Cloud-Token``;
+- ``GET /lora_cloud/api/token`` refuses cross-origin requests too;
+- names come from the URL and are validated by the service layer (path tricks give 400).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Union
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from ..errors import ConfigError, LoraCloudError, redact
+from ..service.api import THUMB_SIZES, LoraCloudService
+from .token import HEADER, load_or_create_token, token_matches
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/lora_cloud/api"
+GetService = Callable[[], Union[LoraCloudService, Awaitable[LoraCloudService]]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_error(status: int, error: str, message: str) -> web.Response:
+    return web.json_response({"error": error, "message": redact(message), "status": status}, status=status)
+
+
+def error_response(exc: LoraCloudError) -> web.Response:
+    """The one place a pack error becomes an HTTP answer."""
+    return json_error(exc.http_status, type(exc).__name__, exc.message)
+
+
+def _hosts_match(origin_netloc: str, host: str) -> bool:
+    """ComfyUI's rule: equal host names, and equal ports when both sides name one."""
+    a, b = urlsplit("//" + origin_netloc.lower()), urlsplit("//" + host.lower())
+    try:
+        ports = (a.port, b.port)
+    except ValueError:
+        return False
+    if a.hostname != b.hostname:
+        return False
+    return None in ports or ports[0] == ports[1]
+
+
+def is_same_origin(request: web.Request) -> bool:
+    """True when the request carries no ``Origin`` or one whose host equals ``Host``.
+
+    Stricter than ComfyUI's own check: ``Origin: null`` (sandboxed frames, file://) is refused,
+    and so is ``Sec-Fetch-Site: cross-site``.
+    """
+    if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
+        return False
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    netloc = urlsplit(origin).netloc if origin.strip().lower() != "null" else ""
+    host = request.headers.get("Host", "")
+    return bool(netloc and host) and _hosts_match(netloc, host)
+
+
+class _Routes:
+    """The handlers, bound to how they get the service and the token."""
+
+    def __init__(self, get_service: GetService):
+        self._get_service = get_service
+        self._tokens: dict[Path, str] = {}
+
+    async def service(self) -> LoraCloudService:
+        svc = self._get_service()
+        if inspect.isawaitable(svc):
+            svc = await svc
+        return svc  # type: ignore[return-value]
+
+    async def token(self) -> str:
+        home = (await self.service()).settings.home
+        if home not in self._tokens:
+            self._tokens[home] = await asyncio.to_thread(load_or_create_token, home)
+        return self._tokens[home]
+
+    async def guard(self, request: web.Request) -> web.Response | None:
+        """Refuse a mutating request that is cross-origin, not JSON, or without the token."""
+        if not is_same_origin(request):
+            return json_error(403, "CrossOrigin", "cross-origin requests are refused")
+        if request.content_type != "application/json":
+            return json_error(415, "UnsupportedMediaType", "send Content-Type: application/json")
+        if not token_matches(await self.token(), request.headers.get(HEADER)):
+            return json_error(403, "BadToken", f"missing or wrong {HEADER} header")
+        return None
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ConfigError("the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ConfigError("the request body must be a JSON object")
+    return body
+
+
+def _int_param(request: web.Request, name: str, default: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer") from None
+
+
+def _handled(fn: Handler) -> Handler:
+    """Map our errors to JSON; never let an unexpected exception's text reach the client."""
+
+    @functools.wraps(fn)
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        try:
+            return await fn(request)
+        except LoraCloudError as exc:
+            return error_response(exc)
+        except web.HTTPException:
+            raise
+        except Exception:
+            log.exception("lora_cloud route %s %s failed", request.method, redact(request.path))
+            return json_error(500, "InternalError", "internal error; see the ComfyUI log")
+
+    return wrapper
+
+
+def register_routes(routes: web.RouteTableDef, get_service: GetService) -> None:
+    """Add every ``/lora_cloud/api/...`` handler to ``routes``."""
+    r = _Routes(get_service)
+
+    def get(path: str) -> Callable[[Handler], Handler]:
+        return lambda fn: routes.get(PREFIX + path)(_handled(fn))
+
+    def mutate(method: str, path: str) -> Callable[[Handler], Handler]:
+        def deco(fn: Handler) -> Handler:
+            async def guarded(request: web.Request) -> web.StreamResponse:
+                refused = await r.guard(request)
+                return refused if refused is not None else await fn(request)
+
+            functools.update_wrapper(guarded, fn)
+            routes.route(method, PREFIX + path)(_handled(guarded))
+            return fn
+
+        return deco
+
+    @get("/token")
+    async def token(request: web.Request) -> web.Response:
+        if not is_same_origin(request):
+            return json_error(403, "CrossOrigin", "cross-origin requests are refused")
+        return web.json_response({"header": HEADER, "token": await r.token()},
+                                 headers={"Cache-Control": "no-store"})
+
+    # ---- instances, costs, budgets ---------------------------------------------------------------
+    @get("/instances")
+    async def instances(request: web.Request) -> web.Response:
+        everything = request.query.get("all") in ("1", "true")
+        return web.json_response({"instances": await (await r.service()).instances(everything)})
+
+    @mutate("POST", "/instances/{instance_id}/stop")
+    async def stop_instance(request: web.Request) -> web.Response:
+        return web.json_response(await (await r.service()).stop_instance(request.match_info["instance_id"]))
+
+    @mutate("POST", "/instances/{instance_id}/destroy")
+    async def destroy_instance(request: web.Request) -> web.Response:
+        return web.json_response(await (await r.service()).destroy_instance(request.match_info["instance_id"]))
+
+    @get("/instances/{instance_id}/logs")
+    async def instance_logs(request: web.Request) -> web.Response:
+        tail = _int_param(request, "tail", 200)
+        return web.json_response(await (await r.service()).instance_logs(request.match_info["instance_id"], tail))
+
+    @get("/costs")
+    async def costs(request: web.Request) -> web.Response:
+        return web.json_response(await (await r.service()).costs())
+
+    @get("/budgets")
+    async def budgets(request: web.Request) -> web.Response:
+        return web.json_response(await (await r.service()).budgets())
+
+    @mutate("POST", "/budgets")
+    async def set_budgets(request: web.Request) -> web.Response:
+        return web.json_response(await (await r.service()).set_budgets(await _json_body(request)))
+
+    # ---- runs ------------------------------------------------------------------------------------
+    @get("/runs")
+    async def runs(request: web.Request) -> web.Response:
+        limit = _int_param(request, "limit", 50)
+        if not 1 <= limit <= 500:
+            raise ConfigError("limit must be between 1 and 500")
+        return web.json_response({"runs": await (await r.service()).runs(limit)})
+
+    @get("/runs/{run_id}")
+    async def run(request: web.Request) -> web.Response:
+        return web.json_response(await (await r.service()).run(request.match_info["run_id"]))
+
+    @mutate("POST", "/runs/{run_id}/stop")
+    async def stop_run(request: web.Request) -> web.Response:
+        return web.json_response(await (await r.service()).stop_run(request.match_info["run_id"]))
+
+    @get("/runs/{run_id}/events")
+    async def run_events(request: web.Request) -> web.Response:
+        since = _int_param(request, "since", 0)
+        return web.json_response(await (await r.service()).run_events(request.match_info["run_id"], since))
+
+    @get("/runs/{run_id}/samples")
+    async def run_samples(request: web.Request) -> web.Response:
+        return web.json_response({"samples": await (await r.service()).run_samples(request.match_info["run_id"])})
+
+    @get("/runs/{run_id}/samples/{file}")
+    async def run_sample(request: web.Request) -> web.Response:
+        data, ctype = await (await r.service()).run_sample(request.match_info["run_id"], request.match_info["file"])
+        return web.Response(body=data, content_type=ctype, headers={"Cache-Control": "private, max-age=60"})
+
+    # ---- datasets --------------------------------------------------------------------------------
+    @get("/datasets")
+    async def datasets(request: web.Request) -> web.Response:
+        return web.json_response({"datasets": await (await r.service()).datasets()})
+
+    @get("/datasets/{name}/images")
+    async def dataset_images(request: web.Request) -> web.Response:
+        return web.json_response({"images": await (await r.service()).dataset_images(request.match_info["name"])})
+
+    @get("/datasets/{name}/captions")
+    async def dataset_captions(request: web.Request) -> web.Response:
+        svc = await r.service()
+        return web.json_response({"captions": await svc.dataset_captions(request.match_info["name"])})
+
+    @get("/datasets/{name}/images/{file}")
+    async def dataset_image(request: web.Request) -> web.Response:
+        svc = await r.service()
+        data, ctype = await svc.dataset_image(request.match_info["name"], request.match_info["file"])
+        return web.Response(body=data, content_type=ctype, headers={"Cache-Control": "private, max-age=60"})
+
+    @get("/datasets/{name}/thumbs/{file}")
+    async def dataset_thumb(request: web.Request) -> web.Response:
+        size = _int_param(request, "size", THUMB_SIZES[2])
+        svc = await r.service()
+        data = await svc.dataset_thumbnail(request.match_info["name"], request.match_info["file"], size)
+        return web.Response(body=data, content_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
+
+    @mutate("DELETE", "/datasets/{name}")
+    async def delete_dataset(request: web.Request) -> web.Response:
+        return web.json_response(await (await r.service()).delete_dataset(request.match_info["name"]))
+
+    # ---- LoRAs -----------------------------------------------------------------------------------
+    @get("/loras")
+    async def loras(request: web.Request) -> web.Response:
+        return web.json_response({"loras": await (await r.service()).loras()})
+
+    @get("/loras/{name}/metadata")
+    async def lora_metadata(request: web.Request) -> web.Response:
+        return web.json_response(await (await r.service()).lora_metadata(request.match_info["name"]))
+
+    @mutate("POST", "/loras/{name}/download")
+    async def download_lora(request: web.Request) -> web.Response:
+        return web.json_response(await (await r.service()).download_lora(request.match_info["name"]))
+
+    @mutate("DELETE", "/loras/{name}")
+    async def delete_lora(request: web.Request) -> web.Response:
+        return web.json_response(await (await r.service()).delete_lora(request.match_info["name"]))
+
+
+class ServiceHolder:
+    """Builds the pack's one :class:`LoraCloudService` on first use, in a worker thread.
+
+    The service holds no loop-bound object, so the server loop and the pack's loop share it.
+    """
+
+    def __init__(self, build: Callable[[], LoraCloudService]):
+        self._build = build
+        self._service: LoraCloudService | None = None
+        self._lock = threading.Lock()
+
+    def _get_blocking(self) -> LoraCloudService:
+        with self._lock:
+            if self._service is None:
+                self._service = self._build()
+            return self._service
+
+    async def get(self) -> LoraCloudService:
+        return self._service or await asyncio.to_thread(self._get_blocking)
+
+
+def _comfy_service() -> LoraCloudService:
+    """The service as ComfyUI runs it: configured settings, LoRAs into ``models/loras/lora_cloud``."""
+    import folder_paths  # ComfyUI's module
+
+    from ..settings import Settings
+    from .events import comfy_send
+
+    settings = Settings.load()
+    loras_dir = settings.comfyui_loras_dir or str(Path(folder_paths.get_folder_paths("loras")[0]) / "lora_cloud")
+    return LoraCloudService.from_settings(settings, emit=comfy_send, loras_dir=loras_dir)
+
+
+_installed = False
+
+
+def install() -> bool:
+    """Register the routes on ComfyUI's server and start the pack's background loop, once.
+
+    Returns False (and does nothing) outside ComfyUI. Must run while ComfyUI imports packs: the
+    router is frozen once the server starts (contract §2).
+    """
+    global _installed
+    if _installed:
+        return True
+    try:
+        from server import PromptServer
+    except ImportError:
+        return False
+    from .events import comfy_send, start_background
+
+    holder = ServiceHolder(_comfy_service)
+    register_routes(PromptServer.instance.routes, holder.get)
+    start_background(holder.get, comfy_send)
+    _installed = True
+    return True

@@ -1,0 +1,168 @@
+"""Load one image file into an RGB Pillow image, or fail with an :class:`ImageLoadError` for that
+file alone.
+
+Why so careful: a training folder is whatever a user dragged out of a phone or a browser. Any one
+bad file (zero bytes, cut off mid-download, a PDF named ``.jpg``, a decompression bomb) must be
+reported clearly and never stop the other files. The source is opened read-only and never written.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from ..errors import ImageLoadError
+
+# Extensions we accept, and the Pillow format each one must really contain.
+FORMATS_BY_EXT: dict[str, set[str]] = {
+    ".jpg": {"JPEG", "MPO"},
+    ".jpeg": {"JPEG", "MPO"},
+    ".jpe": {"JPEG", "MPO"},
+    ".png": {"PNG"},
+    ".webp": {"WEBP"},
+    ".bmp": {"BMP"},
+    ".gif": {"GIF"},
+    ".tif": {"TIFF"},
+    ".tiff": {"TIFF"},
+}
+IMAGE_EXTENSIONS = frozenset(FORMATS_BY_EXT)
+# Files that sit next to images and are not images: captions and our own manifest.
+SIDECAR_EXTENSIONS = frozenset({".txt", ".caption", ".json"})
+
+DEFAULT_MAX_PIXELS = 64_000_000  # 8000 x 8000: far above any training use, far below a bomb
+MAX_FILE_BYTES = 200 * 1024 * 1024
+
+
+@dataclass
+class LoadedImage:
+    """An RGB image plus what was done to it on the way in."""
+
+    image: Image.Image
+    source_format: str
+    original_size: tuple[int, int]  # (width, height) after EXIF orientation
+    warnings: list[str] = field(default_factory=list)
+
+
+def load_image(
+    path: str | os.PathLike[str],
+    *,
+    root: str | os.PathLike[str] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> LoadedImage:
+    """Read ``path`` and return it as RGB with EXIF orientation applied.
+
+    ``root``: when given, a path (or symlink) that resolves outside it is refused, so a link in
+    the user's folder cannot pull in arbitrary files. Transparent pixels are composited onto
+    ``background``; animated files give their first frame.
+    """
+    p = Path(path)
+    name = p.name
+    if root is not None:
+        real_root = os.path.realpath(root)
+        real = os.path.realpath(p)
+        if os.path.commonpath([real_root, real]) != real_root:
+            raise ImageLoadError(f"{name}: is a link to a file outside the dataset folder; skipped", path=str(p))
+    ext = p.suffix.lower()
+    if ext not in FORMATS_BY_EXT:
+        raise ImageLoadError(
+            f"{name}: not a supported image type ({ext or 'no extension'}); "
+            f"use one of {', '.join(sorted(IMAGE_EXTENSIONS))}",
+            path=str(p),
+        )
+    try:
+        size = p.stat().st_size
+    except OSError as exc:
+        raise ImageLoadError(f"{name}: cannot be read ({exc.strerror or exc})", path=str(p)) from None
+    if size == 0:
+        raise ImageLoadError(f"{name}: is empty (0 bytes)", path=str(p))
+    if size > MAX_FILE_BYTES:
+        raise ImageLoadError(f"{name}: is too large ({size // (1024 * 1024)} MiB)", path=str(p))
+    try:
+        with open(p, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise ImageLoadError(f"{name}: cannot be read ({exc.strerror or exc})", path=str(p)) from None
+    return decode_image(data, name=name, ext=ext, max_pixels=max_pixels, background=background, path=str(p))
+
+
+def decode_image(
+    data: bytes,
+    *,
+    name: str,
+    ext: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    background: tuple[int, int, int] = (255, 255, 255),
+    path: str = "",
+) -> LoadedImage:
+    """Decode image bytes (see :func:`load_image`); ``ext`` checks the content against the name."""
+    notes: list[str] = []
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns (not raises) between MAX_IMAGE_PIXELS and twice that; we check ourselves.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        kind = "not an image" if ext is None else f"not an image (its content is not {ext})"
+        raise ImageLoadError(f"{name}: {kind}", path=path) from None
+    except Image.DecompressionBombError:
+        raise ImageLoadError(
+            f"{name}: refused as a possible decompression bomb (its header claims over "
+            f"{2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels)", path=path
+        ) from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageLoadError(f"{name}: cannot be decoded ({exc})", path=path) from None
+
+    fmt = img.format or "unknown"
+    if ext is not None and fmt not in FORMATS_BY_EXT.get(ext, set()):
+        raise ImageLoadError(
+            f"{name}: is a {fmt} file with a {ext} name; rename it to the right extension", path=path
+        )
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ImageLoadError(
+            f"{name}: {w}x{h} is {w * h / 1e6:.0f} megapixels, over the {max_pixels / 1e6:.0f} MP limit "
+            "(a possible decompression bomb); downscale it first",
+            path=path,
+        )
+    if getattr(img, "n_frames", 1) > 1:
+        img.seek(0)
+        notes.append(f"{name}: animated ({img.n_frames} frames); used the first frame")
+    try:
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        img.load()
+        img = ImageOps.exif_transpose(img) or img
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageLoadError(f"{name}: is damaged or truncated ({exc})", path=path) from None
+    rgb = to_rgb(img, background)
+    return LoadedImage(rgb, fmt, rgb.size, notes)
+
+
+def to_rgb(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB: high bit depths scaled (not clipped), alpha flattened."""
+    import numpy as np
+
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = float(arr.max()) if arr.size else 0.0
+        if mode == "F":
+            full_scale = 1.0 if peak <= 1.0 else peak
+        else:  # 16-bit PNG/TIFF data: 0..65535 (or 0..255 stored wide)
+            full_scale = 65535.0 if peak > 255 else 255.0
+        grey = np.clip(arr / full_scale * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if mode in ("P", "LA", "PA", "RGBa") and (mode != "P" or "transparency" in img.info):
+        img = img.convert("RGBA")
+    if img.mode == "RGBA":
+        base = Image.new("RGB", img.size, background)
+        base.paste(img, mask=img.getchannel("A"))
+        return base
+    return img.convert("RGB")  # L, 1, P without transparency, CMYK, YCbCr, LAB, HSV

@@ -1,0 +1,1 @@
+"""GPU providers: vast.ai and this machine."""

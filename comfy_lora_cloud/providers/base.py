@@ -1,0 +1,108 @@
+"""Where GPUs come from: one Provider protocol, a few verbs over the records in ``models.py``.
+
+A provider searches offers, launches an instance from one with a :class:`LaunchSpec`, reads
+instances back (one or all of ours), stops, destroys and fetches logs. What a provider cannot do
+is declared in ``capabilities`` so callers check up front instead of catching
+``NotImplementedError`` deep inside a launch.
+
+Every instance we create carries a label naming its run (:func:`run_label`); the label is how a
+restarted controller finds its instances again, so it is the only link reconcile relies on.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from ..models import Instance, Offer, Record
+
+LABEL_PREFIX = "lora-cloud:"
+
+
+def run_label(run_id: str) -> str:
+    """The label every instance of ``run_id`` carries."""
+    return f"{LABEL_PREFIX}{run_id}"
+
+
+def run_id_from_label(label: str | None) -> str | None:
+    """The run an instance belongs to, or None when it is not one of ours."""
+    if label and label.startswith(LABEL_PREFIX) and len(label) > len(LABEL_PREFIX):
+        return label[len(LABEL_PREFIX):]
+    return None
+
+
+class Capability(str, enum.Enum):
+    STOP = "stop"  # stop keeps the disk; start resumes
+    INTERRUPTIBLE = "interruptible"  # bid / spot instances
+    LOGS = "logs"
+    SSH = "ssh"
+    SELF_DESTROY = "self_destroy"  # the container gets a key to destroy itself
+    BILLING = "billing"  # charges can be read back from the provider
+
+
+@dataclass
+class OfferRequest(Record):
+    """Hard constraints for an offer search. Sizes in GB, prices in $/hr."""
+
+    gpu_names: list[str] = field(default_factory=list)
+    min_vram_gb: float = 0.0
+    min_ram_gb: float = 0.0
+    min_disk_gb: float = 0.0
+    min_reliability: float = 0.0
+    verified: bool | None = True
+    interruptible: bool = False
+    max_dph: float | None = None
+    min_inet_down_mbps: float = 0.0
+    min_cuda: float | None = None
+    regions: list[str] = field(default_factory=list)  # 2-letter country codes
+    num_gpus: int = 1
+    allocated_storage_gb: float = 0.0  # prices the disk part of dph_total
+    limit: int = 1000
+
+
+@dataclass
+class LaunchSpec(Record):
+    """What to run on a new instance.
+
+    ``env`` is plain ``NAME: value``; ``ports`` become ``-p N:N`` requests. ``bid`` makes the
+    instance interruptible at that $/hr; None with ``interruptible`` means "bid the offer's
+    current minimum".
+    """
+
+    image: str
+    label: str
+    disk_gb: float = 60.0
+    env: dict[str, str] = field(default_factory=dict)
+    onstart: str | None = None
+    interruptible: bool = False
+    bid: float | None = None
+    runtype: str = "ssh"
+    ports: list[int] = field(default_factory=list)
+
+
+@runtime_checkable
+class Provider(Protocol):
+    name: str
+    capabilities: frozenset[Capability]
+
+    async def search(self, req: OfferRequest) -> list[Offer]:
+        """Offers that meet every constraint in ``req`` (unordered)."""
+
+    async def launch(self, offer: Offer, spec: LaunchSpec) -> Instance:
+        """Rent ``offer`` and start ``spec`` on it. Never creates two instances for one call."""
+
+    async def get(self, instance_id: str) -> Instance | None:
+        """The instance, or None once it is gone."""
+
+    async def list(self, label_prefix: str = LABEL_PREFIX) -> list[Instance]:
+        """Every live instance whose label starts with ``label_prefix``."""
+
+    async def stop(self, instance_id: str) -> None:
+        """Stop (keep the disk). Only with Capability.STOP."""
+
+    async def destroy(self, instance_id: str) -> bool:
+        """Destroy and confirm by reading back. True when it existed."""
+
+    async def logs(self, instance_id: str, tail: int = 1000) -> str:
+        """The container's recent log lines."""

@@ -1,0 +1,97 @@
+"""Budgets: max $/hr per instance, max $ per run, max $ per calendar month, max hours per run.
+
+:func:`check_launch` refuses a launch that would break one up front (BudgetExceeded);
+:func:`evaluate` turns the current spend into verdicts for the watchdog: ``warn`` at
+:data:`WARN_AT` of a limit, ``breach`` at the limit (the watchdog then destroys the instance).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable
+
+from ..errors import BudgetExceeded
+from ..models import Instance
+
+WARN_AT = 0.8
+
+
+@dataclass(frozen=True)
+class Budgets:
+    max_dph: float = 2.0
+    max_run_usd: float = 10.0
+    max_month_usd: float = 50.0
+    max_run_hours: float = 6.0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "Budgets":
+        return cls(float(settings.max_dph), float(settings.max_run_usd), float(settings.max_month_usd),
+                   float(settings.max_run_hours))
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    level: str  # "warn" | "breach"
+    budget: str  # which limit: max_dph | max_run_usd | max_month_usd | max_run_hours
+    instance_id: str
+    run_id: str | None
+    value: float
+    limit: float
+
+    @property
+    def message(self) -> str:
+        unit = {"max_dph": "$/hr", "max_run_hours": "h"}.get(self.budget, "$")
+        what = "reached" if self.level == "breach" else f"at {self.value / self.limit:.0%} of"
+        return (f"instance {self.instance_id} (run {self.run_id or '?'}) {what} {self.budget}: "
+                f"{self.value:.3f} {unit} of {self.limit:g} {unit}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "message": self.message}
+
+
+def check_launch(budgets: Budgets, dph: float, month_spent: float, expected_usd: float | None = None) -> None:
+    """Refuse a launch at ``dph`` $/hr that breaks a budget before it starts."""
+    if budgets.max_dph and dph > budgets.max_dph:
+        raise BudgetExceeded(f"offer costs ${dph:.3f}/hr, above max_dph ${budgets.max_dph:g}/hr")
+    if budgets.max_month_usd and month_spent >= budgets.max_month_usd:
+        raise BudgetExceeded(f"this month's spend ${month_spent:.2f} has reached max_month_usd ${budgets.max_month_usd:g}")
+    if expected_usd is not None and budgets.max_run_usd and expected_usd > budgets.max_run_usd:
+        raise BudgetExceeded(f"the run is expected to cost ${expected_usd:.2f}, above max_run_usd ${budgets.max_run_usd:g}")
+
+
+def _grade(budget: str, value: float, limit: float, inst: Instance) -> Verdict | None:
+    if not limit:
+        return None
+    if value >= limit:
+        return Verdict("breach", budget, str(inst.id), inst.run_id, value, limit)
+    if value >= WARN_AT * limit:
+        return Verdict("warn", budget, str(inst.id), inst.run_id, value, limit)
+    return None
+
+
+def evaluate(budgets: Budgets, instances: Iterable[Instance], *, run_usd: dict[str, float], month_usd: float,
+             now: float) -> list[Verdict]:
+    """Verdicts for every instance (breaches first). ``run_usd`` maps run id -> $ spent so far."""
+    out: list[Verdict] = []
+    for inst in instances:
+        checks = [
+            ("max_dph", inst.dph_total, budgets.max_dph),
+            ("max_month_usd", month_usd, budgets.max_month_usd),
+            ("max_run_hours", max(now - inst.created_at, 0.0) / 3600.0 if inst.created_at else 0.0,
+             budgets.max_run_hours),
+        ]
+        if inst.run_id is not None:
+            checks.append(("max_run_usd", run_usd.get(inst.run_id, 0.0), budgets.max_run_usd))
+        for budget, value, limit in checks:
+            if budget == "max_dph":  # a price is over or not; no 80 % warning for it
+                if limit and value > limit:
+                    out.append(Verdict("breach", budget, str(inst.id), inst.run_id, value, limit))
+                continue
+            v = _grade(budget, value, limit, inst)
+            if v:
+                out.append(v)
+    out.sort(key=lambda v: v.level != "breach")
+    return out

@@ -1,0 +1,352 @@
+"""What each ComfyUI node does, without ComfyUI: photos -> prepared folder -> captions ->
+dataset in storage -> run -> LoRA file. ``comfy/nodes.py`` wraps these in V3 schemas and passes
+ComfyUI's progress bar and interrupt flag in as plain callables, so the whole chain is tested
+end to end without a ComfyUI server.
+
+Intermediate folders live under ``<home>/work/`` and are named by a digest of their input and
+options: queueing the same graph again reuses them instead of redoing the work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from ..dataset.load import SIDECAR_EXTENSIONS
+from ..errors import DatasetError
+from ..models import validate_name
+from ..storage import Storage
+from ..storage.base import checksum_file
+from .library import IMAGE_SUFFIXES, describe_dataset
+
+MANIFEST = "dataset.json"
+Progress = Callable[[int, int], None]  # (done, total)
+_DONE = ".lora-cloud-complete"
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """A folder of images (and maybe captions) flowing between nodes. ``prepared`` once it
+    holds kohya-ready images and a manifest."""
+
+    folder: str
+    count: int
+    prepared: bool = False
+    lora_type: str | None = None
+    trigger: str | None = None
+    digest: str = ""
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in Path(self.folder).iterdir()
+                      if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """A dataset in storage (``datasets/<name>/``)."""
+
+    name: str
+    storage_url: str
+    images: int
+    captioned: int
+    trigger: str | None = None
+    lora_type: str | None = None
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """Names, sizes and mtimes of the images and captions: cheap, and changes when a file does."""
+    entries = []
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or p.suffix.lower() in SIDECAR_EXTENSIONS
+                            or p.name == MANIFEST):
+            st = p.stat()
+            entries.append((p.name, st.st_size, st.st_mtime_ns))
+    return _digest(entries)
+
+
+class WorkArea:
+    """Content-addressed folders under ``root`` for intermediate results."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root)
+
+    def folder(self, step: str, digest: str) -> tuple[Path, bool]:
+        """(folder, already complete?). An incomplete folder from a crash is emptied."""
+        path = self.root / f"{step}-{digest}"
+        if (path / _DONE).is_file():
+            return path, True
+        if path.exists():
+            shutil.rmtree(path)
+        return path, False
+
+    @staticmethod
+    def complete(path: Path) -> None:
+        (path / _DONE).write_text("ok\n")
+
+
+# ---- Load Images -----------------------------------------------------------------------------
+def load_images(source: str, path: str, *, storage: Storage | None, work: WorkArea,
+                input_dir: str | None = None) -> ImageSet:
+    """``source``: ``folder`` (any folder, only read), ``input`` (a subfolder of ComfyUI's input
+    folder) or ``dataset`` (a dataset in storage, downloaded once into the work area)."""
+    if source == "folder":
+        folder = Path(path).expanduser()
+    elif source == "input":
+        if input_dir is None:
+            raise DatasetError("ComfyUI's input folder is not known here")
+        base = Path(input_dir).resolve()
+        folder = (base / path).resolve() if path else base
+        if base != folder and base not in folder.parents:
+            raise DatasetError(f"{path!r} is outside ComfyUI's input folder")
+    elif source == "dataset":
+        if storage is None:
+            raise DatasetError("no storage configured")
+        from ..dataset.pipeline import download_dataset
+
+        name = validate_name(path.strip(), "dataset name")
+        objs = storage.list(f"datasets/{name}/").objects
+        if not objs:
+            raise DatasetError(f"no dataset named {name!r} in {storage.url}")
+        digest = _digest("dataset", storage.url, name, sorted((o.key, o.md5) for o in objs))
+        folder, done = work.folder("download", digest)
+        if not done:
+            download_dataset(storage, name, folder)
+            WorkArea.complete(folder)
+    else:
+        raise DatasetError(f"unknown source {source!r}; use folder, input or dataset")
+    if not folder.is_dir():
+        raise DatasetError(f"{folder} is not a folder")
+    images = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if not images:
+        raise DatasetError(f"{folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    prepared = (folder / MANIFEST).is_file()
+    meta = _manifest_settings(folder) if prepared else {}
+    return ImageSet(str(folder), len(images), prepared, meta.get("lora_type"), meta.get("trigger"),
+                    folder_fingerprint(folder))
+
+
+def _manifest_settings(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("settings") or {}
+    except (OSError, ValueError):
+        return {}
+
+
+# ---- Crop for Training / Remove Background ---------------------------------------------------
+def crop_for_training(images: ImageSet, *, lora_type: str, crop: str = "auto", resolution: int = 1024,
+                      trigger: str | None = None, work: WorkArea, progress: Progress | None = None,
+                      remove_background: bool = False, background_model: str | None = None,
+                      workers: int | None = None) -> ImageSet:
+    """Crop (face / object / centre / none, by LoRA type), optionally remove the background,
+    and cut every image to a kohya bucket. Captions next to the source images are kept."""
+    from ..dataset.bucket import BucketConfig
+    from ..dataset.pipeline import PrepareOptions, prepare_dataset
+
+    opts = PrepareOptions(lora_type=lora_type, trigger=trigger or None,
+                          crop=None if crop == "auto" else crop,  # type: ignore[arg-type]
+                          remove_background=remove_background, background_model=background_model,
+                          bucket=BucketConfig(resolution=resolution, max_reso=max(resolution, 1024)),
+                          caption="none", workers=workers)
+    step = "bg" if remove_background else "crop"
+    out, done = work.folder(step, _digest(step, images.digest, opts.to_dict()))
+    if not done:
+        result = prepare_dataset(images.folder, out, opts,
+                                 progress=(lambda stage, d, t: progress(d, t)) if progress else None)
+        if result.manifest and not result.manifest.get("files"):
+            skipped = "; ".join(s["error"] for s in result.manifest.get("skipped", [])[:5])
+            raise DatasetError(f"no image could be prepared: {skipped}")
+        WorkArea.complete(out)
+    files = [p for p in out.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    return ImageSet(str(out), len(files), True, lora_type, trigger or None, folder_fingerprint(out))
+
+
+# ---- Caption ---------------------------------------------------------------------------------
+_captioners: dict[tuple[str, str | None, str], Any] = {}
+_captioners_lock = threading.Lock()
+
+
+def get_captioner(backend: str, model_path: str | None, device: str = "auto"):
+    """One loaded model per (backend, path, device) for the life of the process."""
+    from ..dataset.caption import Captioner
+
+    key = (backend, model_path, device)
+    with _captioners_lock:
+        if key not in _captioners:
+            _captioners[key] = Captioner(backend, model_path, device)  # type: ignore[arg-type]
+        return _captioners[key]
+
+
+def caption_images(images: ImageSet, *, model: str, model_path: str | None, trigger: str | None,
+                   lora_type: str | None = None, overwrite: bool = False, device: str = "auto",
+                   work: WorkArea, progress: Progress | None = None) -> ImageSet:
+    """Write one ``.txt`` per image (existing captions kept unless ``overwrite``), with the
+    trigger word placed as the LoRA type wants. ``model="none"``: the trigger alone."""
+    from ..dataset.caption import caption_all, existing_caption
+
+    lora_type = lora_type or images.lora_type or "character"
+    trigger = trigger or images.trigger
+    key = _digest("caption", images.digest, model, model_path, trigger, lora_type, overwrite)
+    out, done = work.folder("caption", key)
+    if not done:
+        out.mkdir(parents=True)
+        files = images.files()
+        for p in files:  # the images are not re-encoded: link (or copy) them
+            try:
+                os.link(p, out / p.name)
+            except OSError:
+                shutil.copy2(p, out / p.name)
+        existing = [existing_caption(p) for p in files]
+        captioner = get_captioner(model, model_path, device) if model != "none" else None
+
+        class _Lazy:
+            def __len__(self) -> int:
+                return len(files)
+
+            def __getitem__(self, i: int):
+                from PIL import Image
+
+                if progress:
+                    progress(i, len(files))
+                with Image.open(files[i]) as im:
+                    return im.convert("RGB")
+
+        captions = caption_all(captioner, _Lazy(), existing, trigger=trigger, lora_type=lora_type,
+                               overwrite=overwrite)
+        for p, (text, _origin) in zip(files, captions):
+            (out / p.with_suffix(".txt").name).write_text(text + "\n" if text else "", encoding="utf-8")
+        manifest_path = Path(images.folder) / MANIFEST
+        if manifest_path.is_file():
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            by_image = {p.name: c for p, c in zip(files, captions)}
+            for entry in manifest.get("files", []):
+                if entry.get("image") in by_image:
+                    entry["caption"], entry["caption_origin"] = by_image[entry["image"]]
+            manifest.setdefault("settings", {}).update(
+                {"trigger": trigger, "caption": model, "caption_model": model_path or model, "lora_type": lora_type})
+            (out / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        if progress:
+            progress(len(files), len(files))
+        WorkArea.complete(out)
+    return replace(images, folder=str(out), trigger=trigger, lora_type=lora_type, digest=folder_fingerprint(out))
+
+
+def preview(images: ImageSet, limit: int = 16) -> list[tuple[Path, str]]:
+    """(image, caption) pairs for the Preview node; captions are plain text."""
+    out = []
+    for p in images.files()[:limit]:
+        cap = p.with_suffix(".txt")
+        out.append((p, cap.read_text(encoding="utf-8", errors="replace").strip() if cap.is_file() else ""))
+    return out
+
+
+# ---- Save Dataset ----------------------------------------------------------------------------
+def save_dataset(images: ImageSet, name: str, *, storage: Storage, replace_existing: bool = True,
+                 progress: Progress | None = None) -> DatasetRef:
+    """Upload to ``datasets/<name>/`` (images and captions first, the manifest last). Saving the
+    same folder again moves nothing."""
+    from ..storage import sync
+
+    from .library import is_dataset_file
+
+    name = validate_name(name.strip(), "dataset name")
+    folder = Path(images.folder)
+    if not images.prepared:
+        raise DatasetError("save a prepared dataset: put 'Crop for Training' between 'Load Images' and "
+                           "'Save Dataset' so the images fit kohya's buckets")
+    prefix = f"datasets/{name}/"
+    plan = sync.plan_push(storage, folder, prefix, delete=replace_existing)
+    plan.transfers = [t for t in plan.transfers if is_dataset_file(t.rel)]
+    plan.deletes = [d for d in plan.deletes if d != MANIFEST]
+    manifest = [t for t in plan.transfers if t.rel == MANIFEST]
+    plan.transfers = [t for t in plan.transfers if t.rel != MANIFEST]
+    if not replace_existing and storage.list(prefix).objects and plan.transfers:
+        raise DatasetError(f"dataset {name!r} already exists with other files; allow replacing it")
+    sync.apply(plan, storage, progress=(lambda e: progress(e.files_done, e.files_total)) if progress else None)
+    for t in manifest:  # last: a reader that sees the manifest sees a complete dataset
+        storage.upload_file(folder / t.rel, prefix + t.rel, checksums=t.checksums)
+    d = describe_dataset(storage, name)
+    return DatasetRef(name, storage.url, d.images, d.captioned, d.trigger, d.lora_type)
+
+
+def lora_file_checksum(path: Path) -> str:
+    return checksum_file(path).md5
+
+
+# ---- Launch / Await --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunRef:
+    """A training run, as the Launch node hands it to Await LoRA."""
+
+    run_id: str
+    lora_name: str
+    storage_url: str
+    attached: bool = False
+    summary: str = ""
+
+
+async def launch(dataset: DatasetRef, request: "Any", *, settings: Any, storage: Storage, state: Any,
+                 open_provider: Any = None, python: str | None = None) -> RunRef:
+    """Start (or re-attach to) the run for this dataset + settings. Returns at once: the run
+    goes on without ComfyUI."""
+    from .runs import start_run
+
+    if request.dataset != dataset.name:
+        request = replace(request, dataset=dataset.name)
+    request = replace(request, reuse_finished=True)  # a re-queued graph must not pay twice
+    result = await start_run(request, settings=settings, storage=storage, state=state,
+                             open_provider=open_provider, python=python)
+    if result.attached:
+        summary = f"run {result.run_id} already exists ({result.state}): not renting again"
+    else:
+        cost = f", about ${result.expected_usd:.2f} expected" if result.expected_usd is not None else ""
+        summary = (f"run {result.run_id}: {result.gpu} at ${result.dph:.3f}/hr{cost}; "
+                   f"{result.plan.get('total_steps', '?')} steps")
+    return RunRef(result.run_id, result.lora_name, storage.url, result.attached, summary)
+
+
+async def await_lora(run: RunRef, *, storage: Storage, loras_dir: str | os.PathLike[str],
+                     progress: Callable[[int, int], None] | None = None,
+                     interrupted: Callable[[], bool] | None = None, poll_s: float = 5.0,
+                     sleep: Any = None) -> tuple[str, Path]:
+    """Wait for the run, then bring its LoRA into ``loras_dir/lora_cloud/``. Returns (the name
+    ComfyUI's LoRA loaders use, the file). ``interrupted`` stops the wait, never the run."""
+    import asyncio
+
+    from .runs import fetch_lora, wait_for_run
+
+    def on_status(st):
+        if progress and st.total_steps:
+            progress(min(st.step, st.total_steps), st.total_steps)
+
+    kwargs = {"sleep": sleep} if sleep is not None else {}
+    status = await wait_for_run(storage, run.run_id, poll_s=poll_s, on_status=on_status,
+                                should_stop=interrupted, **kwargs)
+    dest_dir = Path(loras_dir) / "lora_cloud"
+    path = await asyncio.to_thread(fetch_lora, storage, status, dest_dir)
+    return f"lora_cloud/{path.name}", path
+
+
+def ensure_local_lora(storage: Storage, name: str, loras_dir: str | os.PathLike[str]) -> Path:
+    """The Cloud LoRA Loader's download-on-demand: ``name`` is ``lora_cloud/<n>.safetensors``,
+    ``<n>.safetensors`` or ``<n>``; the file is fetched when missing or different."""
+    from ..storage.layout import lora_key
+
+    stem = name.strip().removeprefix("lora_cloud/").removesuffix(".safetensors")
+    validate_name(stem, "LoRA name")
+    dest = Path(loras_dir) / "lora_cloud" / f"{stem}.safetensors"
+    info = storage.stat(lora_key(stem))
+    if dest.is_file() and dest.stat().st_size == info.size and checksum_file(dest).md5 == info.md5:
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    storage.download_file(lora_key(stem), dest)
+    return dest

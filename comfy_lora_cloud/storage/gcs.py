@@ -1,0 +1,436 @@
+"""Google Cloud Storage through the official ``google-cloud-storage`` client.
+
+Why these choices:
+
+* The client is imported lazily, so the pack loads without the ``gcs`` dependency and fails with
+  a pip hint only when a ``gs://`` URL is used.
+* ``STORAGE_EMULATOR_HOST`` (tests, gcp-storage-emulator) means anonymous credentials; otherwise a
+  service-account JSON from the secrets file, otherwise application-default credentials.
+* One retry policy, :func:`is_retriable` (429, 5xx, connection resets), is passed to every call,
+  uploads included: our uploads carry the same bytes on every attempt, so a repeat is harmless,
+  and a generation precondition still protects an overwrite.
+* Every transfer is verified: uploads compare the checksums GCS reports with the local ones (a
+  mismatch deletes the bad object again), downloads hash the bytes as they arrive and compare with
+  the ``X-Goog-Hash`` header (or the object's metadata), into a temporary file renamed into place.
+* Google's exceptions are translated in one place, :meth:`GcsStorage._translate`, and messages
+  never carry the library's text (it can include URLs and headers), only what we compose.
+
+Blocking: call from threads (:class:`~comfy_lora_cloud.storage.base.AsyncStorage`), never on an
+event loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import functools
+import inspect
+import io
+import json
+import mimetypes
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, NoReturn, TypeVar
+
+import google_crc32c
+
+from ..errors import BucketNotFound, ChecksumMismatch, ConfigError, ObjectNotFound, PreconditionFailed, StorageError
+from .base import Checksums, Listing, ObjectInfo, checksum_bytes, checksum_file, clean_key, clean_prefix
+from .local import PARTIAL
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+T = TypeVar("T")
+
+#: The client sends files up to 8 MiB in one multipart request and larger ones through a
+#: resumable session in pieces of this size (a multiple of 256 KiB, a GCS rule), so a dropped
+#: connection costs at most one chunk.
+CHUNK_SIZE = 8 * 1024 * 1024
+PAGE_SIZE = 1000
+_RETRIABLE_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+def _import_gcs() -> Any:
+    try:
+        from google.cloud import storage
+    except ImportError:  # pragma: no cover - depends on the install
+        raise ConfigError(
+            "gs:// storage needs google-cloud-storage>=3: pip install -U google-cloud-storage"
+        ) from None
+    return storage
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """The only retry policy: throttling, server errors and dropped connections."""
+    import requests
+    from google.api_core import exceptions as api
+    from google.auth import exceptions as auth_exc
+
+    if isinstance(exc, (api.TooManyRequests, api.InternalServerError, api.BadGateway,
+                        api.ServiceUnavailable, api.GatewayTimeout)):
+        return True
+    if isinstance(exc, api.GoogleAPICallError):
+        return getattr(exc, "code", None) in _RETRIABLE_STATUS
+    if isinstance(exc, (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                        ConnectionError, auth_exc.TransportError)):
+        return True
+    response = getattr(exc, "response", None)  # google.cloud.storage.exceptions.InvalidResponse
+    return getattr(response, "status_code", None) in _RETRIABLE_STATUS
+
+
+def make_retry(initial: float = 0.5, maximum: float = 16.0, timeout: float = 120.0) -> Any:
+    """Exponential backoff with jitter (google.api_core) using :func:`is_retriable`."""
+    from google.api_core.retry import Retry
+
+    return Retry(predicate=is_retriable, initial=initial, maximum=maximum, multiplier=2.0, timeout=timeout)
+
+
+def make_client(settings: "Settings | None" = None, pool_size: int = 64) -> Any:
+    """A ``storage.Client`` with the right credentials, and a connection pool big enough for
+    parallel sync (requests keeps 10 connections per host by default and drops the rest)."""
+    client = _credentialed_client(settings)
+    from requests.adapters import HTTPAdapter
+
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+    client._http.mount("https://", adapter)
+    client._http.mount("http://", adapter)
+    return client
+
+
+def _credentialed_client(settings: "Settings | None") -> Any:
+    storage = _import_gcs()
+    project = settings.gcs_project if settings else None
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(project=project or "lora-cloud-emulator", credentials=AnonymousCredentials())
+    sa_json = settings.secret("gcs_service_account_json") if settings else None
+    if sa_json:
+        from google.oauth2 import service_account
+
+        try:
+            info = json.loads(sa_json)
+            creds = service_account.Credentials.from_service_account_info(
+                info, scopes=["https://www.googleapis.com/auth/devstorage.read_write"]
+            )
+        except (ValueError, KeyError, TypeError):
+            raise ConfigError(
+                "gcs_service_account_json is not a valid service-account key (JSON with "
+                "client_email and private_key)"
+            ) from None
+        return storage.Client(project=project or info.get("project_id"), credentials=creds)
+    from google.auth import exceptions as auth_exc
+
+    try:
+        return storage.Client(project=project)
+    except auth_exc.DefaultCredentialsError:
+        raise ConfigError(
+            "no Google Cloud credentials: run `gcloud auth application-default login` or "
+            "`lora-cloud config set gcs_service_account_json \"$(cat key.json)\"`"
+        ) from None
+
+
+class _HashingWriter:
+    """Wraps a writable file and computes the crc32c of what passes through."""
+
+    def __init__(self, f: BinaryIO):
+        self._f = f
+        self._crc = google_crc32c.Checksum()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self._crc.update(data)
+        self.size += len(data)
+        return self._f.write(data)
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    @property
+    def crc32c(self) -> str:
+        return base64.b64encode(self._crc.digest()).decode()
+
+
+def _b64_to_hex(value: str | None) -> str | None:
+    return base64.b64decode(value).hex() if value else None
+
+
+class GcsStorage:
+    """A bucket (optionally below a prefix) as a :class:`~comfy_lora_cloud.storage.base.Storage`."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        client: Any = None,
+        settings: "Settings | None" = None,
+        retry: Any = None,
+        chunk_size: int = CHUNK_SIZE,
+        page_size: int = PAGE_SIZE,
+    ):
+        if not bucket or "/" in bucket:
+            raise ConfigError(f"invalid bucket name {bucket!r}")
+        prefix = prefix.strip("/")
+        if prefix:
+            clean_key(prefix)
+            prefix += "/"
+        if chunk_size % (256 * 1024):
+            raise ConfigError("chunk_size must be a multiple of 256 KiB")
+        self.bucket_name = bucket
+        self.prefix = prefix
+        self.url = f"gs://{bucket}/{prefix}".rstrip("/")
+        self.client = client if client is not None else make_client(settings)
+        self.retry = retry if retry is not None else make_retry()
+        self.chunk_size = chunk_size
+        self.page_size = page_size
+        self._bucket = self.client.bucket(bucket)
+        self._bucket_seen = False
+
+    @classmethod
+    def from_url(cls, url: str, *, settings: "Settings | None" = None, **kwargs: Any) -> "GcsStorage":
+        """``gs://bucket[/prefix]``; the prefix is prepended to every key."""
+        if not url.startswith("gs://"):
+            raise ConfigError(f"not a gs:// URL: {url!r}")
+        bucket, _, prefix = url[5:].partition("/")
+        if not bucket:
+            raise ConfigError("gs:// URL needs a bucket name, e.g. gs://my-bucket/lora")
+        return cls(bucket, prefix, settings=settings, **kwargs)
+
+    # ---- helpers ----------------------------------------------------------------------------
+    def _name(self, key: str) -> str:
+        return self.prefix + clean_key(key)
+
+    def _key(self, name: str) -> str:
+        return name[len(self.prefix):]
+
+    def _info(self, blob: Any, key: str | None = None) -> ObjectInfo:
+        updated = blob.updated.timestamp() if blob.updated is not None else None
+        return ObjectInfo(
+            key=key if key is not None else self._key(blob.name),
+            size=int(blob.size or 0),
+            md5=_b64_to_hex(blob.md5_hash),
+            crc32c=blob.crc32c,
+            generation=int(blob.generation) if blob.generation is not None else None,
+            updated=updated,
+            metadata=dict(blob.metadata) if blob.metadata else None,
+        )
+
+    def _bucket_exists(self) -> bool:
+        if self._bucket_seen:
+            return True
+        try:
+            seen = bool(self._bucket.exists(retry=self.retry))
+        except Exception as exc:  # noqa: BLE001 - translated below
+            self._translate(exc, "bucket")
+        self._bucket_seen = seen
+        return seen
+
+    def _missing_bucket(self) -> BucketNotFound:
+        return BucketNotFound(
+            f"bucket {self.bucket_name!r} does not exist or is not visible with these credentials "
+            f"(storage is {self.url}; create it or fix LORA_CLOUD_STORAGE)"
+        )
+
+    def _translate(self, exc: BaseException, key: str | None) -> NoReturn:
+        """Map a google/requests exception to our error tree (the one place that does)."""
+        import requests
+        from google.api_core import exceptions as api
+        from google.auth import exceptions as auth_exc
+        from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
+
+        what = f"{key!r} in {self.url}" if key else self.url
+        if isinstance(exc, api.RetryError) and exc.cause is not None:  # retries ran out: the last error
+            exc = exc.cause
+        if isinstance(exc, InvalidResponse):  # raw media errors: rewrap by status
+            status = getattr(getattr(exc, "response", None), "status_code", 0)
+            exc = api.from_http_status(status, "media request failed")
+        if isinstance(exc, api.NotFound):
+            if key is None or not self._bucket_exists():
+                raise self._missing_bucket() from None
+            raise ObjectNotFound(f"no object {what}") from None
+        if isinstance(exc, api.PreconditionFailed):
+            raise PreconditionFailed(f"object {what} was changed by another writer (generation mismatch)") from None
+        if isinstance(exc, (api.Unauthorized, api.Forbidden, auth_exc.RefreshError, auth_exc.DefaultCredentialsError)):
+            code = getattr(exc, "code", None)
+            raise StorageError(
+                f"access to {self.url} was denied{f' (HTTP {code})' if code else ''}: the Google Cloud "
+                "credentials are missing, expired or lack permission on this bucket; run `gcloud auth "
+                "application-default login` or set gcs_service_account_json"
+            ) from None
+        if isinstance(exc, DataCorruption):
+            raise ChecksumMismatch(f"transfer of {what} failed its checksum check; nothing was kept") from None
+        if isinstance(exc, api.GoogleAPICallError):
+            raise StorageError(f"GCS error (HTTP {exc.code}) on {what}") from None
+        if isinstance(exc, (requests.RequestException, ConnectionError, auth_exc.TransportError)):
+            raise StorageError(f"cannot reach Google Cloud Storage for {what}: {type(exc).__name__}") from None
+        raise exc
+
+    def _call(self, fn: Callable[[], T], key: str | None) -> T:
+        try:
+            return fn()
+        except (ChecksumMismatch, ConfigError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - every foreign error goes through _translate
+            self._translate(exc, key)
+
+    # ---- Storage protocol --------------------------------------------------------------------
+    def stat(self, key: str) -> ObjectInfo:
+        blob = self._bucket.blob(self._name(key))
+        self._call(lambda: blob.reload(retry=self.retry), key)
+        return self._info(blob, key)
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.stat(key)
+        except ObjectNotFound:
+            return False
+        return True
+
+    def list(self, prefix: str = "", delimiter: str | None = None) -> Listing:
+        full = self.prefix + clean_prefix(prefix)
+
+        def run() -> Listing:
+            it = self.client.list_blobs(
+                self._bucket, prefix=full or None, delimiter=delimiter,
+                page_size=self.page_size, retry=self.retry,
+            )
+            objects = [self._info(b) for page in it.pages for b in page]
+            prefixes = sorted(self._key(p) for p in it.prefixes)
+            return Listing(sorted(objects, key=lambda o: o.key), prefixes)
+
+        listing = self._call(run, None)
+        self._bucket_seen = True
+        return listing
+
+    def read_bytes(self, key: str) -> bytes:
+        buf = io.BytesIO()
+        self._download(key, buf)
+        return buf.getvalue()
+
+    def _download(self, key: str, f: BinaryIO) -> ObjectInfo:
+        """Stream ``key`` into ``f``, hashing on the way; raise if the bytes do not match."""
+        blob = self._bucket.blob(self._name(key))
+        w = _HashingWriter(f)
+        self._call(lambda: blob.download_to_file(w, checksum="crc32c", retry=self.retry), key)
+        # the X-Goog-Hash header of the download, else the object's metadata (one more request)
+        expected = blob.crc32c or self.stat(key).crc32c
+        if expected is None:
+            raise ChecksumMismatch(f"GCS reported no checksum for {key!r}; refusing an unverified download")
+        if w.crc32c != expected:
+            raise ChecksumMismatch(f"object {key!r} in {self.url} is corrupt: its bytes do not match its crc32c")
+        gen = blob.generation
+        return ObjectInfo(key, w.size, _b64_to_hex(blob.md5_hash), expected,
+                          int(gen) if gen is not None else None)
+
+    def _verify_upload(self, blob: Any, key: str, local: Checksums) -> ObjectInfo:
+        info = self._info(blob, key)
+        bad = info.size != local.size or (info.md5 is not None and info.md5 != local.md5) or (
+            info.crc32c is not None and info.crc32c != local.crc32c
+        )
+        if bad or (info.md5 is None and info.crc32c is None):
+            with contextlib.suppress(Exception):
+                blob.delete(if_generation_match=info.generation, retry=self.retry)
+            raise ChecksumMismatch(
+                f"upload of {key!r} to {self.url} does not match the local checksums (the file changed "
+                "during the upload, or the bytes were damaged on the way); the bad object was deleted"
+            )
+        return info
+
+    def write_bytes(self, key, data, *, if_generation_match=None, content_type=None, metadata=None) -> ObjectInfo:
+        blob = self._bucket.blob(self._name(key))
+        if metadata:
+            blob.metadata = dict(metadata)
+        local = checksum_bytes(data)
+        self._call(lambda: blob.upload_from_string(
+            data, content_type=content_type or _guess_type(key), if_generation_match=if_generation_match,
+            checksum="crc32c", retry=self.retry,
+        ), key)
+        return self._verify_upload(blob, key, local)
+
+    def upload_file(self, path, key, *, if_generation_match=None, content_type=None, checksums=None) -> ObjectInfo:
+        path = Path(path)
+        name = self._name(key)
+        try:
+            local = checksums or checksum_file(path)
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise StorageError(f"local file {path} does not exist") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from None
+        if size != local.size:
+            raise ChecksumMismatch(f"{path} changed while it was being uploaded")
+        blob = self._bucket.blob(name, chunk_size=self.chunk_size)
+
+        extra = {"crc32c_checksum_value": local.crc32c} if _accepts_full_crc32c(type(blob)) else {}
+
+        def run() -> None:
+            with open(path, "rb") as f:  # with the whole file's crc32c, GCS refuses a differing upload
+                blob.upload_from_file(
+                    f, size=size, content_type=content_type or _guess_type(key),
+                    if_generation_match=if_generation_match, checksum="crc32c", retry=self.retry, **extra,
+                )
+
+        try:
+            self._call(run, key)
+        except ChecksumMismatch:  # the client saw GCS's checksum differ from the bytes it sent
+            self._delete_if_not(key, local)
+            raise ChecksumMismatch(
+                f"{path} changed while it was being uploaded, or arrived corrupted; nothing was kept"
+            ) from None
+        return self._verify_upload(blob, key, local)
+
+    def _delete_if_not(self, key: str, local: Checksums) -> None:
+        """Remove ``key`` if it holds other bytes than ``local`` (only that generation)."""
+        with contextlib.suppress(Exception):
+            info = self.stat(key)
+            if info.md5 != local.md5 or info.size != local.size:
+                self.delete(key, if_generation_match=info.generation)
+
+    def download_file(self, key, path) -> ObjectInfo:
+        dest = Path(path)
+        self._name(key)  # validate before touching the disk
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create {dest.parent}: {exc.strerror or exc}") from None
+        tmp = dest.with_name(f"{PARTIAL}.{os.getpid()}.{threading.get_ident()}.{dest.name}")
+        try:
+            with open(tmp, "wb") as f:
+                info = self._download(key, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, dest)
+            return info
+        except OSError as exc:
+            raise StorageError(f"cannot download {key!r} to {dest}: {exc.strerror or exc}") from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    def delete(self, key, *, if_generation_match=None) -> None:
+        blob = self._bucket.blob(self._name(key))
+        self._call(lambda: blob.delete(if_generation_match=if_generation_match, retry=self.retry), key)
+
+    def delete_prefix(self, prefix: str) -> int:
+        prefix = clean_prefix(prefix)
+        if not prefix and not self.prefix:
+            raise StorageError("refusing to delete the whole bucket")
+        n = 0
+        for obj in self.list(prefix).objects:
+            with contextlib.suppress(ObjectNotFound):
+                self.delete(obj.key)
+                n += 1
+        return n
+
+
+@functools.cache
+def _accepts_full_crc32c(blob_cls: type) -> bool:
+    """Newer 3.x clients can send the whole file's crc32c with a resumable upload."""
+    return "crc32c_checksum_value" in inspect.signature(blob_cls.upload_from_file).parameters
+
+
+def _guess_type(key: str) -> str:
+    return mimetypes.guess_type(key)[0] or "application/octet-stream"

@@ -1,0 +1,350 @@
+"""Push a local folder to a storage prefix, or pull a prefix into a folder.
+
+A sync is two steps so the CLI can show (and a user can confirm) what will happen:
+
+    plan = plan_push(storage, "photos/", "datasets/cat/")      # one listing + local hashing
+    result = apply(plan, storage, workers=8, progress=print)   # parallel, bounded transfers
+    # or simply: push(storage, "photos/", "datasets/cat/")
+
+Why it works this way:
+
+* Files are compared by size, then md5 (what GCS and the local store both record), so an
+  unchanged tree plans nothing and a second sync costs one listing. Local md5s can be kept in a
+  :class:`HashCache` keyed by (path, size, mtime_ns), so even hashing is skipped next time.
+* Each file lands atomically (the storage's temporary-file-and-rename, or GCS's all-or-nothing
+  upload), so an interrupted sync leaves whole old files or whole new files, and the next run
+  simply plans the rest.
+* Extras on the destination are deleted only when ``delete=True``, and only after every transfer
+  succeeded.
+* Symlinks are followed only when they point inside the folder; keys that would escape the
+  folder on pull (``..``, absolute paths) are refused and reported in ``SyncPlan.rejected``.
+
+All of this blocks; run it in a thread from coroutine code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Literal
+
+from ..errors import ConfigError, ObjectNotFound, StorageError
+from .base import Checksums, ObjectInfo, Storage, checksum_file, clean_key, clean_prefix
+from .local import META_DIR, PARTIAL
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One file to move: ``rel`` is its path below the folder and below the prefix."""
+
+    rel: str
+    size: int
+    checksums: Checksums | None = None  # of the local file, for uploads
+
+
+@dataclass
+class SyncPlan:
+    direction: Literal["push", "pull"]
+    local_dir: Path
+    prefix: str
+    transfers: list[Transfer] = field(default_factory=list)
+    deletes: list[str] = field(default_factory=list)  # rel paths to remove from the destination
+    skips: list[str] = field(default_factory=list)  # rel paths already identical
+    rejected: list[str] = field(default_factory=list)  # names that cannot be synced safely
+
+    @property
+    def uploads(self) -> list[Transfer]:
+        return self.transfers if self.direction == "push" else []
+
+    @property
+    def downloads(self) -> list[Transfer]:
+        return self.transfers if self.direction == "pull" else []
+
+    @property
+    def bytes(self) -> int:
+        return sum(t.size for t in self.transfers)
+
+    @property
+    def empty(self) -> bool:
+        return not self.transfers and not self.deletes
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "direction": self.direction, "local_dir": str(self.local_dir), "prefix": self.prefix,
+            "transfers": len(self.transfers), "bytes": self.bytes, "deletes": len(self.deletes),
+            "skips": len(self.skips), "rejected": self.rejected,
+        }
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    files: int
+    bytes: int
+    deleted: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {"files": self.files, "bytes": self.bytes, "deleted": self.deleted, "seconds": round(self.seconds, 3)}
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Passed to the progress callback after each finished file."""
+
+    bytes_done: int
+    bytes_total: int
+    files_done: int
+    files_total: int
+    rel: str
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+class HashCache:
+    """Remembers local checksums by (absolute path, size, mtime_ns) in a small JSON file.
+
+    Thread-safe; :meth:`save` writes atomically. A changed file (new size or mtime) misses.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None):
+        self.path = Path(path) if path else None
+        self._lock = threading.Lock()
+        self._data: dict[str, list] = {}
+        self._dirty = False
+        if self.path and self.path.is_file():
+            with contextlib.suppress(OSError, ValueError):
+                self._data = json.loads(self.path.read_text())
+
+    def checksums(self, file: Path) -> Checksums:
+        st = file.stat()
+        key = str(file.resolve())
+        with self._lock:
+            hit = self._data.get(key)
+        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            return Checksums(st.st_size, hit[2], hit[3])
+        c = checksum_file(file)
+        self.remember(file, c)
+        return c
+
+    def remember(self, file: Path, c: Checksums) -> None:
+        st = file.stat()
+        with self._lock:
+            self._data[str(file.resolve())] = [st.st_size, st.st_mtime_ns, c.md5, c.crc32c]
+            self._dirty = True
+
+    def save(self) -> None:
+        if not self.path or not self._dirty:
+            return
+        with self._lock:
+            payload = json.dumps(self._data)
+            self._dirty = False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(payload)
+        os.replace(tmp, self.path)
+
+
+def _normalise_prefix(prefix: str) -> str:
+    prefix = clean_prefix(prefix)
+    return prefix if not prefix or prefix.endswith("/") else prefix + "/"
+
+
+def local_files(root: Path) -> Iterator[tuple[str, Path]]:
+    """(rel, path) of regular files below ``root``; symlinks only if they stay inside it."""
+    root = root.resolve()
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not (here / d).is_symlink() and d != META_DIR)
+        for name in sorted(filenames):
+            p = here / name
+            if name.startswith(PARTIAL):
+                continue
+            if p.is_symlink():
+                try:
+                    p.resolve(strict=True).relative_to(root)
+                except (ValueError, OSError):
+                    log.info("skipping symlink leaving the folder: %s", p)
+                    continue
+            if not p.is_file():
+                continue
+            yield p.relative_to(root).as_posix(), p
+
+
+def _same(info: ObjectInfo, c: Checksums) -> bool:
+    if info.size != c.size:
+        return False
+    if info.md5:
+        return info.md5 == c.md5
+    return info.crc32c == c.crc32c
+
+
+def _valid_rel(rel: str) -> bool:
+    try:
+        clean_key(rel)
+    except ConfigError:
+        return False
+    return True
+
+
+def _escapes(root: Path, rel: str) -> bool:
+    """True if writing ``root/rel`` would land outside ``root`` (through a symlinked folder)."""
+    try:
+        (root / rel).parent.resolve().relative_to(root.resolve())
+    except ValueError:
+        return True
+    return False
+
+
+def plan_push(
+    storage: Storage, local_dir: str | os.PathLike[str], prefix: str, *, delete: bool = False,
+    cache: HashCache | None = None,
+) -> SyncPlan:
+    """What it takes to make ``prefix`` mirror ``local_dir`` (one listing of ``prefix``)."""
+    root = Path(local_dir)
+    if not root.is_dir():
+        raise StorageError(f"{root} is not a folder")
+    prefix = _normalise_prefix(prefix)
+    cache = cache or HashCache()
+    remote = {o.key[len(prefix):]: o for o in storage.list(prefix).objects}
+    plan = SyncPlan("push", root, prefix)
+    seen: set[str] = set()
+    for rel, path in local_files(root):
+        if not _valid_rel(rel):
+            plan.rejected.append(rel)
+            continue
+        seen.add(rel)
+        c = cache.checksums(path)
+        info = remote.get(rel)
+        if info is not None and _same(info, c):
+            plan.skips.append(rel)
+        else:
+            plan.transfers.append(Transfer(rel, c.size, c))
+    if delete:
+        plan.deletes = sorted(set(remote) - seen)
+    return plan
+
+
+def plan_pull(
+    storage: Storage, prefix: str, local_dir: str | os.PathLike[str], *, delete: bool = False,
+    cache: HashCache | None = None,
+) -> SyncPlan:
+    """What it takes to make ``local_dir`` mirror ``prefix`` (one listing of ``prefix``)."""
+    root = Path(local_dir)
+    if root.exists() and not root.is_dir():
+        raise StorageError(f"{root} is not a folder")
+    prefix = _normalise_prefix(prefix)
+    cache = cache or HashCache()
+    local = dict(local_files(root)) if root.is_dir() else {}
+    plan = SyncPlan("pull", root, prefix)
+    wanted: set[str] = set()
+    for info in storage.list(prefix).objects:
+        rel = info.key[len(prefix):]
+        if rel.endswith("/") or not rel:  # "folder" placeholder objects
+            continue
+        unsafe = not _valid_rel(rel) or rel.split("/")[0] == META_DIR or rel.split("/")[-1].startswith(PARTIAL)
+        if unsafe or _escapes(root, rel):
+            plan.rejected.append(rel)
+            continue
+        wanted.add(rel)
+        path = local.get(rel)
+        if path is not None and path.is_file() and _same(info, cache.checksums(path)):
+            plan.skips.append(rel)
+        else:
+            plan.transfers.append(Transfer(rel, info.size))
+    if delete:
+        plan.deletes = sorted(set(local) - wanted)
+    if plan.rejected:
+        log.warning("not syncing %d object(s) with unsafe names under %s", len(plan.rejected), prefix)
+    return plan
+
+
+def apply(
+    plan: SyncPlan, storage: Storage, *, workers: int = 8, progress: ProgressFn | None = None,
+    cache: HashCache | None = None, clock: Callable[[], float] = time.monotonic,
+) -> SyncResult:
+    """Carry out ``plan`` with at most ``workers`` transfers at once.
+
+    Stops scheduling at the first failure and raises it (files already moved stay; the next
+    plan skips them). Deletes run only after every transfer succeeded.
+    """
+    if workers < 1:
+        raise ConfigError("workers must be at least 1")
+    start = clock()
+    total = plan.bytes
+    lock = threading.Lock()
+    state = {"bytes": 0, "files": 0}
+
+    def one(t: Transfer) -> None:
+        path = plan.local_dir / t.rel
+        key = plan.prefix + t.rel
+        if plan.direction == "push":
+            storage.upload_file(path, key, checksums=t.checksums)
+        else:
+            if _escapes(plan.local_dir, t.rel):  # a folder became a symlink since planning
+                raise StorageError(f"refusing to write {t.rel!r}: it would land outside {plan.local_dir}")
+            info = storage.download_file(key, path)
+            if cache is not None and info.md5 and info.crc32c:  # verified bytes: no need to re-hash
+                cache.remember(path, Checksums(info.size, info.md5, info.crc32c))
+        with lock:
+            state["bytes"] += t.size
+            state["files"] += 1
+            event = Progress(state["bytes"], total, state["files"], len(plan.transfers), t.rel)
+        if progress:
+            progress(event)
+
+    if plan.transfers:
+        with ThreadPoolExecutor(max_workers=min(workers, len(plan.transfers)),
+                                thread_name_prefix="lora-cloud-sync") as pool:
+            futures = [pool.submit(one, t) for t in plan.transfers]
+            try:
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            except BaseException:  # Ctrl-C: drop what has not started, let running files finish
+                for f in futures:
+                    f.cancel()
+                raise
+            failed = [f for f in done if f.exception() is not None]
+            if failed:
+                for f in futures:
+                    f.cancel()
+                raise failed[0].exception()  # type: ignore[misc]
+    deleted = 0
+    for rel in plan.deletes:
+        if plan.direction == "push":
+            with contextlib.suppress(ObjectNotFound):
+                storage.delete(plan.prefix + rel)
+                deleted += 1
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                (plan.local_dir / rel).unlink()
+                deleted += 1
+    if cache is not None:
+        cache.save()
+    return SyncResult(state["files"], state["bytes"], deleted, clock() - start)
+
+
+def push(
+    storage: Storage, local_dir: str | os.PathLike[str], prefix: str, *, delete: bool = False,
+    workers: int = 8, progress: ProgressFn | None = None, cache: HashCache | None = None,
+) -> SyncResult:
+    """Make ``prefix`` mirror ``local_dir``: :func:`plan_push` then :func:`apply`."""
+    plan = plan_push(storage, local_dir, prefix, delete=delete, cache=cache)
+    return apply(plan, storage, workers=workers, progress=progress, cache=cache)
+
+
+def pull(
+    storage: Storage, prefix: str, local_dir: str | os.PathLike[str], *, delete: bool = False,
+    workers: int = 8, progress: ProgressFn | None = None, cache: HashCache | None = None,
+) -> SyncResult:
+    """Make ``local_dir`` mirror ``prefix``: :func:`plan_pull` then :func:`apply`."""
+    plan = plan_pull(storage, prefix, local_dir, delete=delete, cache=cache)
+    return apply(plan, storage, workers=workers, progress=progress, cache=cache)

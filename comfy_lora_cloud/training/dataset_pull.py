@@ -1,0 +1,53 @@
+"""Bring a dataset from the bucket onto the training machine and check it minimally.
+
+kohya writes its latent and text-encoder caches next to the images (reference §0), so the
+images go into a writable local folder, flat. The check here is the least kohya needs (images,
+each with a non-empty ``.txt`` caption); the fuller validator lives in ``comfy_lora_cloud.dataset``
+and runs before upload.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import DatasetError
+from ..storage.base import Storage, checksum_file
+from ..storage.layout import dataset_prefix
+
+IMAGE_EXT = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+
+
+def pull_dataset(storage: Storage, name: str, image_dir: Path) -> list[str]:
+    """Download images and captions of dataset ``name`` into ``image_dir`` (files already there
+    with the same md5 are kept: a restarted run does not download again). Returns the images."""
+    prefix = dataset_prefix(name)
+    image_dir.mkdir(parents=True, exist_ok=True)
+    images = []
+    for obj in storage.list(prefix).objects:
+        rel = obj.key[len(prefix):]
+        suffix = Path(rel).suffix.lower()
+        if "/" in rel or suffix not in IMAGE_EXT | {".txt"}:
+            continue
+        if suffix in IMAGE_EXT:
+            images.append(rel)
+        target = image_dir / rel
+        if not (target.is_file() and obj.md5 and checksum_file(target).md5 == obj.md5):
+            storage.download_file(obj.key, target)
+    if not images:
+        raise DatasetError(f"dataset {name!r} has no images in {storage.url}")
+    return sorted(images)
+
+
+def check_local_dataset(image_dir: Path) -> list[str]:
+    """Raise DatasetError unless ``image_dir`` holds images that all have a non-empty caption."""
+    images = sorted(p.name for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_EXT) if image_dir.is_dir() else []
+    if not images:
+        raise DatasetError(f"no images in {image_dir}")
+    uncaptioned = []
+    for name in images:
+        caption = image_dir / Path(name).with_suffix(".txt")
+        if not caption.is_file() or not caption.read_text("utf-8", "replace").strip():
+            uncaptioned.append(name)
+    if uncaptioned:
+        raise DatasetError(f"{len(uncaptioned)} image(s) have no caption (.txt): {', '.join(uncaptioned[:5])}")
+    return images

@@ -1,0 +1,471 @@
+"""What the trainer image runs: one whole training run, reported through the bucket.
+
+    spec -> (already finished? destroy and stop) -> check weights access -> pull + check dataset
+    -> weights -> configs -> resume from the bucket's checkpoint if any -> kohya (subprocess)
+    -> follow progress, upload checkpoints, samples, logs -> upload the LoRA, verify checksums
+    -> done -> destroy the instance
+
+Whatever happens (kohya fails, exits 0 without a LoRA, the deadline passes, a bug), the logs
+are uploaded, the status says why, and the instance is destroyed: an instance left billing is
+the one thing users cannot forgive. The run's deadline counts from the first start, recorded in
+``events.jsonl``, so a resumed run on a new instance does not get a fresh allowance.
+
+Run as ``python -m comfy_lora_cloud.training.entrypoint`` (see :func:`main` for the environment).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import queue
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from ..errors import (
+    ChecksumMismatch, LoraCloudError, ObjectNotFound, PreconditionFailed, StorageError, TrainingError, redact,
+    register_secret,
+)
+from ..models import RunState
+from ..settings import RedactingFilter
+from ..storage.base import Checksums, Storage, checksum_file
+from ..storage.layout import lora_key, lora_meta_key
+from .checkpoints import complete_states, download_checkpoint, read_latest, upload_checkpoint
+from .dataset_pull import check_local_dataset, pull_dataset
+from .kohya_config import TrainJob, TrainPaths, write_configs
+from .presets import load_preset, plan_steps
+from .progress import Event, ProgressParser
+from .spec import RunSpec, load_spec
+from .status import StatusReporter
+from .weights import HubWeights, WeightSource, check_weights, fetch_weights
+
+log = logging.getLogger("comfy_lora_cloud.training.entrypoint")  # also when run as __main__
+
+# never handed to kohya: it needs none of them
+_SECRET_ENV = ("CONTAINER_API_KEY", "HF_TOKEN", "LORA_CLOUD_HF_TOKEN", "VAST_API_KEY", "LORA_CLOUD_VAST_API_KEY",
+               "LORA_CLOUD_GCS_SERVICE_ACCOUNT_JSON", "GOOGLE_APPLICATION_CREDENTIALS")
+
+
+class DeadlineReached(TrainingError):
+    """The run used up its max hours."""
+
+
+@dataclass
+class Trainer:
+    spec: RunSpec
+    storage: Storage
+    workdir: Path
+    weights: WeightSource
+    destroy: Callable[[], bool]
+    launcher: Sequence[str] | None = None  # None: accelerate launch flux_train_network.py
+    kohya_dir: str = "/opt/sd-scripts"
+    tokenizer_dir: str | None = "/opt/tokenizers"
+    clock: Callable[[], float] = time.time
+    poll_interval: float = 0.5
+    child_env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    def __post_init__(self) -> None:
+        self.workdir = Path(self.workdir).resolve()
+        self.paths = TrainPaths(root=str(self.workdir), kohya_dir=self.kohya_dir, tokenizer_dir=self.tokenizer_dir)
+        self.report = StatusReporter(self.storage, self.spec.run_id, min_interval=self.spec.status_interval,
+                                     log_interval=self.spec.log_interval, clock=self.clock)
+        self.log_path = self.workdir / "logs" / "trainer.log"
+        self.step_offset = 0
+        self.steps_per_epoch = 0
+        self.grad_accum = 1
+        self.resumed_epoch = 0  # kohya restarts its step counter after a resume; we add the epochs done
+        self.uploaded_epochs: set[int] = set()
+        self.uploaded_samples: set[str] = set()
+        self.error_hint: str | None = None
+
+    # ---- the run -------------------------------------------------------------------------------
+    def run(self) -> RunState:
+        """The whole run; the instance is destroyed whatever happens in it."""
+        try:
+            return self._run()
+        finally:
+            self._destroy()
+
+    def _run(self) -> RunState:
+        try:
+            previous = self.report.resume_from_bucket()
+        except LoraCloudError as exc:  # cannot even read the bucket: nothing to report to
+            log.error("cannot read the status of run %s: %s", self.spec.run_id, exc.message)
+            return RunState.FAILED
+        if previous is not None and previous.state.is_terminal:
+            log.info("run %s is already %s; nothing to do", self.spec.run_id, previous.state.value)
+            return previous.state
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.deadline = self._first_start() + self.spec.max_hours * 3600
+        handler = logging.FileHandler(self.log_path, encoding="utf-8")  # our own lines go in the uploaded log too
+        handler.setFormatter(logging.Formatter("[trainer] %(asctime)s %(levelname)s %(message)s"))
+        handler.addFilter(RedactingFilter())
+        logging.getLogger("comfy_lora_cloud").addHandler(handler)
+        try:
+            return self._run_logged()
+        finally:
+            logging.getLogger("comfy_lora_cloud").removeHandler(handler)
+            handler.close()
+
+    def _run_logged(self) -> RunState:
+        try:
+            self._check_deadline()
+            self.report.update(state=RunState.STARTING, message="checking base weights", error=None)
+            check_weights(self.storage, self.weights)
+            self.report.update(message="pulling the dataset")
+            images = self._pull_dataset()
+            self.report.update(message="getting base weights")
+            fetch_weights(self.storage, self.weights, Path(self.paths.models_dir), cache=self.spec.cache_weights)
+            self._check_deadline()
+            return self._train(images)
+        except DeadlineReached as exc:
+            return self._finish(RunState.TIMED_OUT, str(exc))
+        except LoraCloudError as exc:
+            return self._finish(RunState.FAILED, exc.message)
+        except Exception as exc:  # a bug must still end in a status (and, in run(), a destroyed instance)
+            log.exception("trainer crashed")
+            return self._finish(RunState.FAILED, redact(f"internal error: {type(exc).__name__}: {exc}"))
+
+    def _first_start(self) -> float:
+        starts = [e["t"] for e in self.report.events if e.get("kind") == "state" and e.get("state") == "starting"]
+        return min(starts) if starts else self.clock()
+
+    def _check_deadline(self) -> None:
+        if self.clock() >= self.deadline:
+            raise DeadlineReached(f"the run reached its limit of {self.spec.max_hours:g} h")
+
+    def _finish(self, state: RunState, error: str | None) -> RunState:
+        fields = {"state": state, "error": error, "message": error or state.value, "eta_seconds": None}
+        self.report.update(**fields)
+        try:
+            self.report.upload_log(self.log_path, force=True)
+            self.report.flush()
+        except (LoraCloudError, OSError) as exc:
+            log.error("could not write the final status of run %s: %s", self.spec.run_id, exc)
+        return state
+
+    def _destroy(self) -> None:
+        try:
+            self.destroy()
+        except LoraCloudError as exc:
+            log.error("%s", exc.message)
+
+    # ---- dataset -------------------------------------------------------------------------------
+    def _pull_dataset(self) -> int:
+        image_dir = Path(self.paths.image_dir)
+        pull_dataset(self.storage, self.spec.dataset, image_dir)
+        images = check_local_dataset(image_dir)
+        self.report.event("dataset", images=len(images))
+        return len(images)
+
+    # ---- training ------------------------------------------------------------------------------
+    def _train(self, images: int) -> RunState:
+        preset = load_preset(self.spec.lora_type, self.spec.vram_gb, self.spec.overrides)
+        plan = plan_steps(preset, images)
+        self.steps_per_epoch = plan.steps_per_epoch
+        self.grad_accum = int(preset.training.get("gradient_accumulation_steps", 1))
+        job = TrainJob(preset=preset, plan=plan, output_name=self.spec.lora_name, trigger=self.spec.trigger,
+                       run_id=self.spec.run_id, paths=self.paths, sample_prompts=self.spec.sample_prompts)
+        files = write_configs(job, self.paths.config_dir, launcher=self.launcher)
+        cmd = files.command
+        output_dir = Path(self.paths.output_dir)
+        cp = read_latest(self.storage, self.spec.run_id)
+        if cp is not None:
+            try:
+                state_dir = download_checkpoint(self.storage, self.spec.run_id, cp, output_dir)
+            except (ChecksumMismatch, ObjectNotFound) as exc:  # a torn checkpoint: start over, do not fail
+                self.report.event("resume_skipped", reason=exc.message)
+            else:
+                cmd = [*cmd, "--resume", str(state_dir), "--initial_epoch", str(cp.epoch + 1)]
+                self.resumed_epoch = cp.epoch
+                self.step_offset = cp.epoch * plan.steps_per_epoch
+                self.uploaded_epochs.add(cp.epoch)
+                self.report.event("resumed", checkpoint=cp.name, epoch=cp.epoch)
+        self.report.update(state=RunState.TRAINING, message="training", total_steps=plan.total_steps,
+                           total_epochs=plan.epochs, step=self.step_offset,
+                           epoch=cp.epoch if cp is not None and self.step_offset else 0)
+        rc = self._run_kohya(cmd, output_dir)
+        lora = output_dir / f"{self.spec.lora_name}.safetensors"
+        if rc != 0:
+            raise TrainingError(f"kohya failed (exit {rc}): {self.error_hint or 'see logs/trainer.log'}")
+        if not lora.is_file():
+            raise TrainingError("kohya exited 0 without writing the LoRA"
+                                + (f": {self.error_hint}" if self.error_hint else " (see logs/trainer.log)"))
+        self._upload_new_checkpoints(output_dir)
+        self._upload_new_samples(output_dir)
+        return self._publish(lora, preset.name, plan.total_steps)
+
+    def _run_kohya(self, cmd: list[str], output_dir: Path) -> int:
+        env = {k: v for k, v in self.child_env.items() if k not in _SECRET_ENV}
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        with open(self.log_path, "a", encoding="utf-8") as logf:
+            logf.write(f"$ {shlex.join(cmd)}\n")
+        try:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=env, cwd=self.workdir)
+        except OSError as exc:
+            raise TrainingError(f"cannot start kohya ({cmd[0]}): {exc.strerror or exc}") from None
+        (self.workdir / "kohya.pid").write_text(str(proc.pid))
+        chunks: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=_pump, args=(proc.stdout, chunks), daemon=True).start()
+        parser = ProgressParser()
+        done = False
+        try:
+            with open(self.log_path, "a", encoding="utf-8") as logf:
+                while not done:
+                    done = self._drain(chunks, parser, logf)
+                    self._upload_new_checkpoints(output_dir)
+                    self._upload_new_samples(output_dir)
+                    self.report.maybe_write()
+                    self.report.upload_log(self.log_path)
+                    if not done and self.clock() >= self.deadline:
+                        _kill(proc)
+                        proc.wait()
+                        self._drain(chunks, parser, logf)
+                        self._upload_new_checkpoints(output_dir)
+                        raise DeadlineReached(f"the run reached its limit of {self.spec.max_hours:g} h; "
+                                              f"last checkpoint: {self.report.status.last_checkpoint or 'none'}")
+                for event in parser.close():
+                    self._on_event(event)
+        finally:
+            if proc.poll() is None:
+                _kill(proc)
+            proc.wait()
+        return proc.returncode
+
+    def _drain(self, chunks: "queue.Queue[str | None]", parser: ProgressParser, logf) -> bool:
+        """Handle what kohya printed; True once its output has ended."""
+        try:
+            first = chunks.get(timeout=self.poll_interval)
+        except queue.Empty:
+            return False
+        items = [first]
+        while True:
+            try:
+                items.append(chunks.get_nowait())
+            except queue.Empty:
+                break
+        ended = None in items
+        text = "".join(i for i in items if i is not None)
+        if text:
+            logf.write(text)
+            logf.flush()
+            for event in parser.feed(text):
+                self._on_event(event)
+        return ended
+
+    def _on_event(self, ev: Event) -> None:
+        d, status = ev.data, self.report.status
+        if ev.kind == "step":
+            step = self.step_offset + d["step"]
+            remaining = max(status.total_steps - step, 0)
+            eta = remaining * d["sec_per_step"] if d["sec_per_step"] else None
+            self.report.update(step=step, loss=d["loss"], sec_per_step=d["sec_per_step"], eta_seconds=eta)
+        elif ev.kind == "plan":
+            if "batches_per_epoch" in d:  # kohya's count (buckets make it differ from our plan)
+                self.steps_per_epoch = -(-d["batches_per_epoch"] // self.grad_accum)
+                self.step_offset = self.resumed_epoch * self.steps_per_epoch
+            if "total_steps" in d:
+                self.report.update(total_steps=d["total_steps"])
+        elif ev.kind == "epoch":
+            self.report.event("epoch", epoch=d["epoch"], total=d["total"])
+            self.report.update(epoch=d["epoch"], total_epochs=d["total"])
+        elif ev.kind == "error":
+            self.error_hint = d["message"]
+            self.report.event("error", message=redact(d["message"]))
+        elif ev.kind == "sample":  # kohya started rendering; "sample" events name uploaded files
+            self.report.event("sampling", **d)
+        elif ev.kind in ("state_saved", "model_saved"):
+            self.report.event(ev.kind, **d)
+
+    def _upload_new_checkpoints(self, output_dir: Path) -> None:
+        states = [(e, p) for e, p in complete_states(output_dir) if e not in self.uploaded_epochs]
+        if not states:
+            return
+        epoch, path = states[-1]  # only the newest matters for resume
+        try:
+            state = json.loads((path / "train_state.json").read_text())
+        except (OSError, ValueError):
+            return  # still being written; next poll
+        step = epoch * self.steps_per_epoch
+        try:
+            cp = upload_checkpoint(self.storage, self.spec.run_id, path, epoch, step)
+        except StorageError as exc:  # a flaky bucket must not kill a paid run: try again at the next poll
+            log.warning("checkpoint %s not uploaded yet: %s", path.name, exc.message)
+            return
+        self.uploaded_epochs.update(e for e, _ in states)
+        self.report.event("checkpoint", name=cp.name, epoch=epoch, step=step, kohya_state=state)
+        self.report.update(last_checkpoint=cp.name, force=True)
+
+    def _upload_new_samples(self, output_dir: Path) -> None:
+        sample_dir = output_dir / "sample"
+        if not sample_dir.is_dir():
+            return
+        for path in sorted(sample_dir.glob("*.png")):
+            if path.name not in self.uploaded_samples and self.report.upload_sample(path):
+                self.uploaded_samples.add(path.name)
+
+    # ---- publishing ----------------------------------------------------------------------------
+    def _publish(self, lora: Path, preset: str, total_steps: int) -> RunState:
+        """Upload the LoRA under a name no other run owns, verify it, write its JSON, mark done."""
+        self.report.update(state=RunState.UPLOADING, message="uploading the LoRA", step=total_steps, eta_seconds=None)
+        local = checksum_file(lora)
+        name = self._upload_lora(lora, local)
+        meta = {
+            "name": name, "run_id": self.spec.run_id, "preset": preset, "dataset": self.spec.dataset,
+            "trigger": self.spec.trigger, "lora_type": self.spec.lora_type, "vram_gb": self.spec.vram_gb,
+            "overrides": self.spec.overrides, "size": local.size, "md5": local.md5, "crc32c": local.crc32c,
+            "sample_images": [e["key"] for e in self.report.events if e.get("kind") == "sample" and "key" in e],
+            "created_at": self.clock(),
+        }
+        self.storage.write_bytes(lora_meta_key(name), json.dumps(meta, indent=1).encode(),
+                                 content_type="application/json")
+        self.report.event("lora", key=lora_key(name), md5=local.md5, size=local.size)
+        self.report.update(state=RunState.DONE, lora=lora_key(name), message="done", error=None)
+        self.report.upload_log(self.log_path, force=True)
+        self.report.flush()
+        return RunState.DONE
+
+    def _upload_lora(self, lora: Path, local: Checksums, attempts: int = 3) -> str:
+        """Upload and verify, a few times: the instance (and the only copy of the LoRA) is
+        destroyed after this, so a transfer error deserves more than one try. Returns the name."""
+        name, ours = self._lora_name()
+        last: StorageError | None = None
+        for attempt in range(1, attempts + 1):
+            try:
+                try:  # "only if absent" unless it is ours: two runs never overwrite each other
+                    info = self.storage.upload_file(lora, lora_key(name), checksums=local,
+                                                    if_generation_match=None if ours else 0)
+                except PreconditionFailed:
+                    name = self._suffixed(name)
+                    info = self.storage.upload_file(lora, lora_key(name), checksums=local)
+                ours = True
+                remote = self.storage.stat(lora_key(name))
+                if remote.md5 != local.md5 or remote.size != local.size or (info.md5 and info.md5 != local.md5):
+                    raise ChecksumMismatch(f"the uploaded LoRA {name} does not match the trained file")
+                return name
+            except StorageError as exc:
+                last = exc
+                log.warning("LoRA upload attempt %d/%d failed: %s", attempt, attempts, exc.message)
+                self.report.event("upload_retry", attempt=attempt, reason=exc.message)
+        assert last is not None
+        raise last
+
+    def _lora_name(self) -> tuple[str, bool]:
+        """(name, whether this run already owns it): the spec's name unless another run's LoRA
+        has it, then ``<name>-<run id>``."""
+        name = self.spec.lora_name
+        try:
+            owner = json.loads(self.storage.read_bytes(lora_meta_key(name))).get("run_id")
+        except LoraCloudError:
+            owner = None if not self.storage.exists(lora_key(name)) else "unknown"
+        except ValueError:
+            owner = "unknown"
+        if owner is None:
+            return name, False
+        return (name, True) if owner == self.spec.run_id else (self._suffixed(name), False)
+
+    def _suffixed(self, name: str) -> str:
+        suffix = self.spec.run_id[-40:]
+        return f"{name[:100 - len(suffix) - 1]}-{suffix}"  # names are at most 100 characters
+
+
+def _pump(stream, out: "queue.Queue[str | None]") -> None:
+    """Read the child's output as it comes (tqdm never ends its lines) into ``out``."""
+    try:
+        while True:
+            data = stream.read1(65536) if hasattr(stream, "read1") else stream.read(4096)
+            if not data:
+                break
+            out.put(data.decode("utf-8", errors="replace"))
+    finally:
+        out.put(None)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """kohya does not handle SIGTERM (reference §8) and ``accelerate launch`` starts it as a child:
+    SIGKILL the whole tree. kohya stays in the trainer's process group on purpose, so whatever
+    kills the trainer's group (a container stop, the local provider's destroy) kills kohya too."""
+    for pid in [*_descendants(proc.pid), proc.pid]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _descendants(root: int) -> list[int]:
+    """Every process below ``root`` (Linux /proc; nothing elsewhere), deepest last."""
+    parent_of: dict[int, int] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            parent_of[int(entry.name)] = int(fields[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    found, frontier = [], [root]
+    while frontier:
+        children = [p for p, pp in parent_of.items() if pp in frontier]
+        found.extend(children)
+        frontier = children
+    return found
+
+
+# ---- command line (what the image runs) ----------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    """Environment: ``LORA_CLOUD_STORAGE`` (gs://bucket or a folder), ``LORA_CLOUD_RUN_ID`` or
+    ``LORA_CLOUD_RUN_SPEC``; optional ``HF_TOKEN``, ``LORA_CLOUD_WORKDIR`` (default /workspace),
+    ``LORA_CLOUD_KOHYA_LAUNCHER`` (replaces ``accelerate launch flux_train_network.py``),
+    ``KOHYA_DIR``, ``LORA_CLOUD_TOKENIZER_DIR``, and vast.ai's ``CONTAINER_ID``/``CONTAINER_API_KEY``
+    with ``LORA_CLOUD_VAST_URL``.
+    Exit status: 0 done, 1 failed or timed out, 2 bad configuration (nothing started)."""
+    ap = argparse.ArgumentParser(prog="lora-cloud-trainer", description="Run one LoRA training run.")
+    ap.add_argument("--workdir", default=os.environ.get("LORA_CLOUD_WORKDIR", "/workspace"))
+    ap.add_argument("--storage", default=os.environ.get("LORA_CLOUD_STORAGE"))
+    ap.add_argument("--run-id", default=None)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ..settings import Settings, install_log_redaction
+    from ..storage import open_storage
+    from .self_destroy import SelfDestroy
+
+    install_log_redaction()
+    destroy = SelfDestroy.from_env()
+    try:
+        settings = Settings.load()
+        if not args.storage:
+            raise LoraCloudError("set LORA_CLOUD_STORAGE to the bucket (gs://...) the run lives in")
+        storage = open_storage(args.storage, settings=settings)
+        spec = load_spec(storage, run_id=args.run_id)
+    except LoraCloudError as exc:
+        log.error("cannot start: %s", exc.message)
+        _safe_destroy(destroy)
+        return 2
+    token = settings.secret("hf_token")
+    register_secret(token)
+    launcher = shlex.split(os.environ["LORA_CLOUD_KOHYA_LAUNCHER"]) if os.environ.get("LORA_CLOUD_KOHYA_LAUNCHER") \
+        else None
+    trainer = Trainer(spec=spec, storage=storage, workdir=Path(args.workdir), weights=HubWeights(token),
+                      destroy=destroy, launcher=launcher, kohya_dir=os.environ.get("KOHYA_DIR", "/opt/sd-scripts"),
+                      tokenizer_dir=os.environ.get("LORA_CLOUD_TOKENIZER_DIR", "/opt/tokenizers"))
+    state = trainer.run()
+    log.info("run %s finished: %s", spec.run_id, state.value)
+    return 0 if state == RunState.DONE else 1
+
+
+def _safe_destroy(destroy: Callable[[], bool]) -> None:
+    try:
+        destroy()
+    except LoraCloudError as exc:
+        log.error("%s", exc.message)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

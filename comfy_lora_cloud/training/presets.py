@@ -1,0 +1,179 @@
+"""Training presets: ``presets/common.toml`` + one file per LoRA type + a VRAM tier + overrides.
+
+The TOML files in ``presets/`` are the one source of truth (the trainer image installs this
+package and reads them from here). Resolution order, later wins::
+
+    common.toml  ->  <type>.toml  ->  common [tier.N]  ->  <type> [tier.N]  ->  user overrides
+
+Overrides are flat ``{"learning_rate": 3e-4, "dataset.resolution": 512}``: a bare key goes to
+the section that already has it (training when none does), ``section.key`` names it. kohya
+never type-checks its TOML (reference §1), so an override whose type differs from the preset
+value is refused here instead of failing hours later on a paid GPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Mapping
+
+from ..errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PRESET_TYPES = ("character", "style", "concept")
+TIERS = (24, 48, 80)
+SECTIONS = ("training", "dataset", "subset", "plan", "prep")
+
+
+@dataclass
+class Preset:
+    """A fully resolved preset: what goes into kohya's two TOML files plus our planning knobs."""
+
+    name: str
+    tier: int
+    description: str = ""
+    training: dict[str, Any] = field(default_factory=dict)
+    dataset: dict[str, Any] = field(default_factory=dict)
+    subset: dict[str, Any] = field(default_factory=dict)
+    plan: dict[str, Any] = field(default_factory=dict)
+    prep: dict[str, Any] = field(default_factory=dict)
+
+    def section(self, name: str) -> dict[str, Any]:
+        return getattr(self, name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "tier": self.tier, "description": self.description,
+                **{s: dict(self.section(s)) for s in SECTIONS}}
+
+
+def _read(name: str) -> dict[str, Any]:
+    text = resources.files(__package__).joinpath("presets").joinpath(f"{name}.toml").read_text("utf-8")
+    return tomllib.loads(text)
+
+
+def pick_tier(vram_gb: float) -> int:
+    """The largest tier that fits ``vram_gb`` (a 40 GB A100 gets the 48 tier, whose settings
+    fit 40 GB; a 16 GB card is refused: it needs a slower swap-heavy recipe we do not ship)."""
+    if vram_gb >= 80 - 1:  # cards report 79.x GB
+        return 80
+    if vram_gb >= 40 - 1:
+        return 48
+    if vram_gb >= 24 - 1:
+        return 24
+    raise ConfigError(f"{vram_gb:g} GB of GPU memory is too little for Flux LoRA training (need 24 GB)")
+
+
+def _merge(into: dict[str, Any], layer: Mapping[str, Any]) -> None:
+    for section in SECTIONS:
+        into.setdefault(section, {}).update(layer.get(section, {}))
+
+
+def _coerce(key: str, old: Any, new: Any) -> Any:
+    """Keep TOML types what kohya expects: int->float is fine, anything else must match."""
+    if old is None or new is None:
+        return new
+    if isinstance(old, bool) or isinstance(new, bool):
+        if isinstance(old, bool) and isinstance(new, bool):
+            return new
+    elif isinstance(old, float) and isinstance(new, int):
+        return float(new)
+    elif isinstance(old, int) and isinstance(new, float) and new.is_integer():
+        return int(new)
+    elif type(old) is type(new):
+        return new
+    raise ConfigError(f"override {key}: expected {type(old).__name__}, got {type(new).__name__} ({new!r})")
+
+
+def apply_overrides(resolved: dict[str, dict[str, Any]], overrides: Mapping[str, Any]) -> None:
+    """Apply flat ``key`` / ``section.key`` overrides in place (``None`` removes a key)."""
+    for raw_key, value in overrides.items():
+        section, _, key = raw_key.rpartition(".")
+        if section and section not in SECTIONS:
+            raise ConfigError(f"override {raw_key!r}: unknown section {section!r} (use one of {', '.join(SECTIONS)})")
+        if not section:
+            section = next((s for s in SECTIONS if key in resolved[s]), "training")
+        target = resolved[section]
+        if value is None:
+            target.pop(key, None)
+        else:
+            target[key] = _coerce(raw_key, target.get(key), value)
+
+
+def load_preset(name: str, vram_gb: float = 24, overrides: Mapping[str, Any] | None = None) -> Preset:
+    """Resolve preset ``name`` for a GPU with ``vram_gb`` of memory, then apply ``overrides``."""
+    if name not in PRESET_TYPES:
+        raise ConfigError(f"unknown LoRA type {name!r}; choose one of {', '.join(PRESET_TYPES)}")
+    tier = pick_tier(vram_gb)
+    common, own = _read("common"), _read(name)
+    resolved: dict[str, dict[str, Any]] = {}
+    for layer in (common, own, common.get("tier", {}).get(str(tier), {}), own.get("tier", {}).get(str(tier), {})):
+        _merge(resolved, copy.deepcopy(layer))
+    user = dict(overrides or {})
+    apply_overrides(resolved, user)
+    _swap_blocks_if_needed(resolved, user)
+    return Preset(name=name, tier=tier, description=own.get("description", ""), **resolved)
+
+
+def _swap_blocks_if_needed(resolved: dict[str, dict[str, Any]], user: Mapping[str, Any]) -> None:
+    """24 GB tier: block swap only when the rank is large (reference §10), and never when the
+    user chose ``blocks_to_swap`` or ``cpu_offload_checkpointing`` (kohya asserts they exclude
+    each other)."""
+    plan, training = resolved["plan"], resolved["training"]
+    threshold = plan.get("swap_blocks_from_rank")
+    if threshold is None or "blocks_to_swap" in training or training.get("cpu_offload_checkpointing"):
+        return
+    if any(k.rpartition(".")[2] == "blocks_to_swap" for k in user):
+        return
+    if int(training.get("network_dim", 0)) >= int(threshold):
+        training["blocks_to_swap"] = int(plan.get("swap_blocks", 8))
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """How long a run is: kohya trains whole epochs, we checkpoint once per epoch."""
+
+    images: int
+    repeats: int
+    batch_size: int
+    steps_per_epoch: int
+    epochs: int
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
+
+    def to_dict(self) -> dict[str, int]:
+        return {"images": self.images, "repeats": self.repeats, "batch_size": self.batch_size,
+                "steps_per_epoch": self.steps_per_epoch, "epochs": self.epochs, "total_steps": self.total_steps}
+
+
+def plan_steps(preset: Preset, images: int) -> StepPlan:
+    """Steps from the image count: ``steps_per_image × images`` clamped to [min, max] (counted at
+    batch 1, divided by the batch size: a batch-2 step sees two images), then repeats so that one
+    epoch is about ``epoch_steps`` and as many whole epochs as reach the target.
+
+    ``max_train_steps``/``num_repeats`` overrides win over the plan.
+    """
+    if images <= 0:
+        raise ConfigError("the dataset has no images")
+    p = preset.plan
+    batch = int(preset.dataset.get("batch_size", 1))
+    target = min(max(int(p["steps_per_image"]) * images, int(p["min_steps"])), int(p["max_steps"]))
+    target = int(preset.training.get("max_train_steps", target))
+    target = max(1, math.ceil(target / batch))
+    repeats = preset.subset.get("num_repeats")
+    if repeats is None:
+        repeats = max(1, round(int(p["epoch_steps"]) * batch / images))
+    steps_per_epoch = math.ceil(images * int(repeats) / batch)
+    epochs = max(1, round(target / steps_per_epoch))
+    if "max_train_epochs" in preset.training:
+        epochs = int(preset.training["max_train_epochs"])
+    return StepPlan(images=images, repeats=int(repeats), batch_size=batch, steps_per_epoch=steps_per_epoch,
+                    epochs=epochs)

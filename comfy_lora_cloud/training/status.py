@@ -1,0 +1,159 @@
+"""The status protocol: the trainer reports through the bucket, every controller reads it there.
+
+    runs/<run_id>/status.json     models.RunStatus, rewritten at most every ``min_interval`` s
+                                  (at once on a state change)
+    runs/<run_id>/events.jsonl    one JSON object per line: {"t", "kind", ...}, append-only
+    runs/<run_id>/logs/trainer.log  the whole console output, re-uploaded at most every ``log_interval`` s
+    runs/<run_id>/samples/<file>  sample images as kohya writes them
+
+Object stores cannot append, so ``events.jsonl`` is rewritten whole: the events are few (state
+changes, epochs, checkpoints, samples), never one per step. The rate bound keeps a 2000-step run
+from writing 2000 objects; readers (ComfyUI, the CLI, a second laptop) need nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import ObjectNotFound, StorageError, redact
+from ..models import RunState, RunStatus
+from ..storage.base import Storage
+from ..storage.layout import run_key
+
+log = logging.getLogger(__name__)
+
+STATUS = "status.json"
+EVENTS = "events.jsonl"
+LOG = "logs/trainer.log"
+
+
+class StatusReporter:
+    """Writes a run's status, events, log and samples to storage at a bounded rate.
+
+    Storage errors while reporting are logged and retried at the next write, never raised:
+    a flaky bucket must not kill a paid training run. :meth:`flush` (used at the end of a run)
+    raises instead, since the final state must land.
+    """
+
+    def __init__(self, storage: Storage, run_id: str, *, min_interval: float = 10.0, log_interval: float = 60.0,
+                 clock: Callable[[], float] = time.time):
+        self.storage, self.run_id, self.clock = storage, run_id, clock
+        self.min_interval, self.log_interval = min_interval, log_interval
+        self.status = RunStatus(run_id=run_id, updated_at=clock())
+        self.events: list[dict[str, Any]] = []
+        self._dirty = self._events_dirty = False
+        self._last_write = self._last_log = float("-inf")
+
+    def resume_from_bucket(self) -> RunStatus | None:
+        """Load what an earlier attempt wrote (after a kill or a preemption); None if nothing."""
+        previous = read_status(self.storage, self.run_id)
+        if previous is not None:
+            self.status = previous
+        self.events = read_events(self.storage, self.run_id)
+        return previous
+
+    def key(self, name: str) -> str:
+        return run_key(self.run_id, name)
+
+    def update(self, force: bool = False, **fields: Any) -> None:
+        """Change status fields; written now if the state changed or ``force``, else at the rate."""
+        state = fields.get("state")
+        if state is not None and RunState(state) != self.status.state:
+            force = True
+            self.event("state", state=RunState(state).value, message=fields.get("message", ""))
+        for name, value in fields.items():
+            setattr(self.status, name, RunState(value) if name == "state" else value)
+        self._dirty = True
+        self.maybe_write(force=force)
+
+    def event(self, kind: str, **data: Any) -> None:
+        self.events.append({"t": round(self.clock(), 3), "kind": kind, **data})
+        self._events_dirty = True
+
+    def maybe_write(self, force: bool = False) -> bool:
+        if not (self._dirty or self._events_dirty):
+            return False
+        if not force and self.clock() - self._last_write < self.min_interval:
+            return False
+        try:
+            self._write()
+        except StorageError as exc:
+            log.warning("could not write status of run %s: %s", self.run_id, exc)
+            return False
+        return True
+
+    def flush(self) -> None:
+        """Write everything now; raises StorageError so the caller knows the final state is not out."""
+        self._dirty = True
+        self._write()
+
+    def _write(self) -> None:
+        self.status.updated_at = self.clock()
+        if self._events_dirty:
+            body = "".join(json.dumps(e, default=str) + "\n" for e in self.events)
+            self.storage.write_bytes(self.key(EVENTS), body.encode(), content_type="application/x-ndjson")
+            self._events_dirty = False
+        data = json.dumps(self.status.to_dict(), indent=1).encode()
+        self.storage.write_bytes(self.key(STATUS), data, content_type="application/json")
+        self._dirty = False
+        self._last_write = self.clock()
+
+    def upload_log(self, path: Path, force: bool = False) -> None:
+        """Upload the console log (secrets masked), at most every ``log_interval`` seconds."""
+        if not force and self.clock() - self._last_log < self.log_interval:
+            return
+        if not path.is_file():
+            return
+        text = redact(path.read_text("utf-8", errors="replace"))
+        try:
+            self.storage.write_bytes(self.key(LOG), text.encode(), content_type="text/plain; charset=utf-8")
+            self._last_log = self.clock()
+        except StorageError as exc:
+            if force:
+                raise
+            log.warning("could not upload the log of run %s: %s", self.run_id, exc)
+
+    def upload_sample(self, path: Path) -> str | None:
+        key = self.key(f"samples/{path.name}")
+        try:
+            self.storage.upload_file(path, key, content_type="image/png")
+        except StorageError as exc:
+            log.warning("could not upload sample %s: %s", path.name, exc)
+            return None
+        self.event("sample", key=key)
+        return key
+
+
+# ---- readers (CLI, ComfyUI, another laptop) ------------------------------------------------------
+def read_status(storage: Storage, run_id: str) -> RunStatus | None:
+    """The run's last written status, or None when the trainer has written nothing yet."""
+    try:
+        data = json.loads(storage.read_bytes(run_key(run_id, STATUS)))
+    except ObjectNotFound:
+        return None
+    except ValueError as exc:
+        raise StorageError(f"status of run {run_id} is not valid JSON: {exc}") from None
+    return RunStatus.from_dict(data)
+
+
+def read_events(storage: Storage, run_id: str, since: int = 0) -> list[dict[str, Any]]:
+    """Events from index ``since`` on (a poller passes how many it has already seen)."""
+    try:
+        body = storage.read_bytes(run_key(run_id, EVENTS)).decode("utf-8", errors="replace")
+    except ObjectNotFound:
+        return []
+    events = []
+    for line in body.splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            continue  # a torn line must not hide the others
+    return events[since:]
+
+
+def list_samples(storage: Storage, run_id: str) -> list[str]:
+    return [o.key for o in storage.list(run_key(run_id, "samples/")).objects]

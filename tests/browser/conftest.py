@@ -1,0 +1,104 @@
+"""A page that stands in for ComfyUI's frontend shell, served with the real routes over a real
+LoraCloudService, and Debian's Chromium driven by Playwright.
+
+The server does what ComfyUI's does for a pack (reference/comfyui-contract.md §2, §7): every
+route answers at ``/path`` and ``/api/path``, the pack's ``web/`` is served at
+``/extensions/comfy_lora_cloud/``, ``/api/extensions`` lists every ``.js`` there, and ``/ws``
+carries ``{"type", "data"}`` messages (what ``PromptServer.send_sync`` broadcasts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import WSMsgType, web
+
+from comfy_lora_cloud.comfy.routes import register_routes
+
+REPO = Path(__file__).resolve().parents[2]
+WEB = REPO / "web"
+SHIM = Path(__file__).resolve().parent / "shim"
+CHROMIUM = os.environ.get("LORA_CLOUD_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+class Broadcaster:
+    """``send(event, data)`` to every open socket, like ``PromptServer.send_sync(..., sid=None)``."""
+
+    def __init__(self) -> None:
+        self.sockets: set[web.WebSocketResponse] = set()
+        self.pending: set[asyncio.Task[Any]] = set()
+
+    async def close_all(self, app: web.Application) -> None:
+        """aiohttp's on_shutdown: open sockets would otherwise hold the server's teardown."""
+        for ws in list(self.sockets):
+            await ws.close()
+
+    def send(self, event: str, data: dict[str, Any]) -> None:
+        for ws in list(self.sockets):
+            task = asyncio.get_running_loop().create_task(ws.send_json({"type": event, "data": data}))
+            self.pending.add(task)
+            task.add_done_callback(self.pending.discard)
+
+    async def handler(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_json({"type": "status", "data": {"sid": request.query.get("clientId", "test-client")}})
+        self.sockets.add(ws)
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.ERROR:
+                    break
+        finally:
+            self.sockets.discard(ws)
+        return ws
+
+
+def build_app(get_service, broadcaster: Broadcaster) -> web.Application:
+    routes = web.RouteTableDef()
+    register_routes(routes, get_service)
+    app = web.Application()
+    app.on_shutdown.append(broadcaster.close_all)
+    for route in routes:
+        if isinstance(route, web.RouteDef):
+            app.router.add_route(route.method, route.path, route.handler)
+            app.router.add_route(route.method, "/api" + route.path, route.handler)
+
+    async def extensions(request: web.Request) -> web.Response:
+        files = sorted(p.relative_to(WEB).as_posix() for p in WEB.rglob("*.js"))
+        return web.json_response([f"/extensions/comfy_lora_cloud/{f}" for f in files])
+
+    async def index(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(SHIM / "index.html")
+
+    app.router.add_get("/", index)
+    app.router.add_get("/api/extensions", extensions)
+    app.router.add_get("/ws", broadcaster.handler)
+    app.router.add_static("/scripts", SHIM / "scripts")
+    app.router.add_static("/extensions/comfy_lora_cloud", WEB)
+    return app
+
+
+@pytest.fixture
+def chromium_path() -> str:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"Chromium is not installed at {CHROMIUM} (apt-get install -y chromium); "
+                    "the sidebar's browser test cannot run")
+    return CHROMIUM
+
+
+@pytest.fixture
+async def browser(chromium_path):
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()

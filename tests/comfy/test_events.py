@@ -1,0 +1,137 @@
+"""Live events: the poller's diffs, the pack's own loop, and the hook-up into ComfyUI's server."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import types
+
+import pytest
+from aiohttp import web
+
+from comfy_lora_cloud.comfy import events as ev
+from comfy_lora_cloud.comfy import routes as routes_mod
+from comfy_lora_cloud.models import Cost, RunState
+
+from tests.comfy.conftest import NOW, seed, write_status
+
+
+async def test_poller_sends_changes_only(seeded):
+    sent: list[tuple[str, dict]] = []
+    poller = ev.EventPoller(seeded.service, lambda e, d: sent.append((e, d)), full_every=3)
+
+    assert await poller.poll_once() == [ev.RUN, ev.INSTANCE]
+    run = sent[0][1]
+    assert (run["id"], run["step"], run["loss"], run["samples"]) == ("run-1", 250, 0.123, ["s_0250.png"])
+    assert sent[1][1]["instances"][0]["id"] == "77"
+
+    # nothing changed: no run event; the instance event repeats while it bills (cost so far moves)
+    sent.clear()
+    assert await poller.poll_once() == [ev.INSTANCE]
+
+    write_status(seeded.storage, step=300, loss=0.1, updated_at=NOW)
+    sent.clear()
+    assert await poller.poll_once() == [ev.RUN, ev.INSTANCE]
+    assert (sent[0][1]["step"], sent[0][1]["loss"]) == (300, 0.1)
+
+    # the run ends: one last event, then it is no longer polled between full scans
+    write_status(seeded.storage, state=RunState.DONE, step=1000, updated_at=NOW + 1)
+    seeded.state.mark_instance_destroyed("vast", "77", at=NOW)
+    sent.clear()
+    assert await poller.poll_once() == [ev.RUN, ev.INSTANCE]
+    assert sent[0][1]["state"] == "done" and sent[0][1]["live"] is False
+    assert sent[1][1] == {"instances": []}
+    sent.clear()
+    assert await poller.poll_once() == []
+
+
+async def test_budget_warning_is_sent_once_per_level(seeded):
+    sent: list[tuple[str, dict]] = []
+    poller = ev.EventPoller(seeded.service, lambda e, d: sent.append((e, d)))
+    seeded.state.add_cost(Cost("50", "run-0", "charge", 39.0, NOW - 60, NOW - 60))  # 40.2 of 50
+    assert ev.BUDGET in await poller.poll_once()
+    warning = [d for e, d in sent if e == ev.BUDGET][0]
+    assert warning["kind"] == "warning" and warning["month_usd"] == pytest.approx(40.2)
+    assert "80%" in warning["message"]
+    assert ev.BUDGET not in await poller.poll_once()
+    seeded.state.add_cost(Cost("50", "run-0", "charge", 10.0, NOW - 30, NOW - 30))
+    assert ev.BUDGET in await poller.poll_once()
+    assert [d for e, d in sent if e == ev.BUDGET][-1]["kind"] == "exceeded"
+
+
+async def test_poll_forever_survives_failures(seeded):
+    sent: list[str] = []
+    attempts = {"n": 0}
+
+    async def get_service():
+        attempts["n"] += 1
+        if attempts["n"] == 1:
+            raise RuntimeError("settings not readable yet")
+        return seeded.service
+
+    rounds = {"n": 0}
+
+    async def sleep(_seconds):
+        rounds["n"] += 1
+        if rounds["n"] == 3:
+            raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        await ev.poll_forever(get_service, lambda e, d: sent.append(e), sleep=sleep)
+    assert attempts["n"] == 2  # built again after the failure, then kept
+    assert sent.count(ev.RUN) == 1 and sent.count(ev.INSTANCE) == 2
+
+
+def test_pack_loop_runs_on_its_own_thread_and_starts_once():
+    loop = ev.PackLoop("test-loop")
+    try:
+        first = loop.start()
+        assert loop.start() is first
+
+        async def where():
+            return threading.current_thread().name, asyncio.get_running_loop()
+
+        name, running = loop.submit(where()).result(timeout=30)
+        assert name == "test-loop" and running is first
+    finally:
+        loop.stop()
+    assert loop.loop is None and first.is_closed()
+
+
+def test_install_registers_routes_and_streams_events(tmp_path, clean_env, monkeypatch):
+    """With stand-ins for ComfyUI's ``server`` and ``folder_paths`` modules (the members the pack
+    uses, nothing more), install() adds the routes and the poller broadcasts through send_sync."""
+    seeded = seed(tmp_path, clean_env)
+    # the guard loop gets a vast.ai URL that refuses at once: no traffic leaves this machine
+    (clean_env / "config.toml").write_text(f'storage = "{seeded.storage.root}"\nvast_url = "http://127.0.0.1:9"\n')
+    got = threading.Event()
+    broadcasts: list[tuple[str, dict, object]] = []
+
+    class PromptServer:
+        instance = None
+
+        def __init__(self):
+            self.routes = web.RouteTableDef()
+
+        def send_sync(self, event, data, sid=None):
+            broadcasts.append((event, data, sid))
+            if event == ev.RUN:
+                got.set()
+
+    PromptServer.instance = PromptServer()
+    monkeypatch.setitem(sys.modules, "server", types.SimpleNamespace(PromptServer=PromptServer))
+    monkeypatch.setitem(sys.modules, "folder_paths", types.SimpleNamespace(
+        get_folder_paths=lambda name: [str(tmp_path / "comfy" / "models" / name)]))
+    monkeypatch.setattr(routes_mod, "_installed", False)
+    try:
+        assert routes_mod.install() is True
+        assert routes_mod.install() is True  # idempotent
+        paths = {r.path for r in PromptServer.instance.routes if isinstance(r, web.RouteDef)}
+        assert "/lora_cloud/api/token" in paths and "/lora_cloud/api/runs/{run_id}" in paths
+        assert len([r for r in PromptServer.instance.routes if r.path == "/lora_cloud/api/token"]) == 1
+        assert got.wait(60), "no run event arrived"
+        event, data, sid = next(b for b in broadcasts if b[0] == ev.RUN)
+        assert data["id"] == "run-1" and sid is None
+    finally:
+        ev.pack_loop().stop()

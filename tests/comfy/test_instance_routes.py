@@ -1,0 +1,193 @@
+"""Instance stop / destroy / logs through the routes, the real VastProvider and the fake vast.ai server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+import pytest
+
+from comfy_lora_cloud.comfy.events import guard_forever
+from comfy_lora_cloud.comfy.routes import PREFIX as A
+from comfy_lora_cloud.models import InstanceState, Run, RunState, RunStatus
+from comfy_lora_cloud.providers.base import LaunchSpec, OfferRequest, run_label
+from comfy_lora_cloud.providers.vast import VastClient, VastProvider
+from comfy_lora_cloud.storage import layout
+
+from tests.comfy.conftest import NOW, SECRETS, token_headers
+from tests.fakes.vast.server import FakeVast
+from tests.fakes.vast.state import ManualClock
+
+KEY = SECRETS["vast_api_key"]
+
+
+async def _no_sleep(_seconds: float) -> None:
+    return None
+
+
+@pytest.fixture
+def vast(tmp_path):
+    clock = ManualClock()
+    fake = FakeVast(KEY, clock=clock, created_s=1.0, loading_s=30.0, workdir=tmp_path / "instances")
+    fake.start_in_thread()
+    yield fake, clock
+    fake.stop()
+
+
+@pytest.fixture
+def provider_factory(vast):
+    fake, _clock = vast
+
+    @contextlib.asynccontextmanager
+    async def open_provider():
+        async with VastClient(fake.url, KEY, sleep=_no_sleep) as client:
+            yield VastProvider(client)
+
+    return open_provider
+
+
+async def _launch(provider_factory, clock, run_id: str):
+    async with provider_factory() as provider:
+        offers = await provider.search(OfferRequest(gpu_names=["RTX 4090"], max_dph=0.6))
+        inst = await provider.launch(min(offers, key=lambda o: o.dph_total),
+                                     LaunchSpec(image="trainer:1", label=run_label(run_id)))
+        clock.advance(60)
+        return await provider.get(inst.id)
+
+
+async def test_stop_logs_destroy_our_instance(client, seeded, vast, provider_factory):
+    fake, clock = vast
+    seeded.service.provider_factory = provider_factory
+    inst = await _launch(provider_factory, clock, "run-9")
+    assert inst.state is InstanceState.RUNNING
+    seeded.state.put_instance(inst, run_id="run-9")
+    headers = await token_headers(client)
+
+    logs = await client.get(f"{A}/instances/{inst.id}/logs?tail=50")
+    assert logs.status == 200, await logs.text()
+    assert "container started" in (await logs.json())["logs"]
+
+    resp = await client.post(f"{A}/instances/{inst.id}/stop", json={}, headers=headers)
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["state"] == "stopped"
+    assert fake.state.get(int(inst.id)).intended == "stopped"
+    listed = {i["id"]: i for i in (await (await client.get(f"{A}/instances")).json())["instances"]}
+    assert listed[str(inst.id)]["state"] == "stopped"
+
+    resp = await client.post(f"{A}/instances/{inst.id}/destroy", json={}, headers=headers)
+    assert resp.status == 200 and (await resp.json())["destroyed"] is True
+    assert fake.state.get(int(inst.id)) is None
+    assert str(inst.id) not in {i["id"] for i in (await (await client.get(f"{A}/instances")).json())["instances"]}
+    kinds = [e for e, _ in seeded.events]
+    assert kinds.count("lora_cloud.instance") == 2
+
+
+async def test_foreign_instances_are_never_touched(client, seeded, vast, provider_factory):
+    fake, clock = vast
+    seeded.service.provider_factory = provider_factory
+    theirs = await _launch(provider_factory, clock, "someone-else")  # not in our state store
+    headers = await token_headers(client)
+    for action in ("stop", "destroy"):
+        resp = await client.post(f"{A}/instances/{theirs.id}/{action}", json={}, headers=headers)
+        assert resp.status == 404 and (await resp.json())["error"] == "ObjectNotFound"
+    assert fake.state.get(int(theirs.id)).intended == "running"
+    assert (await client.get(f"{A}/instances/{theirs.id}/logs")).status == 404
+    assert (await client.get(f"{A}/instances/..%2F1/logs")).status == 400
+
+
+async def test_without_a_key_instances_say_so(client, seeded):
+    from comfy_lora_cloud.service.api import vast_provider_factory
+    from comfy_lora_cloud.settings import Settings
+
+    seeded.service.provider_factory = vast_provider_factory(Settings.load(seeded.settings.home, vast_api_key=""))
+    resp = await client.post(f"{A}/instances/77/stop", json={}, headers=await token_headers(client))
+    assert resp.status == 400 and "vast.ai API key" in (await resp.json())["message"]
+
+
+async def test_provider_errors_are_json_and_keep_the_key_out(client, seeded, vast, provider_factory):
+    fake, clock = vast
+    seeded.service.provider_factory = provider_factory
+    inst = await _launch(provider_factory, clock, "run-9")
+    seeded.state.put_instance(inst, run_id="run-9")
+    fake.fail_next(10, status=500)
+    resp = await client.post(f"{A}/instances/{inst.id}/destroy", json={}, headers=await token_headers(client))
+    body = await resp.text()
+    assert resp.status == 502, body
+    assert KEY not in body and (await resp.json())["error"] == "ProviderAPIError"
+
+
+async def test_stop_run_destroys_its_instance_and_ends_the_run(client, seeded, vast, provider_factory):
+    fake, clock = vast
+    seeded.service.provider_factory = provider_factory
+    inst = await _launch(provider_factory, clock, "run-9")
+    seeded.state.put_run(Run(id="run-9", dataset="cats", preset="character", lora_name="cat-v2",
+                             state=RunState.TRAINING, instance_id=str(inst.id)))
+    seeded.state.put_instance(inst, run_id="run-9")
+    status = RunStatus(run_id="run-9", state=RunState.TRAINING, step=10, total_steps=100)
+    seeded.storage.write_bytes(layout.run_key("run-9", "status.json"), json.dumps(status.to_dict()).encode())
+
+    refused = await client.post(f"{A}/runs/run-9/stop", json={})
+    assert refused.status == 403 and fake.state.get(int(inst.id)) is not None
+
+    resp = await client.post(f"{A}/runs/run-9/stop", json={}, headers=await token_headers(client))
+    assert resp.status == 200, await resp.text()
+    assert await resp.json() == {"id": "run-9", "state": "stopped", "destroyed_instances": [str(inst.id)]}
+    assert fake.state.get(int(inst.id)) is None
+    # the trainer's last word was "training", but it cannot speak any more: the run shows stopped
+    detail = await (await client.get(f"{A}/runs/run-9")).json()
+    assert detail["state"] == "stopped" and detail["live"] is False and detail["step"] == 10
+    assert ("lora_cloud.run", "stopped") in [(e, d.get("state")) for e, d in seeded.events]
+
+    again = await client.post(f"{A}/runs/run-9/stop", json={}, headers=await token_headers(client))
+    assert again.status == 400 and "already ended" in (await again.json())["message"]
+    missing = await client.post(f"{A}/runs/run-404/stop", json={}, headers=await token_headers(client))
+    assert missing.status == 404
+
+
+async def test_reconcile_and_watchdog_loop(seeded, tmp_path):
+    """guard_forever: an orphan is destroyed, another laptop's live run is left alone, and a
+    budget breach destroys our instance and tells the sidebar."""
+    clock = ManualClock(start=NOW - 3600)  # the fake's timeline matches the service's clock
+    fake = FakeVast(KEY, clock=clock, created_s=1.0, loading_s=30.0, workdir=tmp_path / "instances")
+    fake.start_in_thread()
+    try:
+        @contextlib.asynccontextmanager
+        async def open_provider():
+            async with VastClient(fake.url, KEY, sleep=_no_sleep) as client:
+                yield VastProvider(client)
+
+        seeded.service.provider_factory = open_provider
+        ghost = await _launch(open_provider, clock, "ghost")
+        theirs = await _launch(open_provider, clock, "elsewhere")
+        ours = await _launch(open_provider, clock, "run-9")
+        seeded.state.put_run(Run(id="run-9", dataset="cats", preset="character", lora_name="x",
+                                 state=RunState.TRAINING, instance_id=str(ours.id)))
+        seeded.state.put_instance(ours, run_id="run-9")
+        live = RunStatus(run_id="elsewhere", state=RunState.TRAINING, updated_at=NOW - 60)
+        seeded.storage.write_bytes(layout.run_key("elsewhere", "status.json"), json.dumps(live.to_dict()).encode())
+
+        sent: list[tuple[str, dict]] = []
+        after_round: list[set[int]] = []
+
+        async def sleep(_seconds):
+            after_round.append({i for i in (ghost.id, theirs.id, ours.id) if fake.state.get(int(i)) is not None})
+            if len(after_round) == 1:
+                await seeded.service.set_budgets({"max_dph": 0.05})  # every GPU here now breaks it
+            else:
+                raise asyncio.CancelledError
+
+        with pytest.raises(asyncio.CancelledError):
+            await guard_forever(lambda: _coro(seeded.service), lambda e, d: sent.append((e, d)),
+                                grace_s=0.0, sleep=sleep)
+        assert after_round[0] == {theirs.id, ours.id}  # the orphan went, the others stayed
+        assert after_round[1] == set()  # the watchdog enforced max_dph on what was left
+        enforced = [d for e, d in sent if e == "lora_cloud.budget" and d.get("kind") == "enforced"]
+        assert {d["instance_id"] for d in enforced} == {str(theirs.id), str(ours.id)}
+        assert all("max_dph" in d["message"] for d in enforced)
+    finally:
+        fake.stop()
+
+
+async def _coro(value):
+    return value

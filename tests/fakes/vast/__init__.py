@@ -1,0 +1,1 @@
+"""A fake vast.ai server for tests; see server.py."""
