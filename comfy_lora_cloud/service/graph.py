@@ -59,7 +59,7 @@ class DatasetRef:
     lora_type: str | None = None
 
 
-def _digest(*parts: Any) -> str:
+def digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -71,7 +71,7 @@ def folder_fingerprint(folder: Path) -> str:
                             or p.name == MANIFEST):
             st = p.stat()
             entries.append((p.name, st.st_size, st.st_mtime_ns))
-    return _digest(entries)
+    return digest(entries)
 
 
 class WorkArea:
@@ -117,7 +117,7 @@ def load_images(source: str, path: str, *, storage: Storage | None, work: WorkAr
         objs = storage.list(f"datasets/{name}/").objects
         if not objs:
             raise DatasetError(f"no dataset named {name!r} in {storage.url}")
-        digest = _digest("dataset", storage.url, name, sorted((o.key, o.md5) for o in objs))
+        digest = digest("dataset", storage.url, name, sorted((o.key, o.md5) for o in objs))
         folder, done = work.folder("download", digest)
         if not done:
             download_dataset(storage, name, folder)
@@ -158,7 +158,7 @@ def crop_for_training(images: ImageSet, *, lora_type: str, crop: str = "auto", r
                           bucket=BucketConfig(resolution=resolution, max_reso=max(resolution, 1024)),
                           caption="none", workers=workers)
     step = "bg" if remove_background else "crop"
-    out, done = work.folder(step, _digest(step, images.digest, opts.to_dict()))
+    out, done = work.folder(step, digest(step, images.digest, opts.to_dict()))
     if not done:
         result = prepare_dataset(images.folder, out, opts,
                                  progress=(lambda stage, d, t: progress(d, t)) if progress else None)
@@ -195,7 +195,7 @@ def caption_images(images: ImageSet, *, model: str, model_path: str | None, trig
 
     lora_type = lora_type or images.lora_type or "character"
     trigger = trigger or images.trigger
-    key = _digest("caption", images.digest, model, model_path, trigger, lora_type, overwrite)
+    key = digest("caption", images.digest, model, model_path, trigger, lora_type, overwrite)
     out, done = work.folder("caption", key)
     if not done:
         out.mkdir(parents=True)

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -74,21 +75,27 @@ class LocalStorage:
                 finally:
                     fcntl.flock(f, fcntl.LOCK_UN)
 
-    def _info(self, key: str, path: Path, *, verify_cache: bool = True) -> ObjectInfo:
+    def _info(self, key: str, path: Path) -> ObjectInfo:
         try:
             st = path.stat()
         except FileNotFoundError:
             raise ObjectNotFound(f"no object {key!r} in {self.url}") from None
         if not path.is_file():
             raise ObjectNotFound(f"no object {key!r} in {self.url}")
+        return self._info_for(key, st, lambda: checksum_file(path))
+
+    def _info_for(self, key: str, st: os.stat_result, hash_now) -> ObjectInfo:
+        """Metadata for the file ``st`` describes. The sidecar counts only when it was written for
+        this very file (size, mtime and inode: a rewrite is a new inode, even within one
+        timestamp tick); otherwise the file is hashed once and the sidecar renewed."""
         meta = self._read_meta(key)
-        if meta and meta.get("size") == st.st_size and meta.get("mtime_ns") == st.st_mtime_ns:
-            md5, crc = meta["md5"], meta["crc32c"]
-        else:  # written by hand, or changed behind our back: hash once and remember
-            c = checksum_file(path)
-            md5, crc = c.md5, c.crc32c
-            self._write_meta(key, st.st_size, st.st_mtime_ns, c)
-        return ObjectInfo(key, st.st_size, md5, crc, st.st_mtime_ns, st.st_mtime)
+        if meta and _same_file(meta, st):
+            return ObjectInfo(key, st.st_size, meta["md5"], meta["crc32c"], meta.get("generation", st.st_mtime_ns),
+                              st.st_mtime)
+        c = hash_now()
+        generation = st.st_mtime_ns
+        self._write_meta(key, st, c, generation)
+        return ObjectInfo(key, st.st_size, c.md5, c.crc32c, generation, st.st_mtime)
 
     def _read_meta(self, key: str) -> dict | None:
         try:
@@ -96,20 +103,30 @@ class LocalStorage:
         except (OSError, ValueError):
             return None
 
-    def _write_meta(self, key: str, size: int, mtime_ns: int, c: Checksums) -> None:
+    def _write_meta(self, key: str, st: os.stat_result, c: Checksums, generation: int) -> None:
         mp = self._meta_path(key)
         try:
             mp.parent.mkdir(parents=True, exist_ok=True)
             tmp = mp.with_name(mp.name + f".{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_text(json.dumps({"size": size, "mtime_ns": mtime_ns, "md5": c.md5, "crc32c": c.crc32c}))
+            tmp.write_text(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino,
+                                       "md5": c.md5, "crc32c": c.crc32c, "generation": generation}))
             os.replace(tmp, mp)
         except OSError:
             pass  # the cache is an optimisation only
 
+    def _generation(self, key: str, path: Path) -> int:
+        """0 when missing (GCS's convention for "must not exist")."""
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return 0
+        meta = self._read_meta(key)
+        return meta.get("generation", st.st_mtime_ns) if meta and _same_file(meta, st) else st.st_mtime_ns
+
     def _check_generation(self, key: str, path: Path, if_generation_match: int | None) -> None:
         if if_generation_match is None:
             return
-        current = path.stat().st_mtime_ns if path.is_file() else 0
+        current = self._generation(key, path)
         if current != if_generation_match:
             raise PreconditionFailed(
                 f"object {key!r} changed (generation {current}, expected {if_generation_match})"
@@ -120,11 +137,13 @@ class LocalStorage:
             self._check_generation(key, final, if_generation_match)
             if final.is_dir():
                 raise StorageError(f"cannot write {key!r}: a folder of that name exists")
+            previous = self._generation(key, final)
             os.replace(tmp, final)
-            # make generations strictly increase even within one mtime tick
             st = final.stat()
-            self._write_meta(key, st.st_size, st.st_mtime_ns, c)
-        return ObjectInfo(key, c.size, c.md5, c.crc32c, st.st_mtime_ns, st.st_mtime)
+            # unique and increasing, even for two writes within one timestamp tick
+            generation = max(time.time_ns(), st.st_mtime_ns, previous + 1)
+            self._write_meta(key, st, c, generation)
+        return ObjectInfo(key, c.size, c.md5, c.crc32c, generation, st.st_mtime)
 
     def _tmp_for(self, final: Path) -> Path:
         try:
@@ -177,9 +196,15 @@ class LocalStorage:
 
     def read_bytes(self, key: str) -> bytes:
         path = self._path(key)
-        info = self._info(key, path)
-        data = path.read_bytes()
-        if checksum_bytes(data).md5 != info.md5:
+        try:
+            with open(path, "rb") as f:  # one descriptor: a concurrent rewrite cannot mix two files
+                st = os.fstat(f.fileno())
+                data = f.read()
+        except (FileNotFoundError, IsADirectoryError):
+            raise ObjectNotFound(f"no object {key!r} in {self.url}") from None
+        got = checksum_bytes(data)
+        info = self._info_for(key, st, lambda: got)
+        if got.md5 != info.md5:
             raise ChecksumMismatch(f"object {key!r} is corrupt: its bytes do not match the recorded md5")
         return data
 
@@ -219,13 +244,14 @@ class LocalStorage:
 
     def download_file(self, key, path) -> ObjectInfo:
         src_path = self._path(key)
-        info = self._info(key, src_path)
         dest = Path(path)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f"{PARTIAL}.{os.getpid()}.{threading.get_ident()}.{dest.name}")
         try:
             with open(src_path, "rb") as src, open(tmp, "wb") as dst:
+                st = os.fstat(src.fileno())
                 c = copy_stream(src, dst)
+            info = self._info_for(key, st, lambda: c)
             if c.md5 != info.md5:
                 raise ChecksumMismatch(f"object {key!r} is corrupt: its bytes do not match the recorded md5")
             os.replace(tmp, dest)
@@ -270,3 +296,8 @@ class LocalStorage:
             except OSError:
                 return
             folder = folder.parent
+
+
+def _same_file(meta: dict, st: os.stat_result) -> bool:
+    return (meta.get("size") == st.st_size and meta.get("mtime_ns") == st.st_mtime_ns
+            and meta.get("ino", st.st_ino) == st.st_ino)

@@ -74,14 +74,27 @@ def _norm(req: str) -> str:
     return re.sub(r"\s+", "", req).replace('"', "'").lower()
 
 
-def test_requirements_txt_matches_pyproject_dependencies():
-    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    reqs = [
-        line.split("#")[0].strip()
-        for line in (REPO / "requirements.txt").read_text().splitlines()
-        if line.split("#")[0].strip()
-    ]
-    assert sorted(map(_norm, deps)) == sorted(map(_norm, reqs))
+def _name(req: str) -> str:
+    return re.split(r"[<>=!~;\[ ]", req, maxsplit=1)[0].lower()
+
+
+def test_requirements_txt_matches_pyproject():
+    """What ComfyUI-Manager installs = the package's dependencies + the dataset nodes' needs,
+    with the same version ranges as pyproject.toml."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    deps = {_name(d): d for d in project["dependencies"]}
+    dataset = {_name(d): d for d in project["optional-dependencies"]["dataset"]}
+    reqs = {
+        _name(line): line
+        for line in (l.split("#")[0].strip() for l in (REPO / "requirements.txt").read_text().splitlines())
+        if line
+    }
+    assert set(deps) <= set(reqs), "requirements.txt lacks a dependency of pyproject.toml"
+    assert set(reqs) - set(deps) <= set(dataset), "requirements.txt has a package no extra declares"
+    for name, line in reqs.items():
+        want = deps.get(name) or dataset[name]
+        spec = lambda r: re.sub(r"\s+", "", r.split(";")[0]).replace('"', "'")
+        assert spec(line) == spec(want), f"{name}: requirements.txt says {line!r}, pyproject {want!r}"
 
 
 def test_no_pin_that_comfyui_pins_differently():

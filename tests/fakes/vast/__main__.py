@@ -17,7 +17,8 @@ from .server import FakeVast
 
 async def _serve(args: argparse.Namespace) -> None:
     fake = FakeVast(args.api_key, credit=args.credit, loading_s=args.loading_s, created_s=args.created_s,
-                    run_processes=args.run_processes, workdir=args.workdir)
+                    run_processes=args.run_processes, workdir=args.workdir,
+                    image_env=dict(kv.split("=", 1) for kv in args.image_env))
     runner = web.AppRunner(fake.app())
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
@@ -39,6 +40,8 @@ def main() -> None:
     ap.add_argument("--loading-s", type=float, default=5.0)
     ap.add_argument("--run-processes", action="store_true", help="run each instance's onstart as a local process")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--image-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="an ENV line of the instance's image (repeatable)")
     args = ap.parse_args()
     try:
         asyncio.run(_serve(args))
