@@ -44,6 +44,12 @@ class CliContext:
             self._storage = open_storage(settings=self.settings)
         return self._storage
 
+    def hash_cache(self):
+        """Local file checksums remembered between runs, so a re-sync does not re-hash."""
+        from ..storage.sync import HashCache
+
+        return HashCache(self.settings.home / "hash-cache.json")
+
     def state(self):
         from ..service.state import StateStore
 

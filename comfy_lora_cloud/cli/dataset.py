@@ -27,7 +27,8 @@ def upload(
     storage = obj.storage()
     with transfer_progress(ctx, f"uploading {name}") as progress:
         result = library.upload_dataset(storage, src, name, delete_extra=delete,
-                                        workers=obj.settings.sync_workers, progress=progress)
+                                        workers=obj.settings.sync_workers, progress=progress,
+                                        cache=obj.hash_cache())
     emit(ctx, result, f"dataset {name!r}: {result['files']} files uploaded ({result['bytes']} bytes), "
                       f"{result['skipped']} unchanged -> {result['url']}")
 
@@ -62,7 +63,7 @@ def download(
     obj = ctx_obj(ctx)
     with transfer_progress(ctx, f"downloading {name}") as progress:
         result = library.download_dataset(obj.storage(), name, dest, workers=obj.settings.sync_workers,
-                                          progress=progress)
+                                          progress=progress, cache=obj.hash_cache())
     emit(ctx, result, f"dataset {name!r}: {result['files']} files downloaded to {result['path']}")
 
 

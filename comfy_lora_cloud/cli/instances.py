@@ -71,3 +71,30 @@ def destroy(ctx: typer.Context, instance_id: str,
         typer.confirm(f"destroy instance {instance_id} and delete its disk?", abort=True)
     existed = _run(ctx, lambda p: p.destroy(instance_id))
     emit(ctx, {"id": instance_id, "destroyed": True, "existed": existed}, f"destroyed {instance_id}")
+
+
+@app.command("reconcile")
+@handle_errors
+def reconcile(
+    ctx: typer.Context,
+    grace: float = typer.Option(120.0, help="Seconds an unowned instance may live (a launch in progress)."),
+) -> None:
+    """One guard pass: destroy our labelled instances that no live run owns, mark runs whose
+    instance vanished, book costs (reconciled with vast.ai's charges) and enforce the budgets.
+    ComfyUI with the pack loaded does this every 30 s; run it from cron if you only use the CLI."""
+    from ..service.budgets import Budgets
+    from ..service.guard import Guard
+
+    obj = ctx_obj(ctx)
+    state = obj.state()
+    result = _run(ctx, lambda p: Guard(p, state, Budgets.from_settings(obj.settings), grace_s=grace,
+                                                     storage=obj.storage()).run_once())
+
+    def human(d: dict) -> None:
+        r = d["reconcile"]
+        out_console.print(f"owned {len(r['owned'])}, adopted {len(r['adopted'])}, destroyed {len(r['destroyed'])}, "
+                          f"waiting {len(r['waiting'])}, lost runs {len(r['lost_runs'])}", markup=False)
+        for v in d["budgets"]:
+            out_console.print(f"{v['level']}: {v['message']}", markup=False)
+
+    emit(ctx, result, human)

@@ -20,14 +20,15 @@ def _prefix(p: str) -> str:
     return clean_prefix(p)
 
 
-def _run(ctx: typer.Context, plan, label: str, dry_run: bool) -> None:
+def _run(ctx: typer.Context, plan, label: str, dry_run: bool, cache) -> None:
     obj = ctx_obj(ctx)
     summary = plan.to_dict()
     if dry_run:
         emit(ctx, {"dry_run": True, **summary}, f"would {label}: {summary}")
         return
     with transfer_progress(ctx, label) as progress:
-        result = syncer.apply(plan, obj.storage(), workers=obj.settings.sync_workers, progress=progress)
+        result = syncer.apply(plan, obj.storage(), workers=obj.settings.sync_workers, progress=progress,
+                              cache=cache)
     data = {**summary, **result.to_dict()}
     emit(ctx, data, f"{label}: {result.files} files, {result.bytes} bytes in {result.seconds:.1f}s")
 
@@ -47,8 +48,9 @@ def push(
         from ..errors import ConfigError
 
         raise ConfigError(f"{local} is not a folder")
-    plan = syncer.plan_push(obj.storage(), local, _prefix(prefix), delete=delete)
-    _run(ctx, plan, f"push {local} -> {prefix}", dry_run)
+    cache = obj.hash_cache()
+    plan = syncer.plan_push(obj.storage(), local, _prefix(prefix), delete=delete, cache=cache)
+    _run(ctx, plan, f"push {local} -> {prefix}", dry_run, cache)
 
 
 @app.command("pull")
@@ -62,5 +64,6 @@ def pull(
 ) -> None:
     """Download what differs from PREFIX to LOCAL."""
     obj = ctx_obj(ctx)
-    plan = syncer.plan_pull(obj.storage(), _prefix(prefix), local, delete=delete)
-    _run(ctx, plan, f"pull {prefix} -> {local}", dry_run)
+    cache = obj.hash_cache()
+    plan = syncer.plan_pull(obj.storage(), _prefix(prefix), local, delete=delete, cache=cache)
+    _run(ctx, plan, f"pull {prefix} -> {local}", dry_run, cache)

@@ -28,8 +28,7 @@ from typing import Any, Awaitable, Callable, Coroutine
 from ..errors import redact
 from ..service.api import BUDGET_EVENT, INSTANCE_EVENT, RUN_EVENT, LoraCloudService
 from ..service.budgets import Budgets
-from ..service.reconcile import Reconciler
-from ..service.watchdog import Watchdog
+from ..service.guard import Guard
 
 log = logging.getLogger(__name__)
 
@@ -190,13 +189,12 @@ async def guard_forever(get_service: GetService, send: Send, *, interval: float 
                 await sleep(interval)
                 continue
             async with service.provider_factory() as provider:
-                reconciler = Reconciler(provider, service.state, clock=service.clock, grace_s=grace_s,
-                                        is_live_elsewhere=lambda run_id: service.run_live_in_bucket(run_id, fresh_s))
-                watchdog = Watchdog(provider, service.state, lambda: Budgets.from_settings(service.settings),
-                                    clock=service.clock, emit=send)
+                guard = Guard(provider, service.state, lambda: Budgets.from_settings(service.settings),
+                              clock=service.clock, emit=send, grace_s=grace_s,
+                              is_live_elsewhere=lambda run_id: service.run_live_in_bucket(run_id, fresh_s),
+                              storage=service.storage)
                 while True:
-                    await reconciler.run_once()
-                    await watchdog.poll_once()
+                    await guard.run_once()
                     await sleep(interval)
         except asyncio.CancelledError:
             raise

@@ -87,7 +87,7 @@ def _local_manifest(src: Path, name: str) -> dict[str, Any]:
 
 def upload_dataset(
     storage: Storage, src: str | Path, name: str, *, delete_extra: bool = False,
-    workers: int = 8, progress: Progress | None = None,
+    workers: int = 8, progress: Progress | None = None, cache: Any = None,
 ) -> dict[str, Any]:
     """Push a local folder of images (+ .txt captions) to ``datasets/<name>/``.
 
@@ -103,11 +103,11 @@ def upload_dataset(
     if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in src.rglob("*") if p.is_file()):
         raise DatasetError(f"{src} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     prefix = layout.dataset_prefix(name)
-    plan = sync.plan_push(storage, src, prefix, delete=delete_extra)
+    plan = sync.plan_push(storage, src, prefix, delete=delete_extra, cache=cache)
     # only images, captions and the manifest travel (no .DS_Store, notes, sidecar files)
     plan.transfers = [t for t in plan.transfers if is_dataset_file(t.rel)]
     plan.skips = [rel for rel in plan.skips if is_dataset_file(rel)]
-    result = sync.apply(plan, storage, workers=workers, progress=progress)
+    result = sync.apply(plan, storage, workers=workers, progress=progress, cache=cache)
     if not (src / layout.MANIFEST).is_file():
         manifest = _local_manifest(src, name)
         key = prefix + layout.MANIFEST
@@ -122,7 +122,8 @@ def upload_dataset(
 
 
 def download_dataset(
-    storage: Storage, name: str, dest: str | Path, *, workers: int = 8, progress: Progress | None = None
+    storage: Storage, name: str, dest: str | Path, *, workers: int = 8, progress: Progress | None = None,
+    cache: Any = None,
 ) -> dict[str, Any]:
     from ..storage import sync
 
@@ -130,8 +131,8 @@ def download_dataset(
     if not storage.list(prefix).objects:
         raise ObjectNotFound(f"no dataset named {name!r} in {storage.url}")
     dest = Path(dest).expanduser()
-    plan = sync.plan_pull(storage, prefix, dest)
-    result = sync.apply(plan, storage, workers=workers, progress=progress)
+    plan = sync.plan_pull(storage, prefix, dest, cache=cache)
+    result = sync.apply(plan, storage, workers=workers, progress=progress, cache=cache)
     return {"dataset": name, "files": result.files, "bytes": result.bytes, "skipped": len(plan.skips),
             "path": str(dest), "seconds": round(result.seconds, 3)}
 

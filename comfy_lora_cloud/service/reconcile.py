@@ -42,6 +42,7 @@ class ReconcileReport:
     destroyed: list[str] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)  # unowned, inside the grace period
     lost_runs: list[str] = field(default_factory=list)
+    ended_runs: list[str] = field(default_factory=list)  # instance gone after the trainer reported the end
     failed_runs: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -52,8 +53,12 @@ class ReconcileReport:
 class Reconciler:
     def __init__(self, provider: Provider, state: StateStore, *, clock: Callable[[], float] = time.time,
                  grace_s: float = 120.0,
-                 is_live_elsewhere: Callable[[str], Awaitable[bool]] | None = None):
+                 is_live_elsewhere: Callable[[str], Awaitable[bool]] | None = None,
+                 reported_state: Callable[[str], RunState | None] | None = None):
         self.provider = provider
+        # what the run's trainer last wrote to the bucket (blocking; called from a thread): a run
+        # whose instance is gone after it reported "done" finished, it was not lost
+        self.reported_state = reported_state
         self.state = state
         self.clock = clock
         self.grace_s = grace_s
@@ -109,10 +114,15 @@ class Reconciler:
                 continue
             if run.instance_id:
                 if run.instance_id not in seen_ids:
-                    self.state.update_run(run.id, state=RunState.LOST,
-                                          error=f"instance {run.instance_id} vanished (not listed by {run.provider})")
+                    reported = self.reported_state(run.id) if self.reported_state else None
+                    if reported is not None and reported.is_terminal:
+                        self.state.update_run(run.id, state=reported)
+                        report.ended_runs.append(run.id)
+                    else:
+                        self.state.update_run(run.id, state=RunState.LOST, error=(
+                            f"instance {run.instance_id} vanished (not listed by {run.provider})"))
+                        report.lost_runs.append(run.id)
                     self.state.mark_instance_destroyed(run.provider, run.instance_id, now)
-                    report.lost_runs.append(run.id)
             elif run.state in LAUNCH_STATES and now - run.updated_at >= self.grace_s:
                 self.state.update_run(run.id, state=RunState.FAILED,
                                       error="the launch was interrupted before an instance was created")

@@ -19,7 +19,9 @@ from PIL import ImageOps
 from comfy_lora_cloud.models import RunState
 from comfy_lora_cloud.providers.vast import VastProvider, client_from_settings
 from comfy_lora_cloud.service import graph
+from comfy_lora_cloud.service.budgets import Budgets
 from comfy_lora_cloud.service.costs import CostLedger
+from comfy_lora_cloud.service.guard import Guard
 from comfy_lora_cloud.service.runs import TrainRequest
 from comfy_lora_cloud.service.state import StateStore
 from comfy_lora_cloud.settings import Settings
@@ -109,11 +111,16 @@ async def test_photos_to_lora_file_and_requeue_rents_nothing(world, tmp_path, ti
     assert fake.state.created_count == 1 and not fake.state.instances
     record = state.get_run(run.run_id)
     assert record is not None and record.instance_id
-    # costs: the ledger accrues what the instance cost while it lived
+    # costs: one guard pass (what ComfyUI's pack loop runs every 30 s) books the run's cost from
+    # vast.ai's charges, and finds nothing to destroy
     async with client_from_settings(settings) as client:
-        inst = await VastProvider(client).get(record.instance_id)
-    assert inst is None or inst.state.value == "destroyed"
-    assert state.list_instances(include_destroyed=True)
+        provider = VastProvider(client)
+        assert await provider.get(record.instance_id) is None
+        report = await Guard(provider, state, Budgets.from_settings(settings), storage=storage).run_once()
+    assert report["reconcile"]["destroyed"] == [] and report["reconcile"]["lost_runs"] == []
+    assert state.get_run(run.run_id).state is RunState.DONE  # the bucket's word, not "lost"
+    spent = CostLedger(state).run_usd(run.run_id)
+    assert spent > 0
     # queue the same graph again: everything is reused, nothing is rented
     again = await _queue_graph(photos_dir, florence, settings, storage, state, work, loras, [])
     assert again[4].attached and again[4].run_id == run.run_id
