@@ -182,7 +182,7 @@ class LoraCloudRemoveBackground(io.ComfyNode):
         settings, _storage, work = _context()
         out = await asyncio.to_thread(
             graph.crop_for_training, images, lora_type=lora_type, crop="none", trigger=images.trigger,
-            work=work, remove_background=True,
+            resolution=images.resolution or 1024, work=work, remove_background=True,
             background_model=model_path.strip() or settings.rembg_model_path,
             progress=_progress(cls.hidden.unique_id))
         return io.NodeOutput(out)

@@ -41,6 +41,7 @@ class ImageSet:
     lora_type: str | None = None
     trigger: str | None = None
     digest: str = ""
+    resolution: int | None = None  # the bucket resolution once prepared
 
     def files(self) -> list[Path]:
         return sorted(p for p in Path(self.folder).iterdir()
@@ -167,7 +168,7 @@ def crop_for_training(images: ImageSet, *, lora_type: str, crop: str = "auto", r
             raise DatasetError(f"no image could be prepared: {skipped}")
         WorkArea.complete(out)
     files = [p for p in out.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
-    return ImageSet(str(out), len(files), True, lora_type, trigger or None, folder_fingerprint(out))
+    return ImageSet(str(out), len(files), True, lora_type, trigger or None, folder_fingerprint(out), resolution)
 
 
 # ---- Caption ---------------------------------------------------------------------------------
