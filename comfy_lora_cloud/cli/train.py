@@ -220,7 +220,7 @@ def stop(ctx: typer.Context, run: str = typer.Argument(..., help="Run id.")) -> 
     import asyncio
 
     from ..models import RunState
-    from ..training.status import StatusReporter
+    from ..service.runs import mark_stopped_in_bucket
 
     cli = ctx_obj(ctx)
     settings, storage, state = cli.settings, cli.storage(), cli.state()
@@ -237,9 +237,6 @@ def stop(ctx: typer.Context, run: str = typer.Argument(..., help="Run id.")) -> 
         state.mark_instance_destroyed(record.provider, record.instance_id)
     if not record.state.is_terminal:
         state.update_run(run, state=RunState.STOPPED)
-        reporter = StatusReporter(storage, run)
-        previous = reporter.resume_from_bucket()
-        if previous is None or not previous.state.is_terminal:  # a trainer that finished first keeps its word
-            reporter.update(state=RunState.STOPPED, message="stopped by the user", eta_seconds=None)
+        mark_stopped_in_bucket(storage, run)
     emit(ctx, {"run_id": run, "instance_id": record.instance_id, "destroyed": destroyed},
          f"stopped run {run}" + (f" (instance {record.instance_id} destroyed)" if destroyed else ""))

@@ -40,6 +40,7 @@ from ..training import status as run_status
 from . import library
 from .budgets import Budgets
 from .costs import CostLedger
+from .runs import mark_stopped_in_bucket
 from .state import StateStore
 
 Emit = Callable[[str, dict[str, Any]], None]
@@ -339,6 +340,7 @@ class LoraCloudService:
                 await asyncio.to_thread(self.state.mark_instance_destroyed, provider.name, row["id"], self.clock())
             destroyed.append(row["id"])
         await asyncio.to_thread(self.state.update_run, run_id, state=RunState.STOPPED, error="stopped by the user")
+        await asyncio.to_thread(mark_stopped_in_bucket, self.storage, run_id)
         view = await self.run(run_id)
         self.emit(RUN_EVENT, view)
         if destroyed:

@@ -223,3 +223,12 @@ def run_status_or_404(storage: Storage, run_id: str) -> RunStatus:
     if status is None:
         raise ObjectNotFound(f"run {run_id} has no status in {storage.url}")
     return status
+
+
+def mark_stopped_in_bucket(storage: Storage, run_id: str) -> None:
+    """Tell every reader of ``runs/<id>/status.json`` that the user stopped the run, unless its
+    trainer reported an end first (a run that finished keeps its word)."""
+    reporter = StatusReporter(storage, run_id)
+    previous = reporter.resume_from_bucket()
+    if previous is None or not previous.state.is_terminal:
+        reporter.update(state=RunState.STOPPED, message="stopped by the user", eta_seconds=None)
