@@ -64,6 +64,7 @@ export const loraCloudApi = {
   runs: () => request("/runs").then((b) => b.runs),
   run: (id) => request(`/runs/${enc(id)}`),
   stopRun: (id) => request(`/runs/${enc(id)}/stop`, { method: "POST" }),
+  startRun: (body) => request("/runs", { method: "POST", body }),
   runEvents: (id, since = 0) => request(`/runs/${enc(id)}/events?since=${since}`),
   sampleUrl: (id, file) => api.apiURL(`${BASE}/runs/${enc(id)}/samples/${enc(file)}`),
 

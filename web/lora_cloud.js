@@ -141,7 +141,30 @@ function instancesSection() {
       logs != null ? h("pre", { class: "lcl-logs" }, logs) : null);
   });
   return section("Instances", "instances",
-    rows.length ? rows : h("div", { class: "lcl-empty" }, "No rented GPUs. Nothing is billing."));
+    rows.length ? rows : h("div", { class: "lcl-empty" }, "No rented GPUs. Nothing is billing."),
+    quickLaunch());
+}
+
+// Train a stored dataset on the cheapest fitting vast.ai offer (the same path as the Launch node;
+// launching the same dataset and preset again re-attaches instead of renting twice).
+const quick = { dataset: "", lora_type: "character" };
+
+function quickLaunch() {
+  if (!state.datasets.length) return null;
+  if (!state.datasets.some((d) => d.name === quick.dataset)) quick.dataset = state.datasets[0].name;
+  const select = (label, value, options, onchange) => h("select", {
+    class: "lcl-input", "aria-label": label, onchange: (e) => onchange(e.target.value),
+  }, options.map((o) => h("option", { value: o, selected: o === value }, o)));
+  return h("div", { class: "lcl-actions", "data-quick-launch": "" }, "Quick launch ",
+    select("Dataset to train", quick.dataset, state.datasets.map((d) => d.name), (v) => { quick.dataset = v; }),
+    select("LoRA type", quick.lora_type, ["character", "style", "concept"], (v) => { quick.lora_type = v; }),
+    dangerButton("launch", "Train", "Rent a GPU?",
+      () => lc.startRun({ dataset: quick.dataset, lora_type: quick.lora_type }).then(async (r) => {
+        await refresh();
+        return r;
+      }),
+      (r) => (r.attached ? `Already running: ${r.run_id}`
+        : `Run ${r.run_id} on ${r.gpu}` + (r.expected_usd != null ? ` (about ${money(r.expected_usd)})` : ""))));
 }
 
 function costsSection() {

@@ -216,6 +216,10 @@ def register_routes(routes: web.RouteTableDef, get_service: GetService) -> None:
     async def run(request: web.Request) -> web.Response:
         return web.json_response(await (await r.service()).run(request.match_info["run_id"]))
 
+    @mutate("POST", "/runs")
+    async def start_run(request: web.Request) -> web.Response:
+        return web.json_response(await (await r.service()).start_run(await _json_body(request)))
+
     @mutate("POST", "/runs/{run_id}/stop")
     async def stop_run(request: web.Request) -> web.Response:
         return web.json_response(await (await r.service()).stop_run(request.match_info["run_id"]))

@@ -320,6 +320,35 @@ class LoraCloudService:
         view["cost_usd"] = round(sum(c.usd for c in self.state.costs(run_id=run_id)), 4)
         return view
 
+    async def start_run(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Quick launch: train ``body["dataset"]`` with a preset, through the same path as the
+        Launch node and ``lora-cloud train start`` (idempotent: the same dataset and settings
+        re-attach to the live run)."""
+        from .runs import TrainRequest, provider_factory, start_run
+
+        dataset = body.get("dataset")
+        if not isinstance(dataset, str) or not dataset:
+            raise ConfigError("dataset is required")
+        lora_type = body.get("lora_type", "character")
+        gpu = body.get("gpu") or None
+        provider = body.get("provider", "vast")
+        if lora_type not in ("character", "style", "concept"):
+            raise ConfigError("lora_type must be character, style or concept")
+        if provider not in ("vast", "local"):
+            raise ConfigError("provider must be vast or local")
+        if gpu is not None and (not isinstance(gpu, str) or gpu == "auto"):
+            gpu = None
+        req = TrainRequest(dataset=validate_name(dataset, "dataset name"), lora_type=lora_type, gpu=gpu,
+                           provider=provider, interruptible=bool(body.get("interruptible", False)))
+        opener = self.provider_factory if provider == "vast" and self.provider_factory else \
+            provider_factory(provider, self.settings)
+        result = await start_run(req, settings=self.settings, storage=self.storage, state=self.state,
+                                 open_provider=opener, clock=self.clock)
+        self.emit(RUN_EVENT, await self.run(result.run_id))
+        if not result.attached:
+            await self._announce_instances()
+        return result.to_dict()
+
     async def stop_run(self, run_id: str) -> dict[str, Any]:
         """Stop a run on the user's word: destroy its instances, then mark it STOPPED.
 

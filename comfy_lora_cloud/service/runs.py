@@ -118,12 +118,18 @@ async def start_run(
     spec.run_id = new_run_id(spec.lora_name, clock)
     run = Run(id=spec.run_id, dataset=req.dataset, preset=req.lora_type, lora_name=spec.lora_name,
               config_hash=digest, provider=req.provider, state=RunState.PENDING, spec=spec.to_dict())
-    owner, created = await asyncio.to_thread(state.claim_run, run, reuse_finished=req.reuse_finished)
-    if not created:
-        return StartResult(owner.id, True, owner.state.value, owner.lora_name, owner.instance_id, owner.gpu,
-                           owner.dph, plan=steps.to_dict())
-    try:
+    existing = await asyncio.to_thread(state.find_run_by_hash, digest)
+    if existing is None or not _reusable(existing, req):
+        # what the instance needs is checked before anything is recorded: a missing key or a
+        # local bucket is a clear error and leaves no failed run behind
         env = trainer_env(spec, settings, storage, remote=req.provider != "local")
+        existing, created = await asyncio.to_thread(state.claim_run, run, reuse_finished=req.reuse_finished)
+    else:
+        created = False
+    if not created:
+        return StartResult(existing.id, True, existing.state.value, existing.lora_name, existing.instance_id,
+                           existing.gpu, existing.dph, plan=steps.to_dict())
+    try:
         budgets = Budgets.from_settings(settings)
         max_run_usd = req.max_run_usd if req.max_run_usd is not None else settings.max_run_usd
         max_dph = req.max_dph if req.max_dph is not None else settings.max_dph
@@ -152,6 +158,10 @@ async def start_run(
         raise
     return StartResult(run.id, False, RunState.STARTING.value, spec.lora_name, str(inst.id), offer.gpu_name,
                        offer.dph_total, None if expected is None else round(expected, 2), steps.to_dict())
+
+
+def _reusable(run: Run, req: TrainRequest) -> bool:
+    return not run.state.is_terminal or (req.reuse_finished and run.state is RunState.DONE)
 
 
 async def _choose_offer(provider: Provider, req: TrainRequest, preset, steps, tier: float, gpu_name: str | None,

@@ -4,6 +4,7 @@ and JSON, state survives switching tabs, budget warnings toast, captions with HT
 from __future__ import annotations
 
 import asyncio
+import json
 import contextlib
 import os
 from pathlib import Path
@@ -183,6 +184,20 @@ async def test_sidebar_end_to_end(browser, aiohttp_server, tmp_path, clean_env, 
     [req] = [r for r in mutations if r.url.endswith("/runs/run-1/stop")]
     assert req.headers["x-lora-cloud-token"] == token and req.headers["content-type"] == "application/json"
     assert fake.state.get(int(inst2.id)) is None
+
+    # quick launch: pick a dataset and a type, confirm; this install's data is in a local folder,
+    # which a rented GPU cannot reach, so the answer is a clear error and nothing is rented
+    quick = root.locator("[data-quick-launch]")
+    await quick.locator('select[aria-label="LoRA type"]').select_option("style")
+    train = quick.locator('[data-action="launch"]')
+    await train.click()
+    await expect(train).to_have_text("Rent a GPU?")
+    await train.click()
+    await expect(page.locator(".toast-error")).to_contain_text("cannot reach a local folder")
+    [launch] = [r for r in mutations if r.url.endswith("/lora_cloud/api/runs")]
+    assert json.loads(launch.post_data) == {"dataset": "cats", "lora_type": "style"}
+    assert launch.headers["x-lora-cloud-token"] == token
+    assert [r.id for r in seeded.state.list_runs()] == ["run-1"] and fake.state.created_count == 2
 
     assert "null" not in await root.inner_text() and "undefined" not in await root.inner_text()
     assert page_errors == []
