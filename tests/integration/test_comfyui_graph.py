@@ -3,7 +3,7 @@
 ComfyUI (../shared/tools/comfyui-harness.sh) runs our nodes against the GCS emulator and the fake
 vast.ai server, whose instance runs the real trainer entrypoint (kohya swapped for
 tests/fakes/fake_kohya.py). Checks: /prompt accepts the whole workflow of
-workflows/dataset_to_lora.json; the dataset part of it, queued, ends with the LoRA in
+example_workflows/dataset_to_lora.json; the dataset part of it, queued, ends with the LoRA in
 models/loras/lora_cloud/ with the bucket's checksum and no instance left; queued again, nothing
 new is rented.
 
@@ -39,7 +39,7 @@ pytestmark = [
     pytest.mark.skipif(os.environ.get("LORA_CLOUD_TEST_COMFYUI") != "1",
                        reason="opt-in: set LORA_CLOUD_TEST_COMFYUI=1 and COMFY_MIRROR to run a real ComfyUI"),
 ]
-sys.path.insert(0, str(REPO / "workflows"))
+sys.path.insert(0, str(REPO / "example_workflows"))
 from build_dataset_to_lora import api_prompt  # noqa: E402
 
 
@@ -128,6 +128,11 @@ def test_whole_workflow_validates(stack):
     out = _http(f"{stack['comfy']}/prompt", {"prompt": broken, "client_id": "lora-cloud-test"})
     assert out["node_errors"] == {}
     _http(f"{stack['comfy']}/interrupt", {})
+    # the template browser lists it and serves the UI-format file (from example_workflows/: a
+    # folder named workflows/ would be shadowed by examples/, which ComfyUI also serves there)
+    assert "dataset_to_lora" in _http(f"{stack['comfy']}/api/workflow_templates")["comfy_lora_cloud"]
+    served = _http(f"{stack['comfy']}/api/workflow_templates/comfy_lora_cloud/dataset_to_lora.json")
+    assert {n["type"] for n in served["nodes"]} >= {"LoraCloudLaunchTrainer", "LoraCloudAwaitLora", "KSampler"}
 
 
 def test_graph_queued_in_comfyui_brings_the_lora_and_requeue_rents_nothing(stack):

@@ -1,7 +1,7 @@
-"""Writes workflows/dataset_to_lora.json (ComfyUI's UI format) from the graph below, and gives
+"""Writes example_workflows/dataset_to_lora.json (ComfyUI's UI format) from the graph below, and gives
 the same graph in API format (``api_prompt``) for queueing through /prompt in tests.
 
-    python workflows/build_dataset_to_lora.py
+    python example_example_workflows/build_dataset_to_lora.py
 
 Widget values are listed in each node's input order, as ComfyUI stores them (a seed with
 "control after generate" stores that choice right after it).
