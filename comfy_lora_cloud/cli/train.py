@@ -51,6 +51,8 @@ def plan(
     name: Optional[str] = typer.Option(None, "--name", help="LoRA name (default: the dataset name)."),
     sets: list[str] = typer.Option([], "--set", help="Override a preset value: key=value, section.key=value."),
     dph: Optional[float] = typer.Option(None, "--dph", help="Price the estimate at this $/hr."),
+    live: bool = typer.Option(False, "--live", help="Also ask vast.ai for the offer the picker would rent now "
+                                                    "(needs vast_api_key); still rents nothing."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for train.toml, dataset.toml, prompts.txt, spec.json."),
 ) -> None:
     """Write kohya's configs for a run and print its steps, time and cost. Rents nothing."""
@@ -86,6 +88,8 @@ def plan(
                   "prompts": str(files.prompts) if files.prompts else None, "spec": str(out / "spec.json")},
         "command": format_command(files.command), "prep": preset.prep,
     }
+    if live:
+        data["offer"] = _live_pick(ctx_obj(ctx).settings, preset, steps)
 
     def human(d: dict[str, Any]) -> None:
         p, e = d["plan"], d["estimate"]
@@ -98,8 +102,27 @@ def plan(
             if path:
                 out_console.print(f"  {label:<8} {path}", markup=False)
         out_console.print(f"  command  {d['command']}", markup=False)
+        if d.get("offer"):
+            out_console.print(d["offer"]["explanation"], markup=False)
 
     emit(ctx, data, human)
+
+
+def _live_pick(settings: Any, preset: Any, steps: Any) -> dict[str, Any]:
+    """The offer the picker would rent now for this plan (cheapest expected total)."""
+    import asyncio
+
+    from ..providers import pricing
+    from ..providers.vast import VastProvider, client_from_settings
+
+    job = pricing.Job(preset=preset.name, steps=steps.total_steps * steps.batch_size, tier=preset.tier,
+                      max_dph=settings.max_dph, resolution=int(preset.dataset.get("resolution", 1024)))
+
+    async def pick() -> dict[str, Any]:
+        async with client_from_settings(settings) as client:
+            return (await pricing.pick_offer(VastProvider(client), job)).to_dict()
+
+    return asyncio.run(pick())
 
 
 @app.command("status")

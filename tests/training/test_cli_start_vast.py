@@ -90,3 +90,14 @@ def test_budget_refuses_an_expensive_run_before_renting(setup, monkeypatch):
     r = _invoke("train", "start", "--dataset", "cat", "--gpu", "4090")
     assert r.exit_code == 4 and "per-run budget" in r.output
     assert fake.state.created_count == 0
+
+
+def test_plan_live_names_the_offer_the_picker_would_rent(setup, tmp_path):
+    fake, _storage = setup
+    r = _invoke("train", "plan", "--dataset", "cat", "--type", "character", "--live", "--out", str(tmp_path / "p"))
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    offer = data["offer"]
+    assert offer["best"]["gpu"] and offer["explanation"].startswith("picked offer")
+    assert offer["best"]["dph_total"] <= Settings.load().max_dph
+    assert fake.state.created_count == 0 and (tmp_path / "p" / "train.toml").is_file()  # nothing rented
