@@ -75,6 +75,18 @@ def emit(ctx: typer.Context, data: Any, human: Callable[[Any], None] | str | Non
         out_console.print_json(json.dumps(data, default=str))
 
 
+def confirm_or_abort(ctx: typer.Context, question: str, yes: bool) -> None:
+    """Ask before deleting or destroying. Without a terminal to ask on (scripts, --json), the
+    caller must have said --yes: nothing is deleted on a guess."""
+    if yes:
+        return
+    if ctx_obj(ctx).json_output or not sys.stdin.isatty():
+        from ..errors import ConfigError
+
+        raise ConfigError(f"{question} Pass --yes to confirm (no terminal to ask on).")
+    typer.confirm(question, abort=True)
+
+
 def handle_errors(fn: F) -> F:
     """Turn our errors into a one-line message on stderr and the error kind's exit code."""
 

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from ..service import library
-from .common import ctx_obj, emit, handle_errors, out_console, transfer_progress
+from .common import confirm_or_abort, ctx_obj, emit, handle_errors, out_console, transfer_progress
 
 app = typer.Typer(help="Datasets in your bucket: datasets/<name>/ (images, .txt captions, dataset.json).",
                   no_args_is_help=True)
@@ -75,8 +75,7 @@ def delete(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
     """Delete a dataset from storage."""
-    if not yes and not ctx_obj(ctx).json_output:
-        typer.confirm(f"Delete dataset {name!r} and all its files?", abort=True)
+    confirm_or_abort(ctx, f"Delete dataset {name!r} and all its files?", yes)
     n = library.delete_dataset(ctx_obj(ctx).storage(), name)
     emit(ctx, {"dataset": name, "deleted": n}, f"deleted dataset {name!r} ({n} files)")
 

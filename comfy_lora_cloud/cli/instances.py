@@ -8,7 +8,7 @@ import typer
 
 from ..providers.base import LABEL_PREFIX
 from ..providers.vast import VastProvider, client_from_settings
-from .common import ctx_obj, emit, handle_errors, out_console
+from .common import confirm_or_abort, ctx_obj, emit, handle_errors, out_console
 
 app = typer.Typer(help="List and manage the instances LoRA Cloud rented.", no_args_is_help=True)
 
@@ -67,8 +67,7 @@ def stop(ctx: typer.Context, instance_id: str) -> None:
 def destroy(ctx: typer.Context, instance_id: str,
             yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")) -> None:
     """Destroy (all billing stops; the instance's disk is deleted). Confirmed by reading it back."""
-    if not yes and not ctx_obj(ctx).json_output:
-        typer.confirm(f"destroy instance {instance_id} and delete its disk?", abort=True)
+    confirm_or_abort(ctx, f"Destroy instance {instance_id} and delete its disk?", yes)
     existed = _run(ctx, lambda p: p.destroy(instance_id))
     emit(ctx, {"id": instance_id, "destroyed": True, "existed": existed}, f"destroyed {instance_id}")
 

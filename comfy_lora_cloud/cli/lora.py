@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ..service import library
-from .common import ctx_obj, emit, handle_errors, out_console
+from .common import confirm_or_abort, ctx_obj, emit, handle_errors, out_console
 from .dataset import _size
 
 app = typer.Typer(help="Trained LoRAs in your bucket: loras/<name>.safetensors (+ .json).", no_args_is_help=True)
@@ -59,7 +59,6 @@ def delete(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
     """Delete a LoRA and its metadata from storage."""
-    if not yes and not ctx_obj(ctx).json_output:
-        typer.confirm(f"Delete LoRA {name!r}?", abort=True)
+    confirm_or_abort(ctx, f"Delete LoRA {name!r}?", yes)
     n = library.delete_lora(ctx_obj(ctx).storage(), name)
     emit(ctx, {"lora": name, "deleted": n}, f"deleted LoRA {name!r}")

@@ -105,3 +105,12 @@ def test_sync_push_pull_roundtrip(cli, tiny, tmp_path):
     assert _md5(dest / "coffee.jpg") == _md5(tiny / "coffee.jpg")
     proc = cli("sync", "push", str(tiny), "../up", check=2)
     assert "invalid" in proc.stderr
+
+
+def test_delete_without_a_terminal_needs_yes(cli, tiny, clean_env):
+    cli("dataset", "upload", str(tiny), "--name", "keep")
+    proc = cli("dataset", "delete", "keep", check=2)  # subprocess: stdin is not a terminal
+    assert "--yes" in proc.stderr
+    proc = cli("--json", "lora", "delete", "anything", check=2)
+    assert "--yes" in proc.stderr
+    assert [d["name"] for d in cli.json("dataset", "list")] == ["keep"]  # nothing deleted on a guess

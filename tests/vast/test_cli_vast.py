@@ -47,8 +47,12 @@ def cli_env(standalone, tmp_path, monkeypatch):
     return {**os.environ}
 
 
+def _invoke_raw(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
 def _invoke(*args: str):
-    res = CliRunner().invoke(app, list(args))
+    res = _invoke_raw(*args)
     assert res.exit_code == 0, res.output
     return res.output
 
@@ -90,7 +94,9 @@ def test_offers_logs_stop_destroy_and_budget(cli_env, standalone):
     assert "picked offer" in human and "expected $" in human
     assert "container started" in json.loads(_invoke("--json", "instances", "logs", str(iid)))["logs"]
     assert json.loads(_invoke("--json", "instances", "stop", str(iid)))["state"] == "stopped"
-    assert json.loads(_invoke("--json", "instances", "destroy", str(iid)))["destroyed"] is True
+    refused = _invoke_raw("--json", "instances", "destroy", str(iid))
+    assert refused.exit_code == 2 and "--yes" in refused.output  # a script must say so explicitly
+    assert json.loads(_invoke("--json", "instances", "destroy", str(iid), "--yes"))["destroyed"] is True
     assert json.loads(_invoke("--json", "instances", "list")) == []
 
     assert json.loads(_invoke("--json", "budget", "show"))["max_dph"] == 2.0
