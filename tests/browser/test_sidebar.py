@@ -5,63 +5,35 @@ from __future__ import annotations
 
 import asyncio
 import json
-import contextlib
 import os
 from pathlib import Path
 
-import pytest
 
 from comfy_lora_cloud.comfy.events import EventPoller
 from comfy_lora_cloud.comfy.token import TOKEN_FILE
 from comfy_lora_cloud.models import Cost
-from comfy_lora_cloud.providers.base import LaunchSpec, OfferRequest, run_label
-from comfy_lora_cloud.providers.vast import VastClient, VastProvider
 
 from tests.browser.conftest import Broadcaster, build_app
 from tests.comfy.conftest import HTML_CAPTION, NOW, SECRETS, seed, write_status
-from tests.fakes.vast.server import FakeVast
-from tests.fakes.vast.state import ManualClock
+from tests.comfy.vast_helpers import launch_for, provider_factory_for, vast  # noqa: F401
 
 KEY = SECRETS["vast_api_key"]
 WAIT_MS = 20_000  # an upper bound for a slow shared CPU, not a timing assertion
 
 
-async def _no_sleep(_seconds: float) -> None:
-    return None
-
-
 async def _launch_for(open_provider, clock, run_id):
-    async with open_provider() as provider:
-        offer = min(await provider.search(OfferRequest(gpu_names=["RTX 4090"], max_dph=0.6)),
-                    key=lambda o: o.dph_total)
-        inst = await provider.launch(offer, LaunchSpec(image="trainer:1", label=run_label(run_id)))
-        clock.advance(60)
-        inst = await provider.get(inst.id)
+    inst = await launch_for(open_provider, clock, run_id)
     inst.created_at = NOW - 3600  # the fake's clock is not the service's
     return inst
 
 
-@pytest.fixture
-def fake_vast(tmp_path):
-    clock = ManualClock()
-    fake = FakeVast(KEY, clock=clock, created_s=1.0, loading_s=30.0, workdir=tmp_path / "instances")
-    fake.start_in_thread()
-    yield fake, clock
-    fake.stop()
-
-
-async def test_sidebar_end_to_end(browser, aiohttp_server, tmp_path, clean_env, fake_vast):
+async def test_sidebar_end_to_end(browser, aiohttp_server, tmp_path, clean_env, vast):
     from playwright.async_api import expect
 
     expect.set_options(timeout=WAIT_MS)
-    fake, clock = fake_vast
+    fake, clock = vast
     seeded = seed(tmp_path, clean_env)
-
-    @contextlib.asynccontextmanager
-    async def open_provider():
-        async with VastClient(fake.url, KEY, sleep=_no_sleep) as client:
-            yield VastProvider(client)
-
+    open_provider = provider_factory_for(fake)
     seeded.service.provider_factory = open_provider
     inst = await _launch_for(open_provider, clock, "run-1")
     seeded.state.mark_instance_destroyed("vast", "77", at=NOW - 1800)  # the seed's placeholder

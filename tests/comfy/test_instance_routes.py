@@ -11,49 +11,17 @@ import pytest
 from comfy_lora_cloud.comfy.events import guard_forever
 from comfy_lora_cloud.comfy.routes import PREFIX as A
 from comfy_lora_cloud.models import InstanceState, Run, RunState, RunStatus
-from comfy_lora_cloud.providers.base import LaunchSpec, OfferRequest, run_label
 from comfy_lora_cloud.providers.vast import VastClient, VastProvider
 from comfy_lora_cloud.storage import layout
 
 from tests.comfy.conftest import NOW, SECRETS, token_headers
+from tests.comfy.vast_helpers import launch_for, no_sleep, provider_factory, vast  # noqa: F401
 from tests.fakes.vast.server import FakeVast
 from tests.fakes.vast.state import ManualClock
 
 KEY = SECRETS["vast_api_key"]
-
-
-async def _no_sleep(_seconds: float) -> None:
-    return None
-
-
-@pytest.fixture
-def vast(tmp_path):
-    clock = ManualClock()
-    fake = FakeVast(KEY, clock=clock, created_s=1.0, loading_s=30.0, workdir=tmp_path / "instances")
-    fake.start_in_thread()
-    yield fake, clock
-    fake.stop()
-
-
-@pytest.fixture
-def provider_factory(vast):
-    fake, _clock = vast
-
-    @contextlib.asynccontextmanager
-    async def open_provider():
-        async with VastClient(fake.url, KEY, sleep=_no_sleep) as client:
-            yield VastProvider(client)
-
-    return open_provider
-
-
-async def _launch(provider_factory, clock, run_id: str):
-    async with provider_factory() as provider:
-        offers = await provider.search(OfferRequest(gpu_names=["RTX 4090"], max_dph=0.6))
-        inst = await provider.launch(min(offers, key=lambda o: o.dph_total),
-                                     LaunchSpec(image="trainer:1", label=run_label(run_id)))
-        clock.advance(60)
-        return await provider.get(inst.id)
+_launch = launch_for
+_no_sleep = no_sleep
 
 
 async def test_stop_logs_destroy_our_instance(client, seeded, vast, provider_factory):

@@ -3,25 +3,20 @@ same path as the Launch node (start_run), against the fake vast.ai server and th
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 import pytest
 from aiohttp import web
 
 from comfy_lora_cloud.comfy.routes import PREFIX as A, register_routes
-from comfy_lora_cloud.providers.vast import VastClient, VastProvider
 from comfy_lora_cloud.service.api import LoraCloudService
 from comfy_lora_cloud.service.state import StateStore
 from comfy_lora_cloud.settings import Settings
 from comfy_lora_cloud.storage import open_storage
 from tests.comfy.conftest import SECRETS, token_headers
+from tests.comfy.vast_helpers import provider_factory_for
 from tests.fakes.vast.server import FakeVast
 from tests.training.trainer_helpers import seed_bucket
-
-
-async def _no_sleep(_s: float) -> None:
-    return None
 
 
 async def test_quick_launch_refuses_what_cannot_work(client, seeded):
@@ -52,11 +47,7 @@ async def gcs_client(aiohttp_client, gcs_bucket, clean_env, tmp_path):
     storage = open_storage(settings=settings)
     seed_bucket(storage, dataset="cats", images=6, models=True)
 
-    @contextlib.asynccontextmanager
-    async def open_provider():
-        async with VastClient(fake.url, SECRETS["vast_api_key"], sleep=_no_sleep) as c:
-            yield VastProvider(c)
-
+    open_provider = provider_factory_for(fake)
     events: list = []
     service = LoraCloudService(settings, storage, StateStore(settings.state_db), provider_factory=open_provider,
                                emit=lambda e, d: events.append((e, d)))
