@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import hashlib
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Protocol, runtime_checkable
 
 import google_crc32c
 
-from ..errors import ConfigError, ObjectNotFound
+from ..errors import ConfigError
 
 CHUNK = 1024 * 1024
+PARTIAL = ".lora-cloud-partial"  # prefix of a file still being written; listings skip it
 
 
 @dataclass(frozen=True)
@@ -176,7 +179,7 @@ def iter_files(root: Path) -> Iterator[Path]:
         dirnames[:] = sorted(d for d in dirnames if not os.path.islink(os.path.join(dirpath, d)))
         for name in sorted(filenames):
             p = Path(dirpath) / name
-            if p.is_symlink() or not p.is_file() or name.startswith(".lora-cloud-partial"):
+            if p.is_symlink() or not p.is_file() or name.startswith(PARTIAL):
                 continue
             yield p
 
@@ -191,3 +194,21 @@ def copy_stream(src: BinaryIO, dst: BinaryIO) -> Checksums:
         crc.update(chunk)
         size += len(chunk)
     return Checksums(size, md5.hexdigest(), base64.b64encode(crc.digest()).decode())
+
+
+@contextlib.contextmanager
+def landing_file(dest: Path) -> Iterator[BinaryIO]:
+    """A file to write ``dest``'s new bytes into: a temporary name beside it, fsynced and renamed
+    onto ``dest`` when the block succeeds, removed when it raises. A reader never sees half a
+    file, and a failed or corrupt transfer never replaces a good one."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f"{PARTIAL}.{os.getpid()}.{threading.get_ident()}.{dest.name}")
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()

@@ -29,15 +29,14 @@ import io
 import json
 import mimetypes
 import os
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, NoReturn, TypeVar
 
 import google_crc32c
 
 from ..errors import BucketNotFound, ChecksumMismatch, ConfigError, ObjectNotFound, PreconditionFailed, StorageError
-from .base import Checksums, Listing, ObjectInfo, checksum_bytes, checksum_file, clean_key, clean_prefix
-from .local import PARTIAL
+from .base import (Checksums, Listing, ObjectInfo, checksum_bytes, checksum_file, clean_key, clean_prefix,
+                   landing_file)
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -393,22 +392,11 @@ class GcsStorage:
         dest = Path(path)
         self._name(key)  # validate before touching the disk
         try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(f"cannot create {dest.parent}: {exc.strerror or exc}") from None
-        tmp = dest.with_name(f"{PARTIAL}.{os.getpid()}.{threading.get_ident()}.{dest.name}")
-        try:
-            with open(tmp, "wb") as f:
+            with landing_file(dest) as f:
                 info = self._download(key, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, dest)
             return info
         except OSError as exc:
             raise StorageError(f"cannot download {key!r} to {dest}: {exc.strerror or exc}") from None
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
 
     def delete(self, key, *, if_generation_match=None) -> None:
         blob = self._bucket.blob(self._name(key))

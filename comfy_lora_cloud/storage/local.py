@@ -27,11 +27,12 @@ from .base import (
     checksum_file,
     clean_key,
     clean_prefix,
+    PARTIAL,
     copy_stream,
+    landing_file,
 )
 
 META_DIR = ".lora-cloud-meta"
-PARTIAL = ".lora-cloud-partial"
 
 try:  # POSIX advisory lock between processes; threads use the in-process lock too
     import fcntl
@@ -245,24 +246,18 @@ class LocalStorage:
     def download_file(self, key, path) -> ObjectInfo:
         src_path = self._path(key)
         dest = Path(path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f"{PARTIAL}.{os.getpid()}.{threading.get_ident()}.{dest.name}")
         try:
-            with open(src_path, "rb") as src, open(tmp, "wb") as dst:
+            with open(src_path, "rb") as src, landing_file(dest) as dst:
                 st = os.fstat(src.fileno())
                 c = copy_stream(src, dst)
-            info = self._info_for(key, st, lambda: c)
-            if c.md5 != info.md5:
-                raise ChecksumMismatch(f"object {key!r} is corrupt: its bytes do not match the recorded md5")
-            os.replace(tmp, dest)
+                info = self._info_for(key, st, lambda: c)
+                if c.md5 != info.md5:
+                    raise ChecksumMismatch(f"object {key!r} is corrupt: its bytes do not match the recorded md5")
             return info
         except FileNotFoundError:
             raise ObjectNotFound(f"no object {key!r} in {self.url}") from None
         except OSError as exc:
             raise StorageError(f"cannot download {key!r} to {dest}: {exc.strerror or exc}") from None
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
 
     def delete(self, key, *, if_generation_match=None) -> None:
         path = self._path(key)

@@ -37,7 +37,8 @@ from typing import Callable, Iterator, Literal
 
 from ..errors import ConfigError, ObjectNotFound, StorageError
 from .base import Checksums, ObjectInfo, Storage, checksum_file, clean_key, clean_prefix
-from .local import META_DIR, PARTIAL
+from .base import PARTIAL
+from .local import META_DIR
 
 log = logging.getLogger(__name__)
 

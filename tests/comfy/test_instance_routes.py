@@ -20,14 +20,12 @@ from tests.fakes.vast.server import FakeVast
 from tests.fakes.vast.state import ManualClock
 
 KEY = SECRETS["vast_api_key"]
-_launch = launch_for
-_no_sleep = no_sleep
 
 
 async def test_stop_logs_destroy_our_instance(client, seeded, vast, provider_factory):
     fake, clock = vast
     seeded.service.provider_factory = provider_factory
-    inst = await _launch(provider_factory, clock, "run-9")
+    inst = await launch_for(provider_factory, clock, "run-9")
     assert inst.state is InstanceState.RUNNING
     seeded.state.put_instance(inst, run_id="run-9")
     headers = await token_headers(client)
@@ -54,7 +52,7 @@ async def test_stop_logs_destroy_our_instance(client, seeded, vast, provider_fac
 async def test_foreign_instances_are_never_touched(client, seeded, vast, provider_factory):
     fake, clock = vast
     seeded.service.provider_factory = provider_factory
-    theirs = await _launch(provider_factory, clock, "someone-else")  # not in our state store
+    theirs = await launch_for(provider_factory, clock, "someone-else")  # not in our state store
     headers = await token_headers(client)
     for action in ("stop", "destroy"):
         resp = await client.post(f"{A}/instances/{theirs.id}/{action}", json={}, headers=headers)
@@ -76,7 +74,7 @@ async def test_without_a_key_instances_say_so(client, seeded):
 async def test_provider_errors_are_json_and_keep_the_key_out(client, seeded, vast, provider_factory):
     fake, clock = vast
     seeded.service.provider_factory = provider_factory
-    inst = await _launch(provider_factory, clock, "run-9")
+    inst = await launch_for(provider_factory, clock, "run-9")
     seeded.state.put_instance(inst, run_id="run-9")
     fake.fail_next(10, status=500)
     resp = await client.post(f"{A}/instances/{inst.id}/destroy", json={}, headers=await token_headers(client))
@@ -88,7 +86,7 @@ async def test_provider_errors_are_json_and_keep_the_key_out(client, seeded, vas
 async def test_stop_run_destroys_its_instance_and_ends_the_run(client, seeded, vast, provider_factory):
     fake, clock = vast
     seeded.service.provider_factory = provider_factory
-    inst = await _launch(provider_factory, clock, "run-9")
+    inst = await launch_for(provider_factory, clock, "run-9")
     seeded.state.put_run(Run(id="run-9", dataset="cats", preset="character", lora_name="cat-v2",
                              state=RunState.TRAINING, instance_id=str(inst.id)))
     seeded.state.put_instance(inst, run_id="run-9")
@@ -122,13 +120,13 @@ async def test_reconcile_and_watchdog_loop(seeded, tmp_path):
     try:
         @contextlib.asynccontextmanager
         async def open_provider():
-            async with VastClient(fake.url, KEY, sleep=_no_sleep) as client:
+            async with VastClient(fake.url, KEY, sleep=no_sleep) as client:
                 yield VastProvider(client)
 
         seeded.service.provider_factory = open_provider
-        ghost = await _launch(open_provider, clock, "ghost")
-        theirs = await _launch(open_provider, clock, "elsewhere")
-        ours = await _launch(open_provider, clock, "run-9")
+        ghost = await launch_for(open_provider, clock, "ghost")
+        theirs = await launch_for(open_provider, clock, "elsewhere")
+        ours = await launch_for(open_provider, clock, "run-9")
         seeded.state.put_run(Run(id="run-9", dataset="cats", preset="character", lora_name="x",
                                  state=RunState.TRAINING, instance_id=str(ours.id)))
         seeded.state.put_instance(ours, run_id="run-9")
