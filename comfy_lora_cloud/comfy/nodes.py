@@ -33,6 +33,8 @@ CROPS = ["auto", "face", "object", "center", "none"]
 
 # ---- ComfyUI plumbing ------------------------------------------------------------------------
 def _context() -> tuple[Settings, Any, graph.WorkArea]:
+    """Settings, storage and the work folder (blocking: file reads, maybe a credentials lookup;
+    nodes call it through ``asyncio.to_thread``)."""
     settings = Settings.load()
     return settings, open_storage(settings=settings), graph.WorkArea(settings.home / "work")
 
@@ -114,7 +116,7 @@ class LoraCloudLoadImages(io.ComfyNode):
             import folder_paths
 
             input_dir = folder_paths.get_input_directory()
-        _settings, storage, work = _context()
+        _settings, storage, work = await asyncio.to_thread(_context)
         images = await asyncio.to_thread(graph.load_images, source, path, storage=storage, work=work,
                                          input_dir=input_dir)
         return io.NodeOutput(images, f"{images.count} images in {images.folder}")
@@ -149,7 +151,7 @@ class LoraCloudCropForTraining(io.ComfyNode):
     async def execute(cls, images, lora_type: str, crop: str, resolution: int, trigger: str) -> io.NodeOutput:
         _check(lora_type, LORA_TYPES, "lora_type")
         _check(crop, CROPS, "crop")
-        _settings, _storage, work = _context()
+        _settings, _storage, work = await asyncio.to_thread(_context)
         out = await asyncio.to_thread(graph.crop_for_training, images, lora_type=lora_type, crop=crop,
                                       resolution=resolution, trigger=trigger.strip() or None, work=work,
                                       progress=_progress(cls.hidden.unique_id))
@@ -179,7 +181,7 @@ class LoraCloudRemoveBackground(io.ComfyNode):
     @classmethod
     async def execute(cls, images, lora_type: str, model_path: str) -> io.NodeOutput:
         _check(lora_type, LORA_TYPES, "lora_type")
-        settings, _storage, work = _context()
+        settings, _storage, work = await asyncio.to_thread(_context)
         out = await asyncio.to_thread(
             graph.crop_for_training, images, lora_type=lora_type, crop="none", trigger=images.trigger,
             resolution=images.resolution or 1024, work=work, remove_background=True,
@@ -216,7 +218,7 @@ class LoraCloudCaption(io.ComfyNode):
     @classmethod
     async def execute(cls, images, model: str, model_path: str, trigger: str, overwrite: bool) -> io.NodeOutput:
         _check(model, ["florence", "blip2", "none"], "model")
-        settings, _storage, work = _context()
+        settings, _storage, work = await asyncio.to_thread(_context)
         out = await asyncio.to_thread(
             graph.caption_images, images, model=model,
             model_path=model_path.strip() or settings.caption_model_path, trigger=trigger.strip() or None,
@@ -286,7 +288,7 @@ class LoraCloudSaveDataset(io.ComfyNode):
 
     @classmethod
     async def execute(cls, images, name: str, replace: bool) -> io.NodeOutput:
-        _settings, storage, _work = _context()
+        _settings, storage, _work = await asyncio.to_thread(_context)
         ref = await asyncio.to_thread(graph.save_dataset, images, name, storage=storage, replace_existing=replace,
                                       progress=_progress(cls.hidden.unique_id))
         summary = f"dataset {ref.name}: {ref.images} images, {ref.captioned} captioned, in {ref.storage_url}"
@@ -322,7 +324,7 @@ class LoraCloudLoadDataset(io.ComfyNode):
     async def execute(cls, dataset: str) -> io.NodeOutput:
         from ..service.library import describe_dataset
 
-        _settings, storage, _work = _context()
+        _settings, storage, _work = await asyncio.to_thread(_context)
         d = await asyncio.to_thread(describe_dataset, storage, dataset.strip())
         ref = graph.DatasetRef(d.name, storage.url, d.images, d.captioned, d.trigger, d.lora_type)
         return io.NodeOutput(ref, f"{d.name}: {d.images} images, {d.captioned} captioned ({storage.url})")
@@ -375,7 +377,7 @@ class LoraCloudLaunchTrainer(io.ComfyNode):
         _check(lora_type, LORA_TYPES, "lora_type")
         _check(provider, ["vast", "local"], "provider")
         _check(gpu, _gpu_options(), "gpu")
-        settings, storage, _work = _context()
+        settings, storage, _work = await asyncio.to_thread(_context)
         req = TrainRequest(dataset=dataset.name, lora_type=lora_type, lora_name=lora_name.strip() or None,
                            trigger=trigger.strip() or None, gpu=None if gpu == "auto" else gpu, provider=provider,
                            interruptible=interruptible, max_run_usd=max_usd, max_dph=max_dph, max_hours=max_hours)
@@ -401,7 +403,7 @@ class LoraCloudAwaitLora(io.ComfyNode):
 
     @classmethod
     async def execute(cls, run) -> io.NodeOutput:
-        _settings, storage, _work = _context()
+        _settings, storage, _work = await asyncio.to_thread(_context)
         name, path = await graph.await_lora(run, storage=storage, loras_dir=_loras_dir(),
                                             progress=_progress(cls.hidden.unique_id), interrupted=_interrupted,
                                             poll_s=2.0)
@@ -436,7 +438,7 @@ class LoraCloudLoraLoader(io.ComfyNode):
         import comfy.sd
         import comfy.utils
 
-        _settings, storage, _work = _context()
+        _settings, storage, _work = await asyncio.to_thread(_context)
         path = await asyncio.to_thread(graph.ensure_local_lora, storage, lora_name, _loras_dir())
         lora = await asyncio.to_thread(comfy.utils.load_torch_file, str(path), True)
         model_lora, clip_lora = comfy.sd.load_lora_for_models(model, clip, lora, strength_model,
