@@ -40,7 +40,7 @@ from ..training import status as run_status
 from . import library
 from .budgets import Budgets
 from .costs import CostLedger
-from .runs import mark_stopped_in_bucket
+from .runs import TrainRequest, mark_stopped_in_bucket, provider_factory, start_run
 from .state import StateStore
 
 Emit = Callable[[str, dict[str, Any]], None]
@@ -124,16 +124,9 @@ def make_thumbnail(data: bytes, size: int) -> bytes:
 
 
 def vast_provider_factory(settings: Settings) -> ProviderFactory:
-    """Opens a :class:`VastProvider` with the configured key; a missing key is a ConfigError."""
-
-    @contextlib.asynccontextmanager
-    async def open_provider():
-        from ..providers.vast import VastClient, VastProvider
-
-        async with VastClient(settings.vast_url, settings.secret("vast_api_key") or "") as client:
-            yield VastProvider(client)
-
-    return open_provider
+    """Opens a :class:`VastProvider` with the configured key (a fresh client per call: a client
+    belongs to the loop it first ran on)."""
+    return provider_factory("vast", settings)
 
 
 class LoraCloudService:
@@ -324,8 +317,6 @@ class LoraCloudService:
         """Quick launch: train ``body["dataset"]`` with a preset, through the same path as the
         Launch node and ``lora-cloud train start`` (idempotent: the same dataset and settings
         re-attach to the live run)."""
-        from .runs import TrainRequest, provider_factory, start_run
-
         dataset = body.get("dataset")
         if not isinstance(dataset, str) or not dataset:
             raise ConfigError("dataset is required")
