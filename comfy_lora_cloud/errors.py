@@ -11,7 +11,8 @@
     │   ├── ObjectNotFound         missing object / dataset / LoRA          -> 404
     │   ├── ChecksumMismatch       bytes differ from their recorded hash    -> 502
     │   ├── PreconditionFailed     someone else wrote first (generation)    -> 409
-    │   └── BucketNotFound         the configured bucket does not exist     -> 404
+    │   ├── BucketNotFound         the configured bucket does not exist     -> 404
+    │   └── CorruptRecord          a record (bucket object, db row) we cannot read as what it should be -> 502
     ├── TunnelError                SSH connection / forwarding problems     -> 503
     ├── DatasetError               bad images, bad captions, failed checks  -> 422
     │   └── ImageLoadError         one file could not be read (.path)
@@ -143,6 +144,15 @@ class PreconditionFailed(StorageError):
     """Another writer changed the object first (generation precondition failed)."""
 
     http_status = 409
+
+
+class CorruptRecord(StorageError):
+    """A record that exists but cannot be read as what it should be: a ``status.json`` that is not
+    a status, a manifest that is not a manifest, a state-store row with an unknown state.
+
+    Bucket content is untrusted input (a rented host can write it): readers skip such a record
+    and report it, they never let it stop a listing or a guard round.
+    """
 
 
 class TunnelError(LoraCloudError):
