@@ -78,22 +78,37 @@ def reconcile(
     ctx: typer.Context,
     grace: float = typer.Option(120.0, help="Seconds an unowned instance may live (a launch in progress)."),
 ) -> None:
-    """One guard pass: destroy our labelled instances that no live run owns, mark runs whose
+    """One guard pass: destroy our labelled instances that no live run owns, end runs whose
     instance vanished, book costs (reconciled with vast.ai's charges) and enforce the budgets.
-    ComfyUI with the pack loaded does this every 30 s; run it from cron if you only use the CLI."""
+    ComfyUI with the pack loaded does this every 30 s; run it from cron if you only use the CLI.
+    Records that cannot be read are skipped and listed as problems; the exit code is 4 when the
+    instances could not be listed (nothing was checked)."""
+    from ..errors import LoraCloudError, StorageError
     from ..service.budgets import Budgets
     from ..service.guard import Guard
+    from ..storage.base import UnavailableStorage
 
     obj = ctx_obj(ctx)
+    budgets = Budgets.from_settings(obj.settings)
+    try:
+        storage = obj.storage()
+    except LoraCloudError as exc:  # the budgets still hold without a bucket
+        storage = UnavailableStorage(obj.settings.storage_url, StorageError(exc.message))
     state = obj.state()
-    result = _run(ctx, lambda p: Guard(p, state, Budgets.from_settings(obj.settings), grace_s=grace,
-                                                     storage=obj.storage()).run_once())
+    result = _run(ctx, lambda p: Guard(p, state, budgets, storage=storage, grace_s=grace).run_once())
 
     def human(d: dict) -> None:
         r = d["reconcile"]
         out_console.print(f"owned {len(r['owned'])}, adopted {len(r['adopted'])}, destroyed {len(r['destroyed'])}, "
-                          f"waiting {len(r['waiting'])}, lost runs {len(r['lost_runs'])}", markup=False)
+                          f"waiting {len(r['waiting'])}, kept in doubt {len(r['doubt'])}, lost runs "
+                          f"{len(r['lost_runs'])}", markup=False)
+        for iid in r["destroyed"]:
+            out_console.print(f"destroyed {iid}: {r['why'].get(iid, '')}", markup=False)
         for v in d["budgets"]:
             out_console.print(f"{v['level']}: {v['message']}", markup=False)
+        for p in d["problems"]:
+            out_console.print(f"problem ({p['kind']}): {p['message']}", markup=False)
 
     emit(ctx, result, human)
+    if not result["ok"]:
+        raise typer.Exit(4)

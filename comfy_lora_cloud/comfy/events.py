@@ -190,9 +190,8 @@ async def guard_forever(get_service: GetService, send: Send, *, interval: float 
                 continue
             async with service.provider_factory() as provider:
                 guard = Guard(provider, service.state, lambda: Budgets.from_settings(service.settings),
-                              clock=service.clock, emit=send, grace_s=grace_s,
-                              is_live_elsewhere=lambda run_id: service.run_live_in_bucket(run_id, fresh_s),
-                              storage=service.storage)
+                              storage=service.storage, clock=service.clock, emit=send, grace_s=grace_s,
+                              fresh_s=fresh_s)
                 while True:
                     await guard.run_once()
                     await sleep(interval)

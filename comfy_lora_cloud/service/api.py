@@ -367,20 +367,6 @@ class LoraCloudService:
             await self._announce_instances()
         return {"id": run_id, "state": view["state"], "destroyed_instances": destroyed}
 
-    async def run_live_in_bucket(self, run_id: str, fresh_s: float = 1800.0) -> bool:
-        """True when the run's trainer reported a live state within ``fresh_s`` seconds.
-
-        Reconcile asks this before destroying an instance this controller does not own (another
-        laptop may have launched it). An unreadable bucket counts as live: never destroy on doubt.
-        """
-        try:
-            status = await asyncio.to_thread(run_status.read_status, self.storage, run_id)
-        except ConfigError:
-            return False  # not a run id this pack could have made
-        except StorageError:
-            return True
-        return status is not None and not status.state.is_terminal and self.clock() - status.updated_at < fresh_s
-
     async def run_events(self, run_id: str, since: int = 0) -> dict[str, Any]:
         """Events from index ``since`` on, and the index to ask for next time."""
         validate_name(run_id, "run id")

@@ -136,7 +136,7 @@ async def start_run(
         opener = open_provider or provider_factory(req.provider, settings, tier)
         async with opener() as provider:
             offer, expected = await _choose_offer(provider, req, preset, steps, tier, gpu_name, max_dph)
-            if expected is not None and expected > max_run_usd:
+            if expected is not None and max_run_usd and expected > max_run_usd:  # 0: no per-run limit
                 raise BudgetExceeded(f"the cheapest fitting offer is expected to cost ${expected:.2f}, over the "
                                      f"${max_run_usd:.2f} per-run budget (max_run_usd)")
             await asyncio.to_thread(spec.save, storage)

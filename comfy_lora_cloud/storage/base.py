@@ -22,7 +22,7 @@ from typing import Any, BinaryIO, Callable, Iterator, Protocol, runtime_checkabl
 
 import google_crc32c
 
-from ..errors import ConfigError
+from ..errors import ConfigError, StorageError
 
 CHUNK = 1024 * 1024
 PARTIAL = ".lora-cloud-partial"  # prefix of a file still being written; listings skip it
@@ -149,6 +149,26 @@ class Storage(Protocol):
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete every object under ``prefix``; returns how many."""
+
+
+class UnavailableStorage:
+    """Storage that could not be opened (no credentials, a bad URL): every call raises the
+    :class:`StorageError` it was given. The guard runs over it, so the budgets are enforced
+    while the bucket is out of reach, and every run reads as "cannot vouch" (never destroyed
+    on that doubt)."""
+
+    def __init__(self, url: str, error: "StorageError"):
+        self.url = url
+        self.error = error
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+
+        def fail(*args: Any, **kwargs: Any) -> Any:
+            raise self.error
+
+        return fail
 
 
 class AsyncStorage:

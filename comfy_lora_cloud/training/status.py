@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import ObjectNotFound, StorageError, redact
+from ..errors import CorruptRecord, ObjectNotFound, StorageError, redact
 from ..models import RunState, RunStatus
 from ..storage.base import Storage
 from ..storage.layout import run_key
@@ -129,15 +130,95 @@ class StatusReporter:
 
 
 # ---- readers (CLI, ComfyUI, another laptop) ------------------------------------------------------
-def read_status(storage: Storage, run_id: str) -> RunStatus | None:
-    """The run's last written status, or None when the trainer has written nothing yet."""
+_INT_FIELDS = ("step", "total_steps", "epoch", "total_epochs")
+_OPTIONAL_NUMBERS = ("loss", "sec_per_step", "eta_seconds")
+_OPTIONAL_TEXT = ("last_checkpoint", "lora", "error")
+_MAX_COUNT = 2 ** 53  # the largest integer JavaScript (the sidebar) holds exactly
+
+
+def _no_constants(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def parse_status(body: bytes, run_id: str) -> RunStatus:
+    """``runs/<id>/status.json`` as a :class:`RunStatus`, or :class:`CorruptRecord`.
+
+    The bucket is untrusted input (a rented host writes it, and a newer trainer may write a state
+    this version does not know): everything is checked here, once, so a reader never meets a
+    status that raises later. Unknown keys are ignored (forward compatible); a missing
+    ``updated_at`` reads as 0 (the status does not vouch for its own freshness)."""
+    def corrupt(why: str) -> CorruptRecord:
+        return CorruptRecord(f"status of run {run_id} is not a valid status: {why}")
+
     try:
-        data = json.loads(storage.read_bytes(run_key(run_id, STATUS)))
+        data = json.loads(body.decode("utf-8"), parse_constant=_no_constants)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise corrupt(f"not JSON ({str(exc)[:80]})") from None
+    if not isinstance(data, dict):
+        raise corrupt(f"a JSON {type(data).__name__}, not an object")
+    if data.get("run_id", run_id) != run_id:
+        raise corrupt(f"it names run {str(data.get('run_id'))[:100]!r}")
+    state = data.get("state", RunState.PENDING.value)
+    if state not in {s.value for s in RunState}:
+        raise corrupt(f"unknown state {str(state)[:40]!r}")
+    for name in _INT_FIELDS:
+        value = data.get(name, 0)
+        if not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_COUNT):
+            raise corrupt(f"{name} is {str(value)[:40]!r}, not a count")
+    for name in _OPTIONAL_NUMBERS:
+        value = data.get(name)
+        if value is not None and not _is_number(value):
+            raise corrupt(f"{name} is {str(value)[:40]!r}, not a finite number")
+    for name in _OPTIONAL_TEXT:
+        if not isinstance(data.get(name), (str, type(None))):
+            raise corrupt(f"{name} is not text")
+    if not isinstance(data.get("message", ""), str):
+        raise corrupt("message is not text")
+    updated = data.get("updated_at", 0.0)
+    if not _is_number(updated) or updated < 0:
+        raise corrupt(f"updated_at is {str(updated)[:40]!r}, not a time")
+    return RunStatus.from_dict({**data, "run_id": run_id, "state": state, "updated_at": float(updated)})
+
+
+def read_status(storage: Storage, run_id: str) -> RunStatus | None:
+    """The run's last written status, or None when the trainer has written nothing yet.
+
+    Raises :class:`CorruptRecord` for a status that exists but is not a valid one, and
+    :class:`StorageError` when the bucket cannot be read."""
+    try:
+        body = storage.read_bytes(run_key(run_id, STATUS))
     except ObjectNotFound:
         return None
-    except ValueError as exc:
-        raise StorageError(f"status of run {run_id} is not valid JSON: {exc}") from None
-    return RunStatus.from_dict(data)
+    return parse_status(body, run_id)
+
+
+def end_run_in_bucket(storage: Storage, run_id: str, state: RunState, message: str) -> bool:
+    """Write a terminal ``state`` to the run's status for every reader, unless the trainer
+    reported an end first (a run that finished keeps its word). Returns whether it wrote.
+
+    A status that is not a valid one is replaced (its trainer cannot speak any more); the
+    events log is kept and extended. Raises :class:`StorageError` when the bucket cannot be
+    read or written, so a caller can try again on its next round."""
+    reporter = StatusReporter(storage, run_id)
+    try:
+        previous = reporter.resume_from_bucket()
+    except CorruptRecord:
+        previous = None
+        reporter.events = read_events(storage, run_id)
+    if previous is not None and previous.state.is_terminal:
+        return False
+    status = reporter.status
+    if status.state is not state:
+        reporter.event("state", state=state.value, message=message)
+    status.state, status.message, status.eta_seconds = state, message, None
+    if state is not RunState.STOPPED:
+        status.error = message
+    reporter.flush()
+    return True
 
 
 def read_events(storage: Storage, run_id: str, since: int = 0) -> list[dict[str, Any]]:
