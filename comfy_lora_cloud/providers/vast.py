@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 DEFAULT_URL = "https://console.vast.ai"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 PAGE_LIMIT = 25  # the v1 listing's maximum page size
-MAX_PAGES = 200  # 5000 instances, or 100,000 charge rows: more is a next_token that never ends
+MAX_PAGES = 200  # 5000 instances: more is a listing whose next_token never ends
+MAX_CHARGE_PAGES = 40  # 20,000 charge rows in the 32 days the ledger reads
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -293,7 +294,7 @@ class VastClient:
         data.pop("api_key", None)
         return data
 
-    async def charge_report(self, start: float, end: float, *, max_pages: int = MAX_PAGES) -> "ChargeReport":
+    async def charge_report(self, start: float, end: float, *, max_pages: int = MAX_CHARGE_PAGES) -> "ChargeReport":
         """Every charge row in ``[start, end]``, checked (:func:`parse_charges`), with what was refused.
 
         A page that is not a page, or paging that does not end (a ``next_token`` seen before, or

@@ -28,6 +28,10 @@ from .state import OnCorrupt, StateStore
 log = logging.getLogger(__name__)
 
 
+def _log(exc: CorruptRecord) -> None:
+    log.warning("%s; accruing from first sight", exc.message)
+
+
 def _skip(on_corrupt: OnCorrupt | None) -> dict[str, OnCorrupt]:
     return {"on_corrupt": on_corrupt} if on_corrupt is not None else {}
 
@@ -76,9 +80,10 @@ class CostLedger:
         self.clock = clock
 
     def accrue(self, instances: Iterable[Instance], now: float | None = None, *,
-               first_seen: dict[str, float] | None = None) -> float:
+               first_seen: dict[str, float] | None = None, on_corrupt: OnCorrupt | None = None) -> float:
         """Book every instance's spend since its last accrual (or since ``first_seen``, else now);
-        returns the $ booked. A cursor that is not a number counts from ``first_seen`` again."""
+        returns the $ booked. A cursor that is not a number is handed to ``on_corrupt`` and the
+        instance is accrued from ``first_seen`` again."""
         now = self.clock() if now is None else now
         first_seen = first_seen or {}
         booked = 0.0
@@ -87,7 +92,7 @@ class CostLedger:
             try:
                 cursor = self.state.get_kv_float(key)
             except CorruptRecord as exc:
-                log.warning("%s; accruing from first sight", exc.message)
+                (on_corrupt or _log)(exc)
                 cursor = None
             since = cursor if cursor is not None else first_seen.get(str(inst.id), now)
             span = now - since

@@ -32,7 +32,7 @@ import enum
 from dataclasses import dataclass
 
 from ..errors import ConfigError, CorruptRecord, StorageError
-from ..models import Run, RunStatus, validate_name
+from ..models import Run, RunState, RunStatus, validate_name
 from ..storage.base import Storage
 from ..storage.layout import run_key
 from ..training.status import STATUS, read_status
@@ -97,6 +97,7 @@ class Local:
 class Decision:
     verdict: Verdict
     why: str
+    ended: RunState | None = None  # the end its trainer reported, for the store to record
 
 
 def decide(run_id: str | None, local: Local, bucket: BucketView | None) -> Decision:
@@ -108,7 +109,7 @@ def decide(run_id: str | None, local: Local, bucket: BucketView | None) -> Decis
     assert bucket is not None
     if bucket.kind is Bucket.ENDED:
         assert bucket.status is not None
-        return Decision(Verdict.UNOWNED, f"its trainer reported {bucket.status.state.value}")
+        return Decision(Verdict.UNOWNED, f"its trainer reported {bucket.status.state.value}", bucket.status.state)
     if local.run is not None and not local.run.state.is_terminal:
         return Decision(Verdict.OWNED, f"run {run_id} is live here")
     if local.corrupt:

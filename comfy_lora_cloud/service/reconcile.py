@@ -187,6 +187,10 @@ class Reconciler:
         report.destroyed.append(iid)
         log.warning("destroyed instance %s (label %r): %s", iid, inst.label, decision.why)
         await asyncio.to_thread(self.state.mark_instance_destroyed, self.provider.name, iid, now)
+        run = local.run
+        if decision.ended is not None and run is not None and not run.state.is_terminal and run.instance_id in (None, iid):
+            await asyncio.to_thread(self.state.update_run, run.id, state=decision.ended)
+            report.ended_runs.append(run.id)
 
     def _unowned_since(self, iid: str, now: float, problems: Problems) -> float:
         try:

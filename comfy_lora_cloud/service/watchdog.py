@@ -101,7 +101,9 @@ class Watchdog:
     async def _accrue(self, instances: list[Instance], now: float, first_seen: dict[str, float],
                       problems: Problems) -> bool:
         try:
-            await asyncio.to_thread(self.ledger.accrue, instances, now, first_seen=first_seen)
+            await asyncio.to_thread(self.ledger.accrue, instances, now, first_seen=first_seen,
+                                    on_corrupt=lambda exc: problems.add(kinds.CORRUPT_ROW, "ledger cursor",
+                                                                        f"{exc.message}; accrued from first sight"))
         except CorruptRecord as exc:
             problems.add_corrupt(exc, self.state.path)
             return False
