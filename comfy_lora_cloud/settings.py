@@ -102,9 +102,11 @@ class Settings(BaseSettings):
     # Budgets are finite numbers in a sane range (NaN, inf and 1e309 are refused). 0 turns a $ limit
     # off, the same for the watchdog, the launch checks and the offer picker; hours must be above 0.
     max_dph: float = Field(2.0, ge=0, le=MAX_DPH, allow_inf_nan=False,
-                           description=f"budget: the most $/hr one instance may cost (0 = no limit; at most {MAX_DPH:g})")
+                           description="budget: the most $/hr one instance may cost "
+                                       f"(0 = no limit; at most {MAX_DPH:g})")
     max_run_usd: float = Field(10.0, ge=0, le=MAX_RUN_USD, allow_inf_nan=False,
-                               description=f"budget: the most $ one run may cost (0 = no limit; at most {MAX_RUN_USD:g})")
+                               description="budget: the most $ one run may cost "
+                                           f"(0 = no limit; at most {MAX_RUN_USD:g})")
     max_month_usd: float = Field(50.0, ge=0, le=MAX_MONTH_USD, allow_inf_nan=False,
                                  description="budget: the most $ per calendar month "
                                              f"(0 = no limit; at most {MAX_MONTH_USD:g})")

@@ -427,7 +427,8 @@ def instance_from_vast(row: dict[str, Any]) -> Instance:
     """Our record of one listed instance. Only ``id`` is required; a number that is not one
     reads as 0 (the instance stays visible to reconcile and the watchdog)."""
     status = row.get("actual_status")
-    state = _STATES.get(status, InstanceState.UNKNOWN) if isinstance(status, (str, type(None))) else InstanceState.UNKNOWN
+    state = _STATES.get(status, InstanceState.UNKNOWN) if isinstance(status, (str, type(None))) \
+        else InstanceState.UNKNOWN
     msg = str(row.get("status_msg") or "")
     if state is InstanceState.CREATING and any(m in msg for m in _FATAL_MARKERS):
         state = InstanceState.EXITED  # stuck for good: dstack treats this as fatal

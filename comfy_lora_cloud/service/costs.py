@@ -92,6 +92,8 @@ class CostLedger:
             try:
                 cursor = self.state.get_kv_float(key)
             except CorruptRecord as exc:
+                if "key" not in exc.details:  # the store itself, not this value
+                    raise
                 (on_corrupt or _log)(exc)
                 cursor = None
             since = cursor if cursor is not None else first_seen.get(str(inst.id), now)

@@ -10,7 +10,8 @@ The pass fails safe, record by record:
 * one listing serves both halves; a failed listing is reported (``ok`` false) and nothing is
   destroyed on its basis;
 * a record that cannot be read (status.json, a state-store row, a ``/charges/`` row) is skipped,
-  reported in ``problems`` and sent once as a ``lora_cloud.budget`` event of kind ``problem``;
+  reported in ``problems`` and sent once as a ``lora_cloud.budget`` event
+  ``{"kind": "problem", "problem": <kind>, "subject", "message"}`` (:mod:`problems` lists the kinds);
   the other records are handled as usual;
 * the watchdog runs every pass, also when reconcile or ``/charges/`` failed;
 * a damaged state store (truncated, overwritten): nothing is destroyed for ownership reasons,
@@ -105,5 +106,6 @@ class Guard:
         current = {(p.kind, p.subject) for p in problems}
         for p in problems:
             if (p.kind, p.subject) not in self._announced:
-                self.emit(BUDGET_EVENT, {"kind": "problem", **p.to_dict()})
+                self.emit(BUDGET_EVENT, {"kind": "problem", "problem": p.kind, "subject": p.subject,
+                                         "message": p.message})
         self._announced = current

@@ -188,7 +188,8 @@ class Reconciler:
         log.warning("destroyed instance %s (label %r): %s", iid, inst.label, decision.why)
         await asyncio.to_thread(self.state.mark_instance_destroyed, self.provider.name, iid, now)
         run = local.run
-        if decision.ended is not None and run is not None and not run.state.is_terminal and run.instance_id in (None, iid):
+        if (decision.ended is not None and run is not None and not run.state.is_terminal
+                and run.instance_id in (None, iid)):  # the store learns the end its trainer reported
             await asyncio.to_thread(self.state.update_run, run.id, state=decision.ended)
             report.ended_runs.append(run.id)
 
@@ -196,6 +197,8 @@ class Reconciler:
         try:
             since = self.state.get_kv_float(_SEEN + iid)
         except CorruptRecord as exc:
+            if "key" not in exc.details:  # the store itself, not this value
+                raise
             problems.add(kinds.CORRUPT_ROW, _SEEN + iid, f"{exc.message}; the grace period starts again")
             since = None
         if since is None:

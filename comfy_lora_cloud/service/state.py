@@ -334,7 +334,7 @@ class StateStore:
             return None
         value = _finite(raw)
         if value is None:
-            raise CorruptRecord(f"state store value {key!r} is {raw[:40]!r}, not a number")
+            raise CorruptRecord(f"state store value {key!r} is {raw[:40]!r}, not a number", key=key)
         return value
 
     def set_kv(self, key: str, value: str) -> None:
@@ -358,7 +358,8 @@ def _finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _readable(rows: Iterable[sqlite3.Row], decode: Callable[[sqlite3.Row], Any], on_corrupt: OnCorrupt) -> Iterator[Any]:
+def _readable(rows: Iterable[sqlite3.Row], decode: Callable[[sqlite3.Row], Any],
+              on_corrupt: OnCorrupt) -> Iterator[Any]:
     for row in rows:
         try:
             yield decode(row)

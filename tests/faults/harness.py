@@ -134,7 +134,8 @@ class World:
         self.storage.write_bytes("datasets/cats/001.png", b"\x89PNG not really" * 32)
         for run_id in run_ids:
             self.storage.write_bytes(run_key(run_id, "checkpoints/step-000100.safetensors"), b"weights" * 128)
-            self.storage.write_bytes(run_key(run_id, "events.jsonl"), b'{"t": 1, "kind": "state", "state": "training"}\n')
+            self.storage.write_bytes(run_key(run_id, "events.jsonl"),
+                                     b'{"t": 1, "kind": "state", "state": "training"}\n')
 
     def expect_end(self, run_id: str, state: RunState) -> None:
         """The guard must end ``run_id`` with ``state`` in the bucket (and may rewrite its status)."""
@@ -175,11 +176,11 @@ def run_scenario(sc: Scenario, world: World) -> list[dict[str, Any]]:
     sc.setup(world)
     before = world.snapshot()
     results: list[dict[str, Any]] = []
+    exits: list[tuple[int, str]] = []
     for i in range(sc.passes):
         code, result, stderr = world.reconcile(sc.grace_s, **sc.env)
-        assert code == sc.expect_exit, f"pass {i + 1} exited {code}, wanted {sc.expect_exit}\n{stderr}"
-        assert "Traceback" not in stderr, stderr
-        results.append(result or {"stderr": stderr})
+        exits.append((code, stderr))
+        results.append({**(result or {}), "stderr": stderr})
         if sc.between is not None and i + 1 < sc.passes:
             sc.between(world)
     alive = world.fake.alive()
@@ -195,6 +196,9 @@ def run_scenario(sc: Scenario, world: World) -> list[dict[str, Any]]:
     if billing or destroyed or lost:
         OBSERVED.failures.append(sc.name)
     problems = [p for r in results for p in r.get("problems", [])]
+    for i, (code, stderr) in enumerate(exits):
+        assert code == sc.expect_exit, f"pass {i + 1} exited {code}, wanted {sc.expect_exit}\n{stderr}"
+        assert "Traceback" not in stderr, stderr
     assert not billing, f"left billing: {[(i, world.why.get(i, 'undeclared')) for i in billing]}\n{results}"
     assert not destroyed, f"wrongly destroyed: {[(i, world.why[i]) for i in destroyed]}\n{results}"
     assert not lost, f"objects lost or changed: {lost}"
