@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from comfy_lora_cloud.errors import ProviderAPIError
-from comfy_lora_cloud.training.self_destroy import SelfDestroy
+from comfy_lora_cloud.worker.self_destroy import SelfDestroy
 
 ENV = {"CONTAINER_ID": "77", "CONTAINER_API_KEY": "ck-secret-123456", "LORA_CLOUD_VAST_URL": "http://vast.test/"}
 
