@@ -1,9 +1,10 @@
 """The instances LoRA Cloud rented: list them with what they cost, stop, destroy, read logs.
 
 The one home of "destroy an instance" for every edge (the CLI, the sidebar's button): it refuses an
-id that is unknown or not ours (not recorded in this controller's state store) with
-:class:`ObjectNotFound` (HTTP 404, CLI exit 3), and confirms the destroy by reading the instance back
-(the provider does). Orphans with our label are the guard's to destroy.
+id that is unknown or not ours with :class:`ObjectNotFound` (HTTP 404, CLI exit 3), and confirms the
+destroy by reading the instance back (the provider does). Ours: recorded in the state store, or
+listed by vast.ai with our ``lora-cloud:`` label; an instance of the account without it is never
+touched.
 The live cost shown per instance is the ledger's (:meth:`CostLedger.live_usd`).
 """
 
@@ -63,18 +64,23 @@ class Instances:
 
     @contextlib.asynccontextmanager
     async def _ours(self, instance_id: str, needs: Capability | None = None) -> AsyncIterator[tuple[Provider, str | None]]:
-        """The provider holding one of *our* instances (recorded in this controller's store), and
-        the instance's run; any other id is refused. Another controller's instances, labelled or
-        not, are its business: stop them with ``train stop RUN`` or leave them to the guard."""
+        """The provider holding one of *our* instances, and the instance's run; anything else is
+        refused. Ours: recorded in this controller's store, or listed by vast.ai with our
+        ``lora-cloud:`` label (launched from another machine of the same user, or an orphan)."""
         validate_name(instance_id, "instance id")
         rows = await asyncio.to_thread(self.app.state.list_instances)
         row = next((r for r in rows if r["id"] == instance_id), None)
-        if row is None:
-            raise ObjectNotFound(f"no live instance {instance_id!r} launched by LoRA Cloud from here")
-        async with self.app.provider(row["provider"])() as provider:
+        async with self.app.provider(row["provider"] if row is not None else "vast")() as provider:
+            run_id = row["run_id"] if row is not None else None
+            if row is None:
+                found = next((i for i in await provider.list(LABEL_PREFIX) if str(i.id) == instance_id), None)
+                if found is None:
+                    raise ObjectNotFound(f"no live instance {instance_id!r} launched by LoRA Cloud "
+                                         f"(unknown, or not labelled {LABEL_PREFIX})")
+                run_id = found.run_id
             if needs is not None and needs not in provider.capabilities:
                 raise ConfigError(f"{provider.name} instances cannot {needs.value}")
-            yield provider, row["run_id"]
+            yield provider, run_id
 
     async def stop(self, instance_id: str) -> dict[str, Any]:
         """Stop (keep the disk; storage still bills). Every open sidebar hears about it."""

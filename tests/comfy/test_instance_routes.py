@@ -11,6 +11,7 @@ import pytest
 from comfy_lora_cloud.comfy.events import guard_forever
 from comfy_lora_cloud.comfy.routes import PREFIX as A
 from comfy_lora_cloud.models import InstanceState, Run, RunState, RunStatus
+from comfy_lora_cloud.providers.base import LaunchSpec, OfferRequest
 from comfy_lora_cloud.providers.vast import VastClient, VastProvider
 from comfy_lora_cloud.storage import layout
 
@@ -52,7 +53,9 @@ async def test_stop_logs_destroy_our_instance(client, seeded, vast, provider_fac
 async def test_foreign_instances_are_never_touched(client, seeded, vast, provider_factory):
     fake, clock = vast
     seeded.app.providers["vast"] = provider_factory
-    theirs = await launch_for(provider_factory, clock, "someone-else")  # not in our state store
+    async with provider_factory() as provider:  # the account's own instance, not labelled lora-cloud:
+        offer = min(await provider.search(OfferRequest(gpu_names=["RTX 4090"], max_dph=0.6)), key=lambda o: o.dph_total)
+        theirs = await provider.launch(offer, LaunchSpec(image="their-job:1", label="someone-elses-job"))
     headers = await token_headers(client)
     for action in ("stop", "destroy"):
         resp = await client.post(f"{A}/instances/{theirs.id}/{action}", json={}, headers=headers)
