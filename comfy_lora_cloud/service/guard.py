@@ -10,15 +10,15 @@ The pass fails safe, record by record:
 * one listing serves both halves; a failed listing is reported (``ok`` false) and nothing is
   destroyed on its basis;
 * a record that cannot be read (status.json, a state-store row, a ``/charges/`` row) is skipped,
-  reported in ``problems`` and sent once as a ``lora_cloud.budget`` event
+  reported in ``problems`` and sent once as a ``lora_cloud.guard`` event
   ``{"kind": "problem", "problem": <kind>, "subject", "message"}`` (:mod:`problems` lists the kinds);
   the other records are handled as usual;
 * the watchdog runs every pass, also when reconcile or ``/charges/`` failed;
 * a damaged state store (truncated, overwritten): nothing is destroyed for ownership reasons,
   since no instance can be matched to its run; the budgets that need no store still hold:
-  max $/hr, the hours since this guard first saw the instance (kept in memory while the store
-  is unreadable, so the ComfyUI loop still enforces them), and a run's spend as ``/charges/``
-  billed it.
+  max $/hr, the hours since this guard first saw the instance (kept in :class:`GuardMemory`
+  while the store is unreadable, so the ComfyUI loop still enforces them), and a run's spend as
+  ``/charges/`` billed it.
 
 Ages come from one clock, the controller's: when this controller first saw (or launched) an
 instance, never the provider's ``start_date``.
@@ -36,10 +36,12 @@ from ..providers.base import Provider
 from ..storage import Storage
 from . import problems as kinds
 from .budgets import Budgets
+from .events import GUARD_EVENT, Emit
+from .guard_memory import GuardMemory
 from .problems import Problems
 from .reconcile import ReconcileReport, Reconciler
 from .state import StateStore
-from .watchdog import BUDGET_EVENT, Emit, Watchdog
+from .watchdog import Watchdog
 
 
 def provider_charges(provider: Provider):
@@ -50,16 +52,15 @@ def provider_charges(provider: Provider):
 class Guard:
     def __init__(self, provider: Provider, state: StateStore, budgets: Budgets | Callable[[], Budgets], *,
                  storage: Storage, clock: Callable[[], float] = time.time, emit: Emit | None = None,
-                 grace_s: float = 120.0, fresh_s: float = 1800.0):
+                 grace_s: float = 120.0, fresh_s: float = 1800.0, memory: GuardMemory | None = None):
         self.provider = provider
         self.state = state
         self.clock = clock
         self.emit = emit if emit is not None else (lambda event, data: None)
         self.reconciler = Reconciler(provider, state, storage, clock=clock, grace_s=grace_s, fresh_s=fresh_s)
+        self.memory = memory if memory is not None else GuardMemory()  # what outlives this pass
         self.watchdog = Watchdog(provider, state, budgets, clock=clock, emit=emit,
-                                 charges=provider_charges(provider), storage=storage)
-        self._seen_in_memory: dict[str, float] = {}  # first sightings while the store is unreadable
-        self._announced: set[tuple[str, str]] = set()
+                                 charges=provider_charges(provider), storage=storage, memory=self.memory)
 
     async def run_once(self) -> dict[str, Any]:
         """One pass; returns ``{"ok", "reconcile", "budgets", "problems"}``. ``ok`` is false
@@ -96,16 +97,16 @@ class Guard:
             seen = await asyncio.to_thread(self.state.record_sightings, instances, now)
         except CorruptRecord as exc:
             problems.add_corrupt(exc, self.state.path)
-            return {str(i.id): self._seen_in_memory.setdefault(str(i.id), now) for i in instances}
-        for iid, at in seen.items():
-            self._seen_in_memory.setdefault(iid, at)
+            return {str(i.id): self.memory.seen.setdefault(str(i.id), now) for i in instances}
+        self.memory.seen.clear()  # the store keeps them again
+        self.memory.seen.update(seen)
         return seen
 
     def _announce(self, problems: Problems) -> None:
         """Tell the sidebar about each problem once, and again only after it went away and came back."""
         current = {(p.kind, p.subject) for p in problems}
         for p in problems:
-            if (p.kind, p.subject) not in self._announced:
-                self.emit(BUDGET_EVENT, {"kind": "problem", "problem": p.kind, "subject": p.subject,
-                                         "message": p.message})
-        self._announced = current
+            if (p.kind, p.subject) not in self.memory.announced:
+                self.emit(GUARD_EVENT, {"kind": "problem", "problem": p.kind, "subject": p.subject,
+                                        "message": p.message})
+        self.memory.announced = current

@@ -28,21 +28,22 @@ from ..training.status import end_run_in_bucket
 from . import problems as kinds
 from .budgets import Budgets, Verdict, evaluate
 from .costs import CostLedger, billed_by_instance
+from .events import BUDGET_EVENT, Emit
+from .guard_memory import GuardMemory
 from .problems import Problems
 from .state import StateStore
 
 log = logging.getLogger(__name__)
 
-BUDGET_EVENT = "lora_cloud.budget"
 CHARGES_WINDOW_S = 32 * 86400
-Emit = Callable[[str, dict[str, Any]], None]
 Charges = Callable[[float, float], Awaitable[Any]]  # -> providers.vast.ChargeReport
 
 
 class Watchdog:
     def __init__(self, provider: Provider, state: StateStore, budgets: Budgets | Callable[[], Budgets], *,
                  clock: Callable[[], float] = time.time, emit: Emit | None = None, interval: float = 30.0,
-                 charges: Charges | None = None, storage: Storage | None = None):
+                 charges: Charges | None = None, storage: Storage | None = None,
+                 memory: GuardMemory | None = None):
         self.provider = provider
         self.state = state
         self._budgets = budgets
@@ -52,8 +53,7 @@ class Watchdog:
         self.charges = charges
         self.storage = storage  # where a stopped run's end is written for every reader
         self.ledger = CostLedger(state, clock)
-        self._warned: set[tuple[str, str]] = set()
-        self._last_budgets = Budgets()
+        self.memory = memory if memory is not None else GuardMemory()  # warnings sent, last budgets
 
     @property
     def budgets(self) -> Budgets:
@@ -63,10 +63,10 @@ class Watchdog:
         """The budgets now; when they cannot be read (a config file broken mid-run), the last
         ones that could, else the defaults: a broken file must not switch enforcement off."""
         try:
-            self._last_budgets = self.budgets
+            self.memory.budgets = self.budgets
         except LoraCloudError as exc:
             problems.add(kinds.BUDGET, "settings", f"budgets unreadable, enforcing the last known ones: {exc.message}")
-        return self._last_budgets
+        return self.memory.budgets
 
     async def poll_once(self, instances: list[Instance] | None = None, *, now: float | None = None,
                         first_seen: dict[str, float] | None = None,
@@ -93,8 +93,8 @@ class Watchdog:
             if v.level == "breach" and v.instance_id not in destroyed:
                 destroyed.add(v.instance_id)
                 await self._enforce(v, problems)
-            elif v.level == "warn" and (v.budget, v.instance_id) not in self._warned:
-                self._warned.add((v.budget, v.instance_id))
+            elif v.level == "warn" and (v.budget, v.instance_id) not in self.memory.warned:
+                self.memory.warned.add((v.budget, v.instance_id))
                 self.emit(BUDGET_EVENT, {"kind": "warning", **v.to_dict()})
         return verdicts
 

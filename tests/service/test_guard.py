@@ -52,7 +52,7 @@ async def test_a_damaged_store_still_ends_a_run_at_its_hours_across_rounds(world
     assert [v["budget"] for v in second["budgets"] if v["level"] == "breach"] == ["max_run_hours"]
     assert fake.state.get(int(iid)) is None
     assert read_status(bucket, "r1").state is RunState.FAILED  # every reader hears it ended
-    announced = [d for n, d in events if n == "lora_cloud.budget" and d["kind"] == "problem"
+    announced = [d for n, d in events if n == "lora_cloud.guard" and d["kind"] == "problem"
                  and d["problem"] == "state_store"]
     assert len(announced) == 1 and "damaged" in announced[0]["message"]  # told once, not every round
     assert [d["kind"] for n, d in events if d["kind"] != "problem"] == ["enforced"]
