@@ -15,6 +15,7 @@ from comfy_lora_cloud.service.guard import Guard
 from comfy_lora_cloud.service.state import StateStore
 from comfy_lora_cloud.storage.local import LocalStorage
 from comfy_lora_cloud.training.status import StatusReporter, read_status
+from tests.comfy.vast_helpers import vast  # noqa: F401
 from tests.service.conftest import API_KEY
 
 
@@ -75,3 +76,22 @@ async def test_unreadable_budgets_mid_run_enforce_the_last_known_ones(world):
     assert [v["budget"] for v in result["budgets"] if v["level"] == "breach"] == ["max_run_hours"]
     assert any(p["kind"] == "budget" and "last known" in p["message"] for p in result["problems"])
     assert fake.state.get(int(iid)) is None and state.get_run("r1").state is RunState.FAILED
+
+
+async def test_the_apps_guard_passes_share_a_memory(tmp_path, clean_env, vast):
+    """App.guard_pass builds a Guard per pass (its client belongs to that pass's loop); what must
+    outlive a pass, the problems already told to the sidebar, lives on the App."""
+    from tests.comfy.conftest import seed
+    from tests.comfy.vast_helpers import launch_for, provider_factory_for
+
+    fake, clock = vast
+    s = seed(tmp_path, clean_env, clock=clock)
+    s.app.providers["vast"] = provider_factory_for(fake)
+    theirs = await launch_for(s.app.providers["vast"], clock, "newer")
+    s.storage.write_bytes("runs/newer/status.json", b'{"state": "paused_for_v2"}')  # a newer trainer's word
+    for _ in range(3):
+        report = await s.app.guard_pass(grace_s=0)
+        assert report["reconcile"]["doubt"] == [str(theirs.id)]
+        assert fake.state.get(int(theirs.id)) is not None
+    told = [d for e, d in s.events if e == "lora_cloud.guard" and d.get("problem") == "corrupt_status"]
+    assert len(told) == 1 and "unknown state" in told[0]["message"]
