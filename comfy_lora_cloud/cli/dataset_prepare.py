@@ -6,6 +6,7 @@ Added to the `dataset` noun by :func:`register` (the noun's other commands live 
 from __future__ import annotations
 
 import tempfile
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -39,8 +40,9 @@ def prepare(
 ) -> None:
     """Crop, bucket and caption photos for a LoRA type, then upload them to storage."""
     from ..dataset.bucket import BucketConfig
-    from ..dataset.pipeline import PrepareOptions, prepare_to_storage
+    from ..dataset.pipeline import PrepareOptions
     from ..models import validate_name
+    from ..service.prepare import prepare_to_storage
 
     obj = ctx_obj(ctx)
     validate_name(name, "dataset name")
@@ -83,13 +85,13 @@ def validate(
     trigger: Optional[str] = typer.Option(None, "--trigger", help="Expect this trigger (default: the manifest's)."),
 ) -> None:
     """Check a stored dataset: images, captions, buckets, duplicates, trigger word. Exit 6 on errors."""
-    from ..dataset.pipeline import download_dataset
     from ..dataset.validate import validate_folder
+    from ..service.library import download_dataset
 
     storage = ctx_obj(ctx).storage()
     with tempfile.TemporaryDirectory(prefix="lora-cloud-validate-") as tmp:
-        folder = download_dataset(storage, name, tmp)
-        report = validate_folder(folder, trigger=trigger)
+        download_dataset(storage, name, tmp, require_complete=False)  # whatever is there, complete or not
+        report = validate_folder(Path(tmp), trigger=trigger)
     emit(ctx, report.to_dict(), lambda _: out_console.print(report.to_text(), markup=False))
     if not report.ok:
         raise typer.Exit(DatasetError.exit_code)

@@ -62,17 +62,16 @@ def plan(
     from ..training.spec import RunSpec
 
     overrides = parse_set(sets)
-    if images is None or trigger is None:
-        from ..service.library import describe_dataset
+    from ..service.library import require_trainable
 
-        try:
-            info = describe_dataset(ctx_obj(ctx).storage(), dataset)
-        except ObjectNotFound:
-            if images is None:
-                raise ConfigError(f"no dataset {dataset!r} in the bucket: upload it or pass --images N") from None
-            info = None
-        images = info.images if images is None and info else images
-        trigger = trigger if trigger is not None else (info.trigger if info else None)
+    try:  # a dataset that is there must be complete; one that is not needs --images
+        info = require_trainable(ctx_obj(ctx).storage(), dataset)
+    except ObjectNotFound:
+        if images is None:
+            raise ConfigError(f"no dataset {dataset!r} in the bucket: upload it or pass --images N") from None
+        info = None
+    images = info.images if images is None and info else images
+    trigger = trigger if trigger is not None else (info.trigger if info else None)
     gpu_name, gpu_vram = resolve_gpu(gpu)
     preset = load_preset(lora_type, vram or gpu_vram, overrides)
     steps = plan_steps(preset, images or 0)
