@@ -248,22 +248,30 @@ def upload_dataset(
         url = f"{storage.url.rstrip('/')}/{prefix}"
         if existing and mode is None and not unchanged:
             state = "" if MANIFEST in existing else ", incomplete"
+            if prev is not None:  # we changed nothing: keep the record of the upload left half done
+                lease.abandon(leave=prev)
             raise DatasetExists(f"dataset {name!r} already exists in {url} ({len(existing)} files{state}); {remedy}")
         start = clock()
         result = sync.SyncResult(0, 0, 0, 0.0)
         if not unchanged:
-            if MANIFEST in existing:  # from here until the new manifest lands, it is incomplete
-                lease.confirm()
-                with contextlib.suppress(ObjectNotFound):
-                    storage.delete(prefix + MANIFEST)
-            result = sync.apply(plan, storage, workers=workers, progress=progress, cache=cache)
             lease.confirm()
-            for rel in deletes:
-                with contextlib.suppress(ObjectNotFound):
-                    storage.delete(prefix + rel)
-            body = json.dumps(manifest, indent=2, ensure_ascii=False).encode()
-            lease.confirm()  # the commit: only while the lease is still ours
-            storage.write_bytes(prefix + MANIFEST, body, content_type="application/json")
+            try:
+                if MANIFEST in existing:  # from here until the new manifest lands, it is incomplete
+                    with contextlib.suppress(ObjectNotFound):
+                        storage.delete(prefix + MANIFEST)
+                result = sync.apply(plan, storage, workers=workers, progress=progress, cache=cache)
+                lease.confirm()
+                for rel in deletes:
+                    with contextlib.suppress(ObjectNotFound):
+                        storage.delete(prefix + rel)
+                body = json.dumps(manifest, indent=2, ensure_ascii=False).encode()
+                lease.confirm()  # the commit: only while the lease is still ours
+                storage.write_bytes(prefix + MANIFEST, body, content_type="application/json")
+            except BaseException:
+                # half done: leave the lease, stale, saying what this upload was (the same command
+                # again finishes it; anyone else may take over at once)
+                lease.abandon()
+                raise
     if unchanged:
         done = "unchanged"
     else:

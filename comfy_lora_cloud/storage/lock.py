@@ -16,6 +16,9 @@ A bucket has no locks, but it has preconditions: "write only if the object does 
   :attr:`Lease.previous` (a resumed upload uses it).
 * A holder whose lease was taken over finds out at its next renewal or :meth:`Lease.confirm`
   and stops (:class:`LockHeld`); it never deletes the new holder's lease on the way out.
+* A holder whose work failed midway abandons it (:meth:`Lease.abandon`): the lease stays, stale
+  at once, so the next writer knows what was left half done. A writer that took such a lease
+  over and then did nothing puts the record back the same way.
 
 Blocking, like every storage call; the renewal runs in a daemon thread.
 """
@@ -157,6 +160,23 @@ class Lease:
         """Prove the lease is still ours right now (one precondition write); call it before a
         step that must not happen once another writer took over."""
         self.renew()
+
+    def abandon(self, leave: LockInfo | None = None) -> None:
+        """Stop holding the lease but leave it behind, already stale: the work failed midway, the
+        next writer takes it over at once and finds in :attr:`Lease.previous` what was being
+        done (a dataset upload uses that to finish itself). ``leave``: the record to leave
+        instead of ours (the one we took over, when we changed nothing)."""
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+        with self._mu:
+            if self._lost:
+                return
+            self._lost = "abandoned"
+            dead = LockInfo(**{**asdict(leave or self.info), "heartbeat": 0.0})
+            with contextlib.suppress(StorageError):
+                self.storage.write_bytes(self.key, dead.to_bytes(), if_generation_match=self.generation,
+                                         content_type="application/json")
 
     def release(self) -> None:
         self._stop.set()
