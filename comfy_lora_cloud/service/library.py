@@ -161,6 +161,17 @@ def _generated_manifest(src: Path, name: str, images: list[str], cache: sync.Has
     return {"name": name, "created": time.time(), "files": files, "source": "upload"}
 
 
+def _folder_manifest(src: Path) -> dict[str, Any]:
+    """The manifest a prepared folder brings along (the pipeline's, with settings and trigger)."""
+    try:
+        manifest = json.loads((src / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{src / MANIFEST} cannot be read as JSON ({exc}); fix or remove it") from None
+    if not isinstance(manifest, dict):
+        raise DatasetError(f"{src / MANIFEST} is not a JSON object; fix or remove it")
+    return manifest
+
+
 def _entry_id(entry: Any) -> str | None:
     return (entry.get("image") or entry.get("file")) if isinstance(entry, dict) else None
 
@@ -215,6 +226,8 @@ def upload_dataset(
     images = [rel for rel in local if is_image(rel)]
     if not images:
         raise DatasetError(f"{src} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    folder_manifest = _folder_manifest(src) if MANIFEST in local else \
+        _generated_manifest(src, name, images, cache)
     prefix = layout.dataset_prefix(name)
     source = str(src.resolve())
     asked = "replace" if replace else "merge" if merge else None
@@ -233,10 +246,7 @@ def upload_dataset(
         plan.skips = [rel for rel in plan.skips if is_dataset_file(rel) and rel != MANIFEST]
 
         old_manifest = _read_json(storage, prefix + MANIFEST) if MANIFEST in existing else None
-        if MANIFEST in local:
-            manifest = json.loads((src / MANIFEST).read_text(encoding="utf-8"))
-        else:
-            manifest = _generated_manifest(src, name, images, cache)
+        manifest = folder_manifest
         if mode == "merge":
             manifest = _merged_manifest(old_manifest, manifest)
         if _same_manifest(old_manifest, manifest):
@@ -272,6 +282,7 @@ def upload_dataset(
                 # again finishes it; anyone else may take over at once)
                 lease.abandon()
                 raise
+    cache.save()  # the local checksums, for the next upload of this folder
     if unchanged:
         done = "unchanged"
     else:

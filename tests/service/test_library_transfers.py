@@ -297,3 +297,11 @@ def test_lease_holder_identity_is_this_process(bucket, tmp_path):
     assert seen[0]["pid"] == os.getpid() and seen[0]["host"] == socket.gethostname()
     assert seen[0]["data"] == {"source": str(src.resolve()), "mode": None}
     assert layout.dataset_lock_key("cat") == LOCK
+
+
+def test_a_folder_with_a_broken_manifest_is_refused_before_anything_is_written(bucket, tmp_path):
+    src = folder(tmp_path / "a", {"one": "x"})
+    (src / "dataset.json").write_text("{not json")
+    with pytest.raises(DatasetError, match="cannot be read as JSON"):
+        library.upload_dataset(bucket, src, "cat")
+    assert snapshot(bucket) == {}
