@@ -7,8 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..service import library
-from .common import confirm_or_abort, ctx_obj, emit, handle_errors, out_console, transfer_progress
+from .common import confirm_or_abort, ctx_obj, emit, handle_errors, out_console, run, transfer_progress
 
 app = typer.Typer(help="Datasets in your bucket: datasets/<name>/ (images, .txt captions, dataset.json).",
                   no_args_is_help=True)
@@ -26,12 +25,9 @@ def upload(
 ) -> None:
     """Upload a folder as a dataset. Unchanged files are skipped (size + checksum); the manifest
     goes last, so an interrupted upload shows as incomplete until the same command finishes it."""
-    obj = ctx_obj(ctx)
-    storage = obj.storage()
     with transfer_progress(ctx, f"uploading {name}") as progress:
-        result = library.upload_dataset(storage, src, name, replace=replace, merge=merge,
-                                        workers=obj.settings.sync_workers, progress=progress,
-                                        cache=obj.hash_cache())
+        result = run(ctx_obj(ctx).app.library.upload_dataset(src, name, replace=replace, merge=merge,
+                                                             progress=progress))
     deleted = f", {result['deleted']} deleted" if result["deleted"] else ""
     emit(ctx, result, f"dataset {name!r} {result['result']}: {result['files']} files uploaded ({result['bytes']} "
                       f"bytes), {result['skipped']} unchanged{deleted} -> {result['url']}")
@@ -41,7 +37,7 @@ def upload(
 @handle_errors
 def list_(ctx: typer.Context) -> None:
     """List datasets with image and caption counts; an upload that did not finish shows as incomplete."""
-    items = [d.to_dict() for d in library.list_datasets(ctx_obj(ctx).storage())]
+    items = run(ctx_obj(ctx).app.library.datasets())
 
     def human(rows: list[dict]) -> None:
         if not rows:
@@ -64,10 +60,8 @@ def download(
     dest: Path = typer.Argument(..., help="Folder to download into (created if missing)."),
 ) -> None:
     """Download a dataset into a folder. Files already there and identical are skipped."""
-    obj = ctx_obj(ctx)
     with transfer_progress(ctx, f"downloading {name}") as progress:
-        result = library.download_dataset(obj.storage(), name, dest, workers=obj.settings.sync_workers,
-                                          progress=progress, cache=obj.hash_cache())
+        result = run(ctx_obj(ctx).app.library.download_dataset(name, dest, progress=progress))
     emit(ctx, result, f"dataset {name!r}: {result['files']} files downloaded to {result['path']}")
 
 
@@ -80,8 +74,8 @@ def delete(
 ) -> None:
     """Delete a dataset from storage."""
     confirm_or_abort(ctx, f"Delete dataset {name!r} and all its files?", yes)
-    n = library.delete_dataset(ctx_obj(ctx).storage(), name)
-    emit(ctx, {"dataset": name, "deleted": n}, f"deleted dataset {name!r} ({n} files)")
+    data = run(ctx_obj(ctx).app.library.delete_dataset(name))
+    emit(ctx, data, f"deleted dataset {name!r} ({data['deleted']} files)")
 
 
 def _size(n: int) -> str:

@@ -8,8 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ..service import library
-from .common import confirm_or_abort, ctx_obj, emit, handle_errors, out_console
+from .common import confirm_or_abort, ctx_obj, emit, handle_errors, out_console, run
 from .dataset import _size
 
 app = typer.Typer(help="Trained LoRAs in your bucket: loras/<name>.safetensors (+ .json).", no_args_is_help=True)
@@ -19,7 +18,7 @@ app = typer.Typer(help="Trained LoRAs in your bucket: loras/<name>.safetensors (
 @handle_errors
 def list_(ctx: typer.Context) -> None:
     """List LoRAs with size and the run that made them."""
-    items = [lo.to_dict() for lo in library.list_loras(ctx_obj(ctx).storage())]
+    items = run(ctx_obj(ctx).app.library.loras())
 
     def human(rows: list[dict]) -> None:
         if not rows:
@@ -45,10 +44,10 @@ def download(
     ),
 ) -> None:
     """Download a LoRA (checksum verified; written through a temporary name)."""
-    obj = ctx_obj(ctx)
-    folder = dest or (Path(obj.settings.comfyui_loras_dir) if obj.settings.comfyui_loras_dir else Path.cwd())
-    path = library.download_lora(obj.storage(), name, folder)
-    emit(ctx, {"lora": name, "path": str(path), "size": path.stat().st_size}, f"saved {path}")
+    settings = ctx_obj(ctx).settings
+    folder = dest or (Path(settings.comfyui_loras_dir) if settings.comfyui_loras_dir else Path.cwd())
+    data = run(ctx_obj(ctx).app.library.download_lora(name, folder))
+    emit(ctx, {"lora": name, "path": data["path"], "size": data["size"]}, f"saved {data['path']}")
 
 
 @app.command("delete")
@@ -60,5 +59,5 @@ def delete(
 ) -> None:
     """Delete a LoRA and its metadata from storage."""
     confirm_or_abort(ctx, f"Delete LoRA {name!r}?", yes)
-    n = library.delete_lora(ctx_obj(ctx).storage(), name)
-    emit(ctx, {"lora": name, "deleted": n}, f"deleted LoRA {name!r}")
+    data = run(ctx_obj(ctx).app.library.delete_lora(name))
+    emit(ctx, {"lora": name, "deleted": data["deleted"]}, f"deleted LoRA {name!r}")

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import typer
 
-from ..storage import sync as syncer
-from ..storage.base import clean_prefix
-from .common import confirm_or_abort, ctx_obj, emit, err_console, handle_errors, transfer_progress
+from ..errors import ConfigError
+from .common import confirm_or_abort, ctx_obj, emit, err_console, handle_errors, run, transfer_progress
 
 app = typer.Typer(help="Mirror a folder to or from a storage prefix (plan by size + checksum).",
                   no_args_is_help=True)
@@ -16,15 +15,9 @@ app = typer.Typer(help="Mirror a folder to or from a storage prefix (plan by siz
 SHOW_DELETES = 10  # how many of the files a --delete would remove are listed before asking
 
 
-def _prefix(p: str) -> str:
-    p = p.strip().lstrip("/")
-    p = p if p.endswith("/") or not p else p + "/"
-    return clean_prefix(p)
-
-
 def _confirm_deletes(ctx: typer.Context, plan, where: str, yes: bool) -> None:
     """List what --delete would remove (the first few and how many) and ask; without a terminal
-    the command needs --yes. The storage layer has already refused a top-level prefix."""
+    the command needs --yes. The sync engine has already refused a top-level prefix."""
     if not plan.deletes:
         return
     shown = plan.deletes[:SHOW_DELETES]
@@ -39,16 +32,15 @@ def _confirm_deletes(ctx: typer.Context, plan, where: str, yes: bool) -> None:
     confirm_or_abort(ctx, f"Delete {len(plan.deletes)} file(s) from {where} ({listed})?", yes)
 
 
-def _run(ctx: typer.Context, plan, label: str, dry_run: bool, cache, where: str, yes: bool) -> None:
-    obj = ctx_obj(ctx)
+def _apply(ctx: typer.Context, plan, label: str, dry_run: bool, where: str, yes: bool) -> None:
+    mirror = ctx_obj(ctx).app.mirror
     summary = plan.to_dict()
     if dry_run:
         emit(ctx, {"dry_run": True, **summary, "would_delete": plan.deletes}, f"would {label}: {summary}")
         return
     _confirm_deletes(ctx, plan, where, yes)
     with transfer_progress(ctx, label) as progress:
-        result = syncer.apply(plan, obj.storage(), workers=obj.settings.sync_workers, progress=progress,
-                              cache=cache)
+        result = run(mirror.apply(plan, progress))
     data = {**summary, **result.to_dict()}
     emit(ctx, data, f"{label}: {result.files} files, {result.bytes} bytes in {result.seconds:.1f}s"
                     + (f", {result.deleted} deleted" if result.deleted else ""))
@@ -66,15 +58,11 @@ def push(
     yes: bool = typer.Option(False, "--yes", "-y", help="Delete without asking (needed without a terminal)."),
 ) -> None:
     """Upload what differs from LOCAL to PREFIX."""
-    obj = ctx_obj(ctx)
     if not local.is_dir():
-        from ..errors import ConfigError
-
         raise ConfigError(f"{local} is not a folder")
-    cache = obj.hash_cache()
-    plan = syncer.plan_push(obj.storage(), local, _prefix(prefix), delete=delete, cache=cache)
-    _run(ctx, plan, f"push {local} -> {prefix}", dry_run, cache, f"{obj.storage().url.rstrip('/')}/{plan.prefix}",
-         yes)
+    app = ctx_obj(ctx).app
+    plan = run(app.mirror.plan_push(local, prefix, delete=delete))
+    _apply(ctx, plan, f"push {local} -> {prefix}", dry_run, f"{app.storage.url.rstrip('/')}/{plan.prefix}", yes)
 
 
 @app.command("pull")
@@ -90,7 +78,5 @@ def pull(
     yes: bool = typer.Option(False, "--yes", "-y", help="Delete without asking (needed without a terminal)."),
 ) -> None:
     """Download what differs from PREFIX to LOCAL."""
-    obj = ctx_obj(ctx)
-    cache = obj.hash_cache()
-    plan = syncer.plan_pull(obj.storage(), _prefix(prefix), local, delete=delete, cache=cache)
-    _run(ctx, plan, f"pull {prefix} -> {local}", dry_run, cache, str(local), yes)
+    plan = run(ctx_obj(ctx).app.mirror.plan_pull(prefix, local, delete=delete))
+    _apply(ctx, plan, f"pull {prefix} -> {local}", dry_run, str(local), yes)

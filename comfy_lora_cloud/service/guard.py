@@ -6,7 +6,7 @@ budgets). ComfyUI's pack loop runs it every 30 s; ``lora-cloud instances reconci
 from __future__ import annotations
 
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 from ..errors import StorageError
 from ..models import RunState
@@ -26,15 +26,30 @@ def provider_charges(provider: Provider):
 
 class Guard:
     def __init__(self, provider: Provider, state: StateStore, budgets: Budgets | Callable[[], Budgets], *,
-                 clock: Callable[[], float] = time.time, emit: Emit | None = None, grace_s: float = 120.0,
-                 is_live_elsewhere: Callable[[str], Awaitable[bool]] | None = None,
-                 storage: Storage | None = None):
-        kwargs: dict[str, Any] = {"is_live_elsewhere": is_live_elsewhere} if is_live_elsewhere else {}
-        if storage is not None:
-            kwargs["reported_state"] = lambda run_id: _reported_state(storage, run_id)
-        self.reconciler = Reconciler(provider, state, clock=clock, grace_s=grace_s, **kwargs)
+                 storage: Storage, clock: Callable[[], float] = time.time, emit: Emit | None = None,
+                 grace_s: float = 120.0, fresh_s: float = 1800.0):
+        self.storage, self.clock, self.fresh_s = storage, clock, fresh_s
+        self.reconciler = Reconciler(provider, state, clock=clock, grace_s=grace_s,
+                                     is_live_elsewhere=self.run_live_in_bucket,
+                                     reported_state=lambda run_id: _reported_state(storage, run_id))
         self.watchdog = Watchdog(provider, state, budgets, clock=clock, emit=emit,
                                  charges=provider_charges(provider))
+
+    async def run_live_in_bucket(self, run_id: str) -> bool:
+        """True when the run's trainer reported a live state within ``fresh_s`` seconds: another
+        controller (a second laptop) owns it. An unreadable bucket counts as live: never destroy
+        on doubt."""
+        import asyncio
+
+        from ..errors import ConfigError
+
+        try:
+            status = await asyncio.to_thread(read_status, self.storage, run_id)
+        except ConfigError:
+            return False  # not a run id this pack could have made
+        except StorageError:
+            return True
+        return status is not None and not status.state.is_terminal and self.clock() - status.updated_at < self.fresh_s
 
     async def run_once(self) -> dict[str, Any]:
         report = await self.reconciler.run_once()

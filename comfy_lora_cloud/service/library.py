@@ -23,12 +23,13 @@ Why datasets are written the way they are:
   merge (the folder's files are added); uploading the very same files again changes nothing
   and needs neither.
 
-Blocking functions over a :class:`~comfy_lora_cloud.storage.Storage`; coroutine callers (routes,
-nodes) run them with ``asyncio.to_thread``.
+The functions block, over a :class:`~comfy_lora_cloud.storage.Storage`; :class:`Library`, the
+app's service for every edge, runs them in worker threads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -47,7 +48,7 @@ from ..storage.base import ObjectInfo, checksum_file, sweep_partials
 from ..storage.layout import CAPTION_SUFFIX, IMAGE_SUFFIXES, MANIFEST, is_dataset_file, is_image
 
 __all__ = [
-    "IMAGE_SUFFIXES", "COMFY_LORA_FOLDER", "comfy_lora_folder", "delete_dataset", "delete_lora",
+    "IMAGE_SUFFIXES", "COMFY_LORA_FOLDER", "Library", "comfy_lora_folder", "delete_dataset", "delete_lora",
     "describe_dataset", "download_dataset", "download_lora", "is_dataset_file", "list_datasets", "list_loras",
     "require_trainable", "upload_dataset",
 ]
@@ -392,3 +393,209 @@ def delete_lora(storage: Storage, name: str) -> int:
     if n == 0:
         raise ObjectNotFound(f"no LoRA named {name!r} in {storage.url}")
     return n
+
+
+# ---- the service -----------------------------------------------------------------------------
+class Library:
+    """Datasets and LoRAs for every edge (routes, nodes, CLI), over the app's current storage.
+
+    Coroutines that never block their loop: storage and Pillow work runs in worker threads. The
+    one home of: listing, uploading, downloading and deleting datasets; listing, downloading
+    (checksum verified, into the app's LoRA folder unless told otherwise) and deleting LoRAs.
+    """
+
+    def __init__(self, app: Any):
+        self.app = app
+        self._header_cache: dict[tuple[str, str | None], dict[str, Any]] = {}
+        self._hash_cache: Any = None
+
+    # ---- datasets ----------------------------------------------------------------------------
+    async def datasets(self) -> list[dict[str, Any]]:
+        found = await asyncio.to_thread(lambda: list_datasets(self.app.storage))
+        return [d.to_dict() for d in found]
+
+    async def describe(self, name: str) -> Dataset:
+        return await asyncio.to_thread(lambda: describe_dataset(self.app.storage, name))
+
+    async def require_trainable(self, name: str) -> Dataset:
+        """The dataset, if it is complete and has images (see :func:`require_trainable`)."""
+        return await asyncio.to_thread(lambda: require_trainable(self.app.storage, name))
+
+    async def dataset_images(self, name: str) -> list[dict[str, Any]]:
+        """Every image of a dataset with its caption (``None`` when it has no .txt)."""
+        return await asyncio.to_thread(self._dataset_images, name)
+
+    def _dataset_images(self, name: str) -> list[dict[str, Any]]:
+        import concurrent.futures
+
+        storage = self.app.storage
+        prefix = layout.dataset_prefix(name)
+        objs = storage.list(prefix).objects
+        if not objs:
+            raise ObjectNotFound(f"no dataset named {name!r}")
+        keys = {o.key for o in objs}
+        images = [o for o in objs if Path(o.key).suffix.lower() in IMAGE_SUFFIXES and "/" not in o.key[len(prefix):]]
+
+        def caption(key: str) -> str | None:
+            cap_key = _caption_key(key)
+            if cap_key not in keys:
+                return None
+            return storage.read_bytes(cap_key).decode("utf-8", errors="replace").strip()
+
+        # one small read per caption: in parallel, since a bucket answers each in tens of ms
+        with concurrent.futures.ThreadPoolExecutor(max_workers=self.app.settings.sync_workers) as pool:
+            captions = list(pool.map(caption, [o.key for o in images]))
+        return [{"file": o.key[len(prefix):], "size": o.size, "caption": c} for o, c in zip(images, captions)]
+
+    async def dataset_captions(self, name: str) -> dict[str, str | None]:
+        return {i["file"]: i["caption"] for i in await self.dataset_images(name)}
+
+    async def dataset_image(self, name: str, file: str) -> tuple[bytes, str]:
+        """An image's bytes and content type."""
+        import mimetypes
+
+        key = self._image_key(name, file)
+        data = await asyncio.to_thread(lambda: self.app.storage.read_bytes(key))
+        return data, mimetypes.guess_type(file)[0] or "application/octet-stream"
+
+    async def dataset_thumbnail(self, name: str, file: str, size: int = 256) -> bytes:
+        """A JPEG no larger than ``size`` pixels on its long side (one of ``THUMB_SIZES``)."""
+        from .files import THUMB_SIZES, make_thumbnail
+
+        if size not in THUMB_SIZES:
+            raise ConfigError(f"thumbnail size must be one of {', '.join(map(str, THUMB_SIZES))}")
+        data, _ = await self.dataset_image(name, file)
+        return await asyncio.to_thread(make_thumbnail, data, size)
+
+    @staticmethod
+    def _image_key(name: str, file: str) -> str:
+        from .files import check_file_name
+
+        check_file_name(file)
+        if Path(file).suffix.lower() not in IMAGE_SUFFIXES:
+            raise ConfigError(f"{file!r} is not an image")
+        return layout.dataset_prefix(name) + file
+
+    async def upload_dataset(self, src: str | Path, name: str, *, replace: bool = False, merge: bool = False,
+                             progress: Progress | None = None, remedy: str = UPLOAD_REMEDY) -> dict[str, Any]:
+        """The one dataset upload (:func:`upload_dataset`): manifest last, one writer at a time,
+        an existing dataset only with ``replace`` or ``merge``."""
+        settings = self.app.settings
+        return await asyncio.to_thread(lambda: upload_dataset(
+            self.app.storage, src, name, replace=replace, merge=merge, workers=settings.sync_workers,
+            progress=progress, cache=self.hash_cache(), remedy=remedy, clock=self.app.clock))
+
+    async def download_dataset(self, name: str, dest: str | Path, *, progress: Progress | None = None,
+                               require_complete: bool = True) -> dict[str, Any]:
+        """The one dataset download (:func:`download_dataset`)."""
+        settings = self.app.settings
+        return await asyncio.to_thread(lambda: download_dataset(
+            self.app.storage, name, dest, workers=settings.sync_workers, progress=progress, cache=self.hash_cache(),
+            require_complete=require_complete))
+
+    async def delete_dataset(self, name: str) -> dict[str, Any]:
+        n = await asyncio.to_thread(lambda: delete_dataset(self.app.storage, name))
+        return {"dataset": name, "deleted": n}
+
+    def hash_cache(self) -> Any:
+        """Local file checksums remembered between runs, so a re-sync does not re-hash. One per
+        app, so what a plan hashed is saved by the transfer that follows it."""
+        from ..storage.sync import HashCache
+
+        path = self.app.settings.home / "hash-cache.json"
+        if self._hash_cache is None or self._hash_cache.path != path:
+            self._hash_cache = HashCache(path)
+        return self._hash_cache
+
+    async def prepare(self, source: str, name: str, *, lora_type: str = "character", caption: str = "none",
+                      trigger: str | None = None, remove_background: bool = False, caption_model: str | None = None,
+                      background_model: str | None = None, resolution: int = 1024, upscale: bool = False,
+                      overwrite_captions: bool = False, replace_existing: bool = False, workers: int | None = None,
+                      device: str = "auto", progress: Callable[[str, int, int], None] | None = None) -> Any:
+        """Crop, bucket and caption photos (a folder, or a dataset in storage) for a LoRA type,
+        then publish them as ``datasets/<name>/``. Returns the pipeline's result."""
+        from ..dataset.bucket import BucketConfig
+        from ..dataset.pipeline import PrepareOptions
+        from .prepare import prepare_to_storage
+
+        validate_name(name, "dataset name")
+        settings = self.app.settings
+        try:
+            bucket = BucketConfig(resolution=resolution, max_reso=max(resolution, 1024), upscale=upscale)
+        except ValueError as exc:
+            raise DatasetError(str(exc)) from None
+        options = PrepareOptions(
+            lora_type=lora_type, trigger=trigger, remove_background=remove_background,
+            background_model=background_model or settings.rembg_model_path, bucket=bucket, caption=caption,
+            caption_model=caption_model or settings.caption_model_path, caption_device=device,
+            overwrite_captions=overwrite_captions, workers=workers,
+        )
+        return await asyncio.to_thread(lambda: prepare_to_storage(
+            self.app.storage, source, name, options, replace_existing=replace_existing, progress=progress))
+
+    async def validate(self, name: str, trigger: str | None = None) -> Any:
+        """Check a stored dataset (images, captions, buckets, duplicates, trigger). Returns the report."""
+        import tempfile
+
+        from ..dataset.validate import validate_folder
+
+        def run() -> Any:
+            with tempfile.TemporaryDirectory(prefix="lora-cloud-validate-") as tmp:
+                # whatever is there, complete or not: finding what is wrong is the point
+                download_dataset(self.app.storage, name, tmp, require_complete=False)
+                return validate_folder(Path(tmp), trigger=trigger)
+
+        return await asyncio.to_thread(run)
+
+    # ---- LoRAs -------------------------------------------------------------------------------
+    async def loras(self) -> list[dict[str, Any]]:
+        """LoRAs in the bucket; ``local`` says whether the LoRA folder has a copy."""
+        def run() -> list[dict[str, Any]]:
+            out = []
+            for lora in list_loras(self.app.storage):
+                d = lora.to_dict()
+                d["local"] = (self.app.loras_dir / layout.lora_file_name(lora.name)).is_file()
+                out.append(d)
+            return out
+
+        return await asyncio.to_thread(run)
+
+    async def lora_metadata(self, name: str) -> dict[str, Any]:
+        """The ``__metadata__`` (kohya's ``ss_*`` keys) of a LoRA's safetensors header, plus the
+        bucket's ``<name>.json`` sidecar when there is one."""
+        return await asyncio.to_thread(self._lora_metadata, name)
+
+    def _lora_metadata(self, name: str) -> dict[str, Any]:
+        from .files import parse_safetensors_header
+
+        storage = self.app.storage
+        key = layout.lora_key(name)
+        info = storage.stat(key)
+        cache_key = (key, info.md5 or str(info.generation))
+        header = self._header_cache.get(cache_key)
+        if header is None:
+            # The Storage protocol has no ranged read, so this fetches the whole object (verified);
+            # the result is cached per content hash.
+            header = parse_safetensors_header(storage.read_bytes(key))
+            self._header_cache[cache_key] = header
+        sidecar: dict[str, Any] = {}
+        try:
+            sidecar = json.loads(storage.read_bytes(layout.lora_meta_key(name)))
+        except (ObjectNotFound, ValueError):
+            pass
+        if not isinstance(sidecar, dict):
+            sidecar = {}
+        return {"name": name, "size": info.size, "md5": info.md5, **header, "info": sidecar}
+
+    async def download_lora(self, name: str, dest_dir: str | Path | None = None) -> dict[str, Any]:
+        """Copy a LoRA into ``dest_dir`` (default: the app's LoRA folder) through the one LoRA
+        download (:func:`download_lora`)."""
+        def run() -> dict[str, Any]:
+            path = download_lora(self.app.storage, name, dest_dir or self.app.loras_dir)
+            return {"name": name, "path": str(path), "size": path.stat().st_size}
+
+        return await asyncio.to_thread(run)
+
+    async def delete_lora(self, name: str) -> dict[str, Any]:
+        n = await asyncio.to_thread(lambda: delete_lora(self.app.storage, name))
+        return {"name": name, "deleted": n}

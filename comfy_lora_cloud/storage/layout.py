@@ -74,6 +74,11 @@ def lora_file_name(name: str) -> str:
     return f"{validate_name(name, 'LoRA name')}{LORA_SUFFIX}"
 
 
+def model_key(filename: str) -> str:
+    """A cached base-weights file (flux, clip_l, t5xxl, ae) in the bucket's ``models/``."""
+    return f"{MODELS}{filename}"
+
+
 def run_prefix(run_id: str) -> str:
     return f"{RUNS}{validate_name(run_id, 'run id')}/"
 
