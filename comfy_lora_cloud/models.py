@@ -179,6 +179,9 @@ class Dataset(Record):
     trigger: str | None = None
     lora_type: str | None = None
     updated: float | None = None
+    # True once its manifest (dataset.json) is in storage: every writer writes it last, so a
+    # dataset without one is an upload that has not finished (or was killed) and cannot be trained
+    complete: bool = False
 
 
 @dataclass
