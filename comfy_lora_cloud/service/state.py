@@ -11,9 +11,9 @@ this controller knows: what it intended to launch, which instances it created, w
 A damaged file (truncated, overwritten) raises :class:`CorruptRecord` from every call, also
 from a store opened on it (opening does not raise, so the guard can still enforce the budgets
 that need no store; an empty file is SQLite's new database, so a state.db cut to 0 bytes starts
-afresh and the bucket's live runs keep their instances). A row that cannot be read as what it should be (an unknown run state, a
-spec that is not JSON, a price that is not a number) raises :class:`CorruptRecord` from a
-single get; listings skip it and hand it to ``on_corrupt`` (default: a logged warning), so
+afresh and the bucket's live runs keep their instances). A row that cannot be read as what it
+should be (an unknown run state, a spec that is not JSON, a price that is not a number) raises
+:class:`CorruptRecord` from a single get; listings skip it and hand it to ``on_corrupt`` (default: a logged warning), so
 one bad row never hides the others. ``instances.created_at`` is when this controller first
 saw or recorded the instance, on this controller's clock (never the provider's start date).
 """
