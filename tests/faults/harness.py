@@ -171,6 +171,24 @@ def make_world(fake: FakeControl, bucket: str, home: Path, emulator_url: str, bu
     return World(fake=fake, storage=GcsStorage.from_url(f"gs://{bucket}"), home=home, env=env)
 
 
+def account(world: World, before: dict[str, str | None], name: str) -> tuple[list[str], list[str], list[str]]:
+    """Count what one scenario left behind into :data:`OBSERVED`: (billing that should not be,
+    wrongly destroyed, bucket objects lost or changed)."""
+    alive = world.fake.alive()
+    after = world.snapshot()
+    undeclared = alive - set(world.fates)
+    billing = sorted(i for i, f in world.fates.items() if f == "die" and i in alive) + sorted(undeclared)
+    destroyed = sorted(i for i, f in world.fates.items() if f == "keep" and i not in alive)
+    lost = sorted(k for k, md5 in before.items() if k not in world.may_change and after.get(k) != md5)
+    OBSERVED.scenarios += 1
+    OBSERVED.billing_unowned_or_over_budget += len(billing)
+    OBSERVED.live_runs_destroyed += len(destroyed)
+    OBSERVED.objects_lost += len(lost)
+    if billing or destroyed or lost:
+        OBSERVED.failures.append(name)
+    return billing, destroyed, lost
+
+
 def run_scenario(sc: Scenario, world: World) -> list[dict[str, Any]]:
     """Set up, run the passes, count what was observed, then the row's checks."""
     sc.setup(world)
@@ -183,18 +201,7 @@ def run_scenario(sc: Scenario, world: World) -> list[dict[str, Any]]:
         results.append({**(result or {}), "stderr": stderr})
         if sc.between is not None and i + 1 < sc.passes:
             sc.between(world)
-    alive = world.fake.alive()
-    after = world.snapshot()
-    undeclared = alive - set(world.fates)
-    billing = sorted(i for i, f in world.fates.items() if f == "die" and i in alive) + sorted(undeclared)
-    destroyed = sorted(i for i, f in world.fates.items() if f == "keep" and i not in alive)
-    lost = sorted(k for k, md5 in before.items() if k not in world.may_change and after.get(k) != md5)
-    OBSERVED.scenarios += 1
-    OBSERVED.billing_unowned_or_over_budget += len(billing)
-    OBSERVED.live_runs_destroyed += len(destroyed)
-    OBSERVED.objects_lost += len(lost)
-    if billing or destroyed or lost:
-        OBSERVED.failures.append(sc.name)
+    billing, destroyed, lost = account(world, before, sc.name)
     problems = [p for r in results for p in r.get("problems", [])]
     for i, (code, stderr) in enumerate(exits):
         assert code == sc.expect_exit, f"pass {i + 1} exited {code}, wanted {sc.expect_exit}\n{stderr}"
