@@ -6,9 +6,10 @@ from pathlib import Path
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from ..service import library
-from .common import confirm_or_abort, ctx_obj, emit, handle_errors, out_console, transfer_progress
+from .common import confirm_or_abort, ctx_obj, emit, handle_errors, out_console, report_problems, transfer_progress
 
 app = typer.Typer(help="Datasets in your bucket: datasets/<name>/ (images, .txt captions, dataset.json).",
                   no_args_is_help=True)
@@ -37,7 +38,9 @@ def upload(
 @handle_errors
 def list_(ctx: typer.Context) -> None:
     """List datasets with image and caption counts."""
-    items = [d.to_dict() for d in library.list_datasets(ctx_obj(ctx).storage())]
+    found = library.list_datasets(ctx_obj(ctx).storage())
+    items = [d.to_dict() for d in found.items]
+    report_problems(found.problems)
 
     def human(rows: list[dict]) -> None:
         if not rows:
@@ -46,7 +49,7 @@ def list_(ctx: typer.Context) -> None:
         t = Table("name", "images", "captioned", "size", "trigger", "type")
         for r in rows:
             t.add_row(r["name"], str(r["images"]), str(r["captioned"]), _size(r["bytes"]),
-                      r["trigger"] or "", r["lora_type"] or "")
+                      Text(r["trigger"] or ""), r["lora_type"] or "")
         out_console.print(t)
 
     emit(ctx, items, human)

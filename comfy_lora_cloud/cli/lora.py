@@ -7,9 +7,10 @@ from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from ..service import library
-from .common import confirm_or_abort, ctx_obj, emit, handle_errors, out_console
+from .common import confirm_or_abort, ctx_obj, emit, handle_errors, out_console, report_problems
 from .dataset import _size
 
 app = typer.Typer(help="Trained LoRAs in your bucket: loras/<name>.safetensors (+ .json).", no_args_is_help=True)
@@ -19,7 +20,9 @@ app = typer.Typer(help="Trained LoRAs in your bucket: loras/<name>.safetensors (
 @handle_errors
 def list_(ctx: typer.Context) -> None:
     """List LoRAs with size and the run that made them."""
-    items = [lo.to_dict() for lo in library.list_loras(ctx_obj(ctx).storage())]
+    found = library.list_loras(ctx_obj(ctx).storage())
+    items = [lo.to_dict() for lo in found.items]
+    report_problems(found.problems)
 
     def human(rows: list[dict]) -> None:
         if not rows:
@@ -28,8 +31,8 @@ def list_(ctx: typer.Context) -> None:
         t = Table("name", "size", "dataset", "preset", "trigger")
         for r in rows:
             m = r["metadata"] or {}
-            t.add_row(r["name"], _size(r["size"]), str(m.get("dataset", "")), str(m.get("preset", "")),
-                      str(m.get("trigger", "")))
+            t.add_row(r["name"], _size(r["size"]), *(Text(str(m.get(k, ""))[:200])
+                                                     for k in ("dataset", "preset", "trigger")))
         out_console.print(t)
 
     emit(ctx, items, human)

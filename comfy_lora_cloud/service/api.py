@@ -22,22 +22,21 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import io
 import json
-import mimetypes
 import struct
 import time
 from pathlib import Path
 from typing import Any, AsyncContextManager, Callable
 
-from ..errors import ConfigError, DatasetError, ObjectNotFound, StorageError, redact
-from ..models import RunState, validate_name
+from ..errors import ConfigError, CorruptRecord, DatasetError, ObjectNotFound, StorageError, redact
+from ..models import Listed, Problem, RunState, validate_name
 from ..providers.base import Capability, Provider
 from ..settings import Settings, set_value
 from ..storage import Storage
 from ..storage import layout
 from ..training import status as run_status
 from . import library
+from .media import SAMPLE_SUFFIXES, ServedFile, Thumbnailer, make_thumbnail, read_media, served_file
 from .budgets import Budgets
 from .costs import CostLedger
 from .runs import TrainRequest, mark_stopped_in_bucket, provider_factory, start_run
@@ -57,7 +56,11 @@ BUDGET_EVENT = "lora_cloud.budget"
 BUDGET_KEYS = tuple(Budgets().to_dict())
 THUMB_SIZES = (64, 128, 256, 512)
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit for the JSON header
+MAX_LORA_READ_BYTES = 4 * 1024**3  # the header needs the whole file (no ranged read): cap it
+START_RUN_KEYS = frozenset({"dataset", "lora_type", "gpu", "provider", "interruptible"})
 RUN_LIST_LIMIT = 50
+MAX_CAPTION_BYTES = 64 * 1024  # a caption is a line or two; a bigger .txt is not read
+CLOCK_SKEW_S = 600.0  # how far ahead a trainer's clock may be before its status is not believed
 
 
 def _no_emit(event: str, data: dict[str, Any]) -> None:
@@ -79,6 +82,14 @@ def check_file_name(name: str, kind: str = "file name") -> str:
     return name
 
 
+def _servable_name(name: str) -> bool:
+    try:
+        check_file_name(name)
+    except ConfigError:
+        return False
+    return True
+
+
 def parse_safetensors_header(data: bytes) -> dict[str, Any]:
     """The JSON header of a safetensors file: 8-byte little-endian length, then that much JSON.
 
@@ -92,35 +103,19 @@ def parse_safetensors_header(data: bytes) -> dict[str, Any]:
         raise DatasetError("not a safetensors file: bad header length")
     try:
         header = json.loads(data[8 : 8 + length])
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         raise DatasetError("not a safetensors file: the header is not JSON") from None
     if not isinstance(header, dict):
         raise DatasetError("not a safetensors file: the header is not a JSON object")
     meta = header.get("__metadata__") or {}
     if not isinstance(meta, dict):
         meta = {}
-    return {"metadata": {str(k): str(v) for k, v in meta.items()},
+    # metadata values are text for kohya; anything else is shown as JSON text, never as markup
+    return {"metadata": {str(k)[:200]: (v if isinstance(v, str) else json.dumps(v))[:10_000] for k, v in meta.items()},
             "tensors": sum(1 for k in header if k != "__metadata__")}
 
 
-def make_thumbnail(data: bytes, size: int) -> bytes:
-    """A small JPEG of an image (EXIF orientation applied), for the sidebar's dataset view."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im = ImageOps.exif_transpose(im)
-            im.thumbnail((size, size))
-            if im.mode not in ("RGB", "L"):
-                im = im.convert("RGBA")
-                bg = Image.new("RGB", im.size, (255, 255, 255))
-                bg.paste(im, mask=im.getchannel("A"))
-                im = bg
-            out = io.BytesIO()
-            im.save(out, "JPEG", quality=82)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DatasetError(f"cannot read image: {exc}") from None
-    return out.getvalue()
+__all__ = ["LoraCloudService", "make_thumbnail", "parse_safetensors_header", "check_file_name"]
 
 
 def vast_provider_factory(settings: Settings) -> ProviderFactory:
@@ -151,6 +146,7 @@ class LoraCloudService:
         self.clock = clock
         self.loras_dir = Path(loras_dir or settings.comfyui_loras_dir or settings.home / "loras")
         self._header_cache: dict[tuple[str, str | None], dict[str, Any]] = {}
+        self.thumbnails = Thumbnailer()
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> "LoraCloudService":
@@ -162,8 +158,12 @@ class LoraCloudService:
 
     # ---- datasets --------------------------------------------------------------------------------
     async def datasets(self) -> list[dict[str, Any]]:
+        return (await self.dataset_listing())["datasets"]
+
+    async def dataset_listing(self) -> dict[str, Any]:
+        """``{"datasets", "problems"}``: entries that cannot be read are skipped and reported."""
         found = await asyncio.to_thread(library.list_datasets, self.storage)
-        return [d.to_dict() for d in found]
+        return {"datasets": [d.to_dict() for d in found.items], "problems": [p.to_dict() for p in found.problems]}
 
     async def dataset_images(self, name: str) -> list[dict[str, Any]]:
         """Every image of a dataset with its caption (``None`` when it has no .txt)."""
@@ -174,15 +174,15 @@ class LoraCloudService:
         objs = self.storage.list(prefix).objects
         if not objs:
             raise ObjectNotFound(f"no dataset named {name!r}")
-        keys = {o.key for o in objs}
+        sizes = {o.key: o.size for o in objs}
         images = [o for o in objs
-                  if Path(o.key).suffix.lower() in library.IMAGE_SUFFIXES and "/" not in o.key[len(prefix):]]
+                  if Path(o.key).suffix.lower() in library.IMAGE_SUFFIXES and _servable_name(o.key[len(prefix):])]
 
         def caption(key: str) -> str | None:
             cap_key = key.rsplit(".", 1)[0] + ".txt"
-            if cap_key not in keys:
+            if cap_key not in sizes or sizes[cap_key] > MAX_CAPTION_BYTES:  # the listing says how big
                 return None
-            return self.storage.read_bytes(cap_key).decode("utf-8", errors="replace").strip()
+            return self.storage.read_bytes(cap_key)[:MAX_CAPTION_BYTES].decode("utf-8", errors="replace").strip()
 
         # one small read per caption: in parallel, since a bucket answers each in tens of ms
         with concurrent.futures.ThreadPoolExecutor(max_workers=self.settings.sync_workers) as pool:
@@ -193,18 +193,18 @@ class LoraCloudService:
         images = await self.dataset_images(name)
         return {i["file"]: i["caption"] for i in images}
 
-    async def dataset_image(self, name: str, file: str) -> tuple[bytes, str]:
-        """An image's bytes and content type."""
+    async def dataset_image(self, name: str, file: str) -> ServedFile:
+        """An image as the browser may get it: typed by its bytes, not its name (media.py)."""
         key = self._image_key(name, file)
-        data = await asyncio.to_thread(self.storage.read_bytes, key)
-        return data, mimetypes.guess_type(file)[0] or "application/octet-stream"
+        data = await asyncio.to_thread(read_media, self.storage, key)
+        return served_file(data, file)
 
     async def dataset_thumbnail(self, name: str, file: str, size: int = 256) -> bytes:
-        """A JPEG no larger than ``size`` pixels on its long side (one of :data:`THUMB_SIZES`)."""
+        """A JPEG no larger than ``size`` pixels on its long side (one of :data:`THUMB_SIZES`):
+        size- and pixel-limited, decoded on a bounded pool, cached (media.Thumbnailer)."""
         if size not in THUMB_SIZES:
             raise ConfigError(f"thumbnail size must be one of {', '.join(map(str, THUMB_SIZES))}")
-        data, _ = await self.dataset_image(name, file)
-        return await asyncio.to_thread(make_thumbnail, data, size)
+        return await self.thumbnails.thumbnail(self.storage, self._image_key(name, file), size)
 
     def _image_key(self, name: str, file: str) -> str:
         check_file_name(file)
@@ -219,15 +219,20 @@ class LoraCloudService:
     # ---- LoRAs -------------------------------------------------------------------------------------
     async def loras(self) -> list[dict[str, Any]]:
         """LoRAs in the bucket; ``local`` says whether ComfyUI's loras folder has a copy."""
+        return (await self.lora_listing())["loras"]
+
+    async def lora_listing(self) -> dict[str, Any]:
+        """``{"loras", "problems"}``: entries that cannot be read are skipped and reported."""
         return await asyncio.to_thread(self._loras)
 
-    def _loras(self) -> list[dict[str, Any]]:
+    def _loras(self) -> dict[str, Any]:
+        found = library.list_loras(self.storage)
         out = []
-        for lora in library.list_loras(self.storage):
+        for lora in found.items:
             d = lora.to_dict()
             d["local"] = (self.loras_dir / f"{lora.name}.safetensors").is_file()
             out.append(d)
-        return out
+        return {"loras": out, "problems": [p.to_dict() for p in found.problems]}
 
     async def lora_metadata(self, name: str) -> dict[str, Any]:
         """The ``__metadata__`` (kohya's ``ss_*`` keys) of a LoRA's safetensors header, plus the
@@ -241,15 +246,20 @@ class LoraCloudService:
         header = self._header_cache.get(cache_key)
         if header is None:
             # The Storage protocol has no ranged read, so this fetches the whole object (verified);
-            # the result is cached per content hash.
+            # the result is cached per content hash, and a file over the cap is not fetched at all.
+            if info.size > MAX_LORA_READ_BYTES:
+                raise DatasetError(f"LoRA {name} is {info.size / 1e9:.1f} GB: too large to read its metadata")
             header = parse_safetensors_header(self.storage.read_bytes(key))
             self._header_cache[cache_key] = header
         sidecar: dict[str, Any] = {}
+        problems: list[dict[str, Any]] = []
         try:
-            sidecar = json.loads(self.storage.read_bytes(layout.lora_meta_key(name)))
-        except (ObjectNotFound, ValueError):
+            sidecar = library.read_lora_sidecar(self.storage, layout.lora_meta_key(name))
+        except ObjectNotFound:
             pass
-        return {"name": name, "size": info.size, "md5": info.md5, **header, "info": sidecar}
+        except StorageError as exc:
+            problems.append(Problem.of(layout.lora_meta_key(name), exc).to_dict())
+        return {"name": name, "size": info.size, "md5": info.md5, **header, "info": sidecar, "problems": problems}
 
     async def download_lora(self, name: str) -> dict[str, Any]:
         """Copy a LoRA into the local loras folder: temporary name, checksum check, rename."""
@@ -266,18 +276,36 @@ class LoraCloudService:
     # ---- runs --------------------------------------------------------------------------------------
     async def runs(self, limit: int = RUN_LIST_LIMIT) -> list[dict[str, Any]]:
         """Runs newest first: this controller's records merged with what the trainers report."""
-        return await asyncio.to_thread(self._runs, limit)
+        return (await self.run_listing(limit))["runs"]
 
-    def _runs(self, limit: int) -> list[dict[str, Any]]:
+    async def run_listing(self, limit: int = RUN_LIST_LIMIT) -> dict[str, Any]:
+        """``{"runs", "problems"}``: a run prefix or status that cannot be read is reported, and
+        the run left out unless this controller launched it (then it shows without a status)."""
+        found = await asyncio.to_thread(self._runs, limit)
+        return {"runs": found.items, "problems": [p.to_dict() for p in found.problems]}
+
+    def _runs(self, limit: int) -> Listed[dict[str, Any]]:
+        found: Listed[dict[str, Any]] = Listed()
         known = {r.id: r for r in self.state.list_runs(limit=limit)}
         ids = list(known)
         for prefix in self.storage.list(layout.RUNS, delimiter="/").prefixes:
             run_id = prefix[len(layout.RUNS):].rstrip("/")
-            if run_id not in known:
-                ids.append(run_id)
-        out = [self._run_view(run_id, known.get(run_id)) for run_id in ids]
-        out.sort(key=lambda r: r.get("created_at") or r.get("updated_at") or 0, reverse=True)
-        return out[:limit]
+            if run_id in known:
+                continue
+            try:
+                ids.append(validate_name(run_id, "run id"))
+            except ConfigError as exc:
+                found.problems.append(Problem.of(prefix, exc))
+        for run_id in ids:
+            try:
+                found.items.append(self._run_view(run_id, known.get(run_id), strict=True))
+            except CorruptRecord as exc:
+                found.problems.append(Problem.of(layout.run_key(run_id, run_status.STATUS), exc))
+                if run_id in known:
+                    found.items.append(self._run_view(run_id, known[run_id]))
+        found.items.sort(key=lambda r: r.get("created_at") or r.get("updated_at") or 0, reverse=True)
+        del found.items[limit:]
+        return found
 
     async def run(self, run_id: str) -> dict[str, Any]:
         validate_name(run_id, "run id")
@@ -288,12 +316,20 @@ class LoraCloudService:
         view = self._run_view(run_id, record)
         if record is None and view.get("status") is None:
             raise ObjectNotFound(f"no run {run_id!r}")
-        view["samples"] = self._samples(run_id)
+        samples = self._sample_listing(run_id)
+        view["samples"] = samples.items
+        view["problems"] = [p.to_dict() for p in samples.problems]
         return view
 
-    def _run_view(self, run_id: str, record: Any) -> dict[str, Any]:
+    def _run_view(self, run_id: str, record: Any, *, strict: bool = False) -> dict[str, Any]:
+        """The run as the sidebar shows it; ``strict`` lets a corrupt ``status.json`` raise
+        (listings report it) instead of showing the run without a status."""
         try:
             status = run_status.read_status(self.storage, run_id)
+        except CorruptRecord:
+            if strict:
+                raise
+            status = None
         except StorageError:
             status = None
         view: dict[str, Any] = {"id": run_id, "dataset": None, "preset": None, "lora_name": None, "gpu": "",
@@ -320,17 +356,25 @@ class LoraCloudService:
         dataset = body.get("dataset")
         if not isinstance(dataset, str) or not dataset:
             raise ConfigError("dataset is required")
+        unknown = sorted(set(body) - START_RUN_KEYS)
+        if unknown:
+            raise ConfigError(f"unknown field {', '.join(map(repr, unknown))[:200]}; known: {', '.join(sorted(START_RUN_KEYS))}")
         lora_type = body.get("lora_type", "character")
         gpu = body.get("gpu") or None
         provider = body.get("provider", "vast")
+        interruptible = body.get("interruptible", False)
         if lora_type not in ("character", "style", "concept"):
             raise ConfigError("lora_type must be character, style or concept")
         if provider not in ("vast", "local"):
             raise ConfigError("provider must be vast or local")
-        if gpu is not None and (not isinstance(gpu, str) or gpu == "auto"):
+        if not isinstance(interruptible, bool):  # "no" is a string, not false
+            raise ConfigError("interruptible must be true or false (a JSON boolean)")
+        if gpu is not None and not isinstance(gpu, str):
+            raise ConfigError("gpu must be a GPU name or \"auto\"")
+        if gpu == "auto":
             gpu = None
         req = TrainRequest(dataset=validate_name(dataset, "dataset name"), lora_type=lora_type, gpu=gpu,
-                           provider=provider, interruptible=bool(body.get("interruptible", False)))
+                           provider=provider, interruptible=interruptible)
         opener = self.provider_factory if provider == "vast" and self.provider_factory else \
             provider_factory(provider, self.settings)
         result = await start_run(req, settings=self.settings, storage=self.storage, state=self.state,
@@ -377,9 +421,14 @@ class LoraCloudService:
             status = await asyncio.to_thread(run_status.read_status, self.storage, run_id)
         except ConfigError:
             return False  # not a run id this pack could have made
+        except CorruptRecord:
+            return False  # a trainer writes whole objects: garbage is not a live trainer talking
         except StorageError:
             return True
-        return status is not None and not status.state.is_terminal and self.clock() - status.updated_at < fresh_s
+        if status is None or status.state.is_terminal:
+            return False
+        age = self.clock() - status.updated_at
+        return -CLOCK_SKEW_S < age < fresh_s  # a time in the future is not "fresh forever"
 
     async def run_events(self, run_id: str, since: int = 0) -> dict[str, Any]:
         """Events from index ``since`` on, and the index to ask for next time."""
@@ -390,18 +439,37 @@ class LoraCloudService:
         return {"events": events, "next": since + len(events)}
 
     async def run_samples(self, run_id: str) -> list[str]:
+        return (await self.sample_listing(run_id))["samples"]
+
+    async def sample_listing(self, run_id: str) -> dict[str, Any]:
+        """``{"samples", "problems"}``: image files only; other files and names no route could
+        serve are left out and reported (a rented host can write anything there)."""
         validate_name(run_id, "run id")
-        return await asyncio.to_thread(self._samples, run_id)
+        found = await asyncio.to_thread(self._sample_listing, run_id)
+        return {"samples": found.items, "problems": [p.to_dict() for p in found.problems]}
 
-    def _samples(self, run_id: str) -> list[str]:
+    def _sample_listing(self, run_id: str) -> Listed[str]:
+        found: Listed[str] = Listed()
         prefix = layout.run_key(run_id, "samples/")
-        return [k[len(prefix):] for k in run_status.list_samples(self.storage, run_id)]
+        for key in run_status.list_samples(self.storage, run_id):
+            name = key[len(prefix):]
+            try:
+                check_file_name(name, "sample name")
+            except ConfigError as exc:
+                found.problems.append(Problem.of(key, exc))
+                continue
+            if not name.lower().endswith(SAMPLE_SUFFIXES):
+                found.problems.append(Problem(entry=key[:300], message="not an image: left out of the samples"))
+                continue
+            found.items.append(name)
+        return found
 
-    async def run_sample(self, run_id: str, file: str) -> tuple[bytes, str]:
+    async def run_sample(self, run_id: str, file: str) -> ServedFile:
+        """A sample as the browser may get it: typed by its bytes, not its name (media.py)."""
         check_file_name(file)
         key = layout.run_key(run_id, f"samples/{file}")
-        data = await asyncio.to_thread(self.storage.read_bytes, key)
-        return data, mimetypes.guess_type(file)[0] or "application/octet-stream"
+        data = await asyncio.to_thread(read_media, self.storage, key)
+        return served_file(data, file)
 
     # ---- instances ---------------------------------------------------------------------------------
     async def instances(self, include_destroyed: bool = False) -> list[dict[str, Any]]:

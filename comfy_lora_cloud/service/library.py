@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import DatasetError, ObjectNotFound, StorageError
-from ..models import Dataset, Lora, validate_name
+from ..errors import ConfigError, CorruptRecord, DatasetError, ObjectNotFound, StorageError
+from ..models import Dataset, Listed, Lora, Problem, validate_name
 from ..storage import Storage
 from ..storage import layout
-from ..storage.base import checksum_file
+from ..storage.base import checksum_file, read_json_record
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 DATASET_SUFFIXES = IMAGE_SUFFIXES | {".txt"}
@@ -32,15 +32,49 @@ def is_dataset_file(rel: str) -> bool:
 
 
 # ---- datasets --------------------------------------------------------------------------------
-def list_datasets(storage: Storage) -> list[Dataset]:
-    out: list[Dataset] = []
+# Bucket content is untrusted input (the rented host can write it): a listing reads each entry on
+# its own, skips one it cannot read and reports it in ``problems``; it never fails as a whole.
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+MAX_TRIGGER = 200
+LORA_TYPES = ("character", "style", "concept")
+
+
+def list_datasets(storage: Storage) -> Listed[Dataset]:
+    """Every dataset in the bucket, and what could not be listed (a bad name, a broken manifest)."""
+    found: Listed[Dataset] = Listed()
     for prefix in storage.list(layout.DATASETS, delimiter="/").prefixes:
         name = prefix[len(layout.DATASETS):].rstrip("/")
-        out.append(describe_dataset(storage, name))
-    return out
+        try:
+            found.items.append(describe_dataset(storage, name, problems=found.problems))
+        except (ConfigError, StorageError) as exc:
+            found.problems.append(Problem.of(prefix, exc))
+    return found
 
 
-def describe_dataset(storage: Storage, name: str) -> Dataset:
+def _manifest_fields(storage: Storage, key: str) -> tuple[str | None, str | None]:
+    """``trigger`` and ``lora_type`` from a dataset manifest (top level or under ``settings``);
+    raises :class:`CorruptRecord` when the manifest is not one."""
+    manifest = read_json_record(storage, key, MAX_MANIFEST_BYTES)
+    if not isinstance(manifest, dict):
+        raise CorruptRecord(f"{key} is not a JSON object")
+    settings = manifest.get("settings")
+    if settings is None:
+        settings = {}
+    if not isinstance(settings, dict):
+        raise CorruptRecord(f"{key}: settings is not a JSON object")
+    trigger = manifest.get("trigger") or settings.get("trigger") or None
+    lora_type = manifest.get("lora_type") or settings.get("lora_type") or None
+    if trigger is not None and not (isinstance(trigger, str) and len(trigger) <= MAX_TRIGGER
+                                    and trigger.isprintable()):
+        raise CorruptRecord(f"{key}: trigger is not a short line of text")
+    if lora_type is not None and lora_type not in LORA_TYPES:
+        raise CorruptRecord(f"{key}: lora_type is not one of {', '.join(LORA_TYPES)}")
+    return trigger, lora_type
+
+
+def describe_dataset(storage: Storage, name: str, *, problems: list[Problem] | None = None) -> Dataset:
+    """One dataset's counts and manifest fields. A manifest that cannot be read leaves trigger and
+    type unset (reported in ``problems`` when given): the images are still the dataset."""
     prefix = layout.dataset_prefix(name)
     objs = storage.list(prefix).objects
     if not objs:
@@ -51,12 +85,10 @@ def describe_dataset(storage: Storage, name: str) -> Dataset:
     trigger = lora_type = None
     if any(o.key == prefix + layout.MANIFEST for o in objs):
         try:
-            manifest = json.loads(storage.read_bytes(prefix + layout.MANIFEST))
-            settings = manifest.get("settings") or {}
-            trigger = manifest.get("trigger") or settings.get("trigger")
-            lora_type = manifest.get("lora_type") or settings.get("lora_type")
-        except (ValueError, StorageError):
-            pass
+            trigger, lora_type = _manifest_fields(storage, prefix + layout.MANIFEST)
+        except StorageError as exc:
+            if problems is not None:
+                problems.append(Problem.of(prefix + layout.MANIFEST, exc))
     return Dataset(
         name=name,
         images=len(images),
@@ -146,23 +178,41 @@ def delete_dataset(storage: Storage, name: str) -> int:
 
 
 # ---- LoRAs -----------------------------------------------------------------------------------
-def list_loras(storage: Storage) -> list[Lora]:
+MAX_SIDECAR_BYTES = 1024 * 1024
+
+
+def read_lora_sidecar(storage: Storage, key: str) -> dict[str, Any]:
+    """A LoRA's ``<name>.json`` as a JSON object; :class:`CorruptRecord` when it is not one."""
+    meta = read_json_record(storage, key, MAX_SIDECAR_BYTES)
+    if not isinstance(meta, dict):
+        raise CorruptRecord(f"{key} is not a JSON object")
+    return meta
+
+
+def list_loras(storage: Storage) -> Listed[Lora]:
+    """LoRAs in the bucket with their sidecars; names no route could use and unreadable sidecars
+    are reported in ``problems`` (the LoRA itself is still listed when only its sidecar is bad)."""
+    found: Listed[Lora] = Listed()
     objs = storage.list(layout.LORAS, delimiter="/").objects
     metas = {o.key for o in objs if o.key.endswith(".json")}
-    out = []
     for o in objs:
         if not o.key.endswith(".safetensors"):
             continue
         name = o.key[len(layout.LORAS):-len(".safetensors")]
+        try:
+            validate_name(name, "LoRA name")
+        except ConfigError as exc:
+            found.problems.append(Problem.of(o.key, exc))
+            continue
         meta: dict[str, Any] = {}
         mkey = layout.LORAS + name + ".json"
         if mkey in metas:
             try:
-                meta = json.loads(storage.read_bytes(mkey))
-            except (ValueError, StorageError):
-                meta = {}
-        out.append(Lora(name=name, size=o.size, md5=o.md5, crc32c=o.crc32c, updated=o.updated, metadata=meta))
-    return out
+                meta = read_lora_sidecar(storage, mkey)
+            except StorageError as exc:
+                found.problems.append(Problem.of(mkey, exc))
+        found.items.append(Lora(name=name, size=o.size, md5=o.md5, crc32c=o.crc32c, updated=o.updated, metadata=meta))
+    return found
 
 
 def download_lora(storage: Storage, name: str, dest_dir: str | Path) -> Path:

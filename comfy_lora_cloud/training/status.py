@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import ObjectNotFound, StorageError, redact
+from ..errors import CorruptRecord, ObjectNotFound, StorageError, redact
 from ..models import RunState, RunStatus
-from ..storage.base import Storage
+from ..storage.base import Storage, read_json_record
 from ..storage.layout import run_key
 
 log = logging.getLogger(__name__)
@@ -129,30 +130,98 @@ class StatusReporter:
 
 
 # ---- readers (CLI, ComfyUI, another laptop) ------------------------------------------------------
-def read_status(storage: Storage, run_id: str) -> RunStatus | None:
-    """The run's last written status, or None when the trainer has written nothing yet."""
+# Everything here is read as untrusted input: the rented host holds a key that can write any of it.
+MAX_STATUS_BYTES = 256 * 1024
+MAX_EVENTS_BYTES = 8 * 1024 * 1024
+MAX_TEXT = 4000  # message, error, checkpoint and LoRA keys: longer is not a status, it is a payload
+_INT_FIELDS = ("step", "total_steps", "epoch", "total_epochs")
+_FLOAT_FIELDS = ("loss", "sec_per_step", "eta_seconds")
+_TEXT_FIELDS = ("last_checkpoint", "lora", "error")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def parse_status(data: Any, run_id: str) -> RunStatus:
+    """A :class:`RunStatus` from ``status.json``'s JSON, every field type-checked; raises
+    :class:`CorruptRecord` for anything a trainer would not have written. Unknown keys are ignored
+    (a newer trainer may add some)."""
+    def bad(why: str) -> CorruptRecord:
+        return CorruptRecord(f"status of run {run_id} is not a valid status: {why}")
+
+    if not isinstance(data, dict):
+        raise bad("not a JSON object")
+    if data.get("run_id", run_id) != run_id:
+        raise bad("it names another run")
     try:
-        data = json.loads(storage.read_bytes(run_key(run_id, STATUS)))
+        state = RunState(data.get("state", RunState.PENDING.value))
+    except (ValueError, TypeError):
+        raise bad("unknown state") from None
+    fields: dict[str, Any] = {"run_id": run_id, "state": state}
+    for name in _INT_FIELDS:
+        value = data.get(name, 0)
+        if not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**9):
+            raise bad(f"{name} is not a count")
+        fields[name] = value
+    for name in _FLOAT_FIELDS:
+        value = data.get(name)
+        if value is not None and not _number(value):
+            raise bad(f"{name} is not a finite number")
+        fields[name] = value
+    for name in _TEXT_FIELDS:
+        value = data.get(name)
+        if value is not None and not (isinstance(value, str) and len(value) <= MAX_TEXT):
+            raise bad(f"{name} is not a short text")
+        fields[name] = value
+    message = data.get("message", "")
+    if not (isinstance(message, str) and len(message) <= MAX_TEXT):
+        raise bad("message is not a short text")
+    updated_at = data.get("updated_at", 0.0)
+    if not (_number(updated_at) and 0 <= updated_at < 1e11):
+        raise bad("updated_at is not a time")
+    return RunStatus(**fields, message=message, updated_at=float(updated_at))
+
+
+def read_status(storage: Storage, run_id: str) -> RunStatus | None:
+    """The run's last written status, or None when the trainer has written nothing yet.
+
+    Raises :class:`CorruptRecord` when ``status.json`` exists but is not a status (too big, not
+    JSON, wrong types, unknown state): callers that list runs skip it and report it.
+    """
+    try:
+        data = read_json_record(storage, run_key(run_id, STATUS), MAX_STATUS_BYTES)
     except ObjectNotFound:
         return None
-    except ValueError as exc:
-        raise StorageError(f"status of run {run_id} is not valid JSON: {exc}") from None
-    return RunStatus.from_dict(data)
+    return parse_status(data, run_id)
 
 
 def read_events(storage: Storage, run_id: str, since: int = 0) -> list[dict[str, Any]]:
-    """Events from index ``since`` on (a poller passes how many it has already seen)."""
+    """Events from index ``since`` on (a poller passes how many it has already seen).
+
+    Only lines that are JSON objects with a text ``kind`` count: a torn or hostile line must not
+    hide the others, nor reach a reader as something else than an event."""
+    key = run_key(run_id, EVENTS)
     try:
-        body = storage.read_bytes(run_key(run_id, EVENTS)).decode("utf-8", errors="replace")
+        info = storage.stat(key)
+        if info.size > MAX_EVENTS_BYTES:
+            raise CorruptRecord(f"events of run {run_id} are {info.size} bytes, more than {MAX_EVENTS_BYTES}")
+        body = storage.read_bytes(key).decode("utf-8", errors="replace")
     except ObjectNotFound:
         return []
     events = []
     for line in body.splitlines():
         try:
-            events.append(json.loads(line))
-        except ValueError:
-            continue  # a torn line must not hide the others
+            event = json.loads(line, parse_constant=_no_constant)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(event, dict) and isinstance(event.get("kind"), str) and len(line) <= 64 * 1024:
+            events.append(event)
     return events[since:]
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(name)
 
 
 def list_samples(storage: Storage, run_id: str) -> list[str]:
