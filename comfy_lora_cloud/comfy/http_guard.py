@@ -19,7 +19,7 @@
 
 Bodies are bounded: :func:`read_json_body` reads at most :data:`MAX_BODY_BYTES` (a declared
 ``Content-Length`` over it is refused before reading) and refuses JSON nested deeper than
-:data:`MAX_JSON_DEPTH`, ``NaN`` and ``Infinity``. No refusal echoes the request's headers.
+:data:`MAX_JSON_DEPTH`, ``NaN``, ``Infinity`` and numbers too big to be finite. No refusal echoes the request's headers.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import math
 import threading
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -218,6 +219,13 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e999 parses to infinity: a budget of "infinity" is no budget
+        raise ValueError("number out of range")
+    return value
+
+
 async def read_json_body(request: web.Request, *, max_bytes: int = MAX_BODY_BYTES,
                          max_depth: int = MAX_JSON_DEPTH) -> dict[str, Any]:
     """The request's JSON object body (``{}`` when there is none), read within the limits."""
@@ -239,7 +247,7 @@ async def read_json_body(request: web.Request, *, max_bytes: int = MAX_BODY_BYTE
     if json_depth(text) > max_depth:
         raise ConfigError(f"the request body nests deeper than {max_depth} levels")
     try:
-        body = json.loads(text, parse_constant=_no_constants)
+        body = json.loads(text, parse_constant=_no_constants, parse_float=_finite)
     except (ValueError, RecursionError):
         raise ConfigError("the request body is not valid JSON") from None
     if not isinstance(body, dict):

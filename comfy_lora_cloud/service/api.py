@@ -36,7 +36,7 @@ from ..storage import Storage
 from ..storage import layout
 from ..training import status as run_status
 from . import library
-from .media import SAMPLE_SUFFIXES, ServedFile, Thumbnailer, make_thumbnail, read_media, served_file
+from .media import SAMPLE_SUFFIXES, ImageSniffer, ServedFile, Thumbnailer, make_thumbnail, read_media, served_file
 from .budgets import Budgets
 from .costs import CostLedger
 from .runs import TrainRequest, mark_stopped_in_bucket, provider_factory, start_run
@@ -147,6 +147,7 @@ class LoraCloudService:
         self.loras_dir = Path(loras_dir or settings.comfyui_loras_dir or settings.home / "loras")
         self._header_cache: dict[tuple[str, str | None], dict[str, Any]] = {}
         self.thumbnails = Thumbnailer()
+        self.sniffer = ImageSniffer()
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> "LoraCloudService":
@@ -451,15 +452,15 @@ class LoraCloudService:
     def _sample_listing(self, run_id: str) -> Listed[str]:
         found: Listed[str] = Listed()
         prefix = layout.run_key(run_id, "samples/")
-        for key in run_status.list_samples(self.storage, run_id):
-            name = key[len(prefix):]
+        for obj in self.storage.list(prefix).objects:
+            name = obj.key[len(prefix):]
             try:
                 check_file_name(name, "sample name")
             except ConfigError as exc:
-                found.problems.append(Problem.of(key, exc))
+                found.problems.append(Problem.of(obj.key, exc))
                 continue
-            if not name.lower().endswith(SAMPLE_SUFFIXES):
-                found.problems.append(Problem(entry=key[:300], message="not an image: left out of the samples"))
+            if not name.lower().endswith(SAMPLE_SUFFIXES) or self.sniffer.format_of(self.storage, obj) is None:
+                found.problems.append(Problem(entry=obj.key[:300], message="not an image: left out of the samples"))
                 continue
             found.items.append(name)
         return found

@@ -14,7 +14,7 @@ host holds a key that can write any object, so a "sample" may be HTML or SVG wit
   in-memory cache keyed by the object's checksum.
 
 A 12000x12000 PNG of 0.45 MB made the old thumbnail route spend 3.3 s and 1.17 GB per request;
-with these limits it is refused from its header (``benchmarks``-free figure: see the security tests).
+with these limits it is refused from its header (``benchmarks/thumbnail_bomb.py`` measures both).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import DatasetError
-from ..storage import Storage
+from ..storage import ObjectInfo, Storage
 
 # first bytes -> content type; raster formats only (no SVG, no HTML, nothing that can hold script)
 IMAGE_TYPES: dict[str, str] = {
@@ -133,6 +133,37 @@ def make_thumbnail(data: bytes, size: int, max_pixels: int = MAX_THUMB_PIXELS) -
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
         raise DatasetError(f"cannot read image: {exc}") from None
     return out.getvalue()
+
+
+class ImageSniffer:
+    """Which bucket objects are allowlisted images, judged by their bytes; one verdict per object
+    version (checksum or generation), so a sample list that a poller asks for every few seconds
+    reads each new sample once. The Storage protocol has no ranged read, so the whole object is
+    read (samples are a few MB at most; bigger ones are not images to us)."""
+
+    def __init__(self, max_entries: int = 4096, max_bytes: int = MAX_IMAGE_BYTES):
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self._verdicts: collections.OrderedDict[tuple[Any, ...], str | None] = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self.reads = 0
+
+    def format_of(self, storage: Storage, obj: ObjectInfo) -> str | None:
+        """The allowlisted format of ``obj`` (blocking: call it in a thread), or None."""
+        version = obj.md5 or obj.generation or (obj.size, obj.updated)
+        key = (storage.url, obj.key, version)
+        with self._lock:
+            if key in self._verdicts:
+                self._verdicts.move_to_end(key)
+                return self._verdicts[key]
+        verdict = None
+        if 8 <= obj.size <= self.max_bytes:
+            self.reads += 1
+            verdict = sniff_image(storage.read_bytes(obj.key)[:16])
+        with self._lock:
+            self._verdicts[key] = verdict
+            while len(self._verdicts) > self.max_entries:
+                self._verdicts.popitem(last=False)
+        return verdict
 
 
 class Thumbnailer:
