@@ -51,6 +51,7 @@ _SECRET_PATTERNS: list[re.Pattern[str]] = [
 # and would mask harmless text such as "service_account" everywhere.
 _PUBLIC_SA_FIELDS = {"type", "auth_uri", "token_uri", "auth_provider_x509_cert_url", "universe_domain"}
 _known_secrets: set[str] = set()
+_by_length: list[str] = []
 
 
 def _forms(value: str) -> set[str]:
@@ -87,19 +88,21 @@ def register_secret(value: str | None) -> None:
     so a key re-serialized with other spacing or quoted one field at a time is masked too."""
     if not value or len(value) < 6:
         return
-    for part in [value, *_json_secret_values(value)]:
-        if len(part) >= 6:
-            _known_secrets.update(f for f in _forms(part) if len(f) >= 6)
+    new = {f for part in [value, *_json_secret_values(value)] if len(part) >= 6 for f in _forms(part) if len(f) >= 6}
+    if not new <= _known_secrets:
+        _known_secrets.update(new)
+        # longest first, so a whole key is masked before one of its fields cuts it apart
+        _by_length[:] = sorted(_known_secrets, key=len, reverse=True)
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """Mask every known secret and anything that looks like a key or token in ``text``."""
     if not text:
         return text
-    extra = {f for s in secrets if s for f in _forms(s)}
-    # longest first, so a whole key is masked before one of its fields cuts it apart
-    for s in sorted(_known_secrets | extra, key=len, reverse=True):
-        text = text.replace(s, "****")
+    extra = sorted({f for s in secrets if s for f in _forms(s)}, key=len, reverse=True)
+    for s in [*extra, *_by_length]:
+        if s in text:
+            text = text.replace(s, "****")
     for pat in _SECRET_PATTERNS:
         if pat.groups == 2:
             text = pat.sub(lambda m: m.group(1) + "****" + m.group(2), text)

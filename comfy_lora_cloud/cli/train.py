@@ -10,9 +10,10 @@ from typing import Any, Optional
 
 import typer
 
-from ..errors import ConfigError, ObjectNotFound
+from ..errors import ConfigError, ObjectNotFound, StorageError
+from ..models import Problem
 from ..storage import layout
-from .common import ctx_obj, emit, handle_errors, out_console
+from .common import ctx_obj, emit, handle_errors, out_console, report_problems
 from ..service.runs import provider_factory
 
 if sys.version_info >= (3, 11):
@@ -158,11 +159,16 @@ def status(
 
         emit(ctx, data, one)
         return
-    rows = []
+    rows, problems = [], []
     for prefix in storage.list(layout.RUNS, delimiter="/").prefixes:
-        st = read_status(storage, prefix[len(layout.RUNS):].rstrip("/"))
+        try:  # bucket content is untrusted: one bad run is reported, not fatal to the list
+            st = read_status(storage, prefix[len(layout.RUNS):].rstrip("/"))
+        except (ConfigError, StorageError) as exc:
+            problems.append(Problem.of(prefix, exc))
+            continue
         if st is not None:
             rows.append(st.to_dict())
+    report_problems(problems)
     rows.sort(key=lambda r: r["updated_at"], reverse=True)
 
     def many(rs: list[dict[str, Any]]) -> None:

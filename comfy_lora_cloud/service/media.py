@@ -26,7 +26,7 @@ import io
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import DatasetError
 from ..storage import ObjectInfo, Storage
@@ -176,8 +176,9 @@ class Thumbnailer:
     """
 
     def __init__(self, *, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_THUMB_PIXELS,
-                 workers: int = THUMB_WORKERS, cache_bytes: int = THUMB_CACHE_BYTES):
-        self.max_bytes, self.max_pixels, self.cache_bytes = max_bytes, max_pixels, cache_bytes
+                 workers: int = THUMB_WORKERS, cache_bytes: int = THUMB_CACHE_BYTES,
+                 make: Callable[[bytes, int, int], bytes] = make_thumbnail):
+        self.max_bytes, self.max_pixels, self.cache_bytes, self.make = max_bytes, max_pixels, cache_bytes, make
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="lora-cloud-thumb")
         self._cache: collections.OrderedDict[tuple[Any, ...], bytes] = collections.OrderedDict()
         self._cached_bytes = 0
@@ -196,7 +197,7 @@ class Thumbnailer:
                 return hit
         data = await asyncio.to_thread(storage.read_bytes, key)
         loop = asyncio.get_running_loop()
-        thumb = await loop.run_in_executor(self._pool, make_thumbnail, data, size, self.max_pixels)
+        thumb = await loop.run_in_executor(self._pool, self.make, data, size, self.max_pixels)
         self._remember(cache_key, thumb)
         return thumb
 

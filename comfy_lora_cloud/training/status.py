@@ -199,7 +199,7 @@ def read_status(storage: Storage, run_id: str) -> RunStatus | None:
 def read_events(storage: Storage, run_id: str, since: int = 0) -> list[dict[str, Any]]:
     """Events from index ``since`` on (a poller passes how many it has already seen).
 
-    Only lines that are JSON objects with a text ``kind`` count: a torn or hostile line must not
+    Only lines that are JSON objects with a text ``kind`` (and a numeric ``t``) count: a torn or hostile line must not
     hide the others, nor reach a reader as something else than an event."""
     key = run_key(run_id, EVENTS)
     try:
@@ -215,7 +215,8 @@ def read_events(storage: Storage, run_id: str, since: int = 0) -> list[dict[str,
             event = json.loads(line, parse_constant=_no_constant)
         except (ValueError, RecursionError):
             continue
-        if isinstance(event, dict) and isinstance(event.get("kind"), str) and len(line) <= 64 * 1024:
+        if (isinstance(event, dict) and isinstance(event.get("kind"), str) and _number(event.get("t", 0))
+                and len(line) <= 64 * 1024):
             events.append(event)
     return events[since:]
 
