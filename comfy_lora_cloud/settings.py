@@ -36,6 +36,7 @@ import tomli_w
 
 log = logging.getLogger(__name__)
 
+VAST_URL = "https://console.vast.ai"  # vast.ai's API, for the controller and the rented GPU alike
 CONFIG_FILE = "config.toml"
 SECRETS_FILE = "secrets.toml"
 SECRET_KEYS = ("vast_api_key", "gcs_service_account_json", "hf_token", "webhook_url")
@@ -92,7 +93,7 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=current_home, description="config, secrets and state folder")
     storage: str = Field("", description="gs://bucket[/prefix] or a folder; default: <home>/bucket")
     gcs_project: str | None = Field(None, description="GCP project for the storage client")
-    vast_url: str = Field("https://console.vast.ai", description="vast.ai API base URL")
+    vast_url: str = Field(VAST_URL, description="vast.ai API base URL")
     ssh_key_path: str | None = Field(None, description="private key used to reach instances")
     comfyui_loras_dir: str | None = Field(None, description="where downloaded LoRAs go (ComfyUI models/loras)")
     allowed_hosts: str = Field(

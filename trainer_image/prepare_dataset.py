@@ -8,7 +8,7 @@ from pathlib import Path
 
 from comfy_lora_cloud.errors import LoraCloudError
 from comfy_lora_cloud.storage import open_storage
-from comfy_lora_cloud.training.dataset_pull import check_local_dataset, pull_dataset
+from comfy_lora_cloud.worker.dataset_pull import check_local_dataset, pull_dataset
 
 if __name__ == "__main__":
     if len(sys.argv) not in (2, 3):

@@ -2,7 +2,7 @@
 
 import sys
 
-from comfy_lora_cloud.training.entrypoint import main
+from comfy_lora_cloud.worker.entrypoint import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from comfy_lora_cloud.errors import LoraCloudError
-from comfy_lora_cloud.training.dataset_pull import check_local_dataset
+from comfy_lora_cloud.worker.dataset_pull import check_local_dataset
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:

@@ -1,23 +1,29 @@
-"""What every command shares: the context (settings, storage, state), JSON output and the one
-place where :class:`LoraCloudError` becomes an exit code."""
+"""What every command shares: the context (the one :class:`App` of the command), JSON output and
+the one place where :class:`LoraCloudError` becomes an exit code.
+
+Commands reach storage, the state store and the providers only through ``ctx_obj(ctx).app``: the
+same services, built the same way, as ComfyUI's nodes, routes and background loop."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
-import threading
 import json
 import sys
+import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Awaitable, Callable, Iterator, TypeVar
 
 import typer
 from rich.console import Console
 
-from ..errors import LoraCloudError, redact
+from ..errors import ConfigError, LoraCloudError, redact
+from ..service.app import App
 from ..settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 err_console = Console(stderr=True, highlight=False)
 out_console = Console(highlight=False, soft_wrap=True)
@@ -27,33 +33,23 @@ out_console = Console(highlight=False, soft_wrap=True)
 class CliContext:
     home: str | None = None
     json_output: bool = False
-    _settings: Settings | None = field(default=None, repr=False)
-    _storage: Any = field(default=None, repr=False)
+    _app: App | None = field(default=None, repr=False)
+
+    @property
+    def app(self) -> App:
+        """The command's app, built on first use (a broken config fails here, clearly)."""
+        if self._app is None:
+            self._app = App.open(self.home)
+        return self._app
 
     @property
     def settings(self) -> Settings:
-        if self._settings is None:
-            self._settings = Settings.load(self.home)
-        return self._settings
+        return self.app.settings
 
-    def storage(self):
-        """The configured storage, opened once per command."""
-        if self._storage is None:
-            from ..storage import open_storage
 
-            self._storage = open_storage(settings=self.settings)
-        return self._storage
-
-    def hash_cache(self):
-        """Local file checksums remembered between runs, so a re-sync does not re-hash."""
-        from ..storage.sync import HashCache
-
-        return HashCache(self.settings.home / "hash-cache.json")
-
-    def state(self):
-        from ..service.state import StateStore
-
-        return StateStore(self.settings.state_db)
+def run(coro: Awaitable[T]) -> T:
+    """Run one of the app's coroutines to the end (each command has its own event loop)."""
+    return asyncio.run(coro)  # type: ignore[arg-type]
 
 
 def ctx_obj(ctx: typer.Context) -> CliContext:
@@ -76,9 +72,10 @@ def emit(ctx: typer.Context, data: Any, human: Callable[[Any], None] | str | Non
 
 
 def report_problems(problems: Any) -> None:
-    """Entries a listing had to skip (bucket content it could not read), on stderr, as plain text."""
+    """Entries a listing had to skip (bucket content it could not read), on stderr, as plain text
+    (``{"entry", "message"}`` dicts, as the services' listings give them)."""
     for p in problems:
-        err_console.print(f"warning: skipped {p.entry}: {p.message}", markup=False)
+        err_console.print(f"warning: skipped {p['entry']}: {p['message']}", markup=False)
 
 
 def confirm_or_abort(ctx: typer.Context, question: str, yes: bool) -> None:
@@ -87,8 +84,6 @@ def confirm_or_abort(ctx: typer.Context, question: str, yes: bool) -> None:
     if yes:
         return
     if ctx_obj(ctx).json_output or not sys.stdin.isatty():
-        from ..errors import ConfigError
-
         raise ConfigError(f"{question} Pass --yes to confirm (no terminal to ask on).")
     typer.confirm(question, abort=True)
 

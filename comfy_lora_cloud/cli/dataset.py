@@ -8,8 +8,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from ..service import library
-from .common import confirm_or_abort, ctx_obj, emit, handle_errors, out_console, report_problems, transfer_progress
+from .common import (confirm_or_abort, ctx_obj, emit, handle_errors, out_console, report_problems, run,
+                     transfer_progress)
 
 app = typer.Typer(help="Datasets in your bucket: datasets/<name>/ (images, .txt captions, dataset.json).",
                   no_args_is_help=True)
@@ -24,12 +24,8 @@ def upload(
     delete: bool = typer.Option(False, "--delete", help="Also delete files in storage that the folder lacks."),
 ) -> None:
     """Upload a folder as a dataset. Unchanged files are skipped (size + checksum)."""
-    obj = ctx_obj(ctx)
-    storage = obj.storage()
     with transfer_progress(ctx, f"uploading {name}") as progress:
-        result = library.upload_dataset(storage, src, name, delete_extra=delete,
-                                        workers=obj.settings.sync_workers, progress=progress,
-                                        cache=obj.hash_cache())
+        result = run(ctx_obj(ctx).app.library.upload_dataset(src, name, delete_extra=delete, progress=progress))
     emit(ctx, result, f"dataset {name!r}: {result['files']} files uploaded ({result['bytes']} bytes), "
                       f"{result['skipped']} unchanged -> {result['url']}")
 
@@ -38,9 +34,9 @@ def upload(
 @handle_errors
 def list_(ctx: typer.Context) -> None:
     """List datasets with image and caption counts."""
-    found = library.list_datasets(ctx_obj(ctx).storage())
-    items = [d.to_dict() for d in found.items]
-    report_problems(found.problems)
+    found = run(ctx_obj(ctx).app.library.dataset_listing())
+    items = found["datasets"]
+    report_problems(found["problems"])
 
     def human(rows: list[dict]) -> None:
         if not rows:
@@ -63,10 +59,8 @@ def download(
     dest: Path = typer.Argument(..., help="Folder to download into (created if missing)."),
 ) -> None:
     """Download a dataset into a folder. Files already there and identical are skipped."""
-    obj = ctx_obj(ctx)
     with transfer_progress(ctx, f"downloading {name}") as progress:
-        result = library.download_dataset(obj.storage(), name, dest, workers=obj.settings.sync_workers,
-                                          progress=progress, cache=obj.hash_cache())
+        result = run(ctx_obj(ctx).app.library.download_dataset(name, dest, progress=progress))
     emit(ctx, result, f"dataset {name!r}: {result['files']} files downloaded to {result['path']}")
 
 
@@ -79,8 +73,8 @@ def delete(
 ) -> None:
     """Delete a dataset from storage."""
     confirm_or_abort(ctx, f"Delete dataset {name!r} and all its files?", yes)
-    n = library.delete_dataset(ctx_obj(ctx).storage(), name)
-    emit(ctx, {"dataset": name, "deleted": n}, f"deleted dataset {name!r} ({n} files)")
+    data = run(ctx_obj(ctx).app.library.delete_dataset(name))
+    emit(ctx, data, f"deleted dataset {name!r} ({data['deleted']} files)")
 
 
 def _size(n: int) -> str:

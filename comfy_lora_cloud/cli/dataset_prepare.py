@@ -5,13 +5,12 @@ Added to the `dataset` noun by :func:`register` (the noun's other commands live 
 
 from __future__ import annotations
 
-import tempfile
 from typing import Optional
 
 import typer
 
 from ..errors import DatasetError
-from .common import ctx_obj, emit, err_console, handle_errors, out_console
+from .common import ctx_obj, emit, err_console, handle_errors, out_console, run
 
 
 def register(app: typer.Typer) -> None:
@@ -38,26 +37,13 @@ def prepare(
     device: str = typer.Option("auto", "--device", help="Caption device: auto | cpu | cuda | mps."),
 ) -> None:
     """Crop, bucket and caption photos for a LoRA type, then upload them to storage."""
-    from ..dataset.bucket import BucketConfig
-    from ..dataset.pipeline import PrepareOptions, prepare_to_storage
-    from ..models import validate_name
-
     obj = ctx_obj(ctx)
-    validate_name(name, "dataset name")
-    settings = obj.settings
-    try:
-        bucket = BucketConfig(resolution=resolution, max_reso=max(resolution, 1024), upscale=upscale)
-    except ValueError as exc:
-        raise DatasetError(str(exc)) from None
-    options = PrepareOptions(
-        lora_type=lora_type, trigger=trigger, remove_background=remove_background,
-        background_model=background_model or settings.rembg_model_path, bucket=bucket, caption=caption,
-        caption_model=caption_model or settings.caption_model_path, caption_device=device,
-        overwrite_captions=overwrite_captions, workers=workers,
-    )
-    storage = obj.storage()
     with _progress(enabled=not obj.json_output) as progress:
-        result = prepare_to_storage(storage, source, name, options, replace_existing=replace_existing, progress=progress)
+        result = run(obj.app.library.prepare(
+            source, name, lora_type=lora_type, caption=caption, trigger=trigger,
+            remove_background=remove_background, caption_model=caption_model, background_model=background_model,
+            resolution=resolution, upscale=upscale, overwrite_captions=overwrite_captions,
+            replace_existing=replace_existing, workers=workers, device=device, progress=progress))
     data = {
         "name": name,
         "images": result.images,
@@ -83,13 +69,7 @@ def validate(
     trigger: Optional[str] = typer.Option(None, "--trigger", help="Expect this trigger (default: the manifest's)."),
 ) -> None:
     """Check a stored dataset: images, captions, buckets, duplicates, trigger word. Exit 6 on errors."""
-    from ..dataset.pipeline import download_dataset
-    from ..dataset.validate import validate_folder
-
-    storage = ctx_obj(ctx).storage()
-    with tempfile.TemporaryDirectory(prefix="lora-cloud-validate-") as tmp:
-        folder = download_dataset(storage, name, tmp)
-        report = validate_folder(folder, trigger=trigger)
+    report = run(ctx_obj(ctx).app.library.validate(name, trigger))
     emit(ctx, report.to_dict(), lambda _: out_console.print(report.to_text(), markup=False))
     if not report.ok:
         raise typer.Exit(DatasetError.exit_code)

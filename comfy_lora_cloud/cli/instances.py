@@ -1,33 +1,19 @@
-"""`lora-cloud instances`: our labelled vast.ai instances: list, logs, stop, destroy."""
+"""`lora-cloud instances`: our labelled vast.ai instances: list, logs, stop, destroy, reconcile."""
 
 from __future__ import annotations
 
-import asyncio
-
 import typer
 
-from ..providers.base import LABEL_PREFIX
-from ..providers.vast import VastProvider, client_from_settings
-from .common import confirm_or_abort, ctx_obj, emit, handle_errors, out_console
+from .common import confirm_or_abort, ctx_obj, emit, handle_errors, out_console, run
 
 app = typer.Typer(help="List and manage the instances LoRA Cloud rented.", no_args_is_help=True)
-
-
-def _run(ctx: typer.Context, action):
-    settings = ctx_obj(ctx).settings
-
-    async def go():
-        async with client_from_settings(settings) as client:
-            return await action(VastProvider(client))
-
-    return asyncio.run(go())
 
 
 @app.command("list")
 @handle_errors
 def list_(ctx: typer.Context, all_: bool = typer.Option(False, "--all", help="Include instances without our label.")) -> None:
-    """Live instances with their state, price and run."""
-    instances = _run(ctx, lambda p: p.list("" if all_ else LABEL_PREFIX))
+    """Live instances with their state, price and run, as vast.ai lists them now."""
+    instances = run(ctx_obj(ctx).app.instances.on_provider(everything=all_))
     rows = [{k: v for k, v in i.to_dict().items() if k != "raw"} for i in instances]
 
     def human(data: list) -> None:
@@ -44,32 +30,28 @@ def list_(ctx: typer.Context, all_: bool = typer.Option(False, "--all", help="In
 @app.command("logs")
 @handle_errors
 def logs(ctx: typer.Context, instance_id: str, tail: int = typer.Option(200, help="Lines to show.")) -> None:
-    """The container's recent log lines."""
-    text = _run(ctx, lambda p: p.logs(instance_id, tail))
-    emit(ctx, {"id": instance_id, "logs": text}, lambda d: out_console.print(d["logs"], markup=False, end=""))
+    """The container's recent log lines (ours only; secrets masked)."""
+    data = run(ctx_obj(ctx).app.instances.logs(instance_id, tail))
+    emit(ctx, data, lambda d: out_console.print(d["logs"], markup=False, end=""))
 
 
 @app.command("stop")
 @handle_errors
 def stop(ctx: typer.Context, instance_id: str) -> None:
     """Stop (the GPU is released; the disk stays and keeps billing storage)."""
-
-    async def action(p: VastProvider):
-        await p.stop(instance_id)
-        return await p.get(instance_id)
-
-    inst = _run(ctx, action)
-    emit(ctx, {"id": instance_id, "state": inst.state.value if inst else "gone"}, f"stopped {instance_id}")
+    data = run(ctx_obj(ctx).app.instances.stop(instance_id))
+    emit(ctx, data, f"stopped {instance_id} ({data['state']})")
 
 
 @app.command("destroy")
 @handle_errors
 def destroy(ctx: typer.Context, instance_id: str,
             yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")) -> None:
-    """Destroy (all billing stops; the instance's disk is deleted). Confirmed by reading it back."""
+    """Destroy one of our instances (all billing stops; its disk is deleted). Confirmed by reading it
+    back. An id that is unknown or not ours is refused."""
     confirm_or_abort(ctx, f"Destroy instance {instance_id} and delete its disk?", yes)
-    existed = _run(ctx, lambda p: p.destroy(instance_id))
-    emit(ctx, {"id": instance_id, "destroyed": True, "existed": existed}, f"destroyed {instance_id}")
+    data = run(ctx_obj(ctx).app.instances.destroy(instance_id))
+    emit(ctx, data, f"destroyed {instance_id}" if data["existed"] else f"{instance_id} was already gone")
 
 
 @app.command("reconcile")
@@ -78,16 +60,11 @@ def reconcile(
     ctx: typer.Context,
     grace: float = typer.Option(120.0, help="Seconds an unowned instance may live (a launch in progress)."),
 ) -> None:
-    """One guard pass: destroy our labelled instances that no live run owns, mark runs whose
-    instance vanished, book costs (reconciled with vast.ai's charges) and enforce the budgets.
-    ComfyUI with the pack loaded does this every 30 s; run it from cron if you only use the CLI."""
-    from ..service.budgets import Budgets
-    from ..service.guard import Guard
-
-    obj = ctx_obj(ctx)
-    state = obj.state()
-    result = _run(ctx, lambda p: Guard(p, state, Budgets.from_settings(obj.settings), grace_s=grace,
-                                                     storage=obj.storage()).run_once())
+    """One guard pass, the same one ComfyUI runs every 30 s: destroy our labelled instances that no
+    live run owns (runs live from another machine are protected), mark runs whose instance
+    vanished, book costs (reconciled with vast.ai's charges) and enforce the budgets. Run it from
+    cron if you only use the CLI."""
+    result = run(ctx_obj(ctx).app.guard_pass(grace_s=grace))
 
     def human(d: dict) -> None:
         r = d["reconcile"]
@@ -95,5 +72,7 @@ def reconcile(
                           f"waiting {len(r['waiting'])}, lost runs {len(r['lost_runs'])}", markup=False)
         for v in d["budgets"]:
             out_console.print(f"{v['level']}: {v['message']}", markup=False)
+        for p in d.get("problems", []):
+            out_console.print(f"problem: {p}", markup=False)
 
     emit(ctx, result, human)

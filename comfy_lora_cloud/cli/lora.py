@@ -9,8 +9,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from ..service import library
-from .common import confirm_or_abort, ctx_obj, emit, handle_errors, out_console, report_problems
+from .common import confirm_or_abort, ctx_obj, emit, handle_errors, out_console, report_problems, run
 from .dataset import _size
 
 app = typer.Typer(help="Trained LoRAs in your bucket: loras/<name>.safetensors (+ .json).", no_args_is_help=True)
@@ -20,9 +19,9 @@ app = typer.Typer(help="Trained LoRAs in your bucket: loras/<name>.safetensors (
 @handle_errors
 def list_(ctx: typer.Context) -> None:
     """List LoRAs with size and the run that made them."""
-    found = library.list_loras(ctx_obj(ctx).storage())
-    items = [lo.to_dict() for lo in found.items]
-    report_problems(found.problems)
+    found = run(ctx_obj(ctx).app.library.lora_listing())
+    items = found["loras"]
+    report_problems(found["problems"])
 
     def human(rows: list[dict]) -> None:
         if not rows:
@@ -31,6 +30,7 @@ def list_(ctx: typer.Context) -> None:
         t = Table("name", "size", "dataset", "preset", "trigger")
         for r in rows:
             m = r["metadata"] or {}
+            # sidecar text comes from the bucket: never rich markup
             t.add_row(r["name"], _size(r["size"]), *(Text(str(m.get(k, ""))[:200])
                                                      for k in ("dataset", "preset", "trigger")))
         out_console.print(t)
@@ -48,10 +48,10 @@ def download(
     ),
 ) -> None:
     """Download a LoRA (checksum verified; written through a temporary name)."""
-    obj = ctx_obj(ctx)
-    folder = dest or (Path(obj.settings.comfyui_loras_dir) if obj.settings.comfyui_loras_dir else Path.cwd())
-    path = library.download_lora(obj.storage(), name, folder)
-    emit(ctx, {"lora": name, "path": str(path), "size": path.stat().st_size}, f"saved {path}")
+    settings = ctx_obj(ctx).settings
+    folder = dest or (Path(settings.comfyui_loras_dir) if settings.comfyui_loras_dir else Path.cwd())
+    data = run(ctx_obj(ctx).app.library.download_lora(name, folder))
+    emit(ctx, {"lora": name, "path": data["path"], "size": data["size"]}, f"saved {data['path']}")
 
 
 @app.command("delete")
@@ -63,5 +63,5 @@ def delete(
 ) -> None:
     """Delete a LoRA and its metadata from storage."""
     confirm_or_abort(ctx, f"Delete LoRA {name!r}?", yes)
-    n = library.delete_lora(ctx_obj(ctx).storage(), name)
-    emit(ctx, {"lora": name, "deleted": n}, f"deleted LoRA {name!r}")
+    data = run(ctx_obj(ctx).app.library.delete_lora(name))
+    emit(ctx, {"lora": name, "deleted": data["deleted"]}, f"deleted LoRA {name!r}")

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Optional
 
 import typer
 
-from ..providers.pricing import Job, pick_offer
-from ..providers.vast import VastProvider, client_from_settings
-from .common import ctx_obj, emit, handle_errors, out_console
+from .common import ctx_obj, emit, handle_errors, out_console, run
 
 app = typer.Typer(help="Find the offer with the cheapest expected total for a training job.")
 
@@ -29,19 +26,11 @@ def offers(
     disk_gb: float = typer.Option(80.0, help="Disk to rent, GB."),
 ) -> None:
     """Rank offers by expected job cost (download + setup + training time at each GPU's speed)."""
-    settings = ctx_obj(ctx).settings
-    from ..training.estimate import preset_steps
-
-    steps = steps or preset_steps(preset, images, tier)
-    job = Job(preset=preset, resolution=resolution, tier=tier, steps=steps,
-              interruptible=interruptible, max_dph=settings.max_dph if max_dph is None else max_dph,
-              min_reliability=min_reliability, disk_gb=disk_gb)
-
-    async def go():
-        async with client_from_settings(settings) as client:
-            return await pick_offer(VastProvider(client), job)
-
-    pick = asyncio.run(go())
+    offers_ = ctx_obj(ctx).app.offers
+    job = offers_.job(preset=preset, tier=tier, steps=steps or None, images=images, resolution=resolution,
+                      interruptible=interruptible, max_dph=max_dph, min_reliability=min_reliability,
+                      disk_gb=disk_gb)
+    pick = run(offers_.pick(job))
     data = {"job": {"preset": job.preset, "resolution": job.resolution, "steps": job.steps, "tier": job.tier,
                     "interruptible": job.interruptible, "max_dph": job.max_dph}, **pick.to_dict()}
 

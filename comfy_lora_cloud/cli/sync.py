@@ -6,29 +6,21 @@ from pathlib import Path
 
 import typer
 
-from ..storage import sync as syncer
-from ..storage.base import clean_prefix
-from .common import ctx_obj, emit, handle_errors, transfer_progress
+from ..errors import ConfigError
+from .common import ctx_obj, emit, handle_errors, run, transfer_progress
 
 app = typer.Typer(help="Mirror a folder to or from a storage prefix (plan by size + checksum).",
                   no_args_is_help=True)
 
 
-def _prefix(p: str) -> str:
-    p = p.strip().lstrip("/")
-    p = p if p.endswith("/") or not p else p + "/"
-    return clean_prefix(p)
-
-
-def _run(ctx: typer.Context, plan, label: str, dry_run: bool, cache) -> None:
-    obj = ctx_obj(ctx)
+def _apply(ctx: typer.Context, plan, label: str, dry_run: bool) -> None:
+    mirror = ctx_obj(ctx).app.mirror
     summary = plan.to_dict()
     if dry_run:
         emit(ctx, {"dry_run": True, **summary}, f"would {label}: {summary}")
         return
     with transfer_progress(ctx, label) as progress:
-        result = syncer.apply(plan, obj.storage(), workers=obj.settings.sync_workers, progress=progress,
-                              cache=cache)
+        result = run(mirror.apply(plan, progress))
     data = {**summary, **result.to_dict()}
     emit(ctx, data, f"{label}: {result.files} files, {result.bytes} bytes in {result.seconds:.1f}s")
 
@@ -43,14 +35,10 @@ def push(
     dry_run: bool = typer.Option(False, "--dry-run", help="Only show what would move."),
 ) -> None:
     """Upload what differs from LOCAL to PREFIX."""
-    obj = ctx_obj(ctx)
     if not local.is_dir():
-        from ..errors import ConfigError
-
         raise ConfigError(f"{local} is not a folder")
-    cache = obj.hash_cache()
-    plan = syncer.plan_push(obj.storage(), local, _prefix(prefix), delete=delete, cache=cache)
-    _run(ctx, plan, f"push {local} -> {prefix}", dry_run, cache)
+    plan = run(ctx_obj(ctx).app.mirror.plan_push(local, prefix, delete=delete))
+    _apply(ctx, plan, f"push {local} -> {prefix}", dry_run)
 
 
 @app.command("pull")
@@ -63,7 +51,5 @@ def pull(
     dry_run: bool = typer.Option(False, "--dry-run", help="Only show what would move."),
 ) -> None:
     """Download what differs from PREFIX to LOCAL."""
-    obj = ctx_obj(ctx)
-    cache = obj.hash_cache()
-    plan = syncer.plan_pull(obj.storage(), _prefix(prefix), local, delete=delete, cache=cache)
-    _run(ctx, plan, f"pull {prefix} -> {local}", dry_run, cache)
+    plan = run(ctx_obj(ctx).app.mirror.plan_pull(prefix, local, delete=delete))
+    _apply(ctx, plan, f"pull {prefix} -> {local}", dry_run)

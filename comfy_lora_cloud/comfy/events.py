@@ -1,18 +1,13 @@
 """Live events for the sidebar, pushed through ComfyUI's websocket, and the loop that makes them.
 
-Event names (the sidebar subscribes with ``api.addEventListener(name, ...)``):
-
-    lora_cloud.run        one run's view (state, step, loss, ETA, samples) whenever it changes
-    lora_cloud.instance   {"instances": [...]} when instances change (and while any bills)
-    lora_cloud.budget     {"kind": "warning"|"exceeded"|"changed", "message", ...}: the month's
-                          spend nearing or passing its cap, or new caps; the watchdog sends
-                          "warning"/"enforced"/"enforce_failed" with the same name
+The event names and what each carries are in :mod:`comfy_lora_cloud.service.events`; the sidebar
+subscribes with ``api.addEventListener(name, ...)``.
 
 The sender is injectable. In ComfyUI it is ``PromptServer.instance.send_sync(event, data,
 sid=None)``: thread-safe, a broadcast to every open tab (contract §2), imported lazily so this
 module loads without ComfyUI.
 
-The poller, reconcile and the budget watchdog run on :class:`PackLoop`, a daemon thread with its
+The poller and the guard (the app's one guard pass: reconcile and the budget watchdog) run on :class:`PackLoop`, a daemon thread with its
 own asyncio loop that the pack starts once. Nodes run on per-prompt loops and routes on the
 server loop (contract §3); long-lived work belongs to neither. ComfyUI never runs shutdown hooks, so nothing here needs one.
 """
@@ -26,16 +21,15 @@ import threading
 from typing import Any, Awaitable, Callable, Coroutine
 
 from ..errors import redact
-from ..service.api import BUDGET_EVENT, INSTANCE_EVENT, RUN_EVENT, LoraCloudService
-from ..service.budgets import Budgets
-from ..service.guard import Guard
+from ..service.app import App
+from ..service.events import BUDGET_EVENT, GUARD_EVENT, INSTANCE_EVENT, RUN_EVENT
 
 log = logging.getLogger(__name__)
 
-RUN, INSTANCE, BUDGET = RUN_EVENT, INSTANCE_EVENT, BUDGET_EVENT
+RUN, INSTANCE, BUDGET = RUN_EVENT, INSTANCE_EVENT, BUDGET_EVENT  # the names live in service/events.py
 
 Send = Callable[[str, dict[str, Any]], None]
-GetService = Callable[[], Awaitable[LoraCloudService]]
+GetApp = Callable[[], Awaitable[App]]
 
 
 def comfy_send(event: str, data: dict[str, Any]) -> None:
@@ -46,15 +40,14 @@ def comfy_send(event: str, data: dict[str, Any]) -> None:
 
 
 class EventPoller:
-    """Reads runs, instances and costs from the service and sends what changed since last time.
+    """Reads runs, instances and costs from the app and sends what changed since last time.
 
     Live runs are read every poll; a full scan (which also finds runs launched from another
     machine) happens every ``full_every`` polls, so a big bucket is not listed every few seconds.
     """
 
-    def __init__(self, service: LoraCloudService, send: Send, *, full_every: int = 12,
-                 warn_fraction: float = 0.8):
-        self.service, self.send = service, send
+    def __init__(self, app: App, send: Send, *, full_every: int = 12, warn_fraction: float = 0.8):
+        self.app, self.send = app, send
         self.full_every, self.warn_fraction = full_every, warn_fraction
         self._polls = 0
         self._run_sigs: dict[str, tuple[Any, ...]] = {}
@@ -68,9 +61,9 @@ class EventPoller:
         full = self._polls % self.full_every == 0
         self._polls += 1
         if full:
-            views = [await self.service.run(v["id"]) if v["live"] else v for v in await self.service.runs()]
+            views = [await self.app.runs.get(v["id"]) if v["live"] else v for v in await self.app.runs.list()]
         else:  # live runs in detail (with their sample list)
-            views = [await self.service.run(run_id) for run_id in sorted(self._live)]
+            views = [await self.app.runs.get(run_id) for run_id in sorted(self._live)]
         for view in views:
             view.pop("status", None)
             sig = tuple(view.get(k) for k in ("state", "step", "loss", "updated_at", "error", "cost_usd"))
@@ -80,14 +73,14 @@ class EventPoller:
                 self._run_sigs[view["id"]] = sig
                 self.send(RUN, view)
                 sent.append(RUN)
-        instances = await self.service.instances()
+        instances = await self.app.instances.list()
         sig = tuple((i["id"], i["state"]) for i in instances)
         billing = any(i["state"] in ("running", "loading", "creating") for i in instances)
         if sig != self._instances_sig or billing:
             self._instances_sig = sig
             self.send(INSTANCE, {"instances": instances})
             sent.append(INSTANCE)
-        sent += self._check_budget(await self.service.costs())
+        sent += self._check_budget(await self.app.costs.summary())
         return sent
 
     def _check_budget(self, costs: dict[str, Any]) -> list[str]:
@@ -158,49 +151,43 @@ class PackLoop:
         loop.close()
 
 
-async def poll_forever(get_service: GetService, send: Send, interval: float = 5.0,
+async def poll_forever(get_app: GetApp, send: Send, interval: float = 5.0,
                        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
     """Poll until cancelled. A failing round (bad settings, a flaky bucket) is logged and the
-    next round tries again, building the service again if it could not be built."""
+    next round tries again, building the app again if it could not be built."""
     poller: EventPoller | None = None
     while True:
         try:
             if poller is None:
-                poller = EventPoller(await get_service(), send)
+                poller = EventPoller(await get_app(), send)
             await poller.poll_once()
         except Exception as exc:
             log.warning("lora_cloud event poll failed: %s", redact(str(exc)))
         await sleep(interval)
 
 
-async def guard_forever(get_service: GetService, send: Send, *, interval: float = 30.0, grace_s: float = 120.0,
-                        fresh_s: float = 1800.0, sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
-    """Reconcile and the budget watchdog (issue 3's), every ``interval`` s, while a vast.ai key is set.
-
-    Reconcile destroys labelled instances that no live run owns; a run whose trainer reported a
-    live state to the bucket within ``fresh_s`` counts as owned (another laptop's run). The
-    watchdog books costs, enforces the budgets and sends ``lora_cloud.budget`` events. One
-    provider (one HTTP client) serves both for as long as it works; it is reopened after a failure.
-    """
+async def guard_forever(get_app: GetApp, *, interval: float = 30.0, grace_s: float = 120.0,
+                        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+    """The app's one guard pass (reconcile + budget watchdog, the same as ``lora-cloud instances
+    reconcile``) every ``interval`` s while a vast.ai key is set. The app re-reads its settings,
+    so a budget changed from the CLI applies on the next round. A failing round is logged, sent
+    to the sidebar as a ``lora_cloud.guard`` problem, and the next round tries again."""
     while True:
+        app: App | None = None
         try:
-            service = await get_service()
-            if service.provider_factory is None or not service.settings.secret("vast_api_key"):
-                await sleep(interval)
-                continue
-            async with service.provider_factory() as provider:
-                guard = Guard(provider, service.state, lambda: Budgets.from_settings(service.settings),
-                              clock=service.clock, emit=send, grace_s=grace_s,
-                              is_live_elsewhere=lambda run_id: service.run_live_in_bucket(run_id, fresh_s),
-                              storage=service.storage)
-                while True:
-                    await guard.run_once()
-                    await sleep(interval)
+            app = await get_app()
+            if app.has_vast_key():
+                report = await app.guard_pass(grace_s=grace_s)
+                for problem in report.get("problems", []):
+                    app.emit(GUARD_EVENT, {"kind": "problem", "message": redact(str(problem))})
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning("lora_cloud reconcile/watchdog round failed: %s", redact(str(exc)))
-            await sleep(interval)
+            message = redact(getattr(exc, "message", None) or str(exc))
+            log.warning("lora_cloud guard round failed: %s", message)
+            if app is not None:
+                app.emit(GUARD_EVENT, {"kind": "problem", "message": f"guard round failed: {message}"})
+        await sleep(interval)
 
 
 _pack_loop = PackLoop()
@@ -212,12 +199,12 @@ def pack_loop() -> PackLoop:
     return _pack_loop
 
 
-def start_background(get_service: GetService, send: Send) -> list[concurrent.futures.Future[Any]]:
-    """Start the event poller and the reconcile/watchdog loop on the pack's loop, once."""
+def start_background(get_app: GetApp, send: Send = comfy_send) -> list[concurrent.futures.Future[Any]]:
+    """Start the event poller and the guard loop on the pack's loop, once."""
     with _background_lock:
         if not _background or any(f.done() for f in _background):
             for f in _background:
                 f.cancel()
-            _background[:] = [_pack_loop.submit(poll_forever(get_service, send)),
-                              _pack_loop.submit(guard_forever(get_service, send))]
+            _background[:] = [_pack_loop.submit(poll_forever(get_app, send)),
+                              _pack_loop.submit(guard_forever(get_app))]
         return list(_background)

@@ -1,6 +1,7 @@
 """The pack's nodes (ComfyUI V3 API).
 
-Each node is a thin shell over :mod:`comfy_lora_cloud.service.graph`: it reads its inputs,
+Each node is a thin shell over the pack's one :class:`App` (``comfy/wiring.py``, shared with the
+routes and the background loop) and :mod:`comfy_lora_cloud.service.graph`: it reads its inputs,
 hands ComfyUI's progress bar and interrupt flag to the step as plain callables, runs blocking
 work in a thread and lets a :class:`LoraCloudError` propagate so ComfyUI shows its message.
 No node takes a secret as an input: keys live in the lora-cloud home (``lora-cloud config``).
@@ -16,12 +17,11 @@ from typing import Any, Callable
 from comfy_api.latest import io
 
 from ..errors import ConfigError
-from ..providers.pricing import throughput_table
 from ..service import graph
+from ..service.app import App
+from ..service.offers import gpu_choices
 from ..service.runs import TrainRequest
-from ..service.state import StateStore
-from ..settings import Settings
-from ..storage import open_storage
+from .wiring import holder
 
 IMAGES = io.Custom("LORA_CLOUD_IMAGES")
 DATASET = io.Custom("LORA_CLOUD_DATASET")
@@ -32,11 +32,14 @@ CROPS = ["auto", "face", "object", "center", "none"]
 
 
 # ---- ComfyUI plumbing ------------------------------------------------------------------------
-def _context() -> tuple[Settings, Any, graph.WorkArea]:
-    """Settings, storage and the work folder (blocking: file reads, maybe a credentials lookup;
-    nodes call it through ``asyncio.to_thread``)."""
-    settings = Settings.load()
-    return settings, open_storage(settings=settings), graph.WorkArea(settings.home / "work")
+async def _app() -> tuple[App, Any, graph.WorkArea]:
+    """The pack's app, its storage and the work folder (reading settings or opening a GCS client
+    may block: done in a thread)."""
+    def parts() -> tuple[App, Any, graph.WorkArea]:
+        app = holder.get_blocking()
+        return app, app.storage, graph.WorkArea(app.work_dir)
+
+    return await asyncio.to_thread(parts)
 
 
 def _progress(node_id: str | None) -> Callable[[int, int], None]:
@@ -116,7 +119,7 @@ class LoraCloudLoadImages(io.ComfyNode):
             import folder_paths
 
             input_dir = folder_paths.get_input_directory()
-        _settings, storage, work = await asyncio.to_thread(_context)
+        _, storage, work = await _app()
         images = await asyncio.to_thread(graph.load_images, source, path, storage=storage, work=work,
                                          input_dir=input_dir)
         return io.NodeOutput(images, f"{images.count} images in {images.folder}")
@@ -151,7 +154,7 @@ class LoraCloudCropForTraining(io.ComfyNode):
     async def execute(cls, images, lora_type: str, crop: str, resolution: int, trigger: str) -> io.NodeOutput:
         _check(lora_type, LORA_TYPES, "lora_type")
         _check(crop, CROPS, "crop")
-        _settings, _storage, work = await asyncio.to_thread(_context)
+        _, _, work = await _app()
         out = await asyncio.to_thread(graph.crop_for_training, images, lora_type=lora_type, crop=crop,
                                       resolution=resolution, trigger=trigger.strip() or None, work=work,
                                       progress=_progress(cls.hidden.unique_id))
@@ -181,11 +184,11 @@ class LoraCloudRemoveBackground(io.ComfyNode):
     @classmethod
     async def execute(cls, images, lora_type: str, model_path: str) -> io.NodeOutput:
         _check(lora_type, LORA_TYPES, "lora_type")
-        settings, _storage, work = await asyncio.to_thread(_context)
+        app, _storage, work = await _app()
         out = await asyncio.to_thread(
             graph.crop_for_training, images, lora_type=lora_type, crop="none", trigger=images.trigger,
             resolution=images.resolution or 1024, work=work, remove_background=True,
-            background_model=model_path.strip() or settings.rembg_model_path,
+            background_model=model_path.strip() or app.settings.rembg_model_path,
             progress=_progress(cls.hidden.unique_id))
         return io.NodeOutput(out)
 
@@ -218,10 +221,10 @@ class LoraCloudCaption(io.ComfyNode):
     @classmethod
     async def execute(cls, images, model: str, model_path: str, trigger: str, overwrite: bool) -> io.NodeOutput:
         _check(model, ["florence", "blip2", "none"], "model")
-        settings, _storage, work = await asyncio.to_thread(_context)
+        app, _storage, work = await _app()
         out = await asyncio.to_thread(
             graph.caption_images, images, model=model,
-            model_path=model_path.strip() or settings.caption_model_path, trigger=trigger.strip() or None,
+            model_path=model_path.strip() or app.settings.caption_model_path, trigger=trigger.strip() or None,
             overwrite=overwrite, work=work, progress=_progress(cls.hidden.unique_id))
         return io.NodeOutput(out)
 
@@ -288,7 +291,7 @@ class LoraCloudSaveDataset(io.ComfyNode):
 
     @classmethod
     async def execute(cls, images, name: str, replace: bool) -> io.NodeOutput:
-        _settings, storage, _work = await asyncio.to_thread(_context)
+        app, storage, _work = await _app()
         ref = await asyncio.to_thread(graph.save_dataset, images, name, storage=storage, replace_existing=replace,
                                       progress=_progress(cls.hidden.unique_id))
         summary = f"dataset {ref.name}: {ref.images} images, {ref.captioned} captioned, in {ref.storage_url}"
@@ -314,25 +317,22 @@ class LoraCloudLoadDataset(io.ComfyNode):
     @classmethod
     def fingerprint_inputs(cls, dataset: str) -> str:
         try:  # one listing: re-run when the dataset's files change
-            _s, storage, _w = _context()
-            objs = storage.list(f"datasets/{dataset.strip()}/").objects
+            objs = holder.get_blocking().storage.list(f"datasets/{dataset.strip()}/").objects
             return graph.digest(sorted((o.key, o.md5) for o in objs))
         except Exception:
             return str(math.nan)
 
     @classmethod
     async def execute(cls, dataset: str) -> io.NodeOutput:
-        from ..service.library import describe_dataset
-
-        _settings, storage, _work = await asyncio.to_thread(_context)
-        d = await asyncio.to_thread(describe_dataset, storage, dataset.strip())
+        app, storage, _work = await _app()
+        d = await app.library.describe(dataset.strip())
         ref = graph.DatasetRef(d.name, storage.url, d.images, d.captioned, d.trigger, d.lora_type)
         return io.NodeOutput(ref, f"{d.name}: {d.images} images, {d.captioned} captioned ({storage.url})")
 
 
 # ---- training --------------------------------------------------------------------------------
 def _gpu_options() -> list[str]:
-    return ["auto"] + sorted(throughput_table()["gpus"])
+    return gpu_choices()
 
 
 class LoraCloudLaunchTrainer(io.ComfyNode):
@@ -377,12 +377,11 @@ class LoraCloudLaunchTrainer(io.ComfyNode):
         _check(lora_type, LORA_TYPES, "lora_type")
         _check(provider, ["vast", "local"], "provider")
         _check(gpu, _gpu_options(), "gpu")
-        settings, storage, _work = await asyncio.to_thread(_context)
+        app, storage, _work = await _app()
         req = TrainRequest(dataset=dataset.name, lora_type=lora_type, lora_name=lora_name.strip() or None,
                            trigger=trigger.strip() or None, gpu=None if gpu == "auto" else gpu, provider=provider,
                            interruptible=interruptible, max_run_usd=max_usd, max_dph=max_dph, max_hours=max_hours)
-        run = await graph.launch(dataset, req, settings=settings, storage=storage,
-                                 state=StateStore(settings.state_db))
+        run = await graph.launch(dataset, req, runs=app.runs, storage_url=storage.url)
         return io.NodeOutput(run, run.summary, ui={"text": [run.summary]})
 
 
@@ -403,7 +402,7 @@ class LoraCloudAwaitLora(io.ComfyNode):
 
     @classmethod
     async def execute(cls, run) -> io.NodeOutput:
-        _settings, storage, _work = await asyncio.to_thread(_context)
+        app, storage, _work = await _app()
         name, path = await graph.await_lora(run, storage=storage, loras_dir=_loras_dir(),
                                             progress=_progress(cls.hidden.unique_id), interrupted=_interrupted,
                                             poll_s=2.0)
@@ -438,7 +437,7 @@ class LoraCloudLoraLoader(io.ComfyNode):
         import comfy.sd
         import comfy.utils
 
-        _settings, storage, _work = await asyncio.to_thread(_context)
+        app, storage, _work = await _app()
         path = await asyncio.to_thread(graph.ensure_local_lora, storage, lora_name, _loras_dir())
         lora = await asyncio.to_thread(comfy.utils.load_torch_file, str(path), True)
         model_lora, clip_lora = comfy.sd.load_lora_for_models(model, clip, lora, strength_model,

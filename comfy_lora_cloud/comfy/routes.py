@@ -1,6 +1,7 @@
 """HTTP routes under ``/lora_cloud/api/`` for the sidebar (ComfyUI also serves them under ``/api``).
 
-Handlers are thin: parse the request, await one :class:`LoraCloudService` call, answer JSON.
+Handlers are thin: parse the request, await one call on the :class:`App`'s noun services, answer
+JSON.
 :func:`register_routes` adds them to any ``RouteTableDef``, so tests run them on a plain aiohttp
 app and ComfyUI gets them through :func:`install`.
 
@@ -16,7 +17,7 @@ Safety (reference/comfyui-contract.md §2, §6; issue 10):
   need ``Content-Type: application/json`` (so a cross-site request needs a preflight, which
   fails) and the per-install token in ``X-LoRA-Cloud-Token``;
 - files from the bucket are served as :mod:`..service.media` says (images typed by their bytes,
-  anything else as a sandboxed attachment);
+  anything else as a sandboxed attachment); listings carry the ``problems`` they skipped;
 - names come from the URL and are validated by the service layer (path tricks give 400).
 """
 
@@ -27,14 +28,14 @@ import functools
 import inspect
 import logging
 import re
-import threading
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable, Union
+from typing import Awaitable, Callable, Iterable, Union
 
 from aiohttp import web
 
 from ..errors import ConfigError, LoraCloudError, redact
-from ..service.api import THUMB_SIZES, LoraCloudService
+from ..service.app import App
+from ..service.files import THUMB_SIZES
 from ..service.media import SAFE_HEADERS as SAFE_IMAGE_HEADERS, ServedFile
 from . import http_guard
 from .token import HEADER, load_or_create_token, token_matches
@@ -42,7 +43,7 @@ from .token import HEADER, load_or_create_token, token_matches
 log = logging.getLogger(__name__)
 
 PREFIX = "/lora_cloud/api"
-GetService = Callable[[], Union[LoraCloudService, Awaitable[LoraCloudService]]]
+GetApp = Callable[[], Union[App, Awaitable[App]]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -56,29 +57,30 @@ def error_response(exc: LoraCloudError) -> web.Response:
 
 
 class _Routes:
-    """The handlers, bound to how they get the service and the token."""
+    """The handlers, bound to how they get the app and the token."""
 
-    def __init__(self, get_service: GetService, listen: Iterable[str]):
-        self._get_service = get_service
+    def __init__(self, get_app: GetApp, listen: Iterable[str]):
+        self._get_app = get_app
         self._listen = tuple(listen)
         self._tokens: dict[Path, str] = {}
         self._policy: tuple[tuple[str, ...], http_guard.HostPolicy] | None = None
 
-    async def service(self) -> LoraCloudService:
-        svc = self._get_service()
-        if inspect.isawaitable(svc):
-            svc = await svc
-        return svc  # type: ignore[return-value]
+    async def app(self) -> App:
+        app = self._get_app()
+        if inspect.isawaitable(app):
+            app = await app
+        return app  # type: ignore[return-value]
 
     async def token(self) -> str:
-        home = (await self.service()).settings.home
+        home = (await self.app()).settings.home
         if home not in self._tokens:
             self._tokens[home] = await asyncio.to_thread(load_or_create_token, home)
         return self._tokens[home]
 
     async def policy(self) -> http_guard.HostPolicy:
-        """Which Hosts and Origins to answer: rebuilt when ``allowed_hosts`` changes."""
-        allowed = (await self.service()).settings.allowed_host_list
+        """Which Hosts and Origins to answer: rebuilt when ``allowed_hosts`` changes (the app
+        re-reads its settings when the files change)."""
+        allowed = (await self.app()).settings.allowed_host_list
         if self._policy is None or self._policy[0] != allowed:
             self._policy = (allowed, http_guard.HostPolicy(self._listen, allowed))
         return self._policy[1]
@@ -136,14 +138,13 @@ def _file_response(f: ServedFile, cache: str) -> web.Response:
     return web.Response(body=f.body, content_type=f.content_type, headers={**f.headers, "Cache-Control": cache})
 
 
-def register_routes(routes: web.RouteTableDef, get_service: GetService, *,
-                    listen: Iterable[str] = ("127.0.0.1",)) -> None:
+def register_routes(routes: web.RouteTableDef, get_app: GetApp, *, listen: Iterable[str] = ("127.0.0.1",)) -> None:
     """Add every ``/lora_cloud/api/...`` handler to ``routes``, each behind the HTTP guard.
 
     ``listen``: the addresses the server listens on (ComfyUI's ``--listen``), whose names the
     Host rule accepts besides loopback and the ``allowed_hosts`` setting.
     """
-    r = _Routes(get_service, listen)
+    r = _Routes(get_app, listen)
 
     def get(path: str) -> Callable[[Handler], Handler]:
         return lambda fn: routes.get(PREFIX + path)(r.wrap(fn, mutating=False))
@@ -160,32 +161,32 @@ def register_routes(routes: web.RouteTableDef, get_service: GetService, *,
     @get("/instances")
     async def instances(request: web.Request) -> web.Response:
         everything = request.query.get("all") in ("1", "true")
-        return web.json_response({"instances": await (await r.service()).instances(everything)})
+        return web.json_response({"instances": await (await r.app()).instances.list(everything)})
 
     @mutate("POST", "/instances/{instance_id}/stop")
     async def stop_instance(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.service()).stop_instance(request.match_info["instance_id"]))
+        return web.json_response(await (await r.app()).instances.stop(request.match_info["instance_id"]))
 
     @mutate("POST", "/instances/{instance_id}/destroy")
     async def destroy_instance(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.service()).destroy_instance(request.match_info["instance_id"]))
+        return web.json_response(await (await r.app()).instances.destroy(request.match_info["instance_id"]))
 
     @get("/instances/{instance_id}/logs")
     async def instance_logs(request: web.Request) -> web.Response:
         tail = _int_param(request, "tail", 200)
-        return web.json_response(await (await r.service()).instance_logs(request.match_info["instance_id"], tail))
+        return web.json_response(await (await r.app()).instances.logs(request.match_info["instance_id"], tail))
 
     @get("/costs")
     async def costs(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.service()).costs())
+        return web.json_response(await (await r.app()).costs.summary())
 
     @get("/budgets")
     async def budgets(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.service()).budgets())
+        return web.json_response((await r.app()).costs.budgets())
 
     @mutate("POST", "/budgets")
     async def set_budgets(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.service()).set_budgets(await http_guard.read_json_body(request)))
+        return web.json_response(await (await r.app()).costs.set_budgets(await http_guard.read_json_body(request)))
 
     # ---- runs ------------------------------------------------------------------------------------
     @get("/runs")
@@ -193,115 +194,82 @@ def register_routes(routes: web.RouteTableDef, get_service: GetService, *,
         limit = _int_param(request, "limit", 50)
         if not 1 <= limit <= 500:
             raise ConfigError("limit must be between 1 and 500")
-        return web.json_response(await (await r.service()).run_listing(limit))
+        return web.json_response(await (await r.app()).runs.listing(limit))
 
     @get("/runs/{run_id}")
     async def run(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.service()).run(request.match_info["run_id"]))
+        return web.json_response(await (await r.app()).runs.get(request.match_info["run_id"]))
 
     @mutate("POST", "/runs")
     async def start_run(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.service()).start_run(await http_guard.read_json_body(request)))
+        return web.json_response(await (await r.app()).runs.start_from_body(await http_guard.read_json_body(request)))
 
     @mutate("POST", "/runs/{run_id}/stop")
     async def stop_run(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.service()).stop_run(request.match_info["run_id"]))
+        return web.json_response(await (await r.app()).runs.stop(request.match_info["run_id"]))
 
     @get("/runs/{run_id}/events")
     async def run_events(request: web.Request) -> web.Response:
         since = _int_param(request, "since", 0)
-        return web.json_response(await (await r.service()).run_events(request.match_info["run_id"], since))
+        return web.json_response(await (await r.app()).runs.events(request.match_info["run_id"], since))
 
     @get("/runs/{run_id}/samples")
     async def run_samples(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.service()).sample_listing(request.match_info["run_id"]))
+        return web.json_response(await (await r.app()).runs.sample_listing(request.match_info["run_id"]))
 
     @get("/runs/{run_id}/samples/{file}")
     async def run_sample(request: web.Request) -> web.Response:
-        f = await (await r.service()).run_sample(request.match_info["run_id"], request.match_info["file"])
+        f = await (await r.app()).runs.sample(request.match_info["run_id"], request.match_info["file"])
         return _file_response(f, "private, max-age=60")
 
     # ---- datasets --------------------------------------------------------------------------------
     @get("/datasets")
     async def datasets(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.service()).dataset_listing())
+        return web.json_response(await (await r.app()).library.dataset_listing())
 
     @get("/datasets/{name}/images")
     async def dataset_images(request: web.Request) -> web.Response:
-        return web.json_response({"images": await (await r.service()).dataset_images(request.match_info["name"])})
+        return web.json_response({"images": await (await r.app()).library.dataset_images(request.match_info["name"])})
 
     @get("/datasets/{name}/captions")
     async def dataset_captions(request: web.Request) -> web.Response:
-        svc = await r.service()
-        return web.json_response({"captions": await svc.dataset_captions(request.match_info["name"])})
+        library = (await r.app()).library
+        return web.json_response({"captions": await library.dataset_captions(request.match_info["name"])})
 
     @get("/datasets/{name}/images/{file}")
     async def dataset_image(request: web.Request) -> web.Response:
-        svc = await r.service()
-        f = await svc.dataset_image(request.match_info["name"], request.match_info["file"])
+        library = (await r.app()).library
+        f = await library.dataset_image(request.match_info["name"], request.match_info["file"])
         return _file_response(f, "private, max-age=60")
 
     @get("/datasets/{name}/thumbs/{file}")
     async def dataset_thumb(request: web.Request) -> web.Response:
         size = _int_param(request, "size", THUMB_SIZES[2])
-        svc = await r.service()
-        data = await svc.dataset_thumbnail(request.match_info["name"], request.match_info["file"], size)
+        library = (await r.app()).library
+        data = await library.dataset_thumbnail(request.match_info["name"], request.match_info["file"], size)
         return web.Response(body=data, content_type="image/jpeg",
                             headers={"Cache-Control": "private, max-age=300", **SAFE_IMAGE_HEADERS})
 
     @mutate("DELETE", "/datasets/{name}")
     async def delete_dataset(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.service()).delete_dataset(request.match_info["name"]))
+        return web.json_response(await (await r.app()).library.delete_dataset(request.match_info["name"]))
 
     # ---- LoRAs -----------------------------------------------------------------------------------
     @get("/loras")
     async def loras(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.service()).lora_listing())
+        return web.json_response(await (await r.app()).library.lora_listing())
 
     @get("/loras/{name}/metadata")
     async def lora_metadata(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.service()).lora_metadata(request.match_info["name"]))
+        return web.json_response(await (await r.app()).library.lora_metadata(request.match_info["name"]))
 
     @mutate("POST", "/loras/{name}/download")
     async def download_lora(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.service()).download_lora(request.match_info["name"]))
+        return web.json_response(await (await r.app()).library.download_lora(request.match_info["name"]))
 
     @mutate("DELETE", "/loras/{name}")
     async def delete_lora(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.service()).delete_lora(request.match_info["name"]))
-
-
-class ServiceHolder:
-    """Builds the pack's one :class:`LoraCloudService` on first use, in a worker thread.
-
-    The service holds no loop-bound object, so the server loop and the pack's loop share it.
-    """
-
-    def __init__(self, build: Callable[[], LoraCloudService]):
-        self._build = build
-        self._service: LoraCloudService | None = None
-        self._lock = threading.Lock()
-
-    def _get_blocking(self) -> LoraCloudService:
-        with self._lock:
-            if self._service is None:
-                self._service = self._build()
-            return self._service
-
-    async def get(self) -> LoraCloudService:
-        return self._service or await asyncio.to_thread(self._get_blocking)
-
-
-def _comfy_service() -> LoraCloudService:
-    """The service as ComfyUI runs it: configured settings, LoRAs into ``models/loras/lora_cloud``."""
-    import folder_paths  # ComfyUI's module
-
-    from ..settings import Settings
-    from .events import comfy_send
-
-    settings = Settings.load()
-    loras_dir = settings.comfyui_loras_dir or str(Path(folder_paths.get_folder_paths("loras")[0]) / "lora_cloud")
-    return LoraCloudService.from_settings(settings, emit=comfy_send, loras_dir=loras_dir)
+        return web.json_response(await (await r.app()).library.delete_lora(request.match_info["name"]))
 
 
 _installed = False
@@ -320,10 +288,10 @@ def install() -> bool:
         from server import PromptServer
     except ImportError:
         return False
-    from .events import comfy_send, start_background
+    from .events import start_background
+    from .wiring import holder
 
-    holder = ServiceHolder(_comfy_service)
     register_routes(PromptServer.instance.routes, holder.get, listen=http_guard.comfy_listen_addresses())
-    start_background(holder.get, comfy_send)
+    start_background(holder.get)
     _installed = True
     return True

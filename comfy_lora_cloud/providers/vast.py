@@ -19,14 +19,15 @@ from typing import Any, Awaitable, Callable
 
 import httpx
 
+from ..retry import RETRY_STATUSES, backoff
+from ..settings import VAST_URL
 from ..errors import OfferUnavailable, ProviderAPIError, ProviderError, redact, register_secret
 from ..models import Instance, InstanceState, Offer
 from .base import LABEL_PREFIX, Capability, LaunchSpec, OfferRequest, run_id_from_label
 
 log = logging.getLogger(__name__)
 
-DEFAULT_URL = "https://console.vast.ai"
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+DEFAULT_URL = VAST_URL
 PAGE_LIMIT = 25  # the v1 listing's maximum page size
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -101,16 +102,8 @@ class VastClient:
 
     # ---- plumbing -----------------------------------------------------------------------------
     def _delay(self, attempt: int, resp: httpx.Response | None) -> float:
-        if resp is not None:
-            ra = resp.headers.get("Retry-After")
-            if ra:
-                try:
-                    value = float(ra)
-                except ValueError:
-                    value = -1.0
-                if 0 <= value <= 60:
-                    return value + self.rng.uniform(0, self.backoff_base / 4)
-        return self.rng.uniform(0, min(self.backoff_cap, self.backoff_base * 2 ** attempt))  # full jitter
+        return backoff(attempt, base=self.backoff_base, cap=self.backoff_cap, rng=self.rng,
+                       retry_after=resp.headers.get("Retry-After") if resp is not None else None)
 
     async def _send_once(self, method: str, path: str, *, params: dict | None = None, body: Any = None) -> httpx.Response:
         kwargs: dict[str, Any] = {"params": _encode_params(params or {})}

@@ -32,6 +32,9 @@ class Budgets:
         return asdict(self)
 
 
+BUDGET_KEYS = ("max_dph", "max_run_usd", "max_month_usd", "max_run_hours")
+
+
 @dataclass(frozen=True)
 class Verdict:
     level: str  # "warn" | "breach"

@@ -45,6 +45,20 @@ def usd_in(costs: Iterable[Cost], start: float, end: float) -> float:
     return total
 
 
+def billed_rates(state: InstanceState | str, dph_total: float, storage_dph: float) -> dict[str, float]:
+    """What an instance bills per hour in ``state``, by meter: the GPU part of ``dph_total`` while
+    running, storage in every state but offline. ``dph_total`` already includes storage, so it is
+    never added twice. The one rule for the ledger's accruals and the sidebar's live figure."""
+    state = InstanceState(state)
+    rates: dict[str, float] = {}
+    gpu_dph = max(dph_total - storage_dph, 0.0)
+    if state is InstanceState.RUNNING and gpu_dph > 0:
+        rates["gpu"] = gpu_dph
+    if state is not InstanceState.OFFLINE and storage_dph > 0:
+        rates["storage"] = storage_dph
+    return rates
+
+
 class CostLedger:
     def __init__(self, state: StateStore, clock: Callable[[], float] = time.time):
         self.state = state
@@ -61,14 +75,9 @@ class CostLedger:
             span = now - since
             if span <= 0:
                 continue
-            gpu_dph = max(inst.dph_total - inst.storage_dph, 0.0)
-            if inst.state is InstanceState.RUNNING and gpu_dph > 0:
-                usd = gpu_dph * span / 3600.0
-                self.state.add_cost(Cost(str(inst.id), inst.run_id, "gpu", usd, since, now))
-                booked += usd
-            if inst.state is not InstanceState.OFFLINE and inst.storage_dph > 0:
-                usd = inst.storage_dph * span / 3600.0
-                self.state.add_cost(Cost(str(inst.id), inst.run_id, "storage", usd, since, now))
+            for kind, dph in billed_rates(inst.state, inst.dph_total, inst.storage_dph).items():
+                usd = dph * span / 3600.0
+                self.state.add_cost(Cost(str(inst.id), inst.run_id, kind, usd, since, now))
                 booked += usd
             self.state.set_kv(key, repr(now))
         return booked
@@ -99,6 +108,16 @@ class CostLedger:
             self.state.set_kv(f"{_CHARGED}{iid}", json.dumps({"billed": billed, "at": now}))
         return booked
 
+    def live_usd(self, instance_id: str, state: InstanceState | str, dph_total: float, storage_dph: float,
+                 started: float, now: float | None = None) -> float:
+        """An instance's spend so far: what the ledger booked, plus what it bills since the last
+        accrual at :func:`billed_rates` (so the sidebar's figure is the ledger's, a poll early)."""
+        now = self.clock() if now is None else now
+        lines = [c for c in self.state.costs() if c.instance_id == str(instance_id)]
+        booked_until = max([c.end for c in lines if c.source == "estimate"] + [started])
+        pending = max(0.0, now - booked_until) / 3600.0 * sum(billed_rates(state, dph_total, storage_dph).values())
+        return sum(c.usd for c in lines) + pending
+
     def month_usd(self, now: float | None = None) -> float:
         now = self.clock() if now is None else now
         start = month_start(now)
@@ -125,3 +144,83 @@ class CostLedger:
             "per_instance_usd": {k: round(v, 4) for k, v in sorted(instances.items())},
             "reconciled_with_charges": any(c.source == "charges" for c in lines),
         }
+
+
+class Costs:
+    """Spend and budgets for every edge: the one home of the cost summary, the provider refresh
+    (``lora-cloud costs``), and reading and changing the budgets (CLI, route, sidebar)."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    def ledger(self) -> CostLedger:
+        return CostLedger(self.app.state, self.app.clock)
+
+    async def summary(self) -> dict[str, Any]:
+        """Spend today, this month (local calendar), per run and per instance, against the budgets."""
+        import asyncio
+
+        summary = await asyncio.to_thread(self.ledger().summary)
+        budgets = self.budgets()
+        cap = budgets["max_month_usd"]
+        return {**summary, "budgets": budgets,
+                "month_fraction": round(summary["month_usd"] / cap, 4) if cap > 0 else None}
+
+    async def refresh(self) -> float | None:
+        """Bring the ledger up to date with vast.ai (accrue our instances, book its charges);
+        returns the account's credit."""
+        import asyncio
+
+        ledger = self.ledger()
+        state = self.app.state
+        async with self.app.provider("vast")() as provider:
+            instances = await provider.list()
+            now = self.app.clock()
+            await asyncio.to_thread(ledger.accrue, instances, now)
+            for inst in instances:
+                await asyncio.to_thread(state.put_instance, inst, inst.run_id)
+            client = getattr(provider, "client", None)
+            if client is None:
+                return None
+            rows = await asyncio.to_thread(state.list_instances, include_destroyed=True)
+            charges = await client.charges(now - 32 * 86400, now)
+            await asyncio.to_thread(ledger.reconcile_charges, charges, {r["id"]: r["run_id"] for r in rows}, now)
+            return (await client.current_user()).get("credit")
+
+    def budgets(self) -> dict[str, float]:
+        from .budgets import Budgets
+
+        return Budgets.from_settings(self.app.settings).to_dict()
+
+    async def set_budgets(self, changes: dict[str, Any]) -> dict[str, float]:
+        """Persist new caps to config.toml (all validated first) and tell every open sidebar. The
+        guard reads them from the settings on its next round."""
+        import asyncio
+
+        from ..errors import ConfigError
+        from ..settings import Settings, set_value
+        from .budgets import BUDGET_KEYS
+        from .events import BUDGET_EVENT
+
+        if not isinstance(changes, dict) or not changes:
+            raise ConfigError(f"give at least one of {', '.join(BUDGET_KEYS)}")
+        clean: dict[str, float] = {}
+        for raw_key, value in changes.items():
+            key = str(raw_key).strip().lower().replace("-", "_")
+            if key not in BUDGET_KEYS:
+                raise ConfigError(f"unknown budget {raw_key!r}; known: {', '.join(BUDGET_KEYS)}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{key} must be a number")
+            clean[key] = float(value)
+        home = self.app.settings.home
+
+        def write() -> None:
+            Settings.load(home, **clean)  # validate them all before writing any
+            for key, value in clean.items():
+                set_value(home, key, repr(value))
+
+        await asyncio.to_thread(write)
+        self.app.source.invalidate()
+        budgets = self.budgets()
+        self.app.emit(BUDGET_EVENT, {"kind": "changed", "budgets": budgets})
+        return budgets

@@ -295,24 +295,20 @@ class RunRef:
     summary: str = ""
 
 
-async def launch(dataset: DatasetRef, request: "Any", *, settings: Any, storage: Storage, state: Any,
-                 open_provider: Any = None, python: str | None = None) -> RunRef:
-    """Start (or re-attach to) the run for this dataset + settings. Returns at once: the run
-    goes on without ComfyUI."""
-    from .runs import start_run
-
+async def launch(dataset: DatasetRef, request: Any, *, runs: Any, storage_url: str) -> RunRef:
+    """Start (or re-attach to) the run for this dataset + settings through the app's runs
+    service. Returns at once: the run goes on without ComfyUI."""
     if request.dataset != dataset.name:
         request = replace(request, dataset=dataset.name)
     request = replace(request, reuse_finished=True)  # a re-queued graph must not pay twice
-    result = await start_run(request, settings=settings, storage=storage, state=state,
-                             open_provider=open_provider, python=python)
+    result = await runs.start(request)
     if result.attached:
         summary = f"run {result.run_id} already exists ({result.state}): not renting again"
     else:
         cost = f", about ${result.expected_usd:.2f} expected" if result.expected_usd is not None else ""
         summary = (f"run {result.run_id}: {result.gpu} at ${result.dph:.3f}/hr{cost}; "
                    f"{result.plan.get('total_steps', '?')} steps")
-    return RunRef(result.run_id, result.lora_name, storage.url, result.attached, summary)
+    return RunRef(result.run_id, result.lora_name, storage_url, result.attached, summary)
 
 
 async def await_lora(run: RunRef, *, storage: Storage, loras_dir: str | os.PathLike[str],

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncContextManager, Awaitable, Callable
 
-from ..errors import BudgetExceeded, ConfigError, ObjectNotFound, TrainingError
-from ..models import Run, RunState, RunStatus
+from ..errors import BudgetExceeded, ConfigError, CorruptRecord, ObjectNotFound, StorageError, TrainingError
+from ..models import InstanceState, Listed, Problem, Run, RunState, RunStatus, validate_name
 from ..providers import pricing
 from ..providers.base import OfferRequest, Provider
 from ..settings import Settings
@@ -31,6 +31,7 @@ from ..training.presets import load_preset, pick_tier, plan_steps
 from ..training.spec import RunSpec
 from ..training.status import StatusReporter, read_status
 from .budgets import Budgets
+from .events import RUN_EVENT
 from .launch import launch_run
 from .library import describe_dataset
 from .state import StateStore
@@ -38,30 +39,9 @@ from .state import StateStore
 log = logging.getLogger(__name__)
 
 ProviderFactory = Callable[[], AsyncContextManager[Provider]]
-
-
-def provider_factory(name: str, settings: Settings, vram_gb: float = 24.0) -> ProviderFactory:
-    """An async context manager factory that opens the named provider (``vast`` or ``local``)."""
-    if name == "vast":
-
-        @contextlib.asynccontextmanager
-        async def open_vast():
-            from ..providers.vast import client_from_settings, VastProvider
-
-            async with client_from_settings(settings) as client:
-                yield VastProvider(client)
-
-        return open_vast
-    if name == "local":
-
-        @contextlib.asynccontextmanager
-        async def open_local():
-            from ..providers.local import LocalProvider
-
-            yield LocalProvider(settings.home / "local-instances", vram_gb=vram_gb)
-
-        return open_local
-    raise ConfigError(f"unknown provider {name!r}; choose vast or local")
+OpenProvider = Callable[..., ProviderFactory]  # (name, vram_gb=...) -> factory: App.provider
+LORA_TYPES = ("character", "style", "concept")
+INTERRUPTED = "the launch was interrupted (Ctrl-C or cancel) before it finished; nothing is left billing"
 
 
 @dataclass
@@ -82,6 +62,55 @@ class TrainRequest:
     max_hours: float | None = None
     reuse_finished: bool = False  # a DONE run with the same config counts (ComfyUI re-queues)
 
+    @classmethod
+    def from_body(cls, body: Any) -> "TrainRequest":
+        """A request from a JSON body (the sidebar's quick launch), checked strictly: known keys
+        only, strings where strings go, real booleans and finite numbers."""
+        import math
+
+        if not isinstance(body, dict):
+            raise ConfigError("the request body must be a JSON object")
+        allowed = {"dataset", "lora_type", "lora_name", "trigger", "gpu", "provider", "interruptible",
+                   "max_run_usd", "max_dph", "max_hours"}
+        unknown = sorted(set(body) - allowed)
+        if unknown:
+            raise ConfigError(f"unknown field(s) {', '.join(map(str, unknown))}; known: {', '.join(sorted(allowed))}")
+        out: dict[str, Any] = {}
+        for key in ("dataset", "lora_type", "lora_name", "trigger", "gpu", "provider"):
+            value = body.get(key)
+            if value is None or value == "":
+                continue
+            if not isinstance(value, str):
+                raise ConfigError(f"{key} must be a string")
+            out[key] = value
+        if "interruptible" in body:
+            if not isinstance(body["interruptible"], bool):
+                raise ConfigError("interruptible must be true or false")
+            out["interruptible"] = body["interruptible"]
+        for key in ("max_run_usd", "max_dph", "max_hours"):
+            value = body.get(key)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"{key} must be a positive number")
+            out[key] = float(value)
+        if "dataset" not in out:
+            raise ConfigError("dataset is required")
+        if out.get("gpu") == "auto":
+            del out["gpu"]
+        return cls(**out).checked()
+
+    def checked(self) -> "TrainRequest":
+        """Names and choices valid, or a clear ConfigError before anything is read or rented."""
+        validate_name(self.dataset, "dataset name")
+        if self.lora_name is not None:
+            validate_name(self.lora_name, "LoRA name")
+        if self.lora_type not in LORA_TYPES:
+            raise ConfigError(f"lora_type must be one of {', '.join(LORA_TYPES)}, not {self.lora_type!r}")
+        if self.provider not in ("vast", "local"):
+            raise ConfigError(f"provider must be vast or local, not {self.provider!r}")
+        return self
+
 
 @dataclass
 class StartResult:
@@ -100,11 +129,13 @@ class StartResult:
 
 
 async def start_run(
-    req: TrainRequest, *, settings: Settings, storage: Storage, state: StateStore,
-    open_provider: ProviderFactory | None = None, python: str | None = None,
-    clock: Callable[[], float] = time.time,
+    req: TrainRequest, *, settings: Settings, storage: Storage, state: StateStore, open_provider: OpenProvider,
+    python: str | None = None, clock: Callable[[], float] = time.time,
 ) -> StartResult:
-    """Rent a GPU and start the trainer, unless the same dataset + config already has a run."""
+    """Rent a GPU and start the trainer, unless the same dataset + config already has a run.
+
+    The engine behind :meth:`Runs.start`; edges call that, not this."""
+    req.checked()
     info = await asyncio.to_thread(describe_dataset, storage, req.dataset)
     gpu_name, gpu_vram = resolve_gpu(req.gpu) if req.gpu else (None, None)
     tier = float(pick_tier(req.vram_gb or gpu_vram or 24))
@@ -119,6 +150,9 @@ async def start_run(
     run = Run(id=spec.run_id, dataset=req.dataset, preset=req.lora_type, lora_name=spec.lora_name,
               config_hash=digest, provider=req.provider, state=RunState.PENDING, spec=spec.to_dict())
     existing = await asyncio.to_thread(state.find_run_by_hash, digest)
+    if existing is not None and not existing.state.is_terminal:
+        existing = await _settle_stale(existing, storage=storage, state=state, open_provider=open_provider,
+                                       clock=clock)
     if existing is None or not _reusable(existing, req):
         # what the instance needs is checked before anything is recorded: a missing key or a
         # local bucket is a clear error and leaves no failed run behind
@@ -133,8 +167,7 @@ async def start_run(
         budgets = Budgets.from_settings(settings)
         max_run_usd = req.max_run_usd if req.max_run_usd is not None else settings.max_run_usd
         max_dph = req.max_dph if req.max_dph is not None else settings.max_dph
-        opener = open_provider or provider_factory(req.provider, settings, tier)
-        async with opener() as provider:
+        async with open_provider(req.provider, vram_gb=tier)() as provider:
             offer, expected = await _choose_offer(provider, req, preset, steps, tier, gpu_name, max_dph)
             if expected is not None and expected > max_run_usd:
                 raise BudgetExceeded(f"the cheapest fitting offer is expected to cost ${expected:.2f}, over the "
@@ -148,7 +181,10 @@ async def start_run(
                                     budgets=budgets if req.provider != "local" else None,
                                     expected_usd=expected, clock=clock)
     except BaseException as exc:
-        message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)):
+            message = INTERRUPTED
+        else:
+            message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
         current = await asyncio.to_thread(state.get_run, run.id)
         if current is not None and not current.state.is_terminal:
             await asyncio.to_thread(state.update_run, run.id, state=RunState.FAILED, error=message)
@@ -158,6 +194,28 @@ async def start_run(
         raise
     return StartResult(run.id, False, RunState.STARTING.value, spec.lora_name, str(inst.id), offer.gpu_name,
                        offer.dph_total, None if expected is None else round(expected, 2), steps.to_dict())
+
+
+async def _settle_stale(run: Run, *, storage: Storage, state: StateStore, open_provider: OpenProvider,
+                        clock: Callable[[], float]) -> Run:
+    """A live record whose run has in fact ended must not block a new start: take the bucket's
+    terminal state when the trainer reported one, and fail a local run whose process is gone."""
+    try:
+        reported = await asyncio.to_thread(read_status, storage, run.id)
+    except StorageError:
+        reported = None
+    if reported is not None and reported.state.is_terminal:
+        return await asyncio.to_thread(state.update_run, run.id, state=reported.state,
+                                       error=reported.error or run.error)
+    if run.provider == "local":
+        async with open_provider("local")() as provider:
+            inst = await provider.get(run.instance_id) if run.instance_id else None
+        alive = inst is not None and inst.state is InstanceState.RUNNING
+        launching = run.state in (RunState.PENDING, RunState.LAUNCHING) and clock() - run.updated_at < 120
+        if not alive and not launching:
+            return await asyncio.to_thread(state.update_run, run.id, state=RunState.FAILED,
+                                           error="the local trainer process ended without reporting an end")
+    return run
 
 
 def _reusable(run: Run, req: TrainRequest) -> bool:
@@ -228,13 +286,6 @@ def fetch_lora(storage: Storage, status: RunStatus, dest_dir: str | Path, *, fil
     return dest
 
 
-def run_status_or_404(storage: Storage, run_id: str) -> RunStatus:
-    status = read_status(storage, run_id)
-    if status is None:
-        raise ObjectNotFound(f"run {run_id} has no status in {storage.url}")
-    return status
-
-
 def mark_stopped_in_bucket(storage: Storage, run_id: str) -> None:
     """Tell every reader of ``runs/<id>/status.json`` that the user stopped the run, unless its
     trainer reported an end first (a run that finished keeps its word)."""
@@ -242,3 +293,319 @@ def mark_stopped_in_bucket(storage: Storage, run_id: str) -> None:
     previous = reporter.resume_from_bucket()
     if previous is None or not previous.state.is_terminal:
         reporter.update(state=RunState.STOPPED, message="stopped by the user", eta_seconds=None)
+
+
+RUN_LIST_LIMIT = 50
+
+
+class Runs:
+    """Training runs for every edge: list and read them, start (idempotent), stop, follow.
+
+    The one home of "stop a run": :meth:`stop` destroys every instance of the run, writes
+    ``stopped`` to the bucket, records it here and emits the event, whether the CLI, a node or the
+    sidebar asked. A run's view merges this controller's record with ``runs/<id>/status.json``
+    (what the trainer reports; it wins, unless this controller ended the run, since a destroyed
+    trainer cannot report that).
+    """
+
+    def __init__(self, app: Any):
+        from .media import ImageSniffer
+
+        self.app = app
+        self.sniffer = ImageSniffer()
+
+    # ---- reading -----------------------------------------------------------------------------
+    async def list(self, limit: int = RUN_LIST_LIMIT) -> list[dict[str, Any]]:
+        """Runs newest first: this controller's records merged with what the trainers report."""
+        return (await self.listing(limit))["runs"]
+
+    async def listing(self, limit: int = RUN_LIST_LIMIT) -> dict[str, Any]:
+        """``{"runs", "problems"}``: a run prefix or status that cannot be read is reported (bucket
+        content is untrusted), and the run left out unless this controller launched it (then it
+        shows without a status)."""
+        found = await asyncio.to_thread(self._list, limit)
+        return {"runs": found.items, "problems": [p.to_dict() for p in found.problems]}
+
+    def _list(self, limit: int) -> Listed[dict[str, Any]]:
+        from ..storage import layout
+        from ..training.status import STATUS
+
+        state, storage = self.app.state, self.app.storage
+        found: Listed[dict[str, Any]] = Listed()
+        known = {r.id: r for r in state.list_runs(limit=limit)}
+        ids = list(known)
+        for prefix in storage.list(layout.RUNS, delimiter="/").prefixes:
+            run_id = prefix[len(layout.RUNS):].rstrip("/")
+            if run_id in known:
+                continue
+            try:
+                ids.append(validate_name(run_id, "run id"))
+            except ConfigError as exc:
+                found.problems.append(Problem.of(prefix, exc))
+        for run_id in ids:
+            try:
+                found.items.append(self._view(run_id, known.get(run_id), strict=True))
+            except CorruptRecord as exc:
+                found.problems.append(Problem.of(layout.run_key(run_id, STATUS), exc))
+                if run_id in known:
+                    found.items.append(self._view(run_id, known[run_id]))
+        found.items.sort(key=lambda r: r.get("created_at") or r.get("updated_at") or 0, reverse=True)
+        del found.items[limit:]
+        return found
+
+    async def get(self, run_id: str) -> dict[str, Any]:
+        """One run's view with its sample list."""
+        validate_name(run_id, "run id")
+        return await asyncio.to_thread(self._detail, run_id)
+
+    def _detail(self, run_id: str) -> dict[str, Any]:
+        record = self.app.state.get_run(run_id)
+        view = self._view(run_id, record)
+        if record is None and view.get("status") is None:
+            raise ObjectNotFound(f"no run {run_id!r}")
+        samples = self._sample_listing(run_id)
+        view["samples"] = samples.items
+        view["problems"] = [p.to_dict() for p in samples.problems]
+        return view
+
+    def _view(self, run_id: str, record: Run | None, *, strict: bool = False) -> dict[str, Any]:
+        """The run as the sidebar shows it; ``strict`` lets a corrupt ``status.json`` raise
+        (listings report it) instead of showing the run without a status."""
+        try:
+            status = read_status(self.app.storage, run_id)
+        except CorruptRecord:
+            if strict:
+                raise
+            status = None
+        except StorageError:
+            status = None
+        view: dict[str, Any] = {"id": run_id, "dataset": None, "preset": None, "lora_name": None, "gpu": "",
+                                "dph": 0.0, "instance_id": None, "created_at": None, "error": None}
+        if record is not None:
+            view.update({k: v for k, v in record.to_dict().items() if k not in ("spec", "config_hash")})
+        view["status"] = status.to_dict() if status else None
+        if status is not None:
+            # a run stopped or failed here cannot report any more: the store's end state wins
+            ended_here = record is not None and record.state.is_terminal and not status.state.is_terminal
+            view.update(state=record.state.value if ended_here else status.state.value, step=status.step,
+                        total_steps=status.total_steps, loss=status.loss, eta_seconds=status.eta_seconds,
+                        sec_per_step=status.sec_per_step, message=status.message, updated_at=status.updated_at)
+            view["error"] = status.error or view["error"]
+        view.setdefault("state", RunState.PENDING.value)
+        view["live"] = not RunState(view["state"]).is_terminal
+        view["cost_usd"] = round(sum(c.usd for c in self.app.state.costs(run_id=run_id)), 4)
+        return view
+
+    async def status(self, run_id: str) -> RunStatus:
+        """What the run's trainer last reported (any machine can read it)."""
+        validate_name(run_id, "run id")
+        status = await asyncio.to_thread(read_status, self.app.storage, run_id)
+        if status is None:
+            raise ObjectNotFound(f"run {run_id!r} has no status in {self.app.storage.url} yet")
+        return status
+
+    async def statuses(self) -> list[RunStatus]:
+        """Every run's reported status in the bucket, newest first; unreadable ones are skipped."""
+        return (await self.status_listing())["statuses"]
+
+    async def status_listing(self) -> dict[str, Any]:
+        """``{"statuses", "problems"}``: every readable status, newest first, and the runs whose
+        name or status could not be read (reported, never fatal to the list)."""
+        from ..storage import layout
+
+        def run() -> dict[str, Any]:
+            storage = self.app.storage
+            out, problems = [], []
+            for prefix in storage.list(layout.RUNS, delimiter="/").prefixes:
+                try:
+                    st = read_status(storage, prefix[len(layout.RUNS):].rstrip("/"))
+                except (StorageError, ConfigError) as exc:
+                    problems.append(Problem.of(prefix, exc).to_dict())
+                    continue
+                if st is not None:
+                    out.append(st)
+            return {"statuses": sorted(out, key=lambda st: st.updated_at, reverse=True), "problems": problems}
+
+        return await asyncio.to_thread(run)
+
+    async def events(self, run_id: str, since: int = 0) -> dict[str, Any]:
+        """Events from index ``since`` on, and the index to ask for next time."""
+        from ..training.status import read_events
+
+        validate_name(run_id, "run id")
+        if since < 0:
+            raise ConfigError("since must be >= 0")
+        events = await asyncio.to_thread(read_events, self.app.storage, run_id, since)
+        return {"events": events, "next": since + len(events)}
+
+    async def samples(self, run_id: str) -> list[str]:
+        return (await self.sample_listing(run_id))["samples"]
+
+    async def sample_listing(self, run_id: str) -> dict[str, Any]:
+        """``{"samples", "problems"}``: allowlisted images only, judged by their bytes (a rented
+        host can write anything there); other files and names no route could serve are left
+        out and reported."""
+        validate_name(run_id, "run id")
+        found = await asyncio.to_thread(self._sample_listing, run_id)
+        return {"samples": found.items, "problems": [p.to_dict() for p in found.problems]}
+
+    def _sample_listing(self, run_id: str) -> Listed[str]:
+        from ..storage.layout import run_key
+        from .files import check_file_name
+        from .media import SAMPLE_SUFFIXES
+
+        storage = self.app.storage
+        found: Listed[str] = Listed()
+        prefix = run_key(run_id, "samples/")
+        for obj in storage.list(prefix).objects:
+            name = obj.key[len(prefix):]
+            try:
+                check_file_name(name, "sample name")
+            except ConfigError as exc:
+                found.problems.append(Problem.of(obj.key, exc))
+                continue
+            if not name.lower().endswith(SAMPLE_SUFFIXES) or self.sniffer.format_of(storage, obj) is None:
+                found.problems.append(Problem(entry=obj.key[:300], message="not an image: left out of the samples"))
+                continue
+            found.items.append(name)
+        return found
+
+    async def sample(self, run_id: str, file: str) -> Any:
+        """A sample as the browser may get it (a :class:`~.media.ServedFile`): typed by its
+        bytes, not its name; anything else as a sandboxed attachment."""
+        from ..storage.layout import run_key
+        from .files import check_file_name
+        from .media import read_media, served_file
+
+        check_file_name(file)
+        key = run_key(run_id, f"samples/{file}")
+        data = await asyncio.to_thread(lambda: read_media(self.app.storage, key))
+        return served_file(data, file)
+
+    # ---- planning ----------------------------------------------------------------------------
+    async def plan(self, *, dataset: str, lora_type: str, gpu: str, out: Path, vram: float | None = None,
+                   images: int | None = None, trigger: str | None = None, name: str | None = None,
+                   overrides: dict[str, Any] | None = None, dph: float | None = None,
+                   live: bool = False) -> dict[str, Any]:
+        """Write kohya's configs for a run into ``out`` and estimate its steps, time and cost.
+        Rents nothing; with ``live``, also asks vast.ai which offer the picker would rent now."""
+        import json
+
+        from ..training.estimate import estimate
+        from ..training.kohya_config import TrainJob, format_command, write_configs
+
+        overrides = overrides or {}
+        if images is None or trigger is None:
+            try:
+                info = await self.app.library.describe(dataset)
+            except ObjectNotFound:
+                if images is None:
+                    raise ConfigError(f"no dataset {dataset!r} in the bucket: upload it or pass --images N") from None
+                info = None
+            images = info.images if images is None and info else images
+            trigger = trigger if trigger is not None else (info.trigger if info else None)
+        gpu_name, gpu_vram = resolve_gpu(gpu)
+        preset = load_preset(lora_type, vram or gpu_vram, overrides)
+        steps = plan_steps(preset, images or 0)
+        spec = RunSpec(run_id="planned", dataset=dataset, lora_type=lora_type, lora_name=name or dataset,
+                       trigger=trigger or "", vram_gb=vram or gpu_vram, overrides=overrides)
+        job = TrainJob(preset=preset, plan=steps, output_name=spec.lora_name, trigger=spec.trigger)
+
+        def write() -> Any:
+            files = write_configs(job, out, config_dir=job.paths.config_dir)
+            (out / "spec.json").write_text(json.dumps(spec.to_dict(), indent=1), "utf-8")
+            return files
+
+        files = await asyncio.to_thread(write)
+        data: dict[str, Any] = {
+            "preset": preset.name, "tier_gb": preset.tier, "plan": steps.to_dict(),
+            "estimate": estimate(preset, steps, gpu_name, dph).to_dict(),
+            "files": {"train": str(files.train_toml), "dataset": str(files.dataset_toml),
+                      "prompts": str(files.prompts) if files.prompts else None, "spec": str(out / "spec.json")},
+            "command": format_command(files.command), "prep": preset.prep,
+        }
+        if live:
+            offers = self.app.offers
+            job_ = offers.job(preset=preset.name, tier=preset.tier, steps=steps.total_steps * steps.batch_size,
+                              resolution=int(preset.dataset.get("resolution", 1024)))
+            data["offer"] = (await offers.pick(job_)).to_dict()
+        return data
+
+    # ---- starting ----------------------------------------------------------------------------
+    async def start(self, req: TrainRequest) -> StartResult:
+        """Rent a GPU and train, or re-attach to the live run of the same dataset and settings."""
+        storage = await asyncio.to_thread(lambda: self.app.storage)
+        result = await start_run(req, settings=self.app.settings, storage=storage, state=self.app.state,
+                                 open_provider=self.app.provider, python=self.app.python, clock=self.app.clock)
+        self.app.emit(RUN_EVENT, await self.get(result.run_id))
+        if not result.attached:
+            await self.app.instances.announce()
+        return result
+
+    async def start_from_body(self, body: Any) -> dict[str, Any]:
+        """The sidebar's quick launch: the same path as the Launch node and ``train start``."""
+        return (await self.start(TrainRequest.from_body(body))).to_dict()
+
+    # ---- stopping ----------------------------------------------------------------------------
+    async def stop(self, run_id: str) -> dict[str, Any]:
+        """Stop a run on the user's word: destroy its instances, then mark it STOPPED here and in
+        the bucket. What the trainer uploaded (checkpoints, samples) stays; progress since the
+        last checkpoint is lost."""
+        from ..providers.base import run_label
+
+        validate_name(run_id, "run id")
+        record = await asyncio.to_thread(self.app.state.get_run, run_id)
+        try:
+            reported = await asyncio.to_thread(read_status, self.app.storage, run_id)
+        except StorageError:
+            reported = None
+        if record is None and reported is None:
+            raise ObjectNotFound(f"no run {run_id!r}: not launched from here and no status in the bucket")
+        ended = (record is None or record.state.is_terminal) and (reported is None or reported.state.is_terminal)
+        if ended:
+            state = (record.state if record is not None else reported.state).value  # type: ignore[union-attr]
+            raise ConfigError(f"run {run_id} has already ended ({state})")
+        provider_name = record.provider if record is not None else "vast"
+        async with self.app.provider(provider_name)() as provider:
+            destroyed = await self.app.instances.destroy_all_of_run(provider, run_id, run_label(run_id))
+        if record is not None and not record.state.is_terminal:
+            await asyncio.to_thread(self.app.state.update_run, run_id, state=RunState.STOPPED,
+                                    error="stopped by the user")
+        await asyncio.to_thread(mark_stopped_in_bucket, self.app.storage, run_id)
+        view = await self.get(run_id)
+        self.app.emit(RUN_EVENT, view)
+        if destroyed:
+            await self.app.instances.announce()
+        return {"id": run_id, "run_id": run_id, "state": view["state"], "destroyed_instances": destroyed,
+                "destroyed": bool(destroyed)}
+
+    # ---- following ---------------------------------------------------------------------------
+    async def wait(self, run_id: str, **kwargs: Any) -> RunStatus:
+        """Follow the run until it ends (see :func:`wait_for_run`)."""
+        storage = await asyncio.to_thread(lambda: self.app.storage)
+        return await wait_for_run(storage, run_id, **kwargs)
+
+    async def follow(self, run_id: str, *, interval: float = 15.0,
+                     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep):
+        """Yield ``(new events, status or None, ended)`` until the run ends: when the bucket
+        reports a terminal state, or this controller's record does (the guard marks a run whose
+        instance vanished ``lost`` even when no trainer is left to say so)."""
+        from ..training.status import read_events
+
+        validate_name(run_id, "run id")
+        seen = 0
+        while True:
+            storage = await asyncio.to_thread(lambda: self.app.storage)
+            try:
+                status = await asyncio.to_thread(read_status, storage, run_id)
+            except StorageError:
+                status = None
+            new = await asyncio.to_thread(read_events, storage, run_id, seen)
+            seen += len(new)
+            record = await asyncio.to_thread(self.app.state.get_run, run_id)
+            ended = (status is not None and status.state.is_terminal) or (record is not None and record.state.is_terminal)
+            yield new, status, record, ended
+            if ended:
+                return
+            await sleep(interval)
+

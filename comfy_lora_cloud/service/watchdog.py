@@ -19,12 +19,11 @@ from ..models import Instance, RunState
 from ..providers.base import Provider
 from .budgets import Budgets, Verdict, evaluate
 from .costs import CostLedger
+from .events import BUDGET_EVENT, Emit
 from .state import StateStore
 
 log = logging.getLogger(__name__)
 
-BUDGET_EVENT = "lora_cloud.budget"
-Emit = Callable[[str, dict[str, Any]], None]
 Charges = Callable[[float, float], Awaitable[list[dict[str, Any]]]]
 
 

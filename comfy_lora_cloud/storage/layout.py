@@ -31,6 +31,11 @@ def lora_meta_key(name: str) -> str:
     return f"{LORAS}{validate_name(name, 'LoRA name')}.json"
 
 
+def model_key(filename: str) -> str:
+    """A cached base-weights file (flux, clip_l, t5xxl, ae) in the bucket's ``models/``."""
+    return f"{MODELS}{filename}"
+
+
 def run_prefix(run_id: str) -> str:
     return f"{RUNS}{validate_name(run_id, 'run id')}/"
 

@@ -21,10 +21,10 @@ from ..storage.base import Storage
 from ..storage.layout import dataset_prefix
 from .kohya_config import MODEL_FILES
 from .spec import RunSpec
-from .weights import cache_key
+from ..storage.layout import model_key
 
 # Run inside the image (and by the local provider, from its instance folder).
-ENTRYPOINT = "-m comfy_lora_cloud.training.entrypoint --workdir \"${LORA_CLOUD_WORKDIR:-$PWD}\""
+ENTRYPOINT = "-m comfy_lora_cloud.worker.entrypoint --workdir \"${LORA_CLOUD_WORKDIR:-$PWD}\""
 DISK_GB = 80.0  # weights ~34 GB + image ~15 GB + dataset caches + two states + the LoRA, with headroom
 
 
@@ -44,7 +44,7 @@ def config_hash(spec: RunSpec, storage: Storage) -> str:
 
 
 def weights_cached(storage: Storage) -> bool:
-    return all(storage.exists(cache_key(f)) for f, _ in MODEL_FILES.values())
+    return all(storage.exists(model_key(f)) for f, _ in MODEL_FILES.values())
 
 
 def trainer_env(spec: RunSpec, settings: Settings, storage: Storage, *, remote: bool = True) -> dict[str, str]:

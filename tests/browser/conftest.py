@@ -1,5 +1,5 @@
 """A page that stands in for ComfyUI's frontend shell, served with the real routes over a real
-LoraCloudService, and Debian's Chromium driven by Playwright.
+App, and Debian's Chromium driven by Playwright.
 
 The server does what ComfyUI's does for a pack (reference/comfyui-contract.md §2, §7): every
 route answers at ``/path`` and ``/api/path``, the pack's ``web/`` is served at
@@ -59,9 +59,9 @@ class Broadcaster:
         return ws
 
 
-def build_app(get_service, broadcaster: Broadcaster) -> web.Application:
+def build_app(get_app, broadcaster: Broadcaster) -> web.Application:
     routes = web.RouteTableDef()
-    register_routes(routes, get_service)
+    register_routes(routes, get_app)
     app = web.Application()
     app.on_shutdown.append(broadcaster.close_all)
     for route in routes:

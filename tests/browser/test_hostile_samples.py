@@ -37,7 +37,7 @@ async def test_hostile_samples_never_run_script(browser, aiohttp_server, tmp_pat
         beacon.append(str(request.rel_url))
         return web.Response(text="")
 
-    app = build_app(lambda: seeded.service, Broadcaster())
+    app = build_app(lambda: seeded.app, Broadcaster())
     app.router.add_get("/pwned-beacon", pwned)
     server = await aiohttp_server(app)
     context = await browser.new_context(accept_downloads=True)

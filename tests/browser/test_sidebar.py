@@ -34,14 +34,14 @@ async def test_sidebar_end_to_end(browser, aiohttp_server, tmp_path, clean_env, 
     fake, clock = vast
     seeded = seed(tmp_path, clean_env)
     open_provider = provider_factory_for(fake)
-    seeded.service.provider_factory = open_provider
+    seeded.app.providers["vast"] = open_provider
     inst = await _launch_for(open_provider, clock, "run-1")
     seeded.state.mark_instance_destroyed("vast", "77", at=NOW - 1800)  # the seed's placeholder
     seeded.state.put_instance(inst, run_id="run-1")
     iid = str(inst.id)
 
     broadcaster = Broadcaster()
-    server = await aiohttp_server(build_app(lambda: seeded.service, broadcaster))
+    server = await aiohttp_server(build_app(lambda: seeded.app, broadcaster))
     page = await browser.new_page(viewport={"width": 1000, "height": 1100})
     page_errors: list[str] = []
     page.on("pageerror", lambda exc: page_errors.append(str(exc)))
@@ -70,7 +70,7 @@ async def test_sidebar_end_to_end(browser, aiohttp_server, tmp_path, clean_env, 
         await asyncio.sleep(0.05)
     assert broadcaster.sockets, "the page never opened its websocket"
     write_status(seeded.storage, step=400, loss=0.09, eta_seconds=600, updated_at=NOW + 10)
-    poller = EventPoller(seeded.service, broadcaster.send)
+    poller = EventPoller(seeded.app, broadcaster.send)
     assert "lora_cloud.run" in await poller.poll_once()
     await expect(root.locator('[data-progress="run-1"]')).to_contain_text("step 400/1000")
     await expect(root.locator('[data-progress="run-1"]')).to_contain_text("loss 0.0900")
@@ -93,7 +93,7 @@ async def test_sidebar_end_to_end(browser, aiohttp_server, tmp_path, clean_env, 
     await root.locator('[data-action="budget"]').click()
     await expect(root.locator('[data-cost="month"]')).to_contain_text("of $75.00")
     await expect(root.locator('[data-progress="run-1"]')).to_contain_text("step 410/1000")
-    assert seeded.service.settings.max_month_usd == 75.0
+    assert seeded.app.settings.max_month_usd == 75.0
     await budget.fill("50")
     await root.locator('[data-action="budget"]').click()
     await expect(root.locator('[data-cost="month"]')).to_contain_text("of $50.00")

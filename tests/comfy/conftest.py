@@ -1,4 +1,4 @@
-"""A real LoraCloudService over LocalStorage, seeded with a dataset, a LoRA, a run and an instance."""
+"""A real App over LocalStorage, seeded with a dataset, a LoRA, a run and an instance."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from PIL import Image
 from comfy_lora_cloud.comfy.routes import PREFIX, register_routes
 from comfy_lora_cloud.comfy.token import HEADER
 from comfy_lora_cloud.models import Cost, Instance, InstanceState, Run, RunState, RunStatus
-from comfy_lora_cloud.service.api import LoraCloudService
+from comfy_lora_cloud.service.app import App
 from comfy_lora_cloud.service.state import StateStore
 from comfy_lora_cloud.settings import Settings
 from comfy_lora_cloud.storage import LocalStorage
@@ -48,7 +48,7 @@ def safetensors_bytes(metadata: dict[str, str]) -> bytes:
 
 @dataclass
 class Seeded:
-    service: LoraCloudService
+    app: App
     storage: LocalStorage
     state: StateStore
     settings: Settings
@@ -67,8 +67,8 @@ def seed(tmp_path: Path, home: Path, clock=lambda: NOW) -> Seeded:
     state = StateStore(settings.state_db)
     events: list[tuple[str, dict[str, Any]]] = []
     loras_dir = tmp_path / "models" / "loras" / "lora_cloud"
-    service = LoraCloudService(settings, storage, state, emit=lambda e, d: events.append((e, d)),
-                               clock=clock, loras_dir=loras_dir)
+    app = App(settings, storage=storage, state=state, emit=lambda e, d: events.append((e, d)),
+              clock=clock, loras_dir=loras_dir)
 
     ds = layout.dataset_prefix("cats")
     storage.write_bytes(ds + "001.png", png_bytes((200, 30, 30)))
@@ -99,7 +99,7 @@ def seed(tmp_path: Path, home: Path, clock=lambda: NOW) -> Seeded:
     state.add_cost(Cost("77", "run-1", "gpu", 0.2, NOW - 3600, NOW - 1800))
     # an earlier run, two days ago
     state.add_cost(Cost("50", "run-0", "gpu", 1.0, NOW - 2 * 86400 - 3600, NOW - 2 * 86400))
-    return Seeded(service, storage, state, settings, events, loras_dir)
+    return Seeded(app, storage, state, settings, events, loras_dir)
 
 
 @pytest.fixture
@@ -110,7 +110,7 @@ def seeded(tmp_path, clean_env) -> Seeded:
 @pytest.fixture
 async def client(aiohttp_client, seeded):
     routes = web.RouteTableDef()
-    register_routes(routes, lambda: seeded.service)
+    register_routes(routes, lambda: seeded.app)
     app = web.Application()
     app.add_routes(routes)
     return await aiohttp_client(app)
@@ -131,11 +131,11 @@ def write_status(storage, **fields) -> None:
     storage.write_bytes(layout.run_key("run-1", "status.json"), json.dumps(status.to_dict()).encode())
 
 
-def comfy_style_app(get_service, listen=("127.0.0.1",)) -> web.Application:
+def comfy_style_app(get_app, listen=("127.0.0.1",)) -> web.Application:
     """The routes as ComfyUI serves them: ``PromptServer.add_routes`` registers every route at
     ``/path`` and again at ``/api/path`` (reference/comfyui-contract.md §2)."""
     routes = web.RouteTableDef()
-    register_routes(routes, get_service, listen=listen)
+    register_routes(routes, get_app, listen=listen)
     api_routes = web.RouteTableDef()  # what PromptServer.add_routes does, GET routes answering HEAD too
     for route in routes:
         if isinstance(route, web.RouteDef):
@@ -148,5 +148,5 @@ def comfy_style_app(get_service, listen=("127.0.0.1",)) -> web.Application:
 
 @pytest.fixture
 async def comfy_client(aiohttp_client, seeded):
-    """A client for the seeded service's routes mounted the way ComfyUI mounts them."""
-    return await aiohttp_client(comfy_style_app(lambda: seeded.service))
+    """A client for the seeded app's routes mounted the way ComfyUI mounts them."""
+    return await aiohttp_client(comfy_style_app(lambda: seeded.app))

@@ -19,7 +19,7 @@ from tests.comfy.conftest import NOW, seed, write_status
 
 async def test_poller_sends_changes_only(seeded):
     sent: list[tuple[str, dict]] = []
-    poller = ev.EventPoller(seeded.service, lambda e, d: sent.append((e, d)), full_every=3)
+    poller = ev.EventPoller(seeded.app, lambda e, d: sent.append((e, d)), full_every=3)
 
     assert await poller.poll_once() == [ev.RUN, ev.INSTANCE]
     run = sent[0][1]
@@ -48,7 +48,7 @@ async def test_poller_sends_changes_only(seeded):
 
 async def test_budget_warning_is_sent_once_per_level(seeded):
     sent: list[tuple[str, dict]] = []
-    poller = ev.EventPoller(seeded.service, lambda e, d: sent.append((e, d)))
+    poller = ev.EventPoller(seeded.app, lambda e, d: sent.append((e, d)))
     seeded.state.add_cost(Cost("50", "run-0", "charge", 39.0, NOW - 60, NOW - 60))  # 40.2 of 50
     assert ev.BUDGET in await poller.poll_once()
     warning = [d for e, d in sent if e == ev.BUDGET][0]
@@ -64,11 +64,11 @@ async def test_poll_forever_survives_failures(seeded):
     sent: list[str] = []
     attempts = {"n": 0}
 
-    async def get_service():
+    async def get_app():
         attempts["n"] += 1
         if attempts["n"] == 1:
             raise RuntimeError("settings not readable yet")
-        return seeded.service
+        return seeded.app
 
     rounds = {"n": 0}
 
@@ -78,7 +78,7 @@ async def test_poll_forever_survives_failures(seeded):
             raise asyncio.CancelledError
 
     with pytest.raises(asyncio.CancelledError):
-        await ev.poll_forever(get_service, lambda e, d: sent.append(e), sleep=sleep)
+        await ev.poll_forever(get_app, lambda e, d: sent.append(e), sleep=sleep)
     assert attempts["n"] == 2  # built again after the failure, then kept
     assert sent.count(ev.RUN) == 1 and sent.count(ev.INSTANCE) == 2
 

@@ -63,14 +63,14 @@ def test_json_depth_ignores_brackets_in_strings():
 
 
 async def test_allowed_hosts_setting_lets_a_proxy_name_in(aiohttp_client, seeded):
-    client = await aiohttp_client(comfy_style_app(lambda: seeded.service))
+    client = await aiohttp_client(comfy_style_app(lambda: seeded.app))
     port = client.server.port
     proxied = {"Host": "comfy.example.com", "Origin": "https://comfy.example.com"}
     resp = await client.get(f"{PREFIX}/token", headers=proxied)
     assert resp.status == 403 and (await resp.json())["error"] == "ForeignHost"
 
     set_value(seeded.settings.home, "allowed_hosts", "comfy.example.com, https://comfy.example.com")
-    seeded.service.settings = type(seeded.settings).load(seeded.settings.home)  # what App's reload does
+    seeded.app.source.invalidate()  # the app re-reads changed files within a second; now, for the test
     resp = await client.get(f"{PREFIX}/token", headers=proxied)
     assert resp.status == 200 and (await resp.json())["header"] == HEADER
     # the name is allowed; origins on it other than the declared one and the request's own are not
@@ -85,7 +85,7 @@ async def test_allowed_hosts_setting_lets_a_proxy_name_in(aiohttp_client, seeded
 
 
 async def test_listen_address_is_allowed(aiohttp_client, seeded):
-    client = await aiohttp_client(comfy_style_app(lambda: seeded.service, listen=["10.1.2.3"]))
+    client = await aiohttp_client(comfy_style_app(lambda: seeded.app, listen=["10.1.2.3"]))
     assert (await client.get(f"{PREFIX}/runs", headers={"Host": "10.1.2.3:8188"})).status == 200
     assert (await client.get(f"{PREFIX}/runs", headers={"Host": "10.1.2.4:8188"})).status == 403
 

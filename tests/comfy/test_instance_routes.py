@@ -11,6 +11,7 @@ import pytest
 from comfy_lora_cloud.comfy.events import guard_forever
 from comfy_lora_cloud.comfy.routes import PREFIX as A
 from comfy_lora_cloud.models import InstanceState, Run, RunState, RunStatus
+from comfy_lora_cloud.providers.base import LaunchSpec, OfferRequest
 from comfy_lora_cloud.providers.vast import VastClient, VastProvider
 from comfy_lora_cloud.storage import layout
 
@@ -24,7 +25,7 @@ KEY = SECRETS["vast_api_key"]
 
 async def test_stop_logs_destroy_our_instance(client, seeded, vast, provider_factory):
     fake, clock = vast
-    seeded.service.provider_factory = provider_factory
+    seeded.app.providers["vast"] = provider_factory
     inst = await launch_for(provider_factory, clock, "run-9")
     assert inst.state is InstanceState.RUNNING
     seeded.state.put_instance(inst, run_id="run-9")
@@ -51,8 +52,10 @@ async def test_stop_logs_destroy_our_instance(client, seeded, vast, provider_fac
 
 async def test_foreign_instances_are_never_touched(client, seeded, vast, provider_factory):
     fake, clock = vast
-    seeded.service.provider_factory = provider_factory
-    theirs = await launch_for(provider_factory, clock, "someone-else")  # not in our state store
+    seeded.app.providers["vast"] = provider_factory
+    async with provider_factory() as provider:  # the account's own instance, not labelled lora-cloud:
+        offer = min(await provider.search(OfferRequest(gpu_names=["RTX 4090"], max_dph=0.6)), key=lambda o: o.dph_total)
+        theirs = await provider.launch(offer, LaunchSpec(image="their-job:1", label="someone-elses-job"))
     headers = await token_headers(client)
     for action in ("stop", "destroy"):
         resp = await client.post(f"{A}/instances/{theirs.id}/{action}", json={}, headers=headers)
@@ -63,17 +66,18 @@ async def test_foreign_instances_are_never_touched(client, seeded, vast, provide
 
 
 async def test_without_a_key_instances_say_so(client, seeded):
-    from comfy_lora_cloud.service.api import vast_provider_factory
+    from comfy_lora_cloud.service.app import App
     from comfy_lora_cloud.settings import Settings
 
-    seeded.service.provider_factory = vast_provider_factory(Settings.load(seeded.settings.home, vast_api_key=""))
+    keyless = App(Settings.load(seeded.settings.home, vast_api_key=""))
+    seeded.app.providers["vast"] = keyless.provider("vast")
     resp = await client.post(f"{A}/instances/77/stop", json={}, headers=await token_headers(client))
     assert resp.status == 400 and "vast.ai API key" in (await resp.json())["message"]
 
 
 async def test_provider_errors_are_json_and_keep_the_key_out(client, seeded, vast, provider_factory):
     fake, clock = vast
-    seeded.service.provider_factory = provider_factory
+    seeded.app.providers["vast"] = provider_factory
     inst = await launch_for(provider_factory, clock, "run-9")
     seeded.state.put_instance(inst, run_id="run-9")
     fake.fail_next(10, status=500)
@@ -85,7 +89,7 @@ async def test_provider_errors_are_json_and_keep_the_key_out(client, seeded, vas
 
 async def test_stop_run_destroys_its_instance_and_ends_the_run(client, seeded, vast, provider_factory):
     fake, clock = vast
-    seeded.service.provider_factory = provider_factory
+    seeded.app.providers["vast"] = provider_factory
     inst = await launch_for(provider_factory, clock, "run-9")
     seeded.state.put_run(Run(id="run-9", dataset="cats", preset="character", lora_name="cat-v2",
                              state=RunState.TRAINING, instance_id=str(inst.id)))
@@ -98,7 +102,8 @@ async def test_stop_run_destroys_its_instance_and_ends_the_run(client, seeded, v
 
     resp = await client.post(f"{A}/runs/run-9/stop", json={}, headers=await token_headers(client))
     assert resp.status == 200, await resp.text()
-    assert await resp.json() == {"id": "run-9", "state": "stopped", "destroyed_instances": [str(inst.id)]}
+    assert await resp.json() == {"id": "run-9", "run_id": "run-9", "state": "stopped",
+                                 "destroyed_instances": [str(inst.id)], "destroyed": True}
     assert fake.state.get(int(inst.id)) is None
     # the trainer's last word was "training", but it cannot speak any more: the run shows stopped
     detail = await (await client.get(f"{A}/runs/run-9")).json()
@@ -123,7 +128,7 @@ async def test_reconcile_and_watchdog_loop(seeded, tmp_path):
             async with VastClient(fake.url, KEY, sleep=no_sleep) as client:
                 yield VastProvider(client)
 
-        seeded.service.provider_factory = open_provider
+        seeded.app.providers["vast"] = open_provider
         ghost = await launch_for(open_provider, clock, "ghost")
         theirs = await launch_for(open_provider, clock, "elsewhere")
         ours = await launch_for(open_provider, clock, "run-9")
@@ -133,22 +138,20 @@ async def test_reconcile_and_watchdog_loop(seeded, tmp_path):
         live = RunStatus(run_id="elsewhere", state=RunState.TRAINING, updated_at=NOW - 60)
         seeded.storage.write_bytes(layout.run_key("elsewhere", "status.json"), json.dumps(live.to_dict()).encode())
 
-        sent: list[tuple[str, dict]] = []
         after_round: list[set[int]] = []
 
         async def sleep(_seconds):
             after_round.append({i for i in (ghost.id, theirs.id, ours.id) if fake.state.get(int(i)) is not None})
             if len(after_round) == 1:
-                await seeded.service.set_budgets({"max_dph": 0.05})  # every GPU here now breaks it
+                await seeded.app.costs.set_budgets({"max_dph": 0.05})  # every GPU here now breaks it
             else:
                 raise asyncio.CancelledError
 
         with pytest.raises(asyncio.CancelledError):
-            await guard_forever(lambda: _coro(seeded.service), lambda e, d: sent.append((e, d)),
-                                grace_s=0.0, sleep=sleep)
+            await guard_forever(lambda: _coro(seeded.app), grace_s=0.0, sleep=sleep)
         assert after_round[0] == {theirs.id, ours.id}  # the orphan went, the others stayed
         assert after_round[1] == set()  # the watchdog enforced max_dph on what was left
-        enforced = [d for e, d in sent if e == "lora_cloud.budget" and d.get("kind") == "enforced"]
+        enforced = [d for e, d in seeded.events if e == "lora_cloud.budget" and d.get("kind") == "enforced"]
         assert {d["instance_id"] for d in enforced} == {str(theirs.id), str(ours.id)}
         assert all("max_dph" in d["message"] for d in enforced)
     finally:

@@ -9,8 +9,7 @@ import pytest
 from aiohttp import web
 
 from comfy_lora_cloud.comfy.routes import PREFIX as A, register_routes
-from comfy_lora_cloud.service.api import LoraCloudService
-from comfy_lora_cloud.service.state import StateStore
+from comfy_lora_cloud.service.app import App
 from comfy_lora_cloud.settings import Settings
 from comfy_lora_cloud.storage import open_storage
 from tests.comfy.conftest import SECRETS, token_headers
@@ -49,10 +48,10 @@ async def gcs_client(aiohttp_client, gcs_bucket, clean_env, tmp_path):
 
     open_provider = provider_factory_for(fake)
     events: list = []
-    service = LoraCloudService(settings, storage, StateStore(settings.state_db), provider_factory=open_provider,
-                               emit=lambda e, d: events.append((e, d)))
+    lora_app = App(settings, storage=storage, providers={"vast": open_provider},
+                   emit=lambda e, d: events.append((e, d)))
     routes = web.RouteTableDef()
-    register_routes(routes, lambda: service)
+    register_routes(routes, lambda: lora_app)
     app = web.Application()
     app.add_routes(routes)
     yield await aiohttp_client(app), fake, events

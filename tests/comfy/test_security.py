@@ -347,7 +347,7 @@ async def test_hostile_requests_are_all_refused(comfy_client, seeded, capsys):
     assert [r.id for r in seeded.state.list_runs()] == ["run-1"]
     assert [(i["id"], i["state"]) for i in seeded.state.list_instances()] == [("77", "running")]
     assert not seeded.loras_dir.exists()
-    assert seeded.service.thumbnails.made == 0  # no bomb was ever decoded
+    assert seeded.app.library.thumbnails.made == 0  # no bomb was ever decoded
 
     # and the same requests, made right, still work (a guard that refuses everything passes nothing)
     port = comfy_client.server.port

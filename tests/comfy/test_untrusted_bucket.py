@@ -11,6 +11,7 @@ from comfy_lora_cloud.comfy.routes import PREFIX
 from comfy_lora_cloud.errors import CorruptRecord, StorageError
 from comfy_lora_cloud.models import RunState, RunStatus
 from comfy_lora_cloud.service import library
+from comfy_lora_cloud.service.guard import run_live_in_bucket
 from comfy_lora_cloud.storage import layout
 from comfy_lora_cloud.training.status import StatusReporter, read_events, read_status
 
@@ -79,15 +80,17 @@ async def test_a_run_launched_here_with_a_corrupt_status_still_shows(comfy_clien
     assert detail.status == 200 and (await detail.json())["status"] is None
 
 
-async def test_a_hostile_status_never_keeps_an_instance_alive(seeded):
-    svc = seeded.service
+def test_a_hostile_status_never_keeps_an_instance_alive(seeded):
+    def live(run_id: str = "run-1") -> bool:
+        return run_live_in_bucket(seeded.storage, run_id, NOW, fresh_s=1800)
+
     write_status(seeded.storage, updated_at=NOW - 5)
-    assert await svc.run_live_in_bucket("run-1") is True
+    assert live() is True
     write_status(seeded.storage, updated_at=NOW + 10 * 365 * 86400)  # "fresh" for ten years
-    assert await svc.run_live_in_bucket("run-1") is False
+    assert live() is False
     hostile.put(seeded.storage.root, "runs/run-1/status.json", '{"run_id": "run-1", "state": "training", "step": -1}')
-    assert await svc.run_live_in_bucket("run-1") is False
-    assert await svc.run_live_in_bucket("../../x") is False
+    assert live() is False
+    assert live("../../x") is False
 
 
 def test_manifest_and_sidecar_readers_refuse_wrong_shapes(seeded):

@@ -17,11 +17,9 @@ import pytest
 from PIL import ImageOps
 
 from comfy_lora_cloud.models import RunState
-from comfy_lora_cloud.providers.vast import VastProvider, client_from_settings
 from comfy_lora_cloud.service import graph
-from comfy_lora_cloud.service.budgets import Budgets
+from comfy_lora_cloud.service.app import App
 from comfy_lora_cloud.service.costs import CostLedger
-from comfy_lora_cloud.service.guard import Guard
 from comfy_lora_cloud.service.runs import TrainRequest
 from comfy_lora_cloud.service.state import StateStore
 from comfy_lora_cloud.settings import Settings
@@ -65,7 +63,7 @@ def _photos(folder: Path, photos) -> Path:
     return folder
 
 
-async def _queue_graph(photos_dir, florence, settings, storage, state, work, loras, progress):
+async def _queue_graph(photos_dir, florence, app, storage, work, loras, progress):
     """The node chain, in the order ComfyUI executes it."""
     images = graph.load_images("folder", str(photos_dir), storage=storage, work=work)
     cropped = graph.crop_for_training(images, lora_type="character", resolution=512, trigger="ohwx", work=work,
@@ -75,7 +73,7 @@ async def _queue_graph(photos_dir, florence, settings, storage, state, work, lor
     dataset = graph.save_dataset(captioned, "astro", storage=storage)
     req = TrainRequest(dataset="astro", lora_type="character", gpu="4090",
                        overrides={"subset.num_repeats": 1, "max_train_epochs": 2})
-    run = await graph.launch(dataset, req, settings=settings, storage=storage, state=state, python=sys.executable)
+    run = await graph.launch(dataset, req, runs=app.runs, storage_url=storage.url)
     name, path = await graph.await_lora(run, storage=storage, loras_dir=loras, poll_s=0.2,
                                         progress=lambda d, t: progress.append((d, t)))
     return images, cropped, captioned, dataset, run, name, path
@@ -87,12 +85,13 @@ async def test_photos_to_lora_file_and_requeue_rents_nothing(world, tmp_path, ti
     photos_dir = _photos(tmp_path / "photos", tiny_photos)
     florence = build_florence(tmp_path / "florence")
     state = StateStore(settings.state_db)
+    app = App(settings, storage=storage, state=state, python=sys.executable)
     work = graph.WorkArea(settings.home / "work")
     loras = tmp_path / "ComfyUI" / "models" / "loras"
     progress: list[tuple[int, int]] = []
 
     images, cropped, captioned, dataset, run, name, path = await _queue_graph(
-        photos_dir, florence, settings, storage, state, work, loras, progress)
+        photos_dir, florence, app, storage, work, loras, progress)
 
     assert images.count == 3 and cropped.prepared and cropped.count == 3
     caps = {p.name: p.with_suffix(".txt").read_text() for p in captioned.files()}
@@ -113,16 +112,15 @@ async def test_photos_to_lora_file_and_requeue_rents_nothing(world, tmp_path, ti
     assert record is not None and record.instance_id
     # costs: one guard pass (what ComfyUI's pack loop runs every 30 s) books the run's cost from
     # vast.ai's charges, and finds nothing to destroy
-    async with client_from_settings(settings) as client:
-        provider = VastProvider(client)
+    async with app.provider("vast")() as provider:
         assert await provider.get(record.instance_id) is None
-        report = await Guard(provider, state, Budgets.from_settings(settings), storage=storage).run_once()
+    report = await app.guard_pass()
     assert report["reconcile"]["destroyed"] == [] and report["reconcile"]["lost_runs"] == []
     assert state.get_run(run.run_id).state is RunState.DONE  # the bucket's word, not "lost"
     spent = CostLedger(state).run_usd(run.run_id)
     assert spent > 0
     # queue the same graph again: everything is reused, nothing is rented
-    again = await _queue_graph(photos_dir, florence, settings, storage, state, work, loras, [])
+    again = await _queue_graph(photos_dir, florence, app, storage, work, loras, [])
     assert again[4].attached and again[4].run_id == run.run_id
     assert again[1].folder == cropped.folder and again[2].folder == captioned.folder
     assert fake.state.created_count == 1

@@ -105,3 +105,32 @@ def test_start_refuses_bad_overrides_before_renting(bucket):
     r = CliRunner().invoke(app, ["train", "start", "--dataset", "cat", "--provider", "local", "--set",
                                  "resolution=\"x\""])
     assert r.exit_code == 2 and "expected int" in r.output
+
+
+def test_a_dead_local_run_neither_blocks_a_new_start_nor_hangs_follow(bucket, monkeypatch):
+    """The trainer process of a local run dies without a word (kill -9): the next `train start`
+    with the same settings starts afresh instead of answering "already running", and
+    `train status --follow` on the dead run ends."""
+    import os
+    import signal
+
+    monkeypatch.setenv("FAKE_KOHYA_STEP_SECONDS", "0.5")
+    first = json.loads(_start().stdout)
+    _wait_status(bucket, first["run_id"], lambda st: st.state.value == "training" and st.step > 0)
+    record = json.loads((Settings.load().home / "local-instances" / f"{first['instance_id']}.json").read_text())
+    (kohya_pid_file,) = (Settings.load().home / "local-instances").glob("*/kohya.pid")
+    for pid in (int(record["pid"]), int(kohya_pid_file.read_text())):
+        os.kill(pid, signal.SIGKILL)
+    end = time.monotonic() + 10
+    while _alive(int(record["pid"])) and time.monotonic() < end:
+        time.sleep(0.05)
+
+    second = json.loads(_start().stdout)
+    assert second["attached"] is False and second["run_id"] != first["run_id"]
+    store = StateStore(Settings.load().state_db)
+    dead = store.get_run(first["run_id"])
+    assert dead.state.value == "failed" and "without reporting" in dead.error
+    r = _invoke("train", "status", first["run_id"], "--follow", "--interval", "0.05")
+    assert r.exit_code == 0, r.output
+    assert '"state": "failed"' in r.stdout  # the last line: the run's end, from this controller's record
+    _invoke("train", "stop", second["run_id"])

@@ -53,7 +53,7 @@ def test_start_creates_one_labelled_instance_with_the_narrowest_env(setup, monke
     inst = fake.state.get(iid)
     assert inst.label == f"lora-cloud:{run_id}"  # the run id and nothing else
     assert inst.image == Settings.load().trainer_image and inst.runtype == "ssh"
-    assert inst.onstart == 'python -m comfy_lora_cloud.training.entrypoint --workdir "${LORA_CLOUD_WORKDIR:-$PWD}"'
+    assert inst.onstart == 'python -m comfy_lora_cloud.worker.entrypoint --workdir "${LORA_CLOUD_WORKDIR:-$PWD}"'
     assert inst.env == {"LORA_CLOUD_STORAGE": storage.url, "LORA_CLOUD_RUN_ID": run_id,
                         "LORA_CLOUD_VAST_URL": Settings.load().vast_url, "LORA_CLOUD_GCS_SERVICE_ACCOUNT_JSON": SA_JSON,
                         "HF_TOKEN": HF_TOKEN}

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from comfy_lora_cloud.errors import ProviderAPIError
-from comfy_lora_cloud.training.self_destroy import SelfDestroy
+from comfy_lora_cloud.worker.self_destroy import SelfDestroy
 
 ENV = {"CONTAINER_ID": "77", "CONTAINER_API_KEY": "ck-secret-123456", "LORA_CLOUD_VAST_URL": "http://vast.test/"}
 
@@ -37,7 +37,9 @@ def test_deletes_its_instance_with_the_container_key():
 def test_retries_5xx_and_429_then_succeeds():
     app, sleeps = App(503, 429, 200), []
     assert _destroy(app, sleeps)() is True
-    assert len(app.requests) == 3 and sleeps == [1.0, 2.0]
+    # the shared retry policy (comfy_lora_cloud.retry): full-jitter backoff, doubling its bound
+    assert len(app.requests) == 3 and len(sleeps) == 2
+    assert 0 <= sleeps[0] <= 2.0 and 0 <= sleeps[1] <= 4.0
 
 
 def test_already_gone_counts_as_done():

@@ -101,7 +101,7 @@ class TrainerProcess:
 
     async def start(self, run_id: str) -> asyncio.subprocess.Process:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "comfy_lora_cloud.training.entrypoint", "--workdir", str(self.workdir),
+            sys.executable, "-m", "comfy_lora_cloud.worker.entrypoint", "--workdir", str(self.workdir),
             env=self.environment(run_id), cwd=str(REPO), stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT, start_new_session=True,
         )

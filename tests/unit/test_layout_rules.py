@@ -14,13 +14,24 @@ else:  # pragma: no cover
 REPO = Path(__file__).resolve().parents[2]
 PKG = REPO / "comfy_lora_cloud"
 COMFY_MODULES = {"comfy", "comfy_api", "comfy_execution", "server", "folder_paths", "nodes", "execution"}
-LAYER = {  # layer -> layers it may import
-    "cli": {"service", "storage", "providers", "remote", "dataset", "training", "base"},
-    "comfy": {"service", "storage", "providers", "remote", "dataset", "training", "base"},
+LAYER = {  # layer -> layers it may import (design.md: edges -> service -> adapters -> base)
+    "cli": {"service", "base"},
+    "comfy": {"service", "base"},
     "service": {"storage", "providers", "remote", "dataset", "training", "base"},
     "storage": {"base"}, "providers": {"base"}, "remote": {"base"}, "dataset": {"base", "storage"},
     "training": {"base", "storage", "dataset", "providers"},
+    "worker": {"base", "storage", "dataset", "training"},  # what runs on the rented GPU
     "base": {"base"},
+}
+BASE_MODULES = {"models", "errors", "settings", "__init__"}  # what "base" may mean: nothing else
+# the public face of each adapter package: another package imports these modules, never the rest
+ADAPTER_PUBLIC = {
+    "storage": {"storage", "storage.base", "storage.layout", "storage.sync", "storage.local"},
+    "providers": {"providers", "providers.base", "providers.pricing", "providers.vast", "providers.local"},
+    "dataset": {"dataset", "dataset.bucket", "dataset.pipeline", "dataset.validate", "dataset.load",
+                "dataset.caption"},
+    "training": {"training", "training.estimate", "training.kohya_config", "training.launch", "training.presets",
+                 "training.progress", "training.spec", "training.status"},
 }
 
 
@@ -28,9 +39,10 @@ def _layer(rel_parts: tuple[str, ...]) -> str:
     return rel_parts[0] if len(rel_parts) > 1 and rel_parts[0] in LAYER else "base"
 
 
-def _imports(path: Path) -> list[tuple[str, int]]:
+def _imports(path: Path, pkg_parts: tuple[str, ...] | None = None) -> list[tuple[str, int]]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    pkg_parts = path.relative_to(REPO).with_suffix("").parts[:-1]
+    if pkg_parts is None:
+        pkg_parts = path.relative_to(REPO).with_suffix("").parts[:-1]
     out = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -53,6 +65,49 @@ def test_only_comfy_package_imports_comfyui():
             continue
         for mod, level in _imports(path):
             if level == 0 and mod.split(".")[0] in COMFY_MODULES:
+                offenders.append(f"{path.relative_to(REPO)} imports {mod}")
+    assert offenders == []
+
+
+def _edge_offenders(path: Path, edge: str, pkg_parts: tuple[str, ...] | None = None) -> list[str]:
+    offenders = []
+    for mod, _ in _imports(path, pkg_parts):
+        parts = mod.split(".")
+        if parts[0] != "comfy_lora_cloud" or len(parts) < 2 or parts[1] in (edge, "service"):
+            continue
+        if parts[1] not in BASE_MODULES:
+            offenders.append(mod)
+    return offenders
+
+
+def test_edges_import_only_the_service_and_the_base():
+    """cli/ and comfy/ reach everything through the service: a behaviour reached from a node, a
+    route, the CLI and the background loop is the same code, wired once."""
+    offenders = [f"{path.relative_to(REPO)} imports {mod}"
+                 for edge in ("cli", "comfy") for path in (PKG / edge).rglob("*.py")
+                 for mod in _edge_offenders(path, edge)]
+    assert offenders == []
+
+
+def test_the_edge_rule_catches_an_adapter_import(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("from ..storage.gcs import GcsStorage\nfrom ..service.app import App\nfrom ..errors import ConfigError\n")
+    assert _edge_offenders(bad, "cli", ("comfy_lora_cloud", "cli")) == ["comfy_lora_cloud.storage.gcs"]
+
+
+def test_packages_use_only_each_others_public_modules():
+    """An adapter imports another adapter's public modules, never its internals (a module that is
+    not in ADAPTER_PUBLIC, or a private name)."""
+    offenders = []
+    for path in PKG.rglob("*.py"):
+        rel = path.relative_to(PKG).parts
+        here = rel[0] if len(rel) > 1 else "base"
+        for mod, _ in _imports(path):
+            parts = mod.split(".")
+            if parts[0] != "comfy_lora_cloud" or len(parts) < 2 or parts[1] == here or parts[1] not in ADAPTER_PUBLIC:
+                continue
+            target = ".".join(parts[1:])
+            if target not in ADAPTER_PUBLIC[parts[1]]:
                 offenders.append(f"{path.relative_to(REPO)} imports {mod}")
     assert offenders == []
 

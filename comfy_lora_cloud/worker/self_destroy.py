@@ -17,16 +17,17 @@ from typing import Callable, Mapping
 import httpx
 
 from ..errors import ProviderAPIError, redact, register_secret
+from ..retry import RETRY_STATUSES, backoff
+from ..settings import VAST_URL
 
 log = logging.getLogger(__name__)
-DEFAULT_VAST_URL = "https://console.vast.ai"
 
 
 @dataclass
 class SelfDestroy:
     instance_id: str | None
     api_key: str | None
-    base_url: str = DEFAULT_VAST_URL
+    base_url: str = VAST_URL
     attempts: int = 5
     sleep: Callable[[float], None] = time.sleep
     transport: httpx.BaseTransport | None = None
@@ -37,7 +38,7 @@ class SelfDestroy:
         key = env.get("CONTAINER_API_KEY") or None
         register_secret(key)
         return cls(instance_id=env.get("CONTAINER_ID") or None, api_key=key,
-                   base_url=(env.get("LORA_CLOUD_VAST_URL") or DEFAULT_VAST_URL).rstrip("/"), **kwargs)
+                   base_url=(env.get("LORA_CLOUD_VAST_URL") or VAST_URL).rstrip("/"), **kwargs)
 
     @property
     def enabled(self) -> bool:
@@ -54,20 +55,20 @@ class SelfDestroy:
             return False
         url = f"{self.base_url}/api/v0/instances/{self.instance_id}/"
         headers = {"Authorization": f"Bearer {self.api_key}", "Accept": "application/json"}
-        last = ""
+        last, retry_after = "", None
         with httpx.Client(transport=self.transport, timeout=30.0) as client:
             for attempt in range(self.attempts):
                 try:
                     r = client.delete(url, headers=headers)
                 except httpx.HTTPError as exc:
-                    last = f"{type(exc).__name__}: {exc}"
+                    last, retry_after = f"{type(exc).__name__}: {exc}", None
                 else:
                     if r.status_code < 300 or r.status_code == 404:
                         log.info("destroyed instance %s (HTTP %s)", self.instance_id, r.status_code)
                         return True
-                    last = f"HTTP {r.status_code}: {r.text[:200]}"
-                    if r.status_code < 500 and r.status_code != 429:
+                    last, retry_after = f"HTTP {r.status_code}: {r.text[:200]}", r.headers.get("Retry-After")
+                    if r.status_code not in RETRY_STATUSES:
                         break
                 if attempt + 1 < self.attempts:
-                    self.sleep(min(2.0 ** attempt, 30.0))
+                    self.sleep(backoff(attempt, base=2.0, cap=30.0, retry_after=retry_after))
         raise ProviderAPIError(redact(f"could not destroy instance {self.instance_id}: {last}"))

@@ -10,7 +10,7 @@ are uploaded, the status says why, and the instance is destroyed: an instance le
 the one thing users cannot forgive. The run's deadline counts from the first start, recorded in
 ``events.jsonl``, so a resumed run on a new instance does not get a fresh allowance.
 
-Run as ``python -m comfy_lora_cloud.training.entrypoint`` (see :func:`main` for the environment).
+Run as ``python -m comfy_lora_cloud.worker.entrypoint`` (see :func:`main` for the environment).
 """
 
 from __future__ import annotations
@@ -40,14 +40,14 @@ from ..storage.base import Checksums, Storage, checksum_file
 from ..storage.layout import lora_key, lora_meta_key
 from .checkpoints import complete_states, download_checkpoint, read_latest, upload_checkpoint
 from .dataset_pull import check_local_dataset, pull_dataset
-from .kohya_config import TrainJob, TrainPaths, write_configs
-from .presets import load_preset, plan_steps
-from .progress import Event, ProgressParser
-from .spec import RunSpec, load_spec
-from .status import StatusReporter
+from ..training.kohya_config import TrainJob, TrainPaths, write_configs
+from ..training.presets import load_preset, plan_steps
+from ..training.progress import Event, ProgressParser
+from ..training.spec import RunSpec, load_spec
+from ..training.status import StatusReporter
 from .weights import HubWeights, WeightSource, check_weights, fetch_weights
 
-log = logging.getLogger("comfy_lora_cloud.training.entrypoint")  # also when run as __main__
+log = logging.getLogger("comfy_lora_cloud.worker.entrypoint")  # also when run as __main__
 
 # never handed to kohya: it needs none of them
 _SECRET_ENV = ("CONTAINER_API_KEY", "HF_TOKEN", "LORA_CLOUD_HF_TOKEN", "VAST_API_KEY", "LORA_CLOUD_VAST_API_KEY",

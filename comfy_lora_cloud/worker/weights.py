@@ -13,8 +13,8 @@ from typing import Protocol
 
 from ..errors import LoraCloudError, TrainingError
 from ..storage.base import Storage
-from ..storage.layout import MODELS
-from .kohya_config import GATED_REPOS, MODEL_FILES
+from ..storage.layout import model_key as cache_key
+from ..training.kohya_config import GATED_REPOS, MODEL_FILES
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +61,6 @@ class HubWeights:
             return Path(hf_hub_download(repo_id, filename, local_dir=dest_dir, token=self.token))
         except GatedRepoError:
             raise TrainingError(gated_message(repo_id)) from None
-
-
-def cache_key(filename: str) -> str:
-    return f"{MODELS}{filename}"
 
 
 def check_weights(storage: Storage, source: WeightSource) -> list[str]:

@@ -1,0 +1,244 @@
+"""The composition root: one :class:`App`, built once from settings, that every edge uses.
+
+The CLI (one ``App`` per command), ComfyUI's nodes, its routes and the pack's background loop (one
+``App`` for the whole ComfyUI process, see ``comfy/wiring.py``) reach storage, the state store, the
+GPU providers and each other only through it, so a behaviour cannot differ by entry point::
+
+    app = App.open()                       # blocking: call it in a thread from async code
+    await app.runs.stop(run_id)            # the same code from the CLI, a node and the sidebar
+    await app.guard_pass()                 # the same guard from ComfyUI's loop, the CLI and cron
+
+One noun per service, each in its own module: :class:`~.runs.Runs`, :class:`~.instances.Instances`,
+:class:`~.library.Library`, :class:`~.costs.Costs`, :class:`~.offers.Offers`,
+:class:`~.mirror.Mirror`. They hold the app, not copies of its parts, so a settings change reaches
+them all at once.
+
+Settings are re-read when ``config.toml`` or ``secrets.toml`` change (:class:`SettingsSource`): a
+``lora-cloud budget set`` takes effect in a running ComfyUI within one guard round, and a broken file
+keeps the last good settings (and says so) instead of stopping the guard. Storage is rebuilt when the
+storage settings change, so nodes and routes never see two different buckets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, AsyncContextManager, AsyncIterator, Callable, Mapping
+
+from ..errors import ConfigError
+from ..providers.base import Provider
+from ..settings import CONFIG_FILE, SECRETS_FILE, Settings, default_home
+from ..storage import Storage
+from .events import Emit, no_emit
+from .state import StateStore
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+# A fresh provider per use: the vast.ai client holds an httpx.AsyncClient, which is bound to the
+# loop it first ran on, and one App serves several loops (ComfyUI's server loop, each prompt's
+# loop, the pack's own loop).
+ProviderFactory = Callable[[], AsyncContextManager[Provider]]
+PROVIDERS = ("vast", "local")
+
+
+class SettingsSource:
+    """The settings of one home, re-read when its files change.
+
+    ``current()`` costs two ``stat`` calls at most once a second. When a changed file does not
+    parse, the last good settings stay in force and :attr:`problem` says why (the guard reports
+    it every round). With no good settings yet, the error is raised: there is nothing to fall
+    back on.
+    """
+
+    def __init__(self, home: str | Path | None = None, *, check_every: float = 1.0,
+                 clock: Clock = time.monotonic, initial: Settings | None = None, **overrides: Any):
+        self.home = Path(home).expanduser() if home else default_home()
+        self.overrides = overrides
+        self.check_every = check_every
+        self.clock = clock
+        self.problem: str | None = None
+        self._lock = threading.Lock()
+        self._settings: Settings | None = initial
+        self._signature: tuple[Any, ...] | None = self._files_signature() if initial is not None else None
+        self._checked = float("-inf")
+
+    def invalidate(self) -> None:
+        """Look at the files on the next read (after this process wrote them)."""
+        with self._lock:
+            self._checked = float("-inf")
+
+    def _files_signature(self) -> tuple[Any, ...]:
+        sig = []
+        for name in (CONFIG_FILE, SECRETS_FILE):
+            try:
+                st = (self.home / name).stat()
+                sig.append((st.st_mtime_ns, st.st_size, st.st_ino))
+            except OSError:
+                sig.append(None)
+        return tuple(sig)
+
+    def current(self) -> Settings:
+        with self._lock:
+            now = self.clock()
+            if self._settings is not None and now - self._checked < self.check_every:
+                return self._settings
+            self._checked = now
+            signature = self._files_signature()
+            if self._settings is not None and signature == self._signature:
+                return self._settings
+            try:
+                fresh = Settings.load(self.home, **self.overrides)
+            except ConfigError as exc:
+                if self._settings is None:
+                    raise
+                if self.problem != exc.message:
+                    log.warning("settings changed but cannot be read; keeping the last good ones: %s", exc.message)
+                self.problem = f"keeping the last good settings: {exc.message}"
+                self._signature = signature  # report once per change, not on every call
+                return self._settings
+            self._settings, self._signature, self.problem = fresh, signature, None
+            return fresh
+
+
+class App:
+    """Settings, storage, state, providers and the noun services, wired once."""
+
+    def __init__(self, settings: Settings | SettingsSource, *, storage: Storage | None = None,
+                 state: StateStore | None = None, emit: Emit | None = None, clock: Clock = time.time,
+                 loras_dir: str | Path | None = None, providers: Mapping[str, ProviderFactory] | None = None,
+                 python: str | None = None):
+        from .costs import Costs
+        from .instances import Instances
+        from .library import Library
+        from .mirror import Mirror
+        from .offers import Offers
+        from .runs import Runs
+
+        self.source = settings if isinstance(settings, SettingsSource) else SettingsSource(settings.home, initial=settings)
+        self._fixed_storage = storage
+        self._state = state
+        self.emit: Emit = emit or no_emit
+        self.clock = clock
+        self._loras_dir = Path(loras_dir) if loras_dir else None
+        # injected providers win over the configured ones (tests, the fake vast.ai server)
+        self.providers: dict[str, ProviderFactory] = dict(providers or {})
+        self.python = python  # the trainer's interpreter for local runs (tests); None: this one
+        self._lock = threading.Lock()
+        self._storage: tuple[tuple[Any, ...], Storage] | None = None
+
+        self.runs = Runs(self)
+        self.instances = Instances(self)
+        self.library = Library(self)
+        self.costs = Costs(self)
+        self.offers = Offers(self)
+        self.mirror = Mirror(self)
+
+    @classmethod
+    def open(cls, home: str | Path | None = None, **kwargs: Any) -> "App":
+        """The app for ``home`` (default: ``LORA_CLOUD_HOME`` or the per-user folder), with settings
+        that follow the files. Reads the settings once, so a broken config fails here, clearly."""
+        source = SettingsSource(home)
+        source.current()
+        return cls(source, **kwargs)
+
+    # ---- the parts ---------------------------------------------------------------------------
+    @property
+    def settings(self) -> Settings:
+        return self.source.current()
+
+    @property
+    def settings_problem(self) -> str | None:
+        return self.source.problem
+
+    @property
+    def storage(self) -> Storage:
+        """The configured storage; rebuilt when the storage settings change (may block the first
+        time: a GCS client looks up credentials)."""
+        if self._fixed_storage is not None:
+            return self._fixed_storage
+        settings = self.settings
+        key = (settings.storage_url, settings.gcs_project, settings.secret("gcs_service_account_json"))
+        with self._lock:
+            if self._storage is None or self._storage[0] != key:
+                from ..storage import open_storage
+
+                self._storage = (key, open_storage(settings=settings))
+            return self._storage[1]
+
+    @property
+    def state(self) -> StateStore:
+        if self._state is None or self._state.path != self.settings.state_db:
+            with self._lock:
+                if self._state is None or self._state.path != self.settings.state_db:
+                    self._state = StateStore(self.settings.state_db)
+        return self._state
+
+    @property
+    def loras_dir(self) -> Path:
+        """Where downloaded LoRAs go: the ``comfyui_loras_dir`` setting, else the folder the app was
+        built with (ComfyUI's ``models/loras/lora_cloud``), else ``<home>/loras``."""
+        settings = self.settings
+        if settings.comfyui_loras_dir:
+            return Path(settings.comfyui_loras_dir).expanduser()
+        return self._loras_dir or settings.home / "loras"
+
+    @property
+    def work_dir(self) -> Path:
+        """Intermediate folders of the graph's dataset steps."""
+        return self.settings.home / "work"
+
+    def provider(self, name: str = "vast", *, vram_gb: float = 24.0) -> ProviderFactory:
+        """Opens the named provider with the current settings (a fresh client per use)."""
+        if name in self.providers:
+            return self.providers[name]
+        if name not in PROVIDERS:
+            raise ConfigError(f"unknown provider {name!r}; choose {' or '.join(PROVIDERS)}")
+        settings = self.settings
+        if name == "vast":
+
+            @contextlib.asynccontextmanager
+            async def open_vast() -> AsyncIterator[Provider]:
+                from ..providers.vast import VastProvider, client_from_settings
+
+                async with client_from_settings(settings) as client:
+                    yield VastProvider(client)
+
+            return open_vast
+
+        @contextlib.asynccontextmanager
+        async def open_local() -> AsyncIterator[Provider]:
+            from ..providers.local import LocalProvider
+
+            yield LocalProvider(settings.home / "local-instances", vram_gb=vram_gb)
+
+        return open_local
+
+    def has_vast_key(self) -> bool:
+        return "vast" in self.providers or bool(self.settings.secret("vast_api_key"))
+
+    # ---- the guard ---------------------------------------------------------------------------
+    async def guard_pass(self, *, grace_s: float = 120.0, fresh_s: float = 1800.0) -> dict[str, Any]:
+        """One pass of the one guard (reconcile + budget watchdog) for vast.ai: the same from
+        ComfyUI's loop, ``lora-cloud instances reconcile`` and cron.
+
+        Budgets are read from the current settings on every check, so a changed budget applies
+        within one round; a settings file that cannot be read keeps the last good budgets and the
+        pass reports it.
+        """
+        import asyncio
+
+        from .budgets import Budgets
+        from .guard import Guard
+
+        storage = await asyncio.to_thread(lambda: self.storage)
+        async with self.provider("vast")() as provider:
+            guard = Guard(provider, self.state, lambda: Budgets.from_settings(self.settings), storage=storage,
+                          clock=self.clock, emit=self.emit, grace_s=grace_s, fresh_s=fresh_s)
+            report = await guard.run_once()
+        if self.settings_problem:
+            report.setdefault("problems", []).append(self.settings_problem)
+        return report

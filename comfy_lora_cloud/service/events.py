@@ -1,0 +1,26 @@
+"""The names of the live events, and the sink type every service emits them through.
+
+ComfyUI sends them to every open sidebar through its websocket (``comfy/events.py``); the CLI and
+tests pass their own sink or none. Each name is defined here and nowhere else.
+
+    lora_cloud.run        one run's view (state, step, loss, ETA, samples) whenever it changes
+    lora_cloud.instance   {"instances": [...]} when instances change (and while any bills)
+    lora_cloud.budget     {"kind": "warning"|"exceeded"|"changed"|"enforced"|"enforce_failed", ...}
+    lora_cloud.guard      {"kind": "problem", "message"}: a record the guard skipped, a settings
+                          file it could not read; enforcement went on for everything else
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+RUN_EVENT = "lora_cloud.run"
+INSTANCE_EVENT = "lora_cloud.instance"
+BUDGET_EVENT = "lora_cloud.budget"
+GUARD_EVENT = "lora_cloud.guard"
+
+Emit = Callable[[str, dict[str, Any]], None]
+
+
+def no_emit(event: str, data: dict[str, Any]) -> None:
+    """Nobody is listening (the CLI, tests that do not care)."""
