@@ -31,7 +31,6 @@ import math
 import threading
 from dataclasses import dataclass
 from typing import Any, Iterable
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
