@@ -11,11 +11,13 @@
     │   ├── ObjectNotFound         missing object / dataset / LoRA          -> 404
     │   ├── ChecksumMismatch       bytes differ from their recorded hash    -> 502
     │   ├── PreconditionFailed     someone else wrote first (generation)    -> 409
+    │   │   └── LockHeld           another writer holds the lease (.holder) -> 409
     │   ├── BucketNotFound         the configured bucket does not exist     -> 404
     │   └── CorruptRecord          a record (bucket object, db row) we cannot read as what it should be -> 502
     ├── TunnelError                SSH connection / forwarding problems     -> 503
     ├── DatasetError               bad images, bad captions, failed checks  -> 422
-    │   └── ImageLoadError         one file could not be read (.path)
+    │   ├── ImageLoadError         one file could not be read (.path)
+    │   └── DatasetExists          the name is taken: say replace or merge  -> 409
     └── TrainingError              the run failed (kohya, weights, deadline)-> 500
 
     ConfigError also has RequestTooLarge (a request body over the routes' limit -> HTTP 413).
@@ -206,6 +208,14 @@ class PreconditionFailed(StorageError):
     http_status = 409
 
 
+class LockHeld(PreconditionFailed):
+    """Another writer holds the lease on what we want to change (``holder``: who, since when)."""
+
+    def __init__(self, message: str = "", holder: dict[str, object] | None = None, **details: object):
+        super().__init__(message, **details)
+        self.holder = holder
+
+
 class CorruptRecord(StorageError):
     """A record that exists but cannot be read as what it should be: a ``status.json`` that is not
     a status, a manifest that is not a manifest, a state-store row with an unknown state.
@@ -235,6 +245,12 @@ class ImageLoadError(DatasetError):
     def __init__(self, message: str = "", path: str = "", **details: object):
         super().__init__(message, **details)
         self.path = path
+
+
+class DatasetExists(DatasetError):
+    """A dataset of that name exists; writing into it needs an explicit replace or merge."""
+
+    http_status = 409
 
 
 class TrainingError(LoraCloudError):

@@ -7,7 +7,7 @@ import enum
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Iterator, TypeVar
 
 from .errors import ConfigError
 
@@ -181,6 +181,9 @@ class Dataset(Record):
     trigger: str | None = None
     lora_type: str | None = None
     updated: float | None = None
+    # True once its manifest (dataset.json) is in storage: every writer writes it last, so a
+    # dataset without one is an upload that has not finished (or was killed) and cannot be trained
+    complete: bool = False
 
 
 @dataclass
@@ -224,7 +227,17 @@ class Problem(Record):
 
 @dataclass
 class Listed(Generic[T]):
-    """What a listing found, and what it had to skip."""
+    """What a listing found, and what it had to skip. Iterates, indexes and counts like its
+    ``items``, so a caller that only wants what was found can treat it as the list."""
 
     items: list[T] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.items)
+
+    def __getitem__(self, index: int) -> T:
+        return self.items[index]
+
+    def __len__(self) -> int:
+        return len(self.items)

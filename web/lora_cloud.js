@@ -151,13 +151,15 @@ function instancesSection() {
 const quick = { dataset: "", lora_type: "character" };
 
 function quickLaunch() {
-  if (!state.datasets.length) return null;
-  if (!state.datasets.some((d) => d.name === quick.dataset)) quick.dataset = state.datasets[0].name;
+  // only complete datasets can be trained (the server refuses the others too)
+  const trainable = state.datasets.filter((d) => d.complete !== false);
+  if (!trainable.length) return null;
+  if (!trainable.some((d) => d.name === quick.dataset)) quick.dataset = trainable[0].name;
   const select = (label, value, options, onchange) => h("select", {
     class: "lcl-input", "aria-label": label, onchange: (e) => onchange(e.target.value),
   }, options.map((o) => h("option", { value: o, selected: o === value }, o)));
   return h("div", { class: "lcl-actions", "data-quick-launch": "" }, "Quick launch ",
-    select("Dataset to train", quick.dataset, state.datasets.map((d) => d.name), (v) => { quick.dataset = v; }),
+    select("Dataset to train", quick.dataset, trainable.map((d) => d.name), (v) => { quick.dataset = v; }),
     select("LoRA type", quick.lora_type, ["character", "style", "concept"], (v) => { quick.lora_type = v; }),
     dangerButton("launch", "Train", "Rent a GPU?",
       () => lc.startRun({ dataset: quick.dataset, lora_type: quick.lora_type }).then(async (r) => {
@@ -259,7 +261,8 @@ function datasetsSection() {
     return h("div", { class: "lcl-card", "data-dataset": ds.name },
       h("div", { class: "lcl-row" },
         h("button", { class: "lcl-link", onclick: () => toggleDataset(ds.name) }, `${open ? "▾" : "▸"} ${ds.name}`),
-        h("span", { class: "lcl-meta" }, `${ds.images} images · ${ds.captioned} captioned`)),
+        h("span", { class: "lcl-meta" }, `${ds.images} images · ${ds.captioned} captioned`
+          + (ds.complete === false ? " · incomplete: its upload did not finish" : ""))),
       open && images ? h("div", { class: "lcl-grid" }, images.map((img) =>
         h("figure", { class: "lcl-figure" },
           h("img", { src: lc.thumbUrl(ds.name, img.file), alt: img.file, loading: "lazy" }),

@@ -13,6 +13,7 @@ import json
 import sys
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterator, TypeVar
 
 import typer
@@ -20,7 +21,7 @@ from rich.console import Console
 
 from ..errors import ConfigError, LoraCloudError, redact
 from ..service.app import App
-from ..settings import Settings
+from ..settings import Settings, default_home
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -45,6 +46,12 @@ class CliContext:
     @property
     def settings(self) -> Settings:
         return self.app.settings
+
+    @property
+    def home_path(self) -> Path:
+        """The home folder, without reading the settings in it (so ``config set`` can repair a
+        broken file)."""
+        return Path(self.home).expanduser() if self.home else default_home()
 
 
 def run(coro: Awaitable[T]) -> T:

@@ -36,7 +36,7 @@ def set_(
     ),
 ) -> None:
     """Set one setting. Secrets go to <home>/secrets.toml (mode 0600), never to config.toml."""
-    home = ctx_obj(ctx).settings.home
+    home = ctx_obj(ctx).home_path
     norm = key.strip().lower().replace("-", "_")
     if value in (None, "-"):
         if norm in SECRET_KEYS and sys.stdin.isatty():
@@ -44,7 +44,6 @@ def set_(
         else:
             value = sys.stdin.read().strip()  # all of it: a key file is many lines of JSON
     is_secret = set_value(home, key, value)
-    ctx_obj(ctx)._settings = None
     shown = "**** (set)" if is_secret else value
     emit(ctx, {"key": norm, "value": shown, "secret": is_secret}, f"{norm} = {shown}")
 
@@ -53,8 +52,7 @@ def set_(
 @handle_errors
 def unset(ctx: typer.Context, key: str = typer.Argument(..., help="Setting name.")) -> None:
     """Remove a setting so its default (or the environment) applies again."""
-    home = ctx_obj(ctx).settings.home
-    set_value(home, key, None)
+    set_value(ctx_obj(ctx).home_path, key, None)
     emit(ctx, {"key": key, "unset": True}, f"{key} unset")
 
 

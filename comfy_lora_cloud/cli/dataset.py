@@ -21,19 +21,25 @@ def upload(
     ctx: typer.Context,
     src: Path = typer.Argument(..., help="Folder of images with optional .txt captions."),
     name: str = typer.Option(..., "--name", "-n", help="Dataset name (letters, digits, . _ - and spaces)."),
-    delete: bool = typer.Option(False, "--delete", help="Also delete files in storage that the folder lacks."),
+    replace: bool = typer.Option(False, "--replace", help="The dataset exists: make it exactly this folder "
+                                                          "(files the folder lacks are deleted)."),
+    merge: bool = typer.Option(False, "--merge", help="The dataset exists: add this folder's files to it."),
 ) -> None:
-    """Upload a folder as a dataset. Unchanged files are skipped (size + checksum)."""
+    """Upload a folder as a dataset. Unchanged files are skipped (size + checksum); the manifest
+    goes last, so an interrupted upload shows as incomplete until the same command finishes it."""
     with transfer_progress(ctx, f"uploading {name}") as progress:
-        result = run(ctx_obj(ctx).app.library.upload_dataset(src, name, delete_extra=delete, progress=progress))
-    emit(ctx, result, f"dataset {name!r}: {result['files']} files uploaded ({result['bytes']} bytes), "
-                      f"{result['skipped']} unchanged -> {result['url']}")
+        result = run(ctx_obj(ctx).app.library.upload_dataset(src, name, replace=replace, merge=merge,
+                                                             progress=progress))
+    deleted = f", {result['deleted']} deleted" if result["deleted"] else ""
+    emit(ctx, result, f"dataset {name!r} {result['result']}: {result['files']} files uploaded ({result['bytes']} "
+                      f"bytes), {result['skipped']} unchanged{deleted} -> {result['url']}")
 
 
 @app.command("list")
 @handle_errors
 def list_(ctx: typer.Context) -> None:
-    """List datasets with image and caption counts."""
+    """List datasets with image and caption counts; an upload that did not finish shows as incomplete.
+    Entries that cannot be read (bucket content is untrusted) are skipped, with a warning on stderr."""
     found = run(ctx_obj(ctx).app.library.dataset_listing())
     items = found["datasets"]
     report_problems(found["problems"])
@@ -42,10 +48,10 @@ def list_(ctx: typer.Context) -> None:
         if not rows:
             out_console.print("no datasets yet: lora-cloud dataset upload DIR --name NAME")
             return
-        t = Table("name", "images", "captioned", "size", "trigger", "type")
+        t = Table("name", "images", "captioned", "size", "trigger", "type", "state")
         for r in rows:
             t.add_row(r["name"], str(r["images"]), str(r["captioned"]), _size(r["bytes"]),
-                      Text(r["trigger"] or ""), r["lora_type"] or "")
+                      Text(r["trigger"] or ""), r["lora_type"] or "", "complete" if r["complete"] else "INCOMPLETE")
         out_console.print(t)
 
     emit(ctx, items, human)

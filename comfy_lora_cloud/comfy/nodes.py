@@ -325,7 +325,7 @@ class LoraCloudLoadDataset(io.ComfyNode):
     @classmethod
     async def execute(cls, dataset: str) -> io.NodeOutput:
         app, storage, _work = await _app()
-        d = await app.library.describe(dataset.strip())
+        d = await app.library.require_trainable(dataset.strip())  # complete, with images
         ref = graph.DatasetRef(d.name, storage.url, d.images, d.captioned, d.trigger, d.lora_type)
         return io.NodeOutput(ref, f"{d.name}: {d.images} images, {d.captioned} captioned ({storage.url})")
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from pathlib import Path
 from typing import Callable
 
 from ..service.app import App
+from ..service.library import comfy_lora_folder
 
 
 class AppHolder:
@@ -39,7 +39,7 @@ def _comfy_app() -> App:
 
     from .events import comfy_send
 
-    return App.open(emit=comfy_send, loras_dir=Path(folder_paths.get_folder_paths("loras")[0]) / "lora_cloud")
+    return App.open(emit=comfy_send, loras_dir=comfy_lora_folder(folder_paths.get_folder_paths("loras")[0]))
 
 
 holder = AppHolder(_comfy_app)

@@ -9,6 +9,8 @@
     validate.py    the dataset report (errors, warnings; JSON and text)
     pipeline.py    all of the above over a folder, in parallel, writing dataset.json
 
+Folder in, folder out: moving datasets to and from storage is the service's (one upload, one
+download, in ``service/library.py``; ``service/prepare.py`` puts the pipeline between them).
 The ComfyUI nodes, the CLI and the trainer image all call these. Importing this package is
 cheap: OpenCV, dlib, rembg, torch and transformers are imported inside the functions that use them.
 """
@@ -16,10 +18,10 @@ cheap: OpenCV, dlib, rembg, torch and transformers are imported inside the funct
 from __future__ import annotations
 
 from .bucket import BucketConfig
-from .pipeline import PrepareOptions, PrepareResult, prepare_dataset, prepare_to_storage
+from .pipeline import PrepareOptions, PrepareResult, prepare_dataset
 from .validate import ValidationReport, validate_folder
 
 __all__ = [
     "BucketConfig", "PrepareOptions", "PrepareResult", "ValidationReport",
-    "prepare_dataset", "prepare_to_storage", "validate_folder",
+    "prepare_dataset", "validate_folder",
 ]

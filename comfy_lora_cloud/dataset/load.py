@@ -17,8 +17,9 @@ from pathlib import Path
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageLoadError
+from ..storage.layout import IMAGE_SUFFIXES
 
-# Extensions we accept, and the Pillow format each one must really contain.
+# The Pillow formats each accepted extension (storage.layout.IMAGE_SUFFIXES) must really contain.
 FORMATS_BY_EXT: dict[str, set[str]] = {
     ".jpg": {"JPEG", "MPO"},
     ".jpeg": {"JPEG", "MPO"},
@@ -30,7 +31,7 @@ FORMATS_BY_EXT: dict[str, set[str]] = {
     ".tif": {"TIFF"},
     ".tiff": {"TIFF"},
 }
-IMAGE_EXTENSIONS = frozenset(FORMATS_BY_EXT)
+IMAGE_EXTENSIONS = IMAGE_SUFFIXES
 # Files that sit next to images and are not images: captions and our own manifest.
 SIDECAR_EXTENSIONS = frozenset({".txt", ".caption", ".json"})
 

@@ -16,7 +16,6 @@ import json
 import multiprocessing
 import os
 import re
-import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, replace
@@ -25,12 +24,12 @@ from typing import Callable, Literal
 
 from ..errors import DatasetError, LoraCloudError
 from ..storage.base import checksum_file
+from ..storage.layout import CAPTION_SUFFIX, MANIFEST
 from .bucket import BucketConfig, plan_bucket
 from .crop import CROP_FOR_TYPE, DETECT_SIZE, CropMode, crop_for
 from .load import DEFAULT_MAX_PIXELS, SIDECAR_EXTENSIONS, load_image
 
 LORA_TYPES = ("character", "style", "concept")
-MANIFEST = "dataset.json"
 MANIFEST_FORMAT = 1
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total); stages: process, caption
@@ -325,7 +324,7 @@ def prepare_dataset(
 
     files = []
     for r, (text, origin) in zip(good, captions):
-        caption_name = Path(r.image).with_suffix(".txt").name
+        caption_name = Path(r.image).with_suffix(CAPTION_SUFFIX).name
         (out / caption_name).write_text(text + "\n" if text else "", encoding="utf-8")
         sums = checksum_file(out / r.image)
         files.append({
@@ -373,60 +372,3 @@ def _existing_caption(source_image: str) -> str | None:
     from .caption import existing_caption
 
     return existing_caption(source_image)
-
-
-# ---- storage ---------------------------------------------------------------------------------
-
-def download_dataset(storage, name: str, dest: str | os.PathLike[str]) -> Path:
-    """Copy ``datasets/<name>/`` from storage into ``dest`` (for ``prepare`` from a stored dataset
-    or ``validate``); :class:`DatasetError` when there is no such dataset."""
-    from ..storage.layout import dataset_prefix
-
-    prefix = dataset_prefix(name)
-    listing = storage.list(prefix)
-    if not listing.objects:
-        raise DatasetError(f"no dataset named {name!r} in {storage.url}")
-    dest = Path(dest)
-    for obj in listing.objects:
-        rel = obj.key[len(prefix):]
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        storage.download_file(obj.key, target)
-    return dest
-
-
-def publish_dataset(storage, name: str, folder: str | os.PathLike[str], *, replace_existing: bool = False,
-                    progress: Progress | None = None) -> int:
-    """Upload a prepared folder to ``datasets/<name>/``: images and captions first, the manifest
-    last (a reader that sees the manifest sees a complete dataset). An existing dataset is kept
-    unless ``replace_existing``; then objects the new version lacks are removed afterwards."""
-    from ..storage.layout import dataset_prefix
-
-    prefix = dataset_prefix(name)
-    before = {o.key for o in storage.list(prefix).objects}
-    if before and not replace_existing:
-        raise DatasetError(f"dataset {name!r} already exists; pass --replace to overwrite it")
-    folder = Path(folder)
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != MANIFEST)
-    files.append(folder / MANIFEST)
-    for done, p in enumerate(files, 1):
-        storage.upload_file(p, prefix + p.name)
-        if progress:
-            progress("upload", done, len(files))
-    for key in sorted(before - {prefix + p.name for p in files}):
-        storage.delete(key)
-    return len(files)
-
-
-def prepare_to_storage(storage, source: str, name: str, options: PrepareOptions, *, replace_existing: bool = False,
-                       progress: Progress | None = None, workdir: str | None = None) -> PrepareResult:
-    """``lora-cloud dataset prepare``: ``source`` is a folder, or the name of a stored dataset."""
-    with tempfile.TemporaryDirectory(prefix="lora-cloud-prepare-", dir=workdir) as tmp:
-        src = Path(source)
-        if not src.is_dir():
-            src = download_dataset(storage, source, Path(tmp) / "source")
-        result = prepare_dataset(src, Path(tmp) / "out", options, name=name, progress=progress)
-        if result.images == 0:
-            raise DatasetError("no image could be prepared: " + "; ".join(s["error"] for s in result.skipped[:5]))
-        publish_dataset(storage, name, result.out_dir, replace_existing=replace_existing, progress=progress)
-        return replace(result, out_dir=None)  # the temporary folder is gone; the data is in storage

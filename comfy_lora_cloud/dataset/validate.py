@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import ImageLoadError
+from ..storage.layout import MANIFEST
 from .bucket import BucketConfig, bucket_resolutions, nearest_bucket
 from .dedupe import find_duplicates, image_hash
 from .load import IMAGE_EXTENSIONS, load_image
@@ -161,7 +162,7 @@ def _caption(image_path: Path) -> str | None:
 
 
 def _read_manifest(folder: Path) -> dict:
-    p = folder / "dataset.json"
+    p = folder / MANIFEST
     if not p.is_file():
         return {}
     try:

@@ -23,9 +23,9 @@ from ..errors import DatasetError
 from ..models import validate_name
 from ..storage import Storage
 from ..storage.base import checksum_file
-from .library import IMAGE_SUFFIXES, describe_dataset
+from ..storage.layout import IMAGE_SUFFIXES, MANIFEST, dataset_prefix
+from .library import comfy_lora_folder, describe_dataset, download_dataset, download_lora, upload_dataset
 
-MANIFEST = "dataset.json"
 Progress = Callable[[int, int], None]  # (done, total)
 _DONE = ".lora-cloud-complete"
 
@@ -112,14 +112,12 @@ def load_images(source: str, path: str, *, storage: Storage | None, work: WorkAr
     elif source == "dataset":
         if storage is None:
             raise DatasetError("no storage configured")
-        from ..dataset.pipeline import download_dataset
-
         name = validate_name(path.strip(), "dataset name")
-        objs = storage.list(f"datasets/{name}/").objects
+        objs = storage.list(dataset_prefix(name)).objects
         if not objs:
             raise DatasetError(f"no dataset named {name!r} in {storage.url}")
-        digest = digest("dataset", storage.url, name, sorted((o.key, o.md5) for o in objs))
-        folder, done = work.folder("download", digest)
+        key = digest("dataset", storage.url, name, sorted((o.key, o.md5) for o in objs))
+        folder, done = work.folder("download", key)
         if not done:
             download_dataset(storage, name, folder)
             WorkArea.complete(folder)
@@ -253,28 +251,17 @@ def preview(images: ImageSet, limit: int = 16) -> list[tuple[Path, str]]:
 # ---- Save Dataset ----------------------------------------------------------------------------
 def save_dataset(images: ImageSet, name: str, *, storage: Storage, replace_existing: bool = True,
                  progress: Progress | None = None) -> DatasetRef:
-    """Upload to ``datasets/<name>/`` (images and captions first, the manifest last). Saving the
-    same folder again moves nothing."""
-    from ..storage import sync
-
-    from .library import is_dataset_file
-
+    """Upload to ``datasets/<name>/`` through :func:`.library.upload_dataset` (the one upload:
+    manifest last, one writer at a time). ``replace_existing`` makes an existing dataset exactly
+    these images; without it an existing dataset is refused. Saving the same folder again moves
+    nothing."""
     name = validate_name(name.strip(), "dataset name")
-    folder = Path(images.folder)
     if not images.prepared:
         raise DatasetError("save a prepared dataset: put 'Crop for Training' between 'Load Images' and "
                            "'Save Dataset' so the images fit kohya's buckets")
-    prefix = f"datasets/{name}/"
-    plan = sync.plan_push(storage, folder, prefix, delete=replace_existing)
-    plan.transfers = [t for t in plan.transfers if is_dataset_file(t.rel)]
-    plan.deletes = [d for d in plan.deletes if d != MANIFEST]
-    manifest = [t for t in plan.transfers if t.rel == MANIFEST]
-    plan.transfers = [t for t in plan.transfers if t.rel != MANIFEST]
-    if not replace_existing and storage.list(prefix).objects and plan.transfers:
-        raise DatasetError(f"dataset {name!r} already exists with other files; allow replacing it")
-    sync.apply(plan, storage, progress=(lambda e: progress(e.files_done, e.files_total)) if progress else None)
-    for t in manifest:  # last: a reader that sees the manifest sees a complete dataset
-        storage.upload_file(folder / t.rel, prefix + t.rel, checksums=t.checksums)
+    upload_dataset(storage, images.folder, name, replace=replace_existing,
+                   progress=(lambda e: progress(e.files_done, e.files_total)) if progress else None,
+                   remedy="turn on 'replace' to make it exactly these images, or choose another name")
     d = describe_dataset(storage, name)
     return DatasetRef(name, storage.url, d.images, d.captioned, d.trigger, d.lora_type)
 
@@ -328,22 +315,15 @@ async def await_lora(run: RunRef, *, storage: Storage, loras_dir: str | os.PathL
     kwargs = {"sleep": sleep} if sleep is not None else {}
     status = await wait_for_run(storage, run.run_id, poll_s=poll_s, on_status=on_status,
                                 should_stop=interrupted, **kwargs)
-    dest_dir = Path(loras_dir) / "lora_cloud"
+    dest_dir = comfy_lora_folder(loras_dir)
     path = await asyncio.to_thread(fetch_lora, storage, status, dest_dir)
-    return f"lora_cloud/{path.name}", path
+    return f"{dest_dir.name}/{path.name}", path
 
 
 def ensure_local_lora(storage: Storage, name: str, loras_dir: str | os.PathLike[str]) -> Path:
     """The Cloud LoRA Loader's download-on-demand: ``name`` is ``lora_cloud/<n>.safetensors``,
-    ``<n>.safetensors`` or ``<n>``; the file is fetched when missing or different."""
-    from ..storage.layout import lora_key
-
-    stem = name.strip().removeprefix("lora_cloud/").removesuffix(".safetensors")
-    validate_name(stem, "LoRA name")
-    dest = Path(loras_dir) / "lora_cloud" / f"{stem}.safetensors"
-    info = storage.stat(lora_key(stem))
-    if dest.is_file() and dest.stat().st_size == info.size and checksum_file(dest).md5 == info.md5:
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    storage.download_file(lora_key(stem), dest)
-    return dest
+    ``<n>.safetensors`` or ``<n>``; the file is fetched (:func:`.library.download_lora`) when
+    missing or different."""
+    folder = comfy_lora_folder(loras_dir)
+    stem = name.strip().removeprefix(f"{folder.name}/").removesuffix(".safetensors")
+    return download_lora(storage, validate_name(stem, "LoRA name"), folder)

@@ -1,31 +1,76 @@
 """Datasets and LoRAs in storage: list, upload, download, delete.
 
-Blocking functions over a :class:`~comfy_lora_cloud.storage.Storage`; coroutine callers (routes,
-nodes) run them with ``asyncio.to_thread``.
+The one home of each transfer, whichever edge asks for it:
+
+* a dataset upload is :func:`upload_dataset` (``dataset upload``, the Save Dataset node,
+  ``dataset prepare``'s publish step);
+* a dataset download is :func:`download_dataset` (``dataset download``, Load Images from a
+  dataset, ``dataset prepare``/``validate`` from storage);
+* a LoRA download is :func:`download_lora` (``lora download``, the sidebar's route, Await LoRA
+  through ``runs.fetch_lora``, the Cloud LoRA Loader);
+* "may this dataset be trained" is :func:`require_trainable` (``train start``/``plan``, the
+  Launch node and quick launch, all through ``runs.start_run``).
+
+Why datasets are written the way they are:
+
+* The manifest (``dataset.json``) is written last, and removed first before a dataset that has
+  one is changed; so a dataset whose manifest exists is complete, and one without (an upload
+  that was killed) is listed with ``complete: false`` and cannot be trained.
+* One writer at a time: an upload holds a lease (:mod:`~comfy_lora_cloud.storage.lock`) on
+  ``datasets/<name>/``; a second upload fails naming the first, a killed one's lease is taken
+  over, and the same folder uploaded again by the same machine finishes what it started.
+* Writing into an existing dataset needs a word: replace (it becomes exactly the folder) or
+  merge (the folder's files are added); uploading the very same files again changes nothing
+  and needs neither.
+
+The functions block, over a :class:`~comfy_lora_cloud.storage.Storage`; :class:`Library`, the
+app's service for every edge, runs them in worker threads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
+import socket
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
-from ..errors import ConfigError, CorruptRecord, DatasetError, ObjectNotFound, StorageError
+from ..errors import ConfigError, CorruptRecord, DatasetError, DatasetExists, ObjectNotFound, StorageError
 from ..models import Dataset, Listed, Lora, Problem, validate_name
 from ..storage import Storage
 from ..storage import layout
-from ..storage.base import checksum_file, read_json_record
+from ..storage import lock as leases
+from ..storage import sync
+from ..storage.base import ObjectInfo, checksum_file, read_json_record, sweep_partials
+from ..storage.layout import CAPTION_SUFFIX, IMAGE_SUFFIXES, MANIFEST, is_dataset_file, is_image
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-DATASET_SUFFIXES = IMAGE_SUFFIXES | {".txt"}
+__all__ = [
+    "IMAGE_SUFFIXES", "COMFY_LORA_FOLDER", "Library", "comfy_lora_folder", "delete_dataset", "delete_lora",
+    "describe_dataset", "download_dataset", "download_lora", "is_dataset_file", "list_datasets", "list_loras",
+    "require_trainable", "upload_dataset",
+]
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[Any], None]  # receives storage.sync.Progress events
+# Bucket content is untrusted input (a rented host can write it): a listing reads each entry on
+# its own, skips one it cannot read and reports it in ``problems``; it never fails as a whole.
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+MAX_SIDECAR_BYTES = 1024 * 1024
+MAX_TRIGGER = 200
 MAX_CAPTION_BYTES = 64 * 1024  # a caption is a line or two; a bigger .txt is not read
 MAX_LORA_READ_BYTES = 4 * 1024**3  # a safetensors header needs the whole file (no ranged read): cap it
+LORA_TYPES = ("character", "style", "concept")
+#: where ComfyUI finds the LoRAs this pack downloads: ``models/loras/lora_cloud/``
+COMFY_LORA_FOLDER = "lora_cloud"
+UPLOAD_REMEDY = ("pass --replace to make it exactly this folder (files it lacks are deleted), or --merge to add "
+                 "this folder's files to it")
 
 
+# ---- datasets: reading -----------------------------------------------------------------------
 def _servable(name: str) -> bool:
     """A file name the image routes would accept (others are left out of image lists)."""
     from .files import check_file_name
@@ -37,37 +82,13 @@ def _servable(name: str) -> bool:
     return True
 
 
-def is_dataset_file(rel: str) -> bool:
-    """Only images, captions and the manifest travel: no .DS_Store, no thumbs.db, no hidden files."""
-    name = rel.rsplit("/", 1)[-1]
-    if name.startswith("."):
-        return False
-    return name == layout.MANIFEST or Path(name).suffix.lower() in DATASET_SUFFIXES
-
-
-# ---- datasets --------------------------------------------------------------------------------
-# Bucket content is untrusted input (the rented host can write it): a listing reads each entry on
-# its own, skips one it cannot read and reports it in ``problems``; it never fails as a whole.
-MAX_MANIFEST_BYTES = 4 * 1024 * 1024
-MAX_TRIGGER = 200
-LORA_TYPES = ("character", "style", "concept")
-
-
-def list_datasets(storage: Storage) -> Listed[Dataset]:
-    """Every dataset in the bucket, and what could not be listed (a bad name, a broken manifest)."""
-    found: Listed[Dataset] = Listed()
-    for prefix in storage.list(layout.DATASETS, delimiter="/").prefixes:
-        name = prefix[len(layout.DATASETS):].rstrip("/")
-        try:
-            found.items.append(describe_dataset(storage, name, problems=found.problems))
-        except (ConfigError, StorageError) as exc:
-            found.problems.append(Problem.of(prefix, exc))
-    return found
+def _caption_key(key: str) -> str:
+    return key.rsplit(".", 1)[0] + CAPTION_SUFFIX
 
 
 def _manifest_fields(storage: Storage, key: str) -> tuple[str | None, str | None]:
-    """``trigger`` and ``lora_type`` from a dataset manifest (top level or under ``settings``);
-    raises :class:`CorruptRecord` when the manifest is not one."""
+    """``trigger`` and ``lora_type`` from a dataset manifest (top level or under ``settings``),
+    read as untrusted input (size-capped, typed); :class:`CorruptRecord` when it is not one."""
     manifest = read_json_record(storage, key, MAX_MANIFEST_BYTES)
     if not isinstance(manifest, dict):
         raise CorruptRecord(f"{key} is not a JSON object")
@@ -86,44 +107,93 @@ def _manifest_fields(storage: Storage, key: str) -> tuple[str | None, str | None
     return trigger, lora_type
 
 
-def describe_dataset(storage: Storage, name: str, *, problems: list[Problem] | None = None) -> Dataset:
-    """One dataset's counts and manifest fields. A manifest that cannot be read leaves trigger and
-    type unset (reported in ``problems`` when given): the images are still the dataset."""
+def _summarise(storage: Storage, name: str, objs: list[ObjectInfo],
+               problems: list[Problem] | None = None) -> tuple[Dataset, str | None]:
+    """The dataset record for the objects under its prefix, and why it is not complete (None if
+    it is). ``objs`` may include the upload lease; it counts for nothing. A manifest that cannot
+    be read makes the dataset incomplete and, when ``problems`` is given, is reported there."""
     prefix = layout.dataset_prefix(name)
-    objs = storage.list(prefix).objects
-    if not objs:
-        raise ObjectNotFound(f"no dataset named {name!r} in {storage.url}")
-    images = [o for o in objs if Path(o.key).suffix.lower() in IMAGE_SUFFIXES]
-    captions = {o.key.rsplit(".", 1)[0] for o in objs if o.key.endswith(".txt") and o.size > 0}
-    captioned = sum(1 for o in images if o.key.rsplit(".", 1)[0] in captions)
+    files = [o for o in objs if is_dataset_file(o.key[len(prefix):])]
+    images = [o for o in files if is_image(o.key)]
+    captions = {o.key for o in files if o.key.endswith(CAPTION_SUFFIX) and o.size > 0}
     trigger = lora_type = None
-    if any(o.key == prefix + layout.MANIFEST for o in objs):
+    why: str | None = None
+    if not any(o.key == prefix + MANIFEST for o in files):
+        lease = any(o.key == prefix + layout.DATASET_LOCK for o in objs)
+        why = (f"it has no {MANIFEST}: an upload is writing it now, or one was interrupted" if lease else
+               f"it has no {MANIFEST}: its upload did not finish, or it was copied without `lora-cloud dataset "
+               "upload`")
+    else:
         try:
-            trigger, lora_type = _manifest_fields(storage, prefix + layout.MANIFEST)
-        except StorageError as exc:
+            trigger, lora_type = _manifest_fields(storage, prefix + MANIFEST)
+        except CorruptRecord as exc:
+            why = f"its {MANIFEST} cannot be read ({exc.message})"
             if problems is not None:
-                problems.append(Problem.of(prefix + layout.MANIFEST, exc))
-    return Dataset(
+                problems.append(Problem.of(prefix + MANIFEST, exc))
+        except ObjectNotFound:  # deleted between the listing and the read: a writer is at work
+            why = f"its {MANIFEST} was removed while we looked: an upload is writing it now"
+    d = Dataset(
         name=name,
         images=len(images),
-        bytes=sum(o.size for o in objs),
-        captioned=captioned,
+        bytes=sum(o.size for o in files),
+        captioned=sum(1 for o in images if _caption_key(o.key) in captions),
         trigger=trigger,
         lora_type=lora_type,
-        updated=max((o.updated or 0) for o in objs) or None,
+        updated=max((o.updated or 0 for o in files), default=0) or None,
+        complete=why is None,
     )
+    return d, why
 
 
-def _local_manifest(src: Path, name: str) -> dict[str, Any]:
+def list_datasets(storage: Storage) -> Listed[Dataset]:
+    """Every dataset, complete or not, from one listing of ``datasets/``; a folder whose name we
+    would never write, or one that cannot be read, is skipped and reported in ``problems``."""
+    by_name: dict[str, list[ObjectInfo]] = {}
+    for o in storage.list(layout.DATASETS).objects:
+        name, sep, _rest = o.key[len(layout.DATASETS):].partition("/")
+        if sep:
+            by_name.setdefault(name, []).append(o)
+    found: Listed[Dataset] = Listed()
+    for name, objs in sorted(by_name.items()):
+        try:
+            validate_name(name, "dataset name")
+            found.items.append(_summarise(storage, name, objs, found.problems)[0])
+        except (ConfigError, StorageError) as exc:
+            found.problems.append(Problem.of(f"{layout.DATASETS}{name}/", exc))
+    return found
+
+
+def describe_dataset(storage: Storage, name: str) -> Dataset:
+    objs = storage.list(layout.dataset_prefix(name)).objects
+    if not objs:
+        raise ObjectNotFound(f"no dataset named {name!r} in {storage.url}")
+    return _summarise(storage, name, objs)[0]
+
+
+def require_trainable(storage: Storage, name: str) -> Dataset:
+    """The dataset, if it can be trained: complete (its manifest exists and reads) and with
+    images. Every way to start or plan a run calls this first."""
+    objs = storage.list(layout.dataset_prefix(name)).objects
+    if not objs:
+        raise ObjectNotFound(f"no dataset named {name!r} in {storage.url}")
+    d, why = _summarise(storage, name, objs)
+    if why is not None:
+        fix = f"upload it again: lora-cloud dataset upload FOLDER --name {name!r} --replace"
+        cls = CorruptRecord if "cannot be read" in why else DatasetError
+        raise cls(f"dataset {name!r} is not complete, so it cannot be trained: {why}. To finish it, {fix}")
+    if d.images == 0:
+        raise DatasetError(f"dataset {name!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return d
+
+
+# ---- datasets: writing -----------------------------------------------------------------------
+def _generated_manifest(src: Path, name: str, images: list[str], cache: sync.HashCache) -> dict[str, Any]:
+    """The manifest of a plain folder (one without its own ``dataset.json``)."""
     files = []
-    for p in sorted(src.rglob("*")):
-        rel = p.relative_to(src).as_posix()
-        if not p.is_file() or p.is_symlink() or not is_dataset_file(rel) or rel == layout.MANIFEST:
-            continue
-        if p.suffix.lower() not in IMAGE_SUFFIXES:
-            continue
-        c = checksum_file(p)
-        cap = p.with_suffix(".txt")
+    for rel in images:
+        p = src / rel
+        c = cache.checksums(p)
+        cap = p.with_suffix(CAPTION_SUFFIX)
         files.append({
             "file": rel, "size": c.size, "md5": c.md5,
             "caption": cap.read_text(encoding="utf-8", errors="replace").strip() if cap.is_file() else None,
@@ -131,53 +201,156 @@ def _local_manifest(src: Path, name: str) -> dict[str, Any]:
     return {"name": name, "created": time.time(), "files": files, "source": "upload"}
 
 
+def _folder_manifest(src: Path) -> dict[str, Any]:
+    """The manifest a prepared folder brings along (the pipeline's, with settings and trigger)."""
+    try:
+        manifest = json.loads((src / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{src / MANIFEST} cannot be read as JSON ({exc}); fix or remove it") from None
+    if not isinstance(manifest, dict):
+        raise DatasetError(f"{src / MANIFEST} is not a JSON object; fix or remove it")
+    return manifest
+
+
+def _entry_id(entry: Any) -> str | None:
+    return (entry.get("image") or entry.get("file")) if isinstance(entry, dict) else None
+
+
+def _merged_manifest(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """``new``, with the entries of ``old`` that name files ``new`` does not (a merge)."""
+    if not isinstance(old, dict) or not isinstance(old.get("files"), list):
+        return new
+    by_id = {_entry_id(e): e for e in old["files"] if _entry_id(e)}
+    by_id.update({_entry_id(e): e for e in new.get("files", []) if _entry_id(e)})
+    return {**new, "files": [by_id[k] for k in sorted(by_id)]}
+
+
+def _same_manifest(old: Any, new: dict[str, Any]) -> bool:
+    """Equal but for the time it was made."""
+    if not isinstance(old, dict):
+        return False
+    strip = lambda m: {k: v for k, v in m.items() if k != "created"}  # noqa: E731
+    return strip(old) == strip(new)
+
+
+def _read_json(storage: Storage, key: str) -> Any:
+    try:
+        return json.loads(storage.read_bytes(key))
+    except (ObjectNotFound, ValueError, CorruptRecord):
+        return None
+
+
 def upload_dataset(
-    storage: Storage, src: str | Path, name: str, *, delete_extra: bool = False,
-    workers: int = 8, progress: Progress | None = None, cache: Any = None,
+    storage: Storage, src: str | Path, name: str, *, replace: bool = False, merge: bool = False,
+    workers: int = 8, progress: Progress | None = None, cache: sync.HashCache | None = None,
+    remedy: str = UPLOAD_REMEDY, clock: Callable[[], float] = time.time, lock_stale_s: float = leases.STALE_S,
 ) -> dict[str, Any]:
-    """Push a local folder of images (+ .txt captions) to ``datasets/<name>/``.
+    """Upload a folder of images (+ .txt captions, + its ``dataset.json`` if it has one) to
+    ``datasets/<name>/``: the one dataset upload.
 
-    Only images, captions and ``dataset.json`` travel. A folder without a manifest gets one
-    (files, sizes, md5, captions). Re-uploading an unchanged folder moves no bytes.
+    Only images, captions and the manifest travel; a folder without a manifest gets one. Onto an
+    existing dataset: ``replace`` makes it exactly the folder, ``merge`` adds the folder's files;
+    without either, :class:`DatasetExists` (whose message ends with ``remedy``), unless the
+    dataset already holds exactly these files. The same folder uploaded again from this
+    machine after a killed upload finishes it. :class:`LockHeld` when another upload to the name
+    is running.
     """
-    from ..storage import sync
-
+    if replace and merge:
+        raise DatasetError("choose one of replace and merge")
     validate_name(name, "dataset name")
     src = Path(src).expanduser()
     if not src.is_dir():
         raise DatasetError(f"{src} is not a folder")
-    if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in src.rglob("*") if p.is_file()):
+    cache = cache or sync.HashCache()
+    local = [rel for rel, _p in sync.local_files(src) if is_dataset_file(rel)]
+    images = [rel for rel in local if is_image(rel)]
+    if not images:
         raise DatasetError(f"{src} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    folder_manifest = _folder_manifest(src) if MANIFEST in local else \
+        _generated_manifest(src, name, images, cache)
     prefix = layout.dataset_prefix(name)
-    plan = sync.plan_push(storage, src, prefix, delete=delete_extra, cache=cache)
-    # only images, captions and the manifest travel (no .DS_Store, notes, sidecar files)
-    plan.transfers = [t for t in plan.transfers if is_dataset_file(t.rel)]
-    plan.skips = [rel for rel in plan.skips if is_dataset_file(rel)]
-    result = sync.apply(plan, storage, workers=workers, progress=progress, cache=cache)
-    if not (src / layout.MANIFEST).is_file():
-        manifest = _local_manifest(src, name)
-        key = prefix + layout.MANIFEST
-        try:
-            old = json.loads(storage.read_bytes(key))
-        except (ObjectNotFound, ValueError):
-            old = None
-        if not isinstance(old, dict) or old.get("files") != manifest["files"]:
-            storage.write_bytes(key, json.dumps(manifest, indent=2).encode(), content_type="application/json")
-    return {"dataset": name, "files": result.files, "bytes": result.bytes, "skipped": len(plan.skips),
-            "deleted": len(plan.deletes), "seconds": round(result.seconds, 3), "url": f"{storage.url.rstrip('/')}/{prefix}"}
+    source = str(src.resolve())
+    asked = "replace" if replace else "merge" if merge else None
+    with leases.acquire(storage, layout.dataset_lock_key(name), purpose=f"uploading {source} to {prefix}",
+                        data={"source": source, "mode": asked}, stale_s=lock_stale_s, clock=clock) as lease:
+        existing = {o.key[len(prefix):]: o for o in storage.list(prefix).objects
+                    if o.key != prefix + layout.DATASET_LOCK}
+        mode, resumed = asked, False
+        prev = lease.previous
+        if existing and mode is None and prev is not None and prev.host == socket.gethostname() \
+                and prev.data.get("source") == source:
+            # this machine's upload of this folder was killed: finish it the way it was asked
+            mode, resumed = prev.data.get("mode") or "replace", True
+        plan = sync.plan_push(storage, src, prefix, cache=cache)
+        plan.transfers = [t for t in plan.transfers if is_dataset_file(t.rel) and t.rel != MANIFEST]
+        plan.skips = [rel for rel in plan.skips if is_dataset_file(rel) and rel != MANIFEST]
+
+        old_manifest = _read_json(storage, prefix + MANIFEST) if MANIFEST in existing else None
+        manifest = folder_manifest
+        if mode == "merge":
+            manifest = _merged_manifest(old_manifest, manifest)
+        if _same_manifest(old_manifest, manifest):
+            manifest = old_manifest
+        extras = sorted(rel for rel in existing if rel not in set(local) and rel != MANIFEST)
+        deletes = extras if mode == "replace" else []
+        unchanged = (not plan.transfers and not deletes and _same_manifest(old_manifest, manifest)
+                     and (mode == "merge" or not extras))
+        url = f"{storage.url.rstrip('/')}/{prefix}"
+        if existing and mode is None and not unchanged:
+            state = "" if MANIFEST in existing else ", incomplete"
+            if prev is not None:  # we changed nothing: keep the record of the upload left half done
+                lease.abandon(leave=prev)
+            raise DatasetExists(f"dataset {name!r} already exists in {url} ({len(existing)} files{state}); {remedy}")
+        start = clock()
+        result = sync.SyncResult(0, 0, 0, 0.0)
+        if not unchanged:
+            lease.confirm()
+            try:
+                if MANIFEST in existing:  # from here until the new manifest lands, it is incomplete
+                    with contextlib.suppress(ObjectNotFound):
+                        storage.delete(prefix + MANIFEST)
+                result = sync.apply(plan, storage, workers=workers, progress=progress, cache=cache)
+                lease.confirm()
+                for rel in deletes:
+                    with contextlib.suppress(ObjectNotFound):
+                        storage.delete(prefix + rel)
+                body = json.dumps(manifest, indent=2, ensure_ascii=False).encode()
+                lease.confirm()  # the commit: only while the lease is still ours
+                storage.write_bytes(prefix + MANIFEST, body, content_type="application/json")
+            except BaseException:
+                # half done: leave the lease, stale, saying what this upload was (the same command
+                # again finishes it; anyone else may take over at once)
+                lease.abandon()
+                raise
+    cache.save()  # the local checksums, for the next upload of this folder
+    if unchanged:
+        done = "unchanged"
+    else:
+        done = {"replace": "replaced", "merge": "merged"}[mode] if existing else "created"  # type: ignore[index]
+    return {"dataset": name, "result": done, "resumed": resumed, "files": result.files, "bytes": result.bytes,
+            "skipped": len(plan.skips), "deleted": len(deletes), "seconds": round(clock() - start, 3), "url": url}
 
 
 def download_dataset(
     storage: Storage, name: str, dest: str | Path, *, workers: int = 8, progress: Progress | None = None,
-    cache: Any = None,
+    cache: sync.HashCache | None = None, require_complete: bool = True,
 ) -> dict[str, Any]:
-    from ..storage import sync
-
+    """Bring ``datasets/<name>/`` into ``dest`` (images, captions, manifest; files already there
+    and identical are skipped): the one dataset download. An incomplete dataset is refused
+    unless ``require_complete`` is off (``validate`` looks at whatever is there)."""
     prefix = layout.dataset_prefix(name)
-    if not storage.list(prefix).objects:
+    objs = storage.list(prefix).objects
+    if not objs:
         raise ObjectNotFound(f"no dataset named {name!r} in {storage.url}")
+    if require_complete:
+        d, why = _summarise(storage, name, objs)
+        if why is not None:
+            raise DatasetError(f"dataset {name!r} is not complete: {why}")
     dest = Path(dest).expanduser()
+    sweep_partials(dest)
     plan = sync.plan_pull(storage, prefix, dest, cache=cache)
+    plan.transfers = [t for t in plan.transfers if is_dataset_file(t.rel)]
+    plan.skips = [rel for rel in plan.skips if is_dataset_file(rel)]
     result = sync.apply(plan, storage, workers=workers, progress=progress, cache=cache)
     return {"dataset": name, "files": result.files, "bytes": result.bytes, "skipped": len(plan.skips),
             "path": str(dest), "seconds": round(result.seconds, 3)}
@@ -192,9 +365,6 @@ def delete_dataset(storage: Storage, name: str) -> int:
 
 
 # ---- LoRAs -----------------------------------------------------------------------------------
-MAX_SIDECAR_BYTES = 1024 * 1024
-
-
 def read_lora_sidecar(storage: Storage, key: str) -> dict[str, Any]:
     """A LoRA's ``<name>.json`` as a JSON object; :class:`CorruptRecord` when it is not one."""
     meta = read_json_record(storage, key, MAX_SIDECAR_BYTES)
@@ -210,9 +380,9 @@ def list_loras(storage: Storage) -> Listed[Lora]:
     objs = storage.list(layout.LORAS, delimiter="/").objects
     metas = {o.key for o in objs if o.key.endswith(".json")}
     for o in objs:
-        if not o.key.endswith(".safetensors"):
+        if not o.key.endswith(layout.LORA_SUFFIX):
             continue
-        name = o.key[len(layout.LORAS):-len(".safetensors")]
+        name = o.key[len(layout.LORAS):-len(layout.LORA_SUFFIX)]
         try:
             validate_name(name, "LoRA name")
         except ConfigError as exc:
@@ -229,12 +399,39 @@ def list_loras(storage: Storage) -> Listed[Lora]:
     return found
 
 
+def comfy_lora_folder(loras_root: str | Path) -> Path:
+    """The folder under ComfyUI's ``models/loras`` that this pack downloads into."""
+    return Path(loras_root) / COMFY_LORA_FOLDER
+
+
+def _matches(path: Path, info: ObjectInfo) -> bool:
+    """The one checksum rule: same size, and the same md5 (or crc32c when storage has no md5)."""
+    try:
+        if path.stat().st_size != info.size:
+            return False
+    except OSError:
+        return False
+    local = checksum_file(path)
+    return local.md5 == info.md5 if info.md5 else local.crc32c == info.crc32c
+
+
 def download_lora(storage: Storage, name: str, dest_dir: str | Path) -> Path:
-    """Download ``loras/<name>.safetensors`` into ``dest_dir`` (temp file + rename, checksum verified)."""
+    """Bring ``loras/<name>.safetensors`` to ``dest_dir/<name>.safetensors``: the one LoRA download.
+
+    A file already there with the bucket's checksum is kept; otherwise the bytes land through a
+    hidden ``....part`` file (never a ``.safetensors`` that ComfyUI would list) that storage
+    verifies against the object's checksum before renaming it in. Partial files a killed
+    download left in ``dest_dir`` are removed first.
+    """
     key = layout.lora_key(name)
     dest_dir = Path(dest_dir).expanduser()
+    dest = dest_dir / layout.lora_file_name(name)
     dest_dir.mkdir(parents=True, exist_ok=True)
-    dest = dest_dir / f"{name}.safetensors"
+    for stale in sweep_partials(dest_dir):
+        log.info("removed %s, left by a download that did not finish", stale.name)
+    info = storage.stat(key)
+    if dest.is_file() and _matches(dest, info):
+        return dest
     storage.download_file(key, dest)
     return dest
 
@@ -281,6 +478,10 @@ class Library:
     async def describe(self, name: str) -> Dataset:
         return await asyncio.to_thread(lambda: describe_dataset(self.app.storage, name))
 
+    async def require_trainable(self, name: str) -> Dataset:
+        """The dataset, if it is complete and has images (see :func:`require_trainable`)."""
+        return await asyncio.to_thread(lambda: require_trainable(self.app.storage, name))
+
     async def dataset_images(self, name: str) -> list[dict[str, Any]]:
         """Every image of a dataset with its caption (``None`` when it has no .txt)."""
         return await asyncio.to_thread(self._dataset_images, name)
@@ -297,7 +498,7 @@ class Library:
         images = [o for o in objs if Path(o.key).suffix.lower() in IMAGE_SUFFIXES and _servable(o.key[len(prefix):])]
 
         def caption(key: str) -> str | None:
-            cap_key = key.rsplit(".", 1)[0] + ".txt"
+            cap_key = _caption_key(key)
             if cap_key not in sizes or sizes[cap_key] > MAX_CAPTION_BYTES:  # the listing says how big
                 return None
             return storage.read_bytes(cap_key)[:MAX_CAPTION_BYTES].decode("utf-8", errors="replace").strip()
@@ -339,17 +540,22 @@ class Library:
             raise ConfigError(f"{file!r} is not an image")
         return layout.dataset_prefix(name) + file
 
-    async def upload_dataset(self, src: str | Path, name: str, *, delete_extra: bool = False,
-                             progress: Progress | None = None) -> dict[str, Any]:
+    async def upload_dataset(self, src: str | Path, name: str, *, replace: bool = False, merge: bool = False,
+                             progress: Progress | None = None, remedy: str = UPLOAD_REMEDY) -> dict[str, Any]:
+        """The one dataset upload (:func:`upload_dataset`): manifest last, one writer at a time,
+        an existing dataset only with ``replace`` or ``merge``."""
         settings = self.app.settings
         return await asyncio.to_thread(lambda: upload_dataset(
-            self.app.storage, src, name, delete_extra=delete_extra, workers=settings.sync_workers,
-            progress=progress, cache=self.hash_cache()))
+            self.app.storage, src, name, replace=replace, merge=merge, workers=settings.sync_workers,
+            progress=progress, cache=self.hash_cache(), remedy=remedy, clock=self.app.clock))
 
-    async def download_dataset(self, name: str, dest: str | Path, *, progress: Progress | None = None) -> dict[str, Any]:
+    async def download_dataset(self, name: str, dest: str | Path, *, progress: Progress | None = None,
+                               require_complete: bool = True) -> dict[str, Any]:
+        """The one dataset download (:func:`download_dataset`)."""
         settings = self.app.settings
         return await asyncio.to_thread(lambda: download_dataset(
-            self.app.storage, name, dest, workers=settings.sync_workers, progress=progress, cache=self.hash_cache()))
+            self.app.storage, name, dest, workers=settings.sync_workers, progress=progress, cache=self.hash_cache(),
+            require_complete=require_complete))
 
     async def delete_dataset(self, name: str) -> dict[str, Any]:
         n = await asyncio.to_thread(lambda: delete_dataset(self.app.storage, name))
@@ -373,7 +579,8 @@ class Library:
         """Crop, bucket and caption photos (a folder, or a dataset in storage) for a LoRA type,
         then publish them as ``datasets/<name>/``. Returns the pipeline's result."""
         from ..dataset.bucket import BucketConfig
-        from ..dataset.pipeline import PrepareOptions, prepare_to_storage
+        from ..dataset.pipeline import PrepareOptions
+        from .prepare import prepare_to_storage
 
         validate_name(name, "dataset name")
         settings = self.app.settings
@@ -394,13 +601,13 @@ class Library:
         """Check a stored dataset (images, captions, buckets, duplicates, trigger). Returns the report."""
         import tempfile
 
-        from ..dataset.pipeline import download_dataset as pull
         from ..dataset.validate import validate_folder
 
         def run() -> Any:
             with tempfile.TemporaryDirectory(prefix="lora-cloud-validate-") as tmp:
-                folder = pull(self.app.storage, name, tmp)
-                return validate_folder(folder, trigger=trigger)
+                # whatever is there, complete or not: finding what is wrong is the point
+                download_dataset(self.app.storage, name, tmp, require_complete=False)
+                return validate_folder(Path(tmp), trigger=trigger)
 
         return await asyncio.to_thread(run)
 
@@ -416,7 +623,7 @@ class Library:
             out = []
             for lora in found.items:
                 d = lora.to_dict()
-                d["local"] = (self.app.loras_dir / f"{lora.name}.safetensors").is_file()
+                d["local"] = (self.app.loras_dir / layout.lora_file_name(lora.name)).is_file()
                 out.append(d)
             return {"loras": out, "problems": [p.to_dict() for p in found.problems]}
 
@@ -453,7 +660,8 @@ class Library:
         return {"name": name, "size": info.size, "md5": info.md5, **header, "info": sidecar, "problems": problems}
 
     async def download_lora(self, name: str, dest_dir: str | Path | None = None) -> dict[str, Any]:
-        """Copy a LoRA into ``dest_dir`` (default: the app's LoRA folder), checksum verified."""
+        """Copy a LoRA into ``dest_dir`` (default: the app's LoRA folder) through the one LoRA
+        download (:func:`download_lora`)."""
         def run() -> dict[str, Any]:
             path = download_lora(self.app.storage, name, dest_dir or self.app.loras_dir)
             return {"name": name, "path": str(path), "size": path.stat().st_size}

@@ -36,7 +36,6 @@ IMAGE_TYPES: dict[str, str] = {
     "PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/gif", "WEBP": "image/webp",
     "BMP": "image/bmp", "TIFF": "image/tiff",
 }
-SAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 SAFE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "default-src 'none'; sandbox",

@@ -23,7 +23,6 @@ from ..providers import pricing
 from ..providers.base import OfferRequest, Provider
 from ..settings import Settings
 from ..storage import Storage
-from ..storage.base import checksum_file
 from ..storage.layout import lora_key
 from ..training.estimate import resolve_gpu
 from ..training.launch import config_hash, launch_spec, new_run_id, trainer_env
@@ -33,7 +32,7 @@ from ..training.status import StatusReporter, read_status
 from .budgets import Budgets
 from .events import RUN_EVENT
 from .launch import launch_run
-from .library import describe_dataset
+from .library import download_lora, require_trainable
 from .state import StateStore
 
 log = logging.getLogger(__name__)
@@ -136,7 +135,7 @@ async def start_run(
 
     The engine behind :meth:`Runs.start`; edges call that, not this."""
     req.checked()
-    info = await asyncio.to_thread(describe_dataset, storage, req.dataset)
+    info = await asyncio.to_thread(require_trainable, storage, req.dataset)  # complete, with images
     gpu_name, gpu_vram = resolve_gpu(req.gpu) if req.gpu else (None, None)
     tier = float(pick_tier(req.vram_gb or gpu_vram or 24))
     spec = RunSpec(run_id="pending", dataset=req.dataset, lora_type=req.lora_type,
@@ -264,26 +263,20 @@ async def wait_for_run(
         await sleep(poll_s)
 
 
-def fetch_lora(storage: Storage, status: RunStatus, dest_dir: str | Path, *, file_name: str | None = None) -> Path:
-    """Download a finished run's LoRA into ``dest_dir`` (temporary name + rename; the bucket's
-    checksum verified by the storage layer, then re-checked on the file that landed)."""
+def fetch_lora(storage: Storage, status: RunStatus, dest_dir: str | Path) -> Path:
+    """Download a finished run's LoRA into ``dest_dir`` (through :func:`.library.download_lora`,
+    the one LoRA download: checksum verified, never a half file under the LoRA's name)."""
     if status.state is not RunState.DONE or not status.lora:
         raise TrainingError(f"run {status.run_id} ended {status.state.value}: {status.error or status.message}")
     key = status.lora  # the trainer records the LoRA's key: loras/<name>.safetensors
     name = key.rsplit("/", 1)[-1].removesuffix(".safetensors")
-    if key != lora_key(name):
+    try:
+        expected = lora_key(name)
+    except ConfigError:
+        expected = None
+    if key != expected:
         raise TrainingError(f"run {status.run_id} names an unexpected LoRA location {key!r}")
-    dest_dir = Path(dest_dir)
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    dest = dest_dir / (file_name or f"{name}.safetensors")
-    info = storage.stat(key)
-    if dest.is_file() and checksum_file(dest).md5 == info.md5:
-        return dest  # already here and identical
-    storage.download_file(key, dest)
-    if checksum_file(dest).md5 != info.md5:
-        dest.unlink(missing_ok=True)
-        raise TrainingError(f"the downloaded LoRA {name} does not match the bucket's checksum")
-    return dest
+    return download_lora(storage, name, dest_dir)
 
 
 def mark_stopped_in_bucket(storage: Storage, run_id: str) -> None:
@@ -450,9 +443,8 @@ class Runs:
         return {"samples": found.items, "problems": [p.to_dict() for p in found.problems]}
 
     def _sample_listing(self, run_id: str) -> Listed[str]:
-        from ..storage.layout import run_key
+        from ..storage.layout import is_image, run_key
         from .files import check_file_name
-        from .media import SAMPLE_SUFFIXES
 
         storage = self.app.storage
         found: Listed[str] = Listed()
@@ -464,7 +456,7 @@ class Runs:
             except ConfigError as exc:
                 found.problems.append(Problem.of(obj.key, exc))
                 continue
-            if not name.lower().endswith(SAMPLE_SUFFIXES) or self.sniffer.format_of(storage, obj) is None:
+            if not is_image(name) or self.sniffer.format_of(storage, obj) is None:
                 found.problems.append(Problem(entry=obj.key[:300], message="not an image: left out of the samples"))
                 continue
             found.items.append(name)
@@ -495,15 +487,14 @@ class Runs:
         from ..training.kohya_config import TrainJob, format_command, write_configs
 
         overrides = overrides or {}
-        if images is None or trigger is None:
-            try:
-                info = await self.app.library.describe(dataset)
-            except ObjectNotFound:
-                if images is None:
-                    raise ConfigError(f"no dataset {dataset!r} in the bucket: upload it or pass --images N") from None
-                info = None
-            images = info.images if images is None and info else images
-            trigger = trigger if trigger is not None else (info.trigger if info else None)
+        try:  # a dataset that is there must be complete; one that is not needs --images
+            info = await self.app.library.require_trainable(dataset)
+        except ObjectNotFound:
+            if images is None:
+                raise ConfigError(f"no dataset {dataset!r} in the bucket: upload it or pass --images N") from None
+            info = None
+        images = info.images if images is None and info else images
+        trigger = trigger if trigger is not None else (info.trigger if info else None)
         gpu_name, gpu_vram = resolve_gpu(gpu)
         preset = load_preset(lora_type, vram or gpu_vram, overrides)
         steps = plan_steps(preset, images or 0)

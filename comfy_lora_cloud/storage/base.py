@@ -16,7 +16,9 @@ import functools
 import hashlib
 import json
 import os
+import re
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Protocol, runtime_checkable
@@ -27,6 +29,14 @@ from ..errors import ConfigError, CorruptRecord
 
 CHUNK = 1024 * 1024
 PARTIAL = ".lora-cloud-partial"  # prefix of a file still being written; listings skip it
+#: ... and its suffix: half of ``cat.safetensors`` never ends in ``.safetensors``, so ComfyUI
+#: (which lists a loras folder by suffix) never offers it as a LoRA
+PARTIAL_SUFFIX = ".part"
+#: a partial file this old is left from a writer that died (on this machine or another one
+#: sharing the folder); a partial whose writer process is gone from this machine goes at once
+PARTIAL_STALE_S = 30 * 60
+# ".lora-cloud-partial-<pid>-<thread>.<name>.part", and the older ".lora-cloud-partial.<pid>.<thread>.<name>"
+_PARTIAL_RE = re.compile(r"^" + re.escape(PARTIAL) + r"[.-](\d+)[.-]\d+\.")
 
 
 @dataclass(frozen=True)
@@ -197,13 +207,62 @@ def copy_stream(src: BinaryIO, dst: BinaryIO) -> Checksums:
     return Checksums(size, md5.hexdigest(), base64.b64encode(crc.digest()).decode())
 
 
+def partial_path(dest: Path) -> Path:
+    """Where ``dest``'s bytes are written before the rename: beside it (same file system), hidden,
+    named after this process and thread, and not ending in ``dest``'s suffix."""
+    return dest.with_name(f"{PARTIAL}-{os.getpid()}-{threading.get_ident()}.{dest.name}{PARTIAL_SUFFIX}")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (a zombie counts as alive until reaped)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    except OSError:
+        return True  # cannot tell: keep what might be in use
+    return True
+
+
+def sweep_partials(folder: Path, *, stale_s: float = PARTIAL_STALE_S,
+                   clock: Callable[[], float] = time.time) -> list[Path]:
+    """Remove the partial files in ``folder`` (not below it) that a killed transfer left: their
+    writer process is gone from this machine, or they are older than ``stale_s``. Returns what
+    was removed. A partial of a transfer still running here is kept."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    now = clock()
+    for entry in entries:
+        m = _PARTIAL_RE.match(entry.name)
+        if not m or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            old = now - entry.stat(follow_symlinks=False).st_mtime > stale_s
+        except FileNotFoundError:
+            continue
+        if old or not pid_alive(int(m.group(1))):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
+
+
 @contextlib.contextmanager
 def landing_file(dest: Path) -> Iterator[BinaryIO]:
-    """A file to write ``dest``'s new bytes into: a temporary name beside it, fsynced and renamed
-    onto ``dest`` when the block succeeds, removed when it raises. A reader never sees half a
-    file, and a failed or corrupt transfer never replaces a good one."""
+    """A file to write ``dest``'s new bytes into: a temporary name beside it
+    (:func:`partial_path`), fsynced and renamed onto ``dest`` when the block succeeds, removed
+    when it raises. A reader never sees half a file, and a failed or corrupt transfer never
+    replaces a good one. A process killed mid-block leaves the partial file behind;
+    :func:`sweep_partials` removes it later."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f"{PARTIAL}.{os.getpid()}.{threading.get_ident()}.{dest.name}")
+    tmp = partial_path(dest)
     try:
         with open(tmp, "wb") as f:
             yield f

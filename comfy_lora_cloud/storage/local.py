@@ -30,6 +30,7 @@ from .base import (
     PARTIAL,
     copy_stream,
     landing_file,
+    partial_path,
 )
 
 META_DIR = ".lora-cloud-meta"
@@ -151,7 +152,7 @@ class LocalStorage:
             final.parent.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
             raise StorageError(f"cannot create {final.parent.name!r}: an object of that name exists") from None
-        return final.with_name(f"{PARTIAL}.{os.getpid()}.{threading.get_ident()}.{final.name}")
+        return partial_path(final)
 
     # ---- Storage protocol --------------------------------------------------------------------
     def stat(self, key: str) -> ObjectInfo:

@@ -15,7 +15,10 @@ Why it works this way:
   upload), so an interrupted sync leaves whole old files or whole new files, and the next run
   simply plans the rest.
 * Extras on the destination are deleted only when ``delete=True``, and only after every transfer
-  succeeded.
+  succeeded. A mirror with deletes must name a folder below the top level (``datasets/cat/``,
+  never ``""`` or ``datasets/``): :func:`check_delete_scope` refuses the rest, in planning and
+  again in :func:`apply`, so no caller can skip it. Asking the user is the caller's part
+  (``SyncPlan.deletes`` says what would go).
 * Symlinks are followed only when they point inside the folder; keys that would escape the
   folder on pull (``..``, absolute paths) are refused and reported in ``SyncPlan.rejected``.
 
@@ -38,6 +41,7 @@ from typing import Callable, Iterator, Literal
 from ..errors import ConfigError, ObjectNotFound, StorageError
 from .base import Checksums, ObjectInfo, Storage, checksum_file, clean_key, clean_prefix
 from .base import PARTIAL
+from .layout import TOP_LEVEL
 from .local import META_DIR
 
 log = logging.getLogger(__name__)
@@ -160,6 +164,24 @@ def _normalise_prefix(prefix: str) -> str:
     return prefix if not prefix or prefix.endswith("/") else prefix + "/"
 
 
+def check_delete_scope(prefix: str) -> None:
+    """Refuse deleting extras under the whole store or a whole top-level folder.
+
+    ``sync push DIR "" --delete`` would make the bucket mirror one folder, ``datasets/`` would
+    drop every dataset, and a pull of ``""`` with delete would empty the local folder of all
+    that is not in the bucket. A folder of its own (``datasets/<name>/``, ``models/flux/``) is
+    fine."""
+    norm = _normalise_prefix(prefix)
+    if norm.count("/") >= 2:
+        return
+    what = "the whole bucket" if not norm else f"everything under {norm}"
+    tops = ", ".join(repr(t) for t in ("", "/") + TOP_LEVEL)
+    raise ConfigError(
+        f"refusing to mirror with deletes over {what}: --delete needs a folder below the top level, "
+        f"such as datasets/<name>/ (refused: {tops}, or any other single top-level folder)"
+    )
+
+
 def local_files(root: Path) -> Iterator[tuple[str, Path]]:
     """(rel, path) of regular files below ``root``; symlinks only if they stay inside it."""
     root = root.resolve()
@@ -231,6 +253,7 @@ def plan_push(
         else:
             plan.transfers.append(Transfer(rel, c.size, c))
     if delete:
+        check_delete_scope(prefix)
         plan.deletes = sorted(set(remote) - seen)
     return plan
 
@@ -244,6 +267,8 @@ def plan_pull(
     if root.exists() and not root.is_dir():
         raise StorageError(f"{root} is not a folder")
     prefix = _normalise_prefix(prefix)
+    if delete:
+        check_delete_scope(prefix)
     cache = cache or HashCache()
     local = dict(local_files(root)) if root.is_dir() else {}
     plan = SyncPlan("pull", root, prefix)
@@ -280,6 +305,8 @@ def apply(
     """
     if workers < 1:
         raise ConfigError("workers must be at least 1")
+    if plan.deletes:  # a plan built or edited by hand gets the same rule
+        check_delete_scope(plan.prefix)
     start = clock()
     total = plan.bytes
     lock = threading.Lock()
@@ -325,6 +352,9 @@ def apply(
                 storage.delete(plan.prefix + rel)
                 deleted += 1
         else:
+            if not _valid_rel(rel) or _escapes(plan.local_dir, rel):  # never outside the folder
+                log.warning("not deleting %r: it is not inside %s", rel, plan.local_dir)
+                continue
             with contextlib.suppress(FileNotFoundError):
                 (plan.local_dir / rel).unlink()
                 deleted += 1

@@ -12,9 +12,7 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from ..storage.base import Storage, checksum_file
-from ..storage.layout import dataset_prefix
-
-IMAGE_EXT = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+from ..storage.layout import CAPTION_SUFFIX, KOHYA_IMAGE_SUFFIXES as IMAGE_EXT, dataset_prefix
 
 
 def pull_dataset(storage: Storage, name: str, image_dir: Path) -> list[str]:
@@ -26,7 +24,7 @@ def pull_dataset(storage: Storage, name: str, image_dir: Path) -> list[str]:
     for obj in storage.list(prefix).objects:
         rel = obj.key[len(prefix):]
         suffix = Path(rel).suffix.lower()
-        if "/" in rel or suffix not in IMAGE_EXT | {".txt"}:
+        if "/" in rel or suffix not in IMAGE_EXT | {CAPTION_SUFFIX}:
             continue
         if suffix in IMAGE_EXT:
             images.append(rel)
@@ -45,7 +43,7 @@ def check_local_dataset(image_dir: Path) -> list[str]:
         raise DatasetError(f"no images in {image_dir}")
     uncaptioned = []
     for name in images:
-        caption = image_dir / Path(name).with_suffix(".txt")
+        caption = image_dir / Path(name).with_suffix(CAPTION_SUFFIX)
         if not caption.is_file() or not caption.read_text("utf-8", "replace").strip():
             uncaptioned.append(name)
     if uncaptioned:

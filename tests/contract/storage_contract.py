@@ -228,15 +228,15 @@ class StorageContract:
     def test_changed_file_is_resent_and_extras_deleted_only_when_asked(self, storage: Storage, tmp_path: Path) -> None:
         src = tmp_path / "src"
         make_tree(src, TREE)
-        sync.push(storage, src, "d/")
+        sync.push(storage, src, "d/x/")
         (src / "img/001.txt").write_bytes(b"a photo of sks cat, edited")
         (src / "dataset.json").unlink()
-        plan = sync.plan_push(storage, src, "d/")
+        plan = sync.plan_push(storage, src, "d/x/")
         assert [t.rel for t in plan.uploads] == ["img/001.txt"] and plan.deletes == []
         sync.apply(plan, storage)
-        assert storage.exists("d/dataset.json")
-        plan = sync.plan_push(storage, src, "d/", delete=True)
+        assert storage.exists("d/x/dataset.json")
+        plan = sync.plan_push(storage, src, "d/x/", delete=True)
         assert plan.deletes == ["dataset.json"] and plan.uploads == []
         assert sync.apply(plan, storage).deleted == 1
-        assert not storage.exists("d/dataset.json")
-        assert storage.read_bytes("d/img/001.txt") == b"a photo of sks cat, edited"
+        assert not storage.exists("d/x/dataset.json")
+        assert storage.read_bytes("d/x/img/001.txt") == b"a photo of sks cat, edited"

@@ -73,7 +73,7 @@ def test_validate_fails_with_exit_6(home):
     code, out, _ = run(home, "dataset", "validate", "bad")
     assert code == 6 and json.loads(out)["corrupt"] == ["a.png"]
     code, _, err = run(home, "dataset", "validate", "ghost")
-    assert code == 6 and "no dataset named 'ghost'" in err
+    assert code == 3 and "no dataset named 'ghost'" in err  # a missing dataset is ObjectNotFound everywhere
 
 
 def test_prepare_with_a_local_florence_model(home, tmp_path, tiny_florence):
@@ -96,4 +96,4 @@ def test_bad_arguments_are_clear(home, folder):
     code, _, err = run(home, "dataset", "prepare", str(folder), "--name", "../x")
     assert code == 2
     code, _, err = run(home, "dataset", "prepare", "no-such-thing", "--name", "x")
-    assert code == 6 and "no dataset named 'no-such-thing'" in err
+    assert code == 3 and "no dataset named 'no-such-thing'" in err

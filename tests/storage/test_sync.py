@@ -113,11 +113,11 @@ def test_hash_cache_skips_rehashing_unchanged_files(store, tmp_path):
 def test_pull_deletes_local_extras_only_when_asked(store, tmp_path):
     src, dst = tmp_path / "src", tmp_path / "dst"
     make_tree(src, TREE)
-    sync.push(store, src, "d/")
+    sync.push(store, src, "d/x/")
     make_tree(dst, {"mine.txt": b"keep me unless asked"})
-    sync.pull(store, "d/", dst)
+    sync.pull(store, "d/x/", dst)
     assert (dst / "mine.txt").exists()
-    plan = sync.plan_pull(store, "d/", dst, delete=True)
+    plan = sync.plan_pull(store, "d/x/", dst, delete=True)
     assert plan.deletes == ["mine.txt"] and plan.downloads == []
     assert sync.apply(plan, store).deleted == 1
     assert read_tree(dst) == TREE
@@ -126,10 +126,10 @@ def test_pull_deletes_local_extras_only_when_asked(store, tmp_path):
 def test_failed_transfer_skips_deletes(store, tmp_path):
     src = tmp_path / "src"
     make_tree(src, {"a": b"1", "b": b"2"})
-    store.write_bytes("d/extra", b"x")
+    store.write_bytes("d/x/extra", b"x")
     with pytest.raises(StorageError):
-        sync.push(CountingStorage(store, fail_after_uploads=0), src, "d/", delete=True)
-    assert store.exists("d/extra")
+        sync.push(CountingStorage(store, fail_after_uploads=0), src, "d/x/", delete=True)
+    assert store.exists("d/x/extra")
 
 
 def test_unsafe_local_names_are_reported_not_uploaded(store, tmp_path):
