@@ -41,6 +41,12 @@ CONFIG_FILE = "config.toml"
 SECRETS_FILE = "secrets.toml"
 SECRET_KEYS = ("vast_api_key", "gcs_service_account_json", "hf_token", "webhook_url")
 
+# the largest budgets accepted: beyond them a typo (an extra zero or three), not a plan
+MAX_DPH = 500.0
+MAX_RUN_USD = 100_000.0
+MAX_MONTH_USD = 1_000_000.0
+MAX_RUN_HOURS = 24.0 * 31
+
 _home_override: contextvars.ContextVar[Path | None] = contextvars.ContextVar("lora_cloud_home", default=None)
 
 
@@ -100,10 +106,20 @@ class Settings(BaseSettings):
         "", description="more Host names (or https:// origins) the sidebar's routes answer to, comma-separated: "
                         "for a ComfyUI reached through a reverse proxy or a LAN name")
 
-    max_dph: float = Field(2.0, ge=0, description="budget: the most $/hr one instance may cost")
-    max_run_usd: float = Field(10.0, ge=0, description="budget: the most $ one run may cost")
-    max_month_usd: float = Field(50.0, ge=0, description="budget: the most $ per calendar month")
-    max_run_hours: float = Field(6.0, gt=0, description="budget: auto-terminate a run after this many hours")
+    # Budgets are finite numbers in a sane range (NaN, inf and 1e309 are refused). 0 turns a $ limit
+    # off, the same for the watchdog, the launch checks and the offer picker; hours must be above 0.
+    max_dph: float = Field(2.0, ge=0, le=MAX_DPH, allow_inf_nan=False,
+                           description="budget: the most $/hr one instance may cost "
+                                       f"(0 = no limit; at most {MAX_DPH:g})")
+    max_run_usd: float = Field(10.0, ge=0, le=MAX_RUN_USD, allow_inf_nan=False,
+                               description="budget: the most $ one run may cost "
+                                           f"(0 = no limit; at most {MAX_RUN_USD:g})")
+    max_month_usd: float = Field(50.0, ge=0, le=MAX_MONTH_USD, allow_inf_nan=False,
+                                 description="budget: the most $ per calendar month "
+                                             f"(0 = no limit; at most {MAX_MONTH_USD:g})")
+    max_run_hours: float = Field(6.0, gt=0, le=MAX_RUN_HOURS, allow_inf_nan=False,
+                                 description="budget: destroy a run's instance after this many hours "
+                                             f"(above 0, at most {MAX_RUN_HOURS:g}; there is no 'no limit')")
 
     # a bucket's cost per request is mostly the round trip, so more transfers in flight pay off
     # (benchmarks/sync.py: 16 workers were 6.3x a sequential loop at 30 ms per request)

@@ -61,18 +61,24 @@ def reconcile(
     grace: float = typer.Option(120.0, help="Seconds an unowned instance may live (a launch in progress)."),
 ) -> None:
     """One guard pass, the same one ComfyUI runs every 30 s: destroy our labelled instances that no
-    live run owns (runs live from another machine are protected), mark runs whose instance
+    live run owns (runs live from another machine are protected), end runs whose instance
     vanished, book costs (reconciled with vast.ai's charges) and enforce the budgets. Run it from
-    cron if you only use the CLI."""
+    cron if you only use the CLI. Records that cannot be read are skipped and listed as problems;
+    the exit code is 4 when the instances could not be listed (nothing was checked)."""
     result = run(ctx_obj(ctx).app.guard_pass(grace_s=grace))
 
     def human(d: dict) -> None:
         r = d["reconcile"]
         out_console.print(f"owned {len(r['owned'])}, adopted {len(r['adopted'])}, destroyed {len(r['destroyed'])}, "
-                          f"waiting {len(r['waiting'])}, lost runs {len(r['lost_runs'])}", markup=False)
+                          f"waiting {len(r['waiting'])}, kept in doubt {len(r['doubt'])}, lost runs "
+                          f"{len(r['lost_runs'])}", markup=False)
+        for iid in r["destroyed"]:
+            out_console.print(f"destroyed {iid}: {r['why'].get(iid, '')}", markup=False)
         for v in d["budgets"]:
             out_console.print(f"{v['level']}: {v['message']}", markup=False)
-        for p in d.get("problems", []):
-            out_console.print(f"problem: {p}", markup=False)
+        for p in d["problems"]:
+            out_console.print(f"problem ({p['kind']}): {p['message']}", markup=False)
 
     emit(ctx, result, human)
+    if not result["ok"]:
+        raise typer.Exit(4)

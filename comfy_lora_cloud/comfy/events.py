@@ -170,16 +170,15 @@ async def guard_forever(get_app: GetApp, *, interval: float = 30.0, grace_s: flo
                         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
     """The app's one guard pass (reconcile + budget watchdog, the same as ``lora-cloud instances
     reconcile``) every ``interval`` s while a vast.ai key is set. The app re-reads its settings,
-    so a budget changed from the CLI applies on the next round. A failing round is logged, sent
-    to the sidebar as a ``lora_cloud.guard`` problem, and the next round tries again."""
+    so a budget changed from the CLI applies on the next round. The pass sends each problem it
+    met to the sidebar once (``lora_cloud.guard``); a round that fails as a whole is logged, sent
+    the same way, and the next round tries again."""
     while True:
         app: App | None = None
         try:
             app = await get_app()
             if app.has_vast_key():
-                report = await app.guard_pass(grace_s=grace_s)
-                for problem in report.get("problems", []):
-                    app.emit(GUARD_EVENT, {"kind": "problem", "message": redact(str(problem))})
+                await app.guard_pass(grace_s=grace_s)  # it tells the sidebar about each problem, once
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -17,6 +17,7 @@ said so. :func:`pick_offer` returns the choice with its breakdown and the runner
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -65,6 +66,11 @@ class Job:
     verified: bool | None = True
 
     def __post_init__(self) -> None:
+        if self.max_dph is not None:
+            if isinstance(self.max_dph, bool) or not math.isfinite(self.max_dph) or self.max_dph < 0:
+                raise ConfigError(f"max $/hr must be a finite number, at least 0, not {self.max_dph!r}")
+            if self.max_dph == 0:  # 0 turns the $/hr limit off, as it does for the budgets
+                self.max_dph = None
         if self.tier not in TIER_VRAM_GB:
             raise ConfigError(f"tier must be one of {sorted(TIER_VRAM_GB)} (GB of GPU memory)")
         if self.steps <= 0:

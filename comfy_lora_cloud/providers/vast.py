@@ -7,6 +7,12 @@ idempotent on vast.ai, so a create whose answer is lost (timeout, 5xx after the 
 resolved by listing instances by their label before anything is tried again: one call, at most
 one instance. The API key travels only in the Authorization header and is registered with
 ``errors.redact``, so no error message or log line can carry it.
+
+Answers are parsed defensively, here and nowhere else: paging stops after :data:`MAX_PAGES`
+pages or at a ``next_token`` seen before (a listing that does not end is an error, never "these
+are all the instances"); ``/charges/`` rows are checked by :func:`parse_charges` (an amount
+that is not a finite, non-negative number is refused and reported, never booked); a listed
+instance whose numbers are garbage keeps its id and label with those numbers read as 0.
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import random
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 import httpx
@@ -29,6 +37,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_URL = VAST_URL
 PAGE_LIMIT = 25  # the v1 listing's maximum page size
+MAX_PAGES = 200  # 5000 instances: more is a listing whose next_token never ends
+MAX_CHARGE_PAGES = 40  # 20,000 charge rows in the 32 days the ledger reads
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -200,18 +210,23 @@ class VastClient:
             filters["actual_status"] = {"in": statuses}
         rows: list[dict[str, Any]] = []
         token: str | None = None
-        while True:
+        seen: set[str] = set()
+        for _ in range(MAX_PAGES):
             params: dict[str, Any] = {"select_filters": filters, "limit": PAGE_LIMIT,
                                       "order_by": [{"col": "id", "dir": "asc"}]}
             if token:
                 params["after_token"] = token
             data = await self._request("GET", "/api/v1/instances/", params=params)
-            if not isinstance(data, dict) or "instances" not in data:
-                raise ProviderAPIError("vast.ai instance listing has no 'instances' field")
-            rows.extend(data["instances"] or [])
+            if not isinstance(data, dict) or not isinstance(data.get("instances") or [], list):
+                raise ProviderAPIError("vast.ai instance listing has no 'instances' list")
+            rows.extend(r for r in data.get("instances") or [] if isinstance(r, dict))
             token = data.get("next_token")
             if not token:
                 return rows
+            if not isinstance(token, str) or token in seen:
+                raise ProviderAPIError("vast.ai instance listing did not end: its next_token repeats")
+            seen.add(token)
+        raise ProviderAPIError(f"vast.ai instance listing did not end after {MAX_PAGES} pages")
 
     async def _put_instance(self, instance_id: int | str, body: dict[str, Any]) -> None:
         await self._request("PUT", f"/api/v0/instances/{instance_id}/", body=body)
@@ -272,16 +287,99 @@ class VastClient:
         data.pop("api_key", None)
         return data
 
-    async def charges(self, start: float, end: float) -> list[dict[str, Any]]:
-        params = {"select_filters": {"day": {"gte": start, "lte": end}, "type": {"in": ["instance"]}}, "limit": 500}
-        rows: list[dict[str, Any]] = []
-        while True:
+    async def charge_report(self, start: float, end: float, *, max_pages: int = MAX_CHARGE_PAGES) -> "ChargeReport":
+        """Every charge row in ``[start, end]``, checked (:func:`parse_charges`), with what was refused.
+
+        A page that is not a page, or paging that does not end (a ``next_token`` seen before, or
+        more than ``max_pages``), leaves the report incomplete: its rows must not be booked as the
+        whole bill."""
+        params: dict[str, Any] = {"select_filters": {"day": {"gte": start, "lte": end}, "type": {"in": ["instance"]}},
+                                  "limit": 500}
+        report = ChargeReport()
+        seen: set[str] = set()
+        for _ in range(max_pages):
             data = await self._request("GET", "/api/v0/charges/", params=params)
-            rows.extend(data.get("results") or [])
-            token = data.get("next_token")
-            if not token:
-                return rows
+            token = parse_charges(data, report)
+            if not report.complete or not token:
+                return report
+            if token in seen:
+                report.refuse(f"/charges/ paging did not end: next_token {token[:40]!r} repeats")
+                return report
+            seen.add(token)
             params["after_token"] = token
+        report.refuse(f"/charges/ paging did not end after {max_pages} pages")
+        return report
+
+    async def charges(self, start: float, end: float) -> list[dict[str, Any]]:
+        """The checked charge rows; ProviderAPIError when the answer could not be read whole."""
+        report = await self.charge_report(start, end)
+        if not report.complete:
+            raise ProviderAPIError("vast.ai charges could not be read whole: " + "; ".join(report.problems))
+        return report.rows
+
+
+# ---- charges ----------------------------------------------------------------------------------
+@dataclass
+class ChargeReport:
+    """What ``/charges/`` said, checked: ``rows`` to book, ``problems`` (refused rows and pages),
+    and whether the answer was read whole (``complete``)."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    complete: bool = True
+
+    def refuse(self, problem: str, *, whole: bool = True) -> None:
+        """Record a problem; ``whole`` marks the answer as not read whole."""
+        log.warning("vast.ai charges: %s", problem)
+        self.problems.append(problem)
+        if whole:
+            self.complete = False
+
+
+def _usd(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) and value >= 0 else None
+
+
+def parse_charges(data: Any, report: ChargeReport) -> str | None:
+    """Check one ``/charges/`` page into ``report``; returns its ``next_token``.
+
+    A row is kept when it is an object with a ``source`` text and an ``amount`` that is a finite
+    number of dollars, not negative (a negative charge would hide real spend from the month
+    budget). When one row of an instance is refused, all of that instance's rows are left out:
+    booking part of a bill would read as the provider billing less than we estimated."""
+    if not isinstance(data, dict):
+        report.refuse(f"the answer is a JSON {type(data).__name__}, not an object")
+        return None
+    results = data.get("results")
+    if results is None:
+        results = []
+    if not isinstance(results, list):
+        report.refuse(f"'results' is a {type(results).__name__}, not a list")
+        return None
+    refused: set[str] = set()
+    for i, row in enumerate(results):
+        source = row.get("source") if isinstance(row, dict) else None
+        if not isinstance(source, str):
+            report.refuse(f"row {i} has no source", whole=False)
+            continue
+        amount = _usd(row.get("amount"))
+        if amount is None:
+            refused.add(source)
+            report.refuse(f"{source[:60]}: amount {str(row.get('amount'))[:40]!r} refused "
+                          "(not a finite, non-negative number)", whole=False)
+            continue
+        report.rows.append({**row, "amount": amount})
+    if refused:
+        report.rows = [r for r in report.rows if r["source"] not in refused]
+    token = data.get("next_token")
+    if token is None or token == "":
+        return None
+    if not isinstance(token, str):
+        report.refuse(f"next_token {str(token)[:40]!r} is not text")
+        return None
+    return token
 
 
 # ---- records ----------------------------------------------------------------------------------
@@ -307,20 +405,35 @@ def offer_from_vast(row: dict[str, Any], interruptible: bool = False) -> Offer:
     )
 
 
+def _number(value: Any, default: float = 0.0) -> float:
+    """A finite float, or ``default`` for anything else (None, text, NaN, inf)."""
+    if isinstance(value, bool):
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return default
+    return number if math.isfinite(number) else default
+
+
 def instance_from_vast(row: dict[str, Any]) -> Instance:
+    """Our record of one listed instance. Only ``id`` is required; a number that is not one
+    reads as 0 (the instance stays visible to reconcile and the watchdog)."""
     status = row.get("actual_status")
-    state = _STATES.get(status, InstanceState.UNKNOWN)
+    state = _STATES.get(status, InstanceState.UNKNOWN) if isinstance(status, (str, type(None))) \
+        else InstanceState.UNKNOWN
     msg = str(row.get("status_msg") or "")
     if state is InstanceState.CREATING and any(m in msg for m in _FATAL_MARKERS):
         state = InstanceState.EXITED  # stuck for good: dstack treats this as fatal
-    price = row.get("search") or {}
-    disk_hour = float(price.get("diskHour") or 0.0)
+    price = row.get("search") if isinstance(row.get("search"), dict) else {}
+    disk_hour = _number(price.get("diskHour"))
+    ssh_port = int(_number(row.get("ssh_port"))) or None
     return Instance(
         id=str(row["id"]), provider="vast", label=str(row.get("label") or ""), state=state,
         intended_state=str(row.get("intended_status") or "running"), gpu_name=str(row.get("gpu_name") or ""),
-        num_gpus=int(row.get("num_gpus") or 1), dph_total=float(row.get("dph_total") or 0.0), storage_dph=disk_hour,
-        created_at=float(row.get("start_date") or 0.0), started_at=None,
-        ssh_host=row.get("ssh_host"), ssh_port=int(row["ssh_port"]) if row.get("ssh_port") else None,
+        num_gpus=int(_number(row.get("num_gpus"), 1.0)) or 1, dph_total=_number(row.get("dph_total")),
+        storage_dph=disk_hour, created_at=_number(row.get("start_date")), started_at=None,
+        ssh_host=row.get("ssh_host"), ssh_port=ssh_port,
         status_msg=msg, interruptible=bool(row.get("is_bid")), run_id=run_id_from_label(row.get("label")), raw=row,
     )
 
@@ -398,7 +511,15 @@ class VastProvider:
 
     async def list(self, label_prefix: str = LABEL_PREFIX) -> list[Instance]:
         rows = await self.client.list_instances()
-        return [instance_from_vast(r) for r in rows if str(r.get("label") or "").startswith(label_prefix)]
+        out = []
+        for r in rows:
+            if not str(r.get("label") or "").startswith(label_prefix):
+                continue
+            if r.get("id") in (None, ""):
+                log.warning("vast.ai listed an instance without an id (label %r); skipped", r.get("label"))
+                continue
+            out.append(instance_from_vast(r))
+        return out
 
     async def stop(self, instance_id: str) -> None:
         await self.client.stop(instance_id)

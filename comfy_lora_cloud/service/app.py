@@ -129,6 +129,9 @@ class App:
         self.python = python  # the trainer's interpreter for local runs (tests); None: this one
         self._lock = threading.Lock()
         self._storage: tuple[tuple[Any, ...], Storage] | None = None
+        from .guard_memory import GuardMemory
+
+        self.guard_memory = GuardMemory()  # what the guard remembers from one pass to the next
 
         self.runs = Runs(self)
         self.instances = Instances(self)
@@ -227,18 +230,25 @@ class App:
 
         Budgets are read from the current settings on every check, so a changed budget applies
         within one round; a settings file that cannot be read keeps the last good budgets and the
-        pass reports it.
+        pass reports it. Storage that cannot be opened (no credentials) is a bucket that cannot
+        vouch for any run: nothing is destroyed on that doubt, and the budgets still hold.
         """
         import asyncio
 
+        from ..errors import LoraCloudError, StorageError
+        from ..storage.base import UnavailableStorage
         from .budgets import Budgets
         from .guard import Guard
 
-        storage = await asyncio.to_thread(lambda: self.storage)
+        try:
+            storage = await asyncio.to_thread(lambda: self.storage)
+        except LoraCloudError as exc:
+            storage = UnavailableStorage(self.settings.storage_url, StorageError(exc.message))
         async with self.provider("vast")() as provider:
             guard = Guard(provider, self.state, lambda: Budgets.from_settings(self.settings), storage=storage,
-                          clock=self.clock, emit=self.emit, grace_s=grace_s, fresh_s=fresh_s)
+                          clock=self.clock, emit=self.emit, grace_s=grace_s, fresh_s=fresh_s,
+                          memory=self.guard_memory)
             report = await guard.run_once()
         if self.settings_problem:
-            report.setdefault("problems", []).append(self.settings_problem)
+            report["problems"].append({"kind": "settings", "subject": "settings", "message": self.settings_problem})
         return report

@@ -3,17 +3,23 @@
 :func:`check_launch` refuses a launch that would break one up front (BudgetExceeded);
 :func:`evaluate` turns the current spend into verdicts for the watchdog: ``warn`` at
 :data:`WARN_AT` of a limit, ``breach`` at the limit (the watchdog then destroys the instance).
+
+A limit is a finite number. ``0`` means the same everywhere (here, the offer picker in
+``providers/pricing.py`` and the launch path): that $ limit is off. Hours must be above 0:
+there is no "run forever". :class:`Budgets` refuses anything else, whoever builds it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
-from ..errors import BudgetExceeded
+from ..errors import BudgetExceeded, ConfigError
 from ..models import Instance
 
 WARN_AT = 0.8
+USD_LIMITS = ("max_dph", "max_run_usd", "max_month_usd")
 
 
 @dataclass(frozen=True)
@@ -22,6 +28,14 @@ class Budgets:
     max_run_usd: float = 10.0
     max_month_usd: float = 50.0
     max_run_hours: float = 6.0
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"budget {name} must be a finite number, not {value!r}")
+            if value < 0 or (name == "max_run_hours" and value == 0):
+                raise ConfigError(f"budget {name} must be {'above' if name == 'max_run_hours' else 'at least'} 0 "
+                                  f"(0 turns a $ limit off), not {value!r}")
 
     @classmethod
     def from_settings(cls, settings: Any) -> "Budgets":
@@ -75,19 +89,24 @@ def _grade(budget: str, value: float, limit: float, inst: Instance) -> Verdict |
     return None
 
 
-def evaluate(budgets: Budgets, instances: Iterable[Instance], *, run_usd: dict[str, float], month_usd: float,
-             now: float) -> list[Verdict]:
-    """Verdicts for every instance (breaches first). ``run_usd`` maps run id -> $ spent so far."""
+def evaluate(budgets: Budgets, instances: Iterable[Instance], *, run_usd: dict[str, float], month_usd: float | None,
+             now: float, first_seen: dict[str, float] | None = None) -> list[Verdict]:
+    """Verdicts for every instance (breaches first). ``run_usd`` maps run id -> $ spent so far
+    (a run missing from it is not checked); ``month_usd`` None skips the month budget.
+
+    An instance's age is ``now - first_seen[id]``, both on this controller's clock; without
+    ``first_seen`` the instance's own ``created_at`` stands in (callers that have no store)."""
     out: list[Verdict] = []
     for inst in instances:
+        born = first_seen.get(str(inst.id)) if first_seen is not None else (inst.created_at or None)
         checks = [
             ("max_dph", inst.dph_total, budgets.max_dph),
-            ("max_month_usd", month_usd, budgets.max_month_usd),
-            ("max_run_hours", max(now - inst.created_at, 0.0) / 3600.0 if inst.created_at else 0.0,
-             budgets.max_run_hours),
+            ("max_run_hours", max(now - born, 0.0) / 3600.0 if born is not None else 0.0, budgets.max_run_hours),
         ]
-        if inst.run_id is not None:
-            checks.append(("max_run_usd", run_usd.get(inst.run_id, 0.0), budgets.max_run_usd))
+        if month_usd is not None:
+            checks.append(("max_month_usd", month_usd, budgets.max_month_usd))
+        if inst.run_id is not None and inst.run_id in run_usd:
+            checks.append(("max_run_usd", run_usd[inst.run_id], budgets.max_run_usd))
         for budget, value, limit in checks:
             if budget == "max_dph":  # a price is over or not; no 80 % warning for it
                 if limit and value > limit:

@@ -6,20 +6,37 @@ Between two polls an instance is assumed to stay in the state it was seen in; ea
 accrual to now. vast.ai bills per second on the same meters (reference §6), so the estimate
 is close; :meth:`CostLedger.reconcile_charges` then books the difference with the provider's
 ``/charges/`` as one ``charge`` line per instance, so the ledger converges on what was billed.
+
+An instance is accrued from when this controller first saw it (``first_seen``, our clock), never
+from the provider's start date: a provider clock hours behind ours must not book hours of spend
+on a new instance. The charge rows come validated from the provider client
+(``providers.vast.parse_charges``: a finite amount, never negative), the one place that checks them.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from datetime import datetime
 from typing import Any, Callable, Iterable
 
+from ..errors import CorruptRecord
 from ..models import Cost, Instance, InstanceState
-from .state import StateStore
+from .state import OnCorrupt, StateStore
+
+log = logging.getLogger(__name__)
 
 _CURSOR = "ledger:accrued:"  # kv key prefix -> epoch seconds accrued up to, per instance
 _CHARGED = "ledger:charged:"  # kv key prefix -> provider-billed $ already booked, per instance
+
+
+def _log(exc: CorruptRecord) -> None:
+    log.warning("%s; accruing from first sight", exc.message)
+
+
+def _skip(on_corrupt: OnCorrupt | None) -> dict[str, OnCorrupt]:
+    return {"on_corrupt": on_corrupt} if on_corrupt is not None else {}
 
 
 def month_start(now: float) -> float:
@@ -45,6 +62,18 @@ def usd_in(costs: Iterable[Cost], start: float, end: float) -> float:
     return total
 
 
+def billed_by_instance(charges: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """Instance id -> $ billed, from ``/charges/`` rows (``source: "instance-<id>"``), as the
+    provider client validated them (``providers.vast.parse_charges``)."""
+    out: dict[str, float] = {}
+    for row in charges:
+        src = str(row.get("source") or "")
+        if src.startswith("instance-"):
+            iid = src[len("instance-"):]
+            out[iid] = out.get(iid, 0.0) + float(row.get("amount") or 0.0)
+    return out
+
+
 def billed_rates(state: InstanceState | str, dph_total: float, storage_dph: float) -> dict[str, float]:
     """What an instance bills per hour in ``state``, by meter: the GPU part of ``dph_total`` while
     running, storage in every state but offline. ``dph_total`` already includes storage, so it is
@@ -64,14 +93,24 @@ class CostLedger:
         self.state = state
         self.clock = clock
 
-    def accrue(self, instances: Iterable[Instance], now: float | None = None) -> float:
-        """Book every instance's spend since its last accrual; returns the $ booked."""
+    def accrue(self, instances: Iterable[Instance], now: float | None = None, *,
+               first_seen: dict[str, float] | None = None, on_corrupt: OnCorrupt | None = None) -> float:
+        """Book every instance's spend since its last accrual (or since ``first_seen``, else now);
+        returns the $ booked. A cursor that is not a number is handed to ``on_corrupt`` and the
+        instance is accrued from ``first_seen`` again."""
         now = self.clock() if now is None else now
+        first_seen = first_seen or {}
         booked = 0.0
         for inst in instances:
             key = f"{_CURSOR}{inst.provider}:{inst.id}"
-            raw = self.state.get_kv(key)
-            since = float(raw) if raw else (inst.created_at or now)
+            try:
+                cursor = self.state.get_kv_float(key)
+            except CorruptRecord as exc:
+                if "key" not in exc.details:  # the store itself, not this value
+                    raise
+                (on_corrupt or _log)(exc)
+                cursor = None
+            since = cursor if cursor is not None else first_seen.get(str(inst.id), now)
             span = now - since
             if span <= 0:
                 continue
@@ -89,12 +128,7 @@ class CostLedger:
         ``run_of`` maps instance id -> run id (ours only: other instances' charges are ignored).
         """
         now = self.clock() if now is None else now
-        by_instance: dict[str, float] = {}
-        for row in charges:
-            src = str(row.get("source") or "")
-            if src.startswith("instance-"):
-                iid = src[len("instance-"):]
-                by_instance[iid] = by_instance.get(iid, 0.0) + float(row.get("amount") or 0.0)
+        by_instance = billed_by_instance(charges)
         booked = 0.0
         ledger = self.state.costs()
         for iid, billed in by_instance.items():
@@ -118,13 +152,13 @@ class CostLedger:
         pending = max(0.0, now - booked_until) / 3600.0 * sum(billed_rates(state, dph_total, storage_dph).values())
         return sum(c.usd for c in lines) + pending
 
-    def month_usd(self, now: float | None = None) -> float:
+    def month_usd(self, now: float | None = None, *, on_corrupt: OnCorrupt | None = None) -> float:
         now = self.clock() if now is None else now
         start = month_start(now)
-        return usd_in(self.state.costs(since=start), start, now)
+        return usd_in(self.state.costs(since=start, **_skip(on_corrupt)), start, now)
 
-    def run_usd(self, run_id: str) -> float:
-        return sum(c.usd for c in self.state.costs(run_id=run_id))
+    def run_usd(self, run_id: str, *, on_corrupt: OnCorrupt | None = None) -> float:
+        return sum(c.usd for c in self.state.costs(run_id=run_id, **_skip(on_corrupt)))
 
     def summary(self, now: float | None = None) -> dict[str, Any]:
         """Today, this month (local calendar) and per run, in $."""
@@ -176,9 +210,8 @@ class Costs:
         async with self.app.provider("vast")() as provider:
             instances = await provider.list()
             now = self.app.clock()
-            await asyncio.to_thread(ledger.accrue, instances, now)
-            for inst in instances:
-                await asyncio.to_thread(state.put_instance, inst, inst.run_id)
+            first_seen = await asyncio.to_thread(state.record_sightings, instances, now)
+            await asyncio.to_thread(ledger.accrue, instances, now, first_seen=first_seen)
             client = getattr(provider, "client", None)
             if client is None:
                 return None

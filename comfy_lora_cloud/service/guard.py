@@ -1,84 +1,112 @@
-"""One guard pass: reconcile (destroy labelled instances no live run owns, mark vanished runs)
-then the budget watchdog (book costs, reconcile them with the provider's charges, enforce the
-budgets). ComfyUI's pack loop runs it every 30 s; ``lora-cloud instances reconcile`` runs it once.
+"""One guard pass: reconcile (destroy labelled instances no live run owns, end runs whose
+instance vanished) then the budget watchdog (book costs, reconcile them with the provider's
+charges, enforce the budgets). ComfyUI's pack loop runs it every 30 s; ``lora-cloud instances
+reconcile`` (and cron) runs it once. Every caller builds it the same way, with the bucket: who
+owns an instance is decided with the bucket as a witness (:mod:`ownership`), so no caller can
+build a guard that destroys another machine's live run.
+
+The pass fails safe, record by record:
+
+* one listing serves both halves; a failed listing is reported (``ok`` false) and nothing is
+  destroyed on its basis;
+* a record that cannot be read (status.json, a state-store row, a ``/charges/`` row) is skipped,
+  reported in ``problems`` and sent once as a ``lora_cloud.guard`` event
+  ``{"kind": "problem", "problem": <kind>, "subject", "message"}`` (:mod:`problems` lists the kinds);
+  the other records are handled as usual;
+* the watchdog runs every pass, also when reconcile or ``/charges/`` failed;
+* a damaged state store (truncated, overwritten): nothing is destroyed for ownership reasons,
+  since no instance can be matched to its run; the budgets that need no store still hold:
+  max $/hr, the hours since this guard first saw the instance (kept in :class:`GuardMemory`
+  while the store is unreadable, so the ComfyUI loop still enforces them), and a run's spend as
+  ``/charges/`` billed it.
+
+Ages come from one clock, the controller's: when this controller first saw (or launched) an
+instance, never the provider's ``start_date``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Callable
 
-from ..errors import CorruptRecord, StorageError
-from ..models import RunState
+from ..errors import CorruptRecord, LoraCloudError
+from ..models import Instance
 from ..providers.base import Provider
 from ..storage import Storage
-from ..training.status import read_status
+from . import problems as kinds
 from .budgets import Budgets
-from .reconcile import Reconciler
+from .events import GUARD_EVENT, Emit
+from .guard_memory import GuardMemory
+from .problems import Problems
+from .reconcile import ReconcileReport, Reconciler
 from .state import StateStore
-from .watchdog import Emit, Watchdog
-
-
-# how far ahead of ours a trainer's clock may be before its status is not believed: bucket content
-# is untrusted, and a status dated next year must not keep an instance "live" until then
-CLOCK_SKEW_S = 600.0
+from .watchdog import Watchdog
 
 
 def provider_charges(provider: Provider):
-    """The provider's charges endpoint, when it has one (vast.ai), for reconciling the ledger."""
-    return getattr(getattr(provider, "client", None), "charges", None)
+    """The provider's checked charges report, when it has one (vast.ai), for the ledger."""
+    return getattr(getattr(provider, "client", None), "charge_report", None)
 
 
 class Guard:
     def __init__(self, provider: Provider, state: StateStore, budgets: Budgets | Callable[[], Budgets], *,
                  storage: Storage, clock: Callable[[], float] = time.time, emit: Emit | None = None,
-                 grace_s: float = 120.0, fresh_s: float = 1800.0):
-        self.storage, self.clock, self.fresh_s = storage, clock, fresh_s
-        self.reconciler = Reconciler(provider, state, clock=clock, grace_s=grace_s,
-                                     is_live_elsewhere=self.run_live_in_bucket,
-                                     reported_state=lambda run_id: _reported_state(storage, run_id))
+                 grace_s: float = 120.0, fresh_s: float = 1800.0, memory: GuardMemory | None = None):
+        self.provider = provider
+        self.state = state
+        self.clock = clock
+        self.emit = emit if emit is not None else (lambda event, data: None)
+        self.reconciler = Reconciler(provider, state, storage, clock=clock, grace_s=grace_s, fresh_s=fresh_s)
+        self.memory = memory if memory is not None else GuardMemory()  # what outlives this pass
         self.watchdog = Watchdog(provider, state, budgets, clock=clock, emit=emit,
-                                 charges=provider_charges(provider))
-
-    async def run_live_in_bucket(self, run_id: str) -> bool:
-        """Whether another controller (a second laptop) owns the run: :func:`run_live_in_bucket`."""
-        import asyncio
-
-        return await asyncio.to_thread(run_live_in_bucket, self.storage, run_id, self.clock(), self.fresh_s)
+                                 charges=provider_charges(provider), storage=storage, memory=self.memory)
 
     async def run_once(self) -> dict[str, Any]:
-        report = await self.reconciler.run_once()
-        verdicts = await self.watchdog.poll_once()
-        return {"reconcile": report.to_dict(),
-                "budgets": [{"level": v.level, "message": v.message} for v in verdicts]}
+        """One pass; returns ``{"ok", "reconcile", "budgets", "problems"}``. ``ok`` is false
+        when the instances could not be listed (then nothing else was checked)."""
+        problems = Problems()
+        now = self.clock()
+        report, verdicts = ReconcileReport(), []
+        try:
+            instances: list[Instance] | None = await self.provider.list()
+        except LoraCloudError as exc:
+            problems.add(kinds.LISTING, self.provider.name, f"could not list instances, so nothing was checked "
+                                                            f"or destroyed this round: {exc.message}")
+            instances = None
+        if instances is not None:
+            first_seen = await self._first_seen(instances, now, problems)
+            try:
+                report = await self.reconciler.run_once(instances, now=now, first_seen=first_seen, problems=problems)
+            except Exception as exc:  # noqa: BLE001 - the watchdog must run whatever reconcile did
+                problems.add(kinds.UNEXPECTED, "reconcile", f"reconcile stopped: {type(exc).__name__}: {exc}")
+            remaining = [i for i in instances if str(i.id) not in set(report.destroyed)]
+            try:
+                verdicts = await self.watchdog.poll_once(remaining, now=now, first_seen=first_seen,
+                                                         problems=problems)
+            except Exception as exc:  # noqa: BLE001 - reported, and the next pass tries again
+                problems.add(kinds.UNEXPECTED, "watchdog", f"watchdog stopped: {type(exc).__name__}: {exc}")
+        self._announce(problems)
+        return {"ok": instances is not None, "reconcile": report.to_dict(),
+                "budgets": [{"level": v.level, "budget": v.budget, "instance_id": v.instance_id,
+                             "message": v.message} for v in verdicts],
+                "problems": problems.to_list()}
 
+    async def _first_seen(self, instances: list[Instance], now: float, problems: Problems) -> dict[str, float]:
+        try:
+            seen = await asyncio.to_thread(self.state.record_sightings, instances, now)
+        except CorruptRecord as exc:
+            problems.add_corrupt(exc, self.state.path)
+            return {str(i.id): self.memory.seen.setdefault(str(i.id), now) for i in instances}
+        self.memory.seen.clear()  # the store keeps them again
+        self.memory.seen.update(seen)
+        return seen
 
-def run_live_in_bucket(storage: Storage, run_id: str, now: float, fresh_s: float) -> bool:
-    """True when the run's trainer reported a live state within ``fresh_s`` seconds (blocking).
-
-    An unreadable bucket counts as live: never destroy on doubt. A status that is not one
-    (corrupt, or dated in the future: bucket content is untrusted) does not, nor does a run id
-    this pack could not have made.
-    """
-    from ..errors import ConfigError
-
-    try:
-        status = read_status(storage, run_id)
-    except ConfigError:
-        return False  # not a run id this pack could have made
-    except CorruptRecord:
-        return False  # a trainer writes whole objects: garbage is not a live trainer talking
-    except StorageError:
-        return True
-    if status is None or status.state.is_terminal:
-        return False
-    age = now - status.updated_at
-    return -CLOCK_SKEW_S < age < fresh_s  # a time in the future is not "fresh forever"
-
-
-def _reported_state(storage: Storage, run_id: str) -> RunState | None:
-    try:
-        status = read_status(storage, run_id)
-    except StorageError:
-        return None
-    return status.state if status is not None else None
+    def _announce(self, problems: Problems) -> None:
+        """Tell the sidebar about each problem once, and again only after it went away and came back."""
+        current = {(p.kind, p.subject) for p in problems}
+        for p in problems:
+            if (p.kind, p.subject) not in self.memory.announced:
+                self.emit(GUARD_EVENT, {"kind": "problem", "problem": p.kind, "subject": p.subject,
+                                        "message": p.message})
+        self.memory.announced = current

@@ -53,13 +53,13 @@ async def launch_run(provider: Provider, state: StateStore, run: Run, offer: Off
         raise
     step("created")
     inst.run_id = run.id
-    await asyncio.to_thread(_record, state, run.id, inst)
+    await asyncio.to_thread(_record, state, run.id, inst, clock())
     step("recorded")
     return inst
 
 
-def _record(state: StateStore, run_id: str, inst: Instance) -> None:
-    state.put_instance(inst, run_id)
+def _record(state: StateStore, run_id: str, inst: Instance, now: float) -> None:
+    state.put_instance(inst, run_id, seen_at=now)  # its age counts from here, on our clock
     state.update_run(run_id, instance_id=str(inst.id), state=RunState.STARTING)
 
 

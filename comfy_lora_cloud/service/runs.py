@@ -168,7 +168,7 @@ async def start_run(
         max_dph = req.max_dph if req.max_dph is not None else settings.max_dph
         async with open_provider(req.provider, vram_gb=tier)() as provider:
             offer, expected = await _choose_offer(provider, req, preset, steps, tier, gpu_name, max_dph)
-            if expected is not None and expected > max_run_usd:
+            if expected is not None and max_run_usd and expected > max_run_usd:  # 0: no per-run limit
                 raise BudgetExceeded(f"the cheapest fitting offer is expected to cost ${expected:.2f}, over the "
                                      f"${max_run_usd:.2f} per-run budget (max_run_usd)")
             await asyncio.to_thread(spec.save, storage)

@@ -7,19 +7,30 @@ busy timeout, and every write is one transaction. The schema is versioned with
 
 The bucket stays the source of truth for runs (``runs/<id>/status.json``); this store is what
 this controller knows: what it intended to launch, which instances it created, what it spent.
+
+A damaged file (truncated, overwritten) raises :class:`CorruptRecord` from every call, also
+from a store opened on it (opening does not raise, so the guard can still enforce the budgets
+that need no store; an empty file is SQLite's new database, so a state.db cut to 0 bytes starts
+afresh and the bucket's live runs keep their instances). A row that cannot be read as what it
+should be (an unknown run state, a spec that is not JSON, a price that is not a number) raises
+:class:`CorruptRecord` from a single get; listings skip it and hand it to ``on_corrupt`` (default: a logged warning), so
+one bad row never hides the others. ``instances.created_at`` is when this controller first
+saw or recorded the instance, on this controller's clock (never the provider's start date).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import math
 import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
-from ..errors import ConfigError
+from ..errors import ConfigError, CorruptRecord
 from ..models import Cost, Instance, InstanceState, Run, RunState
 
 MIGRATIONS: list[str] = [
@@ -73,6 +84,19 @@ MIGRATIONS: list[str] = [
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
+log = logging.getLogger(__name__)
+OnCorrupt = Callable[[CorruptRecord], None]
+
+
+def _warn(exc: CorruptRecord) -> None:
+    log.warning("skipped: %s", exc.message)
+
+
+def _is_damage(exc: sqlite3.Error) -> bool:
+    """"file is not a database", "database disk image is malformed": the file itself is damaged
+    (a lock, a full disk or a constraint is an OperationalError/IntegrityError, not damage)."""
+    return type(exc) is sqlite3.DatabaseError
+
 
 def make_private(path: Path) -> None:
     """Create the database file 0600 (it holds every cost record) before SQLite opens it, and
@@ -92,16 +116,38 @@ class StateStore:
         self.timeout = timeout
         self.path.parent.mkdir(parents=True, exist_ok=True)
         make_private(self.path)
-        self._migrate()
+        self._migrated = False
+        try:
+            self._migrate()
+        except CorruptRecord as exc:  # every later call raises it again, with this message
+            log.warning("%s", exc.message)
 
     # ---- plumbing ----------------------------------------------------------------------------
+    def _damaged(self, exc: sqlite3.Error) -> CorruptRecord:
+        return CorruptRecord(f"the state store {self.path} is damaged ({exc}); move it aside and "
+                             "LoRA Cloud starts a new one (the bucket keeps every run's status)")
+
     @contextlib.contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        if not self._migrated:
+            self._migrate()
+        with self._open() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _open(self) -> Iterator[sqlite3.Connection]:
+        try:
+            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._damaged(exc) if _is_damage(exc) else exc
         conn.row_factory = sqlite3.Row
         try:
             conn.execute("PRAGMA busy_timeout = %d" % int(self.timeout * 1000))
             yield conn
+        except sqlite3.Error as exc:
+            if _is_damage(exc):
+                raise self._damaged(exc) from None
+            raise
         finally:
             conn.close()
 
@@ -112,12 +158,13 @@ class StateStore:
             try:
                 yield conn
             except BaseException:
-                conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
 
     def _migrate(self) -> None:
-        with self.connect() as conn:
+        with self._open() as conn:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -133,8 +180,10 @@ class StateStore:
                     conn.execute(f"PRAGMA user_version = {i + 1}")
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
                 raise
+        self._migrated = True
 
     @property
     def schema_version(self) -> int:
@@ -173,10 +222,11 @@ class StateStore:
             row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         return _row_to_run(row) if row else None
 
-    def list_runs(self, *, live_only: bool = False, limit: int = 200) -> list[Run]:
+    def list_runs(self, *, live_only: bool = False, limit: int = 200, on_corrupt: OnCorrupt = _warn) -> list[Run]:
+        """Runs newest first; a row that cannot be read is skipped and handed to ``on_corrupt``."""
         with self.connect() as conn:
             rows = conn.execute("SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
-        runs = [_row_to_run(r) for r in rows]
+        runs = list(_readable(rows, _row_to_run, on_corrupt))
         return [r for r in runs if not r.state.is_terminal] if live_only else runs
 
     def find_run_by_hash(self, config_hash: str) -> Run | None:
@@ -207,10 +257,35 @@ class StateStore:
         return run, True
 
     # ---- instances ---------------------------------------------------------------------------
-    def put_instance(self, inst: Instance, run_id: str | None = None) -> None:
-        data = {k: v for k, v in inst.to_dict().items() if k != "raw"}
+    def put_instance(self, inst: Instance, run_id: str | None = None, *, seen_at: float | None = None) -> None:
+        """Insert or update an instance; ``seen_at`` (default: now) becomes its ``created_at`` the
+        first time, on this controller's clock."""
         with self.transaction() as conn:
-            conn.execute(
+            self._upsert_instance(conn, inst, run_id, time.time() if seen_at is None else seen_at)
+
+    def record_sightings(self, instances: Iterable[Instance], now: float) -> dict[str, float]:
+        """Upsert every listed instance in one transaction; returns when this controller first saw
+        each (its ``created_at``), so ages are measured on one clock: ours."""
+        instances = list(instances)
+        with self.transaction() as conn:
+            for inst in instances:
+                self._upsert_instance(conn, inst, inst.run_id, now)
+            first: dict[str, float] = {}
+            for inst in instances:
+                row = conn.execute("SELECT created_at FROM instances WHERE provider = ? AND id = ?",
+                                   (inst.provider, str(inst.id))).fetchone()
+                seen = _finite(row[0]) if row else None
+                if seen is None:  # a bad value: start counting again from now, and keep it from now on
+                    conn.execute("UPDATE instances SET created_at = ? WHERE provider = ? AND id = ?",
+                                 (now, inst.provider, str(inst.id)))
+                    seen = now
+                first[str(inst.id)] = seen
+        return first
+
+    @staticmethod
+    def _upsert_instance(conn: sqlite3.Connection, inst: Instance, run_id: str | None, seen_at: float) -> None:
+        data = {k: v for k, v in inst.to_dict().items() if k != "raw"}
+        conn.execute(
                 """INSERT INTO instances (id, provider, label, run_id, state, gpu_name, dph_total,
                        storage_dph, created_at, data)
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -221,7 +296,7 @@ class StateStore:
                 (
                     str(inst.id), inst.provider, inst.label, run_id or inst.run_id,
                     InstanceState(inst.state).value, inst.gpu_name, inst.dph_total, inst.storage_dph,
-                    inst.created_at or time.time(), json.dumps(data, default=str),
+                    seen_at, json.dumps(data, default=str),
                 ),
             )
 
@@ -232,12 +307,16 @@ class StateStore:
                 (at or time.time(), provider, str(instance_id)),
             )
 
-    def list_instances(self, *, include_destroyed: bool = False) -> list[dict[str, Any]]:
+    def list_instances(self, *, include_destroyed: bool = False, on_corrupt: OnCorrupt = _warn) -> list[dict[str, Any]]:
+        """Instance rows (plain dicts); a row whose numbers are not numbers is skipped."""
         q = "SELECT * FROM instances"
         if not include_destroyed:
             q += " WHERE state != 'destroyed'"
         with self.connect() as conn:
-            return [dict(r) for r in conn.execute(q + " ORDER BY created_at").fetchall()]
+            rows = conn.execute(q + " ORDER BY id").fetchall()
+        out = list(_readable(rows, _checked_instance_row, on_corrupt))
+        out.sort(key=lambda r: r["created_at"])
+        return out
 
     # ---- ledger ------------------------------------------------------------------------------
     def add_cost(self, cost: Cost) -> None:
@@ -247,23 +326,31 @@ class StateStore:
                 (str(cost.instance_id), cost.run_id, cost.kind, cost.usd, cost.start, cost.end, cost.source),
             )
 
-    def costs(self, *, since: float = 0.0, run_id: str | None = None) -> list[Cost]:
+    def costs(self, *, since: float = 0.0, run_id: str | None = None, on_corrupt: OnCorrupt = _warn) -> list[Cost]:
+        """Ledger lines; a line whose amount or times are not finite numbers is skipped."""
         q, args = 'SELECT * FROM ledger WHERE "end" >= ?', [since]
         if run_id is not None:
             q += " AND run_id = ?"
             args.append(run_id)
         with self.connect() as conn:
             rows = conn.execute(q + " ORDER BY start", args).fetchall()
-        return [
-            Cost(r["instance_id"], r["run_id"], r["kind"], r["usd"], r["start"], r["end"], r["source"])
-            for r in rows
-        ]
+        return list(_readable(rows, _row_to_cost, on_corrupt))
 
     # ---- small key/value (tokens, cursors) ---------------------------------------------------
     def get_kv(self, key: str) -> str | None:
         with self.connect() as conn:
             row = conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
+
+    def get_kv_float(self, key: str) -> float | None:
+        """A number kept in the key/value table; None when unset, CorruptRecord when not a number."""
+        raw = self.get_kv(key)
+        if not raw:
+            return None
+        value = _finite(raw)
+        if value is None:
+            raise CorruptRecord(f"state store value {key!r} is {raw[:40]!r}, not a number", key=key)
+        return value
 
     def set_kv(self, key: str, value: str) -> None:
         with self.transaction() as conn:
@@ -275,7 +362,68 @@ def _split_sql(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 
 
+def _finite(value: Any) -> float | None:
+    """``value`` as a finite float, or None (text that is not a number, NaN, inf, None)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _readable(rows: Iterable[sqlite3.Row], decode: Callable[[sqlite3.Row], Any],
+              on_corrupt: OnCorrupt) -> Iterator[Any]:
+    for row in rows:
+        try:
+            yield decode(row)
+        except CorruptRecord as exc:
+            on_corrupt(exc)
+
+
 def _row_to_run(row: sqlite3.Row) -> Run:
     d = dict(row)
-    d["spec"] = json.loads(d.get("spec") or "{}")
+
+    def corrupt(why: str) -> CorruptRecord:
+        return CorruptRecord(f"run {str(d.get('id'))[:100]} in the state store has {why}", run_id=d.get("id"))
+
+    try:
+        state = RunState(d.get("state"))
+    except ValueError:
+        raise corrupt(f"an unknown state {str(d.get('state'))[:40]!r}") from None
+    try:
+        spec = json.loads(d.get("spec") or "{}")
+    except ValueError:
+        raise corrupt("a spec that is not JSON") from None
+    if not isinstance(spec, dict):
+        raise corrupt("a spec that is not a JSON object")
+    for name in ("dph", "created_at", "updated_at"):
+        value = _finite(d.get(name))
+        if value is None:
+            raise corrupt(f"{name} {str(d.get(name))[:40]!r}, not a number")
+        d[name] = value
+    d["state"], d["spec"] = state, spec
     return Run.from_dict(d)
+
+
+def _checked_instance_row(row: sqlite3.Row) -> dict[str, Any]:
+    d = dict(row)
+    for name in ("dph_total", "storage_dph", "created_at"):
+        value = _finite(d.get(name))
+        if value is None:
+            raise CorruptRecord(f"instance {str(d.get('id'))[:40]} in the state store has {name} "
+                                f"{str(d.get(name))[:40]!r}, not a number")
+        d[name] = value
+    if d.get("destroyed_at") is not None:
+        d["destroyed_at"] = _finite(d["destroyed_at"])
+    return d
+
+
+def _row_to_cost(r: sqlite3.Row) -> Cost:
+    numbers = [_finite(r[k]) for k in ("usd", "start", "end")]
+    if any(v is None for v in numbers):
+        raise CorruptRecord(f"ledger line {r['seq']} (instance {str(r['instance_id'])[:40]}) has an amount or "
+                            "time that is not a number")
+    usd, start, end = numbers
+    return Cost(r["instance_id"], r["run_id"], r["kind"], usd, start, end, r["source"])

@@ -1,10 +1,16 @@
 """The watchdog: every poll it books costs, checks the budgets and destroys what breaks one.
 
-One poll (:meth:`Watchdog.poll_once`) lists our labelled instances, accrues the ledger, evaluates
-:mod:`budgets` and destroys each instance with a breach, so a budget is enforced within one
-poll interval. A warning at 80 % of a limit is emitted once per instance and budget. Events
-go to an injectable callback ``emit(event_name, data)`` (ComfyUI sends them to the sidebar).
-A failed listing is an error for that poll, never "no instances".
+One poll (:meth:`Watchdog.poll_once`) takes our labelled instances (listed by the caller, or
+listed now), accrues the ledger, books the provider's ``/charges/`` against it, evaluates
+:mod:`budgets` and destroys each instance with a breach, so a budget is enforced within one poll
+interval. A warning at 80 % of a limit is emitted once per instance and budget. Events go to an
+injectable callback ``emit(event_name, data)`` (ComfyUI sends them to the sidebar).
+
+Every budget that can be checked is checked, whatever else fails: a ``/charges/`` answer that
+cannot be read leaves the ledger's estimate standing; a damaged state store leaves max $/hr and
+the hours since this controller first saw the instance (kept in memory by the caller), plus a
+run's spend as ``/charges/`` billed it; what cannot be checked is reported in ``problems``. A
+failed listing is an error for that poll, never "no instances".
 """
 
 from __future__ import annotations
@@ -14,23 +20,30 @@ import logging
 import time
 from typing import Any, Awaitable, Callable
 
-from ..errors import LoraCloudError
+from ..errors import CorruptRecord, LoraCloudError, StorageError
 from ..models import Instance, RunState
 from ..providers.base import Provider
+from ..storage.base import Storage
+from ..training.status import end_run_in_bucket
+from . import problems as kinds
 from .budgets import Budgets, Verdict, evaluate
-from .costs import CostLedger
+from .costs import CostLedger, billed_by_instance
 from .events import BUDGET_EVENT, Emit
+from .guard_memory import GuardMemory
+from .problems import Problems
 from .state import StateStore
 
 log = logging.getLogger(__name__)
 
-Charges = Callable[[float, float], Awaitable[list[dict[str, Any]]]]
+CHARGES_WINDOW_S = 32 * 86400
+Charges = Callable[[float, float], Awaitable[Any]]  # -> providers.vast.ChargeReport
 
 
 class Watchdog:
     def __init__(self, provider: Provider, state: StateStore, budgets: Budgets | Callable[[], Budgets], *,
                  clock: Callable[[], float] = time.time, emit: Emit | None = None, interval: float = 30.0,
-                 charges: Charges | None = None):
+                 charges: Charges | None = None, storage: Storage | None = None,
+                 memory: GuardMemory | None = None):
         self.provider = provider
         self.state = state
         self._budgets = budgets
@@ -38,65 +51,142 @@ class Watchdog:
         self.emit = emit if emit is not None else (lambda event, data: None)
         self.interval = interval
         self.charges = charges
+        self.storage = storage  # where a stopped run's end is written for every reader
         self.ledger = CostLedger(state, clock)
-        self._warned: set[tuple[str, str]] = set()
+        self.memory = memory if memory is not None else GuardMemory()  # warnings sent, last budgets
 
     @property
     def budgets(self) -> Budgets:
         return self._budgets() if callable(self._budgets) else self._budgets
 
-    async def poll_once(self) -> list[Verdict]:
-        now = self.clock()
-        instances = await self.provider.list()
-        await asyncio.to_thread(self._book, instances, now)
-        if self.charges is not None:
-            await self._reconcile_charges(instances, now)
-        run_ids = {i.run_id for i in instances if i.run_id}
-        run_usd = await asyncio.to_thread(lambda: {r: self.ledger.run_usd(r) for r in run_ids})
-        month = await asyncio.to_thread(self.ledger.month_usd, now)
-        verdicts = evaluate(self.budgets, instances, run_usd=run_usd, month_usd=month, now=now)
+    def _current_budgets(self, problems: Problems) -> Budgets:
+        """The budgets now; when they cannot be read (a config file broken mid-run), the last
+        ones that could, else the defaults: a broken file must not switch enforcement off."""
+        try:
+            self.memory.budgets = self.budgets
+        except LoraCloudError as exc:
+            problems.add(kinds.BUDGET, "settings", f"budgets unreadable, enforcing the last known ones: {exc.message}")
+        return self.memory.budgets
+
+    async def poll_once(self, instances: list[Instance] | None = None, *, now: float | None = None,
+                        first_seen: dict[str, float] | None = None,
+                        problems: Problems | None = None) -> list[Verdict]:
+        problems = problems if problems is not None else Problems()
+        now = self.clock() if now is None else now
+        if instances is None:
+            instances = await self.provider.list()
+        budgets = self._current_budgets(problems)
+        store_ok = True
+        if first_seen is None:
+            try:
+                first_seen = await asyncio.to_thread(self.state.record_sightings, instances, now)
+            except CorruptRecord as exc:
+                problems.add_corrupt(exc, self.state.path)
+                first_seen, store_ok = {str(i.id): now for i in instances}, False
+        if store_ok:
+            store_ok = await self._accrue(instances, now, first_seen, problems)
+        billed = await self._charges(now, store_ok, problems)
+        run_usd, month_usd = await asyncio.to_thread(self._spend, instances, now, store_ok, billed, problems)
+        verdicts = evaluate(budgets, instances, run_usd=run_usd, month_usd=month_usd, now=now, first_seen=first_seen)
         destroyed: set[str] = set()
         for v in verdicts:
             if v.level == "breach" and v.instance_id not in destroyed:
                 destroyed.add(v.instance_id)
-                await self._enforce(v)
-            elif v.level == "warn" and (v.budget, v.instance_id) not in self._warned:
-                self._warned.add((v.budget, v.instance_id))
+                await self._enforce(v, problems)
+            elif v.level == "warn" and (v.budget, v.instance_id) not in self.memory.warned:
+                self.memory.warned.add((v.budget, v.instance_id))
                 self.emit(BUDGET_EVENT, {"kind": "warning", **v.to_dict()})
         return verdicts
 
-    def _book(self, instances: list[Instance], now: float) -> None:
-        self.ledger.accrue(instances, now)
-        for inst in instances:
-            self.state.put_instance(inst, inst.run_id)
-
-    async def _reconcile_charges(self, instances: list[Instance], now: float) -> None:
-        assert self.charges is not None
-        rows = await self.state_rows()
-        run_of = {r["id"]: r["run_id"] for r in rows}
+    async def _accrue(self, instances: list[Instance], now: float, first_seen: dict[str, float],
+                      problems: Problems) -> bool:
         try:
-            charges = await self.charges(now - 32 * 86400, now)
+            await asyncio.to_thread(self.ledger.accrue, instances, now, first_seen=first_seen,
+                                    on_corrupt=lambda exc: problems.add(kinds.CORRUPT_ROW, "ledger cursor",
+                                                                        f"{exc.message}; accrued from first sight"))
+        except CorruptRecord as exc:
+            problems.add_corrupt(exc, self.state.path)
+            return False
+        return True
+
+    async def _charges(self, now: float, store_ok: bool, problems: Problems) -> dict[str, float] | None:
+        """What the provider billed per instance (None when unknown); booked into the ledger
+        when the answer was read whole and the store can take it."""
+        if self.charges is None:
+            return None
+        try:
+            report = await self.charges(now - CHARGES_WINDOW_S, now)
         except LoraCloudError as exc:
-            log.warning("could not read charges: %s", exc.message)
-            return
-        await asyncio.to_thread(self.ledger.reconcile_charges, charges, run_of, now)
+            problems.add(kinds.CHARGES, "/charges/", f"could not read charges (the estimate stands): {exc.message}")
+            return None
+        for i, message in enumerate(report.problems):
+            problems.add(kinds.CHARGES, f"/charges/#{i}", message)
+        billed = billed_by_instance(report.rows)
+        if not report.complete:
+            problems.add(kinds.CHARGES, "/charges/", "charges were not read whole: nothing booked, the estimate stands")
+        elif store_ok:
+            await asyncio.to_thread(self._book_charges, report.rows, now, problems)
+        return billed
 
-    async def state_rows(self) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(self.state.list_instances, include_destroyed=True)
+    def _book_charges(self, rows: list[dict[str, Any]], now: float, problems: Problems) -> None:
+        try:
+            known = self.state.list_instances(include_destroyed=True,
+                                              on_corrupt=lambda exc: problems.add(kinds.CORRUPT_ROW, "instances",
+                                                                                  exc.message))
+            self.ledger.reconcile_charges(rows, {r["id"]: r["run_id"] for r in known}, now)
+        except CorruptRecord as exc:
+            problems.add_corrupt(exc, self.state.path)
 
-    async def _enforce(self, v: Verdict) -> None:
+    def _spend(self, instances: list[Instance], now: float, store_ok: bool, billed: dict[str, float] | None,
+               problems: Problems) -> tuple[dict[str, float], float | None]:
+        """$ per run of the listed instances, and this month's $ (None: unknown). From the ledger;
+        without one, a run's spend is what ``/charges/`` billed its listed instances."""
+        def skip(exc: CorruptRecord) -> None:
+            problems.add(kinds.CORRUPT_ROW, "ledger", exc.message)
+
+        run_ids = {i.run_id for i in instances if i.run_id}
+        if store_ok:
+            try:
+                return ({r: self.ledger.run_usd(r, on_corrupt=skip) for r in run_ids},
+                        self.ledger.month_usd(now, on_corrupt=skip))
+            except CorruptRecord as exc:
+                problems.add_corrupt(exc, self.state.path)
+        run_usd: dict[str, float] = {}
+        if billed is not None:
+            for inst in instances:
+                if inst.run_id:
+                    run_usd[inst.run_id] = run_usd.get(inst.run_id, 0.0) + billed.get(str(inst.id), 0.0)
+        for run_id in sorted(run_ids - set(run_usd)):
+            problems.add(kinds.BUDGET, run_id, f"max_run_usd of run {run_id} not checked: no ledger and no charges")
+        problems.add(kinds.BUDGET, "month", "max_month_usd not checked: the ledger cannot be read")
+        return run_usd, None
+
+    async def _enforce(self, v: Verdict, problems: Problems) -> None:
         log.warning("budget breach: %s; destroying", v.message)
         try:
             await self.provider.destroy(v.instance_id)
         except LoraCloudError as exc:
+            problems.add(kinds.DESTROY, v.instance_id, f"could not destroy instance {v.instance_id} ({v.message}): "
+                                                       f"{exc.message}")
             self.emit(BUDGET_EVENT, {"kind": "enforce_failed", **v.to_dict(), "error": exc.message})
             return
-        now = self.clock()
-        await asyncio.to_thread(self.state.mark_instance_destroyed, self.provider.name, v.instance_id, now)
-        if v.run_id and await asyncio.to_thread(self.state.get_run, v.run_id):
-            await asyncio.to_thread(self.state.update_run, v.run_id, state=RunState.FAILED,
-                                    error=f"stopped by the watchdog: {v.message}")
         self.emit(BUDGET_EVENT, {"kind": "enforced", "action": "destroyed", **v.to_dict()})
+        message = f"stopped by the watchdog: {v.message}"
+        try:
+            await asyncio.to_thread(self._end_locally, v, message)
+        except CorruptRecord as exc:
+            problems.add_corrupt(exc, self.state.path)
+        if v.run_id and self.storage is not None:
+            try:
+                await asyncio.to_thread(end_run_in_bucket, self.storage, v.run_id, RunState.FAILED, message)
+            except (StorageError, LoraCloudError) as exc:
+                problems.add(kinds.BUCKET, v.run_id, f"could not mark run {v.run_id} failed in the bucket: "
+                                                     f"{exc.message}")
+
+    def _end_locally(self, v: Verdict, message: str) -> None:
+        self.state.mark_instance_destroyed(self.provider.name, v.instance_id, self.clock())
+        if v.run_id and self.state.get_run(v.run_id) is not None:
+            self.state.update_run(v.run_id, state=RunState.FAILED, error=message)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop`` is set; a failing poll is logged and retried next interval."""

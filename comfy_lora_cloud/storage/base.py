@@ -25,7 +25,7 @@ from typing import Any, BinaryIO, Callable, Iterator, Protocol, runtime_checkabl
 
 import google_crc32c
 
-from ..errors import ConfigError, CorruptRecord
+from ..errors import ConfigError, CorruptRecord, StorageError
 
 CHUNK = 1024 * 1024
 PARTIAL = ".lora-cloud-partial"  # prefix of a file still being written; listings skip it
@@ -162,6 +162,26 @@ class Storage(Protocol):
         """Delete every object under ``prefix``; returns how many."""
 
 
+class UnavailableStorage:
+    """Storage that could not be opened (no credentials, a bad URL): every call raises the
+    :class:`StorageError` it was given. The guard runs over it, so the budgets are enforced
+    while the bucket is out of reach, and every run reads as "cannot vouch" (never destroyed
+    on that doubt)."""
+
+    def __init__(self, url: str, error: "StorageError"):
+        self.url = url
+        self.error = error
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+
+        def fail(*args: Any, **kwargs: Any) -> Any:
+            raise self.error
+
+        return fail
+
+
 class AsyncStorage:
     """Runs each blocking :class:`Storage` call in a worker thread.
 
@@ -285,14 +305,20 @@ def read_json_record(storage: "Storage", key: str, max_bytes: int = MAX_RECORD_B
     that are not UTF-8 JSON, or nest past the parser's limit, are :class:`CorruptRecord`;
     :class:`ObjectNotFound` passes through. What the JSON holds is the caller's to check.
     """
-    info = storage.stat(key)
-    if info.size > max_bytes:
-        raise CorruptRecord(f"{key} is {info.size} bytes, more than a record may be ({max_bytes})")
-    data = storage.read_bytes(key)
+    data = read_record_bytes(storage, key, max_bytes)
     try:
         return json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
     except (ValueError, RecursionError):
         raise CorruptRecord(f"{key} is not valid JSON") from None
+
+
+def read_record_bytes(storage: "Storage", key: str, max_bytes: int = MAX_RECORD_BYTES) -> bytes:
+    """A small record's bytes, refused as :class:`CorruptRecord` from ``stat`` (before any byte
+    is fetched) when it is over ``max_bytes``; :class:`ObjectNotFound` passes through."""
+    info = storage.stat(key)
+    if info.size > max_bytes:
+        raise CorruptRecord(f"{key} is {info.size} bytes, more than a record may be ({max_bytes})")
+    return storage.read_bytes(key)
 
 
 def _refuse_constant(name: str) -> Any:

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from ..errors import CorruptRecord, ObjectNotFound, StorageError, redact
 from ..models import RunState, RunStatus
-from ..storage.base import Storage, read_json_record
+from ..storage.base import Storage, read_record_bytes
 from ..storage.layout import run_key
 
 log = logging.getLogger(__name__)
@@ -131,98 +131,126 @@ class StatusReporter:
 
 # ---- readers (CLI, ComfyUI, another laptop) ------------------------------------------------------
 # Everything here is read as untrusted input: the rented host holds a key that can write any of it.
-MAX_STATUS_BYTES = 256 * 1024
+MAX_STATUS_BYTES = 256 * 1024  # a status is a few hundred bytes; more is not read (egress is billed)
 MAX_EVENTS_BYTES = 8 * 1024 * 1024
-MAX_TEXT = 4000  # message, error, checkpoint and LoRA keys: longer is not a status, it is a payload
 _INT_FIELDS = ("step", "total_steps", "epoch", "total_epochs")
-_FLOAT_FIELDS = ("loss", "sec_per_step", "eta_seconds")
-_TEXT_FIELDS = ("last_checkpoint", "lora", "error")
+_OPTIONAL_NUMBERS = ("loss", "sec_per_step", "eta_seconds")
+_OPTIONAL_TEXT = ("last_checkpoint", "lora", "error")
+_MAX_COUNT = 2 ** 53  # the largest integer JavaScript (the sidebar) holds exactly
 
 
-def _number(value: Any) -> bool:
+def _no_constants(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def parse_status(data: Any, run_id: str) -> RunStatus:
-    """A :class:`RunStatus` from ``status.json``'s JSON, every field type-checked; raises
-    :class:`CorruptRecord` for anything a trainer would not have written. Unknown keys are ignored
-    (a newer trainer may add some)."""
-    def bad(why: str) -> CorruptRecord:
+def parse_status(body: bytes, run_id: str) -> RunStatus:
+    """``runs/<id>/status.json`` as a :class:`RunStatus`, or :class:`CorruptRecord`.
+
+    The bucket is untrusted input (a rented host writes it, and a newer trainer may write a state
+    this version does not know): everything is checked here, once, so a reader never meets a
+    status that raises later. Unknown keys are ignored (forward compatible); a missing
+    ``updated_at`` reads as 0 (the status does not vouch for its own freshness)."""
+    def corrupt(why: str) -> CorruptRecord:
         return CorruptRecord(f"status of run {run_id} is not a valid status: {why}")
 
-    if not isinstance(data, dict):
-        raise bad("not a JSON object")
-    if data.get("run_id", run_id) != run_id:
-        raise bad("it names another run")
     try:
-        state = RunState(data.get("state", RunState.PENDING.value))
-    except (ValueError, TypeError):
-        raise bad("unknown state") from None
-    fields: dict[str, Any] = {"run_id": run_id, "state": state}
+        data = json.loads(body.decode("utf-8"), parse_constant=_no_constants)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise corrupt(f"not JSON ({str(exc)[:80]})") from None
+    if not isinstance(data, dict):
+        raise corrupt(f"a JSON {type(data).__name__}, not an object")
+    if data.get("run_id", run_id) != run_id:
+        raise corrupt(f"it names run {str(data.get('run_id'))[:100]!r}")
+    state = data.get("state", RunState.PENDING.value)
+    if state not in {s.value for s in RunState}:
+        raise corrupt(f"unknown state {str(state)[:40]!r}")
     for name in _INT_FIELDS:
         value = data.get(name, 0)
-        if not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**9):
-            raise bad(f"{name} is not a count")
-        fields[name] = value
-    for name in _FLOAT_FIELDS:
+        if not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_COUNT):
+            raise corrupt(f"{name} is {str(value)[:40]!r}, not a count")
+    for name in _OPTIONAL_NUMBERS:
         value = data.get(name)
-        if value is not None and not _number(value):
-            raise bad(f"{name} is not a finite number")
-        fields[name] = value
-    for name in _TEXT_FIELDS:
-        value = data.get(name)
-        if value is not None and not (isinstance(value, str) and len(value) <= MAX_TEXT):
-            raise bad(f"{name} is not a short text")
-        fields[name] = value
-    message = data.get("message", "")
-    if not (isinstance(message, str) and len(message) <= MAX_TEXT):
-        raise bad("message is not a short text")
-    updated_at = data.get("updated_at", 0.0)
-    if not (_number(updated_at) and 0 <= updated_at < 1e11):
-        raise bad("updated_at is not a time")
-    return RunStatus(**fields, message=message, updated_at=float(updated_at))
+        if value is not None and not _is_number(value):
+            raise corrupt(f"{name} is {str(value)[:40]!r}, not a finite number")
+    for name in _OPTIONAL_TEXT:
+        if not isinstance(data.get(name), (str, type(None))):
+            raise corrupt(f"{name} is not text")
+    if not isinstance(data.get("message", ""), str):
+        raise corrupt("message is not text")
+    updated = data.get("updated_at", 0.0)
+    if not _is_number(updated) or not 0 <= updated < 1e11:  # 1e11 s is the year 5138: not a clock, a payload
+        raise corrupt(f"updated_at is {str(updated)[:40]!r}, not a time")
+    return RunStatus.from_dict({**data, "run_id": run_id, "state": state, "updated_at": float(updated)})
 
 
 def read_status(storage: Storage, run_id: str) -> RunStatus | None:
     """The run's last written status, or None when the trainer has written nothing yet.
 
-    Raises :class:`CorruptRecord` when ``status.json`` exists but is not a status (too big, not
-    JSON, wrong types, unknown state): callers that list runs skip it and report it.
-    """
+    Raises :class:`CorruptRecord` for a status that exists but is not a valid one (also one over
+    :data:`MAX_STATUS_BYTES`, refused from ``stat`` before any byte is fetched), and
+    :class:`StorageError` when the bucket cannot be read."""
     try:
-        data = read_json_record(storage, run_key(run_id, STATUS), MAX_STATUS_BYTES)
+        body = read_record_bytes(storage, run_key(run_id, STATUS), MAX_STATUS_BYTES)
     except ObjectNotFound:
         return None
-    return parse_status(data, run_id)
+    return parse_status(body, run_id)
+
+
+def end_run_in_bucket(storage: Storage, run_id: str, state: RunState, message: str) -> bool:
+    """Write a terminal ``state`` to the run's status for every reader, unless the trainer
+    reported an end first (a run that finished keeps its word). Returns whether it wrote.
+
+    A status that is not a valid one is replaced (its trainer cannot speak any more); the
+    events log is kept and extended. Raises :class:`StorageError` when the bucket cannot be
+    read or written, so a caller can try again on its next round."""
+    reporter = StatusReporter(storage, run_id)
+    try:
+        previous = reporter.resume_from_bucket()
+    except CorruptRecord:
+        previous = None
+        reporter.events = read_events(storage, run_id)
+    if previous is not None and previous.state.is_terminal:
+        return False
+    status = reporter.status
+    if status.state is not state:
+        reporter.event("state", state=state.value, message=message)
+    status.state, status.message, status.eta_seconds = state, message, None
+    if state is not RunState.STOPPED:
+        status.error = message
+    reporter.flush()
+    return True
 
 
 def read_events(storage: Storage, run_id: str, since: int = 0) -> list[dict[str, Any]]:
     """Events from index ``since`` on (a poller passes how many it has already seen).
 
-    Only lines that are JSON objects with a text ``kind`` (and a numeric ``t``) count: a torn or hostile line must not
-    hide the others, nor reach a reader as something else than an event."""
+    Only lines that are JSON objects with a text ``kind`` (and a numeric ``t``) count: a torn or
+    hostile line must not hide the others, nor reach a reader as something else than an event.
+    A log over :data:`MAX_EVENTS_BYTES` is not fetched at all (it is no trainer's) and reads as
+    empty, so a writer that extends it starts a fresh one."""
     key = run_key(run_id, EVENTS)
     try:
         info = storage.stat(key)
         if info.size > MAX_EVENTS_BYTES:
-            raise CorruptRecord(f"events of run {run_id} are {info.size} bytes, more than {MAX_EVENTS_BYTES}")
+            log.warning("events of run %s are %d bytes, more than %d: not read", run_id, info.size, MAX_EVENTS_BYTES)
+            return []
         body = storage.read_bytes(key).decode("utf-8", errors="replace")
     except ObjectNotFound:
         return []
     events = []
     for line in body.splitlines():
         try:
-            event = json.loads(line, parse_constant=_no_constant)
+            event = json.loads(line, parse_constant=_no_constants)
         except (ValueError, RecursionError):
             continue
-        if (isinstance(event, dict) and isinstance(event.get("kind"), str) and _number(event.get("t", 0))
+        if (isinstance(event, dict) and isinstance(event.get("kind"), str) and _is_number(event.get("t", 0))
                 and len(line) <= 64 * 1024):
             events.append(event)
     return events[since:]
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(name)
 
 
 def list_samples(storage: Storage, run_id: str) -> list[str]:

@@ -27,6 +27,10 @@ async def _launch_for(open_provider, clock, run_id):
     return inst
 
 
+def _record(state, inst) -> None:
+    state.put_instance(inst, run_id="run-1", seen_at=NOW - 3600)  # launched an hour ago, on our clock
+
+
 async def test_sidebar_end_to_end(browser, aiohttp_server, tmp_path, clean_env, vast):
     from playwright.async_api import expect
 
@@ -37,7 +41,7 @@ async def test_sidebar_end_to_end(browser, aiohttp_server, tmp_path, clean_env, 
     seeded.app.providers["vast"] = open_provider
     inst = await _launch_for(open_provider, clock, "run-1")
     seeded.state.mark_instance_destroyed("vast", "77", at=NOW - 1800)  # the seed's placeholder
-    seeded.state.put_instance(inst, run_id="run-1")
+    _record(seeded.state, inst)
     iid = str(inst.id)
 
     broadcaster = Broadcaster()
@@ -145,7 +149,7 @@ async def test_sidebar_end_to_end(browser, aiohttp_server, tmp_path, clean_env, 
 
     # stopping a run: two clicks, a JSON POST with the token; the run ends in the sidebar
     inst2 = await _launch_for(open_provider, clock, "run-1")
-    seeded.state.put_instance(inst2, run_id="run-1")
+    _record(seeded.state, inst2)
     await root.locator('button[title="Refresh"]').click()
     stop_run = root.locator('[data-action="stop-run:run-1"]')
     await stop_run.click()

@@ -94,7 +94,8 @@ def seed(tmp_path: Path, home: Path, clock=lambda: NOW) -> Seeded:
     storage.write_bytes(layout.run_key("run-1", "samples/s_0250.png"), png_bytes((10, 10, 200), (64, 64)))
 
     state.put_instance(Instance(id="77", label="lora-cloud:run-1", state=InstanceState.RUNNING,
-                                gpu_name="RTX 4090", dph_total=0.4, created_at=NOW - 3600), run_id="run-1")
+                                gpu_name="RTX 4090", dph_total=0.4, created_at=NOW - 3600), run_id="run-1",
+                       seen_at=NOW - 3600)
     # billed for the first half hour of the instance; the rest is accrued from its $/hr
     state.add_cost(Cost("77", "run-1", "gpu", 0.2, NOW - 3600, NOW - 1800))
     # an earlier run, two days ago

@@ -11,12 +11,11 @@ from comfy_lora_cloud.comfy.routes import PREFIX
 from comfy_lora_cloud.errors import CorruptRecord, StorageError
 from comfy_lora_cloud.models import RunState, RunStatus
 from comfy_lora_cloud.service import library
-from comfy_lora_cloud.service.guard import run_live_in_bucket
 from comfy_lora_cloud.storage import layout
 from comfy_lora_cloud.training.status import StatusReporter, read_events, read_status
 
 from tests.comfy import hostile
-from tests.comfy.conftest import NOW, write_status
+from tests.comfy.conftest import NOW
 
 A = PREFIX
 
@@ -56,9 +55,9 @@ async def test_listings_report_problems_and_keep_the_rest(comfy_client, seeded):
     assert [r["id"] for r in runs["runs"]] == ["run-1"] and runs["runs"][0]["step"] == 250
     problems = {p["entry"]: p["message"] for p in runs["problems"]}
     assert "unknown state" in problems["runs/r-state/status.json"]
-    assert "step is not a count" in problems["runs/r-step/status.json"]
+    assert "not a count" in problems["runs/r-step/status.json"]
     assert "bytes, more than a record may be" in problems["runs/r-huge/status.json"]
-    assert "names another run" in problems["runs/r-other/status.json"]
+    assert "it names run 'run-1'" in problems["runs/r-other/status.json"]
     assert "runs/bad run!/" in problems
 
     loras = await (await comfy_client.get(f"{A}/loras")).json()
@@ -78,19 +77,6 @@ async def test_a_run_launched_here_with_a_corrupt_status_still_shows(comfy_clien
     assert runs["problems"][0]["entry"] == "runs/run-1/status.json"
     detail = await comfy_client.get(f"{A}/runs/run-1")
     assert detail.status == 200 and (await detail.json())["status"] is None
-
-
-def test_a_hostile_status_never_keeps_an_instance_alive(seeded):
-    def live(run_id: str = "run-1") -> bool:
-        return run_live_in_bucket(seeded.storage, run_id, NOW, fresh_s=1800)
-
-    write_status(seeded.storage, updated_at=NOW - 5)
-    assert live() is True
-    write_status(seeded.storage, updated_at=NOW + 10 * 365 * 86400)  # "fresh" for ten years
-    assert live() is False
-    hostile.put(seeded.storage.root, "runs/run-1/status.json", '{"run_id": "run-1", "state": "training", "step": -1}')
-    assert live() is False
-    assert live("../../x") is False
 
 
 def test_manifest_and_sidecar_readers_refuse_wrong_shapes(seeded):

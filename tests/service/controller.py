@@ -21,6 +21,7 @@ from comfy_lora_cloud.providers.vast import VastClient, VastProvider, offer_from
 from comfy_lora_cloud.service.launch import launch_run
 from comfy_lora_cloud.service.reconcile import Reconciler
 from comfy_lora_cloud.service.state import StateStore
+from comfy_lora_cloud.storage.local import LocalStorage
 
 
 def _die() -> None:
@@ -54,7 +55,8 @@ async def launch(url: str, key: str, db: str, run_id: str, crash_at: str) -> Non
 
 async def reconcile(url: str, key: str, db: str) -> None:
     async with VastClient(url, key, backoff_base=0.05) as client:
-        report = await Reconciler(VastProvider(client), StateStore(db), grace_s=0).run_once()
+        bucket = LocalStorage(os.path.join(os.path.dirname(db), "bucket"))
+        report = await Reconciler(VastProvider(client), StateStore(db), bucket, grace_s=0).run_once()
         print(json.dumps(report.to_dict()), flush=True)
 
 

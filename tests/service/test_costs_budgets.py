@@ -17,7 +17,7 @@ def test_accrual_bills_gpu_only_while_running_and_nothing_offline(tmp_path):
     t0 = 1_800_000_000.0
     inst = Instance(id="1", label="lora-cloud:r", run_id="r", state=InstanceState.LOADING, dph_total=1.1,
                     storage_dph=0.1, created_at=t0)
-    ledger.accrue([inst], t0 + 3600)  # loading: storage only
+    ledger.accrue([inst], t0 + 3600, first_seen={"1": t0})  # loading: storage only (from first sight)
     inst.state = InstanceState.RUNNING
     ledger.accrue([inst], t0 + 7200)
     inst.state = InstanceState.OFFLINE

@@ -18,6 +18,8 @@ from comfy_lora_cloud.providers.vast import VastClient, VastProvider, offer_from
 from comfy_lora_cloud.service.launch import launch_run
 from comfy_lora_cloud.service.reconcile import Reconciler
 from comfy_lora_cloud.service.state import StateStore
+from comfy_lora_cloud.storage.local import LocalStorage
+from comfy_lora_cloud.training.status import StatusReporter
 from tests.fakes.vast.server import FakeVast
 from tests.service.conftest import API_KEY
 
@@ -79,7 +81,7 @@ async def test_reconcile_grace_vanished_and_foreign(fake, clock, tmp_path):
         foreign = await client.create_instance(rows[1]["id"], image="i", label="someone-else", disk_gb=10)
         state.put_run(Run(id="gone", dataset="d", preset="character", lora_name="l", state=RunState.TRAINING,
                           instance_id="12345"))
-        rec = Reconciler(provider, state, clock=clock, grace_s=120)
+        rec = Reconciler(provider, state, LocalStorage(tmp_path / "bucket"), clock=clock, grace_s=120)
         report = await rec.run_once()
         assert report.waiting == [str(orphan["new_contract"])] and report.destroyed == []
         assert report.lost_runs == ["gone"] and state.get_run("gone").state is RunState.LOST
@@ -111,7 +113,7 @@ async def test_storm_of_429_and_5xx_during_launches(fake, tmp_path, attempts):
 
         results = await asyncio.gather(*(one(i, r) for i, r in enumerate(rows)), return_exceptions=True)
         fake.storm(0.0)
-        await Reconciler(provider, state, grace_s=0).run_once()
+        await Reconciler(provider, state, LocalStorage(tmp_path / "bucket"), grace_s=0).run_once()
     ok = [r for r in results if not isinstance(r, BaseException)]
     failed = [r for r in results if isinstance(r, BaseException)]
     print(f"storm ({attempts} attempts): {len(fake.fault_log)} faults, {sum(a for _, _, a in fake.fault_log)} "
@@ -130,15 +132,15 @@ async def test_storm_of_429_and_5xx_during_launches(fake, tmp_path, attempts):
 
 async def test_periodic_reconcile_respects_runs_live_elsewhere(fake, tmp_path):
     state = StateStore(tmp_path / "s.db")
-
-    async def elsewhere(run_id: str) -> bool:  # e.g. runs/<id>/status.json in the bucket says live
-        return run_id == "laptop-2"
+    bucket = LocalStorage(tmp_path / "bucket")
+    # another laptop's run: its trainer reports a live state to the bucket
+    StatusReporter(bucket, "laptop-2").update(state=RunState.TRAINING)
 
     async with VastClient(fake.url, API_KEY) as client:
         rows = await client.search_offers({"order": [["dph_total", "asc"]], "limit": 2})
         kept = await client.create_instance(rows[0]["id"], image="i", label=run_label("laptop-2"), disk_gb=10)
         await client.create_instance(rows[1]["id"], image="i", label=run_label("nobody"), disk_gb=10)
-        rec = Reconciler(VastProvider(client), state, grace_s=0, is_live_elsewhere=elsewhere)
+        rec = Reconciler(VastProvider(client), state, bucket, grace_s=0)
         stop = asyncio.Event()
         task = asyncio.create_task(rec.run(stop, interval=0.05))
         for _ in range(100):

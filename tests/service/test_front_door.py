@@ -44,9 +44,9 @@ def test_live_cost_is_the_ledgers_and_never_counts_storage_twice(tmp_path, clean
     s = seed(tmp_path, clean_env)
     inst = Instance(id="88", label="lora-cloud:run-1", state=InstanceState.RUNNING, gpu_name="RTX 4090",
                     dph_total=0.5, storage_dph=0.1, created_at=NOW - 7200)
-    s.state.put_instance(inst, run_id="run-1")
+    s.state.put_instance(inst, run_id="run-1", seen_at=NOW - 7200)  # launched 2 h ago, on our clock
     ledger = CostLedger(s.state, lambda: NOW - 3600)
-    ledger.accrue([inst])  # booked for the first hour, at the ledger's rule
+    ledger.accrue([inst], first_seen={"88": NOW - 7200})  # booked for the first hour, at the ledger's rule
     listed = {i["id"]: i for i in asyncio.run(s.app.instances.list())}["88"]
     # an hour booked + an hour pending, both at dph_total (which already includes storage)
     assert listed["cost_usd"] == pytest.approx(1.0, abs=1e-3)

@@ -89,7 +89,7 @@ async def test_ledger_tracks_billing_and_reconciles_with_charges(env):
     fake, clock, client, provider, state = env
     inst, _ = await _launch(provider, state, client, clock, "r-ledger")
     dog = Watchdog(provider, state, Budgets(max_dph=10, max_run_usd=1000, max_month_usd=1000, max_run_hours=100),
-                   clock=clock, charges=client.charges)
+                   clock=clock, charges=client.charge_report)
     for _ in range(12):
         clock.advance(300)
         await dog.poll_once()

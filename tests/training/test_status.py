@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from comfy_lora_cloud.errors import StorageError
+from comfy_lora_cloud.errors import CorruptRecord, StorageError
 from comfy_lora_cloud.models import RunState
 from comfy_lora_cloud.storage.local import LocalStorage
-from comfy_lora_cloud.training.status import StatusReporter, read_events, read_status
+from comfy_lora_cloud.training.status import StatusReporter, end_run_in_bucket, read_events, read_status
 
 
 class Clock:
@@ -97,3 +97,45 @@ def test_log_upload_is_rate_bounded_and_redacted(setup, tmp_path):
 def test_readers_on_an_empty_run(tmp_path):
     storage = LocalStorage(tmp_path / "b")
     assert read_status(storage, "nope") is None and read_events(storage, "nope") == []
+
+
+@pytest.mark.parametrize("body, why", [
+    (b"{not json", "not JSON"),
+    (b"\xff\xfe\x00", "not JSON"),
+    (b"[1, 2]", "not an object"),
+    (b'{"state": "paused_for_v2"}', "unknown state"),
+    (b'{"state": "training", "step": 1e400}', "not a count"),
+    (b'{"state": "training", "step": -1}', "not a count"),
+    (b'{"state": "training", "step": true}', "not a count"),
+    (b'{"state": "training", "total_steps": 1000000000000000000000}', "not a count"),
+    (b'{"state": "training", "loss": NaN}', "not JSON"),
+    (b'{"state": "training", "loss": "low"}', "not a finite number"),
+    (b'{"state": "training", "message": 12}', "not text"),
+    (b'{"state": "training", "updated_at": "now"}', "not a time"),
+    (b'{"run_id": "other", "state": "training"}', "names run"),
+])
+def test_a_status_that_is_not_a_status_is_a_corrupt_record(tmp_path, body, why):
+    storage = LocalStorage(tmp_path / "b")
+    storage.write_bytes("runs/r1/status.json", body)
+    with pytest.raises(CorruptRecord, match=why):
+        read_status(storage, "r1")
+
+
+def test_a_valid_status_keeps_unknown_keys_out_and_reads_a_missing_time_as_zero(tmp_path):
+    storage = LocalStorage(tmp_path / "b")
+    storage.write_bytes("runs/r1/status.json", b'{"state": "training", "step": 3, "from_the_future": 1}')
+    status = read_status(storage, "r1")
+    assert (status.state, status.step, status.updated_at, status.run_id) == (RunState.TRAINING, 3, 0.0, "r1")
+
+
+def test_end_run_in_bucket_keeps_the_trainers_end_and_the_events(tmp_path):
+    storage = LocalStorage(tmp_path / "b")
+    rep = StatusReporter(storage, "r1")
+    rep.update(state=RunState.TRAINING)
+    assert end_run_in_bucket(storage, "r1", RunState.LOST, "instance vanished")
+    status = read_status(storage, "r1")
+    assert (status.state, status.error) == (RunState.LOST, "instance vanished")
+    assert [e.get("state") for e in read_events(storage, "r1")] == ["training", "lost"]
+    assert not end_run_in_bucket(storage, "r1", RunState.FAILED, "too late")  # lost already: kept
+    storage.write_bytes("runs/r2/status.json", b"garbage")  # a status that is not one is replaced
+    assert end_run_in_bucket(storage, "r2", RunState.LOST, "gone") and read_status(storage, "r2").state is RunState.LOST

@@ -63,3 +63,33 @@ def test_redact_masks_private_keys_and_bearer_tokens():
     pem = "-----BEGIN PRIVATE KEY-----\nMIIEabc\n-----END PRIVATE KEY-----"
     out = redact(f"creds {pem} and Bearer abcdefghijklmnop")
     assert "MIIEabc" not in out and "abcdefghijklmnop" not in out
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("max_dph", "nan", "finite"), ("max_run_usd", "inf", "finite"), ("max_month_usd", "1e309", "finite"),
+    ("max_dph", "-1", "greater than or equal to 0"), ("max_dph", "5000", "less than or equal to 500"),
+    ("max_run_hours", "0", "greater than 0"), ("max_run_hours", "100000", "less than or equal to 744"),
+])
+def test_budgets_are_finite_numbers_in_a_sane_range(clean_env, key, value, words):
+    with pytest.raises(ConfigError, match=words):
+        set_value(clean_env, key, value)
+    assert not (clean_env / "config.toml").exists()  # nothing written
+
+
+def test_zero_turns_a_dollar_limit_off_everywhere(clean_env):
+    from comfy_lora_cloud.models import Instance
+    from comfy_lora_cloud.providers.pricing import Job
+    from comfy_lora_cloud.service.budgets import Budgets, check_launch, evaluate
+
+    for key in ("max_dph", "max_run_usd", "max_month_usd"):
+        set_value(clean_env, key, "0")
+    budgets = Budgets.from_settings(Settings.load())
+    check_launch(budgets, dph=40.0, month_spent=1e5, expected_usd=1e4)  # nothing refused
+    pricey = Instance(id="1", run_id="r", dph_total=40.0)
+    assert evaluate(budgets, [pricey], run_usd={"r": 1e4}, month_usd=1e5, now=0.0, first_seen={"1": 0.0}) == []
+    assert Job(max_dph=budgets.max_dph).max_dph is None  # the offer picker: no $/hr filter
+    for bad in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(ConfigError):
+            Budgets(max_dph=bad)
+    with pytest.raises(ConfigError, match="above 0"):
+        Budgets(max_run_hours=0)

@@ -64,3 +64,59 @@ def test_two_processes_write_at_the_same_moment(tmp_path):
         p.join(60)
         assert p.exitcode == 0
     assert len(StateStore(path).costs()) == 150
+
+
+def test_a_damaged_store_opens_and_every_call_says_corrupt(tmp_path):
+    import pytest
+
+    from comfy_lora_cloud.errors import CorruptRecord
+
+    path = tmp_path / "state.db"
+    st = StateStore(path)
+    st.put_run(Run(id="r1", dataset="d", preset="character", lora_name="l"))
+    path.write_bytes(path.read_bytes()[:1024])  # truncated
+    damaged = StateStore(path)  # opening does not raise: the guard must still run
+    for call in (lambda: damaged.get_run("r1"), damaged.list_runs, lambda: damaged.set_kv("k", "v")):
+        with pytest.raises(CorruptRecord, match="damaged") as info:
+            call()
+        assert "run_id" not in info.value.details  # the store, not one row
+
+
+def test_a_bad_row_is_skipped_by_listings_and_named_by_a_get(tmp_path):
+    import pytest
+
+    from comfy_lora_cloud.errors import CorruptRecord
+
+    st = StateStore(tmp_path / "s.db")
+    for run_id in ("good", "odd", "specless", "wordy"):
+        st.put_run(Run(id=run_id, dataset="d", preset="character", lora_name="l"))
+    st.add_cost(Cost("1", "good", "gpu", 0.5, 0.0, 10.0))
+    conn = sqlite3.connect(tmp_path / "s.db")
+    conn.execute("UPDATE runs SET state = 'hibernating' WHERE id = 'odd'")
+    conn.execute("UPDATE runs SET spec = '{oops' WHERE id = 'specless'")
+    conn.execute("UPDATE runs SET dph = 'expensive' WHERE id = 'wordy'")
+    conn.execute('INSERT INTO ledger (instance_id, run_id, kind, usd, start, "end") VALUES (?, ?, ?, ?, ?, ?)',
+                 ("1", "good", "gpu", "lots", 0, 1))
+    conn.execute("INSERT INTO kv (key, value) VALUES ('n', 'yesterday')")
+    conn.commit()
+    conn.close()
+    skipped: list = []
+    assert [r.id for r in st.list_runs(on_corrupt=skipped.append)] == ["good"]
+    assert sorted(e.details["run_id"] for e in skipped) == ["odd", "specless", "wordy"]
+    with pytest.raises(CorruptRecord, match="unknown state") as info:
+        st.get_run("odd")
+    assert info.value.details["run_id"] == "odd"
+    bad: list = []
+    assert [c.usd for c in st.costs(run_id="good", on_corrupt=bad.append)] == [0.5] and len(bad) == 1
+    with pytest.raises(CorruptRecord, match="not a number"):
+        st.get_kv_float("n")
+
+
+def test_first_sightings_are_on_our_clock_and_kept(tmp_path):
+    st = StateStore(tmp_path / "s.db")
+    provider_start = 1_000.0  # the provider's clock: irrelevant to ages
+    inst = Instance(id=7, label="lora-cloud:r", run_id="r", state=InstanceState.RUNNING, created_at=provider_start)
+    assert st.record_sightings([inst], 5_000.0) == {"7": 5_000.0}
+    assert st.record_sightings([inst], 9_000.0) == {"7": 5_000.0}  # the first sighting stays
+    st.put_instance(Instance(id=8, run_id="r"), "r", seen_at=4_000.0)  # recorded at launch
+    assert st.record_sightings([Instance(id=8, run_id="r")], 9_000.0) == {"8": 4_000.0}

@@ -261,3 +261,45 @@ async def test_the_key_never_reaches_logs_or_errors(fake, caplog, sleeps):
         with pytest.raises(ProviderAPIError) as ei:
             await c.set_label(1, "x")  # no such instance: 404
     assert API_KEY not in caplog.text and API_KEY not in str(ei.value) and API_KEY not in ei.value.body
+
+
+async def test_charges_are_checked_and_paging_is_bounded(fake, clock, client):
+    from comfy_lora_cloud.providers.vast import MAX_CHARGE_PAGES
+
+    row = await _cheapest_4090(client)
+    made = await client.create_instance(row["id"], image="i", label=run_label("r1"), disk_gb=10)
+    clock.advance(3600)
+    iid = made["new_contract"]
+    fake.charges_script = {"extra_rows": [{"source": "instance-77", "amount": -10000},
+                                          {"source": "instance-78", "amount": "abc"},
+                                          {"source": "instance-78", "amount": 1.0},
+                                          {"amount": 2.0}]}
+    report = await client.charge_report(clock.now - 86400, clock.now)
+    assert report.complete and [r["source"] for r in report.rows] == [f"instance-{iid}"]  # 78's good row too is out
+    assert len(report.problems) == 3 and any("-10000" in p for p in report.problems)
+
+    for script, words in (({"next_token": "same"}, "repeats"), ({"next_token": "endless"}, "did not end"),
+                          ({"replace": {"results": "garbage"}}, "not a list"), ({"replace": [1]}, "not an object")):
+        fake.charges_script = script
+        report = await client.charge_report(clock.now - 86400, clock.now)
+        assert not report.complete and words in report.problems[-1], (script, report.problems)
+        with pytest.raises(ProviderAPIError, match=words):
+            await client.charges(clock.now - 86400, clock.now)
+    calls = [p for _, p in fake.state.requests if p == "/api/v0/charges"]
+    assert len(calls) < 2 * (MAX_CHARGE_PAGES + 4) + 8  # the endless paging stopped
+
+
+async def test_a_listing_that_does_not_end_is_an_error_not_a_short_list(fake, client):
+    fake.listing_token = "same"
+    with pytest.raises(ProviderAPIError, match="did not end"):
+        await client.list_instances()
+
+
+def test_garbage_numbers_in_a_listed_instance_read_as_zero():
+    from comfy_lora_cloud.providers.vast import instance_from_vast
+
+    inst = instance_from_vast({"id": 5, "label": "lora-cloud:r", "dph_total": "abc", "start_date": float("nan"),
+                               "num_gpus": None, "ssh_port": "x", "search": "no", "actual_status": ["?"]})
+    assert (inst.id, inst.run_id, inst.dph_total, inst.created_at, inst.num_gpus, inst.ssh_port) == \
+        ("5", "r", 0.0, 0.0, 1, None)
+    assert inst.state is InstanceState.UNKNOWN

@@ -7,6 +7,13 @@ serves it on 127.0.0.1 from a private thread and event loop, so synchronous test
 Faults: :meth:`FakeVast.fail_next` queues error answers (429 plain text / JSON / detail, 5xx,
 search quota, with or without ``Retry-After``); :meth:`FakeVast.storm` answers a random share of
 calls with 429/5xx, and a 5xx on create may come *after* the instance was made (a lost response).
+
+Scripted answers for fault-injection tests: ``charges_script`` (garbage rows, a garbage body,
+a ``next_token`` that repeats or never ends) and ``listing_token`` (a listing whose
+``next_token`` repeats). A test that runs the fake as its own process drives all of this through
+the control routes under ``/_fake/`` (account key required): reset, instance (create one that
+is already running, backdated or with a skewed ``start_date``), vanish, faults, storm, charges,
+listing, state. See :meth:`FakeVast._control`.
 """
 
 from __future__ import annotations
@@ -68,6 +75,10 @@ class FakeVast:
         self.storm_statuses: tuple[int, ...] = (429, 500, 502, 503, 504)
         self.rng = random.Random(seed)
         self.fault_log: list[tuple[str, int, bool]] = []  # (path, status, acted)
+        self.storm_retry_after: float | None = None  # None: a random choice per fault
+        self.seed = seed
+        self.charges_script: dict[str, Any] = {}
+        self.listing_token: str | None = None  # "same": every listing page points at itself
         self.url = ""
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -79,9 +90,10 @@ class FakeVast:
         with self.state.lock:
             self.faults.extend(Fault(status, retry_after, body, path_contains, act_first, delay_s) for _ in range(n))
 
-    def storm(self, rate: float, statuses: tuple[int, ...] = (429, 500, 502, 503, 504)) -> None:
+    def storm(self, rate: float, statuses: tuple[int, ...] = (429, 500, 502, 503, 504),
+              retry_after: float | None = None) -> None:
         with self.state.lock:
-            self.storm_rate, self.storm_statuses = rate, statuses
+            self.storm_rate, self.storm_statuses, self.storm_retry_after = rate, tuple(statuses), retry_after
 
     def _take_fault(self, path: str, method: str) -> Fault | None:
         with self.state.lock:
@@ -91,7 +103,7 @@ class FakeVast:
             if self.storm_rate and self.rng.random() < self.storm_rate:
                 status = self.rng.choice(self.storm_statuses)
                 act = status >= 500 and method != "GET" and self.rng.random() < 0.5
-                ra = self.rng.choice([None, 0.01])
+                ra = self.storm_retry_after if self.storm_retry_after is not None else self.rng.choice([None, 0.01])
                 return Fault(status, ra, self.rng.choice(["json", "text", "detail"]), act_first=act)
         return None
 
@@ -154,6 +166,11 @@ class FakeVast:
         if path == "/api/v0/gpu_names/unique":
             names = sorted({o["gpu_name"] for o in self.state.offers.values()})
             return _json({"gpu_names": names})
+        if path.startswith("/_fake/"):
+            if not self._auth(request)[0]:
+                return _error(401, "auth_error", "Invalid user key")
+            raw = await request.read() if request.can_read_body else b""
+            return await asyncio.to_thread(self._control, path[len("/_fake/"):], json.loads(raw) if raw else {})
         if not path.startswith("/api/"):
             return _error(404, "not_found", "no such path")
         account, inst_id = self._auth(request)
@@ -301,6 +318,8 @@ class FakeVast:
         nxt = None
         if offset + limit < len(rows):
             nxt = base64.urlsafe_b64encode(f"o:{offset + limit}".encode()).decode()
+        if self.listing_token == "same":  # a broken server: every page says "more after me"
+            nxt = base64.urlsafe_b64encode(f"o:{offset}".encode()).decode()
         cols = q.get("select_cols")
         if isinstance(cols, list) and cols != ["*"]:
             page = [{c: r.get(c) for c in cols} for r in page]
@@ -402,8 +421,93 @@ class FakeVast:
             rows.reverse()
         limit = min(int(coerce(q.get("limit", 500))), 500)
         rows = rows[:limit]
-        return _json({"success": True, "count": len(rows), "total": round(sum(r["amount"] for r in rows), 6),
-                      "next_token": None, "results": rows})
+        script = self.charges_script
+        if "replace" in script:
+            return _json(script["replace"])
+        after = str(q.get("after_token") or "")
+        token = None
+        if script.get("next_token") == "same":
+            token = "tok-same"
+        elif script.get("next_token") == "endless":
+            token = f"tok-{int(after.rsplit('-', 1)[-1]) + 1 if after else 1}"
+        if after:
+            rows = []  # later pages of a scripted paging: nothing new
+        else:
+            rows = rows + list(script.get("extra_rows") or [])
+        total = sum(r["amount"] for r in rows if isinstance(r, dict) and type(r.get("amount")) in (int, float))
+        return _json({"success": True, "count": len(rows), "total": round(total, 6), "next_token": token,
+                      "results": rows})
+
+    # ---- control (tests driving a fake in another process) ------------------------------------------
+    def _control(self, verb: str, body: dict[str, Any]) -> web.Response:
+        """``/_fake/<verb>``: what a test in another process may do to this fake."""
+        st = self.state
+        if verb == "reset":
+            with st.lock:
+                for iid in list(st.instances):
+                    st.destroy(iid)
+                st.destroyed.clear()
+                st.rented.clear()
+                st.requests.clear()
+                self.faults.clear()
+                self.fault_log.clear()
+                self.storm_rate, self.storm_retry_after = 0.0, None
+                self.rng = random.Random(self.seed)
+                self.charges_script, self.listing_token = {}, None
+            return _json({"success": True})
+        if verb == "instance":
+            return self._control_instance(body)
+        if verb == "vanish":
+            return _json({"success": st.destroy(int(body["id"]))})
+        if verb == "faults":
+            self.fail_next(int(body.get("n", 1)), int(body.get("status", 503)), retry_after=body.get("retry_after"),
+                           body=str(body.get("body", "json")), path_contains=str(body.get("path_contains", "")),
+                           act_first=bool(body.get("act_first", False)))
+            return _json({"success": True})
+        if verb == "storm":
+            self.storm(float(body.get("rate", 0.0)), tuple(body.get("statuses") or (429, 500, 502, 503, 504)),
+                       retry_after=body.get("retry_after"))
+            return _json({"success": True})
+        if verb == "charges":
+            with st.lock:
+                self.charges_script = dict(body)
+            return _json({"success": True})
+        if verb == "listing":
+            with st.lock:
+                self.listing_token = body.get("next_token")
+            return _json({"success": True})
+        if verb == "state":
+            with st.lock:
+                st.tick()
+                live = [{"id": i.id, "label": i.label, "actual": i.visible_status, "start_date": i.start_date,
+                         "created_at": i.created_at, "dph_total": round(i.gpu_dph + i.disk_dph, 6),
+                         "billed_usd": round(i.gpu_usd + i.disk_usd, 6)} for i in st.instances.values()]
+                return _json({"instances": live, "destroyed": sorted(st.destroyed),
+                              "requests": len(st.requests), "faults": len(self.fault_log)})
+        return _error(404, "not_found", f"no control verb {verb!r}")
+
+    def _control_instance(self, body: dict[str, Any]) -> web.Response:
+        """Create an instance on the cheapest free offer (of ``gpu_name``, if given) at once:
+        ``age_s`` backdates it (it has been billing that long), ``skew_s`` puts its
+        ``start_date`` on a provider clock that far ahead of (or, negative, behind) the real one."""
+        st = self.state
+        with st.lock:
+            free = [o for o in st.offers.values() if o["id"] not in st.rented and o["num_gpus"] == 1
+                    and (not body.get("gpu_name") or o["gpu_name"] == body["gpu_name"])]
+            if not free:
+                return _error(409, "no_offer", "no free offer matches")
+            offer = min(free, key=lambda o: (o["dph_base"], o["id"]))
+            status, data = st.create(int(offer["id"]), {"label": body.get("label"), "image": "trainer",
+                                                        "disk": float(body.get("disk", 10))})
+            if status != 200:
+                return _json(data, status)
+            inst = st.instances[data["new_contract"]]
+            born = st.now() - float(body.get("age_s", 0.0))
+            inst.created_at = inst.phase_at = inst.billed_to = born
+            inst.start_date = born + float(body.get("skew_s", 0.0))
+            st.tick()
+            return _json({"id": inst.id, "label": inst.label, "dph_total": round(inst.gpu_dph + inst.disk_dph, 6),
+                          "start_date": inst.start_date, "actual": inst.visible_status})
 
     # ---- serving --------------------------------------------------------------------------------
     def start_in_thread(self, host: str = "127.0.0.1", port: int = 0) -> str:

@@ -1,0 +1,24 @@
+"""What the guard remembers from one pass to the next.
+
+The App builds a fresh :class:`~.guard.Guard` for every pass (its provider client belongs to the
+loop of that pass), so what must outlive a pass lives here, one object per App: a ComfyUI process
+keeps enforcing and stays quiet about what it already said, round after round.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .budgets import Budgets
+
+
+@dataclass
+class GuardMemory:
+    # instance id -> when this guard first saw it, for ages while the state store is unreadable
+    seen: dict[str, float] = field(default_factory=dict)
+    # (kind, subject) of the problems the sidebar was told about and that still hold
+    announced: set[tuple[str, str]] = field(default_factory=set)
+    # (budget, instance id) of the 80 % warnings already sent
+    warned: set[tuple[str, str]] = field(default_factory=set)
+    # the last budgets that could be read: a settings file broken mid-run must not switch enforcement off
+    budgets: Budgets = field(default_factory=Budgets)

@@ -1,0 +1,133 @@
+"""Who owns a labelled instance: the one place that decides whether reconcile may destroy it.
+
+Two witnesses speak about the run a label names:
+
+* this controller's state store (``Run`` row): live, ended, absent, a row that cannot be read,
+  or a store that cannot be read at all;
+* the bucket (``runs/<id>/status.json``, :func:`bucket_view`): what the run's trainer (or the
+  controller that launched it, on another machine) last reported.
+
+:func:`decide` turns them into one of three verdicts. ``OWNED``: a live run owns it, keep it.
+``UNOWNED``: nothing live owns it, destroy it once it has been unowned for the grace period.
+``DOUBT``: a witness could not be read, keep it and report (never destroy on doubt; the
+budgets still bound what it can cost). In order:
+
+1. a damaged store -> DOUBT (we cannot match the instance to an owner);
+2. the trainer reported an end (done, failed, ...) -> UNOWNED, whatever the store says: a
+   trainer whose self-destroy failed must not bill on;
+3. a live run in the store -> OWNED;
+4. a run row that cannot be read -> DOUBT;
+5. the bucket reports a live state recently (another controller's run) -> OWNED;
+6. the bucket cannot be read, or its status is not a status -> DOUBT;
+7. otherwise (no run anywhere, a run that ended here, a live report gone stale) -> UNOWNED.
+
+"Recently" is judged on this controller's clock: the status's own ``updated_at`` (the trainer
+host's clock) or, when that looks old, the object's write time in the bucket. A host whose
+clock runs hours behind therefore cannot make a live run look stale.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from ..errors import ConfigError, CorruptRecord, StorageError
+from ..models import Run, RunState, RunStatus, validate_name
+from ..storage.base import Storage
+from ..storage.layout import run_key
+from ..training.status import STATUS, read_status
+
+
+class Bucket(str, enum.Enum):
+    ABSENT = "absent"  # no status.json
+    LIVE = "live"  # a live state, reported recently
+    STALE = "stale"  # a live state, not reported for fresh_s
+    ENDED = "ended"  # a terminal state
+    CORRUPT = "corrupt"  # a status.json that is not a status
+    UNREADABLE = "unreadable"  # the bucket did not answer
+
+
+@dataclass(frozen=True)
+class BucketView:
+    kind: Bucket
+    status: RunStatus | None = None
+    reason: str = ""
+
+
+def bucket_view(storage: Storage, run_id: str, now: float, fresh_s: float) -> BucketView:
+    """What the bucket says about ``run_id`` (blocking: call it in a thread)."""
+    try:
+        status = read_status(storage, run_id)
+    except CorruptRecord as exc:
+        return BucketView(Bucket.CORRUPT, reason=exc.message)
+    except StorageError as exc:
+        return BucketView(Bucket.UNREADABLE, reason=exc.message)
+    if status is None:
+        return BucketView(Bucket.ABSENT)
+    if status.state.is_terminal:
+        return BucketView(Bucket.ENDED, status)
+    if status.updated_at >= now - fresh_s:  # a clock ahead of ours counts as fresh: never destroy on doubt
+        return BucketView(Bucket.LIVE, status)
+    try:
+        written = storage.stat(run_key(run_id, STATUS)).updated
+    except StorageError as exc:
+        return BucketView(Bucket.UNREADABLE, status, exc.message)
+    if written is not None and written >= now - fresh_s:
+        return BucketView(Bucket.LIVE, status)
+    return BucketView(Bucket.STALE, status)
+
+
+class Verdict(str, enum.Enum):
+    OWNED = "owned"
+    UNOWNED = "unowned"
+    DOUBT = "doubt"
+
+
+@dataclass(frozen=True)
+class Local:
+    """What this controller's store says about a run: ``run`` when readable, ``corrupt`` (the
+    row's problem) when the row is not, ``damaged`` when the store itself is not."""
+
+    run: Run | None = None
+    corrupt: str = ""
+    damaged: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    why: str
+    ended: RunState | None = None  # the end its trainer reported, for the store to record
+
+
+def decide(run_id: str | None, local: Local, bucket: BucketView | None) -> Decision:
+    """The verdict for one instance whose label names ``run_id`` (see the module docstring)."""
+    if run_id is None or not is_run_id(run_id):
+        return Decision(Verdict.UNOWNED, "its label names no run this pack could have made")
+    if local.damaged:
+        return Decision(Verdict.DOUBT, f"the state store cannot be read ({local.damaged})")
+    assert bucket is not None
+    if bucket.kind is Bucket.ENDED:
+        assert bucket.status is not None
+        return Decision(Verdict.UNOWNED, f"its trainer reported {bucket.status.state.value}", bucket.status.state)
+    if local.run is not None and not local.run.state.is_terminal:
+        return Decision(Verdict.OWNED, f"run {run_id} is live here")
+    if local.corrupt:
+        return Decision(Verdict.DOUBT, f"the record of run {run_id} cannot be read ({local.corrupt})")
+    if bucket.kind is Bucket.LIVE:
+        return Decision(Verdict.OWNED, f"run {run_id} is live in the bucket (another controller's)")
+    if bucket.kind in (Bucket.CORRUPT, Bucket.UNREADABLE):
+        return Decision(Verdict.DOUBT, f"the bucket cannot vouch for run {run_id}: {bucket.reason}")
+    if local.run is not None:
+        return Decision(Verdict.UNOWNED, f"run {run_id} ended here ({local.run.state.value})")
+    if bucket.kind is Bucket.STALE:
+        return Decision(Verdict.UNOWNED, f"run {run_id} has not reported for a long time")
+    return Decision(Verdict.UNOWNED, f"no run {run_id} is known here or in the bucket")
+
+
+def is_run_id(run_id: str) -> bool:
+    try:
+        validate_name(run_id, "run id")
+    except ConfigError:
+        return False
+    return True
