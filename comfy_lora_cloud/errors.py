@@ -20,37 +20,91 @@
     │   └── DatasetExists          the name is taken: say replace or merge  -> 409
     └── TrainingError              the run failed (kohya, weights, deadline)-> 500
 
+    ConfigError also has RequestTooLarge (a request body over the routes' limit -> HTTP 413).
+
 ``http_status`` and ``exit_code`` live on the classes so routes, the CLI and nodes all agree.
 Messages are passed through :func:`redact` before they reach a user.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Iterable
+from typing import Any, Iterable
+from urllib.parse import quote, quote_plus
 
+# a separator between a key's name and its value: quotes, '=', ':', spaces, or their URL encodings
+_SEP = r"(?:[\"'=:\s]|%22|%27|%3[Dd]|%3[Aa]|%20|\+)+"
+_SPACE = r"(?: |%20|\+)"
 _SECRET_PATTERNS: list[re.Pattern[str]] = [
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}"),
-    re.compile(r"(?i)(api[_-]?key[\"'=:\s]+)[A-Za-z0-9._\-]{8,}"),
-    re.compile(r"(?i)(token[\"'=:\s]+)[A-Za-z0-9._\-]{8,}"),
+    re.compile(r"(?i)(bearer(?:\s|%20|\+)+)[A-Za-z0-9._\-~+/%]{8,}=*"),
+    re.compile(rf"(?i)(api(?:[_-]|%5[Ff])?key{_SEP})[A-Za-z0-9._\-~%]{{8,}}"),
+    re.compile(rf"(?i)(token{_SEP})[A-Za-z0-9._\-~%]{{8,}}"),
+    re.compile(rf"(?i)(private(?:_|%5[Ff])key(?:_|%5[Ff])id{_SEP})[0-9a-f]{{16,}}"),
+    re.compile(rf"(?i)(client(?:_|%5[Ff])id{_SEP})[0-9]{{10,}}"),
+    re.compile(rf"(?i)(client(?:_|%5[Ff])email{_SEP})[A-Za-z0-9._+-]+(?:@|%40)[A-Za-z0-9.-]+"),
     re.compile(r"(-----BEGIN [A-Z ]*PRIVATE KEY-----)[\s\S]*?(-----END [A-Z ]*PRIVATE KEY-----)"),
+    re.compile(rf"(-----BEGIN(?:{_SPACE}[A-Z]+)*{_SPACE}PRIVATE{_SPACE}KEY-----)[\s\S]*?"
+               rf"(-----END(?:{_SPACE}[A-Z]+)*{_SPACE}PRIVATE{_SPACE}KEY-----)"),
+    re.compile(r"[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9-]+\.iam\.gserviceaccount\.com"),
     re.compile(r"\bhf_[A-Za-z0-9]{10,}"),
 ]
+# Fields of a service-account key that are the same for every key, so masking them hides nothing
+# and would mask harmless text such as "service_account" everywhere.
+_PUBLIC_SA_FIELDS = {"type", "auth_uri", "token_uri", "auth_provider_x509_cert_url", "universe_domain"}
 _known_secrets: set[str] = set()
+_by_length: list[str] = []
+
+
+def _forms(value: str) -> set[str]:
+    """The ways a secret shows up in text: as is, JSON-escaped, URL-encoded (both styles)."""
+    return {value, json.dumps(value)[1:-1], quote(value, safe=""), quote_plus(value, safe=""), quote(value)}
+
+
+def _json_secret_values(value: str) -> list[str]:
+    """Every non-public string in a JSON object secret (a service-account key), however nested."""
+    try:
+        data: Any = json.loads(value)
+    except (ValueError, RecursionError):
+        return []
+    out: list[str] = []
+
+    def walk(node: Any, key: str | None) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, str(k))
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, key)
+        elif isinstance(node, str) and key not in _PUBLIC_SA_FIELDS:
+            out.append(node)
+
+    if isinstance(data, dict):
+        walk(data, None)
+    return out
 
 
 def register_secret(value: str | None) -> None:
-    """Remember a secret value so that :func:`redact` masks it wherever it appears."""
-    if value and len(value) >= 6:
-        _known_secrets.add(value)
+    """Remember a secret so that :func:`redact` masks it wherever it appears: as is, JSON-escaped
+    or URL-encoded; for a JSON secret (a service-account key) also each of its fields on its own,
+    so a key re-serialized with other spacing or quoted one field at a time is masked too."""
+    if not value or len(value) < 6:
+        return
+    new = {f for part in [value, *_json_secret_values(value)] if len(part) >= 6 for f in _forms(part) if len(f) >= 6}
+    if not new <= _known_secrets:
+        _known_secrets.update(new)
+        # longest first, so a whole key is masked before one of its fields cuts it apart
+        _by_length[:] = sorted(_known_secrets, key=len, reverse=True)
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """Mask every known secret and anything that looks like a key or token in ``text``."""
     if not text:
         return text
-    for s in list(_known_secrets) + [s for s in secrets if s]:
-        text = text.replace(s, "****")
+    extra = sorted({f for s in secrets if s for f in _forms(s)}, key=len, reverse=True)
+    for s in [*extra, *_by_length]:
+        if s in text:
+            text = text.replace(s, "****")
     for pat in _SECRET_PATTERNS:
         if pat.groups == 2:
             text = pat.sub(lambda m: m.group(1) + "****" + m.group(2), text)
@@ -81,6 +135,12 @@ class ConfigError(LoraCloudError):
 
     http_status = 400
     exit_code = 2
+
+
+class RequestTooLarge(ConfigError):
+    """A request body over the size the routes accept."""
+
+    http_status = 413
 
 
 class ProviderError(LoraCloudError):

@@ -7,9 +7,11 @@ import enum
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Iterator, TypeVar
 
 from .errors import ConfigError
+
+T = TypeVar("T")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\- ]{0,99}$")
 
@@ -205,3 +207,37 @@ class Cost(Record):
     start: float
     end: float
     source: str = "estimate"  # "estimate" | "charges"
+
+
+@dataclass
+class Problem(Record):
+    """An entry a listing skipped (or read only in part) because it could not be read as what
+    it should be. Bucket content is untrusted input: one bad object must not hide the others."""
+
+    entry: str  # the bucket key or prefix, e.g. "datasets/café/" or "runs/x/status.json"
+    message: str
+
+    @classmethod
+    def of(cls, entry: str, exc: BaseException) -> "Problem":
+        from .errors import LoraCloudError
+
+        message = exc.message if isinstance(exc, LoraCloudError) else f"{type(exc).__name__}: cannot be read"
+        return cls(entry=entry[:300], message=message[:500])
+
+
+@dataclass
+class Listed(Generic[T]):
+    """What a listing found, and what it had to skip. Iterates, indexes and counts like its
+    ``items``, so a caller that only wants what was found can treat it as the list."""
+
+    items: list[T] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.items)
+
+    def __getitem__(self, index: int) -> T:
+        return self.items[index]
+
+    def __len__(self) -> int:
+        return len(self.items)

@@ -62,6 +62,8 @@ export const loraCloudApi = {
   setBudgets: (changes) => request("/budgets", { method: "POST", body: changes }),
 
   runs: () => request("/runs").then((b) => b.runs),
+  // listings answer {items..., problems}: bucket entries they skipped because they cannot be read
+  runListing: () => request("/runs"),
   run: (id) => request(`/runs/${enc(id)}`),
   stopRun: (id) => request(`/runs/${enc(id)}/stop`, { method: "POST" }),
   startRun: (body) => request("/runs", { method: "POST", body }),
@@ -69,11 +71,13 @@ export const loraCloudApi = {
   sampleUrl: (id, file) => api.apiURL(`${BASE}/runs/${enc(id)}/samples/${enc(file)}`),
 
   datasets: () => request("/datasets").then((b) => b.datasets),
+  datasetListing: () => request("/datasets"),
   datasetImages: (name) => request(`/datasets/${enc(name)}/images`).then((b) => b.images),
   thumbUrl: (name, file, size = 128) => api.apiURL(`${BASE}/datasets/${enc(name)}/thumbs/${enc(file)}?size=${size}`),
   deleteDataset: (name) => request(`/datasets/${enc(name)}`, { method: "DELETE" }),
 
   loras: () => request("/loras").then((b) => b.loras),
+  loraListing: () => request("/loras"),
   loraMetadata: (name) => request(`/loras/${enc(name)}/metadata`),
   downloadLora: (name) => request(`/loras/${enc(name)}/download`, { method: "POST" }),
   deleteLora: (name) => request(`/loras/${enc(name)}`, { method: "DELETE" }),

@@ -94,12 +94,13 @@ function button(key, label, fn, done) {
 // ---- data ---------------------------------------------------------------------------------------
 async function refresh() {
   try {
-    const [instances, costs, runs] = await Promise.all([lc.instances(), lc.costs(), lc.runs()]);
+    const [instances, costs, runList] = await Promise.all([lc.instances(), lc.costs(), lc.runListing()]);
     state.set({ instances, costs, error: null });
-    state.setRuns(runs);
-    for (const run of runs.filter((r) => r.live)) state.upsertRun(await lc.run(run.id));
-    const [datasets, loras] = await Promise.all([lc.datasets(), lc.loras()]);
-    state.set({ datasets, loras });
+    state.setRuns(runList.runs);
+    for (const run of runList.runs.filter((r) => r.live)) state.upsertRun(await lc.run(run.id));
+    const [datasetList, loraList] = await Promise.all([lc.datasetListing(), lc.loraListing()]);
+    const problems = [runList, datasetList, loraList].flatMap((l) => l.problems || []);
+    state.set({ datasets: datasetList.datasets, loras: loraList.loras, problems });
   } catch (err) {
     state.set({ error: err.message });
   }
@@ -304,6 +305,16 @@ function lorasSection() {
   return section("LoRAs", "loras", items.length ? items : h("div", { class: "lcl-empty" }, "No LoRAs yet."));
 }
 
+// Bucket entries a listing skipped (a rented host can write anything there): said, never hidden.
+function problemsNote() {
+  const problems = state.problems || [];
+  if (!problems.length) return null;
+  return h("details", { class: "lcl-warning", "data-problems": problems.length },
+    h("summary", null, `${problems.length} item${problems.length > 1 ? "s" : ""} in the bucket could not be read`
+      + " and are not shown"),
+    h("ul", null, problems.slice(0, 20).map((p) => h("li", null, `${p.entry}: ${p.message}`))));
+}
+
 function section(title, key, ...body) {
   return h("section", { class: "lcl-section", "data-section": key }, h("h3", null, title), ...body);
 }
@@ -329,6 +340,7 @@ function paint() {
     h("div", { class: "lcl-header" }, h("span", null, "LoRA Cloud"),
       h("button", { class: "lcl-btn", onclick: refresh, title: "Refresh" }, "↻")),
     state.error ? h("div", { class: "lcl-error", "data-error": "" }, state.error) : null,
+    problemsNote(),
     instancesSection(), costsSection(), runsSection(), datasetsSection(), lorasSection(),
   ];
   root.replaceChildren(...parts.filter(Boolean));
@@ -343,6 +355,7 @@ const STYLE = `
 .lcl-row{display:flex;justify-content:space-between;align-items:center;gap:.5rem}
 .lcl-meta{opacity:.75;font-size:12px;margin-top:.15rem}
 .lcl-empty{opacity:.6;font-style:italic}
+.lcl-warning{color:#d29922;font-size:12px;word-break:break-word}.lcl-warning ul{margin:.2rem 0 0 1rem;padding:0}
 .lcl-error{color:#ff7b72;font-size:12px;margin-top:.2rem;white-space:pre-wrap}
 .lcl-actions{display:flex;gap:.35rem;align-items:center;margin-top:.35rem;flex-wrap:wrap}
 .lcl-btn{background:var(--comfy-input-bg,#333);color:inherit;border:1px solid var(--border-color,#555);border-radius:4px;padding:.15rem .55rem;cursor:pointer;font-size:12px}

@@ -20,6 +20,7 @@ class LoraCloudState extends EventTarget {
     this.logs = new Map(); // instance id -> text
     this.busy = new Set(); // action keys in flight, e.g. "stop:77"
     this.error = null;
+    this.problems = []; // [{entry, message}]: bucket entries the listings skipped
   }
 
   changed() {

@@ -78,6 +78,13 @@ def emit(ctx: typer.Context, data: Any, human: Callable[[Any], None] | str | Non
         out_console.print_json(json.dumps(data, default=str))
 
 
+def report_problems(problems: Any) -> None:
+    """Entries a listing had to skip (bucket content it could not read), on stderr, as plain text
+    (``{"entry", "message"}`` dicts, as the services' listings give them)."""
+    for p in problems:
+        err_console.print(f"warning: skipped {p['entry']}: {p['message']}", markup=False)
+
+
 def confirm_or_abort(ctx: typer.Context, question: str, yes: bool) -> None:
     """Ask before deleting or destroying. Without a terminal to ask on (scripts, --json), the
     caller must have said --yes: nothing is deleted on a guess."""

@@ -42,7 +42,7 @@ def set_(
         if norm in SECRET_KEYS and sys.stdin.isatty():
             value = typer.prompt(f"{norm}", hide_input=True)
         else:
-            value = sys.stdin.readline().rstrip("\n")
+            value = sys.stdin.read().strip()  # all of it: a key file is many lines of JSON
     is_secret = set_value(home, key, value)
     shown = "**** (set)" if is_secret else value
     emit(ctx, {"key": norm, "value": shown, "secret": is_secret}, f"{norm} = {shown}")

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from .common import confirm_or_abort, ctx_obj, emit, handle_errors, out_console, run, transfer_progress
+from .common import (confirm_or_abort, ctx_obj, emit, handle_errors, out_console, report_problems, run,
+                     transfer_progress)
 
 app = typer.Typer(help="Datasets in your bucket: datasets/<name>/ (images, .txt captions, dataset.json).",
                   no_args_is_help=True)
@@ -36,8 +38,11 @@ def upload(
 @app.command("list")
 @handle_errors
 def list_(ctx: typer.Context) -> None:
-    """List datasets with image and caption counts; an upload that did not finish shows as incomplete."""
-    items = run(ctx_obj(ctx).app.library.datasets())
+    """List datasets with image and caption counts; an upload that did not finish shows as incomplete.
+    Entries that cannot be read (bucket content is untrusted) are skipped, with a warning on stderr."""
+    found = run(ctx_obj(ctx).app.library.dataset_listing())
+    items = found["datasets"]
+    report_problems(found["problems"])
 
     def human(rows: list[dict]) -> None:
         if not rows:
@@ -46,7 +51,7 @@ def list_(ctx: typer.Context) -> None:
         t = Table("name", "images", "captioned", "size", "trigger", "type", "state")
         for r in rows:
             t.add_row(r["name"], str(r["images"]), str(r["captioned"]), _size(r["bytes"]),
-                      r["trigger"] or "", r["lora_type"] or "", "complete" if r["complete"] else "INCOMPLETE")
+                      Text(r["trigger"] or ""), r["lora_type"] or "", "complete" if r["complete"] else "INCOMPLETE")
         out_console.print(t)
 
     emit(ctx, items, human)

@@ -7,8 +7,9 @@ from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from .common import confirm_or_abort, ctx_obj, emit, handle_errors, out_console, run
+from .common import confirm_or_abort, ctx_obj, emit, handle_errors, out_console, report_problems, run
 from .dataset import _size
 
 app = typer.Typer(help="Trained LoRAs in your bucket: loras/<name>.safetensors (+ .json).", no_args_is_help=True)
@@ -18,7 +19,9 @@ app = typer.Typer(help="Trained LoRAs in your bucket: loras/<name>.safetensors (
 @handle_errors
 def list_(ctx: typer.Context) -> None:
     """List LoRAs with size and the run that made them."""
-    items = run(ctx_obj(ctx).app.library.loras())
+    found = run(ctx_obj(ctx).app.library.lora_listing())
+    items = found["loras"]
+    report_problems(found["problems"])
 
     def human(rows: list[dict]) -> None:
         if not rows:
@@ -27,8 +30,9 @@ def list_(ctx: typer.Context) -> None:
         t = Table("name", "size", "dataset", "preset", "trigger")
         for r in rows:
             m = r["metadata"] or {}
-            t.add_row(r["name"], _size(r["size"]), str(m.get("dataset", "")), str(m.get("preset", "")),
-                      str(m.get("trigger", "")))
+            # sidecar text comes from the bucket: never rich markup
+            t.add_row(r["name"], _size(r["size"]), *(Text(str(m.get(k, ""))[:200])
+                                                     for k in ("dataset", "preset", "trigger")))
         out_console.print(t)
 
     emit(ctx, items, human)

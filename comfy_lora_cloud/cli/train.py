@@ -12,7 +12,7 @@ import typer
 
 from ..errors import ConfigError
 from ..service.runs import TrainRequest
-from .common import ctx_obj, emit, handle_errors, out_console, run
+from .common import ctx_obj, emit, handle_errors, out_console, report_problems, run
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -104,7 +104,9 @@ def status(
 
         emit(ctx, data, one)
         return
-    rows = [st.to_dict() for st in run(runs.statuses())]
+    found = run(runs.status_listing())
+    rows = [st.to_dict() for st in found["statuses"]]
+    report_problems(found["problems"])
 
     def many(rs: list[dict[str, Any]]) -> None:
         if not rs:

@@ -5,15 +5,19 @@ JSON.
 :func:`register_routes` adds them to any ``RouteTableDef``, so tests run them on a plain aiohttp
 app and ComfyUI gets them through :func:`install`.
 
-Safety (reference/comfyui-contract.md §2, §6):
+Safety (reference/comfyui-contract.md §2, §6; issue 10):
 
+- every route, GETs and the token included, first passes :mod:`.http_guard`: an allowed Host
+  (loopback, ComfyUI's ``--listen`` address, the ``allowed_hosts`` setting: no DNS rebinding), an
+  exact-match Origin when one is sent, no cross-site ``Sec-Fetch-Site``, a bounded body;
 - every ``LoraCloudError`` becomes ``{"error", "message", "status"}`` with the error's HTTP
-  status, in :func:`error_response`; anything else is a 500 with no details;
-- routes that spend money, change budgets, write files or delete data are POST/DELETE and go
-  through :func:`_guard`: same origin only (a present ``Origin``, ``null`` included, must equal
-  ``Host``), ``Content-Type: application/json`` only (so a cross-site request needs a preflight,
-  which fails) and the per-install token in ``X-LoRA-Cloud-Token``;
-- ``GET /lora_cloud/api/token`` refuses cross-origin requests too;
+  status, in :func:`error_response`; anything else is a 500 with no details; every answer
+  carries ``X-Content-Type-Options: nosniff``;
+- routes that spend money, change budgets, write files or delete data are POST/DELETE and also
+  need ``Content-Type: application/json`` (so a cross-site request needs a preflight, which
+  fails) and the per-install token in ``X-LoRA-Cloud-Token``;
+- files from the bucket are served as :mod:`..service.media` says (images typed by their bytes,
+  anything else as a sandboxed attachment); listings carry the ``problems`` they skipped;
 - names come from the URL and are validated by the service layer (path tricks give 400).
 """
 
@@ -23,15 +27,17 @@ import asyncio
 import functools
 import inspect
 import logging
+import re
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Union
-from urllib.parse import urlsplit
+from typing import Awaitable, Callable, Iterable, Union
 
 from aiohttp import web
 
 from ..errors import ConfigError, LoraCloudError, redact
 from ..service.app import App
 from ..service.files import THUMB_SIZES
+from ..service.media import SAFE_HEADERS as SAFE_IMAGE_HEADERS, ServedFile
+from . import http_guard
 from .token import HEADER, load_or_create_token, token_matches
 
 log = logging.getLogger(__name__)
@@ -50,40 +56,14 @@ def error_response(exc: LoraCloudError) -> web.Response:
     return json_error(exc.http_status, type(exc).__name__, exc.message)
 
 
-def _hosts_match(origin_netloc: str, host: str) -> bool:
-    """ComfyUI's rule: equal host names, and equal ports when both sides name one."""
-    a, b = urlsplit("//" + origin_netloc.lower()), urlsplit("//" + host.lower())
-    try:
-        ports = (a.port, b.port)
-    except ValueError:
-        return False
-    if a.hostname != b.hostname:
-        return False
-    return None in ports or ports[0] == ports[1]
-
-
-def is_same_origin(request: web.Request) -> bool:
-    """True when the request carries no ``Origin`` or one whose host equals ``Host``.
-
-    Stricter than ComfyUI's own check: ``Origin: null`` (sandboxed frames, file://) is refused,
-    and so is ``Sec-Fetch-Site: cross-site``.
-    """
-    if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
-        return False
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return True
-    netloc = urlsplit(origin).netloc if origin.strip().lower() != "null" else ""
-    host = request.headers.get("Host", "")
-    return bool(netloc and host) and _hosts_match(netloc, host)
-
-
 class _Routes:
     """The handlers, bound to how they get the app and the token."""
 
-    def __init__(self, get_app: GetApp):
+    def __init__(self, get_app: GetApp, listen: Iterable[str]):
         self._get_app = get_app
+        self._listen = tuple(listen)
         self._tokens: dict[Path, str] = {}
+        self._policy: tuple[tuple[str, ...], http_guard.HostPolicy] | None = None
 
     async def app(self) -> App:
         app = self._get_app()
@@ -97,80 +77,83 @@ class _Routes:
             self._tokens[home] = await asyncio.to_thread(load_or_create_token, home)
         return self._tokens[home]
 
-    async def guard(self, request: web.Request) -> web.Response | None:
-        """Refuse a mutating request that is cross-origin, not JSON, or without the token."""
-        if not is_same_origin(request):
-            return json_error(403, "CrossOrigin", "cross-origin requests are refused")
+    async def policy(self) -> http_guard.HostPolicy:
+        """Which Hosts and Origins to answer: rebuilt when ``allowed_hosts`` changes (the app
+        re-reads its settings when the files change)."""
+        allowed = (await self.app()).settings.allowed_host_list
+        if self._policy is None or self._policy[0] != allowed:
+            self._policy = (allowed, http_guard.HostPolicy(self._listen, allowed))
+        return self._policy[1]
+
+    async def guard(self, request: web.Request, mutating: bool) -> web.Response | None:
+        """Refuse a request from a foreign Host or Origin; a mutating one also when it is not
+        JSON or lacks the token."""
+        refused = http_guard.refusal(request, await self.policy())
+        if refused is not None:
+            return json_error(refused.status, refused.error, refused.message)
+        if not mutating:
+            return None
         if request.content_type != "application/json":
             return json_error(415, "UnsupportedMediaType", "send Content-Type: application/json")
         if not token_matches(await self.token(), request.headers.get(HEADER)):
             return json_error(403, "BadToken", f"missing or wrong {HEADER} header")
         return None
 
+    def wrap(self, fn: Handler, mutating: bool) -> Handler:
+        """The guard, then the handler; our errors become JSON, an unexpected exception's text
+        never reaches the client, and every answer says ``nosniff``."""
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    try:
-        body = await request.json()
-    except ValueError:
-        raise ConfigError("the request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise ConfigError("the request body must be a JSON object")
-    return body
+        @functools.wraps(fn)
+        async def handler(request: web.Request) -> web.StreamResponse:
+            try:
+                resp = await self.guard(request, mutating) or await fn(request)
+            except LoraCloudError as exc:
+                resp = error_response(exc)
+            except web.HTTPException:
+                raise
+            except Exception:
+                log.exception("lora_cloud route %s %s failed", request.method, redact(request.path))
+                resp = json_error(500, "InternalError", "internal error; see the ComfyUI log")
+            resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+            return resp
+
+        return handler
+
+
+_INT_RE = re.compile(r"^-?[0-9]{1,9}$")
 
 
 def _int_param(request: web.Request, name: str, default: int) -> int:
+    """A query integer in plain ASCII digits (``int()`` would also take ``1_000``, `` 7`` and
+    other scripts' digits)."""
     raw = request.query.get(name)
     if raw is None:
         return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer") from None
+    if not _INT_RE.match(raw):
+        raise ConfigError(f"{name} must be an integer")
+    return int(raw)
 
 
-def _handled(fn: Handler) -> Handler:
-    """Map our errors to JSON; never let an unexpected exception's text reach the client."""
-
-    @functools.wraps(fn)
-    async def wrapper(request: web.Request) -> web.StreamResponse:
-        try:
-            return await fn(request)
-        except LoraCloudError as exc:
-            return error_response(exc)
-        except web.HTTPException:
-            raise
-        except Exception:
-            log.exception("lora_cloud route %s %s failed", request.method, redact(request.path))
-            return json_error(500, "InternalError", "internal error; see the ComfyUI log")
-
-    return wrapper
+def _file_response(f: ServedFile, cache: str) -> web.Response:
+    return web.Response(body=f.body, content_type=f.content_type, headers={**f.headers, "Cache-Control": cache})
 
 
-def register_routes(routes: web.RouteTableDef, get_app: GetApp) -> None:
-    """Add every ``/lora_cloud/api/...`` handler to ``routes``."""
-    r = _Routes(get_app)
+def register_routes(routes: web.RouteTableDef, get_app: GetApp, *, listen: Iterable[str] = ("127.0.0.1",)) -> None:
+    """Add every ``/lora_cloud/api/...`` handler to ``routes``, each behind the HTTP guard.
+
+    ``listen``: the addresses the server listens on (ComfyUI's ``--listen``), whose names the
+    Host rule accepts besides loopback and the ``allowed_hosts`` setting.
+    """
+    r = _Routes(get_app, listen)
 
     def get(path: str) -> Callable[[Handler], Handler]:
-        return lambda fn: routes.get(PREFIX + path)(_handled(fn))
+        return lambda fn: routes.get(PREFIX + path)(r.wrap(fn, mutating=False))
 
     def mutate(method: str, path: str) -> Callable[[Handler], Handler]:
-        def deco(fn: Handler) -> Handler:
-            async def guarded(request: web.Request) -> web.StreamResponse:
-                refused = await r.guard(request)
-                return refused if refused is not None else await fn(request)
-
-            functools.update_wrapper(guarded, fn)
-            routes.route(method, PREFIX + path)(_handled(guarded))
-            return fn
-
-        return deco
+        return lambda fn: routes.route(method, PREFIX + path)(r.wrap(fn, mutating=True))
 
     @get("/token")
     async def token(request: web.Request) -> web.Response:
-        if not is_same_origin(request):
-            return json_error(403, "CrossOrigin", "cross-origin requests are refused")
         return web.json_response({"header": HEADER, "token": await r.token()},
                                  headers={"Cache-Control": "no-store"})
 
@@ -203,7 +186,7 @@ def register_routes(routes: web.RouteTableDef, get_app: GetApp) -> None:
 
     @mutate("POST", "/budgets")
     async def set_budgets(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.app()).costs.set_budgets(await _json_body(request)))
+        return web.json_response(await (await r.app()).costs.set_budgets(await http_guard.read_json_body(request)))
 
     # ---- runs ------------------------------------------------------------------------------------
     @get("/runs")
@@ -211,7 +194,7 @@ def register_routes(routes: web.RouteTableDef, get_app: GetApp) -> None:
         limit = _int_param(request, "limit", 50)
         if not 1 <= limit <= 500:
             raise ConfigError("limit must be between 1 and 500")
-        return web.json_response({"runs": await (await r.app()).runs.list(limit)})
+        return web.json_response(await (await r.app()).runs.listing(limit))
 
     @get("/runs/{run_id}")
     async def run(request: web.Request) -> web.Response:
@@ -219,7 +202,7 @@ def register_routes(routes: web.RouteTableDef, get_app: GetApp) -> None:
 
     @mutate("POST", "/runs")
     async def start_run(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.app()).runs.start_from_body(await _json_body(request)))
+        return web.json_response(await (await r.app()).runs.start_from_body(await http_guard.read_json_body(request)))
 
     @mutate("POST", "/runs/{run_id}/stop")
     async def stop_run(request: web.Request) -> web.Response:
@@ -232,17 +215,17 @@ def register_routes(routes: web.RouteTableDef, get_app: GetApp) -> None:
 
     @get("/runs/{run_id}/samples")
     async def run_samples(request: web.Request) -> web.Response:
-        return web.json_response({"samples": await (await r.app()).runs.samples(request.match_info["run_id"])})
+        return web.json_response(await (await r.app()).runs.sample_listing(request.match_info["run_id"]))
 
     @get("/runs/{run_id}/samples/{file}")
     async def run_sample(request: web.Request) -> web.Response:
-        data, ctype = await (await r.app()).runs.sample(request.match_info["run_id"], request.match_info["file"])
-        return web.Response(body=data, content_type=ctype, headers={"Cache-Control": "private, max-age=60"})
+        f = await (await r.app()).runs.sample(request.match_info["run_id"], request.match_info["file"])
+        return _file_response(f, "private, max-age=60")
 
     # ---- datasets --------------------------------------------------------------------------------
     @get("/datasets")
     async def datasets(request: web.Request) -> web.Response:
-        return web.json_response({"datasets": await (await r.app()).library.datasets()})
+        return web.json_response(await (await r.app()).library.dataset_listing())
 
     @get("/datasets/{name}/images")
     async def dataset_images(request: web.Request) -> web.Response:
@@ -256,15 +239,16 @@ def register_routes(routes: web.RouteTableDef, get_app: GetApp) -> None:
     @get("/datasets/{name}/images/{file}")
     async def dataset_image(request: web.Request) -> web.Response:
         library = (await r.app()).library
-        data, ctype = await library.dataset_image(request.match_info["name"], request.match_info["file"])
-        return web.Response(body=data, content_type=ctype, headers={"Cache-Control": "private, max-age=60"})
+        f = await library.dataset_image(request.match_info["name"], request.match_info["file"])
+        return _file_response(f, "private, max-age=60")
 
     @get("/datasets/{name}/thumbs/{file}")
     async def dataset_thumb(request: web.Request) -> web.Response:
         size = _int_param(request, "size", THUMB_SIZES[2])
         library = (await r.app()).library
         data = await library.dataset_thumbnail(request.match_info["name"], request.match_info["file"], size)
-        return web.Response(body=data, content_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
+        return web.Response(body=data, content_type="image/jpeg",
+                            headers={"Cache-Control": "private, max-age=300", **SAFE_IMAGE_HEADERS})
 
     @mutate("DELETE", "/datasets/{name}")
     async def delete_dataset(request: web.Request) -> web.Response:
@@ -273,7 +257,7 @@ def register_routes(routes: web.RouteTableDef, get_app: GetApp) -> None:
     # ---- LoRAs -----------------------------------------------------------------------------------
     @get("/loras")
     async def loras(request: web.Request) -> web.Response:
-        return web.json_response({"loras": await (await r.app()).library.loras()})
+        return web.json_response(await (await r.app()).library.lora_listing())
 
     @get("/loras/{name}/metadata")
     async def lora_metadata(request: web.Request) -> web.Response:
@@ -307,7 +291,7 @@ def install() -> bool:
     from .events import start_background
     from .wiring import holder
 
-    register_routes(PromptServer.instance.routes, holder.get)
+    register_routes(PromptServer.instance.routes, holder.get, listen=http_guard.comfy_listen_addresses())
     start_background(holder.get)
     _installed = True
     return True

@@ -54,7 +54,9 @@ class LocalProvider:
         log_path = wd / "container.log"
         env = {**os.environ, **{k: str(v) for k, v in spec.env.items()}, "CONTAINER_ID": iid}
         env.pop("CONTAINER_API_KEY", None)
-        with open(log_path, "ab") as log:
+        # the trainer's console may print what its environment holds: readable by this user only
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "ab") as log:
             proc = subprocess.Popen(["bash", "-c", spec.onstart or ""], cwd=wd, env=env, stdout=log,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         record = {"id": iid, "pid": proc.pid, "label": spec.label, "log": str(log_path), "created_at": time.time()}

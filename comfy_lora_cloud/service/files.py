@@ -1,14 +1,15 @@
-"""Files that come from the bucket, read safely: single file names inside a dataset or run folder,
-safetensors headers, and thumbnails. Shared by the library and the runs services."""
+"""Files that come from the bucket, read safely: single file names inside a dataset or run folder
+and safetensors headers. Shared by the library and the runs services. How files are served to a
+browser, and thumbnails, are :mod:`.media`'s."""
 
 from __future__ import annotations
 
-import io
 import json
 import struct
 from typing import Any
 
 from ..errors import ConfigError, DatasetError
+from .media import make_thumbnail  # noqa: F401  (its one home is media.py; kept importable here)
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit for the JSON header
 THUMB_SIZES = (64, 128, 256, 512)
@@ -42,32 +43,15 @@ def parse_safetensors_header(data: bytes) -> dict[str, Any]:
         raise DatasetError("not a safetensors file: bad header length")
     try:
         header = json.loads(data[8 : 8 + length])
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         raise DatasetError("not a safetensors file: the header is not JSON") from None
     if not isinstance(header, dict):
         raise DatasetError("not a safetensors file: the header is not a JSON object")
     meta = header.get("__metadata__") or {}
     if not isinstance(meta, dict):
         meta = {}
-    return {"metadata": {str(k): str(v) for k, v in meta.items()},
+    # metadata values are text for kohya; anything else is shown as JSON text, and nothing is huge
+    return {"metadata": {str(k)[:200]: (v if isinstance(v, str) else json.dumps(v))[:10_000] for k, v in meta.items()},
             "tensors": sum(1 for k in header if k != "__metadata__")}
 
 
-def make_thumbnail(data: bytes, size: int) -> bytes:
-    """A small JPEG of an image (EXIF orientation applied), for the sidebar's dataset view."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im = ImageOps.exif_transpose(im)
-            im.thumbnail((size, size))
-            if im.mode not in ("RGB", "L"):
-                im = im.convert("RGBA")
-                bg = Image.new("RGB", im.size, (255, 255, 255))
-                bg.paste(im, mask=im.getchannel("A"))
-                im = bg
-            out = io.BytesIO()
-            im.save(out, "JPEG", quality=82)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DatasetError(f"cannot read image: {exc}") from None
-    return out.getvalue()

@@ -39,12 +39,12 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from ..errors import ConfigError, CorruptRecord, DatasetError, DatasetExists, ObjectNotFound, StorageError
-from ..models import Dataset, Lora, validate_name
+from ..models import Dataset, Listed, Lora, Problem, validate_name
 from ..storage import Storage
 from ..storage import layout
 from ..storage import lock as leases
 from ..storage import sync
-from ..storage.base import ObjectInfo, checksum_file, sweep_partials
+from ..storage.base import ObjectInfo, checksum_file, read_json_record, sweep_partials
 from ..storage.layout import CAPTION_SUFFIX, IMAGE_SUFFIXES, MANIFEST, is_dataset_file, is_image
 
 __all__ = [
@@ -56,6 +56,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Progress = Callable[[Any], None]  # receives storage.sync.Progress events
+# Bucket content is untrusted input (a rented host can write it): a listing reads each entry on
+# its own, skips one it cannot read and reports it in ``problems``; it never fails as a whole.
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+MAX_SIDECAR_BYTES = 1024 * 1024
+MAX_TRIGGER = 200
+MAX_CAPTION_BYTES = 64 * 1024  # a caption is a line or two; a bigger .txt is not read
+MAX_LORA_READ_BYTES = 4 * 1024**3  # a safetensors header needs the whole file (no ranged read): cap it
+LORA_TYPES = ("character", "style", "concept")
 #: where ComfyUI finds the LoRAs this pack downloads: ``models/loras/lora_cloud/``
 COMFY_LORA_FOLDER = "lora_cloud"
 UPLOAD_REMEDY = ("pass --replace to make it exactly this folder (files it lacks are deleted), or --merge to add "
@@ -63,13 +71,47 @@ UPLOAD_REMEDY = ("pass --replace to make it exactly this folder (files it lacks 
 
 
 # ---- datasets: reading -----------------------------------------------------------------------
+def _servable(name: str) -> bool:
+    """A file name the image routes would accept (others are left out of image lists)."""
+    from .files import check_file_name
+
+    try:
+        check_file_name(name)
+    except ConfigError:
+        return False
+    return True
+
+
 def _caption_key(key: str) -> str:
     return key.rsplit(".", 1)[0] + CAPTION_SUFFIX
 
 
-def _summarise(storage: Storage, name: str, objs: list[ObjectInfo]) -> tuple[Dataset, str | None]:
+def _manifest_fields(storage: Storage, key: str) -> tuple[str | None, str | None]:
+    """``trigger`` and ``lora_type`` from a dataset manifest (top level or under ``settings``),
+    read as untrusted input (size-capped, typed); :class:`CorruptRecord` when it is not one."""
+    manifest = read_json_record(storage, key, MAX_MANIFEST_BYTES)
+    if not isinstance(manifest, dict):
+        raise CorruptRecord(f"{key} is not a JSON object")
+    settings = manifest.get("settings")
+    if settings is None:
+        settings = {}
+    if not isinstance(settings, dict):
+        raise CorruptRecord(f"{key}: settings is not a JSON object")
+    trigger = manifest.get("trigger") or settings.get("trigger") or None
+    lora_type = manifest.get("lora_type") or settings.get("lora_type") or None
+    if trigger is not None and not (isinstance(trigger, str) and len(trigger) <= MAX_TRIGGER
+                                    and trigger.isprintable()):
+        raise CorruptRecord(f"{key}: trigger is not a short line of text")
+    if lora_type is not None and lora_type not in LORA_TYPES:
+        raise CorruptRecord(f"{key}: lora_type is not one of {', '.join(LORA_TYPES)}")
+    return trigger, lora_type
+
+
+def _summarise(storage: Storage, name: str, objs: list[ObjectInfo],
+               problems: list[Problem] | None = None) -> tuple[Dataset, str | None]:
     """The dataset record for the objects under its prefix, and why it is not complete (None if
-    it is). ``objs`` may include the upload lease; it counts for nothing."""
+    it is). ``objs`` may include the upload lease; it counts for nothing. A manifest that cannot
+    be read makes the dataset incomplete and, when ``problems`` is given, is reported there."""
     prefix = layout.dataset_prefix(name)
     files = [o for o in objs if is_dataset_file(o.key[len(prefix):])]
     images = [o for o in files if is_image(o.key)]
@@ -83,14 +125,11 @@ def _summarise(storage: Storage, name: str, objs: list[ObjectInfo]) -> tuple[Dat
                "upload`")
     else:
         try:
-            manifest = json.loads(storage.read_bytes(prefix + MANIFEST))
-            if not isinstance(manifest, dict):
-                raise ValueError("not a JSON object")
-            settings = manifest.get("settings") or {}
-            trigger = manifest.get("trigger") or settings.get("trigger")
-            lora_type = manifest.get("lora_type") or settings.get("lora_type")
-        except (ValueError, AttributeError, CorruptRecord) as exc:
-            why = f"its {MANIFEST} cannot be read ({exc})"
+            trigger, lora_type = _manifest_fields(storage, prefix + MANIFEST)
+        except CorruptRecord as exc:
+            why = f"its {MANIFEST} cannot be read ({exc.message})"
+            if problems is not None:
+                problems.append(Problem.of(prefix + MANIFEST, exc))
         except ObjectNotFound:  # deleted between the listing and the read: a writer is at work
             why = f"its {MANIFEST} was removed while we looked: an upload is writing it now"
     d = Dataset(
@@ -106,22 +145,22 @@ def _summarise(storage: Storage, name: str, objs: list[ObjectInfo]) -> tuple[Dat
     return d, why
 
 
-def list_datasets(storage: Storage) -> list[Dataset]:
-    """Every dataset, complete or not, from one listing of ``datasets/``."""
+def list_datasets(storage: Storage) -> Listed[Dataset]:
+    """Every dataset, complete or not, from one listing of ``datasets/``; a folder whose name we
+    would never write, or one that cannot be read, is skipped and reported in ``problems``."""
     by_name: dict[str, list[ObjectInfo]] = {}
     for o in storage.list(layout.DATASETS).objects:
         name, sep, _rest = o.key[len(layout.DATASETS):].partition("/")
         if sep:
             by_name.setdefault(name, []).append(o)
-    out = []
+    found: Listed[Dataset] = Listed()
     for name, objs in sorted(by_name.items()):
         try:
             validate_name(name, "dataset name")
-        except ConfigError:  # a folder someone made by hand, with a name we would never write
-            log.info("skipping %s%s/: not a dataset name", layout.DATASETS, name)
-            continue
-        out.append(_summarise(storage, name, objs)[0])
-    return out
+            found.items.append(_summarise(storage, name, objs, found.problems)[0])
+        except (ConfigError, StorageError) as exc:
+            found.problems.append(Problem.of(f"{layout.DATASETS}{name}/", exc))
+    return found
 
 
 def describe_dataset(storage: Storage, name: str) -> Dataset:
@@ -326,23 +365,38 @@ def delete_dataset(storage: Storage, name: str) -> int:
 
 
 # ---- LoRAs -----------------------------------------------------------------------------------
-def list_loras(storage: Storage) -> list[Lora]:
+def read_lora_sidecar(storage: Storage, key: str) -> dict[str, Any]:
+    """A LoRA's ``<name>.json`` as a JSON object; :class:`CorruptRecord` when it is not one."""
+    meta = read_json_record(storage, key, MAX_SIDECAR_BYTES)
+    if not isinstance(meta, dict):
+        raise CorruptRecord(f"{key} is not a JSON object")
+    return meta
+
+
+def list_loras(storage: Storage) -> Listed[Lora]:
+    """LoRAs in the bucket with their sidecars; names no route could use and unreadable sidecars
+    are reported in ``problems`` (the LoRA itself is still listed when only its sidecar is bad)."""
+    found: Listed[Lora] = Listed()
     objs = storage.list(layout.LORAS, delimiter="/").objects
     metas = {o.key for o in objs if o.key.endswith(".json")}
-    out = []
     for o in objs:
         if not o.key.endswith(layout.LORA_SUFFIX):
             continue
         name = o.key[len(layout.LORAS):-len(layout.LORA_SUFFIX)]
+        try:
+            validate_name(name, "LoRA name")
+        except ConfigError as exc:
+            found.problems.append(Problem.of(o.key, exc))
+            continue
         meta: dict[str, Any] = {}
         mkey = layout.LORAS + name + ".json"
         if mkey in metas:
             try:
-                meta = json.loads(storage.read_bytes(mkey))
-            except (ValueError, StorageError):
-                meta = {}
-        out.append(Lora(name=name, size=o.size, md5=o.md5, crc32c=o.crc32c, updated=o.updated, metadata=meta))
-    return out
+                meta = read_lora_sidecar(storage, mkey)
+            except StorageError as exc:
+                found.problems.append(Problem.of(mkey, exc))
+        found.items.append(Lora(name=name, size=o.size, md5=o.md5, crc32c=o.crc32c, updated=o.updated, metadata=meta))
+    return found
 
 
 def comfy_lora_folder(loras_root: str | Path) -> Path:
@@ -405,14 +459,21 @@ class Library:
     """
 
     def __init__(self, app: Any):
+        from .media import Thumbnailer
+
         self.app = app
         self._header_cache: dict[tuple[str, str | None], dict[str, Any]] = {}
         self._hash_cache: Any = None
+        self.thumbnails = Thumbnailer()
 
     # ---- datasets ----------------------------------------------------------------------------
     async def datasets(self) -> list[dict[str, Any]]:
+        return (await self.dataset_listing())["datasets"]
+
+    async def dataset_listing(self) -> dict[str, Any]:
+        """``{"datasets", "problems"}``: entries that cannot be read are skipped and reported."""
         found = await asyncio.to_thread(lambda: list_datasets(self.app.storage))
-        return [d.to_dict() for d in found]
+        return {"datasets": [d.to_dict() for d in found.items], "problems": [p.to_dict() for p in found.problems]}
 
     async def describe(self, name: str) -> Dataset:
         return await asyncio.to_thread(lambda: describe_dataset(self.app.storage, name))
@@ -433,14 +494,14 @@ class Library:
         objs = storage.list(prefix).objects
         if not objs:
             raise ObjectNotFound(f"no dataset named {name!r}")
-        keys = {o.key for o in objs}
-        images = [o for o in objs if Path(o.key).suffix.lower() in IMAGE_SUFFIXES and "/" not in o.key[len(prefix):]]
+        sizes = {o.key: o.size for o in objs}
+        images = [o for o in objs if Path(o.key).suffix.lower() in IMAGE_SUFFIXES and _servable(o.key[len(prefix):])]
 
         def caption(key: str) -> str | None:
             cap_key = _caption_key(key)
-            if cap_key not in keys:
+            if cap_key not in sizes or sizes[cap_key] > MAX_CAPTION_BYTES:  # the listing says how big
                 return None
-            return storage.read_bytes(cap_key).decode("utf-8", errors="replace").strip()
+            return storage.read_bytes(cap_key)[:MAX_CAPTION_BYTES].decode("utf-8", errors="replace").strip()
 
         # one small read per caption: in parallel, since a bucket answers each in tens of ms
         with concurrent.futures.ThreadPoolExecutor(max_workers=self.app.settings.sync_workers) as pool:
@@ -450,22 +511,25 @@ class Library:
     async def dataset_captions(self, name: str) -> dict[str, str | None]:
         return {i["file"]: i["caption"] for i in await self.dataset_images(name)}
 
-    async def dataset_image(self, name: str, file: str) -> tuple[bytes, str]:
-        """An image's bytes and content type."""
-        import mimetypes
+    async def dataset_image(self, name: str, file: str) -> Any:
+        """An image as the browser may get it (a :class:`~.media.ServedFile`): typed by its bytes,
+        not its name; anything else as a sandboxed attachment."""
+        from .media import read_media, served_file
 
         key = self._image_key(name, file)
-        data = await asyncio.to_thread(lambda: self.app.storage.read_bytes(key))
-        return data, mimetypes.guess_type(file)[0] or "application/octet-stream"
+        data = await asyncio.to_thread(lambda: read_media(self.app.storage, key))
+        return served_file(data, file)
 
     async def dataset_thumbnail(self, name: str, file: str, size: int = 256) -> bytes:
-        """A JPEG no larger than ``size`` pixels on its long side (one of ``THUMB_SIZES``)."""
-        from .files import THUMB_SIZES, make_thumbnail
+        """A JPEG no larger than ``size`` pixels on its long side (one of ``THUMB_SIZES``): byte-
+        and pixel-limited, decoded on a bounded pool, cached (:class:`~.media.Thumbnailer`)."""
+        from .files import THUMB_SIZES
 
         if size not in THUMB_SIZES:
             raise ConfigError(f"thumbnail size must be one of {', '.join(map(str, THUMB_SIZES))}")
-        data, _ = await self.dataset_image(name, file)
-        return await asyncio.to_thread(make_thumbnail, data, size)
+        key = self._image_key(name, file)
+        storage = await asyncio.to_thread(lambda: self.app.storage)
+        return await self.thumbnails.thumbnail(storage, key, size)
 
     @staticmethod
     def _image_key(name: str, file: str) -> str:
@@ -550,13 +614,18 @@ class Library:
     # ---- LoRAs -------------------------------------------------------------------------------
     async def loras(self) -> list[dict[str, Any]]:
         """LoRAs in the bucket; ``local`` says whether the LoRA folder has a copy."""
-        def run() -> list[dict[str, Any]]:
+        return (await self.lora_listing())["loras"]
+
+    async def lora_listing(self) -> dict[str, Any]:
+        """``{"loras", "problems"}``: entries that cannot be read are skipped and reported."""
+        def run() -> dict[str, Any]:
+            found = list_loras(self.app.storage)
             out = []
-            for lora in list_loras(self.app.storage):
+            for lora in found.items:
                 d = lora.to_dict()
                 d["local"] = (self.app.loras_dir / layout.lora_file_name(lora.name)).is_file()
                 out.append(d)
-            return out
+            return {"loras": out, "problems": [p.to_dict() for p in found.problems]}
 
         return await asyncio.to_thread(run)
 
@@ -575,17 +644,20 @@ class Library:
         header = self._header_cache.get(cache_key)
         if header is None:
             # The Storage protocol has no ranged read, so this fetches the whole object (verified);
-            # the result is cached per content hash.
+            # the result is cached per content hash, and a file over the cap is not fetched at all.
+            if info.size > MAX_LORA_READ_BYTES:
+                raise DatasetError(f"LoRA {name} is {info.size / 1e9:.1f} GB: too large to read its metadata")
             header = parse_safetensors_header(storage.read_bytes(key))
             self._header_cache[cache_key] = header
         sidecar: dict[str, Any] = {}
+        problems: list[dict[str, Any]] = []
         try:
-            sidecar = json.loads(storage.read_bytes(layout.lora_meta_key(name)))
-        except (ObjectNotFound, ValueError):
+            sidecar = read_lora_sidecar(storage, layout.lora_meta_key(name))
+        except ObjectNotFound:
             pass
-        if not isinstance(sidecar, dict):
-            sidecar = {}
-        return {"name": name, "size": info.size, "md5": info.md5, **header, "info": sidecar}
+        except StorageError as exc:
+            problems.append(Problem.of(layout.lora_meta_key(name), exc).to_dict())
+        return {"name": name, "size": info.size, "md5": info.md5, **header, "info": sidecar, "problems": problems}
 
     async def download_lora(self, name: str, dest_dir: str | Path | None = None) -> dict[str, Any]:
         """Copy a LoRA into ``dest_dir`` (default: the app's LoRA folder) through the one LoRA

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncContextManager, Awaitable, Callable
 
-from ..errors import BudgetExceeded, ConfigError, ObjectNotFound, StorageError, TrainingError
-from ..models import InstanceState, Run, RunState, RunStatus, validate_name
+from ..errors import BudgetExceeded, ConfigError, CorruptRecord, ObjectNotFound, StorageError, TrainingError
+from ..models import InstanceState, Listed, Problem, Run, RunState, RunStatus, validate_name
 from ..providers import pricing
 from ..providers.base import OfferRequest, Provider
 from ..settings import Settings
@@ -302,26 +302,49 @@ class Runs:
     """
 
     def __init__(self, app: Any):
+        from .media import ImageSniffer
+
         self.app = app
+        self.sniffer = ImageSniffer()
 
     # ---- reading -----------------------------------------------------------------------------
     async def list(self, limit: int = RUN_LIST_LIMIT) -> list[dict[str, Any]]:
         """Runs newest first: this controller's records merged with what the trainers report."""
-        return await asyncio.to_thread(self._list, limit)
+        return (await self.listing(limit))["runs"]
 
-    def _list(self, limit: int) -> list[dict[str, Any]]:
+    async def listing(self, limit: int = RUN_LIST_LIMIT) -> dict[str, Any]:
+        """``{"runs", "problems"}``: a run prefix or status that cannot be read is reported (bucket
+        content is untrusted), and the run left out unless this controller launched it (then it
+        shows without a status)."""
+        found = await asyncio.to_thread(self._list, limit)
+        return {"runs": found.items, "problems": [p.to_dict() for p in found.problems]}
+
+    def _list(self, limit: int) -> Listed[dict[str, Any]]:
         from ..storage import layout
+        from ..training.status import STATUS
 
         state, storage = self.app.state, self.app.storage
+        found: Listed[dict[str, Any]] = Listed()
         known = {r.id: r for r in state.list_runs(limit=limit)}
         ids = list(known)
         for prefix in storage.list(layout.RUNS, delimiter="/").prefixes:
             run_id = prefix[len(layout.RUNS):].rstrip("/")
-            if run_id not in known:
-                ids.append(run_id)
-        out = [self._view(run_id, known.get(run_id)) for run_id in ids]
-        out.sort(key=lambda r: r.get("created_at") or r.get("updated_at") or 0, reverse=True)
-        return out[:limit]
+            if run_id in known:
+                continue
+            try:
+                ids.append(validate_name(run_id, "run id"))
+            except ConfigError as exc:
+                found.problems.append(Problem.of(prefix, exc))
+        for run_id in ids:
+            try:
+                found.items.append(self._view(run_id, known.get(run_id), strict=True))
+            except CorruptRecord as exc:
+                found.problems.append(Problem.of(layout.run_key(run_id, STATUS), exc))
+                if run_id in known:
+                    found.items.append(self._view(run_id, known[run_id]))
+        found.items.sort(key=lambda r: r.get("created_at") or r.get("updated_at") or 0, reverse=True)
+        del found.items[limit:]
+        return found
 
     async def get(self, run_id: str) -> dict[str, Any]:
         """One run's view with its sample list."""
@@ -333,12 +356,20 @@ class Runs:
         view = self._view(run_id, record)
         if record is None and view.get("status") is None:
             raise ObjectNotFound(f"no run {run_id!r}")
-        view["samples"] = self._samples(run_id)
+        samples = self._sample_listing(run_id)
+        view["samples"] = samples.items
+        view["problems"] = [p.to_dict() for p in samples.problems]
         return view
 
-    def _view(self, run_id: str, record: Run | None) -> dict[str, Any]:
+    def _view(self, run_id: str, record: Run | None, *, strict: bool = False) -> dict[str, Any]:
+        """The run as the sidebar shows it; ``strict`` lets a corrupt ``status.json`` raise
+        (listings report it) instead of showing the run without a status."""
         try:
             status = read_status(self.app.storage, run_id)
+        except CorruptRecord:
+            if strict:
+                raise
+            status = None
         except StorageError:
             status = None
         view: dict[str, Any] = {"id": run_id, "dataset": None, "preset": None, "lora_name": None, "gpu": "",
@@ -368,19 +399,25 @@ class Runs:
 
     async def statuses(self) -> list[RunStatus]:
         """Every run's reported status in the bucket, newest first; unreadable ones are skipped."""
+        return (await self.status_listing())["statuses"]
+
+    async def status_listing(self) -> dict[str, Any]:
+        """``{"statuses", "problems"}``: every readable status, newest first, and the runs whose
+        name or status could not be read (reported, never fatal to the list)."""
         from ..storage import layout
 
-        def run() -> list[RunStatus]:
+        def run() -> dict[str, Any]:
             storage = self.app.storage
-            out = []
+            out, problems = [], []
             for prefix in storage.list(layout.RUNS, delimiter="/").prefixes:
                 try:
                     st = read_status(storage, prefix[len(layout.RUNS):].rstrip("/"))
-                except (StorageError, ConfigError):
+                except (StorageError, ConfigError) as exc:
+                    problems.append(Problem.of(prefix, exc).to_dict())
                     continue
                 if st is not None:
                     out.append(st)
-            return sorted(out, key=lambda st: st.updated_at, reverse=True)
+            return {"statuses": sorted(out, key=lambda st: st.updated_at, reverse=True), "problems": problems}
 
         return await asyncio.to_thread(run)
 
@@ -395,26 +432,47 @@ class Runs:
         return {"events": events, "next": since + len(events)}
 
     async def samples(self, run_id: str) -> list[str]:
+        return (await self.sample_listing(run_id))["samples"]
+
+    async def sample_listing(self, run_id: str) -> dict[str, Any]:
+        """``{"samples", "problems"}``: allowlisted images only, judged by their bytes (a rented
+        host can write anything there); other files and names no route could serve are left
+        out and reported."""
         validate_name(run_id, "run id")
-        return await asyncio.to_thread(self._samples, run_id)
+        found = await asyncio.to_thread(self._sample_listing, run_id)
+        return {"samples": found.items, "problems": [p.to_dict() for p in found.problems]}
 
-    def _samples(self, run_id: str) -> list[str]:
-        from ..storage.layout import run_key
-        from ..training.status import list_samples
+    def _sample_listing(self, run_id: str) -> Listed[str]:
+        from ..storage.layout import is_image, run_key
+        from .files import check_file_name
 
+        storage = self.app.storage
+        found: Listed[str] = Listed()
         prefix = run_key(run_id, "samples/")
-        return [k[len(prefix):] for k in list_samples(self.app.storage, run_id)]
+        for obj in storage.list(prefix).objects:
+            name = obj.key[len(prefix):]
+            try:
+                check_file_name(name, "sample name")
+            except ConfigError as exc:
+                found.problems.append(Problem.of(obj.key, exc))
+                continue
+            if not is_image(name) or self.sniffer.format_of(storage, obj) is None:
+                found.problems.append(Problem(entry=obj.key[:300], message="not an image: left out of the samples"))
+                continue
+            found.items.append(name)
+        return found
 
-    async def sample(self, run_id: str, file: str) -> tuple[bytes, str]:
-        import mimetypes
-
+    async def sample(self, run_id: str, file: str) -> Any:
+        """A sample as the browser may get it (a :class:`~.media.ServedFile`): typed by its
+        bytes, not its name; anything else as a sandboxed attachment."""
         from ..storage.layout import run_key
         from .files import check_file_name
+        from .media import read_media, served_file
 
         check_file_name(file)
         key = run_key(run_id, f"samples/{file}")
-        data = await asyncio.to_thread(self.app.storage.read_bytes, key)
-        return data, mimetypes.guess_type(file)[0] or "application/octet-stream"
+        data = await asyncio.to_thread(lambda: read_media(self.app.storage, key))
+        return served_file(data, file)
 
     # ---- planning ----------------------------------------------------------------------------
     async def plan(self, *, dataset: str, lora_type: str, gpu: str, out: Path, vram: float | None = None,

@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -97,11 +98,24 @@ def _is_damage(exc: sqlite3.Error) -> bool:
     return type(exc) is sqlite3.DatabaseError
 
 
+def make_private(path: Path) -> None:
+    """Create the database file 0600 (it holds every cost record) before SQLite opens it, and
+    narrow one an older version left wider. SQLite gives its ``-wal`` and ``-shm`` files the
+    database file's mode, so those follow."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(p).st_mode & 0o077:
+                os.chmod(p, 0o600)
+
+
 class StateStore:
     def __init__(self, path: str | Path, *, timeout: float = 30.0):
         self.path = Path(path)
         self.timeout = timeout
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_private(self.path)
         self._migrated = False
         try:
             self._migrate()

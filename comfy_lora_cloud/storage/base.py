@@ -14,6 +14,7 @@ import base64
 import contextlib
 import functools
 import hashlib
+import json
 import os
 import re
 import threading
@@ -24,7 +25,7 @@ from typing import Any, BinaryIO, Callable, Iterator, Protocol, runtime_checkabl
 
 import google_crc32c
 
-from ..errors import ConfigError, StorageError
+from ..errors import ConfigError, CorruptRecord, StorageError
 
 CHUNK = 1024 * 1024
 PARTIAL = ".lora-cloud-partial"  # prefix of a file still being written; listings skip it
@@ -291,3 +292,34 @@ def landing_file(dest: Path) -> Iterator[BinaryIO]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+MAX_RECORD_BYTES = 4 * 1024 * 1024  # status.json, manifests, sidecars: a few KB when honest
+
+
+def read_json_record(storage: "Storage", key: str, max_bytes: int = MAX_RECORD_BYTES) -> Any:
+    """A JSON record from the bucket (status, manifest, LoRA sidecar), read as untrusted input.
+
+    The size is checked with ``stat`` before any byte is fetched: a host that writes a 1 GB
+    ``status.json`` must not make every poll download it (egress is billed to the user). Bytes
+    that are not UTF-8 JSON, or nest past the parser's limit, are :class:`CorruptRecord`;
+    :class:`ObjectNotFound` passes through. What the JSON holds is the caller's to check.
+    """
+    data = read_record_bytes(storage, key, max_bytes)
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        raise CorruptRecord(f"{key} is not valid JSON") from None
+
+
+def read_record_bytes(storage: "Storage", key: str, max_bytes: int = MAX_RECORD_BYTES) -> bytes:
+    """A small record's bytes, refused as :class:`CorruptRecord` from ``stat`` (before any byte
+    is fetched) when it is over ``max_bytes``; :class:`ObjectNotFound` passes through."""
+    info = storage.stat(key)
+    if info.size > max_bytes:
+        raise CorruptRecord(f"{key} is {info.size} bytes, more than a record may be ({max_bytes})")
+    return storage.read_bytes(key)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from ..errors import CorruptRecord, ObjectNotFound, StorageError, redact
 from ..models import RunState, RunStatus
-from ..storage.base import Storage
+from ..storage.base import Storage, read_record_bytes
 from ..storage.layout import run_key
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,9 @@ class StatusReporter:
 
 
 # ---- readers (CLI, ComfyUI, another laptop) ------------------------------------------------------
+# Everything here is read as untrusted input: the rented host holds a key that can write any of it.
+MAX_STATUS_BYTES = 256 * 1024  # a status is a few hundred bytes; more is not read (egress is billed)
+MAX_EVENTS_BYTES = 8 * 1024 * 1024
 _INT_FIELDS = ("step", "total_steps", "epoch", "total_epochs")
 _OPTIONAL_NUMBERS = ("loss", "sec_per_step", "eta_seconds")
 _OPTIONAL_TEXT = ("last_checkpoint", "lora", "error")
@@ -179,7 +182,7 @@ def parse_status(body: bytes, run_id: str) -> RunStatus:
     if not isinstance(data.get("message", ""), str):
         raise corrupt("message is not text")
     updated = data.get("updated_at", 0.0)
-    if not _is_number(updated) or updated < 0:
+    if not _is_number(updated) or not 0 <= updated < 1e11:  # 1e11 s is the year 5138: not a clock, a payload
         raise corrupt(f"updated_at is {str(updated)[:40]!r}, not a time")
     return RunStatus.from_dict({**data, "run_id": run_id, "state": state, "updated_at": float(updated)})
 
@@ -187,10 +190,11 @@ def parse_status(body: bytes, run_id: str) -> RunStatus:
 def read_status(storage: Storage, run_id: str) -> RunStatus | None:
     """The run's last written status, or None when the trainer has written nothing yet.
 
-    Raises :class:`CorruptRecord` for a status that exists but is not a valid one, and
+    Raises :class:`CorruptRecord` for a status that exists but is not a valid one (also one over
+    :data:`MAX_STATUS_BYTES`, refused from ``stat`` before any byte is fetched), and
     :class:`StorageError` when the bucket cannot be read."""
     try:
-        body = storage.read_bytes(run_key(run_id, STATUS))
+        body = read_record_bytes(storage, run_key(run_id, STATUS), MAX_STATUS_BYTES)
     except ObjectNotFound:
         return None
     return parse_status(body, run_id)
@@ -222,17 +226,30 @@ def end_run_in_bucket(storage: Storage, run_id: str, state: RunState, message: s
 
 
 def read_events(storage: Storage, run_id: str, since: int = 0) -> list[dict[str, Any]]:
-    """Events from index ``since`` on (a poller passes how many it has already seen)."""
+    """Events from index ``since`` on (a poller passes how many it has already seen).
+
+    Only lines that are JSON objects with a text ``kind`` (and a numeric ``t``) count: a torn or
+    hostile line must not hide the others, nor reach a reader as something else than an event.
+    A log over :data:`MAX_EVENTS_BYTES` is not fetched at all (it is no trainer's) and reads as
+    empty, so a writer that extends it starts a fresh one."""
+    key = run_key(run_id, EVENTS)
     try:
-        body = storage.read_bytes(run_key(run_id, EVENTS)).decode("utf-8", errors="replace")
+        info = storage.stat(key)
+        if info.size > MAX_EVENTS_BYTES:
+            log.warning("events of run %s are %d bytes, more than %d: not read", run_id, info.size, MAX_EVENTS_BYTES)
+            return []
+        body = storage.read_bytes(key).decode("utf-8", errors="replace")
     except ObjectNotFound:
         return []
     events = []
     for line in body.splitlines():
         try:
-            events.append(json.loads(line))
-        except ValueError:
-            continue  # a torn line must not hide the others
+            event = json.loads(line, parse_constant=_no_constants)
+        except (ValueError, RecursionError):
+            continue
+        if (isinstance(event, dict) and isinstance(event.get("kind"), str) and _is_number(event.get("t", 0))
+                and len(line) <= 64 * 1024):
+            events.append(event)
     return events[since:]
 
 

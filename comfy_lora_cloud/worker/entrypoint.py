@@ -364,10 +364,12 @@ class Trainer:
         has it, then ``<name>-<run id>``."""
         name = self.spec.lora_name
         try:
-            owner = json.loads(self.storage.read_bytes(lora_meta_key(name))).get("run_id")
+            meta = json.loads(self.storage.read_bytes(lora_meta_key(name)))
+            # bucket content is untrusted: a sidecar that is not an object names no owner
+            owner = meta.get("run_id") if isinstance(meta, dict) else "unknown"
         except LoraCloudError:
             owner = None if not self.storage.exists(lora_key(name)) else "unknown"
-        except ValueError:
+        except (ValueError, RecursionError):
             owner = "unknown"
         if owner is None:
             return name, False

@@ -130,3 +130,24 @@ def write_status(storage, **fields) -> None:
     """What the trainer would write for run-1 next (status.json)."""
     status = RunStatus(run_id="run-1", **{"state": RunState.TRAINING, "total_steps": 1000, **fields})
     storage.write_bytes(layout.run_key("run-1", "status.json"), json.dumps(status.to_dict()).encode())
+
+
+def comfy_style_app(get_app, listen=("127.0.0.1",)) -> web.Application:
+    """The routes as ComfyUI serves them: ``PromptServer.add_routes`` registers every route at
+    ``/path`` and again at ``/api/path`` (reference/comfyui-contract.md §2)."""
+    routes = web.RouteTableDef()
+    register_routes(routes, get_app, listen=listen)
+    api_routes = web.RouteTableDef()  # what PromptServer.add_routes does, GET routes answering HEAD too
+    for route in routes:
+        if isinstance(route, web.RouteDef):
+            api_routes.route(route.method, "/api" + route.path)(route.handler, **route.kwargs)
+    app = web.Application()
+    app.add_routes(api_routes)
+    app.add_routes(routes)
+    return app
+
+
+@pytest.fixture
+async def comfy_client(aiohttp_client, seeded):
+    """A client for the seeded app's routes mounted the way ComfyUI mounts them."""
+    return await aiohttp_client(comfy_style_app(lambda: seeded.app))

@@ -155,7 +155,7 @@ async def test_run_detail_events_and_samples(client):
     assert [e["kind"] for e in ev["events"]] == ["sample"] and ev["next"] == 3
     assert (await client.get(f"{A}/runs/run-1/events?since=-1")).status == 400
     samples = await (await client.get(f"{A}/runs/run-1/samples")).json()
-    assert samples == {"samples": ["s_0250.png"]}
+    assert samples == {"samples": ["s_0250.png"], "problems": []}
     img = await client.get(f"{A}/runs/run-1/samples/s_0250.png")
     assert img.status == 200 and img.content_type == "image/png"
     assert Image.open(io.BytesIO(await img.read())).size == (64, 64)
