@@ -9,7 +9,6 @@ import struct
 from typing import Any
 
 from ..errors import ConfigError, DatasetError
-from .media import make_thumbnail  # noqa: F401  (its one home is media.py; kept importable here)
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit for the JSON header
 THUMB_SIZES = (64, 128, 256, 512)

@@ -23,8 +23,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
 from comfy_lora_cloud.comfy.routes import PREFIX, register_routes
-from comfy_lora_cloud.service.api import LoraCloudService, make_thumbnail
-from comfy_lora_cloud.service.state import StateStore
+from comfy_lora_cloud.service.app import App
+from comfy_lora_cloud.service.media import make_thumbnail
 from comfy_lora_cloud.settings import Settings
 from comfy_lora_cloud.storage import LocalStorage, layout
 
@@ -65,9 +65,9 @@ async def main() -> None:
         raw = [photo(i) for i in range(N_IMAGES)]
         for i, data in enumerate(raw):
             storage.write_bytes(layout.dataset_prefix("big") + f"{i:03}.jpg", data)
-        service = LoraCloudService(settings, storage, StateStore(settings.state_db))
+        lora_app = App(settings, storage=storage)
         routes = web.RouteTableDef()
-        register_routes(routes, lambda: service)
+        register_routes(routes, lambda: lora_app)
 
         @routes.get("/blocking-thumb/{i}")
         async def blocking_thumb(request: web.Request) -> web.Response:  # the anti-pattern
