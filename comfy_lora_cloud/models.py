@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import re
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Generic, Iterator, TypeVar
 
@@ -13,28 +13,41 @@ from .errors import ConfigError
 
 T = TypeVar("T")
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\- ]{0,99}$")
+MAX_NAME = 100
+_NAME_PUNCT = frozenset("._- ")
+
+
+def _name_char_ok(c: str, first: bool) -> bool:
+    """A letter or digit of any script (Unicode categories L and N); after the first character
+    also a combining mark (M: accents, vowel signs) or one of ``. _ -`` and the plain space."""
+    cat = unicodedata.category(c)
+    if cat[0] in "LN":
+        return True
+    return not first and (cat[0] == "M" or c in _NAME_PUNCT)
 
 
 def validate_name(name: str, kind: str = "name") -> str:
-    """Check a user-chosen dataset / LoRA / run name and return it.
+    """Check a user-chosen dataset / LoRA / run name and return it, NFC-normalised (``café``
+    typed on a Mac and on Linux is one name).
 
-    Allowed: letters, digits, ``.``, ``_``, ``-`` and spaces, starting with a letter or digit,
-    at most 100 characters. So no ``..``, no slashes or backslashes, no control characters,
-    nothing that could escape a prefix or a folder.
+    Allowed: letters and digits of any script, ``.``, ``_``, ``-`` and spaces, starting with a
+    letter or digit, at most 100 characters. So no ``..``, no slashes or backslashes, no control
+    or invisible format characters (zero-width, right-to-left overrides), nothing that could
+    escape a prefix or a folder. Callers use the returned value.
     """
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{kind} must be a non-empty string")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ConfigError(f"{kind} {name!r} must not contain control characters")
+    name = unicodedata.normalize("NFC", name)
     if name != name.strip():
         raise ConfigError(f"{kind} {name!r} has leading or trailing spaces")
     if ".." in name or "/" in name or "\\" in name:
         raise ConfigError(f"{kind} {name!r} must not contain '..', '/' or '\\'")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise ConfigError(f"{kind} {name!r} must not contain control characters")
-    if not _NAME_RE.match(name):
+    if len(name) > MAX_NAME or not all(_name_char_ok(c, i == 0) for i, c in enumerate(name)):
         raise ConfigError(
             f"{kind} {name!r} may use only letters, digits, '.', '_', '-' and spaces "
-            "(starting with a letter or digit, at most 100 characters)"
+            f"(starting with a letter or digit, at most {MAX_NAME} characters)"
         )
     return name
 

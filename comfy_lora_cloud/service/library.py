@@ -46,6 +46,7 @@ from ..storage import lock as leases
 from ..storage import sync
 from ..storage.base import ObjectInfo, checksum_file, read_json_record, sweep_partials
 from ..storage.layout import CAPTION_SUFFIX, IMAGE_SUFFIXES, MANIFEST, is_dataset_file, is_image
+from ..dataset.load import check_image_files
 
 __all__ = [
     "IMAGE_SUFFIXES", "COMFY_LORA_FOLDER", "Library", "comfy_lora_folder", "delete_dataset", "delete_lora",
@@ -244,9 +245,15 @@ def upload_dataset(
     storage: Storage, src: str | Path, name: str, *, replace: bool = False, merge: bool = False,
     workers: int = 8, progress: Progress | None = None, cache: sync.HashCache | None = None,
     remedy: str = UPLOAD_REMEDY, clock: Callable[[], float] = time.time, lock_stale_s: float = leases.STALE_S,
+    skip_bad: bool = False,
 ) -> dict[str, Any]:
     """Upload a folder of images (+ .txt captions, + its ``dataset.json`` if it has one) to
     ``datasets/<name>/``: the one dataset upload.
+
+    Every image is decoded first (:func:`~comfy_lora_cloud.dataset.load.check_image_files`):
+    an empty, truncated, non-image or absurdly large file refuses the whole upload with the
+    reasons, before anything is written; with ``skip_bad`` those files (and their captions) stay
+    behind and the result lists them under ``bad``.
 
     Only images, captions and the manifest travel; a folder without a manifest gets one. Onto an
     existing dataset: ``replace`` makes it exactly the folder, ``merge`` adds the folder's files;
@@ -257,15 +264,29 @@ def upload_dataset(
     """
     if replace and merge:
         raise DatasetError("choose one of replace and merge")
-    validate_name(name, "dataset name")
+    name = validate_name(name, "dataset name")
     src = Path(src).expanduser()
+    if not src.exists():
+        raise DatasetError(f"{src} does not exist: give the folder that holds your images")
     if not src.is_dir():
-        raise DatasetError(f"{src} is not a folder")
+        raise DatasetError(f"{src} is a file, not a folder: give the folder that holds your images")
     cache = cache or sync.HashCache()
     local = [rel for rel, _p in sync.local_files(src) if is_dataset_file(rel)]
     images = [rel for rel in local if is_image(rel)]
     if not images:
         raise DatasetError(f"{src} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    bad = check_image_files(src, images, workers=workers)
+    if bad and not skip_bad:
+        shown = "; ".join(b["reason"] for b in bad[:10]) + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "")
+        raise DatasetError(f"{len(bad)} of {len(images)} image(s) in {src} cannot be trained on, so nothing was "
+                           f"uploaded: {shown}. Fix or remove them, or pass --skip-bad to upload the others")
+    if bad:
+        left_out = {b["file"] for b in bad} | {b["file"].rsplit(".", 1)[0] + CAPTION_SUFFIX for b in bad}
+        local = [rel for rel in local if rel not in left_out]
+        images = [rel for rel in images if rel not in left_out]
+        if not images:
+            raise DatasetError(f"none of the {len(bad)} image(s) in {src} can be trained on: "
+                               + "; ".join(b["reason"] for b in bad[:10]))
     folder_manifest = _folder_manifest(src) if MANIFEST in local else \
         _generated_manifest(src, name, images, cache)
     prefix = layout.dataset_prefix(name)
@@ -282,8 +303,9 @@ def upload_dataset(
             # this machine's upload of this folder was killed: finish it the way it was asked
             mode, resumed = prev.data.get("mode") or "replace", True
         plan = sync.plan_push(storage, src, prefix, cache=cache)
-        plan.transfers = [t for t in plan.transfers if is_dataset_file(t.rel) and t.rel != MANIFEST]
-        plan.skips = [rel for rel in plan.skips if is_dataset_file(rel) and rel != MANIFEST]
+        keep = set(local)
+        plan.transfers = [t for t in plan.transfers if t.rel in keep and t.rel != MANIFEST]
+        plan.skips = [rel for rel in plan.skips if rel in keep and rel != MANIFEST]
 
         old_manifest = _read_json(storage, prefix + MANIFEST) if MANIFEST in existing else None
         manifest = folder_manifest
@@ -328,7 +350,8 @@ def upload_dataset(
     else:
         done = {"replace": "replaced", "merge": "merged"}[mode] if existing else "created"  # type: ignore[index]
     return {"dataset": name, "result": done, "resumed": resumed, "files": result.files, "bytes": result.bytes,
-            "skipped": len(plan.skips), "deleted": len(deletes), "seconds": round(clock() - start, 3), "url": url}
+            "skipped": len(plan.skips), "deleted": len(deletes), "seconds": round(clock() - start, 3), "url": url,
+            "bad": bad}
 
 
 def download_dataset(
@@ -541,13 +564,14 @@ class Library:
         return layout.dataset_prefix(name) + file
 
     async def upload_dataset(self, src: str | Path, name: str, *, replace: bool = False, merge: bool = False,
-                             progress: Progress | None = None, remedy: str = UPLOAD_REMEDY) -> dict[str, Any]:
-        """The one dataset upload (:func:`upload_dataset`): manifest last, one writer at a time,
-        an existing dataset only with ``replace`` or ``merge``."""
+                             progress: Progress | None = None, remedy: str = UPLOAD_REMEDY,
+                             skip_bad: bool = False) -> dict[str, Any]:
+        """The one dataset upload (:func:`upload_dataset`): every image decoded first, manifest
+        last, one writer at a time, an existing dataset only with ``replace`` or ``merge``."""
         settings = self.app.settings
         return await asyncio.to_thread(lambda: upload_dataset(
             self.app.storage, src, name, replace=replace, merge=merge, workers=settings.sync_workers,
-            progress=progress, cache=self.hash_cache(), remedy=remedy, clock=self.app.clock))
+            progress=progress, cache=self.hash_cache(), remedy=remedy, clock=self.app.clock, skip_bad=skip_bad))
 
     async def download_dataset(self, name: str, dest: str | Path, *, progress: Progress | None = None,
                                require_complete: bool = True) -> dict[str, Any]:

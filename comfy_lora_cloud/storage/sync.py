@@ -153,10 +153,17 @@ class HashCache:
         with self._lock:
             payload = json.dumps(self._data)
             self._dirty = False
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(payload)
-        os.replace(tmp, self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(payload)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            # only a cache: a read-only or full home costs the next sync a re-hash, never the
+            # transfer that just succeeded
+            log.warning("could not save the checksum cache %s: %s", self.path, exc.strerror or exc)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 def _normalise_prefix(prefix: str) -> str:

@@ -30,7 +30,7 @@ DISK_GB = 80.0  # weights ~34 GB + image ~15 GB + dataset caches + two states + 
 
 def new_run_id(lora_name: str, clock: Callable[[], float] = time.time) -> str:
     """``<name>-<UTC time>-<4 hex>``: unique per launch, readable in listings and labels."""
-    slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in lora_name.lower()).strip("-_")[:40] or "run"
+    slug = "".join(c if (c.isascii() and c.isalnum()) or c in "-_" else "-" for c in lora_name.lower()).strip("-_")[:40] or "run"
     return f"{slug}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(clock()))}-{secrets.token_hex(2)}"
 
 

@@ -50,7 +50,7 @@ def test_missing_things_give_clear_errors(cli, tmp_path):
     proc = cli("dataset", "download", "nope", str(tmp_path / "x"), check=3)
     assert "no dataset named 'nope'" in proc.stderr
     proc = cli("dataset", "upload", str(tmp_path / "does-not-exist"), "--name", "x", check=6)
-    assert "is not a folder" in proc.stderr
+    assert "does not exist" in proc.stderr
     (tmp_path / "empty").mkdir()
     proc = cli("dataset", "upload", str(tmp_path / "empty"), "--name", "x", check=6)
     assert "holds no images" in proc.stderr
