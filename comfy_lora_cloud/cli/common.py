@@ -19,6 +19,11 @@ from typing import Any, Awaitable, Callable, Iterator, TypeVar
 import typer
 from rich.console import Console
 
+try:  # typer >= 0.2x vendors click as typer._click; older releases use click itself
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exceptions
+
 from ..errors import ConfigError, LoraCloudError, redact
 from ..service.app import App
 from ..settings import Settings, default_home
@@ -26,7 +31,7 @@ from ..settings import Settings, default_home
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 out_console = Console(highlight=False, soft_wrap=True)
 
 
@@ -34,6 +39,7 @@ out_console = Console(highlight=False, soft_wrap=True)
 class CliContext:
     home: str | None = None
     json_output: bool = False
+    verbose: bool = False
     _app: App | None = field(default=None, repr=False)
 
     @property
@@ -95,19 +101,84 @@ def confirm_or_abort(ctx: typer.Context, question: str, yes: bool) -> None:
     typer.confirm(question, abort=True)
 
 
+def as_lora_error(exc: BaseException) -> LoraCloudError | None:
+    """The error tree's view of an exception raised outside it, for the few kinds a user meets
+    without any bug being involved: a folder that cannot be written (read-only home, full disk,
+    a file where a folder should be), a state store SQLite cannot open. None: a bug."""
+    import errno
+    import sqlite3
+
+    from ..errors import StorageError
+
+    if isinstance(exc, LoraCloudError):
+        return exc
+    if isinstance(exc, sqlite3.OperationalError):
+        return StorageError(f"the state store cannot be used ({exc}): is the home folder writable and the disk "
+                            "not full? (`lora-cloud config path` shows where it is)")
+    if isinstance(exc, OSError):
+        where = f" {exc.filename}" if exc.filename else ""
+        why = exc.strerror or str(exc) or type(exc).__name__
+        fix = {errno.ENOSPC: "free some disk space and run it again",
+               errno.EDQUOT: "free some disk space and run it again",
+               errno.EROFS: "the file system is read-only: choose another folder (e.g. LORA_CLOUD_HOME=...)",
+               errno.EACCES: "check the folder's permissions, or choose another one (e.g. LORA_CLOUD_HOME=...)",
+               errno.EPERM: "check the folder's permissions, or choose another one (e.g. LORA_CLOUD_HOME=...)",
+               errno.ENOTDIR: "a file is in the way where a folder is needed",
+               errno.EISDIR: "a folder is in the way where a file is needed",
+               errno.EEXIST: "something is already in the way there"}.get(exc.errno or 0, "")
+        return StorageError(f"cannot use{where}: {why}" + (f"; {fix}" if fix else ""))
+    return None
+
+
+def error_record(exc: BaseException, exit_code: int) -> dict[str, Any]:
+    """What ``--json`` prints on stdout for an error: its kind, message and exit code."""
+    if isinstance(exc, LoraCloudError):
+        return {"error": type(exc).__name__, "message": redact(exc.message), "exit_code": exit_code}
+    message = getattr(exc, "format_message", lambda: str(exc))()
+    return {"error": type(exc).__name__, "message": redact(str(message)), "exit_code": exit_code}
+
+
+def report_error(exc: BaseException, exit_code: int, *, json_output: bool, verbose: bool = False) -> None:
+    """One line on stderr (``error: ...``), and with ``--json`` the error as JSON on stdout. An
+    exception outside the error tree is a bug: its type and message, the traceback only with -v."""
+    if json_output:
+        sys.stdout.write(json.dumps(error_record(exc, exit_code)) + "\n")
+        sys.stdout.flush()
+    if isinstance(exc, LoraCloudError):
+        err_console.print(f"error: {redact(exc.message)}", markup=False)
+        return
+    err_console.print(f"error: unexpected {type(exc).__name__}: {redact(str(exc))[:500]}", markup=False)
+    if verbose:
+        import traceback
+
+        err_console.print(redact("".join(traceback.format_exception(exc))), markup=False)
+    else:
+        err_console.print("this is a bug in lora-cloud: run the command again with -v for the details and report "
+                          "them", markup=False)
+
+
 def handle_errors(fn: F) -> F:
-    """Turn our errors into a one-line message on stderr and the error kind's exit code."""
+    """Turn our errors into a one-line message on stderr (and JSON on stdout with ``--json``) and
+    the error kind's exit code (errors.py). Local file-system and state-store failures are
+    mapped into the tree first (:func:`as_lora_error`); anything else is a bug: exit 1, no
+    traceback unless -v."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = next((a for a in [*args, *kwargs.values()] if hasattr(a, "find_root")), None)
+        obj = ctx_obj(ctx) if ctx is not None else CliContext()
         try:
             return fn(*args, **kwargs)
-        except LoraCloudError as exc:
-            err_console.print(f"[red]error:[/red] {redact(exc.message)}", markup=True)
-            raise typer.Exit(exc.exit_code) from None
+        except (typer.Exit, typer.Abort, click_exceptions.ClickException):
+            raise
         except KeyboardInterrupt:
             err_console.print("interrupted")
             raise typer.Exit(130) from None
+        except Exception as exc:  # noqa: BLE001 - the edge: every error becomes a message and a code
+            known = as_lora_error(exc)
+            code = known.exit_code if known is not None else 1
+            report_error(known or exc, code, json_output=obj.json_output, verbose=obj.verbose)
+            raise typer.Exit(code) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -136,3 +207,60 @@ def transfer_progress(ctx: typer.Context, description: str) -> Iterator[Callable
                 progress.update(task, completed=event.bytes_done, total=event.bytes_total or None)
 
         yield update
+
+
+# ---- the entry point's part ------------------------------------------------------------------
+def hoist_json_flag(args: list[str]) -> list[str]:
+    """``--json`` anywhere before a ``--`` means the root option: ``lora-cloud dataset list --json``
+    is ``lora-cloud --json dataset list``."""
+    end = args.index("--") if "--" in args else len(args)
+    if "--json" not in args[:end]:
+        return args
+    return ["--json", *[a for a in args[:end] if a != "--json"], *args[end:]]
+
+
+def run_cli(app: Any, args: list[str]) -> int:
+    """Run the typer app without click's own error printing, so that a usage error (exit 2) and an
+    abort look like every other error: one line, JSON on stdout under ``--json``."""
+    json_output = bool(args) and args[0] == "--json"
+    verbose = any(a in ("-v", "--verbose") for a in args)
+    try:
+        code = app(args, prog_name="lora-cloud", standalone_mode=False)
+    except click_exceptions.NoArgsIsHelpError:  # a bare group: its help, as click would show it
+        app([*args, "--help"], prog_name="lora-cloud", standalone_mode=False)
+        return 2
+    except click_exceptions.ClickException as exc:
+        message = exc.format_message()
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+        if json_output:
+            sys.stdout.write(json.dumps({"error": "UsageError", "message": message, "exit_code": exc.exit_code}) + "\n")
+        err_console.print(f"error: {message}{hint}", markup=False)
+        return exc.exit_code
+    except typer.Abort:
+        err_console.print("aborted: nothing was changed", markup=False)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - outside any command (the root callback): still no traceback
+        known = as_lora_error(exc)
+        code = known.exit_code if known is not None else 1
+        report_error(known or exc, code, json_output=json_output, verbose=verbose)
+        return code
+    return code if isinstance(code, int) else 0
+
+
+def quiet_flag_types() -> None:
+    """typer's help shows ``<bool>`` next to every on/off flag (``--yes <bool>``), which reads as if
+    the flag took a value: show nothing there, as click does."""
+    from typer.core import TyperOption
+
+    if getattr(TyperOption, "_lora_cloud_quiet", False):
+        return
+    original = TyperOption.display_type_rich
+
+    def display_type_rich(self: Any, ctx: Any) -> Any:
+        if self.is_flag and not self.count:
+            return None
+        return original(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+    TyperOption._lora_cloud_quiet = True  # type: ignore[attr-defined]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Optional
 
 import typer
 
 from .. import __version__
 from ..settings import install_log_redaction
-from .common import CliContext
+from .common import CliContext, hoist_json_flag, quiet_flag_types, run_cli
 
 app = typer.Typer(
     name="lora-cloud",
@@ -38,7 +39,7 @@ def root(
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     install_log_redaction()
-    ctx.obj = CliContext(home=home, json_output=json_output)
+    ctx.obj = CliContext(home=home, json_output=json_output, verbose=verbose)
 
 
 # ---- nouns: one line each ------------------------------------------------------------------
@@ -60,8 +61,11 @@ app.add_typer(_costs.app, name="costs")
 app.add_typer(_budget.app, name="budget")
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """The entry point: ``--json`` may come anywhere, usage errors and bugs become one message (and
+    JSON under ``--json``), never a traceback; the exit code follows errors.py's table."""
+    quiet_flag_types()
+    raise SystemExit(run_cli(app, hoist_json_flag(sys.argv[1:] if argv is None else list(argv))))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,6 +13,7 @@ import typer
 from ..errors import ConfigError
 from ..service.runs import TrainRequest
 from .common import ctx_obj, emit, handle_errors, out_console, report_problems, run
+from .train_outputs import exit_for, follow_run, hints_for_end, next_steps
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -81,9 +82,9 @@ def plan(
 def status(
     ctx: typer.Context,
     run_id: Optional[str] = typer.Argument(None, metavar="[RUN]", help="Run id (default: every run in the bucket)."),
-    events: int = typer.Option(10, "--events", help="How many recent events to show for one run."),
+    events: int = typer.Option(10, "--events", min=0, max=100_000, help="How many recent events to show for one run."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing one run's progress until it ends."),
-    interval: float = typer.Option(15.0, "--interval", help="Seconds between reads with --follow."),
+    interval: float = typer.Option(5.0, "--interval", min=0.01, max=3600, help="Seconds between reads with --follow."),
 ) -> None:
     """The runs' live status, read from the bucket (works from any machine)."""
     runs = ctx_obj(ctx).app.runs
@@ -103,6 +104,8 @@ def status(
                 _print_event(e)
 
         emit(ctx, data, one)
+        next_steps(ctx, *hints_for_end(data["status"]))
+        exit_for(data["status"]["state"])
         return
     found = run(runs.status_listing())
     rows = [st.to_dict() for st in found["statuses"]]
@@ -118,21 +121,8 @@ def status(
 
 
 def _follow(ctx: typer.Context, run_id: str, interval: float) -> None:
-    """Print each new event and the status line until the run ends: a terminal state in the
-    bucket, or here (``lost`` when its instance vanished)."""
-    async def go() -> None:
-        async for new, st, record, ended in ctx_obj(ctx).app.runs.follow(run_id, interval=interval):
-            for e in new:
-                emit(ctx, e, _print_event)
-            if ended:
-                final = st.to_dict() if st is not None and st.state.is_terminal else {
-                    "run_id": run_id, "state": record.state.value, "step": st.step if st else 0,
-                    "total_steps": st.total_steps if st else 0, "error": record.error}
-                emit(ctx, final, _print_row)
-            elif st is not None and not ctx_obj(ctx).json_output:
-                _print_row(st.to_dict())
-
-    run(go())
+    """Follow one run until it ends, here or in the bucket (train_outputs.follow_run)."""
+    follow_run(ctx, run_id, interval, _print_event, _print_row)
 
 
 def _print_event(e: dict[str, Any]) -> None:
@@ -145,8 +135,9 @@ def _print_row(s: dict[str, Any]) -> None:
     loss = f" loss {s['loss']:.3f}" if s.get("loss") is not None else ""
     eta = f" eta {int(s['eta_seconds'] // 60)} min" if s.get("eta_seconds") else ""
     lora = f" -> {s['lora']}" if s.get("lora") else ""
+    spent = f" ${s['spent_usd']:.2f} so far" if s.get("spent_usd") is not None else ""
     out_console.print(f"{s['run_id']:<24} {s['state']:<10} step {s.get('step', 0)}/{s.get('total_steps', 0)}"
-                      f"{loss}{eta}{lora}", markup=False)
+                      f"{loss}{eta}{spent}{lora}", markup=False)
 
 
 @app.command("start")
@@ -184,3 +175,8 @@ def stop(ctx: typer.Context, run_id: str = typer.Argument(..., metavar="RUN", he
     data = run(ctx_obj(ctx).app.runs.stop(run_id))
     destroyed = ", ".join(data["destroyed_instances"])
     emit(ctx, data, f"stopped run {run_id}" + (f" (instance {destroyed} destroyed)" if destroyed else ""))
+
+
+from .train_outputs import register as _register_outputs  # noqa: E402  (logs, samples: issue 14)
+
+_register_outputs(app)

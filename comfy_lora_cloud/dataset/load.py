@@ -233,4 +233,6 @@ def check_image_files(folder: str | os.PathLike[str], rels: list[str], *, worker
     threads = max(1, min(workers, os.cpu_count() or 2, len(rels) or 1))
     with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
         reasons = list(pool.map(lambda rel: check_image_file(root / rel, root=root), rels))
-    return [{"file": rel, "reason": why} for rel, why in zip(rels, reasons) if why is not None]
+    # the reason names the file by its path in the folder, not only its name
+    return [{"file": rel, "reason": rel + why[len(Path(rel).name):]} for rel, why in zip(rels, reasons)
+            if why is not None]

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Literal
 
-from ..errors import DatasetError, LoraCloudError
+from ..errors import ConfigError, DatasetError, LoraCloudError
 from ..storage.base import checksum_file
 from ..storage.layout import CAPTION_SUFFIX, MANIFEST
 from .bucket import BucketConfig, plan_bucket
@@ -57,14 +57,15 @@ class PrepareOptions:
     workers: int | None = None  # None: one per CPU core; 1: in this process
 
     def __post_init__(self) -> None:
+        # a bad choice is a bad argument (ConfigError, exit 2), not a bad dataset
         if self.lora_type not in LORA_TYPES:
-            raise DatasetError(f"unknown LoRA type {self.lora_type!r}; use one of {', '.join(LORA_TYPES)}")
+            raise ConfigError(f"unknown LoRA type {self.lora_type!r}; use one of {', '.join(LORA_TYPES)}")
         if self.caption not in ("florence", "blip2", "none"):
-            raise DatasetError(f"unknown caption model {self.caption!r}; use florence, blip2 or none")
+            raise ConfigError(f"unknown caption model {self.caption!r}; use florence, blip2 or none")
         if self.image_format not in ("jpg", "png"):
-            raise DatasetError("image_format must be jpg or png")
-        if self.trigger is not None and (not self.trigger.strip() or "\n" in self.trigger):
-            raise DatasetError("the trigger word must be non-empty and on one line")
+            raise ConfigError("image_format must be jpg or png")
+        if self.trigger is not None and (not self.trigger.strip() or not self.trigger.isprintable()):
+            raise ConfigError("the trigger word must be non-empty and on one line")
 
     @property
     def crop_mode(self) -> CropMode:

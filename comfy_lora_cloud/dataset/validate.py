@@ -80,12 +80,20 @@ def validate_folder(
     """
     folder = Path(folder)
     manifest = _read_manifest(folder)
-    settings = manifest.get("settings", {})
-    trigger = trigger if trigger is not None else settings.get("trigger")
-    lora_type = lora_type or settings.get("lora_type")
+    settings = manifest.get("settings") if isinstance(manifest, dict) else None
+    settings = settings if isinstance(settings, dict) else {}  # a manifest is untrusted input
+    manifest_trigger = settings.get("trigger") if isinstance(settings.get("trigger"), str) else None
+    trigger = trigger if trigger is not None else manifest_trigger
+    lora_type = lora_type or (settings.get("lora_type") if isinstance(settings.get("lora_type"), str) else None)
+    bucket_note = None
     if bucket is None:
-        bucket = BucketConfig(**settings["bucket"]) if "bucket" in settings else BucketConfig()
+        try:
+            bucket = BucketConfig(**settings["bucket"]) if isinstance(settings.get("bucket"), dict) else BucketConfig()
+        except (TypeError, ValueError):
+            bucket, bucket_note = BucketConfig(), "the manifest's bucket settings cannot be read; checked with the defaults"
     report = ValidationReport(trigger=trigger)
+    if bucket_note:
+        report.warnings.append(bucket_note)
     buckets = set(bucket_resolutions(bucket))
     hashes = []
     small = []

@@ -116,6 +116,7 @@ class App:
         from .library import Library
         from .mirror import Mirror
         from .offers import Offers
+        from .run_outputs import RunOutputs
         from .runs import Runs
 
         self.source = settings if isinstance(settings, SettingsSource) else SettingsSource(settings.home, initial=settings)
@@ -139,6 +140,7 @@ class App:
         self.costs = Costs(self)
         self.offers = Offers(self)
         self.mirror = Mirror(self)
+        self.outputs = RunOutputs(self)  # a run's log, samples and spend so far
 
     @classmethod
     def open(cls, home: str | Path | None = None, **kwargs: Any) -> "App":

@@ -606,12 +606,18 @@ class Library:
         from ..dataset.pipeline import PrepareOptions
         from .prepare import prepare_to_storage
 
-        validate_name(name, "dataset name")
+        name = validate_name(name, "dataset name")
         settings = self.app.settings
+        if isinstance(resolution, bool) or not isinstance(resolution, int) or not 256 <= resolution <= 4096 \
+                or resolution % 64:
+            raise ConfigError(f"resolution must be a multiple of 64 from 256 to 4096 pixels (Flux trains at 512-1024), "
+                              f"not {resolution!r}")
+        if workers is not None and not 1 <= workers <= 256:
+            raise ConfigError(f"workers must be from 1 to 256, not {workers!r}")
         try:
             bucket = BucketConfig(resolution=resolution, max_reso=max(resolution, 1024), upscale=upscale)
         except ValueError as exc:
-            raise DatasetError(str(exc)) from None
+            raise ConfigError(str(exc)) from None
         options = PrepareOptions(
             lora_type=lora_type, trigger=trigger, remove_background=remove_background,
             background_model=background_model or settings.rembg_model_path, bucket=bucket, caption=caption,

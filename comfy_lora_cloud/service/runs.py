@@ -33,6 +33,7 @@ from .budgets import Budgets
 from .events import RUN_EVENT
 from .launch import launch_run
 from .library import download_lora, require_trainable
+from .preflight import require_ready
 from .state import StateStore
 
 log = logging.getLogger(__name__)
@@ -101,9 +102,9 @@ class TrainRequest:
 
     def checked(self) -> "TrainRequest":
         """Names and choices valid, or a clear ConfigError before anything is read or rented."""
-        validate_name(self.dataset, "dataset name")
+        self.dataset = validate_name(self.dataset, "dataset name")  # NFC: the name the bucket uses
         if self.lora_name is not None:
-            validate_name(self.lora_name, "LoRA name")
+            self.lora_name = validate_name(self.lora_name, "LoRA name")
         if self.lora_type not in LORA_TYPES:
             raise ConfigError(f"lora_type must be one of {', '.join(LORA_TYPES)}, not {self.lora_type!r}")
         if self.provider not in ("vast", "local"):
@@ -122,6 +123,7 @@ class StartResult:
     dph: float = 0.0
     expected_usd: float | None = None
     plan: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # the dataset checks' (service/preflight.py)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -156,9 +158,13 @@ async def start_run(
         # what the instance needs is checked before anything is recorded: a missing key or a
         # local bucket is a clear error and leaves no failed run behind
         env = trainer_env(spec, settings, storage, remote=req.provider != "local")
+        # checks before money: a dataset that would fail on the GPU is refused here, with the reasons
+        ready = await asyncio.to_thread(require_ready, storage, req.dataset, lora_type=req.lora_type,
+                                        trigger=spec.trigger)
+        warnings = ready.warnings
         existing, created = await asyncio.to_thread(state.claim_run, run, reuse_finished=req.reuse_finished)
     else:
-        created = False
+        created, warnings = False, []
     if not created:
         return StartResult(existing.id, True, existing.state.value, existing.lora_name, existing.instance_id,
                            existing.gpu, existing.dph, plan=steps.to_dict())
@@ -192,7 +198,8 @@ async def start_run(
                                     message=message)
         raise
     return StartResult(run.id, False, RunState.STARTING.value, spec.lora_name, str(inst.id), offer.gpu_name,
-                       offer.dph_total, None if expected is None else round(expected, 2), steps.to_dict())
+                       offer.dph_total, None if expected is None else round(expected, 2), steps.to_dict(),
+                       warnings=warnings)
 
 
 async def _settle_stale(run: Run, *, storage: Storage, state: StateStore, open_provider: OpenProvider,
@@ -594,6 +601,9 @@ class Runs:
             new = await asyncio.to_thread(read_events, storage, run_id, seen)
             seen += len(new)
             record = await asyncio.to_thread(self.app.state.get_run, run_id)
+            if seen == 0 and status is None and record is None:  # nothing will ever come: say so, do not wait
+                raise ObjectNotFound(f"no run {run_id!r}: not launched from here and no status in {storage.url} "
+                                     "(see: lora-cloud train status)")
             ended = (status is not None and status.state.is_terminal) or (record is not None and record.state.is_terminal)
             yield new, status, record, ended
             if ended:

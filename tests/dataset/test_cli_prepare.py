@@ -92,7 +92,7 @@ def test_prepare_with_a_local_florence_model(home, tmp_path, tiny_florence):
 
 def test_bad_arguments_are_clear(home, folder):
     code, _, err = run(home, "dataset", "prepare", str(folder), "--name", "x", "--type", "portrait")
-    assert code == 6 and "unknown LoRA type" in err
+    assert code == 2 and "unknown LoRA type" in err  # a bad argument, not a bad dataset
     code, _, err = run(home, "dataset", "prepare", str(folder), "--name", "../x")
     assert code == 2
     code, _, err = run(home, "dataset", "prepare", "no-such-thing", "--name", "x")

@@ -11,7 +11,7 @@ from PIL import Image, ImageOps
 
 from comfy_lora_cloud.dataset.bucket import bucket_resolutions
 from comfy_lora_cloud.dataset.pipeline import PrepareOptions, prepare_dataset, safe_stem
-from comfy_lora_cloud.errors import DatasetError
+from comfy_lora_cloud.errors import ConfigError, DatasetError
 from comfy_lora_cloud.storage.base import checksum_file
 from tests.dataset.conftest import astronaut, contains, face_at
 from tests.dataset.corpus import BAD_FILES, make_bad_corpus
@@ -101,11 +101,11 @@ def test_output_inside_source_is_refused(tmp_path, source):
 
 
 def test_options_are_checked():
-    with pytest.raises(DatasetError, match="unknown LoRA type"):
+    with pytest.raises(ConfigError, match="unknown LoRA type"):
         PrepareOptions(lora_type="portrait")  # type: ignore[arg-type]
-    with pytest.raises(DatasetError, match="unknown caption model"):
+    with pytest.raises(ConfigError, match="unknown caption model"):
         PrepareOptions(caption="gpt")  # type: ignore[arg-type]
-    with pytest.raises(DatasetError, match="trigger"):
+    with pytest.raises(ConfigError, match="trigger"):
         PrepareOptions(trigger="  ")
 
 

@@ -25,9 +25,9 @@ import tomllib
 from pathlib import Path
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".webp"}
-PNG_1PX = bytes.fromhex(
+PNG_1PX = bytes.fromhex(  # a whole 1x1 red PNG (it decodes: datasets are checked before a run)
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-    "1f15c4890000000d49444154789c6360f80f0000010100005c0d0a2d0000000049454e44ae426082"
+    "1f15c4890000000d49444154789c63f8cfc0f01f00050001ff89993d1d0000000049454e44ae426082"
 )
 
 

@@ -131,6 +131,6 @@ def test_a_dead_local_run_neither_blocks_a_new_start_nor_hangs_follow(bucket, mo
     dead = store.get_run(first["run_id"])
     assert dead.state.value == "failed" and "without reporting" in dead.error
     r = _invoke("train", "status", first["run_id"], "--follow", "--interval", "0.05")
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 7, r.output  # a failed run: TrainingError's exit code, so a script can tell
     assert '"state": "failed"' in r.stdout  # the last line: the run's end, from this controller's record
     _invoke("train", "stop", second["run_id"])

@@ -96,4 +96,6 @@ def test_status_follow_prints_events_until_the_run_ends(bucket):
         finish.join()
     assert r.exit_code == 0
     assert "state state=training" in r.stdout and "state state=done" in r.stdout
-    assert r.stdout.rstrip().splitlines()[-1].split()[:2] == ["run-f", "done"]
+    lines = [line for line in r.stdout.rstrip().splitlines() if not line.startswith("next: ")]
+    assert lines[-1].split()[:2] == ["run-f", "done"]
+    assert "next: lora-cloud lora download cat" in r.stdout  # what to do with a finished run
