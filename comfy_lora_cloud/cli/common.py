@@ -91,6 +91,16 @@ def report_problems(problems: Any) -> None:
         err_console.print(f"warning: skipped {p['entry']}: {p['message']}", markup=False)
 
 
+def finite(value: Any) -> Any:
+    """An option callback: a number option must be finite (``nan`` and ``inf`` pass click's own
+    range checks, since every comparison with NaN is false)."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        raise typer.BadParameter(f"{value!r} is not a finite number")
+    return value
+
+
 def confirm_or_abort(ctx: typer.Context, question: str, yes: bool) -> None:
     """Ask before deleting or destroying. Without a terminal to ask on (scripts, --json), the
     caller must have said --yes: nothing is deleted on a guess."""

@@ -29,11 +29,13 @@ def prepare(
     remove_background: bool = typer.Option(False, "--remove-background", help="Replace backgrounds with white (rembg)."),
     caption_model: Optional[str] = typer.Option(None, "--caption-model", help="Local Florence-2 / BLIP-2 model folder."),
     background_model: Optional[str] = typer.Option(None, "--background-model", help="rembg .onnx model file."),
-    resolution: int = typer.Option(1024, "--resolution", help="Training resolution (kohya buckets)."),
+    resolution: int = typer.Option(1024, "--resolution", min=256, max=4096,
+                                   help="Training resolution (kohya buckets; a multiple of 64)."),
     upscale: bool = typer.Option(False, "--upscale", help="Enlarge images smaller than their bucket."),
     overwrite_captions: bool = typer.Option(False, "--overwrite-captions", help="Re-caption images that have a .txt."),
     replace_existing: bool = typer.Option(False, "--replace", help="Overwrite an existing dataset of that name."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Parallel processes (default: CPU cores)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, max=256,
+                                          help="Parallel processes (default: CPU cores)."),
     device: str = typer.Option("auto", "--device", help="Caption device: auto | cpu | cuda | mps."),
 ) -> None:
     """Crop, bucket and caption photos for a LoRA type, then upload them to storage."""

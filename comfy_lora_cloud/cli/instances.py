@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from .common import confirm_or_abort, ctx_obj, emit, handle_errors, out_console, run
+from .common import confirm_or_abort, ctx_obj, emit, finite, handle_errors, out_console, run
 
 app = typer.Typer(help="List and manage the instances LoRA Cloud rented.", no_args_is_help=True)
 
@@ -29,7 +29,8 @@ def list_(ctx: typer.Context, all_: bool = typer.Option(False, "--all", help="In
 
 @app.command("logs")
 @handle_errors
-def logs(ctx: typer.Context, instance_id: str, tail: int = typer.Option(200, help="Lines to show.")) -> None:
+def logs(ctx: typer.Context, instance_id: str,
+         tail: int = typer.Option(200, min=1, max=1_000_000, help="Lines to show.")) -> None:
     """The container's recent log lines (ours only; secrets masked)."""
     data = run(ctx_obj(ctx).app.instances.logs(instance_id, tail))
     emit(ctx, data, lambda d: out_console.print(d["logs"], markup=False, end=""))
@@ -58,7 +59,8 @@ def destroy(ctx: typer.Context, instance_id: str,
 @handle_errors
 def reconcile(
     ctx: typer.Context,
-    grace: float = typer.Option(120.0, help="Seconds an unowned instance may live (a launch in progress)."),
+    grace: float = typer.Option(120.0, min=0, max=86_400, callback=finite,
+                                help="Seconds an unowned instance may live (a launch in progress)."),
 ) -> None:
     """One guard pass, the same one ComfyUI runs every 30 s: destroy our labelled instances that no
     live run owns (runs live from another machine are protected), end runs whose instance

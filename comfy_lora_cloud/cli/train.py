@@ -12,7 +12,8 @@ import typer
 
 from ..errors import ConfigError
 from ..service.runs import TrainRequest
-from .common import ctx_obj, emit, handle_errors, out_console, report_problems, run
+from ..settings import MAX_DPH
+from .common import ctx_obj, emit, finite, handle_errors, out_console, report_problems, run
 from .train_outputs import exit_for, follow_run, hints_for_end, next_steps
 
 if sys.version_info >= (3, 11):
@@ -44,13 +45,17 @@ def plan(
     ctx: typer.Context,
     dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset name in the bucket."),
     lora_type: str = typer.Option("character", "--type", "-t", help="character, style or concept."),
-    gpu: str = typer.Option("RTX 4090", "--gpu", help="GPU to estimate for (4090, a100, h100, L40S, ...)."),
-    vram: Optional[float] = typer.Option(None, "--vram", help="GPU memory in GB (default: the GPU's); picks the tier."),
-    images: Optional[int] = typer.Option(None, "--images", help="Image count (default: counted in the bucket)."),
+    gpu: Optional[str] = typer.Option(None, "--gpu", help="GPU to estimate for (4090, a100, h100, L40S, ...; "
+                                                          "default: the picker's choice from the bundled offer book)."),
+    vram: Optional[float] = typer.Option(None, "--vram", min=1, max=1024, callback=finite,
+                                         help="GPU memory in GB (default: the GPU's); picks the tier."),
+    images: Optional[int] = typer.Option(None, "--images", min=1, max=100_000,
+                                         help="Image count (default: counted in the bucket)."),
     trigger: Optional[str] = typer.Option(None, "--trigger", help="Trigger word (default: the dataset's)."),
     name: Optional[str] = typer.Option(None, "--name", help="LoRA name (default: the dataset name)."),
     sets: list[str] = typer.Option([], "--set", help="Override a preset value: key=value, section.key=value."),
-    dph: Optional[float] = typer.Option(None, "--dph", help="Price the estimate at this $/hr."),
+    dph: Optional[float] = typer.Option(None, "--dph", min=0.001, max=MAX_DPH, callback=finite,
+                                        help="Price the estimate at this $/hr (default: the bundled offer book)."),
     live: bool = typer.Option(False, "--live", help="Also ask vast.ai for the offer the picker would rent now "
                                                     "(needs vast_api_key); still rents nothing."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for train.toml, dataset.toml, prompts.txt, spec.json."),
@@ -66,15 +71,28 @@ def plan(
                           f"batch {p['batch_size']}, {p['epochs']} epochs of {p['steps_per_epoch']} steps "
                           f"= {p['total_steps']} steps", markup=False)
         out_console.print(f"on {e['gpu']}: ~{e['sec_per_step']} s/step, {e['samples']} sample images, "
-                          f"~{e['hours']} h, ~${e['usd']} at ${e['dph']}/hr (estimate)", markup=False)
+                          f"~{e['hours']} h, ~${e['usd']} at ${e['dph']:.3f}/hr (estimate; priced from "
+                          f"{e['priced_from']})", markup=False)
         for label, path in d["files"].items():
             if path:
                 out_console.print(f"  {label:<8} {path}", markup=False)
         out_console.print(f"  command  {d['command']}", markup=False)
+        checks = d.get("checks")
+        if checks:
+            for line in checks["errors"]:
+                out_console.print(f"ERROR   {line}", markup=False)
+            for line in checks["warnings"]:
+                out_console.print(f"warning {line}", markup=False)
+            out_console.print(f"dataset {dataset!r}: " + ("ready to train" if checks["ok"] else
+                                                          "NOT ready: train start would refuse it"), markup=False)
         if d.get("offer"):
             out_console.print(d["offer"]["explanation"], markup=False)
 
     emit(ctx, data, human)
+    quoted = f'"{dataset}"' if " " in dataset else dataset
+    next_steps(ctx, "set up storage and vast.ai (docs/setup.md), check them with: lora-cloud doctor",
+               f"lora-cloud train start --dataset {quoted} --type {lora_type}"
+               + (f" --trigger {trigger}" if trigger and " " not in trigger else ""))
 
 
 @app.command("status")
@@ -84,7 +102,8 @@ def status(
     run_id: Optional[str] = typer.Argument(None, metavar="[RUN]", help="Run id (default: every run in the bucket)."),
     events: int = typer.Option(10, "--events", min=0, max=100_000, help="How many recent events to show for one run."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing one run's progress until it ends."),
-    interval: float = typer.Option(5.0, "--interval", min=0.01, max=3600, help="Seconds between reads with --follow."),
+    interval: float = typer.Option(5.0, "--interval", min=0.01, max=3600, callback=finite,
+                                   help="Seconds between reads with --follow."),
 ) -> None:
     """The runs' live status, read from the bucket (works from any machine)."""
     runs = ctx_obj(ctx).app.runs
@@ -147,7 +166,8 @@ def start(
     dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset name in the bucket."),
     lora_type: str = typer.Option("character", "--type", "-t", help="character, style or concept."),
     gpu: Optional[str] = typer.Option(None, "--gpu", help="Only this GPU model (4090, a100, h100, ...)."),
-    vram: Optional[float] = typer.Option(None, "--vram", help="GPU memory tier in GB (default: the GPU's, else 24)."),
+    vram: Optional[float] = typer.Option(None, "--vram", min=1, max=1024, callback=finite,
+                                         help="GPU memory tier in GB (default: the GPU's, else 24)."),
     trigger: Optional[str] = typer.Option(None, "--trigger", help="Trigger word (default: the dataset's)."),
     name: Optional[str] = typer.Option(None, "--name", help="LoRA name (default: the dataset name)."),
     sets: list[str] = typer.Option([], "--set", help="Override a preset value: key=value, section.key=value."),

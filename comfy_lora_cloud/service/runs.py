@@ -482,18 +482,27 @@ class Runs:
         return served_file(data, file)
 
     # ---- planning ----------------------------------------------------------------------------
-    async def plan(self, *, dataset: str, lora_type: str, gpu: str, out: Path, vram: float | None = None,
+    async def plan(self, *, dataset: str, lora_type: str, gpu: str | None, out: Path, vram: float | None = None,
                    images: int | None = None, trigger: str | None = None, name: str | None = None,
                    overrides: dict[str, Any] | None = None, dph: float | None = None,
                    live: bool = False) -> dict[str, Any]:
         """Write kohya's configs for a run into ``out`` and estimate its steps, time and cost.
-        Rents nothing; with ``live``, also asks vast.ai which offer the picker would rent now."""
+        Rents nothing. The price is ``dph``, else the offer the picker would choose from the
+        bundled offer book (for ``gpu`` when given); with ``live``, also asks vast.ai which offer
+        it would rent now. A dataset in the bucket gets the same checks as a start
+        (service/preflight.py), reported under ``checks`` without refusing."""
         import json
 
-        from ..training.estimate import estimate
+        from ..errors import OfferUnavailable
+        from ..training.estimate import TYPICAL_DPH, estimate
         from ..training.kohya_config import TrainJob, format_command, write_configs
+        from .offers import BOOK_SOURCE
+        from .preflight import check_dataset
 
         overrides = overrides or {}
+        dataset = validate_name(dataset, "dataset name")
+        if Path(out).exists() and not Path(out).is_dir():
+            raise ConfigError(f"{out} is a file: --out needs a folder (it is created if missing)")
         try:  # a dataset that is there must be complete; one that is not needs --images
             info = await self.app.library.require_trainable(dataset)
         except ObjectNotFound:
@@ -502,9 +511,20 @@ class Runs:
             info = None
         images = info.images if images is None and info else images
         trigger = trigger if trigger is not None else (info.trigger if info else None)
-        gpu_name, gpu_vram = resolve_gpu(gpu)
-        preset = load_preset(lora_type, vram or gpu_vram, overrides)
+        gpu_name, gpu_vram = resolve_gpu(gpu) if gpu else (None, None)
+        preset = load_preset(lora_type, vram or gpu_vram or 24, overrides)
         steps = plan_steps(preset, images or 0)
+        offers = self.app.offers
+        job_ = offers.job(preset=preset.name, tier=preset.tier, steps=steps.total_steps * steps.batch_size,
+                          resolution=int(preset.dataset.get("resolution", 1024)))
+        try:
+            book = offers.pick_from_book(job_, gpu_name)
+        except OfferUnavailable:
+            book = None
+        if gpu_name is None:
+            gpu_name = book.best.offer.gpu_name if book is not None else "RTX 4090"
+        price = dph if dph is not None else (book.best.offer.dph_total if book is not None and
+                                              book.best.offer.gpu_name == gpu_name else TYPICAL_DPH.get(gpu_name))
         spec = RunSpec(run_id="planned", dataset=dataset, lora_type=lora_type, lora_name=name or dataset,
                        trigger=trigger or "", vram_gb=vram or gpu_vram, overrides=overrides)
         job = TrainJob(preset=preset, plan=steps, output_name=spec.lora_name, trigger=spec.trigger)
@@ -517,15 +537,19 @@ class Runs:
         files = await asyncio.to_thread(write)
         data: dict[str, Any] = {
             "preset": preset.name, "tier_gb": preset.tier, "plan": steps.to_dict(),
-            "estimate": estimate(preset, steps, gpu_name, dph).to_dict(),
+            "estimate": {**estimate(preset, steps, gpu_name, price).to_dict(),
+                         "priced_from": "--dph" if dph is not None else BOOK_SOURCE if book is not None and
+                         book.best.offer.gpu_name == gpu_name else "a typical price for the GPU (estimate)"},
+            "book_offer": book.to_dict() if book is not None else None,
             "files": {"train": str(files.train_toml), "dataset": str(files.dataset_toml),
                       "prompts": str(files.prompts) if files.prompts else None, "spec": str(out / "spec.json")},
-            "command": format_command(files.command), "prep": preset.prep,
+            "command": format_command(files.command), "prep": preset.prep, "checks": None,
         }
+        if info is not None:
+            ready = await asyncio.to_thread(check_dataset, self.app.storage, dataset, lora_type=lora_type,
+                                            trigger=trigger)
+            data["checks"] = ready.to_dict()
         if live:
-            offers = self.app.offers
-            job_ = offers.job(preset=preset.name, tier=preset.tier, steps=steps.total_steps * steps.batch_size,
-                              resolution=int(preset.dataset.get("resolution", 1024)))
             data["offer"] = (await offers.pick(job_)).to_dict()
         return data
 

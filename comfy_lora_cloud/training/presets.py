@@ -91,18 +91,96 @@ def _coerce(key: str, old: Any, new: Any) -> Any:
     raise ConfigError(f"override {key}: expected {type(old).__name__}, got {type(new).__name__} ({new!r})")
 
 
+# Keys an override may add that no preset sets: kohya options that matter for a Flux LoRA
+# (shared/reference/kohya-flux.md §2 and §4). Anything else is refused, so a typo such as
+# ``lerning_rate`` fails here instead of being written into kohya's TOML and silently ignored.
+EXTRA_KEYS: dict[str, frozenset[str]] = {
+    "training": frozenset({
+        "network_dropout", "network_args", "network_weights", "dim_from_weights", "training_comment",
+        "sigmoid_scale", "t5xxl_max_token_length", "apply_t5_attn_mask", "weighting_scheme", "loss_type",
+        "full_bf16", "fp8_base_unet", "cpu_offload_checkpointing", "blocks_to_swap", "highvram", "lowram",
+        "vae_batch_size", "text_encoder_batch_size", "skip_cache_check", "disable_mmap_load_safetensors",
+        "optimizer_args", "unet_lr", "text_encoder_lr", "max_train_steps", "max_train_epochs", "lr_scheduler_num_cycles",
+        "lr_scheduler_power", "save_every_n_steps", "save_last_n_steps", "save_last_n_steps_state",
+        "sample_every_n_steps", "sample_at_first", "min_snr_gamma", "noise_offset", "huber_c",
+    }),
+    "dataset": frozenset({"validation_split", "validation_seed", "network_multiplier"}),
+    "subset": frozenset({
+        "num_repeats", "class_tokens", "caption_separator", "keep_tokens_separator", "caption_prefix",
+        "caption_suffix", "color_aug", "random_crop", "face_crop_aug_range", "alpha_mask", "resize_interpolation",
+    }),
+    "plan": frozenset(),
+    "prep": frozenset(),
+}
+
+# Numeric overrides outside these ranges are refused: (lowest, highest, lowest allowed itself).
+# Wide on purpose: they catch a sign or an exponent gone wrong, not an unusual choice.
+RANGES: dict[str, tuple[float, float, bool]] = {
+    "learning_rate": (0.0, 1.0, False), "unet_lr": (0.0, 1.0, False),
+    "network_dim": (1, 1024, True), "network_alpha": (0.0, 4096, False), "network_dropout": (0.0, 1.0, True),
+    "max_train_steps": (1, 1_000_000, True), "max_train_epochs": (1, 10_000, True),
+    "lr_warmup_steps": (0.0, 1_000_000, True), "max_grad_norm": (0.0, 1e6, True), "seed": (0, 2**32 - 1, True),
+    "blocks_to_swap": (0, 35, True), "guidance_scale": (0.0, 100.0, True), "discrete_flow_shift": (0.0, 100.0, False),
+    "sample_every_n_epochs": (1, 10_000, True), "save_every_n_epochs": (1, 10_000, True),
+    "resolution": (256, 4096, True), "batch_size": (1, 64, True), "min_bucket_reso": (64, 4096, True),
+    "max_bucket_reso": (64, 8192, True), "bucket_reso_steps": (64, 1024, True), "num_repeats": (1, 10_000, True),
+    "keep_tokens": (0, 1000, True), "noise_offset": (0.0, 1.0, True), "min_snr_gamma": (0.0, 100.0, True),
+    "steps_per_image": (1, 10_000, True), "min_steps": (1, 1_000_000, True), "max_steps": (1, 1_000_000, True),
+    "epoch_steps": (1, 1_000_000, True),
+}
+
+
+def known_keys(resolved: Mapping[str, Mapping[str, Any]], section: str) -> set[str]:
+    """What ``section`` may hold after overrides: the preset's own keys and the kohya extras."""
+    return set(resolved.get(section, {})) | set(EXTRA_KEYS.get(section, ()))
+
+
+def _unknown(raw_key: str, key: str, resolved: Mapping[str, Mapping[str, Any]], sections: tuple[str, ...]) -> ConfigError:
+    import difflib
+
+    pool = sorted({k for s in sections for k in known_keys(resolved, s)})
+    close = difflib.get_close_matches(key, pool, n=3, cutoff=0.75)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else \
+        " (see docs/training-guide.md for the settings a run takes)"
+    return ConfigError(f"unknown setting {raw_key!r}{hint}")
+
+
+def _check_range(raw_key: str, key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if not math.isfinite(value):
+        raise ConfigError(f"{raw_key} must be a finite number, not {value!r}")
+    bounds = RANGES.get(key)
+    if bounds is None:
+        return
+    lo, hi, lo_ok = bounds
+    if value > hi or value < lo or (value == lo and not lo_ok):
+        low = f"at least {lo:g}" if lo_ok else f"above {lo:g}"
+        raise ConfigError(f"{raw_key} = {value!r} is out of range: it must be {low} and at most {hi:g}")
+
+
 def apply_overrides(resolved: dict[str, dict[str, Any]], overrides: Mapping[str, Any]) -> None:
-    """Apply flat ``key`` / ``section.key`` overrides in place (``None`` removes a key)."""
+    """Apply flat ``key`` / ``section.key`` overrides in place (``None`` removes a key).
+
+    A key must be one the preset has or a known kohya option (:data:`EXTRA_KEYS`), with a value
+    of the preset's type in a sane range (:data:`RANGES`); anything else is a ConfigError that
+    names the closest known key."""
     for raw_key, value in overrides.items():
         section, _, key = raw_key.rpartition(".")
         if section and section not in SECTIONS:
             raise ConfigError(f"override {raw_key!r}: unknown section {section!r} (use one of {', '.join(SECTIONS)})")
         if not section:
-            section = next((s for s in SECTIONS if key in resolved[s]), "training")
+            section = next((s for s in SECTIONS if key in resolved[s]), "") or \
+                next((s for s in SECTIONS if key in EXTRA_KEYS[s]), "")
+            if not section:
+                raise _unknown(raw_key, key, resolved, SECTIONS)
+        elif key not in known_keys(resolved, section):
+            raise _unknown(raw_key, key, resolved, (section,))
         target = resolved[section]
         if value is None:
             target.pop(key, None)
         else:
+            _check_range(raw_key, key, value)
             target[key] = _coerce(raw_key, target.get(key), value)
 
 
