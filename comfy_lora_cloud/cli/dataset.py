@@ -8,8 +8,13 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from .common import (confirm_or_abort, ctx_obj, emit, handle_errors, out_console, report_problems, run,
-                     transfer_progress)
+from .common import (confirm_or_abort, ctx_obj, emit, err_console, handle_errors, out_console, report_problems,
+                     run, transfer_progress)
+from .train_outputs import next_steps
+
+
+def _quote(name: str) -> str:
+    return f'"{name}"' if " " in name else name
 
 app = typer.Typer(help="Datasets in your bucket: datasets/<name>/ (images, .txt captions, dataset.json).",
                   no_args_is_help=True)
@@ -24,15 +29,23 @@ def upload(
     replace: bool = typer.Option(False, "--replace", help="The dataset exists: make it exactly this folder "
                                                           "(files the folder lacks are deleted)."),
     merge: bool = typer.Option(False, "--merge", help="The dataset exists: add this folder's files to it."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave out images that cannot be trained on (empty, "
+                                                            "truncated, not an image) instead of refusing."),
 ) -> None:
-    """Upload a folder as a dataset. Unchanged files are skipped (size + checksum); the manifest
+    """Upload a folder as a dataset. Every image is decoded first: a bad one refuses the upload
+    (or is left out with --skip-bad). Unchanged files are skipped (size + checksum); the manifest
     goes last, so an interrupted upload shows as incomplete until the same command finishes it."""
     with transfer_progress(ctx, f"uploading {name}") as progress:
         result = run(ctx_obj(ctx).app.library.upload_dataset(src, name, replace=replace, merge=merge,
-                                                             progress=progress))
+                                                             progress=progress, skip_bad=skip_bad))
+    for bad in result["bad"]:
+        err_console.print(f"warning: left out {bad['reason']}", markup=False)
     deleted = f", {result['deleted']} deleted" if result["deleted"] else ""
     emit(ctx, result, f"dataset {name!r} {result['result']}: {result['files']} files uploaded ({result['bytes']} "
                       f"bytes), {result['skipped']} unchanged{deleted} -> {result['url']}")
+    n = _quote(result["dataset"])
+    next_steps(ctx, f"lora-cloud dataset validate {n}",
+               f"lora-cloud train plan --dataset {n} --type character|style|concept --out plan/")
 
 
 @app.command("list")

@@ -11,6 +11,7 @@ import typer
 
 from ..errors import DatasetError
 from .common import ctx_obj, emit, err_console, handle_errors, out_console, run
+from .train_outputs import next_steps
 
 
 def register(app: typer.Typer) -> None:
@@ -62,6 +63,8 @@ def prepare(
         out_console.print(result.report.to_text(), markup=False)
 
     emit(ctx, data, human)
+    n = f'"{name}"' if " " in name else name
+    next_steps(ctx, f"lora-cloud train plan --dataset {n} --type {lora_type} --out plan/  (steps, time and $)")
 
 
 @handle_errors
@@ -75,6 +78,8 @@ def validate(
     emit(ctx, report.to_dict(), lambda _: out_console.print(report.to_text(), markup=False))
     if not report.ok:
         raise typer.Exit(DatasetError.exit_code)
+    n = f'"{name}"' if " " in name else name
+    next_steps(ctx, f"lora-cloud train plan --dataset {n} --type character|style|concept --out plan/")
 
 
 class _progress:

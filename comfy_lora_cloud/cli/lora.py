@@ -27,12 +27,13 @@ def list_(ctx: typer.Context) -> None:
         if not rows:
             out_console.print("no LoRAs yet")
             return
-        t = Table("name", "size", "dataset", "preset", "trigger")
+        t = Table("name", "size", "dataset", "preset", "trigger", "run")
         for r in rows:
             m = r["metadata"] or {}
             # sidecar text comes from the bucket: never rich markup
-            t.add_row(r["name"], _size(r["size"]), *(Text(str(m.get(k, ""))[:200])
-                                                     for k in ("dataset", "preset", "trigger")))
+            t.add_row(Text(r["name"]), _size(r["size"]), *(Text(str(m.get(k, "") or "")[:200])
+                                                           for k in ("dataset", "preset", "trigger")),
+                      Text(str(m.get("run_id") or m.get("run") or "")[:100]))
         out_console.print(t)
 
     emit(ctx, items, human)

@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 from ..errors import ConfigError
-from .common import confirm_or_abort, ctx_obj, emit, err_console, handle_errors, run, transfer_progress
+from .common import (confirm_or_abort, ctx_obj, emit, err_console, handle_errors, out_console, run,
+                     transfer_progress)
 
 app = typer.Typer(help="Mirror a folder to or from a storage prefix (plan by size + checksum).",
                   no_args_is_help=True)
@@ -36,7 +37,23 @@ def _apply(ctx: typer.Context, plan, label: str, dry_run: bool, where: str, yes:
     mirror = ctx_obj(ctx).app.mirror
     summary = plan.to_dict()
     if dry_run:
-        emit(ctx, {"dry_run": True, **summary, "would_delete": plan.deletes}, f"would {label}: {summary}")
+        verb = "upload" if plan.direction == "push" else "download"
+        data = {"dry_run": True, **summary, "would_delete": plan.deletes,
+                f"would_{verb}": [{"file": t.rel, "bytes": t.size} for t in plan.transfers]}
+
+        def human(_d: dict) -> None:
+            for t in plan.transfers:
+                out_console.print(f"{verb:<8} {t.rel}  ({t.size} bytes)", markup=False, highlight=False)
+            for rel in plan.deletes:
+                out_console.print(f"delete   {rel}", markup=False, highlight=False)
+            for rel in plan.rejected:
+                out_console.print(f"refused  {rel} (a name that cannot be synced safely)", markup=False,
+                                  highlight=False)
+            out_console.print(f"dry run, nothing changed: would {verb} {len(plan.transfers)} file(s) "
+                              f"({plan.bytes} bytes), delete {len(plan.deletes)}, {len(plan.skips)} already the same",
+                              markup=False)
+
+        emit(ctx, data, human)
         return
     _confirm_deletes(ctx, plan, where, yes)
     with transfer_progress(ctx, label) as progress:
@@ -54,7 +71,8 @@ def push(
     prefix: str = typer.Argument(..., help="Storage prefix, e.g. datasets/cat/ or models/flux/."),
     delete: bool = typer.Option(False, "--delete", help="Delete objects under the prefix that the folder lacks "
                                                         "(not allowed for the whole bucket or a top-level folder)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Only show what would move."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List each file that would move or be deleted; "
+                                                          "change nothing."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Delete without asking (needed without a terminal)."),
 ) -> None:
     """Upload what differs from LOCAL to PREFIX."""
@@ -74,7 +92,8 @@ def pull(
     delete: bool = typer.Option(False, "--delete", help="Delete local files that the prefix lacks "
                                                         "(not allowed when pulling the whole bucket or a "
                                                         "top-level folder)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Only show what would move."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List each file that would move or be deleted; "
+                                                          "change nothing."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Delete without asking (needed without a terminal)."),
 ) -> None:
     """Download what differs from PREFIX to LOCAL."""

@@ -144,6 +144,13 @@ class Captioner:
                 f"Download it once with `hf download {DEFAULT_MODELS[self.backend]} --local-dir DIR` and pass "
                 "--caption-model DIR"
             ) from None
+        except (ValueError, KeyError, TypeError) as exc:  # a folder that is not a whole model (no processor...)
+            first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+            raise DatasetError(
+                f"caption model folder {source!r} is not a complete {self.backend} model ({first}). It needs the "
+                f"model's config, weights, tokenizer and processor files, as `hf download "
+                f"{DEFAULT_MODELS[self.backend]} --local-dir DIR` writes them"
+            ) from None
         self._model = model.to(self._device).eval()
         self._dtype = dtype
         self.loads += 1
