@@ -59,6 +59,10 @@ app.add_typer(_offers.app, name="offers")
 app.add_typer(_instances.app, name="instances")
 app.add_typer(_costs.app, name="costs")
 app.add_typer(_budget.app, name="budget")
+from . import doctor as _doctor, models as _models  # noqa: E402  (issue 14)
+
+app.add_typer(_doctor.app, name="doctor")
+app.add_typer(_models.app, name="models")
 
 
 def main(argv: list[str] | None = None) -> None:

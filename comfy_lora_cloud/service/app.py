@@ -116,6 +116,8 @@ class App:
         from .library import Library
         from .mirror import Mirror
         from .offers import Offers
+        from .doctor import Doctor
+        from .models_cache import ModelsCache
         from .run_outputs import RunOutputs
         from .runs import Runs
 
@@ -141,6 +143,8 @@ class App:
         self.offers = Offers(self)
         self.mirror = Mirror(self)
         self.outputs = RunOutputs(self)  # a run's log, samples and spend so far
+        self.doctor = Doctor(self)  # every setting and credential against the real services
+        self.models = ModelsCache(self)  # base weights into the bucket's models/
 
     @classmethod
     def open(cls, home: str | Path | None = None, **kwargs: Any) -> "App":
