@@ -117,10 +117,15 @@ class Doctor:
                              "things out, but a rented GPU cannot reach it, so `train start` on vast.ai is refused",
                              "lora-cloud config set storage gs://YOUR-BUCKET/lora (docs/setup.md)", ConfigError.exit_code))
             return
-        if not s.secret("gcs_service_account_json"):
+        sa = s.secret("gcs_service_account_json")
+        fix = "lora-cloud config set gcs_service_account_json - < key.json (docs/credentials.md)"
+        if not sa:
             out.append(Check("gpu access", FAIL, "no service-account key for the bucket: a rented GPU would have no "
-                             "credentials for it", "lora-cloud config set gcs_service_account_json - < key.json "
-                             "(docs/credentials.md)", ConfigError.exit_code))
+                             "credentials for it", fix, ConfigError.exit_code))
+            return
+        problem = service_account_problem(sa)
+        if problem:
+            out.append(Check("gpu access", FAIL, f"gcs_service_account_json {problem}", fix, ConfigError.exit_code))
             return
         out.append(Check("gpu access", OK, "a gs:// bucket and a service-account key the trainer will use"))
 
@@ -248,6 +253,25 @@ class Doctor:
                          "works without it)", "clone this repository into ComfyUI/custom_nodes/comfy_lora_cloud "
                          "(docs/setup.md), or set comfyui_loras_dir")
         return Check("comfyui", OK, f"ComfyUI at {found}")
+
+
+def service_account_problem(text: str) -> str | None:
+    """What is wrong with a service-account key's JSON (its shape only: the signature is Google's
+    to check), or None. A key stored as ``{`` (one line of a file read as a line) is caught here."""
+    import json
+
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return f"is not JSON ({len(text)} characters): store the whole key file, read with `- < key.json`"
+    if not isinstance(data, dict) or data.get("type") != "service_account":
+        return "is not a service-account key (its \"type\" is not \"service_account\")"
+    missing = [k for k in ("client_email", "private_key", "token_uri") if not isinstance(data.get(k), str) or not data[k]]
+    if missing:
+        return "lacks " + ", ".join(missing)
+    if "PRIVATE KEY-----" not in data["private_key"]:
+        return "has a private_key that is not a PEM key"
+    return None
 
 
 def find_comfyui(loras_dir: str | None = None) -> Path | None:

@@ -54,6 +54,8 @@ class ModelsCache:
 
         def run() -> dict[str, str]:
             storage = self.app.storage
+            if work_dir is not None:
+                Path(work_dir).expanduser().mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(prefix="lora-cloud-weights-",
                                              dir=str(work_dir) if work_dir else None) as tmp:
                 return cache_weights(storage, self._source(), Path(tmp), local_dirs=dirs, on_file=on_file)
