@@ -47,7 +47,7 @@ def cache(
     data = run(ctx_obj(ctx).app.models.cache(local_dirs=from_dirs, work_dir=work_dir, on_file=said))
 
     def human(d: dict) -> None:
-        for name, origin in d["files"].items():
+        for name, origin in d["cached_from"].items():
             out_console.print(f"{name:<24} {'already cached' if origin == 'cached' else 'from ' + origin}",
                               markup=False)
         out_console.print(f"models/ in {d['storage']} is complete", markup=False)

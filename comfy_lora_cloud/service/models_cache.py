@@ -61,4 +61,4 @@ class ModelsCache:
                 return cache_weights(storage, self._source(), Path(tmp), local_dirs=dirs, on_file=on_file)
 
         done = await asyncio.to_thread(run)
-        return {"files": done, **(await self.status())}
+        return {**(await self.status()), "cached_from": done}

@@ -24,7 +24,7 @@ def test_models_cache_from_a_folder_then_the_hub_once(cli, clean_env, tmp_path):
 
         out = cli.json("models", "cache", "--from", str(tmp_path / "ComfyUI"), "--work-dir", str(tmp_path / "w"), **env)
         bucket = LocalStorage(clean_env / "bucket")
-        assert out["complete"] is True and out["files"]["clip_l.safetensors"].endswith("clip_l.safetensors")
+        assert out["complete"] is True and out["cached_from"]["clip_l.safetensors"].endswith("clip_l.safetensors")
         assert bucket.read_bytes("models/clip_l.safetensors") == b"my own clip_l"
         assert bucket.read_bytes("models/flux1-dev.safetensors") == \
             hub.file_bytes("black-forest-labs/FLUX.1-dev", "flux1-dev.safetensors")
@@ -32,7 +32,7 @@ def test_models_cache_from_a_folder_then_the_hub_once(cli, clean_env, tmp_path):
                                                if f != "clip_l.safetensors")
         assert list((tmp_path / "w").iterdir()) == []  # each download removed after its upload
         again = cli.json("models", "cache", **env)  # once: nothing is downloaded again
-        assert set(again["files"].values()) == {"cached"} and len(hub.downloads) == 3
+        assert set(again["cached_from"].values()) == {"cached"} and len(hub.downloads) == 3
     finally:
         hub.stop()
 
