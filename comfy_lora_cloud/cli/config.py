@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Optional
 
 import typer
+
+from ..errors import ConfigError
 
 from ..settings import SECRET_KEYS, Settings, set_value
 from .common import ctx_obj, emit, handle_errors, out_console
@@ -34,15 +38,31 @@ def set_(
     value: str = typer.Argument(
         None, help="New value. For secrets, omit it (or pass '-') to read it from stdin without echo."
     ),
+    from_file: Optional[Path] = typer.Option(None, "--from-file", help="Read the value from this file, whole "
+                                                                       "(a service-account key file, say)."),
 ) -> None:
-    """Set one setting. Secrets go to <home>/secrets.toml (mode 0600), never to config.toml."""
+    """Set one setting. Secrets go to <home>/secrets.toml (mode 0600), never to config.toml. A value
+    read from stdin or a file is read whole (a key file is many lines of JSON)."""
     home = ctx_obj(ctx).home_path
     norm = key.strip().lower().replace("-", "_")
-    if value in (None, "-"):
+    if from_file is not None:
+        if value not in (None, "-"):
+            raise ConfigError("give the value or --from-file, not both")
+        try:
+            value = from_file.expanduser().read_text("utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--from-file {from_file}: cannot be read as text ({getattr(exc, 'strerror', None) or exc})") from None
+    elif value in (None, "-"):
         if norm in SECRET_KEYS and sys.stdin.isatty():
             value = typer.prompt(f"{norm}", hide_input=True)
         else:
             value = sys.stdin.read().strip()  # all of it: a key file is many lines of JSON
+    if norm == "gcs_service_account_json" and value:
+        from ..service.doctor import service_account_problem
+
+        problem = service_account_problem(value)
+        if problem:  # caught here, not at the first bucket call hours later
+            raise ConfigError(f"gcs_service_account_json {problem}; nothing was stored")
     is_secret = set_value(home, key, value)
     shown = "**** (set)" if is_secret else value
     emit(ctx, {"key": norm, "value": shown, "secret": is_secret}, f"{norm} = {shown}")
