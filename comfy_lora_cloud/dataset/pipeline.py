@@ -204,13 +204,14 @@ def safe_stem(rel: str) -> str:
 
 
 def list_sources(source: Path) -> list[str]:
-    """Candidate image files under ``source`` (relative, sorted): everything but hidden files and
-    caption/manifest sidecars, so unsupported files are reported rather than silently ignored."""
+    """Candidate image files under ``source`` (relative, sorted): everything but hidden files,
+    caption/manifest sidecars and a folder's Markdown notes (a README, a SOURCES.md), so
+    unsupported files are reported rather than silently ignored."""
     found = []
     for dirpath, dirnames, filenames in os.walk(source):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for fn in filenames:
-            if fn.startswith(".") or Path(fn).suffix.lower() in SIDECAR_EXTENSIONS:
+            if fn.startswith(".") or Path(fn).suffix.lower() in SIDECAR_EXTENSIONS | {".md"}:
                 continue
             found.append(Path(dirpath, fn).relative_to(source).as_posix())
     return sorted(found)
