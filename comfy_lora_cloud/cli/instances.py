@@ -30,7 +30,7 @@ def list_(ctx: typer.Context, all_: bool = typer.Option(False, "--all", help="In
 @app.command("logs")
 @handle_errors
 def logs(ctx: typer.Context, instance_id: str,
-         tail: int = typer.Option(200, min=1, max=1_000_000, help="Lines to show.")) -> None:
+         tail: int = typer.Option(200, min=1, max=5000, help="Lines to show.")) -> None:
     """The container's recent log lines (ours only; secrets masked)."""
     data = run(ctx_obj(ctx).app.instances.logs(instance_id, tail))
     emit(ctx, data, lambda d: out_console.print(d["logs"], markup=False, end=""))

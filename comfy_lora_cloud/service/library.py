@@ -263,7 +263,7 @@ def upload_dataset(
     is running.
     """
     if replace and merge:
-        raise DatasetError("choose one of replace and merge")
+        raise ConfigError("choose one of --replace and --merge, not both")
     name = validate_name(name, "dataset name")
     src = Path(src).expanduser()
     if not src.exists():
