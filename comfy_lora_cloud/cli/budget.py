@@ -18,7 +18,7 @@ def show(ctx: typer.Context) -> None:
     emit(ctx, data, lambda d: [out_console.print(f"{k:<14} {v:g}", markup=False) for k, v in d.items()])
 
 
-@app.command("set")
+@app.command("set", context_settings={"ignore_unknown_options": True})  # VALUE may be -1
 @handle_errors
 def set_(ctx: typer.Context, key: str = typer.Argument(..., help=f"One of: {', '.join(KEYS)}."),
          value: float = typer.Argument(..., help="The new limit (0 disables a $ limit).")) -> None:

@@ -30,7 +30,7 @@ def show(ctx: typer.Context) -> None:
     emit(ctx, data, human)
 
 
-@app.command("set")
+@app.command("set", context_settings={"ignore_unknown_options": True})  # VALUE may be -1
 @handle_errors
 def set_(
     ctx: typer.Context,

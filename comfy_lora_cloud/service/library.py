@@ -449,10 +449,10 @@ def download_lora(storage: Storage, name: str, dest_dir: str | Path) -> Path:
     key = layout.lora_key(name)
     dest_dir = Path(dest_dir).expanduser()
     dest = dest_dir / layout.lora_file_name(name)
+    info = storage.stat(key)  # a LoRA that is not there creates no folder
     dest_dir.mkdir(parents=True, exist_ok=True)
     for stale in sweep_partials(dest_dir):
         log.info("removed %s, left by a download that did not finish", stale.name)
-    info = storage.stat(key)
     if dest.is_file() and _matches(dest, info):
         return dest
     storage.download_file(key, dest)

@@ -54,6 +54,11 @@ def test_missing_model_is_a_clear_error(tmp_path, hf_offline):
         Captioner("blip2", None).caption([astronaut(64)])
     with pytest.raises(DatasetError, match="unknown caption backend"):
         Captioner("llava")  # type: ignore[arg-type]
+    # a folder with a config but no processor, tokenizer or weights: a message, not a ValueError
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.json").write_text("{}")
+    with pytest.raises(DatasetError, match="not a complete florence model"):
+        Captioner("florence", str(tmp_path / "half")).caption([astronaut(64)])
 
 
 def test_trigger_placement_per_type():
