@@ -1,0 +1,36 @@
+"""Overrides (``--set``) name keys the presets or kohya know, with values in a sane range:
+a typo or a sign error fails here, not hours later on a paid GPU (training/presets.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from comfy_lora_cloud.errors import ConfigError
+from comfy_lora_cloud.training.presets import load_preset
+
+
+@pytest.mark.parametrize("overrides,words", [
+    ({"lerning_rate": 1e-4}, "did you mean 'learning_rate'"),
+    ({"netwrk_dim": 8}, "did you mean 'network_dim'"),
+    ({"training.batch_size": 2}, "unknown setting 'training.batch_size'"),  # it lives in [dataset]
+    ({"completely_unknown": 1}, "unknown setting 'completely_unknown'"),
+    ({"learning_rate": -1.0}, "out of range"),
+    ({"learning_rate": 0.0}, "above 0"),
+    ({"learning_rate": float("nan")}, "finite"),
+    ({"network_dim": 0}, "out of range"),
+    ({"network_dim": 4096}, "at most 1024"),
+    ({"dataset.resolution": 100000}, "out of range"),
+    ({"max_train_steps": 0}, "out of range"),
+    ({"blocks_to_swap": 40}, "at most 35"),
+])
+def test_bad_overrides_are_refused(overrides, words):
+    with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        load_preset("character", 24, overrides)
+
+
+def test_known_keys_and_kohya_extras_are_accepted():
+    p = load_preset("style", 24, {"learning_rate": 3e-4, "dataset.resolution": 768, "noise_offset": 0.05,
+                                  "subset.num_repeats": 2, "min_snr_gamma": 5.0, "max_train_steps": 1200})
+    assert p.training["learning_rate"] == 3e-4 and p.dataset["resolution"] == 768
+    assert p.training["noise_offset"] == 0.05 and p.subset["num_repeats"] == 2 and p.training["max_train_steps"] == 1200
+    assert "lerning_rate" not in p.training
