@@ -73,7 +73,7 @@ BAD_STATUSES: dict[str, str | bytes] = {
     "r-huge": json.dumps({"run_id": "r-huge", "state": "training", "message": "x" * 300_000}),
     "r-message": json.dumps({"run_id": "r-message", "state": "failed", "error": {"html": "<b>"}}),
 }
-BAD_RUN_PREFIXES = ["bad run!", "..", "café", "<script>"]
+BAD_RUN_PREFIXES = ["bad run!", "..", "caf\u200be", "<script>"]  # a zero-width space: café itself is a name
 
 # dataset name -> manifest body; the dataset is still listed, the manifest reported
 BAD_MANIFESTS: dict[str, str] = {
@@ -85,7 +85,7 @@ BAD_MANIFESTS: dict[str, str] = {
     "ds-type": json.dumps({"lora_type": "<img src=x onerror=alert(1)>"}),
     "ds-multiline": json.dumps({"trigger": "sks\n<script>"}),
 }
-BAD_DATASET_NAMES = ["café", "bad name!", "<img src=x onerror=alert(1)>", " lead"]
+BAD_DATASET_NAMES = ["caf\u200be", "bad name!", "<img src=x onerror=alert(1)>", " lead"]
 
 SAMPLE_FILES: dict[str, bytes] = {
     "x.html": HTML_SAMPLE.encode(),

@@ -52,7 +52,7 @@ PARAM_ROUTES = [("GET", "/runs/{}"), ("GET", "/runs/{}/events"), ("GET", "/runs/
                 ("POST", "/instances/{}/destroy"), ("POST", "/runs/{}/stop"), ("DELETE", "/datasets/{}"),
                 ("POST", "/loras/{}/download"), ("DELETE", "/loras/{}")]
 TRICKS = ["..", "%2e%2e", "..%2F..%2Fetc", "%2E%2E%2F%2E%2E%2Fstatus.json", ".hidden", "a%00b", "a%0Ab",
-          "%252e%252e%252f", "%2Fetc%2Fpasswd", "a%5C..%5Cb", "%20lead", "x" * 300, "caf%C3%A9",
+          "%252e%252e%252f", "%2Fetc%2Fpasswd", "a%5C..%5Cb", "%20lead", "x" * 300, "caf%E2%80%8Be",
           "%C0%AE%C0%AE%2F", "run-1%2F..%2F..%2Fdatasets", "cat-v1%2F..%2F..%2Fruns"]
 ACTIVE_TYPES = ("text/html", "image/svg", "xml", "javascript", "text/plain")
 GUARD_ERRORS = {"ForeignHost", "CrossOrigin", "BadToken", "UnsupportedMediaType", "RequestTooLarge"}
