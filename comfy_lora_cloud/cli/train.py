@@ -13,7 +13,7 @@ import typer
 from ..errors import ConfigError
 from ..service.runs import TrainRequest
 from ..settings import MAX_DPH
-from .common import ctx_obj, emit, finite, handle_errors, out_console, report_problems, run
+from .common import ctx_obj, emit, err_console, finite, handle_errors, out_console, report_problems, run
 from .train_outputs import exit_for, follow_run, hints_for_end, next_steps
 
 if sys.version_info >= (3, 11):
@@ -179,6 +179,8 @@ def start(
                        overrides=parse_set(sets), provider=provider_name, interruptible=interruptible)
     result = run(ctx_obj(ctx).app.runs.start(req))
     data = result.to_dict()
+    for line in result.warnings:  # the dataset checks' (they passed, with these remarks)
+        err_console.print(f"warning: {line}", markup=False)
     if result.attached:
         emit(ctx, data, f"already running as {result.run_id} ({result.state}); follow it with: "
                         f"lora-cloud train status {result.run_id}")
@@ -186,6 +188,8 @@ def start(
     cost = f", ~${result.expected_usd} expected" if result.expected_usd is not None else ""
     emit(ctx, data, f"started run {result.run_id} on {result.gpu} (instance {result.instance_id}, "
                     f"${result.dph:.3f}/hr{cost}); follow it with: lora-cloud train status {result.run_id}")
+    next_steps(ctx, f"lora-cloud train status {result.run_id} --follow   (step, loss, ETA, $ so far)",
+               f"lora-cloud train stop {result.run_id}   (if you change your mind: billing ends at once)")
 
 
 @app.command("stop")
