@@ -21,6 +21,7 @@ class LoraCloudState extends EventTarget {
     this.busy = new Set(); // action keys in flight, e.g. "stop:77"
     this.error = null;
     this.problems = []; // [{entry, message}]: bucket entries the listings skipped
+    this.tab = "instances"; // the section shown: instances, datasets, training, loras, generate
   }
 
   changed() {
