@@ -597,6 +597,8 @@ class Runs:
             ended = (status is not None and status.state.is_terminal) or (record is not None and record.state.is_terminal)
             yield new, status, record, ended
             if ended:
+                with contextlib.suppress(Exception):  # the follower (a CLI) is told too, once
+                    self.app.notify.observe(RUN_EVENT, await self.get(run_id))
                 return
             await sleep(interval)
 
