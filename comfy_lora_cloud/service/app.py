@@ -143,6 +143,13 @@ class App:
         from .notify import Notifier
 
         self.notify = Notifier(self)  # the one notifier: sees every event emit() sends
+        from .captions import Captions
+        from .train_config import TrainConfigs
+        from .uploads import Uploads
+
+        self.captions = Captions(self)  # caption edits over generations (the sidebar's editor)
+        self.uploads = Uploads(self)  # the sidebar's staged uploads and preparation reviews
+        self.train_config = TrainConfigs(self)  # the config editor: presets, checks, estimates
 
     @classmethod
     def open(cls, home: str | Path | None = None, **kwargs: Any) -> "App":
