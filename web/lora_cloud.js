@@ -12,6 +12,7 @@ import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { refresh, refreshCosts } from "./data.js";
 import { datasetsSection } from "./datasets.js";
+import { dialogCss, dialogElement, paintDialog } from "./dialog.js";
 import { generateSection } from "./generate.js";
 import { instancesSection } from "./instances.js";
 import { lorasSection } from "./loras.js";
@@ -20,7 +21,8 @@ import { trainingSection } from "./training.js";
 import { h, toast } from "./ui.js";
 
 const TAB_ID = "lora-cloud";
-const EVENTS = { run: "lora_cloud.run", instance: "lora_cloud.instance", budget: "lora_cloud.budget" };
+const EVENTS = { run: "lora_cloud.run", instance: "lora_cloud.instance", budget: "lora_cloud.budget",
+                 notify: "lora_cloud.notify" };
 
 export const SECTIONS = [instancesSection, datasetsSection, trainingSection, lorasSection, generateSection];
 
@@ -48,16 +50,23 @@ function tabBar() {
 // ---- the tab ------------------------------------------------------------------------------------
 const root = h("div", { class: "lcl-root" });
 
+let waitingForBlur = false;
+
 function draw() {
-  if (!root.isConnected) return;
   const focused = document.activeElement;
-  if (focused && (focused.tagName === "INPUT" || focused.tagName === "TEXTAREA") && root.contains(focused)) {
+  const typing = focused && (focused.tagName === "INPUT" || focused.tagName === "TEXTAREA")
+    && focused.type !== "checkbox" && (root.contains(focused) || dialogElement().contains(focused));
+  if (typing) {
     // The user is typing: repaint once they have left the field, a little later, so that a
     // click on Save that took the focus lands on the button it was aimed at.
-    focused.addEventListener("blur", () => setTimeout(draw, 400), { once: true });
+    if (!waitingForBlur) {
+      waitingForBlur = true;
+      focused.addEventListener("blur", () => { waitingForBlur = false; setTimeout(draw, 400); }, { once: true });
+    }
     return;
   }
-  paint();
+  paintDialog();
+  if (root.isConnected) paint();
 }
 
 function paint() {
@@ -92,7 +101,7 @@ const STYLE = `
 .lcl-error{color:#ff7b72;font-size:12px;margin-top:.2rem;white-space:pre-wrap}
 .lcl-actions{display:flex;gap:.35rem;align-items:center;margin-top:.35rem;flex-wrap:wrap;min-width:0}
 .lcl-btn{background:var(--comfy-input-bg,#333);color:inherit;border:1px solid var(--border-color,#555);border-radius:4px;padding:.15rem .55rem;cursor:pointer;font-size:12px}
-.lcl-btn:disabled{opacity:.5;cursor:wait}
+.lcl-btn:disabled{opacity:.5;cursor:wait}.lcl-btn-on{border-color:#58a6ff;background:rgba(88,166,255,.18)}
 .lcl-danger{border-color:#a33}.lcl-armed{background:#a33;color:#fff}
 .lcl-link{background:none;border:none;color:inherit;cursor:pointer;padding:0;font-weight:600;text-align:left}
 .lcl-input{width:5rem;max-width:100%;min-width:0;background:var(--comfy-input-bg,#333);color:inherit;border:1px solid var(--border-color,#555);border-radius:4px;padding:.1rem .3rem;box-sizing:border-box}
@@ -126,10 +135,20 @@ function onBudget(event) {
 app.registerExtension({
   name: "LoraCloud.Sidebar",
   setup() {
-    const css = STYLE + SECTIONS.map((s) => s.css || "").join("\n");
+    const css = STYLE + dialogCss + SECTIONS.map((s) => s.css || "").join("\n");
     document.head.append(h("style", { "data-lora-cloud": "" }, css));
     state.addEventListener("change", draw);
-    api.addEventListener(EVENTS.run, (event) => state.upsertRun(event.detail));
+    api.addEventListener(EVENTS.run, (event) => {
+      const before = state.runs.get(event.detail.id);
+      state.upsertRun(event.detail);
+      // a run that just ended took its instance with it: show that now, not a guard round later
+      if (before?.live && event.detail.live === false) refresh();
+    });
+    // notifications (service/notify.py): run done or failed, preempted, budget, idle session
+    api.addEventListener(EVENTS.notify, (event) => {
+      const n = event.detail || {};
+      toast(n.severity || "info", n.title || "LoRA Cloud", n.message || "");
+    });
     api.addEventListener(EVENTS.instance, (event) => {
       state.set({ instances: event.detail.instances || [] });
       refreshCosts();

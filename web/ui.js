@@ -18,7 +18,7 @@ export function h(tag, props, ...children) {
     else if (key === "value" && (tag === "input" || tag === "textarea")) el.value = value;
     else el.setAttribute(key, value === true ? "" : String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child == null || child === false) continue;
     el.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }

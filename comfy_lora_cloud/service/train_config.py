@@ -22,7 +22,7 @@ from ..errors import ConfigError, CorruptRecord, LoraCloudError, ObjectNotFound
 from ..models import validate_name
 from ..storage.base import read_record_bytes
 from ..storage.layout import run_key
-from ..training.estimate import DEFAULT_IMAGES, estimate, resolve_gpu
+from ..training.estimate import DEFAULT_IMAGES, TYPICAL_DPH, estimate, resolve_gpu
 from ..training.presets import LIMITS, PRESET_TYPES, check_override_range, load_preset, plan_steps
 
 FIELDS = ("rank", "learning_rate", "steps", "resolution")
@@ -95,7 +95,8 @@ class TrainConfigs:
                 plan = plan_steps(preset, DEFAULT_IMAGES[name])
                 out.append({"name": name, "description": preset.description, "images": DEFAULT_IMAGES[name],
                             "defaults": _editor_values(preset, plan)})
-            return {"presets": out, "fields": list(FIELDS),
+            return {"presets": out, "fields": list(FIELDS), "gpus": sorted(TYPICAL_DPH, key=TYPICAL_DPH.__getitem__),
+                    "default_gpu": DEFAULT_GPU,
                     "limits": {f: LIMITS[k] for f, k in (("rank", "network_dim"), ("learning_rate", "learning_rate"),
                                                           ("steps", "max_train_steps"), ("resolution", "resolution"))}}
 
