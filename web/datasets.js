@@ -146,10 +146,12 @@ function uploadCard() {
                               onchange: (e) => addFiles([...e.target.files].map((file) => ({ file, path: file.webkitRelativePath || file.name }))) });
   const zone = h("div", {
     class: "lcl-drop", "data-drop": "",
-    ondragover: (e) => { e.preventDefault(); e.currentTarget.classList.add("lcl-drop-on"); },
+    // ours alone: ComfyUI's own drop handler would try to open the files as workflows
+    ondragover: (e) => { e.preventDefault(); e.stopPropagation(); e.currentTarget.classList.add("lcl-drop-on"); },
     ondragleave: (e) => e.currentTarget.classList.remove("lcl-drop-on"),
     ondrop: async (e) => {
       e.preventDefault();
+      e.stopPropagation();
       e.currentTarget.classList.remove("lcl-drop-on");
       addFiles(await droppedFiles(e.dataTransfer));
     },

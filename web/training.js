@@ -84,15 +84,16 @@ export function runCard(run) {
 }
 
 function runRow(run) {
-  return h("div", { class: "lcl-row lcl-run-row", "data-run-row": run.id,
+  return h("div", { class: "lcl-run-row", "data-run-row": run.id,
                     onclick: async () => {
                       state.set({ openRun: run.id });
                       try { state.upsertRun(await lc.run(run.id)); } catch (err) { toast("error", "LoRA Cloud", err.message); }
                     } },
-    h("span", { class: "lcl-row-name" }, compareBox(run), " ", run.lora_name || run.id),
-    h("span", { class: "lcl-meta" }, [run.dataset, when(run.created_at || run.updated_at), money(run.cost_usd)]
-      .filter(Boolean).join(" · ")),
-    h("span", { class: `lcl-badge lcl-${run.state}` }, run.state));
+    h("div", { class: "lcl-row lcl-nowrap" },
+      h("span", { class: "lcl-row-name" }, compareBox(run), " ", run.lora_name || run.id),
+      h("span", { class: `lcl-badge lcl-${run.state}` }, run.state)),
+    h("div", { class: "lcl-meta" }, [run.dataset, when(run.created_at || run.updated_at), money(run.cost_usd)]
+      .filter(Boolean).join(" · ")));
 }
 
 // ---- the config editor --------------------------------------------------------------------------
@@ -357,7 +358,7 @@ const css = `
 .lcl-fields{display:grid;grid-template-columns:repeat(auto-fill,minmax(7.5rem,1fr));gap:.35rem .5rem;margin-top:.4rem}
 .lcl-field{display:flex;flex-direction:column;gap:.1rem;font-size:11px;opacity:.9;min-width:0}.lcl-field .lcl-input{width:100%}
 .lcl-estimate{margin-top:.4rem;font-size:12px}.lcl-estimate strong{color:#3fb950}
-.lcl-run-row{cursor:pointer;padding:.25rem .3rem;border-bottom:1px solid rgba(255,255,255,.06);flex-wrap:nowrap}
+.lcl-run-row{cursor:pointer;padding:.25rem .3rem;border-bottom:1px solid rgba(255,255,255,.06)}.lcl-nowrap{flex-wrap:nowrap}
 .lcl-run-row:hover{background:rgba(255,255,255,.04)}.lcl-row-name{overflow:hidden;text-overflow:ellipsis;white-space:nowrap;flex:1}
 .lcl-compare{margin:0 .2rem 0 0;vertical-align:middle}
 .lcl-loss-big{height:180px}
