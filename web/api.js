@@ -107,4 +107,9 @@ export const loraCloudApi = {
   presets: () => request("/train/presets"),
   checkConfig: (body) => request("/train/check", { method: "POST", body }),
   runConfig: (id) => request(`/runs/${enc(id)}/config`),
+
+  // notifications: channels on or off, a test
+  notifySettings: () => request("/notify"),
+  setNotify: (changes) => request("/notify/settings", { method: "POST", body: changes }),
+  testNotify: () => request("/notify/test", { method: "POST" }),
 };

@@ -3,7 +3,7 @@
 import { loraCloudApi as lc } from "./api.js";
 import { refresh, refreshCosts } from "./data.js";
 import { loraCloudState as state } from "./state.js";
-import { button, dangerButton, duration, empty, h, money, section, select } from "./ui.js";
+import { act, button, dangerButton, duration, empty, h, money, section, select } from "./ui.js";
 
 const BILLING = ["running", "loading", "creating"];
 
@@ -81,6 +81,46 @@ function costsBlock() {
       }, "Budget saved")));
 }
 
+// Notifications (service/notify.py): which channels are on, a test; the webhook's URL is never shown.
+let notifyLoading = false;
+async function loadNotify() {
+  if (notifyLoading) return;
+  notifyLoading = true;
+  try {
+    state.set({ notify: await lc.notifySettings() });
+  } catch (err) {
+    console.warn("LoRA Cloud: notification settings", err);
+  } finally {
+    notifyLoading = false;
+  }
+}
+
+function notifyBlock() {
+  const n = state.notify;
+  if (!n) {
+    loadNotify();
+    return section("Notifications", "notify", empty("…"));
+  }
+  const toggle = (key, label, on, disabled, hint) => h("label", { class: "lcl-meta lcl-toggle", title: hint || "" },
+    h("input", { type: "checkbox", checked: on, disabled, "data-notify": key, "aria-label": label,
+                 onchange: (e) => act(`notify:${key}`, async () => state.set({ notify: await lc.setNotify({ [key]: e.target.checked }) })) }),
+    ` ${label}`, hint ? h("span", { class: "lcl-hint" }, ` (${hint})`) : null);
+  return section("Notifications", "notify",
+    h("div", { class: "lcl-actions" },
+      toggle("notify_toast", "toast in ComfyUI", n.toast),
+      toggle("notify_desktop", "desktop", n.desktop, false, n.desktop_here ? "" : "no desktop on this machine"),
+      toggle("notify_webhook", "webhook", n.webhook && n.webhook_configured, !n.webhook_configured,
+        n.webhook_configured ? (n.webhook_signed ? "signed" : "unsigned: set webhook_secret")
+          : "lora-cloud config set webhook_url")),
+    h("div", { class: "lcl-actions" },
+      n.webhook_configured ? select("Webhook format", n.webhook_format, [["json", "JSON"], ["slack", "Slack"], ["discord", "Discord"]],
+        (v) => act("notify:format", async () => state.set({ notify: await lc.setNotify({ webhook_format: v }) }))) : null,
+      button("notify-test", "Send a test", () => lc.testNotify(), "Test notification sent"),
+      button("notify-reload", "↻", loadNotify, null, { title: "Reload the delivery list" })),
+    (n.recent || []).length ? h("ul", { class: "lcl-recent", "data-notify-recent": "" }, n.recent.slice(0, 5).map((d) =>
+      h("li", null, `${d.channel}: ${d.key} · ${d.state}${d.detail ? ` (${d.detail})` : ""}`))) : null);
+}
+
 function render() {
   const since = (Date.now() - state.instancesAt) / 1000;
   const cards = state.instances.map((inst) => instanceCard(inst, since));
@@ -88,6 +128,7 @@ function render() {
     section("Instances", "instances",
       cards.length ? cards : empty("No rented GPUs. Nothing is billing."), quickLaunch()),
     costsBlock(),
+    notifyBlock(),
   ];
 }
 
@@ -97,4 +138,9 @@ function badge() {
   return n ? String(n) : null;
 }
 
-export const instancesSection = { id: "instances", title: "Instances", render, badge };
+const css = `
+.lcl-toggle{display:inline-flex;align-items:center;gap:.2rem}.lcl-hint{opacity:.7;font-size:11px}
+.lcl-recent{margin:.3rem 0 0 1rem;padding:0;font-size:11px;opacity:.8;word-break:break-word}
+`;
+
+export const instancesSection = { id: "instances", title: "Instances", render, badge, css };

@@ -32,6 +32,7 @@ class LoraCloudState extends EventTarget {
     this.dialog = null; // the large view: {title, render} or null
     this.openRun = null; // a past run shown as a full card
     this.comparison = null; // the runs being compared: {ids, configs, samples}
+    this.notify = null; // notification channels as set (service/notify.py), and the latest deliveries
   }
 
   // Loss points from a run's events (a reload) merged into its series, kept sorted by step.

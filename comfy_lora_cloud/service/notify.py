@@ -75,9 +75,10 @@ log = logging.getLogger(__name__)
 NOTIFY_EVENT = "lora_cloud.notify"  # the toast channel: {"id", "kind", "title", "message", "severity"}
 SESSION_EVENT = "lora_cloud.session"  # {"kind": "idle_stopped", "id", ...} from remote sessions (issue 11)
 SCHEMA = "lora-cloud.notification.v1"
-KINDS = ("run_done", "run_failed", "run_preempted", "run_resumed", "budget_80", "budget_100", "session_idle")
+KINDS = ("run_done", "run_failed", "run_preempted", "run_resumed", "budget_80", "budget_100", "session_idle", "test")
 SEVERITY = {"run_done": "success", "run_failed": "error", "run_preempted": "warn", "run_resumed": "info",
-            "budget_80": "warn", "budget_100": "error", "session_idle": "info"}
+            "budget_80": "warn", "budget_100": "error", "session_idle": "info", "test": "info"}
+SETTING_KEYS = ("notify_toast", "notify_desktop", "notify_webhook", "webhook_format")
 CHANNELS = ("toast", "desktop", "webhook")
 MAX_AGE_S = 24 * 3600  # a run that ended longer ago than this is not news
 STALE_CLAIM_S = 600.0  # a claim left pending this long: its process died; deliver it again
@@ -494,6 +495,52 @@ class Notifier:
                                   secret=settings.secret("webhook_secret"), policy=self.webhook_policy,
                                   sleep=self.sleep, transport=self.webhook_transport)
         return ("sent" if ok else "failed"), detail
+
+    # ---- settings, for the sidebar ---------------------------------------------------------------
+    def summary(self, recent: int = 10) -> dict[str, Any]:
+        """The channels as set now, whether a webhook is configured and signed (never its URL or
+        secret), and the latest deliveries. Blocks (reads the state store): call it in a thread."""
+        s = self.app.settings
+        return {"toast": s.notify_toast, "desktop": s.notify_desktop, "webhook": s.notify_webhook,
+                "webhook_format": s.webhook_format, "webhook_configured": bool(s.secret("webhook_url")),
+                "webhook_signed": bool(s.secret("webhook_secret")),
+                "desktop_here": desktop_command("t", "m", platform=self.platform) is not None,
+                "recent": self.ledger()[:recent]}
+
+    def set_channels(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Turn channels on or off (``notify_toast``, ``notify_desktop``, ``notify_webhook``: true or
+        false) or pick ``webhook_format``; written to config.toml, all checked before any is."""
+        from ..errors import ConfigError
+        from ..settings import Settings, set_value
+
+        if not isinstance(changes, Mapping) or not changes:
+            raise ConfigError(f"give at least one of {', '.join(SETTING_KEYS)}")
+        clean: dict[str, str] = {}
+        for key, value in changes.items():
+            if key not in SETTING_KEYS:
+                raise ConfigError(f"unknown notification setting {key!r}; known: {', '.join(SETTING_KEYS)}")
+            if key == "webhook_format":
+                if value not in ("json", "slack", "discord"):
+                    raise ConfigError("webhook_format must be json, slack or discord")
+                clean[key] = value
+            else:
+                if not isinstance(value, bool):
+                    raise ConfigError(f"{key} must be true or false")
+                clean[key] = "true" if value else "false"
+        home = self.app.settings.home
+        Settings.load(home, **clean)  # validate them all before writing any
+        for key, value in clean.items():
+            set_value(home, key, value)
+        self.app.source.invalidate()
+        return self.summary()
+
+    def test(self) -> str:
+        """Send a test notification on every channel that is on; returns its key."""
+        key = f"test:{time.time_ns()}"
+        self.notice("test", key, "LoRA Cloud test notification",
+                    "Notifications reach you here: run done or failed, preempted, budget at 80% and 100%, "
+                    "an idle session stopped.")
+        return key
 
     # ---- the ledger (state store, kv rows) ------------------------------------------------------
     @staticmethod

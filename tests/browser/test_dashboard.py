@@ -323,3 +323,29 @@ async def test_compare_two_runs(browser, aiohttp_server, tmp_path, clean_env):
         timeout=WAIT_MS)
     await shot(page, "training-compare")
     assert errors == []
+
+
+async def test_notification_channels_and_a_test_toast(browser, aiohttp_server, tmp_path, clean_env):
+    from playwright.async_api import expect
+
+    seeded = seed(tmp_path, clean_env)
+    broadcaster = Broadcaster()
+    loop = asyncio.get_running_loop()
+    seeded.app.sink = lambda e, d: loop.call_soon_threadsafe(broadcaster.send, e, d)
+    page, root, errors = await open_sidebar(browser, aiohttp_server, seeded, broadcaster)
+    block = root.locator('[data-section="notify"]')
+    await expect(block.locator('[data-notify="notify_webhook"]')).to_be_disabled()  # no webhook_url set
+    await expect(block).to_contain_text("lora-cloud config set webhook_url")
+    for _ in range(200):
+        if broadcaster.sockets:
+            break
+        await asyncio.sleep(0.05)
+    assert broadcaster.sockets, "the page never opened its websocket"
+    await block.locator('[data-action="notify-test"]').click()
+    await expect(page.locator(".toast-info")).to_contain_text("LoRA Cloud test notification")
+    await shot(page, "instances")
+    await block.locator('[data-notify="notify_toast"]').uncheck()
+    await expect(block.locator('[data-notify="notify_toast"]')).not_to_be_checked()
+    assert "notify_toast = false" in (seeded.settings.home / "config.toml").read_text()
+    assert seeded.app.settings.notify_toast is False
+    assert errors == []

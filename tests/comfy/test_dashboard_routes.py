@@ -275,3 +275,34 @@ async def test_run_config_is_resolved_for_comparison(client, seeded):
     assert config["network_dim"] == 32 and config["learning_rate"] == 2e-4 and config["dataset.resolution"] == 1024
     assert config["overridden"] == ["network_alpha", "network_dim"] and config["trigger"] == "sks"
     assert (await client.get(f"{A}/runs/nope/config")).status == 404
+
+
+# ---- notifications -----------------------------------------------------------------------------------
+async def test_notification_settings_and_a_test_notification(client, seeded):
+    import asyncio
+
+    from comfy_lora_cloud.service.notify import NOTIFY_EVENT
+
+    h = await token_headers(client)
+    summary = await (await client.get(f"{A}/notify")).json()
+    assert summary["toast"] is True and summary["webhook_configured"] is False and summary["recent"] == []
+    resp = await client.post(f"{A}/notify/test", headers=h, json={})
+    assert resp.status == 200
+    assert await asyncio.to_thread(seeded.app.notify.flush, 30)
+    [toast] = [d for e, d in seeded.events if e == NOTIFY_EVENT]
+    assert toast["kind"] == "test" and toast["severity"] == "info"
+    summary = await (await client.get(f"{A}/notify")).json()
+    assert [(r["channel"], r["state"]) for r in summary["recent"]] == [("toast", "sent")]
+
+    resp = await client.post(f"{A}/notify/settings", headers=h, json={"notify_toast": False, "webhook_format": "slack"})
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["toast"] is False
+    assert seeded.app.settings.notify_toast is False and seeded.app.settings.webhook_format == "slack"
+    assert "notify_toast = false" in (seeded.settings.home / "config.toml").read_text()
+    for bad in ({"notify_toast": "no"}, {"webhook_url": "https://x.example"}, {"webhook_format": "teams"}, {}):
+        resp = await client.post(f"{A}/notify/settings", headers=h, json=bad)
+        assert resp.status == 400, bad
+    # with the toast off, a test reaches no tab
+    await client.post(f"{A}/notify/test", headers=h, json={})
+    assert await asyncio.to_thread(seeded.app.notify.flush, 30)
+    assert len([d for e, d in seeded.events if e == NOTIFY_EVENT]) == 1

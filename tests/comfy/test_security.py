@@ -42,7 +42,7 @@ GET_ROUTES = ["/token", "/instances", "/instances?all=1", "/instances/77/logs", 
               "/datasets/cats/thumbs/001.png", "/loras", "/loras/cat-v1/metadata",
               # issue 13: the dashboard's editors
               "/datasets/cats/editor", "/datasets/cats/validate", "/uploads/cats", "/uploads/cats/review",
-              "/uploads/cats/files/a.png", "/train/presets", "/runs/run-1/config"]
+              "/uploads/cats/files/a.png", "/train/presets", "/runs/run-1/config", "/notify"]
 MUTATIONS = [("POST", "/instances/77/stop", {}), ("POST", "/instances/77/destroy", {}),
              ("POST", "/budgets", {"max_dph": 0.5}), ("POST", "/runs", {"dataset": "cats"}),
              ("POST", "/runs/run-1/stop", {}), ("DELETE", "/datasets/cats", {}),
@@ -50,7 +50,8 @@ MUTATIONS = [("POST", "/instances/77/stop", {}), ("POST", "/instances/77/destroy
              ("PUT", "/datasets/cats/captions/001.png", {"caption": "x", "generation": "0"}),
              ("PUT", "/uploads/cats/files/a.png", {}), ("DELETE", "/uploads/cats/files/a.png", {}),
              ("DELETE", "/uploads/cats", {}), ("POST", "/uploads/cats/prepare", {}),
-             ("POST", "/uploads/cats/publish", {}), ("POST", "/train/check", {})]
+             ("POST", "/uploads/cats/publish", {}), ("POST", "/train/check", {}),
+             ("POST", "/notify/settings", {"notify_toast": False}), ("POST", "/notify/test", {})]
 # every route with a parameter; {} is where the hostile value goes
 PARAM_ROUTES = [("GET", "/runs/{}"), ("GET", "/runs/{}/events"), ("GET", "/runs/{}/samples"),
                 ("GET", "/runs/run-1/samples/{}"), ("GET", "/datasets/{}/images"), ("GET", "/datasets/{}/captions"),
