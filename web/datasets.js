@@ -13,6 +13,8 @@ const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._\- ]{0,99}$/;
 const DATASET_FILE = /\.(jpe?g|jpe|png|webp|bmp|gif|tiff?|txt)$/i;
 const PARALLEL = 3;
 
+const size = (n) => (n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${Math.ceil(n / 1e3)} KB`);
+
 // ---- upload: drag and drop, staged and checked on arrival, resumable ---------------------------
 function upload() {
   if (!state.upload) {
@@ -167,7 +169,7 @@ function uploadCard() {
     all.length ? h("div", { class: "lcl-bar" }, h("div", { class: "lcl-fill lcl-ok",
       style: `width:${(100 * (bytes ? sent / bytes : 0)).toFixed(1)}%` })) : null,
     all.length || staged ? h("div", { class: "lcl-meta", "data-upload-progress": "" },
-      all.length ? `${done.length}/${all.length} files · ${(sent / 1e6).toFixed(1)}/${(bytes / 1e6).toFixed(1)} MB` : "",
+      all.length ? `${done.length}/${all.length} files · ${size(sent)} of ${size(bytes)}` : "",
       staged ? ` · ${staged} staged for ${u.name.trim()}` : "",
       all.some((f) => f.resumed) ? ` · ${all.filter((f) => f.resumed).length} already there (resumed)` : "") : null,
     refused.length ? h("ul", { class: "lcl-refused", "data-refused": refused.length },
@@ -290,7 +292,6 @@ function prepareView() {
   const kept = r.items.filter((i) => (r.decisions[i.image] || {}).keep !== false).length;
   out.push(reportBox(r.report),
     (r.skipped || []).length ? h("div", { class: "lcl-warning" }, r.skipped.map((s) => h("div", null, `skipped ${s.source}: ${s.error}`))) : null,
-    (r.duplicates || []).length ? h("div", { class: "lcl-warning" }, r.duplicates.map((g) => h("div", null, `near-duplicates: ${g.join(", ")}`))) : null,
     h("div", { class: "lcl-review-grid" }, r.items.map((item) => reviewItem(r.name, item))),
     h("div", { class: "lcl-actions" },
       `${kept} of ${r.items.length} kept · `,

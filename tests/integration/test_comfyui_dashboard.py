@@ -24,7 +24,7 @@ from comfy_lora_cloud.service.state import StateStore
 from comfy_lora_cloud.storage import LocalStorage, layout
 
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
-from tests.browser.test_dashboard import drop_files, jpeg
+from tests.browser.test_dashboard import drop_files
 from tests.comfy.conftest import png_bytes, safetensors_bytes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -126,6 +126,7 @@ async def test_dashboard_sections_in_a_real_comfyui(comfyui):
                 await page.mouse.move(box["x"] + 200, box["y"] + box["height"] / 2, steps=5)
                 await page.mouse.up()
         await expect(root.locator('[data-cost="month"]')).to_contain_text("$")
+        await expect(root.locator('[data-notify="notify_toast"]')).to_be_checked()
         await page.screenshot(path=str(out / "instances.png"))
 
         await root.locator('[data-tab="datasets"]').click()
@@ -158,15 +159,16 @@ async def test_dashboard_sections_in_a_real_comfyui(comfyui):
         await dialog.locator('[data-action="close-dialog"]').click()
 
         await root.locator('[data-tab="datasets"]').click()
-        await root.locator('input[aria-label="New dataset name"]').fill("birds")
-        await drop_files(page, "[data-drop]", {"red.jpg": jpeg((200, 40, 40)), "green.jpg": jpeg((40, 160, 60), (600, 900)),
-                                               "blue.jpg": jpeg((40, 60, 200))})
-        await expect(root.locator("[data-upload-progress]")).to_contain_text("3 staged")
+        await root.locator('input[aria-label="New dataset name"]').fill("photos")
+        photos = ("astronaut", "chelsea", "coffee", "rocket")
+        await drop_files(page, "[data-drop]", {f"{p}.jpg": (REPO / "examples" / "tiny_dataset" / f"{p}.jpg").read_bytes()
+                                               for p in photos})
+        await expect(root.locator("[data-upload-progress]")).to_contain_text("4 staged")
         await root.locator('[data-action="open-prepare"]').click()
         prepare = page.locator('[data-dialog="prepare"]')
-        await prepare.locator('input[aria-label="Trigger word"]').fill("brd")
+        await prepare.locator('input[aria-label="Trigger word"]').fill("sks")
         await prepare.locator('[data-action="run-prepare"]').click()
-        await expect(prepare.locator("[data-review]")).to_have_count(3)
+        await expect(prepare.locator("[data-review]")).to_have_count(4)
         await page.wait_for_function(
             "[...document.querySelectorAll('[data-review] img')].every(i => i.complete && i.naturalWidth)", timeout=WAIT_MS)
         await page.screenshot(path=str(out / "prepare.png"))
