@@ -13,9 +13,10 @@ The pass fails safe, record by record:
   reported in ``problems`` and sent once as a ``lora_cloud.guard`` event
   ``{"kind": "problem", "problem": <kind>, "subject", "message"}`` (:mod:`problems` lists the kinds);
   the other records are handled as usual;
-* between the two, the recovery of preempted runs (:mod:`recovery`, when the caller gives one:
-  :meth:`App.guard_pass` does) notices stopped instances of live runs and resumes or moves them;
-* the watchdog runs every pass, also when reconcile, recovery or ``/charges/`` failed;
+* the watchdog runs every pass, also when reconcile or ``/charges/`` failed;
+* then the recovery of preempted runs (:mod:`recovery`, when the caller gives one:
+  :meth:`App.guard_pass` does) notices stopped instances of live runs and resumes or moves them,
+  with this round's spend already in the ledger and the instances the watchdog destroyed left out;
 * a damaged state store (truncated, overwritten): nothing is destroyed for ownership reasons,
   since no instance can be matched to its run; the budgets that need no store still hold:
   max $/hr, the hours since this guard first saw the instance (kept in :class:`GuardMemory`
@@ -85,16 +86,18 @@ class Guard:
             except Exception as exc:  # noqa: BLE001 - the watchdog must run whatever reconcile did
                 problems.add(kinds.UNEXPECTED, "reconcile", f"reconcile stopped: {type(exc).__name__}: {exc}")
             remaining = [i for i in instances if str(i.id) not in set(report.destroyed)]
-            if self.recovery is not None:
-                try:
-                    recovered = (await self.recovery.run_once(remaining, now=now, problems=problems)).to_dict()
-                except Exception as exc:  # noqa: BLE001 - the watchdog must run whatever recovery did
-                    problems.add(kinds.UNEXPECTED, "recovery", f"recovery stopped: {type(exc).__name__}: {exc}")
             try:
                 verdicts = await self.watchdog.poll_once(remaining, now=now, first_seen=first_seen,
                                                          problems=problems)
             except Exception as exc:  # noqa: BLE001 - reported, and the next pass tries again
                 problems.add(kinds.UNEXPECTED, "watchdog", f"watchdog stopped: {type(exc).__name__}: {exc}")
+            if self.recovery is not None:  # after the watchdog: the ledger holds this round's spend
+                breached = {v.instance_id for v in verdicts if v.level == "breach"}
+                try:
+                    recovered = (await self.recovery.run_once([i for i in remaining if str(i.id) not in breached],
+                                                              now=now, problems=problems)).to_dict()
+                except Exception as exc:  # noqa: BLE001 - one phase must never stop the pass
+                    problems.add(kinds.UNEXPECTED, "recovery", f"recovery stopped: {type(exc).__name__}: {exc}")
         self._announce(problems)
         return {"ok": instances is not None, "reconcile": report.to_dict(), "recovery": recovered,
                 "budgets": [{"level": v.level, "budget": v.budget, "instance_id": v.instance_id,

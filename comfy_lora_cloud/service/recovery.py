@@ -1,8 +1,8 @@
 """Preemption recovery: the one home of "a run's instance was stopped under it".
 
 Driven from the guard pass (:meth:`~.app.App.guard_pass`, so ComfyUI's loop, ``lora-cloud
-instances reconcile`` and cron all recover runs), after reconcile and before the budget watchdog,
-over the same listing. For each live run this controller launched on the provider:
+instances reconcile`` and cron all recover runs), after reconcile and the budget watchdog (so the
+ledger holds this round's spend), over the same listing. For each live run this controller launched on the provider:
 
 1. **Notice.** Its recorded instance is ``stopped`` or ``exited`` while we want it running
    (vast.ai pauses an outbid interruptible instance: ``stopped`` with ``intended_status``
@@ -523,6 +523,7 @@ def history(events: list[dict[str, Any]], status: RunStatus | None, *, costs: di
             if a.step_end is None and not a.preemptions:
                 a.step_start = resumed_step
         elif kind == "preempted":
+            rented = True
             a = ensure(t)
             a.instance_id = a.instance_id or iid
             a.preemptions += 1
