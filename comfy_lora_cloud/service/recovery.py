@@ -204,8 +204,19 @@ class Recovery:
         inst = listed.get(str(run.instance_id)) if run.instance_id else None
         policy = Policy.of(self.app.settings, run)
         if run.state is RunState.PREEMPTED:
+            try:
+                ended = await asyncio.to_thread(read_status, self.storage, run.id)
+            except StorageError as exc:  # it may have finished: never move a run on that doubt
+                problems.add(kinds.BUCKET, run.id, f"preempted run {run.id} is not moved while its status cannot "
+                                                   f"be read: {exc.message}")
+                return
+            except CorruptRecord:
+                ended = None
             if inst is not None and inst.state in BACK_STATES:
                 await self._resumed(run, inst, now, report)
+            elif ended is not None and ended.state.is_terminal:  # it came back and finished between two rounds
+                await asyncio.to_thread(self.state.update_run, run.id, state=ended.state, error=ended.error)
+                report.resumed.append(run.id)
             elif inst is not None and inst.state is InstanceState.STOPPED and now - await asyncio.to_thread(
                     self._preempted_at, run.id, now) < policy.wait_s:
                 report.waiting.append(run.id)
@@ -342,7 +353,8 @@ class Recovery:
         run.spec = {**run.spec, "attempt": attempt}
         try:
             new = await launch_run(self.provider, self.state, run, offer,
-                                   launch_spec(spec, settings, env, interruptible=job.interruptible),
+                                   launch_spec(spec, settings, env, python=self.app.python or "python",
+                                               interruptible=job.interruptible),
                                    budgets=Budgets.from_settings(settings), clock=self.clock, on_step=self.on_step)
         except BudgetExceeded as exc:  # max $/hr or the month's budget: no attempt can be rented
             await self._give_up(run, None, f"preempted {preemptions} time(s) and cannot be moved: {exc.message}",

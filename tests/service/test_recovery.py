@@ -25,7 +25,7 @@ from comfy_lora_cloud.service.runs import TrainRequest
 from comfy_lora_cloud.service.state import StateStore
 from comfy_lora_cloud.settings import Settings, set_value
 from comfy_lora_cloud.storage import open_storage
-from comfy_lora_cloud.training.status import read_events, read_status
+from comfy_lora_cloud.training.status import StatusReporter, read_events, read_status
 from tests.service.conftest import API_KEY
 from tests.training.trainer_helpers import seed_bucket
 
@@ -118,6 +118,21 @@ async def test_an_instance_that_comes_back_keeps_the_run(world, fake, clock):
     assert run.state is RunState.STARTING and run.instance_id == str(first)
     assert fake.state.created_count == 1 and list(fake.state.instances) == [first]
     assert _preemptions(emitted, "resumed")[0]["waited_s"] == pytest.approx(120 + LOADING_S)
+
+
+async def test_a_run_that_came_back_and_finished_between_two_rounds_is_not_moved(world, fake, clock):
+    app, _ = world
+    run_id, first = await _start(app, clock)
+    fake.state.outbid(first, None)
+    assert (await app.guard_pass())["recovery"]["preempted"] == [run_id]
+    # between two rounds: it resumed, its trainer finished and destroyed it
+    StatusReporter(app.storage, run_id).update(state=RunState.DONE, message="done")
+    fake.state.destroy(first)
+    clock.advance(11 * 60)
+
+    report = await app.guard_pass()
+    assert report["recovery"]["relaunched"] == {} and fake.state.created_count == 1
+    assert app.state.get_run(run_id).state is RunState.DONE
 
 
 async def test_an_exited_container_is_moved_at_once(world, fake, clock):

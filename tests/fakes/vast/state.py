@@ -450,6 +450,15 @@ class FakeVastState:
             self._advance_instance(inst, self.now())
             self._outbid_now(inst, seconds, grace_s)
 
+    def regain(self, iid: int) -> None:
+        """The higher bid went away: an outbid instance resumes now (loading, then running, its
+        on-start command run again on the same disk)."""
+        with self.lock:
+            inst = self.instances[iid]
+            if inst.outbid_until is not None:
+                inst.outbid_until = self.now()
+                self._advance_instance(inst, self.now())
+
     def _outbid_now(self, inst: FakeInstance, seconds: float | None, grace_s: float) -> None:
         self._kill_process(inst, grace_s)
         inst.actual, inst.running_since = "stopped", None
