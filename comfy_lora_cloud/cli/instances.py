@@ -76,7 +76,7 @@ def reconcile(
         for iid in r["destroyed"]:
             out_console.print(f"destroyed {iid}: {r['why'].get(iid, '')}", markup=False)
         rec = d.get("recovery") or {}
-        for what in ("preempted", "waiting", "resumed", "gave_up"):
+        for what in ("preempted", "waiting", "resumed", "gave_up", "ended"):
             for run_id in rec.get(what, []):
                 out_console.print(f"preemption: run {run_id} {what.replace('_', ' ')}", markup=False)
         for run_id, iid in (rec.get("relaunched") or {}).items():

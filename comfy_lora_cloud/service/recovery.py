@@ -118,6 +118,7 @@ class RecoveryReport:
     resumed: list[str] = field(default_factory=list)  # their instance came back
     relaunched: dict[str, str] = field(default_factory=dict)  # run id -> its new instance
     gave_up: list[str] = field(default_factory=list)  # failed for good (budget, max attempts)
+    ended: list[str] = field(default_factory=list)  # came back and ended between two rounds
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -212,13 +213,14 @@ class Recovery:
                 return
             except CorruptRecord:
                 ended = None
-            if inst is not None and inst.state in BACK_STATES:
+            # back only once running: "scheduling" (loading) may wait for a GPU someone else took, forever
+            may_return = inst is not None and inst.state in (InstanceState.STOPPED, InstanceState.LOADING)
+            if inst is not None and inst.state is InstanceState.RUNNING:
                 await self._resumed(run, inst, now, report)
             elif ended is not None and ended.state.is_terminal:  # it came back and finished between two rounds
                 await asyncio.to_thread(self.state.update_run, run.id, state=ended.state, error=ended.error)
-                report.resumed.append(run.id)
-            elif inst is not None and inst.state is InstanceState.STOPPED and now - await asyncio.to_thread(
-                    self._preempted_at, run.id, now) < policy.wait_s:
+                report.ended.append(run.id)
+            elif may_return and now - await asyncio.to_thread(self._preempted_at, run.id, now) < policy.wait_s:
                 report.waiting.append(run.id)
             else:
                 await self._move(run, inst, policy, now, report, problems)

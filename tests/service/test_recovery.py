@@ -93,7 +93,8 @@ async def test_noticed_in_one_round_waited_for_then_moved_keeping_id_and_label(w
 
     clock.advance(LOADING_S)
     report = await app.guard_pass()  # the new instance runs: nothing else happens
-    assert report["recovery"] == {"preempted": [], "waiting": [], "resumed": [], "relaunched": {}, "gave_up": []}
+    assert report["recovery"] == {"preempted": [], "waiting": [], "resumed": [], "relaunched": {}, "gave_up": [],
+                                  "ended": []}
     assert report["reconcile"]["destroyed"] == [] and report["reconcile"]["lost_runs"] == []
     # every attempt is booked to the run, and the history shows both
     ledger = CostLedger(app.state, clock)
@@ -131,8 +132,8 @@ async def test_a_run_that_came_back_and_finished_between_two_rounds_is_not_moved
     clock.advance(11 * 60)
 
     report = await app.guard_pass()
-    assert report["recovery"]["relaunched"] == {} and fake.state.created_count == 1
-    assert app.state.get_run(run_id).state is RunState.DONE
+    assert report["recovery"]["ended"] == [run_id] and report["recovery"]["relaunched"] == {}
+    assert fake.state.created_count == 1 and app.state.get_run(run_id).state is RunState.DONE
 
 
 async def test_an_exited_container_is_moved_at_once(world, fake, clock):
