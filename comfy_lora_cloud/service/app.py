@@ -253,7 +253,4 @@ class App:
                           clock=self.clock, emit=self.emit, grace_s=grace_s, fresh_s=fresh_s,
                           memory=self.guard_memory,
                           recovery=self.recovery.guard(provider, storage, on_step=on_recovery_step))
-            report = await guard.run_once()
-        if self.settings_problem:
-            report["problems"].append({"kind": "settings", "subject": "settings", "message": self.settings_problem})
-        return report
+            return await guard.run_once(settings_problem=self.settings_problem)

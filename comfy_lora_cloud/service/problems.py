@@ -25,6 +25,7 @@ CHARGES = "charges"  # /charges/ rows refused, paging cut     "/charges/"
 DESTROY = "destroy"  # a destroy failed                       instance id
 BUDGET = "budget"  # a budget could not be checked            run id or "month"
 RECOVERY = "recovery"  # a preempted run could not be moved yet (no offer, launch failed)   run id
+SETTINGS = "settings"  # a settings file cannot be read: the last good ones hold   "settings"
 UNEXPECTED = "unexpected"  # a bug: one record or phase failed     what
 
 
