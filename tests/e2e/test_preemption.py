@@ -127,7 +127,7 @@ async def test_preempted_twice_moves_twice_and_finishes(world):
     assert status.step == status.total_steps == STEPS_PER_EPOCH * EPOCHS
     meta = json.loads(storage.read_bytes("loras/cat.json"))
     assert meta["run_id"] == run_id and storage.stat("loras/cat.safetensors").md5 == meta["md5"]
-    path = await asyncio.to_thread(fetch_lora, storage, status, app.loras_dir)  # what Await LoRA downloads
+    path = await asyncio.to_thread(fetch_lora, storage, status, app.loras_dir, "cat")  # what Await LoRA downloads
     assert checksum_file(path).md5 == meta["md5"]
 
     # each preemption lost less than one checkpoint interval: resumed from the epoch before it
