@@ -4,6 +4,7 @@
 // of runs in the large view (loss overlaid, samples side by side, config differences).
 // No side effects at import.
 import { loraCloudApi as lc } from "./api.js";
+import { attemptsBlock } from "./attempts.js";
 import { refresh } from "./data.js";
 import { openDialog } from "./dialog.js";
 import { loraCloudState as state } from "./state.js";
@@ -69,6 +70,7 @@ export function runCard(run) {
       run.live && typeof run.eta_seconds === "number" ? ` · ETA ${duration(run.eta_seconds)}` : ""),
     loss.length >= 2 ? lineChart([{ points: loss, name: run.id }]) : null,
     run.error ? h("div", { class: "lcl-error" }, run.error) : null,
+    attemptsBlock(run, { h, money, duration }), // issue 16: the instances a preempted run ran on
     run.live && run.instance_id != null
       ? h("div", { class: "lcl-actions" },
           dangerButton(`stop-run:${run.id}`, "Stop run", "Stop? Progress since the last checkpoint is lost",
@@ -252,8 +254,8 @@ function runsList() {
   const past = runs.filter((r) => !(r.live || watched.has(r.id)));
   return [
     h("div", { class: "lcl-actions", "data-run-filters": "" },
-      select("Filter runs by state", f.state, [["all", "all states"], ["live", "live"], ["done", "done"],
-        ["failed", "failed"], ["stopped", "stopped"]], (v) => { f.state = v; state.changed(); }),
+      select("Filter runs by state", f.state, [["all", "all states"], ["live", "live"], ["preempted", "preempted"],
+        ["done", "done"], ["failed", "failed"], ["stopped", "stopped"]], (v) => { f.state = v; state.changed(); }),
       select("Filter runs by dataset", f.dataset, [["all", "all datasets"], ...datasets.map((d) => [d, d])],
         (v) => { f.dataset = v; state.changed(); }, { class: "lcl-input lcl-wide" }),
       picked.length >= 2

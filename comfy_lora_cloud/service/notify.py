@@ -7,8 +7,8 @@ delivered at most once per channel, also across restarts and across processes sh
     kind            when                                                   key
     run_done        a run's state becomes done                             run:<id>:done
     run_failed      a run ends failed, timed_out or lost                   run:<id>:failed
-    run_preempted   a run reports state "preempted" (issue 16)             run:<id>:preempted:<attempt>
-    run_resumed     a live run reports an attempt above 1 (issue 16)       run:<id>:resumed:<attempt>
+    run_preempted   the guard's recovery found the run's GPU taken back    run:<id>:preempted:<count>
+    run_resumed     ... and the instance came back, or the run moved       run:<id>:resumed:<instance>
     budget_80       a budget reached 80% (monthly: once a month)           budget:<budget>:<subject>:80
     budget_100      a budget reached 100%, or the watchdog enforced it     budget:<budget>:<subject>:100
     session_idle    a remote ComfyUI session stopped for idleness          session:<id>:idle
@@ -68,7 +68,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
 from ..errors import redact
-from .events import BUDGET_EVENT, RUN_EVENT
+from .events import BUDGET_EVENT, PREEMPTION_EVENT, RUN_EVENT
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,8 @@ def notices_for(event: str, data: Mapping[str, Any], now: float) -> list[Notice]
         return _run_notices(data, now)
     if event == BUDGET_EVENT:
         return _budget_notices(data, now)
+    if event == PREEMPTION_EVENT:
+        return _preemption_notices(data, now)
     if event == SESSION_EVENT and data.get("kind") in ("idle_stopped", "stopped_idle", "idle"):
         sid = _text(data.get("id") or data.get("session_id") or "?", 100)
         return [Notice("session_idle", f"session:{sid}:idle", "Session stopped for idleness",
@@ -164,8 +166,6 @@ def _run_notices(run: Mapping[str, Any], now: float) -> list[Notice]:
                if isinstance(run.get(k), (str, int, float)) and not isinstance(run.get(k), bool)}
     subject["run_id"] = run_id
     subject["state"] = state
-    attempt = run.get("attempt")
-    attempt = attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else 1
     at = run.get("updated_at") or run.get("created_at")
     at = float(at) if isinstance(at, (int, float)) and not isinstance(at, bool) else None
     cost = _money(run.get("cost_usd"))
@@ -178,14 +178,29 @@ def _run_notices(run: Mapping[str, Any], now: float) -> list[Notice]:
         why = _text(run.get("error") or run.get("message") or state.replace("_", " "), 400)
         return [Notice("run_failed", f"run:{run_id}:failed", f"Run failed: {name}",
                        f"Run {run_id} ended {state.replace('_', ' ')}: {why}", at, subject)]
-    if state == "preempted":
-        return [Notice("run_preempted", f"run:{run_id}:preempted:{attempt}", f"Run preempted: {name}",
-                       f"The GPU of run {run_id} was taken back; it resumes from its last checkpoint on a new "
-                       "instance.", at or now, subject)]
-    if attempt > 1 and state in ("starting", "training", "uploading"):
-        return [Notice("run_resumed", f"run:{run_id}:resumed:{attempt}", f"Run resumed: {name}",
-                       f"Run {run_id} resumed (attempt {attempt}).", at or now, {**subject, "attempt": attempt})]
     return []
+
+
+def _preemption_notices(data: Mapping[str, Any], now: float) -> list[Notice]:
+    """What the guard's recovery (service/recovery.py) announces: ``preempted``, then ``resumed``
+    (the instance came back) or ``relaunched`` (moved to another); ``gave_up`` ends the run, which
+    its run event announces as failed."""
+    run_id = data.get("run_id")
+    kind = data.get("kind")
+    if not isinstance(run_id, str) or kind not in ("preempted", "resumed", "relaunched"):
+        return []
+    subject = {k: data.get(k) for k in ("run_id", "instance_id", "step", "checkpoint_step", "preemptions", "attempt",
+                                         "gpu", "dph", "waited_s") if isinstance(data.get(k), (str, int, float))
+               and not isinstance(data.get(k), bool)}
+    message = _text(data.get("message") or kind, 400)
+    if kind == "preempted":
+        count = data.get("preemptions") if isinstance(data.get("preemptions"), int) else 1
+        return [Notice("run_preempted", f"run:{run_id}:preempted:{count}", f"Run preempted: {run_id}",
+                       f"The GPU of run {run_id} was taken back; {message}", now, subject)]
+    instance = _text(data.get("instance_id") or data.get("attempt") or "?", 60)
+    how = "resumed on its instance" if kind == "resumed" else "moved to a new instance"
+    return [Notice("run_resumed", f"run:{run_id}:resumed:{instance}", f"Run resumed: {run_id}",
+                   f"Run {run_id} {how}: {message}", now, subject)]
 
 
 def _budget_notices(data: Mapping[str, Any], now: float) -> list[Notice]:
@@ -379,7 +394,7 @@ class Notifier:
     def observe(self, event: str, data: Any) -> None:
         """An event the services emitted: queued, mapped and delivered on the worker. Cheap and
         non-blocking, so it is safe on any event loop; never raises."""
-        if event not in (RUN_EVENT, BUDGET_EVENT, SESSION_EVENT):
+        if event not in (RUN_EVENT, BUDGET_EVENT, PREEMPTION_EVENT, SESSION_EVENT):
             return
         try:
             snapshot = json.loads(json.dumps(data, default=str))  # the caller may change its dict later

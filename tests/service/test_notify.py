@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from comfy_lora_cloud.service.app import App
-from comfy_lora_cloud.service.events import BUDGET_EVENT, RUN_EVENT
+from comfy_lora_cloud.service.events import BUDGET_EVENT, PREEMPTION_EVENT, RUN_EVENT
 from comfy_lora_cloud.service.notify import (NOTIFY_EVENT, SCHEMA, SESSION_EVENT, STALE_CLAIM_S, Notice,
                                              WebhookPolicy, desktop_command, notices_for)
 from comfy_lora_cloud.settings import Settings
@@ -191,10 +191,17 @@ def test_what_events_mean():
     assert notices_for(RUN_EVENT, {"id": "r", "state": "stopped", "updated_at": now}, now) == []  # the user did it
     [lost] = notices_for(RUN_EVENT, {"id": "r", "state": "lost", "updated_at": now}, now)
     assert lost.kind == "run_failed" and lost.key == "run:r:failed"
-    [pre] = notices_for(RUN_EVENT, {"id": "r", "state": "preempted", "attempt": 1, "updated_at": now}, now)
-    [res] = notices_for(RUN_EVENT, {"id": "r", "state": "training", "attempt": 2, "updated_at": now}, now)
-    assert (pre.kind, pre.key, res.kind, res.key) == ("run_preempted", "run:r:preempted:1", "run_resumed",
-                                                      "run:r:resumed:2")
+    assert notices_for(RUN_EVENT, {"id": "r", "state": "preempted", "updated_at": now}, now) == []  # recovery's
+    [pre] = notices_for(PREEMPTION_EVENT, {"kind": "preempted", "run_id": "r", "instance_id": "77", "preemptions": 1,
+                                           "message": "preempted: instance 77 exited; resumes from step 200"}, now)
+    [back] = notices_for(PREEMPTION_EVENT, {"kind": "resumed", "run_id": "r", "instance_id": "77", "message": "x"}, now)
+    [moved] = notices_for(PREEMPTION_EVENT, {"kind": "relaunched", "run_id": "r", "instance_id": "78", "attempt": 2,
+                                             "message": "run moved to instance 78"}, now)
+    assert (pre.kind, pre.key) == ("run_preempted", "run:r:preempted:1") and "step 200" in pre.message
+    assert (back.kind, back.key, moved.kind, moved.key) == ("run_resumed", "run:r:resumed:77", "run_resumed",
+                                                            "run:r:resumed:78")
+    assert "moved to a new instance" in moved.message
+    assert notices_for(PREEMPTION_EVENT, {"kind": "gave_up", "run_id": "r"}, now) == []  # the run event says failed
     month = time.strftime("%Y-%m", time.localtime(now))
     [warn] = notices_for(BUDGET_EVENT, {"kind": "warning", "budget": "max_month_usd", "message": "80%"}, now)
     [over] = notices_for(BUDGET_EVENT, {"kind": "exceeded", "budget": "max_month_usd", "message": "100%"}, now)
