@@ -306,3 +306,20 @@ async def test_notification_settings_and_a_test_notification(client, seeded):
     await client.post(f"{A}/notify/test", headers=h, json={})
     assert await asyncio.to_thread(seeded.app.notify.flush, 30)
     assert len([d for e, d in seeded.events if e == NOTIFY_EVENT]) == 1
+
+
+async def test_a_photo_of_several_megabytes_is_staged(client, seeded):
+    """Bigger than aiohttp's default 1 MiB body: the upload streams, up to the 40 MB a photo may be."""
+    import os as _os
+
+    noise = Image.frombytes("RGB", (1200, 900), _os.urandom(1200 * 900 * 3))
+    out = io.BytesIO()
+    noise.save(out, "PNG")
+    data = out.getvalue()
+    assert len(data) > 3 * 1024 * 1024
+    h = await octet_headers(client)
+    resp = await client.put(f"{A}/uploads/big/files/noise.png?sha256={hashlib.sha256(data).hexdigest()}",
+                            headers=h, data=data)
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["width"] == 1200
+    assert (seeded.settings.home / "uploads" / "big" / "files" / "noise.png").read_bytes() == data
