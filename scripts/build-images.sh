@@ -113,7 +113,7 @@ arg_default() {  # DOCKERFILE NAME: the default of ARG NAME
 }
 
 # ---- building ---------------------------------------------------------------------------------
-declare -A BUILD_S SIZE REF
+declare -A BUILD_S REF
 build() {  # NAME DOCKERFILE EXTRA_BUILD_ARGS...
   local name="$1" file="$2"; shift 2
   local ref="$REGISTRY/$name:$TAG" start end
@@ -124,15 +124,20 @@ build() {  # NAME DOCKERFILE EXTRA_BUILD_ARGS...
     nice -n 10 buildah bud --layers --format docker -f "$file" -t "$ref" "$@" . >"$WORK/build-$name.log" 2>&1 \
       || { tail -40 "$WORK/build-$name.log" >&2; die "build of $name failed: $WORK/build-$name.log"; }
   else
-    DOCKER_BUILDKIT=1 nice -n 10 docker build -f "$file" -t "$ref" "$@" . >"$WORK/build-$name.log" 2>&1 \
+    DOCKER_BUILDKIT=1 nice -n 10 docker build --progress=plain -f "$file" -t "$ref" "$@" . >"$WORK/build-$name.log" 2>&1 \
       || { tail -40 "$WORK/build-$name.log" >&2; die "build of $name failed: $WORK/build-$name.log"; }
   fi
   end=$(date +%s)
   BUILD_S[$name]=$((end - start))
-  local cached steps
-  cached=$(grep -c -e '--> Using cache' -e ' CACHED' "$WORK/build-$name.log" || true)
-  steps=$(grep -c -E '^STEP [0-9]+/|^#[0-9]+ \[' "$WORK/build-$name.log" || true)
-  say "built $ref in ${BUILD_S[$name]} s ($cached cached of $steps steps; log $WORK/build-$name.log)"
+  # cache hits among the steps that make layers (buildah: "--> Using cache"; BuildKit: "#N CACHED")
+  local hits
+  hits=$(awk '/STEP [0-9]+\/[0-9]+: (RUN|COPY|ADD)/ {n++; cur = 1; next}
+              /STEP [0-9]+\/[0-9]+:/ {cur = 0; next}
+              /^--> Using cache/ && cur {c++}
+              /^#[0-9]+ \[.*\] (RUN|COPY|ADD)/ {id[$1] = 1; n++}
+              /^#[0-9]+ CACHED/ && ($1 in id) {c++}
+              END {printf "%d of %d", c, n}' "$WORK/build-$name.log")
+  say "built $ref in ${BUILD_S[$name]} s ($hits RUN/COPY steps from the cache; log $WORK/build-$name.log)"
 }
 
 size_of() {
@@ -191,11 +196,11 @@ status=0
 if [ "$SELFTEST" = 1 ]; then
   PY="${PYTHON:-}"
   [ -n "$PY" ] || { [ -x .venv/bin/python ] && PY=.venv/bin/python || PY=python3; }
-  say "self-tests (pytest tests/images, LORA_CLOUD_TEST_IMAGES=1)"
+  say "self-tests: $PY -m pytest tests/images/test_selftest_in_images.py (LORA_CLOUD_TEST_IMAGES=1)"
   LORA_CLOUD_TEST_IMAGES=1 LORA_CLOUD_IMAGE_ENGINE="$ENGINE" \
     LORA_CLOUD_TRAINER_IMAGE_REF="${REF[trainer]:-}" LORA_CLOUD_INFERENCE_IMAGE_REF="${REF[inference]:-}" \
     LORA_CLOUD_CA_BUNDLE="$CA_BUNDLE" PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" \
-    "$PY" -m pytest tests/images -q -p no:cacheprovider -o addopts="" -rs || status=$?
+    "$PY" -m pytest tests/images/test_selftest_in_images.py -q -p no:cacheprovider -o addopts="" -rs || status=$?
 fi
 
 echo
@@ -204,5 +209,7 @@ for name in trainer inference; do
   [ -n "${REF[$name]:-}" ] || continue
   printf '%-10s %-48s %10s %11ss\n' "$name" "${REF[$name]}" "$(size_of "${REF[$name]}")" "${BUILD_S[$name]}"
 done
-[ "$status" = 0 ] && say "self-tests passed" || say "self-tests FAILED (exit $status)"
+if [ "$SELFTEST" = 0 ]; then say "self-tests not run (--no-selftest)"
+elif [ "$status" = 0 ]; then say "self-tests passed"
+else say "self-tests FAILED (exit $status)"; fi
 exit "$status"

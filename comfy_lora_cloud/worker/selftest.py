@@ -35,6 +35,7 @@ import importlib.machinery
 import importlib.util
 import io
 import json
+import logging
 import os
 import pkgutil
 import shutil
@@ -128,14 +129,18 @@ def _torchvision_stand_in() -> bool:
 
 @contextlib.contextmanager
 def _quiet():
-    """Keep the libraries' import chatter out of the report; show it only when something fails."""
+    """Keep the libraries' chatter (prints, and kohya's log handlers, which hold the real stderr)
+    out of the report; show the prints only when something fails."""
     sink = io.StringIO()
+    logging.disable(logging.WARNING)
     try:
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             yield sink
     except BaseException:
         sys.stderr.write(sink.getvalue()[-4000:])
         raise
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _import_all(names: Sequence[str]) -> list[str]:
@@ -236,6 +241,7 @@ def _parse_one(mod: Any, train_util: Any, config_util: Any, strategy_base: Any, 
         train_util.verify_training_args(args)
         train_util.prepare_dataset_args(args, True)
         trainer = mod.FluxNetworkTrainer()
+        strategy_base.LatentsCachingStrategy._strategy = None  # kohya sets it once per process; we check 9 configs
         strategy_base.LatentsCachingStrategy.set_strategy(trainer.get_latents_caching_strategy(args))
         sanitizer = config_util.ConfigSanitizer(True, True, args.masked_loss, True)
         blueprint = config_util.BlueprintGenerator(sanitizer).generate(
