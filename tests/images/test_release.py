@@ -8,10 +8,12 @@ machine without GitHub cannot do. A missing linter skips its test and says how t
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -64,11 +66,23 @@ def test_scripts_pass_shellcheck():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def _listed_images() -> list[str]:
+    """What the workflow's ``list`` job outputs, by running its own script here."""
+    script = _workflow()["jobs"]["list"]["steps"][1]["run"]
+    out = Path(tempfile.mkdtemp()) / "github_output"
+    subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=REPO, check=True, timeout=30,
+                   env={"GITHUB_OUTPUT": str(out), "PATH": "/usr/bin:/bin"})
+    key, _, value = out.read_text().strip().partition("=")
+    assert key == "images"
+    return json.loads(value)
+
+
 def test_workflow_publishes_each_image_from_its_dockerfile_on_a_version_tag():
     wf = _workflow()
     job = wf["jobs"]["image"]
-    images = job["strategy"]["matrix"]["image"]
-    assert sorted(images) == sorted(p.parent.name.removesuffix("_image") for p in DOCKERFILES)
+    assert job["strategy"]["matrix"]["image"] == "${{ fromJSON(needs.list.outputs.images) }}"
+    assert sorted(_listed_images()) == sorted(p.parent.name.removesuffix("_image") for p in DOCKERFILES)
+    assert "trainer" in _listed_images()
     steps = {s.get("name") or s.get("uses"): s for s in job["steps"]}
     push = steps["Push (the same layers, from the cache)"]
     assert push["with"]["file"] == "${{ matrix.image }}_image/Dockerfile" and push["with"]["push"] is True
@@ -86,7 +100,7 @@ def test_workflow_publishes_each_image_from_its_dockerfile_on_a_version_tag():
 def test_every_image_the_code_launches_is_published_by_the_workflow():
     wf = _workflow()
     prefix = wf["env"]["IMAGE_PREFIX"]
-    published = {f"{prefix}/{name}:{VERSION}" for name in wf["jobs"]["image"]["strategy"]["matrix"]["image"]}
+    published = {f"{prefix}/{name}:{VERSION}" for name in _listed_images()}
     # the settings' defaults (what a launch uses) and any literal image reference in the package
     defaults = {f.default for name, f in Settings.model_fields.items()
                 if name.endswith("_image") and isinstance(f.default, str)}

@@ -11,7 +11,10 @@ With Docker where there is one, else buildah (root). What each test proves:
 - it runs as uid 1000 and can write /workspace and the tokenizer cache, nothing else of the image;
 - no build tool (git, compilers), no pip cache, no wheel, no exported source folder and none of
   the machine's own CA certificates (passed to the local build as a secret) is in the image;
-- ``pip check`` passes inside it.
+- ``pip check`` passes inside it;
+- the inference image's ENTRYPOINT with ``--self-test`` (start.sh hands it to
+  worker/inference_selftest.py): ComfyUI starts on CPU, every installed pack imports, our nodes are
+  in /object_info, the templates are listed. Skipped while inference_image/ has no Dockerfile.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ pytestmark = pytest.mark.skipif(os.environ.get("LORA_CLOUD_TEST_IMAGES") != "1",
                                 reason="opt-in: LORA_CLOUD_TEST_IMAGES=1 (bash scripts/build-images.sh runs it)")
 
 LOCAL_CA_DIR = Path("/usr/local/share/ca-certificates")  # Debian's home of a machine's own CAs
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +109,26 @@ def test_no_certificate_of_this_machine_is_in_the_trainer(engine, trainer):
 def test_pip_check_passes_in_the_trainer(engine, trainer):
     proc = engine.run(trainer, ["-m", "pip", "check"], entrypoint=["python"])
     assert proc.returncode == 0 and "No broken requirements" in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def inference(engine: Engine) -> str:
+    if not (REPO / "inference_image" / "Dockerfile").is_file():
+        pytest.skip("inference_image/Dockerfile does not exist (yet)")
+    ref = os.environ.get("LORA_CLOUD_INFERENCE_IMAGE_REF") or Settings.model_fields["trainer_image"].default.replace(
+        "/trainer:", "/inference:")
+    if not engine.exists(ref):
+        pytest.fail(f"{ref} is not built: bash scripts/build-images.sh --only inference")
+    return ref
+
+
+def test_inference_self_test_passes(engine, inference):
+    proc = engine.run(inference, ["--self-test"])
+    out = proc.stdout + proc.stderr
+    print(out)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(("self-test ", "SELF-TEST"))]
+    assert proc.returncode == 0, out
+    assert [line.split(":")[0] for line in lines] == [
+        "self-test comfyui", "self-test packs", "self-test nodes", "self-test templates", "SELF-TEST PASSED"]
+    assert "comfy_lora_cloud" in lines[1]
+
