@@ -15,8 +15,8 @@
 #            bundle ($CA_BUNDLE) reaches pip as a build secret, never a layer.
 #
 # Environment: ENGINE (docker|buildah), TAG (default: the package version), TORCH_WHEELS
-# (/opt/wheels), TORCH_LOCAL (torch==2.13.0+cpu), SD_SCRIPTS_GIT_DIR, COMFYUI_GIT_DIR (git
-# directories holding those repositories; defaults: /work/.mirror/...), CA_BUNDLE
+# (/opt/wheels), TORCH_LOCAL (torch==2.13.0+cpu), MIRRORS (/work/.mirror: <owner>+<repo>/repo git
+# directories holding the sources the Dockerfiles name in ARG <NAME>_SOURCE), CA_BUNDLE
 # (/etc/ssl/certs/ca-certificates.crt), PYTHON (runs the self-tests' pytest; default .venv/bin/python),
 # IMAGES_WORK (/var/tmp/lora-cloud-images: the debootstrap root, logs).
 # Self-tests: tests/images/test_image_selftest.py, run here with LORA_CLOUD_TEST_IMAGES=1.
@@ -92,7 +92,7 @@ local_base() {  # a Debian bookworm minbase made with debootstrap, imported once
 export_source() {  # GIT_DIR COMMIT DEST: the tree at COMMIT, plus .source-commit naming it
   local git_dir="$1" commit="$2" dest="$3"
   if [ -f "$dest/.source-commit" ] && [ "$(cat "$dest/.source-commit")" = "$commit" ]; then return; fi
-  [ -d "$git_dir" ] || die "no git directory at $git_dir (set SD_SCRIPTS_GIT_DIR / COMFYUI_GIT_DIR)"
+  [ -d "$git_dir" ] || die "no git directory at $git_dir (MIRRORS)"
   git --git-dir="$git_dir" cat-file -e "$commit^{commit}" 2>/dev/null || die "$git_dir lacks commit $commit"
   rm -rf "$dest" && mkdir -p "$dest"
   # a partial mirror lacks big blobs (sd-scripts' Windows DLLs, ComfyUI's test images): leave them
@@ -150,46 +150,58 @@ if [ "$MODE" = local ] && [ -s "$CA_BUNDLE" ]; then secret_args=(--secret "id=ca
 
 want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
 
-if want trainer; then
-  args=()
-  if [ "$MODE" = local ]; then
-    local_base
-    export_source "${SD_SCRIPTS_GIT_DIR:-/work/.mirror/kohya-ss+sd-scripts/repo}" \
-      "$(arg_default trainer_image/Dockerfile SD_SCRIPTS_COMMIT)" trainer_image/sources/sd-scripts
-    mkdir -p trainer_image/sources/wheels
+mirror_of() {  # a git URL -> the local git directory holding it ($MIRRORS/<owner>+<repo>/repo)
+  local url="${1%.git}" repo owner found
+  repo="${url##*/}"; owner="${url%/*}"; owner="${owner##*/}"
+  if [ -d "$MIRRORS/$owner+$repo/repo" ]; then echo "$MIRRORS/$owner+$repo/repo"; return; fi
+  found=("$MIRRORS"/*+"$repo"/repo)  # a repository that moved (comfyanonymous/ComfyUI -> Comfy-Org)
+  [ "${#found[@]}" = 1 ] && [ -d "${found[0]}" ] && echo "${found[0]}"
+}
+
+# The local substitutes for one image, by the Dockerfiles' convention: every `ARG <NAME>_SOURCE=<git
+# URL>` with its `ARG <NAME>_COMMIT=<sha>` is exported into <image>_image/sources/<repo> and passed
+# as `<NAME>_SOURCE=<repo>`; TORCH_PACKAGES/TORCH_INDEX_URL/TORCH_FIND_LINKS take the CPU wheel;
+# BASE_IMAGE the debootstrapped base; DOWNLOAD_TOKENIZERS=0 where declared.
+local_args() {  # IMAGE_DIR -> fills the array ARGS
+  local dir="$1" file="$1/Dockerfile" name url commit repo git_dir torch_local wheel_glob
+  ARGS=(--build-arg "BASE_IMAGE=$LOCAL_BASE")
+  local_base
+  while read -r name url; do
+    commit="$(arg_default "$file" "${name}_COMMIT")"
+    [ -n "$commit" ] || die "$file: ARG ${name}_SOURCE has no ${name}_COMMIT"
+    repo="${url%.git}"; repo="${repo##*/}"
+    git_dir="$(mirror_of "$url")" || true
+    [ -n "$git_dir" ] || die "no local git directory for $url under $MIRRORS (fetch it first)"
+    export_source "$git_dir" "$commit" "$dir/sources/$repo"
+    ARGS+=(--build-arg "${name}_SOURCE=$repo")
+  done < <(sed -n 's/^ARG \([A-Z0-9_]*\)_SOURCE=\(.*:\/\/.*\)$/\1 \2/p' "$file")
+  if grep -q '^ARG TORCH_PACKAGES' "$file"; then
     torch_local="${TORCH_LOCAL:-torch==2.13.0+cpu}"
     wheel_glob="${torch_local%%==*}-${torch_local#*==}-*.whl"
+    mkdir -p "$dir/sources/wheels"
     # shellcheck disable=SC2086
-    ls "${TORCH_WHEELS:-/opt/wheels}"/$wheel_glob >/dev/null 2>&1 || die "no $wheel_glob in ${TORCH_WHEELS:-/opt/wheels}"
-    # shellcheck disable=SC2086
-    cp -u "${TORCH_WHEELS:-/opt/wheels}"/$wheel_glob trainer_image/sources/wheels/
-    args=(--build-arg "BASE_IMAGE=$LOCAL_BASE" --build-arg SD_SCRIPTS_SOURCE=sd-scripts
-          --build-arg "TORCH_PACKAGES=$torch_local" --build-arg TORCH_INDEX_URL=
-          --build-arg TORCH_FIND_LINKS=/tmp/sources/wheels --build-arg DOWNLOAD_TOKENIZERS=0)
+    cp -u "${TORCH_WHEELS:-/opt/wheels}"/$wheel_glob "$dir/sources/wheels/" \
+      || die "no $wheel_glob in ${TORCH_WHEELS:-/opt/wheels}"
+    ARGS+=(--build-arg "TORCH_PACKAGES=$torch_local" --build-arg TORCH_INDEX_URL=
+           --build-arg TORCH_FIND_LINKS=/tmp/sources/wheels)
   fi
-  build trainer trainer_image/Dockerfile "${args[@]}" "${secret_args[@]}"
-fi
+  if grep -q '^ARG DOWNLOAD_TOKENIZERS' "$file"; then ARGS+=(--build-arg DOWNLOAD_TOKENIZERS=0); fi
+}
 
-if want inference; then
-  if [ ! -f inference_image/Dockerfile ]; then
-    say "inference_image/Dockerfile does not exist yet: skipped"
-  else
-    args=()
-    if [ "$MODE" = local ]; then
-      local_base
-      export_source "${COMFYUI_GIT_DIR:-/work/.mirror/Comfy-Org+ComfyUI/repo}" \
-        "$(arg_default inference_image/Dockerfile COMFYUI_COMMIT)" inference_image/sources/ComfyUI
-      mkdir -p inference_image/sources/wheels
-      torch_local="${TORCH_LOCAL:-torch==2.13.0+cpu}"
-      # shellcheck disable=SC2086
-      cp -u "${TORCH_WHEELS:-/opt/wheels}"/${torch_local%%==*}-${torch_local#*==}-*.whl inference_image/sources/wheels/
-      args=(--build-arg "BASE_IMAGE=$LOCAL_BASE" --build-arg COMFYUI_SOURCE=ComfyUI
-            --build-arg "TORCH_PACKAGES=$torch_local" --build-arg TORCH_INDEX_URL=
-            --build-arg TORCH_FIND_LINKS=/tmp/sources/wheels)
+MIRRORS="${MIRRORS:-/work/.mirror}"
+for name in trainer inference; do
+  want "$name" || continue
+  if [ ! -f "${name}_image/Dockerfile" ]; then say "${name}_image/Dockerfile does not exist yet: skipped"; continue; fi
+  ARGS=()
+  if [ "$MODE" = local ]; then
+    if ! grep -q '^ARG [A-Z0-9_]*_SOURCE=' "${name}_image/Dockerfile" && grep -q 'git clone' "${name}_image/Dockerfile"; then
+      say "${name}_image/Dockerfile clones from git without a <NAME>_SOURCE build argument: it cannot build without GitHub; skipped"
+      continue
     fi
-    build inference inference_image/Dockerfile "${args[@]}" "${secret_args[@]}"
+    local_args "${name}_image"
   fi
-fi
+  build "$name" "${name}_image/Dockerfile" "${ARGS[@]}" "${secret_args[@]}"
+done
 
 # ---- self-tests, inside the built images ------------------------------------------------------
 status=0
