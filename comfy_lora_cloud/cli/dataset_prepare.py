@@ -30,7 +30,7 @@ def prepare(
     remove_background: bool = typer.Option(False, "--remove-background", help="Replace backgrounds with white (rembg)."),
     caption_model: Optional[str] = typer.Option(None, "--caption-model", help="Local Florence-2 / BLIP-2 model folder."),
     background_model: Optional[str] = typer.Option(None, "--background-model", help="rembg .onnx model file."),
-    resolution: int = typer.Option(1024, "--resolution", min=256, max=4096,
+    resolution: int = typer.Option(1024, "--resolution", min=256, max=2048,
                                    help="Training resolution (kohya buckets; a multiple of 64)."),
     upscale: bool = typer.Option(False, "--upscale", help="Enlarge images smaller than their bucket."),
     overwrite_captions: bool = typer.Option(False, "--overwrite-captions", help="Re-caption images that have a .txt."),

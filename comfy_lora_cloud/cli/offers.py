@@ -17,7 +17,7 @@ app = typer.Typer(help="Find the offer with the cheapest expected total for a tr
 def offers(
     ctx: typer.Context,
     preset: str = typer.Option("character", "--for", help="LoRA preset: character, style or concept."),
-    resolution: int = typer.Option(1024, min=256, max=4096, help="Training resolution in pixels."),
+    resolution: int = typer.Option(1024, min=256, max=2048, help="Training resolution in pixels."),
     tier: int = typer.Option(24, help="VRAM floor in GB: 24, 48 or 80."),
     images: Optional[int] = typer.Option(None, min=1, max=100_000, help="Dataset size (default: typical for the preset)."),
     steps: Optional[int] = typer.Option(None, min=1, max=1_000_000, show_default=False,

@@ -10,8 +10,9 @@ GPU providers and each other only through it, so a behaviour cannot differ by en
 
 One noun per service, each in its own module: :class:`~.runs.Runs`, :class:`~.instances.Instances`,
 :class:`~.library.Library`, :class:`~.costs.Costs`, :class:`~.offers.Offers`,
-:class:`~.mirror.Mirror`. They hold the app, not copies of its parts, so a settings change reaches
-them all at once.
+:class:`~.mirror.Mirror`, :class:`~.recovery.Recoveries`; :class:`~.notify.Notifier`
+(``app.notify``) turns the events they emit into notifications. They hold the app, not copies of
+its parts, so a settings change reaches them all at once.
 
 Settings are re-read when ``config.toml`` or ``secrets.toml`` change (:class:`SettingsSource`): a
 ``lora-cloud budget set`` takes effect in a running ComfyUI within one guard round, and a broken file
@@ -116,6 +117,7 @@ class App:
         from .library import Library
         from .mirror import Mirror
         from .offers import Offers
+        from .recovery import Recoveries
         from .doctor import Doctor
         from .models_cache import ModelsCache
         from .run_outputs import RunOutputs
@@ -124,7 +126,7 @@ class App:
         self.source = settings if isinstance(settings, SettingsSource) else SettingsSource(settings.home, initial=settings)
         self._fixed_storage = storage
         self._state = state
-        self.emit: Emit = emit or no_emit
+        self.sink: Emit = emit or no_emit  # where events go (ComfyUI's websocket); see emit()
         self.clock = clock
         self._loras_dir = Path(loras_dir) if loras_dir else None
         # injected providers win over the configured ones (tests, the fake vast.ai server)
@@ -142,6 +144,17 @@ class App:
         self.costs = Costs(self)
         self.offers = Offers(self)
         self.mirror = Mirror(self)
+        self.recovery = Recoveries(self)
+        from .notify import Notifier
+
+        self.notify = Notifier(self)  # the one notifier: sees every event emit() sends
+        from .captions import Captions
+        from .train_config import TrainConfigs
+        from .uploads import Uploads
+
+        self.captions = Captions(self)  # caption edits over generations (the sidebar's editor)
+        self.uploads = Uploads(self)  # the sidebar's staged uploads and preparation reviews
+        self.train_config = TrainConfigs(self)  # the config editor: presets, checks, estimates
         self.outputs = RunOutputs(self)  # a run's log, samples and spend so far
         self.doctor = Doctor(self)  # every setting and credential against the real services
         self.models = ModelsCache(self)  # base weights into the bucket's models/
@@ -153,6 +166,11 @@ class App:
         source = SettingsSource(home)
         source.current()
         return cls(source, **kwargs)
+
+    def emit(self, event: str, data: dict[str, Any]) -> None:
+        """Send a live event (service/events.py names) to the sink, and let the notifier see it."""
+        self.sink(event, data)
+        self.notify.observe(event, data)
 
     # ---- the parts ---------------------------------------------------------------------------
     @property
@@ -230,9 +248,11 @@ class App:
         return "vast" in self.providers or bool(self.settings.secret("vast_api_key"))
 
     # ---- the guard ---------------------------------------------------------------------------
-    async def guard_pass(self, *, grace_s: float = 120.0, fresh_s: float = 1800.0) -> dict[str, Any]:
-        """One pass of the one guard (reconcile + budget watchdog) for vast.ai: the same from
-        ComfyUI's loop, ``lora-cloud instances reconcile`` and cron.
+    async def guard_pass(self, *, grace_s: float = 120.0, fresh_s: float = 1800.0,
+                         on_recovery_step: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """One pass of the one guard (reconcile + preemption recovery + budget watchdog) for
+        vast.ai: the same from ComfyUI's loop, ``lora-cloud instances reconcile`` and cron.
+        ``on_recovery_step`` is called after each step of a run's move (tests crash there).
 
         Budgets are read from the current settings on every check, so a changed budget applies
         within one round; a settings file that cannot be read keeps the last good budgets and the
@@ -253,8 +273,6 @@ class App:
         async with self.provider("vast")() as provider:
             guard = Guard(provider, self.state, lambda: Budgets.from_settings(self.settings), storage=storage,
                           clock=self.clock, emit=self.emit, grace_s=grace_s, fresh_s=fresh_s,
-                          memory=self.guard_memory)
-            report = await guard.run_once()
-        if self.settings_problem:
-            report["problems"].append({"kind": "settings", "subject": "settings", "message": self.settings_problem})
-        return report
+                          memory=self.guard_memory,
+                          recovery=self.recovery.guard(provider, storage, on_step=on_recovery_step))
+            return await guard.run_once(settings_problem=self.settings_problem)

@@ -608,9 +608,9 @@ class Library:
 
         name = validate_name(name, "dataset name")
         settings = self.app.settings
-        if isinstance(resolution, bool) or not isinstance(resolution, int) or not 256 <= resolution <= 4096 \
-                or resolution % 64:
-            raise ConfigError(f"resolution must be a multiple of 64 from 256 to 4096 pixels (Flux trains at 512-1024), "
+        if isinstance(resolution, bool) or not isinstance(resolution, int) or not 256 <= resolution <= 2048 \
+                or resolution % 64:  # the training resolution's range (training.presets.LIMITS)
+            raise ConfigError(f"resolution must be a multiple of 64 from 256 to 2048 pixels (Flux trains at 512-1024), "
                               f"not {resolution!r}")
         if workers is not None and not 1 <= workers <= 256:
             raise ConfigError(f"workers must be from 1 to 256, not {workers!r}")

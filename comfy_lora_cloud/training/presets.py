@@ -113,23 +113,6 @@ EXTRA_KEYS: dict[str, frozenset[str]] = {
     "prep": frozenset(),
 }
 
-# Numeric overrides outside these ranges are refused: (lowest, highest, lowest allowed itself).
-# Wide on purpose: they catch a sign or an exponent gone wrong, not an unusual choice.
-RANGES: dict[str, tuple[float, float, bool]] = {
-    "learning_rate": (0.0, 1.0, False), "unet_lr": (0.0, 1.0, False),
-    "network_dim": (1, 1024, True), "network_alpha": (0.0, 4096, False), "network_dropout": (0.0, 1.0, True),
-    "max_train_steps": (1, 1_000_000, True), "max_train_epochs": (1, 10_000, True),
-    "lr_warmup_steps": (0.0, 1_000_000, True), "max_grad_norm": (0.0, 1e6, True), "seed": (0, 2**32 - 1, True),
-    "blocks_to_swap": (0, 35, True), "guidance_scale": (0.0, 100.0, True), "discrete_flow_shift": (0.0, 100.0, False),
-    "sample_every_n_epochs": (1, 10_000, True), "save_every_n_epochs": (1, 10_000, True),
-    "resolution": (256, 4096, True), "batch_size": (1, 64, True), "min_bucket_reso": (64, 4096, True),
-    "max_bucket_reso": (64, 8192, True), "bucket_reso_steps": (64, 1024, True), "num_repeats": (1, 10_000, True),
-    "keep_tokens": (0, 1000, True), "noise_offset": (0.0, 1.0, True), "min_snr_gamma": (0.0, 100.0, True),
-    "steps_per_image": (1, 10_000, True), "min_steps": (1, 1_000_000, True), "max_steps": (1, 1_000_000, True),
-    "epoch_steps": (1, 1_000_000, True),
-}
-
-
 def known_keys(resolved: Mapping[str, Mapping[str, Any]], section: str) -> set[str]:
     """What ``section`` may hold after overrides: the preset's own keys and the kohya extras."""
     return set(resolved.get(section, {})) | set(EXTRA_KEYS.get(section, ()))
@@ -145,25 +128,11 @@ def _unknown(raw_key: str, key: str, resolved: Mapping[str, Mapping[str, Any]], 
     return ConfigError(f"unknown setting {raw_key!r}{hint}")
 
 
-def _check_range(raw_key: str, key: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return
-    if not math.isfinite(value):
-        raise ConfigError(f"{raw_key} must be a finite number, not {value!r}")
-    bounds = RANGES.get(key)
-    if bounds is None:
-        return
-    lo, hi, lo_ok = bounds
-    if value > hi or value < lo or (value == lo and not lo_ok):
-        low = f"at least {lo:g}" if lo_ok else f"above {lo:g}"
-        raise ConfigError(f"{raw_key} = {value!r} is out of range: it must be {low} and at most {hi:g}")
-
-
 def apply_overrides(resolved: dict[str, dict[str, Any]], overrides: Mapping[str, Any]) -> None:
     """Apply flat ``key`` / ``section.key`` overrides in place (``None`` removes a key).
 
     A key must be one the preset has or a known kohya option (:data:`EXTRA_KEYS`), with a value
-    of the preset's type in a sane range (:data:`RANGES`); anything else is a ConfigError that
+    of the preset's type in a sane range (:data:`LIMITS`); anything else is a ConfigError that
     names the closest known key."""
     for raw_key, value in overrides.items():
         section, _, key = raw_key.rpartition(".")
@@ -180,8 +149,45 @@ def apply_overrides(resolved: dict[str, dict[str, Any]], overrides: Mapping[str,
         if value is None:
             target.pop(key, None)
         else:
-            _check_range(raw_key, key, value)
-            target[key] = _coerce(raw_key, target.get(key), value)
+            target[key] = check_override_range(raw_key, key, _coerce(raw_key, target.get(key), value))
+
+
+# The ranges that make sense for the values people change (the CLI's --set and the sidebar's
+# config editor alike): beyond them a typo, not a plan, and an hour of rented GPU lost to it.
+LIMITS: dict[str, tuple[float, float]] = {
+    "network_dim": (1, 512),
+    "network_alpha": (0.0, 1024.0),
+    "learning_rate": (1e-7, 1e-2),
+    "max_train_steps": (1, 100_000),
+    "max_train_epochs": (1, 1000),
+    "resolution": (256, 2048),
+    "num_repeats": (1, 1000),
+    # and the other numbers a run takes (`--set`): wide, they catch a sign or an exponent gone wrong
+    "unet_lr": (1e-7, 1e-2), "network_dropout": (0.0, 1.0), "lr_warmup_steps": (0.0, 100_000),
+    "max_grad_norm": (0.0, 1e6), "seed": (0, 2**32 - 1), "blocks_to_swap": (0, 35), "guidance_scale": (0.0, 100.0),
+    "discrete_flow_shift": (0.01, 100.0), "sample_every_n_epochs": (1, 1000), "save_every_n_epochs": (1, 1000),
+    "batch_size": (1, 64), "min_bucket_reso": (64, 4096), "max_bucket_reso": (64, 8192),
+    "bucket_reso_steps": (64, 1024), "keep_tokens": (0, 1000), "noise_offset": (0.0, 1.0),
+    "min_snr_gamma": (0.0, 100.0), "steps_per_image": (1, 10_000), "min_steps": (1, 100_000),
+    "max_steps": (1, 100_000), "epoch_steps": (1, 100_000),
+}
+
+
+def check_override_range(raw_key: str, key: str, value: Any) -> Any:
+    """The one range check of an override's number (``--set``, the sidebar's config editor)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    if not math.isfinite(value):
+        raise ConfigError(f"override {raw_key}: {value!r} is not a finite number")
+    limits = LIMITS.get(key)
+    if limits is None:
+        return value
+    low, high = limits
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ConfigError(f"override {raw_key}: {value!r} is outside {low:g}..{high:g}")
+    if key == "resolution" and value % 64:
+        raise ConfigError(f"override {raw_key}: {value!r} is not a multiple of 64 (Flux's buckets need that)")
+    return value
 
 
 def load_preset(name: str, vram_gb: float = 24, overrides: Mapping[str, Any] | None = None) -> Preset:
