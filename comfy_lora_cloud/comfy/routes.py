@@ -37,7 +37,7 @@ from ..errors import ConfigError, LoraCloudError, redact
 from ..service.app import App
 from ..service.files import THUMB_SIZES
 from ..service.media import SAFE_HEADERS as SAFE_IMAGE_HEADERS, ServedFile
-from . import http_guard
+from . import http_guard, routes_loras
 from .token import HEADER, load_or_create_token, token_matches
 
 log = logging.getLogger(__name__)
@@ -270,6 +270,8 @@ def register_routes(routes: web.RouteTableDef, get_app: GetApp, *, listen: Itera
     @mutate("DELETE", "/loras/{name}")
     async def delete_lora(request: web.Request) -> web.Response:
         return web.json_response(await (await r.app()).library.delete_lora(request.match_info["name"]))
+
+    routes_loras.register(get, mutate, r)  # LoRA tests and the workflow templates
 
 
 _installed = False

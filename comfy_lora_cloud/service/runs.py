@@ -171,6 +171,7 @@ async def start_run(
             if expected is not None and max_run_usd and expected > max_run_usd:  # 0: no per-run limit
                 raise BudgetExceeded(f"the cheapest fitting offer is expected to cost ${expected:.2f}, over the "
                                      f"${max_run_usd:.2f} per-run budget (max_run_usd)")
+            spec.gpu, spec.dph = offer.gpu_name, offer.dph_total  # for the LoRA's metadata
             await asyncio.to_thread(spec.save, storage)
             await asyncio.to_thread(StatusReporter(storage, spec.run_id).update, state=RunState.LAUNCHING,
                                     message=f"renting {offer.gpu_name}")
