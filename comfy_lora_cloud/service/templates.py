@@ -208,7 +208,7 @@ class Templates:
             raise ObjectNotFound(f"image {image.filename!r} is too large to show")
         return served_file(data, image.filename)
 
-    async def wait(self, prompt_id: str, *, timeout: float = 1800.0, poll: float = 1.0) -> dict[str, Any]:
+    async def wait(self, prompt_id: str, *, timeout: float = 1800.0, poll: float = 0.5) -> dict[str, Any]:
         """Poll a test until it finishes (the CLI's ``--wait``)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
