@@ -9,6 +9,7 @@ import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { loraCloudApi as lc } from "./api.js";
 import { loraCloudState as state } from "./state.js";
+import { loraFacts, loraTestPanel } from "./lora_test.js";
 
 const TAB_ID = "lora-cloud";
 const EVENTS = { run: "lora_cloud.run", instance: "lora_cloud.instance", budget: "lora_cloud.budget" };
@@ -290,6 +291,8 @@ function lorasSection() {
     h("div", { class: "lcl-row" },
       h("strong", null, lora.name),
       h("span", { class: "lcl-meta" }, `${(lora.size / 1e6).toFixed(1)} MB${lora.local ? " · in ComfyUI" : ""}`)),
+    loraFacts(lora, h),
+    loraTestPanel(lora, h, toast),
     h("div", { class: "lcl-actions" },
       lora.local ? null : button(`download:${lora.name}`, "Download", async () => {
         await lc.downloadLora(lora.name);

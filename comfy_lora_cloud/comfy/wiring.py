@@ -44,9 +44,13 @@ def _comfy_app() -> App:
     return app
 
 
-def own_url() -> str:
-    """This ComfyUI's base URL as seen from its own process (loopback when it listens there)."""
-    from comfy.cli_args import args  # ComfyUI's module
+def own_url() -> str | None:
+    """This ComfyUI's base URL as seen from its own process (loopback when it listens there);
+    ``None`` outside ComfyUI."""
+    try:
+        from comfy.cli_args import args  # ComfyUI's module
+    except ImportError:
+        return None
 
     listen = [a.strip() for a in str(getattr(args, "listen", None) or "127.0.0.1").split(",") if a.strip()]
     any_or_loopback = {"0.0.0.0", "::", "127.0.0.1", "localhost", "::1"}
