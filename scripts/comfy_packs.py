@@ -5,8 +5,9 @@ into a folder (one subfolder per pack, as ComfyUI/custom_nodes/ wants them).
 
 With ``--mirror`` (or ``PACKS_MIRROR``), a pack is taken from ``DIR/<owner>+<name>/repo`` (a git
 directory, bare is fine) when it is there; otherwise it is cloned from GitHub. Blobs a partial
-mirror lacks (large example images, model files) are left out. A pack already at its commit
-(``.pinned-commit``) is kept. The inference image and the opt-in template test both use this.
+mirror lacks (large example images, model files) are left out, and so are the files a pack's
+``drop`` names (each with its ``why_drop``). A pack already at its commit (``.pinned-commit``)
+is kept. The inference image and the opt-in template test both use this.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def fetch(dest: Path, mirror: Path | None = None) -> list[Path]:
     for pack in spec["packs"]:
         target = dest / pack["into"] / pack["name"] if pack.get("into") else dest / pack["name"]
         stamp = target / ".pinned-commit"
-        if stamp.is_file() and stamp.read_text().strip() == pack["commit"]:
+        pin = " ".join([pack["commit"], *pack.get("drop", [])])
+        if stamp.is_file() and stamp.read_text().strip() == pin:
             done.append(target)
             continue
         shutil.rmtree(target, ignore_errors=True)
@@ -66,7 +68,9 @@ def fetch(dest: Path, mirror: Path | None = None) -> list[Path]:
             with tempfile.TemporaryDirectory() as tmp:
                 _git("clone", "--quiet", "--filter=blob:none", "--no-checkout", pack["repo"], tmp)
                 _archive(Path(tmp) / ".git", pack["commit"], target)
-        stamp.write_text(pack["commit"] + "\n")
+        for rel in pack.get("drop", []):
+            (target / rel).unlink(missing_ok=True)
+        stamp.write_text(pin + "\n")
         print(f"{target} at {pack['commit'][:10]}", file=sys.stderr)
         done.append(target)
     return [p for p in done if p.parent == dest]

@@ -9,6 +9,9 @@ Checks:
 - ``POST /prompt`` accepts every template, in every variant, with no ``node_errors`` (model files
   are empty stand-ins made by the test: validation checks names, not contents);
 - the template browser lists the six under comfy_lora_cloud and serves them;
+- ComfyUI's own frontend (in Chromium) opens each template's UI form and turns it into the same
+  prompt as our API form (``app.graphToPrompt``): the widget order, the links, the muted and the
+  bypassed nodes are read as we write them;
 - what runs on a CPU with a stand-in model runs: upscale_4x's model upscale (a tiny ESRGAN made
   by the test), up to its preview, and the image is 4x the input (the Flux parts need the real
   weights and a GPU: T5-XXL and the Flux transformer have fixed sizes in ComfyUI);
@@ -195,6 +198,37 @@ def test_the_template_browser_lists_and_serves_them(comfy):
     for name, t in TEMPLATES.items():
         _s, served = _http(f"{comfy['url']}/api/workflow_templates/comfy_lora_cloud/{name}.json")
         assert served == t.graph().ui()
+
+
+async def test_the_frontend_reads_each_template_as_we_write_it(comfy):
+    from playwright.async_api import async_playwright
+
+    chromium = os.environ.get("LORA_CLOUD_CHROMIUM", "/usr/bin/chromium")
+    if not Path(chromium).exists():
+        pytest.skip(f"no Chromium at {chromium}")
+    _http(f"{comfy['url']}/api/settings", {"Comfy.TutorialCompleted": True})
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        try:
+            page = await browser.new_page()
+            await page.goto(comfy["url"])
+            await page.wait_for_function("!!(window.comfyAPI?.app?.app?.graph && "
+                                         "window.LiteGraph?.registered_node_types?.LoraCloudPromptList)",
+                                         timeout=120_000)
+            for name, graph in all_variants():
+                got = await page.evaluate("""async (wf) => { const app = window.comfyAPI.app.app;
+                    await app.loadGraphData(wf, true, false, 'template');
+                    return (await app.graphToPrompt()).output; }""", graph.ui())
+                ours = graph.api()
+                assert set(got) == set(ours), name
+                for nid, node in ours.items():
+                    # the frontend also sends its button widgets (KJNodes' "Update inputs") as null
+                    front = {k: v for k, v in got[nid]["inputs"].items() if v is not None}
+                    assert (got[nid]["class_type"], front) == (node["class_type"], node["inputs"]), (name, nid)
+        finally:
+            await browser.close()
 
 
 def test_upscale_4x_runs_its_model_upscale_on_cpu(comfy):
