@@ -63,7 +63,7 @@ async function loadDefault(name) {
     if (t.prompt == null) t.prompt = defaults.prompt;
     state.changed();
   } catch (err) {
-    t.defaulted = false; // try again on the next paint
+    // asked once per LoRA: the placeholder stays, and Test still sends the server's default
     console.warn("LoRA Cloud: no default prompt for", name, err);
   }
 }
