@@ -46,8 +46,8 @@ class LoraInfo(Record):
     resolution: int | None = None
     final_loss: float | None = None
     gpu: str | None = None
-    dph: float | None = None  # the instance's $/hr
-    cost_usd: float | None = None  # estimated: $/hr x the run's hours on its instances
+    dph: float | None = None  # the last instance's $/hr
+    cost_usd: float | None = None  # estimated: each attempt's $/hr x its hours (worker/entrypoint.py)
     created_at: float | None = None  # epoch seconds
     date: str | None = None  # the same, ISO 8601 UTC, for people
 

@@ -34,8 +34,6 @@ class RunSpec:
     cache_weights: bool = True  # upload Hugging Face downloads to the bucket's models/ for the next run
     status_interval: float = 10.0  # seconds between status.json writes (state changes write at once)
     log_interval: float = 60.0  # seconds between log uploads
-    gpu: str | None = None  # the rented GPU and its $/hr, recorded in the LoRA's metadata
-    dph: float | None = None
 
     def __post_init__(self) -> None:
         validate_name(self.run_id, "run id")

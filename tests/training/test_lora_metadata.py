@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 import os
 import struct
+import time
 from pathlib import Path
 
+from comfy_lora_cloud.models import RunState
 from comfy_lora_cloud.service.app import App
 from comfy_lora_cloud.settings import Settings
 from comfy_lora_cloud.storage import open_storage
 from comfy_lora_cloud.storage.base import checksum_file
+from comfy_lora_cloud.training.status import StatusReporter
 from comfy_lora_cloud.training.lora_meta import (
     PREFIX, LoraInfo, from_header, header_metadata, read_safetensors_metadata, stamp_safetensors,
 )
@@ -54,7 +57,12 @@ async def test_trained_lora_round_trip_through_the_bucket(tmp_path, gcs_bucket, 
     url = f"gs://{gcs_bucket}/lora"
     storage = open_storage(url)
     seed_bucket(storage)
-    small_spec(gpu="RTX 4090", dph=0.4).save(storage)
+    small_spec().save(storage)
+    # the controller announced the rented GPU half an hour ago (service/recovery.py: announce_attempt)
+    announced = StatusReporter(storage, "run1", clock=lambda: time.time() - 1800)
+    announced.event("attempt", n=1, gpu="RTX 4090", dph=0.4, interruptible=False, offer_id="o-1")
+    announced.update(state=RunState.LAUNCHING, message="renting RTX 4090")
+    announced.flush()
     trainer = TrainerProcess(storage_url=url, workdir=tmp_path / "work", vast_url=vast_url,
                              env={"STORAGE_EMULATOR_HOST": os.environ["STORAGE_EMULATOR_HOST"]})
     rc, out = await trainer.run("run1")
@@ -75,7 +83,8 @@ async def test_trained_lora_round_trip_through_the_bucket(tmp_path, gcs_bucket, 
     assert (ours["steps"], ours["epochs"], ours["rank"], ours["base_model"]) == (24, 4, 16, "flux1-dev")
     assert ours["alpha"] == 16.0 and ours["learning_rate"] == 2e-4 and ours["resolution"] == 1024
     assert 0 < ours["final_loss"] < 0.4  # fake kohya's last avr_loss
-    assert (ours["gpu"], ours["dph"]) == ("RTX 4090", 0.4) and ours["cost_usd"] >= 0
+    assert (ours["gpu"], ours["dph"]) == ("RTX 4090", 0.4)
+    assert 0.2 <= ours["cost_usd"] < 0.25  # $0.40/hr for the half hour since the attempt began, and the run
     assert ours["date"].endswith("Z") and ours["created_at"] > 1.7e9
     # kohya's own keys are still there
     assert header["ss_network_dim"] == "16" and header["ss_output_name"] == "cat"
@@ -87,3 +96,23 @@ async def test_trained_lora_round_trip_through_the_bucket(tmp_path, gcs_bucket, 
     assert remote["lora_cloud"] == local["lora_cloud"] == ours
     assert remote["info"]["md5"] == sidecar["md5"]
     assert json.loads(header[PREFIX + "overrides"]) == sidecar["overrides"]
+
+
+def test_a_moved_run_costs_each_attempts_price_for_its_time(tmp_path):
+    """A run preempted and moved: each attempt's $/hr counts from its announcement to the next."""
+    import sys
+
+    from comfy_lora_cloud.storage.local import LocalStorage
+    from comfy_lora_cloud.worker.entrypoint import Trainer
+
+    t = Trainer(spec=small_spec(), storage=LocalStorage(tmp_path / "b"), workdir=tmp_path / "w", weights=None,
+                destroy=lambda: True, launcher=[sys.executable], clock=lambda: 10_800.0)
+    t.report.events = [
+        {"t": 0.0, "kind": "attempt", "n": 1, "gpu": "RTX 4090", "dph": 0.4},
+        {"t": 100.0, "kind": "state", "state": "training"},
+        {"t": 3600.0, "kind": "attempt", "n": 2, "gpu": "A100 PCIE", "dph": 1.2},
+        {"t": 7200.0, "kind": "attempt", "n": "junk", "dph": "free"},  # untrusted: skipped
+    ]
+    assert t._attempt_costs(10_800.0) == ("A100 PCIE", 1.2, round(0.4 + 1.2 * 2, 4))
+    t.report.events = []
+    assert t._attempt_costs(10_800.0) == (None, None, None)
