@@ -1,11 +1,12 @@
-// LoRA Cloud sidebar, the LoRA card's part: what made the LoRA (from its bucket JSON), and trying
-// it in one click. "Test" queues the basic_txt2img template with the LoRA and the prompt (prefilled
-// with its trigger word) on this ComfyUI (or the remote session), "Compare strengths" queues
-// lora_comparison; the card follows the prompt and shows the image.
-// No side effects at import: ComfyUI imports every .js file in this folder as a module.
+// LoRA Cloud sidebar, the LoRA card's part (a `loraCardExtras` entry of loras.js): what made the
+// LoRA (from its bucket JSON), and trying it in one click. "Test" queues the basic_txt2img template
+// with the LoRA and the prompt (prefilled with its trigger word) on this ComfyUI (or the remote
+// session), "Compare strengths" queues lora_comparison; the card follows the prompt and shows the
+// image. No side effects at import: ComfyUI imports every .js file in this folder as a module.
 import { api } from "../../scripts/api.js";
 import { loraCloudApi as lc } from "./api.js";
 import { loraCloudState as state } from "./state.js";
+import { h, toast } from "./ui.js";
 
 const POLL_MS = 1500;
 const FINISHED = new Set(["done", "failed", "unknown"]);
@@ -17,6 +18,7 @@ function entry(name) {
 }
 
 const STYLE = `
+.lcl-lora-extra{flex:1 1 100%;min-width:0}
 .lcl-test{margin-top:.35rem}
 .lcl-prompt{width:100%;box-sizing:border-box}
 .lcl-test-image{display:block;width:100%;margin-top:.35rem;border-radius:4px}
@@ -38,7 +40,7 @@ function dateOf(m) {
 }
 
 // One line of facts from the LoRA's JSON (bucket content: it only ever goes in as text).
-export function loraFacts(lora, h) {
+export function loraFacts(lora) {
   const m = lora.metadata && typeof lora.metadata === "object" ? lora.metadata : {};
   const num = (v) => typeof v === "number" && isFinite(v);
   const parts = [];
@@ -84,7 +86,7 @@ async function follow(name, promptId) {
   }
 }
 
-async function start(name, compare, toast) {
+async function start(name, compare) {
   const t = entry(name);
   if (t.busy) return;
   t.busy = true;
@@ -104,8 +106,8 @@ async function start(name, compare, toast) {
 
 const STATE_TEXT = { queued: "queued…", running: "rendering…", done: "done", failed: "failed", unknown: "lost" };
 
-// The card's Test / Compare strengths controls and the result. `h` and `toast` are the sidebar's.
-export function loraTestPanel(lora, h, toast) {
+// The card's Test / Compare strengths controls and the result.
+export function loraTestPanel(lora) {
   ensureStyle();
   const t = entry(lora.name);
   if (!t.defaulted) loadDefault(lora.name);
@@ -119,13 +121,18 @@ export function loraTestPanel(lora, h, toast) {
     input,
     h("div", { class: "lcl-actions" },
       h("button", { class: "lcl-btn", "data-action": `test:${lora.name}`, disabled: running,
-                    onclick: () => start(lora.name, false, toast) }, "Test"),
+                    onclick: () => start(lora.name, false) }, "Test"),
       h("button", { class: "lcl-btn", "data-action": `compare:${lora.name}`, disabled: running,
-                    onclick: () => start(lora.name, true, toast) }, "Compare strengths"),
+                    onclick: () => start(lora.name, true) }, "Compare strengths"),
       t.state ? h("span", { class: "lcl-meta", "data-test-state": lora.name },
         `${t.template === "lora_comparison" ? "comparison" : "test"} ${STATE_TEXT[t.state] || t.state}`) : null),
     t.error ? h("div", { class: "lcl-error" }, t.error) : null,
     image ? h("a", { href: image, target: "_blank", rel: "noopener" },
       h("img", { class: "lcl-test-image", src: image, alt: `${lora.name}: ${t.prompt || ""}`, "data-test-image": lora.name }))
       : null);
+}
+
+// What loras.js puts on every LoRA card: the facts, then the test controls, on their own line.
+export function loraTestCard(lora) {
+  return h("div", { class: "lcl-lora-extra" }, loraFacts(lora), loraTestPanel(lora));
 }

@@ -7,19 +7,24 @@ of tests this app queued, fetched from that ComfyUI's ``/view`` and typed by the
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from aiohttp import web
 
 from ..errors import ConfigError
 from . import http_guard
+from .routes import PREFIX
 
-Register = Callable[..., Callable[[Callable[..., Any]], Any]]
 
+def register(routes: web.RouteTableDef, r: Any) -> None:
+    """Add the routes to ``routes``, each behind ``r``'s guard (``r``: :func:`~.routes.register_routes`'
+    handler state; ``await r.app()`` is the app)."""
 
-def register(get: Register, mutate: Callable[[str, str], Any], r: Any) -> None:
-    """``get(path)``/``mutate(method, path)`` are :func:`~.routes.register_routes`' decorators,
-    ``r`` its handlers' state (``await r.app()``)."""
+    def get(path: str):
+        return lambda fn: routes.get(PREFIX + path)(r.wrap(fn, mutating=False))
+
+    def mutate(method: str, path: str):
+        return lambda fn: routes.route(method, PREFIX + path)(r.wrap(fn, mutating=True))
 
     @get("/templates")
     async def templates(request: web.Request) -> web.Response:

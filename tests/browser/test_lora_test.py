@@ -39,6 +39,7 @@ async def test_lora_card_test_button_shows_the_image(browser, aiohttp_server, tm
     await page.goto(str(server.make_url("/")))
     await page.wait_for_function("window.__shimReady === true", timeout=WAIT_MS)
     await page.click('button[aria-label^="LoRA Cloud"]')
+    await page.click('.lcl-root [data-tab="loras"]')
     card = page.locator('.lcl-root [data-lora="sks-cat"]')
 
     # what made it
