@@ -98,9 +98,12 @@ async function refresh() {
     state.set({ instances, costs, error: null });
     state.setRuns(runList.runs);
     for (const run of runList.runs.filter((r) => r.live)) state.upsertRun(await lc.run(run.id));
-    const [datasetList, loraList] = await Promise.all([lc.datasetListing(), lc.loraListing()]);
+    const [datasetList, loraList] = await Promise.all([
+      lc.datasetListing(state.shown.datasets), lc.loraListing(state.shown.loras)]);
     const problems = [runList, datasetList, loraList].flatMap((l) => l.problems || []);
-    state.set({ datasets: datasetList.datasets, loras: loraList.loras, problems });
+    const totals = { datasets: datasetList.total ?? datasetList.datasets.length,
+                     loras: loraList.total ?? loraList.loras.length };
+    state.set({ datasets: datasetList.datasets, loras: loraList.loras, problems, totals });
   } catch (err) {
     state.set({ error: err.message });
   }
@@ -271,7 +274,8 @@ function datasetsSection() {
         dangerButton(`delete-dataset:${ds.name}`, "Delete dataset", "Really delete?",
           () => lc.deleteDataset(ds.name).then(refresh), "Dataset deleted")) : null);
   });
-  return section("Datasets", "datasets", items.length ? items : h("div", { class: "lcl-empty" }, "No datasets."));
+  return section("Datasets", "datasets", items.length ? items : h("div", { class: "lcl-empty" }, "No datasets."),
+    moreButton("datasets", state.datasets.length));
 }
 
 async function toggleDataset(name) {
@@ -302,7 +306,8 @@ function lorasSection() {
       }, `${lora.name} is in models/loras/lora_cloud`),
       dangerButton(`delete-lora:${lora.name}`, "Delete", "Really delete?",
         () => lc.deleteLora(lora.name).then(refresh), "LoRA deleted from the bucket"))));
-  return section("LoRAs", "loras", items.length ? items : h("div", { class: "lcl-empty" }, "No LoRAs yet."));
+  return section("LoRAs", "loras", items.length ? items : h("div", { class: "lcl-empty" }, "No LoRAs yet."),
+    moreButton("loras", state.loras.length));
 }
 
 // Bucket entries a listing skipped (a rented host can write anything there): said, never hidden.
@@ -313,6 +318,16 @@ function problemsNote() {
     h("summary", null, `${problems.length} item${problems.length > 1 ? "s" : ""} in the bucket could not be read`
       + " and are not shown"),
     h("ul", null, problems.slice(0, 20).map((p) => h("li", null, `${p.entry}: ${p.message}`))));
+}
+
+// A long listing comes a page at a time (the server reads details only for what is shown).
+function moreButton(key, shown) {
+  const total = state.totals[key] || 0;
+  if (shown >= total) return null;
+  return button(`more:${key}`, `Show more (${shown} of ${total})`, async () => {
+    state.shown[key] += 100;
+    await refresh();
+  });
 }
 
 function section(title, key, ...body) {

@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
-from .common import confirm_or_abort, ctx_obj, emit, handle_errors, out_console, report_problems, run
+from .common import (LIST_PAGE, confirm_or_abort, ctx_obj, emit, handle_errors, out_console, page_options,
+                     report_page, report_problems, run)
 from .dataset import _size
 
 app = typer.Typer(help="Trained LoRAs in your bucket: loras/<name>.safetensors (+ .json).", no_args_is_help=True)
@@ -17,13 +16,22 @@ app = typer.Typer(help="Trained LoRAs in your bucket: loras/<name>.safetensors (
 
 @app.command("list")
 @handle_errors
-def list_(ctx: typer.Context) -> None:
-    """List LoRAs with size and the run that made them."""
-    found = run(ctx_obj(ctx).app.library.lora_listing())
+def list_(
+    ctx: typer.Context,
+    offset: int = typer.Option(0, "--offset", min=0, help="Skip this many LoRAs (by name)."),
+    limit: int = typer.Option(LIST_PAGE, "--limit", min=1, max=1000, help="Show at most this many."),
+    everything: bool = typer.Option(False, "--all", help="Show every LoRA."),
+) -> None:
+    """List LoRAs with size and the run that made them (a page at a time: --offset, --limit)."""
+    found = run(ctx_obj(ctx).app.library.lora_listing(*page_options(offset, limit, everything)))
     items = found["loras"]
     report_problems(found["problems"])
+    report_page(found, "LoRAs", len(items))
 
     def human(rows: list[dict]) -> None:
+        from rich.table import Table
+        from rich.text import Text
+
         if not rows:
             out_console.print("no LoRAs yet")
             return

@@ -11,7 +11,6 @@ from typing import Any, Optional
 import typer
 
 from ..errors import ConfigError
-from ..service.runs import TrainRequest
 from .common import ctx_obj, emit, handle_errors, out_console, report_problems, run
 
 if sys.version_info >= (3, 11):
@@ -164,6 +163,8 @@ def start(
     interruptible: bool = typer.Option(False, "--interruptible", help="Bid for a cheaper interruptible instance."),
 ) -> None:
     """Rent a GPU and train. Launching the same dataset and settings again re-attaches to the live run."""
+    from ..service.runs import TrainRequest
+
     req = TrainRequest(dataset=dataset, lora_type=lora_type, lora_name=name, trigger=trigger, gpu=gpu, vram_gb=vram,
                        overrides=parse_set(sets), provider=provider_name, interruptible=interruptible)
     result = run(ctx_obj(ctx).app.runs.start(req))

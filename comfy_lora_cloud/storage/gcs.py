@@ -288,13 +288,14 @@ class GcsStorage:
             return False
         return True
 
-    def list(self, prefix: str = "", delimiter: str | None = None) -> Listing:
+    def list(self, prefix: str = "", delimiter: str | None = None, *, match_glob: str | None = None) -> Listing:
         full = self.prefix + clean_prefix(prefix)
+        extra = {"match_glob": self.prefix + match_glob} if match_glob else {}
 
         def run() -> Listing:
             it = self.client.list_blobs(
                 self._bucket, prefix=full or None, delimiter=delimiter,
-                page_size=self.page_size, retry=self.retry,
+                page_size=self.page_size, retry=self.retry, **extra,
             )
             objects = [self._info(b) for page in it.pages for b in page]
             prefixes = sorted(self._key(p) for p in it.prefixes)
@@ -309,9 +310,16 @@ class GcsStorage:
         self._download(key, buf)
         return buf.getvalue()
 
-    def _download(self, key: str, f: BinaryIO) -> ObjectInfo:
+    def read_generation(self, key: str, generation: int) -> bytes:
+        """The bytes of exactly this generation of ``key`` (verified); :class:`ObjectNotFound`
+        once it was replaced. What a listing described is what gets read (and billed)."""
+        buf = io.BytesIO()
+        self._download(key, buf, generation=generation)
+        return buf.getvalue()
+
+    def _download(self, key: str, f: BinaryIO, generation: int | None = None) -> ObjectInfo:
         """Stream ``key`` into ``f``, hashing on the way; raise if the bytes do not match."""
-        blob = self._bucket.blob(self._name(key))
+        blob = self._bucket.blob(self._name(key), generation=generation)
         w = _HashingWriter(f)
         self._call(lambda: blob.download_to_file(w, checksum="crc32c", retry=self.retry), key)
         # the X-Goog-Hash header of the download, else the object's metadata (one more request)

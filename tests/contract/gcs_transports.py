@@ -117,6 +117,13 @@ class GcsSemantics(InterceptingAdapter):
         return int(r.json()["generation"]) if r.status_code == 200 else 0
 
     def _preconditions(self, sent: Sent) -> Reply | None:
+        pinned = sent.query.get("generation")
+        if sent.method == "GET" and pinned is not None:  # a read of one generation: gone once replaced
+            name = object_name(sent)
+            if name is not None and self._current_generation(bucket_of(sent), name) != int(pinned):
+                return Reply(404, json.dumps({"error": {"code": 404, "message": "No such object"}}).encode(),
+                             {"Content-Type": "application/json"})
+            return None
         wanted = sent.query.get("ifGenerationMatch")
         if wanted is None or sent.method not in ("POST", "DELETE", "PATCH"):
             return None
