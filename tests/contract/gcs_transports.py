@@ -26,6 +26,7 @@ class Sent:
     url: str
     query: dict[str, str]
     body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def path(self) -> str:
@@ -59,7 +60,7 @@ class InterceptingAdapter(HTTPAdapter):
         if isinstance(body, str):
             body = body.encode()
         query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(request.url).query))
-        sent = Sent(request.method, request.url, query, body)
+        sent = Sent(request.method, request.url, query, body, dict(request.headers))
         self.history.append(sent)
         reply = self.handler(sent) if self.handler else None
         if reply is None:
