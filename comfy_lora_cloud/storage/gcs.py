@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
-import hashlib
 import inspect
 import io
 import json
@@ -166,12 +165,11 @@ class _MemoryBudget:
 
 
 class _HashingReader:
-    """A readable file that computes md5 and crc32c of its bytes once, as they are first read:
+    """A readable file that computes the crc32c of its bytes once, as they are first read:
     a chunk the client re-reads after a retry (it seeks back) is not hashed twice."""
 
     def __init__(self, f: BinaryIO):
         self._f = f
-        self._md5 = hashlib.md5(usedforsecurity=False)
         self._crc = google_crc32c.Checksum()
         self.hashed = 0  # bytes hashed so far: everything before this offset
 
@@ -180,9 +178,7 @@ class _HashingReader:
         data = self._f.read(n)
         end = start + len(data)
         if end > self.hashed and start <= self.hashed:
-            new = data[self.hashed - start:]
-            self._md5.update(new)
-            self._crc.update(new)
+            self._crc.update(data[self.hashed - start:])
             self.hashed = end
         return data
 
@@ -193,7 +189,8 @@ class _HashingReader:
         return self._f.tell()
 
     def checksums(self) -> Checksums:
-        return Checksums(self.hashed, self._md5.hexdigest(), base64.b64encode(self._crc.digest()).decode())
+        """Size and crc32c (md5 left empty: GCS computes it, and reports it to compare)."""
+        return Checksums(self.hashed, "", base64.b64encode(self._crc.digest()).decode())
 
 
 def _checksum_refused(exc: BaseException) -> bool:
@@ -456,11 +453,16 @@ class GcsStorage:
         return ObjectInfo(key, w.size, md5, expected, int(gen) if gen is not None else None)
 
     def _verify_upload(self, blob: Any, key: str, local: Checksums) -> ObjectInfo:
+        """What GCS reports it stored against the local checksums: the size, the crc32c and, when
+        the caller hashed it (``local.md5`` may be empty: an upload hashes only crc32c as it
+        reads), the md5. A mismatch, or nothing to compare, deletes that generation again."""
         info = self._info(blob, key)
-        bad = info.size != local.size or (info.md5 is not None and info.md5 != local.md5) or (
-            info.crc32c is not None and info.crc32c != local.crc32c
-        )
-        if bad or (info.md5 is None and info.crc32c is None):
+        checks = [info.size == local.size]
+        if info.crc32c is not None and local.crc32c:
+            checks.append(info.crc32c == local.crc32c)
+        if info.md5 is not None and local.md5:
+            checks.append(info.md5 == local.md5)
+        if not all(checks) or len(checks) < 2:
             with contextlib.suppress(Exception):
                 blob.delete(if_generation_match=info.generation, retry=self.retry)
             raise ChecksumMismatch(
@@ -495,7 +497,8 @@ class GcsStorage:
         if metadata:
             blob.metadata = dict(metadata)
         blob.crc32c = local.crc32c
-        blob.md5_hash = base64.b64encode(bytes.fromhex(local.md5)).decode()
+        if local.md5:
+            blob.md5_hash = base64.b64encode(bytes.fromhex(local.md5)).decode()
         ctype = content_type or _guess_type(key)
 
         def run() -> None:
@@ -539,9 +542,10 @@ class GcsStorage:
                f"&name={quote(blob.name, safe='')}")
         if if_generation_match is not None:
             url += f"&ifGenerationMatch={int(if_generation_match)}"
-        md5_b64 = base64.b64encode(bytes.fromhex(local.md5)).decode()
-        headers = {"Content-Type": content_type or _guess_type(key),
-                   "X-Goog-Hash": f"crc32c={local.crc32c},md5={md5_b64}"}
+        hashes = f"crc32c={local.crc32c}"
+        if local.md5:
+            hashes += f",md5={base64.b64encode(bytes.fromhex(local.md5)).decode()}"
+        headers = {"Content-Type": content_type or _guess_type(key), "X-Goog-Hash": hashes}
 
         def send() -> dict[str, Any]:
             response = self.client._http.request("POST", url, data=data, headers=headers, timeout=(60, 600))
@@ -581,7 +585,7 @@ class GcsStorage:
                         raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from None
                     if len(data) != size or _changed(f, before):
                         raise ChecksumMismatch(f"{path} changed while it was being uploaded")
-                    local = checksums or checksum_bytes(data)
+                    local = checksums or _crc_only(data)  # md5: GCS computes it (compared below)
                     ctype = content_type or _guess_type(key)
                     if ctype.startswith(("application/json", "multipart/")):
                         # a server may read such a body as request metadata (the emulator does)
@@ -627,7 +631,7 @@ class GcsStorage:
         """Remove ``key`` if it holds other bytes than ``local`` (only that generation)."""
         with contextlib.suppress(Exception):
             info = self.stat(key)
-            if info.md5 != local.md5 or info.size != local.size:
+            if info.size != local.size or info.crc32c != local.crc32c or (local.md5 and info.md5 != local.md5):
                 self.delete(key, if_generation_match=info.generation)
 
     def download_file(self, key, path) -> ObjectInfo:
@@ -654,6 +658,12 @@ class GcsStorage:
                 self.delete(obj.key)
                 n += 1
         return n
+
+
+def _crc_only(data: bytes) -> Checksums:
+    """The crc32c of bytes about to be sent (what verifies the transfer); their md5 is what GCS
+    reports once it has them, so it is not computed here."""
+    return Checksums(len(data), "", base64.b64encode(google_crc32c.Checksum(data).digest()).decode())
 
 
 def _goog_hashes(header: str) -> dict[str, str]:

@@ -4,7 +4,6 @@ the real client sends to the emulator, not in seconds."""
 
 from __future__ import annotations
 
-import base64
 import os
 import threading
 
@@ -27,7 +26,7 @@ def uploads(adapter: InterceptingAdapter) -> list[tuple[str, str | None]]:
             if "/o" in h.path.split("/b/", 1)[-1] and h.method in ("POST", "PUT")]
 
 
-def test_a_20_mb_file_goes_in_one_request_with_its_checksums(gcs_env, gcs_bucket, tmp_path):
+def test_a_20_mb_file_goes_in_one_request_with_its_checksum(gcs_env, gcs_bucket, tmp_path):
     adapter = InterceptingAdapter()
     s = gcs(gcs_env, gcs_bucket, adapter)
     data = os.urandom(20 * 1000 * 1000)
@@ -38,7 +37,7 @@ def test_a_20_mb_file_goes_in_one_request_with_its_checksums(gcs_env, gcs_bucket
     [post] = [h for h in adapter.history if h.query.get("uploadType") == "media"]
     assert post.body == data  # the bytes alone, no MIME wrapping
     hashes = dict(part.split("=", 1) for part in post.headers["X-Goog-Hash"].split(","))
-    assert hashes["crc32c"] == local.crc32c and base64.b64decode(hashes["md5"]).hex() == local.md5
+    assert hashes["crc32c"] == local.crc32c  # hashed once, as read; md5 is what GCS computes and reports
     assert (info.size, info.md5, info.crc32c) == (local.size, local.md5, local.crc32c)
     assert s.read_bytes("loras/w.safetensors") == data
 
@@ -141,3 +140,23 @@ def test_memory_budget_bounds_what_is_held_at_once():
         t.join(10)
     assert peak[0] <= 100 and budget.used == 0
     assert CHUNK_SIZE % (256 * 1024) == 0
+
+
+def test_an_upload_gcs_reports_with_other_bytes_is_deleted(gcs_env, gcs_bucket, tmp_path):
+    """The crc32c hashed while reading is compared with what GCS says it stored."""
+    import json
+
+    from tests.contract.gcs_transports import Reply
+
+    def lie(sent: Sent, reply: Reply) -> Reply:
+        if sent.query.get("uploadType") == "media" and reply.status == 200:
+            meta = json.loads(reply.body)
+            meta["crc32c"] = "AAAAAA=="
+            return Reply(200, json.dumps(meta).encode(), reply.headers)
+        return reply
+
+    s = gcs(gcs_env, gcs_bucket, InterceptingAdapter(after=lie))
+    (tmp_path / "f").write_bytes(os.urandom(5000))
+    with pytest.raises(ChecksumMismatch, match="deleted"):
+        s.upload_file(tmp_path / "f", "f.bin")
+    assert not s.exists("f.bin")
