@@ -39,7 +39,11 @@ def _comfy_app() -> App:
 
     from .events import comfy_send
 
-    return App.open(emit=comfy_send, loras_dir=comfy_lora_folder(folder_paths.get_folder_paths("loras")[0]))
+    from ..service import offload
+
+    app = App.open(emit=comfy_send, loras_dir=comfy_lora_folder(folder_paths.get_folder_paths("loras")[0]))
+    offload.enable(home=app.settings.home)  # heavy transfers and preparation: never on the server's GIL
+    return app
 
 
 holder = AppHolder(_comfy_app)

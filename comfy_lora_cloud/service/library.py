@@ -44,6 +44,7 @@ from ..storage import Storage
 from ..storage import layout
 from ..storage import lock as leases
 from ..storage import sync
+from . import offload
 from ..storage.base import ObjectInfo, checksum_file, parse_json_record, read_json_record, sweep_partials
 from ..storage.layout import CAPTION_SUFFIX, IMAGE_SUFFIXES, MANIFEST, is_dataset_file, is_image
 
@@ -318,7 +319,7 @@ def upload_dataset(
                 and prev.data.get("source") == source:
             # this machine's upload of this folder was killed: finish it the way it was asked
             mode, resumed = prev.data.get("mode") or "replace", True
-        plan = sync.plan_push(storage, src, prefix, cache=cache)
+        plan = offload.plan_push(storage, src, prefix, cache=cache)
         plan.transfers = [t for t in plan.transfers if is_dataset_file(t.rel) and t.rel != MANIFEST]
         plan.skips = [rel for rel in plan.skips if is_dataset_file(rel) and rel != MANIFEST]
 
@@ -346,7 +347,7 @@ def upload_dataset(
                 if MANIFEST in existing:  # from here until the new manifest lands, it is incomplete
                     with contextlib.suppress(ObjectNotFound):
                         storage.delete(prefix + MANIFEST)
-                result = sync.apply(plan, storage, workers=workers, progress=progress, cache=cache)
+                result = offload.apply(plan, storage, workers=workers, progress=progress, cache=cache)
                 lease.confirm()
                 for rel in deletes:
                     with contextlib.suppress(ObjectNotFound):
@@ -385,10 +386,10 @@ def download_dataset(
             raise DatasetError(f"dataset {name!r} is not complete: {why}")
     dest = Path(dest).expanduser()
     sweep_partials(dest)
-    plan = sync.plan_pull(storage, prefix, dest, cache=cache)
+    plan = offload.plan_pull(storage, prefix, dest, cache=cache)
     plan.transfers = [t for t in plan.transfers if is_dataset_file(t.rel)]
     plan.skips = [rel for rel in plan.skips if is_dataset_file(rel)]
-    result = sync.apply(plan, storage, workers=workers, progress=progress, cache=cache)
+    result = offload.apply(plan, storage, workers=workers, progress=progress, cache=cache)
     return {"dataset": name, "files": result.files, "bytes": result.bytes, "skipped": len(plan.skips),
             "path": str(dest), "seconds": round(result.seconds, 3)}
 
@@ -644,7 +645,6 @@ class Library:
         then publish them as ``datasets/<name>/``. Returns the pipeline's result."""
         from ..dataset.bucket import BucketConfig
         from ..dataset.pipeline import PrepareOptions
-        from .prepare import prepare_to_storage
 
         validate_name(name, "dataset name")
         settings = self.app.settings
@@ -658,7 +658,7 @@ class Library:
             caption_model=caption_model or settings.caption_model_path, caption_device=device,
             overwrite_captions=overwrite_captions, workers=workers,
         )
-        return await asyncio.to_thread(lambda: prepare_to_storage(
+        return await asyncio.to_thread(lambda: offload.prepare(  # a worker process, from ComfyUI
             self.app.storage, source, name, options, replace_existing=replace_existing, progress=progress))
 
     async def validate(self, name: str, trigger: str | None = None) -> Any:

@@ -134,6 +134,17 @@ class HashCache:
                 if isinstance(data, dict):
                     self._data = data
 
+    def reload(self) -> None:
+        """Take in what another process saved to the file (entries here stay)."""
+        if not self.path or not self.path.is_file():
+            return
+        with contextlib.suppress(OSError, ValueError):
+            data = json.loads(self.path.read_text())
+            if isinstance(data, dict):
+                with self._lock:
+                    for key, value in data.items():
+                        self._data.setdefault(key, value)
+
     def lookup(self, key: str, size: int, mtime_ns: int) -> Checksums | None:
         """The checksums remembered for the file at absolute path ``key`` with this size and
         mtime, or None (nothing is read)."""
