@@ -15,8 +15,11 @@ move as they did.
   bytes): a worker costs a Python start-up, more than they take.
 * What can run elsewhere: a storage the child can open again from its URL (the local store,
   GCS); any other (a test double) runs here.
-* The child sends pickles over its stdout (length-prefixed frames): progress events, then the
-  result or the error. Our errors come back as themselves (class and message); anything else
+* Workers run at a lower CPU priority (``nice`` :data:`NICENESS`): on a busy machine the server
+  is scheduled first, whatever the worker is doing.
+* Workers are kept (at most :data:`MAX_IDLE` idle ones) and serve job after job, so a Python
+  start-up is paid once. A worker sends pickles over its stdout (length-prefixed frames):
+  progress events, then the result or the error. Our errors come back as themselves (class and message); anything else
   as a :class:`~comfy_lora_cloud.errors.StorageError` that names it. Nothing secret travels:
   the child reads the settings (and credentials) from the same home folder.
 
@@ -43,6 +46,8 @@ from ..storage import sync
 log = logging.getLogger(__name__)
 
 MIN_FILES = 64
+#: how much lower the workers' CPU priority is than the server's (POSIX ``nice``)
+NICENESS = 10
 MIN_BYTES = 64 * 1024 * 1024
 _state: dict[str, Any] = {"enabled": False, "home": None}
 _PACK_ROOT = str(Path(__file__).resolve().parents[2])  # the folder that holds comfy_lora_cloud/
@@ -53,6 +58,8 @@ def enable(on: bool = True, *, home: str | os.PathLike[str] | None = None) -> No
     folder the workers read (default: ``LORA_CLOUD_HOME`` or the per-user folder)."""
     _state["enabled"] = on
     _state["home"] = str(home) if home else None
+    if on:
+        prewarm()
 
 
 def enabled() -> bool:
@@ -136,24 +143,81 @@ def _read_frame(f: BinaryIO) -> Any:
     return pickle.loads(data)  # our own child's output, never the bucket's
 
 
+class _Worker:
+    """One worker process: it serves jobs one after the other until its stdin closes (when
+    this process exits, so does it)."""
+
+    def __init__(self) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACK_ROOT, env.get("PYTHONPATH")) if p)
+        self.proc = subprocess.Popen([sys.executable, "-m", "comfy_lora_cloud.service.offload"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, env=env)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        if self.alive():
+            self.proc.kill()
+        self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout):
+            if f is not None:
+                f.close()
+
+
+#: idle workers, kept for the next job: a Python start-up (and the GCS client's imports) is paid
+#: once, not per job
+_idle: list[_Worker] = []
+_idle_lock = threading.Lock()
+MAX_IDLE = 2
+
+
+def _acquire() -> _Worker:
+    with _idle_lock:
+        while _idle:
+            w = _idle.pop()
+            if w.alive():
+                return w
+            w.close()
+    return _Worker()
+
+
+def _release(w: _Worker) -> None:
+    with _idle_lock:
+        if w.alive() and len(_idle) < MAX_IDLE:
+            _idle.append(w)
+            return
+    w.close()
+
+
+def prewarm() -> None:
+    """Start a worker now, in the background, so the first heavy job does not wait for it."""
+    def start() -> None:
+        _release(_Worker())
+
+    threading.Thread(target=start, name="lora-cloud-prewarm", daemon=True).start()
+
+
 def _run(kind: str, storage: Any, args: dict[str, Any], *, progress: Callable[..., None] | None = None,
          cache: sync.HashCache | None = None, stage: bool = False) -> Any:
     job = {"kind": kind, "storage": storage.url, "home": _state["home"], "args": args,
            "cache": str(cache.path) if cache is not None and cache.path else None}
     if cache is not None:
         cache.save()  # what this process learnt, for the worker to use
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACK_ROOT, env.get("PYTHONPATH")) if p)
-    proc = subprocess.Popen([sys.executable, "-m", "comfy_lora_cloud.service.offload"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=None, env=env)
-    assert proc.stdin is not None and proc.stdout is not None
     outcome: Any = None
+    w = _acquire()
     try:
-        _write_frame(proc.stdin, job)
-        proc.stdin.close()
-        while True:
+        assert w.proc.stdin is not None and w.proc.stdout is not None
+        try:
+            _write_frame(w.proc.stdin, job)
+        except (BrokenPipeError, OSError):  # an idle worker that died: one fresh try
+            w.close()
+            w = _Worker()
+            assert w.proc.stdin is not None and w.proc.stdout is not None
+            _write_frame(w.proc.stdin, job)
+        while outcome is None:
             try:
-                kind_, value = _read_frame(proc.stdout)
+                kind_, value = _read_frame(w.proc.stdout)
             except EOFError:
                 break
             if kind_ == "progress" and progress is not None:
@@ -161,13 +225,14 @@ def _run(kind: str, storage: Any, args: dict[str, Any], *, progress: Callable[..
             elif kind_ in ("result", "error"):
                 outcome = (kind_, value)
     finally:
-        if proc.poll() is None and outcome is None:  # we stopped listening (an error here): stop it
-            proc.kill()
-        proc.wait()
+        if outcome is None:  # it died, or we stopped listening (an error here): it goes
+            w.close()
+        else:
+            _release(w)
         if cache is not None:
             cache.reload()
     if outcome is None:
-        raise StorageError(f"the worker process for {kind} ended without an answer (exit code {proc.returncode})")
+        raise StorageError(f"the worker process for {kind} ended without an answer (exit code {w.proc.returncode})")
     if outcome[0] == "error":
         raise _rebuild(outcome[1])
     return outcome[1]
@@ -227,11 +292,27 @@ def _serve(job: dict[str, Any], out: BinaryIO) -> None:
 
 
 def main() -> None:
+    """Serve jobs from stdin until it closes."""
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints must not corrupt the frames
-    job = _read_frame(sys.stdin.buffer)
     logging.basicConfig(level=logging.WARNING, format="lora-cloud worker %(levelname)s %(name)s: %(message)s")
-    _serve(job, out)
+    if hasattr(os, "nice"):  # background work: when the CPUs are busy, the server goes first
+        try:
+            os.nice(NICENESS)
+        except OSError:
+            pass
+    try:  # imported once, before the first job waits for them
+        from ..storage import gcs  # noqa: F401
+        import google.cloud.storage  # noqa: F401
+    except ImportError:
+        pass
+
+    while True:
+        try:
+            job = _read_frame(sys.stdin.buffer)
+        except EOFError:
+            break
+        _serve(job, out)
     out.close()
 
 
