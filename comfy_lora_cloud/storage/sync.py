@@ -148,17 +148,16 @@ class HashCache:
     def lookup(self, key: str, size: int, mtime_ns: int) -> Checksums | None:
         """The checksums remembered for the file at absolute path ``key`` with this size and
         mtime, or None (nothing is read)."""
-        with self._lock:
-            hit = self._data.get(key)
+        hit = self._data.get(key)  # one dict read: atomic, no lock needed
         if isinstance(hit, list) and len(hit) == 4 and hit[0] == size and hit[1] == mtime_ns:
             return Checksums(size, hit[2], hit[3])
         return None
 
-    def checksums(self, file: Path, st: os.stat_result | None = None, key: str | None = None) -> Checksums:
+    def checksums(self, file: Path | str, st: os.stat_result | None = None, key: str | None = None) -> Checksums:
         """The file's checksums: remembered, or computed now (and remembered). ``st`` and ``key``
         (its absolute resolved path) save the calls when the caller has them."""
-        st = st or file.stat()
-        key = key or str(file.resolve())
+        st = st or os.stat(file)
+        key = key or str(Path(file).resolve())
         hit = self.lookup(key, st.st_size, st.st_mtime_ns)
         if hit is not None:
             return hit
@@ -311,7 +310,7 @@ def plan_push(
     plan = SyncPlan("push", root, prefix)
     seen: set[str] = set()
     for f in scan_local(root):
-        if not _valid_rel(f.rel):
+        if "\\" in f.rel:  # a walk never yields empty, "." or ".." parts; a backslash is the rest
             plan.rejected.append(f.rel)
             continue
         seen.add(f.rel)
@@ -319,7 +318,7 @@ def plan_push(
         if info is None or info.size != f.size:  # it must go: no need to know its hash yet
             plan.transfers.append(Transfer(f.rel, f.size, cache.lookup(f.path, f.size, f.stat.st_mtime_ns)))
             continue
-        c = cache.checksums(Path(f.path), f.stat, f.path)
+        c = cache.checksums(f.path, f.stat, f.path)
         if _same(info, c):
             plan.skips.append(f.rel)
         else:
@@ -356,7 +355,7 @@ def plan_pull(
         wanted.add(rel)
         have = local.get(rel)  # hashed only when its size matches and the cache cannot vouch
         if have is not None and have.size == info.size and _same(
-                info, cache.checksums(Path(have.path), have.stat, have.path)):
+                info, cache.checksums(have.path, have.stat, have.path)):
             plan.skips.append(rel)
         else:
             plan.transfers.append(Transfer(rel, info.size))
