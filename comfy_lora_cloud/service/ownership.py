@@ -22,8 +22,10 @@ budgets still bound what it can cost). In order:
 7. otherwise (no run anywhere, a run that ended here, a live report gone stale) -> UNOWNED.
 
 "Recently" is judged on this controller's clock: the status's own ``updated_at`` (the trainer
-host's clock) or, when that looks old, the object's write time in the bucket. A host whose
-clock runs hours behind therefore cannot make a live run look stale.
+host's clock) or, when that looks old or claims a time more than :data:`CLOCK_AHEAD_S` ahead of
+ours, the object's write time in the bucket. A host whose clock runs hours behind therefore cannot
+make a live run look stale, and a status dated in the future (a hostile host keeping an instance
+alive) is only as fresh as its last write.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ class BucketView:
     reason: str = ""
 
 
+CLOCK_AHEAD_S = 3600.0  # a trainer host's clock up to an hour ahead of ours is believed
+
+
 def bucket_view(storage: Storage, run_id: str, now: float, fresh_s: float) -> BucketView:
     """What the bucket says about ``run_id`` (blocking: call it in a thread)."""
     try:
@@ -66,7 +71,7 @@ def bucket_view(storage: Storage, run_id: str, now: float, fresh_s: float) -> Bu
         return BucketView(Bucket.ABSENT)
     if status.state.is_terminal:
         return BucketView(Bucket.ENDED, status)
-    if status.updated_at >= now - fresh_s:  # a clock ahead of ours counts as fresh: never destroy on doubt
+    if now - fresh_s <= status.updated_at <= now + CLOCK_AHEAD_S:
         return BucketView(Bucket.LIVE, status)
     try:
         written = storage.stat(run_key(run_id, STATUS)).updated
