@@ -209,31 +209,32 @@ def check_delete_scope(prefix: str) -> None:
     )
 
 
-@dataclass(frozen=True)
 class LocalFile:
     """A regular file below a sync's folder, as one ``stat`` saw it."""
 
-    rel: str  # below the folder, ``/``-separated
-    path: str  # absolute, below the folder's resolved path (the hash cache's key)
-    stat: os.stat_result
+    __slots__ = ("rel", "path", "stat", "size")
 
-    @property
-    def size(self) -> int:
-        return self.stat.st_size
+    def __init__(self, rel: str, path: str, st: os.stat_result):
+        self.rel = rel  # below the folder, ``/``-separated
+        self.path = path  # absolute, below the folder's resolved path (the hash cache's key)
+        self.stat = st
+        self.size = st.st_size
 
 
-def scan_local(root: Path) -> Iterator[LocalFile]:
+def scan_local(root: Path) -> list[LocalFile]:
     """Regular files below ``root`` in a stable order, one ``stat`` each (``os.scandir``: the
     cheap walk planning needs). Symlinks are followed only when they stay inside the folder;
     symlinked folders, the local store's metadata folder and partial files are skipped."""
     root_s = str(root.resolve())
-
-    def walk(folder: str, rel_dir: str) -> Iterator[LocalFile]:
+    out: list[LocalFile] = []
+    stack = [(root_s, "")]  # folders still to read, the next one last
+    while stack:
+        folder, rel_dir = stack.pop()
         try:
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError:
-            return
+            continue
         subdirs = []
         for entry in entries:
             name = entry.name
@@ -241,7 +242,7 @@ def scan_local(root: Path) -> Iterator[LocalFile]:
                 link = entry.is_symlink()
                 if not link and entry.is_dir():
                     if name != META_DIR:
-                        subdirs.append(entry)
+                        subdirs.append((entry.path, rel_dir + name + "/"))
                     continue
                 if name.startswith(PARTIAL):
                     continue
@@ -254,11 +255,9 @@ def scan_local(root: Path) -> Iterator[LocalFile]:
             except (OSError, ValueError):
                 continue
             if stat.S_ISREG(st.st_mode):
-                yield LocalFile(rel_dir + name, entry.path, st)
-        for entry in subdirs:
-            yield from walk(entry.path, rel_dir + entry.name + "/")
-
-    yield from walk(root_s, "")
+                out.append(LocalFile(rel_dir + name, entry.path, st))
+        stack.extend(reversed(subdirs))
+    return out
 
 
 def local_files(root: Path) -> Iterator[tuple[str, Path]]:
