@@ -501,7 +501,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--workdir", default=os.environ.get("LORA_CLOUD_WORKDIR", "/workspace"))
     ap.add_argument("--storage", default=os.environ.get("LORA_CLOUD_STORAGE"))
     ap.add_argument("--run-id", default=None)
+    ap.add_argument("--self-test", action="store_true",
+                    help="check this image instead of training (worker/selftest.py); --storage: the bucket to use")
     args = ap.parse_args(argv)
+    if args.self_test:
+        from .selftest import run_self_test
+
+        return run_self_test(args.storage, args.workdir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from ..settings import Settings, install_log_redaction
     from ..storage import open_storage

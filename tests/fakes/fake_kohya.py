@@ -28,8 +28,12 @@ import os
 import struct
 import sys
 import time
-import tomllib
 from pathlib import Path
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10 (the trainer image's Ubuntu 22.04 runs this file in its self-test)
+    import tomli as tomllib
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".webp"}
 PNG_1PX = bytes.fromhex(
