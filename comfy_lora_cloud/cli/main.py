@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Optional
 
 import typer
@@ -37,6 +36,8 @@ def root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more (secrets stay masked)."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
+    import logging
+
     from ..settings import install_log_redaction
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
