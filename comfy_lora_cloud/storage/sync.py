@@ -282,13 +282,20 @@ def _valid_rel(rel: str) -> bool:
     return True
 
 
-def _escapes(root: Path, rel: str) -> bool:
-    """True if writing ``root/rel`` would land outside ``root`` (through a symlinked folder)."""
+def _escapes(root: Path, rel: str, memo: dict[str, bool] | None = None) -> bool:
+    """True if writing ``root/rel`` would land outside ``root`` (through a symlinked folder).
+    ``memo`` remembers the answer per folder for one pass (planning: many files, few folders)."""
+    folder = rel.rpartition("/")[0]
+    if memo is not None and folder in memo:
+        return memo[folder]
     try:
         (root / rel).parent.resolve().relative_to(root.resolve())
+        out = False
     except ValueError:
-        return True
-    return False
+        out = True
+    if memo is not None:
+        memo[folder] = out
+    return out
 
 
 def plan_push(
@@ -343,12 +350,13 @@ def plan_pull(
     local = {f.rel: f for f in scan_local(root)} if root.is_dir() else {}
     plan = SyncPlan("pull", root, prefix)
     wanted: set[str] = set()
+    memo: dict[str, bool] = {}
     for info in storage.list(prefix).objects:
         rel = info.key[len(prefix):]
         if rel.endswith("/") or not rel:  # "folder" placeholder objects
             continue
         unsafe = not _valid_rel(rel) or rel.split("/")[0] == META_DIR or rel.split("/")[-1].startswith(PARTIAL)
-        if unsafe or _escapes(root, rel):
+        if unsafe or _escapes(root, rel, memo):
             plan.rejected.append(rel)
             continue
         wanted.add(rel)
@@ -382,6 +390,7 @@ def apply(
     total = plan.bytes
     lock = threading.Lock()
     state = {"bytes": 0, "files": 0}
+    root_key = str(plan.local_dir.resolve()) if cache is not None else ""  # the cache's keys: as scan_local's
 
     def one(t: Transfer) -> None:
         path = plan.local_dir / t.rel
@@ -393,13 +402,13 @@ def apply(
                 after = path.stat()
                 if (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns) == (
                         info.size, before.st_mtime_ns):
-                    cache.remember(path, Checksums(info.size, info.md5, info.crc32c), before)
+                    cache.put(os.path.join(root_key, t.rel), before, Checksums(info.size, info.md5, info.crc32c))
         else:
             if _escapes(plan.local_dir, t.rel):  # a folder became a symlink since planning
                 raise StorageError(f"refusing to write {t.rel!r}: it would land outside {plan.local_dir}")
             info = storage.download_file(key, path)
             if cache is not None and info.md5 and info.crc32c:  # verified bytes: no need to re-hash
-                cache.remember(path, Checksums(info.size, info.md5, info.crc32c))
+                cache.put(os.path.join(root_key, t.rel), path.stat(), Checksums(info.size, info.md5, info.crc32c))
         with lock:
             state["bytes"] += t.size
             state["files"] += 1
