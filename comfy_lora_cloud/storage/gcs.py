@@ -430,13 +430,21 @@ class GcsStorage:
             f.seek(start)
             f.truncate()
             w = _HashingWriter(f)
-            with self.client._http.request("GET", url, stream=True, timeout=(60, 120),
-                                           headers={"Accept-Encoding": "gzip"}) as response:
+            response = self.client._http.request("GET", url, stream=True, timeout=(60, 120),
+                                                 headers={"Accept-Encoding": "gzip"})
+            read_all = False
+            try:
                 if response.status_code != 200:
                     raise api.from_http_response(response)
                 while chunk := response.raw.read(DOWNLOAD_READ, decode_content=False):
                     w.write(chunk)
+                read_all = True
                 return w, response.headers
+            finally:
+                if read_all:  # the body was read to its end: the connection goes back to the pool
+                    response.raw.release_conn()
+                else:
+                    response.close()
 
         w, headers = self._call(lambda: self.retry(attempt)(), key)
         hashes = _goog_hashes(headers.get("X-Goog-Hash", ""))
