@@ -446,6 +446,8 @@ class LoraCloudLoraLoader(io.ComfyNode):
 
 
 def all_nodes() -> list[type[io.ComfyNode]]:
+    from .nodes_templates import LoraCloudPromptList
+
     return [LoraCloudLoadImages, LoraCloudCropForTraining, LoraCloudRemoveBackground, LoraCloudCaption,
             LoraCloudPreviewDataset, LoraCloudSaveDataset, LoraCloudLoadDataset, LoraCloudLaunchTrainer,
-            LoraCloudAwaitLora, LoraCloudLoraLoader]
+            LoraCloudAwaitLora, LoraCloudLoraLoader, LoraCloudPromptList]

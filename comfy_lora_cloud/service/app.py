@@ -10,9 +10,9 @@ GPU providers and each other only through it, so a behaviour cannot differ by en
 
 One noun per service, each in its own module: :class:`~.runs.Runs`, :class:`~.instances.Instances`,
 :class:`~.library.Library`, :class:`~.costs.Costs`, :class:`~.offers.Offers`,
-:class:`~.mirror.Mirror`, :class:`~.recovery.Recoveries`; :class:`~.notify.Notifier`
-(``app.notify``) turns the events they emit into notifications. They hold the app, not copies of
-its parts, so a settings change reaches them all at once.
+:class:`~.mirror.Mirror`, :class:`~.recovery.Recoveries`, :class:`~.templates.Templates`;
+:class:`~.notify.Notifier` (``app.notify``) turns the events they emit into notifications. They
+hold the app, not copies of its parts, so a settings change reaches them all at once.
 
 Settings are re-read when ``config.toml`` or ``secrets.toml`` change (:class:`SettingsSource`): a
 ``lora-cloud budget set`` takes effect in a running ComfyUI within one guard round, and a broken file
@@ -119,6 +119,7 @@ class App:
         from .offers import Offers
         from .recovery import Recoveries
         from .runs import Runs
+        from .templates import Templates
 
         self.source = settings if isinstance(settings, SettingsSource) else SettingsSource(settings.home, initial=settings)
         self._fixed_storage = storage
@@ -142,6 +143,7 @@ class App:
         self.offers = Offers(self)
         self.mirror = Mirror(self)
         self.recovery = Recoveries(self)
+        self.templates = Templates(self)  # workflow templates by name, LoRA tests
         from .notify import Notifier
 
         self.notify = Notifier(self)  # the one notifier: sees every event emit() sends

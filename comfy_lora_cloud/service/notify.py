@@ -67,7 +67,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
-from ..errors import redact
+from ..errors import LoraCloudError, redact
 from .events import BUDGET_EVENT, PREEMPTION_EVENT, RUN_EVENT
 
 log = logging.getLogger(__name__)
@@ -456,6 +456,8 @@ class Notifier:
                     self._deliver(item)
                 elif kind == "stale":
                     self._deliver_stale()
+            except LoraCloudError as exc:  # a damaged store, a bucket that does not answer: one line
+                log.warning("lora_cloud notification not sent: %s", exc.message)
             except Exception:  # a notification must never take anything else down
                 log.warning("lora_cloud notification failed", exc_info=True)
             finally:
