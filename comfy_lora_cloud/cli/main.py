@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Optional
 
 import typer
 
 from .. import __version__
-from ..settings import install_log_redaction
 from .common import CliContext, hoist_json_flag, quiet_flag_types, run_cli
 
 app = typer.Typer(
@@ -18,6 +16,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # plain help: rich's help renderer costs more start-up than the rest of `--help` (issue 17)
+    rich_markup_mode=None,
 )
 
 
@@ -37,6 +37,10 @@ def root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more (secrets stay masked)."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
+    import logging
+
+    from ..settings import install_log_redaction
+
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     install_log_redaction()
     ctx.obj = CliContext(home=home, json_output=json_output, verbose=verbose)

@@ -6,7 +6,6 @@ from typing import Optional
 
 import typer
 
-from ..settings import MAX_DPH
 from .common import ctx_obj, emit, finite, handle_errors, out_console, run
 
 app = typer.Typer(help="Find the offer with the cheapest expected total for a training job.")
@@ -23,7 +22,7 @@ def offers(
     steps: Optional[int] = typer.Option(None, min=1, max=1_000_000, show_default=False,
                                         help="Training steps (default: from the preset)."),
     interruptible: bool = typer.Option(False, help="Price interruptible (bid) offers instead of on-demand."),
-    max_dph: Optional[float] = typer.Option(None, min=0, max=MAX_DPH, callback=finite,
+    max_dph: Optional[float] = typer.Option(None, min=0, callback=finite,
                                             help="Most $/hr to pay (default: the max_dph budget; 0: no limit)."),
     min_reliability: float = typer.Option(0.95, min=0, max=1, callback=finite, help="Lowest host reliability (0-1)."),
     disk_gb: float = typer.Option(80.0, min=10, max=10_000, callback=finite, help="Disk to rent, GB."),

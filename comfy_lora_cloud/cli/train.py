@@ -11,8 +11,6 @@ from typing import Any, Optional
 import typer
 
 from ..errors import ConfigError
-from ..service.runs import TrainRequest
-from ..settings import MAX_DPH
 from .common import ctx_obj, emit, err_console, finite, handle_errors, out_console, report_problems, run
 from .train_outputs import exit_for, follow_run, hints_for_end, next_steps
 
@@ -54,7 +52,7 @@ def plan(
     trigger: Optional[str] = typer.Option(None, "--trigger", help="Trigger word (default: the dataset's)."),
     name: Optional[str] = typer.Option(None, "--name", help="LoRA name (default: the dataset name)."),
     sets: list[str] = typer.Option([], "--set", help="Override a preset value: key=value, section.key=value."),
-    dph: Optional[float] = typer.Option(None, "--dph", min=0.001, max=MAX_DPH, callback=finite,
+    dph: Optional[float] = typer.Option(None, "--dph", min=0.001, callback=finite,
                                         help="Price the estimate at this $/hr (default: the bundled offer book)."),
     live: bool = typer.Option(False, "--live", help="Also ask vast.ai for the offer the picker would rent now "
                                                     "(needs vast_api_key); still rents nothing."),
@@ -204,6 +202,8 @@ def start(
 ) -> None:
     """Rent a GPU and train. Launching the same dataset and settings again re-attaches to the live run.
     A preempted run resumes in place or moves to a new GPU from its last checkpoint (the guard does it)."""
+    from ..service.runs import TrainRequest
+
     req = TrainRequest(dataset=dataset, lora_type=lora_type, lora_name=name, trigger=trigger, gpu=gpu, vram_gb=vram,
                        overrides=parse_set(sets), provider=provider_name, interruptible=interruptible,
                        resume_wait_minutes=resume_wait, max_attempts=max_attempts, on_demand_after=on_demand_after)

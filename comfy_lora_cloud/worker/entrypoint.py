@@ -262,7 +262,7 @@ class Trainer:
         if not lora.is_file():
             raise TrainingError("kohya exited 0 without writing the LoRA"
                                 + (f": {self.error_hint}" if self.error_hint else " (see logs/trainer.log)"))
-        self._upload_new_checkpoints(output_dir)
+        self._upload_new_checkpoints(output_dir, attempts=3)
         self._upload_new_samples(output_dir)
         return self._publish(lora, self._lora_info(preset, plan, images), plan.total_steps)
 
@@ -355,7 +355,10 @@ class Trainer:
         elif ev.kind in ("state_saved", "model_saved"):
             self.report.event(ev.kind, **d)
 
-    def _upload_new_checkpoints(self, output_dir: Path) -> None:
+    def _upload_new_checkpoints(self, output_dir: Path, attempts: int = 1) -> None:
+        """Upload the newest complete checkpoint not in the bucket yet. While kohya runs, one try
+        per poll (a flaky bucket must not kill a paid run: the next poll tries again); after it,
+        ``attempts`` tries, since there is no next poll."""
         states = [(e, p) for e, p in complete_states(output_dir) if e not in self.uploaded_epochs]
         if not states:
             return
@@ -365,10 +368,14 @@ class Trainer:
         except (OSError, ValueError):
             return  # still being written; next poll
         step = epoch * self.steps_per_epoch
-        try:
-            cp = upload_checkpoint(self.storage, self.spec.run_id, path, epoch, step)
-        except StorageError as exc:  # a flaky bucket must not kill a paid run: try again at the next poll
-            log.warning("checkpoint %s not uploaded yet: %s", path.name, exc.message)
+        for attempt in range(1, attempts + 1):
+            try:
+                cp = upload_checkpoint(self.storage, self.spec.run_id, path, epoch, step)
+                break
+            except StorageError as exc:
+                log.warning("checkpoint %s not uploaded yet (try %d/%d): %s", path.name, attempt, attempts,
+                            exc.message)
+        else:
             return
         self.uploaded_epochs.update(e for e, _ in states)
         self.report.event("checkpoint", name=cp.name, epoch=epoch, step=step, kohya_state=state)
