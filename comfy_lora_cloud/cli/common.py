@@ -42,14 +42,25 @@ class _LazyConsole:
         self._kwargs = kwargs
         self._console: Any = None
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
+    def _real(self) -> Any:
         if self._console is None:
             from rich.console import Console
 
             self._console = Console(**self._kwargs)
-        return getattr(self._console, name)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self._real(), name)
+
+    # rich's Live (every progress bar) enters its console as a context manager; special methods
+    # are looked up on the type, not through __getattr__
+    def __enter__(self) -> Any:
+        return self._real().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._real().__exit__(*exc)
 
 
 err_console: Any = _LazyConsole(stderr=True, highlight=False, soft_wrap=True)
