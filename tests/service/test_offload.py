@@ -12,7 +12,7 @@ import os
 import pytest
 from PIL import Image
 
-from comfy_lora_cloud.errors import ConfigError, StorageError
+from comfy_lora_cloud.errors import DatasetError, StorageError
 from comfy_lora_cloud.service import offload
 from comfy_lora_cloud.service.app import App
 from comfy_lora_cloud.settings import Settings
@@ -35,8 +35,9 @@ def offloading(monkeypatch, clean_env):
 def folder(tmp_path, n: int, manifest: bool = True):
     src = tmp_path / "src"
     src.mkdir()
-    for i in range(n):
-        (src / f"{i:03}.png").write_bytes(b"\x89PNG" + os.urandom(200))
+    for i in range(n):  # whole PNGs (an upload decodes every image), each one different
+        img = Image.frombytes("RGB", (8, 8), os.urandom(8 * 8 * 3))
+        img.save(src / f"{i:03}.png", "PNG")
         (src / f"{i:03}.txt").write_text(f"caption {i}")
     if manifest:
         (src / layout.MANIFEST).write_text(json.dumps({"trigger": "sks", "files": []}))
@@ -109,5 +110,5 @@ async def test_a_preparation_runs_in_a_worker_with_its_stages(offloading, tmp_pa
     assert result.images == 6 and result.out_dir is None
     assert "upload" in stages  # progress streamed back from the worker, upload included
     assert storage.exists("datasets/prepped/dataset.json")
-    with pytest.raises(ConfigError, match="must not contain"):  # an error in the worker comes back typed
+    with pytest.raises(DatasetError, match="no folder"):  # an error in the worker comes back typed
         await app.library.prepare(str(tmp_path / "missing"), "other", lora_type="style", workers=1)
