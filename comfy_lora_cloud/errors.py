@@ -18,7 +18,8 @@
     ├── DatasetError               bad images, bad captions, failed checks  -> 422
     │   ├── ImageLoadError         one file could not be read (.path)
     │   └── DatasetExists          the name is taken: say replace or merge  -> 409
-    └── TrainingError              the run failed (kohya, weights, deadline)-> 500
+    ├── TrainingError              the run failed (kohya, weights, deadline)-> 500
+    └── GenerationError            the remote ComfyUI refused or failed a prompt -> 500, CLI exit 8
 
     ConfigError also has RequestTooLarge (a request body over the routes' limit -> HTTP 413).
 
@@ -257,3 +258,9 @@ class TrainingError(LoraCloudError):
     """The training run failed."""
 
     exit_code = 7
+
+
+class GenerationError(LoraCloudError):
+    """The remote ComfyUI refused a workflow or failed while running it."""
+
+    exit_code = 8

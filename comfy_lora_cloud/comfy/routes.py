@@ -27,6 +27,7 @@ import asyncio
 import functools
 import inspect
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Awaitable, Callable, Iterable, Union
@@ -292,6 +293,7 @@ def install() -> bool:
     from .wiring import holder
 
     register_routes(PromptServer.instance.routes, holder.get, listen=http_guard.comfy_listen_addresses())
-    start_background(holder.get)
+    if not os.environ.get("LORA_CLOUD_REMOTE"):  # a session's ComfyUI: its supervisor does the remote side's work
+        start_background(holder.get)
     _installed = True
     return True

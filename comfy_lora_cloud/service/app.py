@@ -10,7 +10,7 @@ GPU providers and each other only through it, so a behaviour cannot differ by en
 
 One noun per service, each in its own module: :class:`~.runs.Runs`, :class:`~.instances.Instances`,
 :class:`~.library.Library`, :class:`~.costs.Costs`, :class:`~.offers.Offers`,
-:class:`~.mirror.Mirror`. They hold the app, not copies of its parts, so a settings change reaches
+:class:`~.mirror.Mirror`, :class:`~.sessions.Sessions`. They hold the app, not copies of its parts, so a settings change reaches
 them all at once.
 
 Settings are re-read when ``config.toml`` or ``secrets.toml`` change (:class:`SettingsSource`): a
@@ -117,6 +117,7 @@ class App:
         from .mirror import Mirror
         from .offers import Offers
         from .runs import Runs
+        from .sessions import Sessions
 
         self.source = settings if isinstance(settings, SettingsSource) else SettingsSource(settings.home, initial=settings)
         self._fixed_storage = storage
@@ -139,6 +140,7 @@ class App:
         self.costs = Costs(self)
         self.offers = Offers(self)
         self.mirror = Mirror(self)
+        self.sessions = Sessions(self)  # remote ComfyUI on a rented GPU
 
     @classmethod
     def open(cls, home: str | Path | None = None, **kwargs: Any) -> "App":

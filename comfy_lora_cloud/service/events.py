@@ -8,6 +8,8 @@ tests pass their own sink or none. Each name is defined here and nowhere else.
     lora_cloud.budget     {"kind": "warning"|"exceeded"|"changed"|"enforced"|"enforce_failed", ...}
     lora_cloud.guard      {"kind": "problem", "message"}: a record the guard skipped, a settings
                           file it could not read; enforcement went on for everything else
+    lora_cloud.session    {"session": <view>}: a remote ComfyUI session started, became ready,
+                          stopped, or was stopped by the guard (idle, max hours)
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ RUN_EVENT = "lora_cloud.run"
 INSTANCE_EVENT = "lora_cloud.instance"
 BUDGET_EVENT = "lora_cloud.budget"
 GUARD_EVENT = "lora_cloud.guard"
+SESSION_EVENT = "lora_cloud.session"
 
 Emit = Callable[[str, dict[str, Any]], None]
 

@@ -24,6 +24,10 @@ budgets still bound what it can cost). In order:
 "Recently" is judged on this controller's clock: the status's own ``updated_at`` (the trainer
 host's clock) or, when that looks old, the object's write time in the bucket. A host whose
 clock runs hours behind therefore cannot make a live run look stale.
+
+A remote ComfyUI session's instance (label ``lora-cloud:session:<id>``) is owned by the same
+rules, with the session's record and ``sessions/<id>/status.json`` as the witnesses
+(:func:`decide_session`, :func:`session_bucket_view`).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import enum
 from dataclasses import dataclass
 
 from ..errors import ConfigError, CorruptRecord, StorageError
-from ..models import Run, RunState, RunStatus, validate_name
+from ..models import Run, RunState, RunStatus, Session, validate_name
 from ..storage.base import Storage
 from ..storage.layout import run_key
 from ..training.status import STATUS, read_status
@@ -131,3 +135,62 @@ def is_run_id(run_id: str) -> bool:
     except ConfigError:
         return False
     return True
+
+
+# ---- sessions (remote ComfyUI) -----------------------------------------------------------------
+@dataclass(frozen=True)
+class LocalSession:
+    """What this controller's store says about a session (as :class:`Local` does for a run)."""
+
+    session: Session | None = None
+    corrupt: str = ""
+    damaged: str = ""
+
+
+def session_bucket_view(storage: Storage, session_id: str, now: float, fresh_s: float) -> BucketView:
+    """What ``sessions/<id>/status.json`` says (blocking). ``status`` is the session's status."""
+    from ..training.inference import read_session_status, status_key
+
+    try:
+        status = read_session_status(storage, session_id)
+    except CorruptRecord as exc:
+        return BucketView(Bucket.CORRUPT, reason=exc.message)
+    except StorageError as exc:
+        return BucketView(Bucket.UNREADABLE, reason=exc.message)
+    if status is None:
+        return BucketView(Bucket.ABSENT)
+    if status.state.is_terminal:
+        return BucketView(Bucket.ENDED, status)  # type: ignore[arg-type]
+    if status.updated_at >= now - fresh_s:
+        return BucketView(Bucket.LIVE, status)  # type: ignore[arg-type]
+    try:
+        written = storage.stat(status_key(session_id)).updated
+    except StorageError as exc:
+        return BucketView(Bucket.UNREADABLE, status, exc.message)  # type: ignore[arg-type]
+    if written is not None and written >= now - fresh_s:
+        return BucketView(Bucket.LIVE, status)  # type: ignore[arg-type]
+    return BucketView(Bucket.STALE, status)  # type: ignore[arg-type]
+
+
+def decide_session(session_id: str | None, local: LocalSession, bucket: BucketView | None) -> Decision:
+    """The verdict for one instance labelled with ``session_id``: the rules of :func:`decide`."""
+    if session_id is None or not is_run_id(session_id):
+        return Decision(Verdict.UNOWNED, "its label names no session this pack could have made")
+    if local.damaged:
+        return Decision(Verdict.DOUBT, f"the state store cannot be read ({local.damaged})")
+    assert bucket is not None
+    if bucket.kind is Bucket.ENDED:
+        return Decision(Verdict.UNOWNED, f"its ComfyUI reported {bucket.status.state.value}")  # type: ignore[union-attr]
+    if local.session is not None and not local.session.state.is_terminal:
+        return Decision(Verdict.OWNED, f"session {session_id} is live here")
+    if local.corrupt:
+        return Decision(Verdict.DOUBT, f"the record of session {session_id} cannot be read ({local.corrupt})")
+    if bucket.kind is Bucket.LIVE:
+        return Decision(Verdict.OWNED, f"session {session_id} is live in the bucket (another controller's)")
+    if bucket.kind in (Bucket.CORRUPT, Bucket.UNREADABLE):
+        return Decision(Verdict.DOUBT, f"the bucket cannot vouch for session {session_id}: {bucket.reason}")
+    if local.session is not None:
+        return Decision(Verdict.UNOWNED, f"session {session_id} ended here ({local.session.state.value})")
+    if bucket.kind is Bucket.STALE:
+        return Decision(Verdict.UNOWNED, f"session {session_id} has not reported for a long time")
+    return Decision(Verdict.UNOWNED, f"no session {session_id} is known here or in the bucket")

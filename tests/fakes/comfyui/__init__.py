@@ -1,0 +1,1 @@
+"""A fake remote ComfyUI for tests; see server.py."""
