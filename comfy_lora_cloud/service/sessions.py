@@ -58,6 +58,7 @@ DISK_GB = 80.0  # the image (~20 GB), fp8 weights (~17 GB; fp16 ~34 GB), LoRAs a
 START_SCRIPT = 'bash "${LORA_CLOUD_START_SCRIPT:-/opt/lora-cloud/start.sh}"'
 _KEY = "session:"
 _UNOWNED = "sessions:unowned_since:"
+_KEEPER = "sessions:keeper:"
 GUARD_SLACK_S = 60.0  # the image stops itself first; the guard acts this much later
 BOOT_GRACE_S = 1800.0  # how long an instance may boot before a session without any report is given up
 
@@ -411,6 +412,7 @@ class Sessions:
         session = await self._resolve(session_id)
         deadline = self.app.clock() + timeout
         last = ""
+        delay = min(0.25, poll_s)  # a quick first look, then every poll_s
         while True:
             session = await self._resolve(session.id)
             if session.state is SessionState.READY and await self._answers(session):
@@ -443,7 +445,8 @@ class Sessions:
                 message = f"not ready after {timeout:g} s ({last or 'no answer'}); destroyed"
                 await self._fail(session, message)
                 raise TunnelError(f"session {session.id} was {message}")
-            await sleep(poll_s)
+            await sleep(delay)
+            delay = min(delay * 2, poll_s)
 
     async def _step_towards_ready(self, session: Session) -> str:
         """One look: the supervisor's report, the instance, then ComfyUI through the tunnel."""
@@ -532,6 +535,24 @@ class Sessions:
     async def url(self, session_id: str | None = None) -> str:
         """The local URL of the session's ComfyUI (through this process's tunnel)."""
         return (await self.tunnel(session_id)).url
+
+    # a process that holds a tunnel for others (the CLI's `comfy tunnel`), so a URL outlives the command
+    def keeper(self, session_id: str) -> dict[str, Any] | None:
+        """The live tunnel keeper of a session: ``{"pid", "port", "url"}``, or None."""
+        from ..storage.base import pid_alive
+
+        raw = self.app.state.get_kv(_KEEPER + session_id)
+        try:
+            data = json.loads(raw) if raw else None
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or not isinstance(data.get("pid"), int) or not pid_alive(data["pid"]):
+            return None
+        return data
+
+    def record_keeper(self, session_id: str, pid: int | None, port: int | None = None) -> None:
+        value = json.dumps({"pid": pid, "port": port, "url": f"http://127.0.0.1:{port}"}) if pid else ""
+        self.app.state.set_kv(_KEEPER + session_id, value)
 
     # ---- stopping ----------------------------------------------------------------------------
     async def stop(self, session_id: str | None = None) -> dict[str, Any]:
