@@ -75,12 +75,26 @@ class ComfyClient:
     """One remote ComfyUI at ``base_url`` (the tunnel's ``http://127.0.0.1:<port>``)."""
 
     def __init__(self, base_url: str, *, timeout: float = 60.0, give_up_s: float = 120.0,
-                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep):
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+                 still_there: Callable[[], Awaitable[None]] | None = None, check_every_s: float = 5.0):
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.give_up_s = give_up_s
         self.sleep = sleep
+        # while the link is down: raises when the other side is gone for good (the session ended)
+        self.still_there = still_there
+        self.check_every_s = check_every_s
+        self._checked = float("-inf")
         self._session: aiohttp.ClientSession | None = None
+
+    async def _down(self, down_since: float, exc: TunnelError, what: str) -> None:
+        """The link is down: give up after ``give_up_s``, or at once when the session is gone."""
+        now = time.monotonic()
+        if now - down_since > self.give_up_s:
+            raise TunnelError(f"lost the remote ComfyUI for over {self.give_up_s:g} s {what}: {exc.message}") from None
+        if self.still_there is not None and now - self._checked >= self.check_every_s:
+            self._checked = now
+            await self.still_there()
 
     async def __aenter__(self) -> "ComfyClient":
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
@@ -205,11 +219,9 @@ class ComfyClient:
         while True:
             try:
                 return await call()
-            except TunnelError:
-                now = time.monotonic()
-                down_since = down_since or now
-                if now - down_since > self.give_up_s:
-                    raise
+            except TunnelError as exc:
+                down_since = down_since or time.monotonic()
+                await self._down(down_since, exc, "while fetching an image")
                 await self.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -223,11 +235,8 @@ class ComfyClient:
                     entry = await self._listen(prompt_id, cid, progress, poll_s)
                 return _finished(prompt_id, entry)
             except TunnelError as exc:
-                now = time.monotonic()
-                down_since = down_since or now
-                if now - down_since > self.give_up_s:
-                    raise TunnelError(f"lost the remote ComfyUI for over {self.give_up_s:g} s while prompt "
-                                      f"{prompt_id} ran: {exc.message}") from None
+                down_since = down_since or time.monotonic()
+                await self._down(down_since, exc, f"while prompt {prompt_id} ran")
                 log.info("remote ComfyUI unreachable (%s); trying again", exc.message)
                 await self.sleep(delay)
                 delay = min(delay * 2, 5.0)

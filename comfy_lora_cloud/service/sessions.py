@@ -106,8 +106,6 @@ class SessionRequest:
                 raise ConfigError(f"{name} must be a number above 0, not {value!r}")
         if self.max_hours > 72:
             raise ConfigError("max_hours is at most 72: a session is for generating, not for keeping")
-        if self.idle_minutes > self.max_hours * 60:
-            raise ConfigError("idle_minutes cannot exceed max_hours")
         inference.model_files(self.precision)  # fp8 or fp16
         return self
 
@@ -446,7 +444,8 @@ class Sessions:
                 await self._fail(session, message)
                 raise TunnelError(f"session {session.id} was {message}")
             await sleep(delay)
-            delay = min(delay * 2, poll_s)
+            linked = self._tunnels.get(session.id)
+            delay = 0.5 if linked is not None and linked.alive else min(delay * 2, poll_s)
 
     async def _step_towards_ready(self, session: Session) -> str:
         """One look: the supervisor's report, the instance, then ComfyUI through the tunnel."""
@@ -457,6 +456,13 @@ class Sessions:
         if status is not None and status.state.is_terminal:
             raise ProviderError(f"the session's ComfyUI reported {status.state.value}: "
                                 f"{status.error or status.message}")
+        tunnel = self._tunnels.get(session.id)
+        if tunnel is not None and tunnel.alive:  # the link is up: only ComfyUI is awaited (a local call)
+            if await self._answers(session):
+                await asyncio.to_thread(self._update, session.id, state=SessionState.READY,
+                                        ready_at=self.app.clock())
+                return "ready"
+            return status.message if status is not None and status.message else "waiting for ComfyUI"
         async with self.app.provider(session.provider)() as provider:
             inst = await provider.get(session.instance_id) if session.instance_id else None
         if session.instance_id and inst is None:
@@ -581,6 +587,19 @@ class Sessions:
         await self.app.instances.announce()
         return destroyed
 
+    async def _still_there(self, session: Session) -> None:
+        """Raise when a session whose link is down has in fact ended (its image stopped it, the
+        guard did, or its instance is gone): there is nothing to reconnect to."""
+        try:
+            status = await asyncio.to_thread(inference.read_session_status, self.app.storage, session.id)
+        except (StorageError, CorruptRecord):
+            status = None
+        if status is not None and status.state.is_terminal:
+            raise ProviderError(f"session {session.id} ended ({status.state.value}: {status.message})")
+        async with self.app.provider(session.provider)() as provider:
+            if session.instance_id and await provider.get(session.instance_id) is None:
+                raise ProviderError(f"session {session.id} ended: its instance {session.instance_id} is gone")
+
     # ---- outputs -------------------------------------------------------------------------------
     async def outputs(self, limit: int = 60) -> dict[str, Any]:
         """``{"outputs": [{"session", "file", "size", "updated"}], "problems"}``: the newest
@@ -642,7 +661,7 @@ class Sessions:
             raise ConfigError(f"session {session.id} is {session.state.value}, not ready: wait for it "
                               "(lora-cloud comfy status)")
         tunnel = await self.tunnel(session.id)
-        async with ComfyClient(tunnel.url) as client:
+        async with ComfyClient(tunnel.url, still_there=lambda: self._still_there(session)) as client:
             if lora:
                 await client.fetch_lora(lora)
             result = await client.run(workflow, progress=progress, client_id=client_id)
