@@ -9,6 +9,7 @@ import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { loraCloudApi as lc } from "./api.js";
 import { loraCloudState as state } from "./state.js";
+import { generateSection, onSessionEvent } from "./generate.js";
 
 const TAB_ID = "lora-cloud";
 const EVENTS = { run: "lora_cloud.run", instance: "lora_cloud.instance", budget: "lora_cloud.budget" };
@@ -341,7 +342,8 @@ function paint() {
       h("button", { class: "lcl-btn", onclick: refresh, title: "Refresh" }, "↻")),
     state.error ? h("div", { class: "lcl-error", "data-error": "" }, state.error) : null,
     problemsNote(),
-    instancesSection(), costsSection(), runsSection(), datasetsSection(), lorasSection(),
+    instancesSection(), generateSection({ redraw: draw, toast }), costsSection(), runsSection(), datasetsSection(),
+    lorasSection(),
   ];
   root.replaceChildren(...parts.filter(Boolean));
   root.scrollTop = scroll;
@@ -373,6 +375,7 @@ const STYLE = `
 .lcl-grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(72px,1fr));gap:.4rem;margin-top:.4rem}
 .lcl-figure{margin:0}.lcl-figure img{width:100%;aspect-ratio:1;object-fit:cover;border-radius:3px}
 .lcl-caption{font-size:11px;opacity:.8;word-break:break-word;max-height:4.2em;overflow:hidden}
+.lcg-thumb{width:100%;aspect-ratio:1;object-fit:cover;border-radius:3px}
 .lcl-logs{max-height:12rem;overflow:auto;font-size:11px;background:#111;padding:.4rem;border-radius:4px;white-space:pre-wrap}
 `;
 
@@ -399,6 +402,7 @@ app.registerExtension({
       refreshCosts();
     });
     api.addEventListener(EVENTS.budget, onBudget);
+    api.addEventListener("lora_cloud.session", (event) => onSessionEvent(event.detail));
     app.extensionManager.registerSidebarTab({
       id: TAB_ID,
       icon: "pi pi-cloud",

@@ -22,7 +22,7 @@ import typer
 
 from ..errors import ConfigError, TunnelError
 from ..service.sessions import DEFAULT_IDLE_MINUTES, DEFAULT_MAX_HOURS, SessionRequest
-from ..service.workflow_api import load_workflow, prepare
+from ..service.workflow_api import load_workflow, prepare, resolve_workflow
 from .common import ctx_obj, emit, err_console, handle_errors, out_console, run
 
 app = typer.Typer(help="A ComfyUI on a rented GPU: start, status, open, run a workflow, stop.", no_args_is_help=True)
@@ -229,11 +229,13 @@ def run_(
 
 
 def _workflow(c: Any, source: str) -> dict[str, Any]:
-    """A workflow file; (a template name, once the pack has templates)."""
+    """A workflow file, else a template name."""
     path = Path(source).expanduser()
     if path.is_file():
         return load_workflow(path)
-    raise ConfigError(f"no workflow file {source!r} (give a .json file in ComfyUI's API format)")
+    if path.suffix == ".json" or "/" in source:
+        raise ConfigError(f"no workflow file {source!r} (give a .json file in ComfyUI's API format)")
+    return resolve_workflow(source)
 
 
 def _progress_bar(quiet: bool):

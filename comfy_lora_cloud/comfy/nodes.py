@@ -446,6 +446,8 @@ class LoraCloudLoraLoader(io.ComfyNode):
 
 
 def all_nodes() -> list[type[io.ComfyNode]]:
+    from .nodes_generate import LoraCloudRemoteGenerate
+
     return [LoraCloudLoadImages, LoraCloudCropForTraining, LoraCloudRemoveBackground, LoraCloudCaption,
             LoraCloudPreviewDataset, LoraCloudSaveDataset, LoraCloudLoadDataset, LoraCloudLaunchTrainer,
-            LoraCloudAwaitLora, LoraCloudLoraLoader]
+            LoraCloudAwaitLora, LoraCloudLoraLoader, LoraCloudRemoteGenerate]

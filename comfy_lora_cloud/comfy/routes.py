@@ -272,6 +272,10 @@ def register_routes(routes: web.RouteTableDef, get_app: GetApp, *, listen: Itera
     async def delete_lora(request: web.Request) -> web.Response:
         return web.json_response(await (await r.app()).library.delete_lora(request.match_info["name"]))
 
+    from . import routes_sessions  # remote ComfyUI sessions, outputs, templates (the Generate section)
+
+    routes_sessions.register(routes, r, PREFIX, _int_param, _file_response)
+
 
 _installed = False
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import logging
 import math
@@ -586,6 +587,42 @@ class Sessions:
         self._emit(await self.get(session.id))
         await self.app.instances.announce()
         return destroyed
+
+    async def generate_watched(self, workflow: dict[str, Any], *, lora: str | None = None,
+                               progress: Callable[[int, int], Any] | None = None,
+                               interrupted: Callable[[], Any] | None = None, poll_s: float = 0.25,
+                               start: SessionRequest | None = None) -> dict[str, Any]:
+        """:meth:`generate` for a caller that can only poll (the Remote Generate node): ``progress``
+        and ``interrupted`` are called from the caller's side every ``poll_s``, never inside the
+        generation, and anything they raise (ComfyUI's Cancel) interrupts the prompt on the
+        remote side before it propagates. With ``start``, a session is rented first when none is
+        live (Cancel while it starts stops the waiting, never the session: its idle minutes end it)."""
+        state = {"value": 0, "max": 0}
+
+        async def work() -> dict[str, Any]:
+            if start is not None:
+                current = await self.current()
+                if current is None:
+                    current = await self.start(start)
+                if current["state"] != SessionState.READY.value:
+                    await self.wait_ready(current["id"])
+            return await self.generate(workflow, lora=lora,
+                                       progress=lambda v, m, node: state.update(value=v, max=m))
+
+        task = asyncio.ensure_future(work())
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=poll_s)
+                if progress is not None and state["max"]:
+                    progress(state["value"], state["max"])
+                if interrupted is not None:
+                    interrupted()
+        except BaseException:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            raise
+        return task.result()
 
     async def _still_there(self, session: Session) -> None:
         """Raise when a session whose link is down has in fact ended (its image stopped it, the

@@ -31,7 +31,7 @@ ADAPTER_PUBLIC = {
     "dataset": {"dataset", "dataset.bucket", "dataset.pipeline", "dataset.validate", "dataset.load",
                 "dataset.caption"},
     "training": {"training", "training.estimate", "training.kohya_config", "training.launch", "training.presets",
-                 "training.progress", "training.spec", "training.status"},
+                 "training.progress", "training.spec", "training.status", "training.inference"},
 }
 
 
