@@ -180,8 +180,9 @@ class Supervisor:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log.info("starting ComfyUI: %s", " ".join(shlex.quote(c) for c in cmd))
         with open(log_path, "ab") as out:
+            # in the supervisor's process group: whatever ends the container ends ComfyUI with it
             self.process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+                                            stdin=subprocess.DEVNULL)
 
     def _get(self, path: str, timeout: float = 5.0) -> object:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=timeout) as resp:
@@ -319,12 +320,12 @@ class Supervisor:
         if p is None or p.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGTERM)
+            p.terminate()
         try:
             p.wait(timeout=15)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGKILL)
+                p.kill()
             p.wait(timeout=15)
 
     def _shutdown(self, state: SessionState, message: str) -> None:

@@ -93,14 +93,21 @@ def seed_models(storage: Any) -> None:
 
 
 @pytest.fixture
-def stack(gcs_bucket, gcs_env, sshd, tmp_path, clean_env) -> Stack:
+def instance_comfyui() -> str:
+    """The ComfyUI command the image's supervisor runs on an instance (the fake; a module may
+    override this fixture with a real ComfyUI)."""
+    return f"{sys.executable} -m tests.fakes.comfyui"
+
+
+@pytest.fixture
+def stack(gcs_bucket, gcs_env, sshd, tmp_path, clean_env, instance_comfyui) -> Stack:
     storage_url = f"gs://{gcs_bucket}/lc"
     remote_port = free_port()
     fake = FakeVast(VAST_KEY, created_s=0.1, loading_s=0.3, run_processes=True, workdir=tmp_path / "instances",
                     ssh_endpoint=("127.0.0.1", sshd.port), authorized_keys=sshd.authorized_keys,
                     image_env={"LORA_CLOUD_START_SCRIPT": str(REPO / "inference_image" / "start.sh"),
                                "LORA_CLOUD_PYTHON": sys.executable, "PYTHONPATH": str(REPO),
-                               "LORA_CLOUD_COMFY_COMMAND": f"{sys.executable} -m tests.fakes.comfyui",
+                               "LORA_CLOUD_COMFY_COMMAND": instance_comfyui,
                                "STORAGE_EMULATOR_HOST": gcs_env.url, "FAKE_COMFY_STEP_SECONDS": "0.02"})
     url = fake.start_in_thread()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LORA_CLOUD_")}
