@@ -246,10 +246,12 @@ class Sessions:
         view["live"] = not session.state.is_terminal
         view["deadline"] = session.created_at + session.max_hours * 3600
         view["cost_usd"], view["uptime_seconds"] = self._cost(session, now)
-        try:
-            status = inference.read_session_status(self.app.storage, session.id)
-        except (StorageError, LoraCloudError):
-            status = None
+        status = None
+        if view["live"]:  # an ended session's last report is in its record already
+            try:
+                status = inference.read_session_status(self.app.storage, session.id)
+            except (StorageError, LoraCloudError):
+                status = None
         view["remote"] = status.to_dict() if status else None
         tunnel = self._tunnels.get(session.id)
         alive = tunnel is not None and tunnel.alive and view["live"]

@@ -34,7 +34,7 @@ def test_idle_minutes_and_the_deadline_destroy_the_instance(stack, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
     stack.json("instances", "reconcile")
     view = stack.json("comfy", "status", timed["id"])
-    assert view["state"] == "timed_out" and "limit" in (view["remote"]["message"] or "")
+    assert view["state"] == "timed_out" and "limit" in (view["error"] or "")
 
 
 def test_a_controller_killed_mid_start_leaves_nothing_billing(stack):
