@@ -250,7 +250,4 @@ class App:
             guard = Guard(provider, self.state, lambda: Budgets.from_settings(self.settings), storage=storage,
                           clock=self.clock, emit=self.emit, grace_s=grace_s, fresh_s=fresh_s,
                           memory=self.guard_memory)
-            report = await guard.run_once()
-        if self.settings_problem:
-            report["problems"].append({"kind": "settings", "subject": "settings", "message": self.settings_problem})
-        return report
+            return await guard.run_once(settings_problem=self.settings_problem)

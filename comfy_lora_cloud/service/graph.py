@@ -316,7 +316,7 @@ async def await_lora(run: RunRef, *, storage: Storage, loras_dir: str | os.PathL
     status = await wait_for_run(storage, run.run_id, poll_s=poll_s, on_status=on_status,
                                 should_stop=interrupted, **kwargs)
     dest_dir = comfy_lora_folder(loras_dir)
-    path = await asyncio.to_thread(fetch_lora, storage, status, dest_dir)
+    path = await asyncio.to_thread(fetch_lora, storage, status, dest_dir, run.lora_name)
     return f"{dest_dir.name}/{path.name}", path
 
 

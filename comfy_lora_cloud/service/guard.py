@@ -67,10 +67,13 @@ class Guard:
         self.sessions = SessionGuard(provider, state, storage, clock=clock, grace_s=grace_s, fresh_s=fresh_s,
                                      emit=self.emit)
 
-    async def run_once(self) -> dict[str, Any]:
+    async def run_once(self, settings_problem: str | None = None) -> dict[str, Any]:
         """One pass; returns ``{"ok", "reconcile", "budgets", "problems"}``. ``ok`` is false
-        when the instances could not be listed (then nothing else was checked)."""
+        when the instances could not be listed (then nothing else was checked).
+        ``settings_problem``: why the settings in force are the last good ones, to report."""
         problems = Problems()
+        if settings_problem:
+            problems.add(kinds.SETTINGS, "settings", settings_problem)
         now = self.clock()
         report, verdicts, sessions = ReconcileReport(), [], {}
         try:

@@ -22,8 +22,10 @@ budgets still bound what it can cost). In order:
 7. otherwise (no run anywhere, a run that ended here, a live report gone stale) -> UNOWNED.
 
 "Recently" is judged on this controller's clock: the status's own ``updated_at`` (the trainer
-host's clock) or, when that looks old, the object's write time in the bucket. A host whose
-clock runs hours behind therefore cannot make a live run look stale.
+host's clock) or, when that looks old or claims a time more than :data:`CLOCK_AHEAD_S` ahead of
+ours, the object's write time in the bucket. A host whose clock runs hours behind therefore cannot
+make a live run look stale, and a status dated in the future (a hostile host keeping an instance
+alive) is only as fresh as its last write.
 
 A remote ComfyUI session's instance (label ``lora-cloud:session:<id>``) is owned by the same
 rules, with the session's record and ``sessions/<id>/status.json`` as the witnesses
@@ -58,6 +60,9 @@ class BucketView:
     reason: str = ""
 
 
+CLOCK_AHEAD_S = 3600.0  # a trainer host's clock up to an hour ahead of ours is believed
+
+
 def bucket_view(storage: Storage, run_id: str, now: float, fresh_s: float) -> BucketView:
     """What the bucket says about ``run_id`` (blocking: call it in a thread)."""
     try:
@@ -70,7 +75,7 @@ def bucket_view(storage: Storage, run_id: str, now: float, fresh_s: float) -> Bu
         return BucketView(Bucket.ABSENT)
     if status.state.is_terminal:
         return BucketView(Bucket.ENDED, status)
-    if status.updated_at >= now - fresh_s:  # a clock ahead of ours counts as fresh: never destroy on doubt
+    if now - fresh_s <= status.updated_at <= now + CLOCK_AHEAD_S:
         return BucketView(Bucket.LIVE, status)
     try:
         written = storage.stat(run_key(run_id, STATUS)).updated
@@ -161,7 +166,7 @@ def session_bucket_view(storage: Storage, session_id: str, now: float, fresh_s: 
         return BucketView(Bucket.ABSENT)
     if status.state.is_terminal:
         return BucketView(Bucket.ENDED, status)  # type: ignore[arg-type]
-    if status.updated_at >= now - fresh_s:
+    if now - fresh_s <= status.updated_at <= now + CLOCK_AHEAD_S:
         return BucketView(Bucket.LIVE, status)  # type: ignore[arg-type]
     try:
         written = storage.stat(status_key(session_id)).updated

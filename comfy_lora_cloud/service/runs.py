@@ -263,20 +263,19 @@ async def wait_for_run(
         await sleep(poll_s)
 
 
-def fetch_lora(storage: Storage, status: RunStatus, dest_dir: str | Path) -> Path:
+def fetch_lora(storage: Storage, status: RunStatus, dest_dir: str | Path, lora_name: str) -> Path:
     """Download a finished run's LoRA into ``dest_dir`` (through :func:`.library.download_lora`,
-    the one LoRA download: checksum verified, never a half file under the LoRA's name)."""
+    the one LoRA download: checksum verified, never a half file under the LoRA's name).
+
+    ``lora_name`` is the name this controller launched the run with: the status in the bucket is
+    untrusted (the rented host can write it), so a status that names any other LoRA is refused
+    rather than followed."""
     if status.state is not RunState.DONE or not status.lora:
         raise TrainingError(f"run {status.run_id} ended {status.state.value}: {status.error or status.message}")
-    key = status.lora  # the trainer records the LoRA's key: loras/<name>.safetensors
-    name = key.rsplit("/", 1)[-1].removesuffix(".safetensors")
-    try:
-        expected = lora_key(name)
-    except ConfigError:
-        expected = None
-    if key != expected:
-        raise TrainingError(f"run {status.run_id} names an unexpected LoRA location {key!r}")
-    return download_lora(storage, name, dest_dir)
+    if status.lora != lora_key(lora_name):
+        raise TrainingError(f"run {status.run_id} names an unexpected LoRA location {status.lora!r} "
+                            f"(launched as {lora_name!r}); not downloading it")
+    return download_lora(storage, lora_name, dest_dir)
 
 
 def mark_stopped_in_bucket(storage: Storage, run_id: str) -> None:

@@ -254,10 +254,15 @@ def test_every_lora_caller_goes_through_the_one_download(bucket, tmp_path):
     assert not stale.exists()
     stale = _dead_partial(target, "cat.safetensors")
     done = RunStatus(run_id="r1", state=RunState.DONE, lora="loras/cat.safetensors")
-    assert fetch_lora(bucket, done, target) == target / "cat.safetensors"
+    assert fetch_lora(bucket, done, target, "cat") == target / "cat.safetensors"
     assert not stale.exists() and [p.name for p in target.iterdir()] == ["cat.safetensors"]
     with pytest.raises(Exception, match="unexpected LoRA location"):
-        fetch_lora(bucket, RunStatus(run_id="r1", state=RunState.DONE, lora="runs/../x.safetensors"), target)
+        fetch_lora(bucket, RunStatus(run_id="r1", state=RunState.DONE, lora="runs/../x.safetensors"), target, "cat")
+    # a hostile host's status pointing at another, valid LoRA in the bucket is not followed
+    bucket.write_bytes("loras/someone-else.safetensors", b"other")
+    with pytest.raises(Exception, match="unexpected LoRA location"):
+        fetch_lora(bucket, RunStatus(run_id="r1", state=RunState.DONE, lora="loras/someone-else.safetensors"),
+                   target, "cat")
 
 
 def test_load_images_from_a_dataset_uses_the_one_download(bucket, tmp_path):

@@ -61,13 +61,19 @@ def test_bucket_view_judges_freshness_on_our_clock(tmp_path):
     assert bucket_view(storage, "r", NOW, 1800).kind is Bucket.ABSENT
     _write(storage, {"run_id": "r", "state": "training", "updated_at": NOW - 60})
     assert bucket_view(storage, "r", NOW, 1800).kind is Bucket.LIVE
-    _write(storage, {"run_id": "r", "state": "training", "updated_at": NOW + 7 * 3600})  # host clock ahead
+    _write(storage, {"run_id": "r", "state": "training", "updated_at": NOW + 1800})  # host clock a bit ahead
+    assert bucket_view(storage, "r", NOW, 1800).kind is Bucket.LIVE
+    # hours ahead: believed only because the bucket wrote it a minute ago
+    _write(storage, {"run_id": "r", "state": "training", "updated_at": NOW + 7 * 3600}, mtime=NOW - 60)
     assert bucket_view(storage, "r", NOW, 1800).kind is Bucket.LIVE
     # host clock 7 h behind, but the bucket wrote the object a minute ago (on a clock like ours)
     _write(storage, {"run_id": "r", "state": "training", "updated_at": NOW - 7 * 3600}, mtime=NOW - 60)
     assert bucket_view(storage, "r", NOW, 1800).kind is Bucket.LIVE
     _write(storage, {"run_id": "r", "state": "training", "updated_at": NOW - 7 * 3600}, mtime=NOW - 7200)
     assert bucket_view(storage, "r", NOW, 1800).kind is Bucket.STALE  # nobody has written it for 2 h
+    # a status dated years ahead is only as fresh as its last write: it cannot keep an instance alive
+    _write(storage, {"run_id": "r", "state": "training", "updated_at": NOW + 10 * 365 * 86400}, mtime=NOW - 7200)
+    assert bucket_view(storage, "r", NOW, 1800).kind is Bucket.STALE
     _write(storage, {"run_id": "r", "state": "done", "updated_at": NOW - 9 * 3600}, mtime=NOW - 9 * 3600)
     assert bucket_view(storage, "r", NOW, 1800).kind is Bucket.ENDED
     _write(storage, "[]")
