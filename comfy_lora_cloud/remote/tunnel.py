@@ -287,6 +287,8 @@ class Tunnel:
             finally:
                 with contextlib.suppress(Exception):
                     remote_writer.close()
+        except asyncio.CancelledError:
+            pass  # the tunnel is closing: its connections go with it
         finally:
             with contextlib.suppress(Exception):
                 writer.close()
