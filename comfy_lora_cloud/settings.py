@@ -121,6 +121,19 @@ class Settings(BaseSettings):
                                  description="budget: destroy a run's instance after this many hours "
                                              f"(above 0, at most {MAX_RUN_HOURS:g}; there is no 'no limit')")
 
+    # Preemption recovery (service/recovery.py); a run can override each of these (train start).
+    preempt_wait_minutes: float = Field(10.0, ge=0, le=24 * 60, allow_inf_nan=False,
+                                        description="recovery: minutes to wait for a preempted instance to "
+                                                    "resume (its disk holds the state) before moving the run")
+    preempt_max_attempts: int = Field(5, ge=1, le=50,
+                                      description="recovery: the most instances one run may use; then it fails")
+    preempt_on_demand_after: int = Field(0, ge=0, le=50,
+                                         description="recovery: after this many preemptions rent on-demand "
+                                                     "(0 = stay interruptible)")
+    preempt_checkpoint_minutes: float = Field(10.0, gt=0, le=240, allow_inf_nan=False,
+                                              description="interruptible runs: an epoch (one checkpoint) takes "
+                                                          "at most this long, so a preemption loses no more")
+
     # a bucket's cost per request is mostly the round trip, so more transfers in flight pay off
     # (benchmarks/sync.py: 16 workers were 6.3x a sequential loop at 30 ms per request)
     sync_workers: int = Field(16, ge=1, le=64, description="parallel transfers for sync")

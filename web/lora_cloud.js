@@ -9,6 +9,7 @@ import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { loraCloudApi as lc } from "./api.js";
 import { loraCloudState as state } from "./state.js";
+import { attemptsBlock } from "./attempts.js";
 import { generateSection, onSessionEvent } from "./generate.js";
 
 const TAB_ID = "lora-cloud";
@@ -241,6 +242,7 @@ function runsSection() {
         run.live && typeof run.eta_seconds === "number" ? ` · ETA ${duration(run.eta_seconds)}` : ""),
       (state.loss.get(run.id) || []).length >= 2 ? lossGraph(state.loss.get(run.id)) : null,
       run.error ? h("div", { class: "lcl-error" }, run.error) : null,
+      attemptsBlock(run, { h, money, duration }),
       run.live && run.instance_id != null
         ? h("div", { class: "lcl-actions" },
             dangerButton(`stop-run:${run.id}`, "Stop run", "Stop? Progress since the last checkpoint is lost",

@@ -62,9 +62,10 @@ def reconcile(
 ) -> None:
     """One guard pass, the same one ComfyUI runs every 30 s: destroy our labelled instances that no
     live run owns (runs live from another machine are protected), end runs whose instance
-    vanished, book costs (reconciled with vast.ai's charges) and enforce the budgets. Run it from
-    cron if you only use the CLI. Records that cannot be read are skipped and listed as problems;
-    the exit code is 4 when the instances could not be listed (nothing was checked)."""
+    vanished, book costs (reconciled with vast.ai's charges), enforce the budgets, and resume or
+    move preempted runs (the preempt_* settings). Run it from cron if you only use the CLI.
+    Records that cannot be read are skipped and listed as problems; the exit code is 4 when the
+    instances could not be listed (nothing was checked)."""
     result = run(ctx_obj(ctx).app.guard_pass(grace_s=grace))
 
     def human(d: dict) -> None:
@@ -74,6 +75,12 @@ def reconcile(
                           f"{len(r['lost_runs'])}", markup=False)
         for iid in r["destroyed"]:
             out_console.print(f"destroyed {iid}: {r['why'].get(iid, '')}", markup=False)
+        rec = d.get("recovery") or {}
+        for what in ("preempted", "waiting", "resumed", "gave_up", "ended"):
+            for run_id in rec.get(what, []):
+                out_console.print(f"preemption: run {run_id} {what.replace('_', ' ')}", markup=False)
+        for run_id, iid in (rec.get("relaunched") or {}).items():
+            out_console.print(f"preemption: run {run_id} moved to instance {iid}", markup=False)
         for v in d["budgets"]:
             out_console.print(f"{v['level']}: {v['message']}", markup=False)
         for p in d["problems"]:

@@ -93,12 +93,13 @@ def status(
     if run_id:
         st = run(runs.status(run_id))
         recent = run(runs.events(run_id))["events"][-events:] if events else []
-        data = {"status": st.to_dict(), "events": recent}
+        data = {"status": st.to_dict(), "events": recent, "attempts": run(ctx_obj(ctx).app.recovery.history(run_id))}
 
         def one(d: dict[str, Any]) -> None:
             _print_row(d["status"])
             if d["status"].get("error"):
                 out_console.print(f"  error: {d['status']['error']}", markup=False)
+            _print_attempts(d["attempts"])
             for e in d["events"]:
                 _print_event(e)
 
@@ -141,6 +142,25 @@ def _print_event(e: dict[str, Any]) -> None:
     out_console.print(f"{t} {e.get('kind')} {rest}", markup=False)
 
 
+def _print_attempts(h: dict[str, Any]) -> None:
+    """One line per attempt (instance, GPU, $/hr, steps, cost), then the time lost and the total;
+    nothing for a run that ran on one instance without a preemption."""
+    attempts = h.get("attempts") or []
+    if len(attempts) < 2 and not h.get("preemptions"):
+        return
+    for a in attempts:
+        kind = "" if a.get("interruptible") is None else (" interruptible" if a["interruptible"] else " on-demand")
+        dph = f" ${a['dph']:.3f}/hr" if a.get("dph") is not None else ""
+        end = a.get("step_end")
+        steps = f"steps {a.get('step_start', 0)}-{end if end is not None else '?'}"
+        cost = f" ${a['cost_usd']:.2f}" if a.get("cost_usd") is not None else ""
+        out_console.print(f"  attempt {a['n']}: instance {a.get('instance_id') or '?'} {a.get('gpu') or '?'}{dph}"
+                          f"{kind}, {steps}{cost}, {a.get('end')}", markup=False)
+    total = f", total ${h['total_usd']:.2f}" if h.get("total_usd") is not None else ""
+    out_console.print(f"  {h.get('preemptions', 0)} preemption(s), {h.get('lost_s', 0) / 60:.1f} min lost "
+                      f"({h.get('lost_steps', 0)} steps trained again){total}", markup=False)
+
+
 def _print_row(s: dict[str, Any]) -> None:
     loss = f" loss {s['loss']:.3f}" if s.get("loss") is not None else ""
     eta = f" eta {int(s['eta_seconds'] // 60)} min" if s.get("eta_seconds") else ""
@@ -162,10 +182,20 @@ def start(
     sets: list[str] = typer.Option([], "--set", help="Override a preset value: key=value, section.key=value."),
     provider_name: str = typer.Option("vast", "--provider", help="vast, or local (this machine's GPU)."),
     interruptible: bool = typer.Option(False, "--interruptible", help="Bid for a cheaper interruptible instance."),
+    resume_wait: Optional[float] = typer.Option(
+        None, "--resume-wait", help="Minutes to wait for a preempted instance to resume before moving the run "
+                                    "(default: the preempt_wait_minutes setting)."),
+    max_attempts: Optional[int] = typer.Option(
+        None, "--max-attempts", help="Most instances this run may use before it fails (default: preempt_max_attempts)."),
+    on_demand_after: Optional[int] = typer.Option(
+        None, "--on-demand-after", help="Rent on-demand after this many preemptions, 0 = never "
+                                        "(default: preempt_on_demand_after)."),
 ) -> None:
-    """Rent a GPU and train. Launching the same dataset and settings again re-attaches to the live run."""
+    """Rent a GPU and train. Launching the same dataset and settings again re-attaches to the live run.
+    A preempted run resumes in place or moves to a new GPU from its last checkpoint (the guard does it)."""
     req = TrainRequest(dataset=dataset, lora_type=lora_type, lora_name=name, trigger=trigger, gpu=gpu, vram_gb=vram,
-                       overrides=parse_set(sets), provider=provider_name, interruptible=interruptible)
+                       overrides=parse_set(sets), provider=provider_name, interruptible=interruptible,
+                       resume_wait_minutes=resume_wait, max_attempts=max_attempts, on_demand_after=on_demand_after)
     result = run(ctx_obj(ctx).app.runs.start(req))
     data = result.to_dict()
     if result.attached:

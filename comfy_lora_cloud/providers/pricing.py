@@ -4,9 +4,16 @@ For one offer (``data/gpu_throughput.json`` gives every figure and its source)::
 
     pull_s   = image_gb at the host's effective download speed     (loading: storage billed only)
     run_s    = weights_gb download + fixed_s + steps x s_per_step  (running: GPU + storage billed)
-    run_s   *= 1 + interruptible_overhead                          (bid instances: preemption + resume)
-    cost     = gpu_dph x run_s + disk_dph x (pull_s + run_s)
+    run_s   *= 1 + overhead, down_s = preemptions x (wait + pull)   (bid instances: preemption_overhead)
+    cost     = gpu_dph x run_s + disk_dph x (pull_s + run_s + down_s)
     expected = cost x (1 + (1 - reliability))                      (a failed host costs about one retry)
+
+The overhead of an interruptible offer comes from a model (:func:`preemption_overhead`), not a
+constant: preemptions arrive at ``preemption_rate_per_hour`` of running time; each one repeats the
+training since the last checkpoint plus the restart (weights + setup) on a new host, and adds
+unbilled-GPU downtime (the wait for the old host, the image pull on the new one).
+``benchmarks/interruptible.py`` checks it against a simulation of the recovery policy and prints
+interruptible against on-demand on the offer book for a range of rates.
 
 Hard constraints (VRAM floor of the preset tier, host RAM, disk, reliability, max $/hr,
 interruptible or not) filter first; an offer whose GPU has no throughput figure is skipped and
@@ -64,6 +71,10 @@ class Job:
     max_dph: float | None = None
     interruptible: bool = False
     verified: bool | None = True
+    # the preemption model (interruptible offers only); None: the throughput table's rate
+    preemption_rate: float | None = None  # preemptions per hour of running
+    checkpoint_s: float = 600.0  # training between two checkpoints (settings.preempt_checkpoint_minutes)
+    resume_wait_s: float = 0.0  # how long recovery waits for the old host before moving
 
     def __post_init__(self) -> None:
         if self.max_dph is not None:
@@ -95,10 +106,12 @@ class Estimate:
     run_s: float
     cost: float
     expected_cost: float
+    preemptions: float = 0.0  # expected number (interruptible offers)
+    down_s: float = 0.0  # expected seconds without a GPU after preemptions (disk still billed)
 
     @property
     def hours(self) -> float:
-        return (self.pull_s + self.run_s) / 3600.0
+        return (self.pull_s + self.run_s + self.down_s) / 3600.0
 
     def to_dict(self) -> dict[str, Any]:
         o = self.offer
@@ -107,6 +120,7 @@ class Estimate:
                 "geolocation": o.geolocation, "pull_min": round(self.pull_s / 60, 1),
                 "weights_min": round(self.weights_s / 60, 1), "fixed_min": round(self.fixed_s / 60, 1),
                 "train_min": round(self.train_s / 60, 1), "hours": round(self.hours, 2),
+                "preemptions": round(self.preemptions, 2),
                 "cost_usd": round(self.cost, 3), "expected_usd": round(self.expected_cost, 3)}
 
 
@@ -123,11 +137,75 @@ def estimate(offer: Offer, job: Job) -> Estimate | None:
     weights_s = ov["weights_gb"] * 8000.0 / mbps
     train_s = job.steps * sps
     run_s = weights_s + ov["fixed_s"] + train_s
+    preemptions = down_s = 0.0
     if offer.interruptible:
-        run_s *= 1.0 + ov["interruptible_overhead"]
-    cost = (gpu_dph * run_s + disk_dph * (pull_s + run_s)) / 3600.0
+        rate = ov["preemption_rate_per_hour"] if job.preemption_rate is None else job.preemption_rate
+        p = preemption_overhead(train_s=train_s, restart_s=weights_s + ov["fixed_s"], checkpoint_s=job.checkpoint_s,
+                                rate_per_hour=rate, downtime_s=job.resume_wait_s + pull_s)
+        run_s, preemptions, down_s = p.run_s, p.preemptions, p.down_s
+    cost = (gpu_dph * run_s + disk_dph * (pull_s + run_s + down_s)) / 3600.0
     expected = cost * (1.0 + (1.0 - min(max(offer.reliability, 0.0), 1.0)))
-    return Estimate(offer, gpu_dph, disk_dph, pull_s, weights_s, ov["fixed_s"], train_s, run_s, cost, expected)
+    return Estimate(offer, gpu_dph, disk_dph, pull_s, weights_s, ov["fixed_s"], train_s, run_s, cost, expected,
+                    preemptions, down_s)
+
+
+@dataclass(frozen=True)
+class PreemptionCost:
+    base_s: float  # running seconds without preemptions
+    run_s: float  # expected running (GPU-billed) seconds, repeated work included
+    preemptions: float  # expected number of preemptions
+    down_s: float  # expected seconds between a preemption and the next start (no GPU billed)
+
+    @property
+    def overhead(self) -> float:
+        """Extra running time as a share of the uninterrupted run (what used to be a constant)."""
+        return self.run_s / self.base_s - 1.0 if self.base_s > 0 else 0.0
+
+
+MAX_PREEMPTION_FACTOR = 10.0  # a run expected to repeat more than this is priced at this (it never ends)
+
+
+def preemption_overhead(*, train_s: float, restart_s: float, checkpoint_s: float, rate_per_hour: float,
+                        downtime_s: float) -> PreemptionCost:
+    """The expected running time and preemptions of a run of ``restart_s`` (weights + setup)
+    then ``train_s`` of training, checkpointed every ``checkpoint_s`` of training.
+
+    Preemptions come as a Poisson process at ``rate_per_hour`` per hour of *running* (a stopped
+    instance cannot be outbid again). A preempted attempt loses the training since the last
+    checkpoint; the next one repeats the restart on a new host, then goes on from that checkpoint,
+    after ``downtime_s`` without a GPU (the wait for the old host, the image pull).
+
+    Exact for that model: the run is a chain of checkpoint intervals. The first needs
+    ``restart + c`` without a preemption; each later one first gets one try of ``c`` as the run
+    goes on (it fails with ``q = 1 - exp(-l c)``, having run ``q / l`` on average), and after a
+    failure needs ``restart + c`` uninterrupted. A task needing ``L`` uninterrupted seconds takes
+    ``(exp(l L) - 1) / l`` running seconds and ``exp(l L) - 1`` preemptions on average.
+    ``benchmarks/interruptible.py`` checks this against a simulation.
+    """
+    base = restart_s + train_s
+    lam = rate_per_hour / 3600.0
+    if lam <= 0 or base <= 0:
+        return PreemptionCost(base, base, 0.0, 0.0)
+    c = checkpoint_s if 0 < checkpoint_s < train_s else max(train_s, 0.0)
+    whole, rest = divmod(train_s, c) if c > 0 else (0.0, 0.0)
+    intervals = [c] * int(whole) + ([rest] if rest > 1e-9 else [])
+    if not intervals:
+        intervals = [0.0]
+
+    def from_scratch(length: float) -> tuple[float, float]:
+        grown = math.expm1(min(lam * length, 50.0))
+        return grown / lam, grown
+
+    total, n = from_scratch(restart_s + intervals[0])
+    for interval in intervals[1:]:
+        q = -math.expm1(-lam * interval)
+        t, f = from_scratch(restart_s + interval)
+        total += q / lam + q * t
+        n += q * (1.0 + f)
+    if total > MAX_PREEMPTION_FACTOR * base:
+        n *= MAX_PREEMPTION_FACTOR * base / total
+        total = MAX_PREEMPTION_FACTOR * base
+    return PreemptionCost(base, total, n, n * downtime_s)
 
 
 def eligible(offer: Offer, job: Job) -> bool:

@@ -10,8 +10,8 @@ GPU providers and each other only through it, so a behaviour cannot differ by en
 
 One noun per service, each in its own module: :class:`~.runs.Runs`, :class:`~.instances.Instances`,
 :class:`~.library.Library`, :class:`~.costs.Costs`, :class:`~.offers.Offers`,
-:class:`~.mirror.Mirror`, :class:`~.sessions.Sessions`. They hold the app, not copies of its parts, so a settings change reaches
-them all at once.
+:class:`~.mirror.Mirror`, :class:`~.recovery.Recoveries`, :class:`~.sessions.Sessions`. They hold the app, not
+copies of its parts, so a settings change reaches them all at once.
 
 Settings are re-read when ``config.toml`` or ``secrets.toml`` change (:class:`SettingsSource`): a
 ``lora-cloud budget set`` takes effect in a running ComfyUI within one guard round, and a broken file
@@ -116,6 +116,7 @@ class App:
         from .library import Library
         from .mirror import Mirror
         from .offers import Offers
+        from .recovery import Recoveries
         from .runs import Runs
         from .sessions import Sessions
 
@@ -140,6 +141,7 @@ class App:
         self.costs = Costs(self)
         self.offers = Offers(self)
         self.mirror = Mirror(self)
+        self.recovery = Recoveries(self)
         self.sessions = Sessions(self)  # remote ComfyUI on a rented GPU
 
     @classmethod
@@ -226,9 +228,11 @@ class App:
         return "vast" in self.providers or bool(self.settings.secret("vast_api_key"))
 
     # ---- the guard ---------------------------------------------------------------------------
-    async def guard_pass(self, *, grace_s: float = 120.0, fresh_s: float = 1800.0) -> dict[str, Any]:
-        """One pass of the one guard (reconcile + budget watchdog) for vast.ai: the same from
-        ComfyUI's loop, ``lora-cloud instances reconcile`` and cron.
+    async def guard_pass(self, *, grace_s: float = 120.0, fresh_s: float = 1800.0,
+                         on_recovery_step: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """One pass of the one guard (reconcile + preemption recovery + budget watchdog) for
+        vast.ai: the same from ComfyUI's loop, ``lora-cloud instances reconcile`` and cron.
+        ``on_recovery_step`` is called after each step of a run's move (tests crash there).
 
         Budgets are read from the current settings on every check, so a changed budget applies
         within one round; a settings file that cannot be read keeps the last good budgets and the
@@ -249,5 +253,6 @@ class App:
         async with self.provider("vast")() as provider:
             guard = Guard(provider, self.state, lambda: Budgets.from_settings(self.settings), storage=storage,
                           clock=self.clock, emit=self.emit, grace_s=grace_s, fresh_s=fresh_s,
-                          memory=self.guard_memory)
+                          memory=self.guard_memory,
+                          recovery=self.recovery.guard(provider, storage, on_step=on_recovery_step))
             return await guard.run_once(settings_problem=self.settings_problem)

@@ -10,6 +10,9 @@ tests pass their own sink or none. Each name is defined here and nowhere else.
                           file it could not read; enforcement went on for everything else
     lora_cloud.session    {"session": <view>}: a remote ComfyUI session started, became ready,
                           stopped, or was stopped by the guard (idle, max hours)
+    lora_cloud.preemption {"kind": "preempted"|"resumed"|"relaunched"|"gave_up", "run_id",
+                          "instance_id", "message", ...}: a run's instance was preempted and what the
+                          guard's recovery (service/recovery.py) did about it
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ INSTANCE_EVENT = "lora_cloud.instance"
 BUDGET_EVENT = "lora_cloud.budget"
 GUARD_EVENT = "lora_cloud.guard"
 SESSION_EVENT = "lora_cloud.session"
+PREEMPTION_EVENT = "lora_cloud.preemption"
 
 Emit = Callable[[str, dict[str, Any]], None]
 

@@ -15,6 +15,9 @@ The pass fails safe, record by record:
   ``{"kind": "problem", "problem": <kind>, "subject", "message"}`` (:mod:`problems` lists the kinds);
   the other records are handled as usual;
 * the watchdog runs every pass, also when reconcile or ``/charges/`` failed;
+* then the recovery of preempted runs (:mod:`recovery`, when the caller gives one:
+  :meth:`App.guard_pass` does) notices stopped instances of live runs and resumes or moves them,
+  with this round's spend already in the ledger and the instances the watchdog destroyed left out;
 * a damaged state store (truncated, overwritten): nothing is destroyed for ownership reasons,
   since no instance can be matched to its run; the budgets that need no store still hold:
   max $/hr, the hours since this guard first saw the instance (kept in :class:`GuardMemory`
@@ -53,8 +56,10 @@ def provider_charges(provider: Provider):
 class Guard:
     def __init__(self, provider: Provider, state: StateStore, budgets: Budgets | Callable[[], Budgets], *,
                  storage: Storage, clock: Callable[[], float] = time.time, emit: Emit | None = None,
-                 grace_s: float = 120.0, fresh_s: float = 1800.0, memory: GuardMemory | None = None):
+                 grace_s: float = 120.0, fresh_s: float = 1800.0, memory: GuardMemory | None = None,
+                 recovery: Any | None = None):
         self.provider = provider
+        self.recovery = recovery  # a recovery.Recovery for this provider, or None
         self.state = state
         self.clock = clock
         self.emit = emit if emit is not None else (lambda event, data: None)
@@ -68,14 +73,14 @@ class Guard:
                                      emit=self.emit)
 
     async def run_once(self, settings_problem: str | None = None) -> dict[str, Any]:
-        """One pass; returns ``{"ok", "reconcile", "budgets", "problems"}``. ``ok`` is false
-        when the instances could not be listed (then nothing else was checked).
+        """One pass; returns ``{"ok", "reconcile", "recovery", "sessions", "budgets", "problems"}``. ``ok`` is
+        false when the instances could not be listed (then nothing else was checked).
         ``settings_problem``: why the settings in force are the last good ones, to report."""
         problems = Problems()
         if settings_problem:
             problems.add(kinds.SETTINGS, "settings", settings_problem)
         now = self.clock()
-        report, verdicts, sessions = ReconcileReport(), [], {}
+        report, verdicts, recovered, sessions = ReconcileReport(), [], {}, {}
         try:
             instances: list[Instance] | None = await self.provider.list()
         except LoraCloudError as exc:
@@ -99,9 +104,16 @@ class Guard:
                                                          problems=problems)
             except Exception as exc:  # noqa: BLE001 - reported, and the next pass tries again
                 problems.add(kinds.UNEXPECTED, "watchdog", f"watchdog stopped: {type(exc).__name__}: {exc}")
+            if self.recovery is not None:  # after the watchdog: the ledger holds this round's spend
+                breached = {v.instance_id for v in verdicts if v.level == "breach"}
+                try:
+                    recovered = (await self.recovery.run_once([i for i in remaining if str(i.id) not in breached],
+                                                              now=now, problems=problems)).to_dict()
+                except Exception as exc:  # noqa: BLE001 - one phase must never stop the pass
+                    problems.add(kinds.UNEXPECTED, "recovery", f"recovery stopped: {type(exc).__name__}: {exc}")
         self._announce(problems)
-        return {"ok": instances is not None, "reconcile": report.to_dict(), "sessions": sessions,
-                "budgets": [{"level": v.level, "budget": v.budget, "instance_id": v.instance_id,
+        return {"ok": instances is not None, "reconcile": report.to_dict(), "recovery": recovered,
+                "sessions": sessions, "budgets": [{"level": v.level, "budget": v.budget, "instance_id": v.instance_id,
                              "message": v.message} for v in verdicts],
                 "problems": problems.to_list()}
 

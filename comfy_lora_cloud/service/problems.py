@@ -24,6 +24,7 @@ BUCKET = "bucket"  # the bucket could not be read or written  run id
 CHARGES = "charges"  # /charges/ rows refused, paging cut     "/charges/"
 DESTROY = "destroy"  # a destroy failed                       instance id
 BUDGET = "budget"  # a budget could not be checked            run id or "month"
+RECOVERY = "recovery"  # a preempted run could not be moved yet (no offer, launch failed)   run id
 SETTINGS = "settings"  # a settings file cannot be read: the last good ones hold   "settings"
 UNEXPECTED = "unexpected"  # a bug: one record or phase failed     what
 

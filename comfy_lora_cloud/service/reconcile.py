@@ -13,7 +13,9 @@ labelled instances:
   recording it) is adopted into its run;
 * a live run whose recorded instance is gone (confirmed with a read) ends: with the state its
   trainer reported, else LOST, written to the bucket first (so every controller sees it) and
-  then to the store; a run still PENDING/LAUNCHING with no instance after ``grace_s`` FAILS.
+  then to the store; a run still PENDING/LAUNCHING with no instance after ``grace_s`` FAILS,
+  unless it is a relaunch after a preemption: that one goes back to PREEMPTED, and a PREEMPTED
+  run's vanished instance is left to the guard's recovery (service/recovery.py), which moves it.
 
 Every instance and run is handled on its own: what cannot be read or done is reported in
 ``problems`` and the pass goes on. A failed listing raises: it is never read as "no instances".
@@ -55,6 +57,7 @@ class ReconcileReport:
     lost_runs: list[str] = field(default_factory=list)
     ended_runs: list[str] = field(default_factory=list)  # instance gone after the trainer reported the end
     failed_runs: list[str] = field(default_factory=list)
+    requeued: list[str] = field(default_factory=list)  # relaunches cut short: back to PREEMPTED
     why: dict[str, str] = field(default_factory=dict)  # instance id -> its verdict's reason
 
     def to_dict(self) -> dict[str, Any]:
@@ -229,6 +232,10 @@ class Reconciler:
             try:
                 if run.instance_id and run.instance_id not in listed:
                     await self._instance_gone(run, now, report, problems)
+                elif not run.instance_id and run.state in LAUNCH_STATES and now - run.updated_at >= self.grace_s \
+                        and is_relaunch(run):  # the controller died mid-recovery: recovery tries again
+                    await asyncio.to_thread(self.state.update_run, run.id, state=RunState.PREEMPTED)
+                    report.requeued.append(run.id)
                 elif not run.instance_id and run.state in LAUNCH_STATES and now - run.updated_at >= self.grace_s:
                     message = "the launch was interrupted before an instance was created"
                     if await self._tell_bucket(run.id, RunState.FAILED, message, problems):
@@ -240,6 +247,8 @@ class Reconciler:
                 problems.add(kinds.UNEXPECTED, run.id, f"run {run.id}: {type(exc).__name__}: {exc}")
 
     async def _instance_gone(self, run: Run, now: float, report: ReconcileReport, problems: Problems) -> None:
+        if run.state is RunState.PREEMPTED:
+            return  # the guard's recovery moves it (a vanished instance is one it need not destroy)
         iid = str(run.instance_id)
         try:
             still = await self.provider.get(iid)  # a listing that missed it is not a vanished instance
@@ -290,6 +299,12 @@ class Reconciler:
                 await asyncio.wait_for(stop.wait(), timeout=interval)
             except asyncio.TimeoutError:
                 pass
+
+
+def is_relaunch(run: Run) -> bool:
+    """A launch the guard's recovery started after a preemption (attempt 2 on), not a first one."""
+    attempt = run.spec.get("attempt")
+    return isinstance(attempt, int) and not isinstance(attempt, bool) and attempt > 1
 
 
 def _id_order(iid: str) -> tuple[int, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import sys
 import time
@@ -24,7 +25,7 @@ from ..providers.base import OfferRequest, Provider
 from ..settings import Settings
 from ..storage import Storage
 from ..storage.layout import lora_key
-from ..training.estimate import resolve_gpu
+from ..training.estimate import interruptible_overrides, resolve_gpu
 from ..training.launch import config_hash, launch_spec, new_run_id, trainer_env
 from ..training.presets import load_preset, pick_tier, plan_steps
 from ..training.spec import RunSpec
@@ -33,6 +34,7 @@ from .budgets import Budgets
 from .events import RUN_EVENT
 from .launch import launch_run
 from .library import download_lora, require_trainable
+from .recovery import Policy, announce_attempt
 from .state import StateStore
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,10 @@ class TrainRequest:
     max_dph: float | None = None
     max_hours: float | None = None
     reuse_finished: bool = False  # a DONE run with the same config counts (ComfyUI re-queues)
+    # preemption recovery for this run (None: the settings'); see service/recovery.py
+    resume_wait_minutes: float | None = None
+    max_attempts: int | None = None
+    on_demand_after: int | None = None
 
     @classmethod
     def from_body(cls, body: Any) -> "TrainRequest":
@@ -135,14 +141,21 @@ async def start_run(
 
     The engine behind :meth:`Runs.start`; edges call that, not this."""
     req.checked()
+    recovery = Policy.overrides(wait_minutes=req.resume_wait_minutes, max_attempts=req.max_attempts,
+                                on_demand_after=req.on_demand_after)
     info = await asyncio.to_thread(require_trainable, storage, req.dataset)  # complete, with images
     gpu_name, gpu_vram = resolve_gpu(req.gpu) if req.gpu else (None, None)
     tier = float(pick_tier(req.vram_gb or gpu_vram or 24))
+    overrides = dict(req.overrides)
+    if req.interruptible:  # short epochs: a preemption loses at most one (settings.preempt_checkpoint_minutes)
+        overrides = {**interruptible_overrides(req.lora_type, int(tier), req.overrides, info.images,
+                                               minutes=settings.preempt_checkpoint_minutes, gpu_name=gpu_name),
+                     **overrides}
     spec = RunSpec(run_id="pending", dataset=req.dataset, lora_type=req.lora_type,
                    lora_name=req.lora_name or req.dataset,
                    trigger=req.trigger if req.trigger is not None else (info.trigger or ""), vram_gb=tier,
-                   overrides=req.overrides, max_hours=req.max_hours or settings.max_run_hours)
-    preset = load_preset(req.lora_type, tier, req.overrides)  # bad overrides fail before renting
+                   overrides=overrides, max_hours=req.max_hours or settings.max_run_hours)
+    preset = load_preset(req.lora_type, tier, overrides)  # bad overrides fail before renting
     steps = plan_steps(preset, info.images)
     digest = await asyncio.to_thread(config_hash, spec, storage)
     spec.run_id = new_run_id(spec.lora_name, clock)
@@ -167,13 +180,16 @@ async def start_run(
         max_run_usd = req.max_run_usd if req.max_run_usd is not None else settings.max_run_usd
         max_dph = req.max_dph if req.max_dph is not None else settings.max_dph
         async with open_provider(req.provider, vram_gb=tier)() as provider:
-            offer, expected = await _choose_offer(provider, req, preset, steps, tier, gpu_name, max_dph)
+            offer, expected, job = await _choose_offer(provider, req, preset, steps, tier, gpu_name, max_dph,
+                                                       checkpoint_s=60.0 * settings.preempt_checkpoint_minutes)
             if expected is not None and max_run_usd and expected > max_run_usd:  # 0: no per-run limit
                 raise BudgetExceeded(f"the cheapest fitting offer is expected to cost ${expected:.2f}, over the "
                                      f"${max_run_usd:.2f} per-run budget (max_run_usd)")
+            # what the guard's recovery needs to rent the rest of the run again
+            run.spec = {**run.spec, "job": job, "gpu_name": gpu_name, "max_run_usd": req.max_run_usd,
+                        "recovery": recovery, "attempt": 1}
             await asyncio.to_thread(spec.save, storage)
-            await asyncio.to_thread(StatusReporter(storage, spec.run_id).update, state=RunState.LAUNCHING,
-                                    message=f"renting {offer.gpu_name}")
+            await asyncio.to_thread(announce_attempt, storage, spec.run_id, 1, offer, req.interruptible, fresh=True)
             py = python or (sys.executable if req.provider == "local" else "python")
             inst = await launch_run(provider, state, run, offer,
                                     launch_spec(spec, settings, env, python=py, interruptible=req.interruptible),
@@ -222,21 +238,22 @@ def _reusable(run: Run, req: TrainRequest) -> bool:
 
 
 async def _choose_offer(provider: Provider, req: TrainRequest, preset, steps, tier: float, gpu_name: str | None,
-                        max_dph: float):
+                        max_dph: float, checkpoint_s: float = 600.0):
+    """(offer, expected $ or None, the pricing job as a dict for the recovery to price the rest)."""
+    job = pricing.Job(preset=req.lora_type, steps=steps.total_steps * steps.batch_size, tier=int(tier),
+                      max_dph=max_dph, interruptible=req.interruptible,
+                      resolution=int(preset.dataset.get("resolution", 1024)), checkpoint_s=checkpoint_s)
     if req.provider == "local":
         offers = await provider.search(OfferRequest(min_vram_gb=pricing.TIER_VRAM_GB[int(tier)]))
         if not offers:
             raise ConfigError(f"this machine's GPU is below the {int(tier)} GB tier")
-        return offers[0], None
-    job = pricing.Job(preset=req.lora_type, steps=steps.total_steps * steps.batch_size, tier=int(tier),
-                      max_dph=max_dph, interruptible=req.interruptible,
-                      resolution=int(preset.dataset.get("resolution", 1024)))
+        return offers[0], None, dataclasses.asdict(job)
     if gpu_name:
         offers = await provider.search(OfferRequest(**{**job.request().to_dict(), "gpu_names": [gpu_name]}))
         pick = pricing.rank_offers(offers, job)
     else:
         pick = await pricing.pick_offer(provider, job)
-    return pick.best.offer, pick.best.expected_cost
+    return pick.best.offer, pick.best.expected_cost, dataclasses.asdict(job)
 
 
 async def wait_for_run(
@@ -358,6 +375,7 @@ class Runs:
         samples = self._sample_listing(run_id)
         view["samples"] = samples.items
         view["problems"] = [p.to_dict() for p in samples.problems]
+        view["attempts"] = self.app.recovery.read(run_id)  # each attempt, the time lost to preemptions, the total
         return view
 
     def _view(self, run_id: str, record: Run | None, *, strict: bool = False) -> dict[str, Any]:

@@ -87,3 +87,39 @@ def preset_steps(preset: str, images: int | None = None, tier: int = 24) -> int:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(DEFAULT_IMAGES)}")
     plan = plan_steps(load_preset(preset, tier), images or DEFAULT_IMAGES[preset])
     return plan.total_steps * plan.batch_size
+
+
+def interruptible_overrides(lora_type: str, tier: int, overrides: dict, images: int, *, minutes: float,
+                            gpu_name: str | None = None) -> dict[str, int]:
+    """Overrides that keep one epoch (one checkpoint) of an interruptible run within ``minutes`` of
+    training, so that a preemption loses no more (kohya resumes whole epochs only: a mid-epoch
+    resume hits its step-counter bug, reference §9).
+
+    Sized on the slowest GPU the run may rent: ``gpu_name`` when the user chose one, else the
+    slowest the throughput table knows for the tier, so the bound holds on whatever GPU a recovery
+    moves the run to. Fewer steps per epoch mean more epochs: samples are then rendered as often
+    as the preset's plan would (not once per short epoch). The user's own ``num_repeats`` or
+    ``epoch_steps`` win (nothing is changed)."""
+    from .presets import load_preset, plan_steps
+
+    if any(k.rpartition(".")[2] in ("num_repeats", "epoch_steps", "max_train_epochs") for k in overrides):
+        return {}
+    preset = load_preset(lora_type, tier, overrides)
+    res = preset.dataset.get("resolution", 1024)
+    side = int(res if isinstance(res, int) else max(res))
+    batch = int(preset.dataset.get("batch_size", 1))
+    table = pricing.throughput_table()["gpus"]
+    gpus = [gpu_name] if gpu_name else [g for g, v in table.items() if v["vram_gb"] >= pricing.TIER_VRAM_GB[tier]]
+    speeds = [s for s in (pricing.seconds_per_step(g, side) for g in gpus) if s]
+    if not speeds:
+        return {}
+    steps = max(1, int(minutes * 60 // (max(speeds) * batch)))  # batched steps in one epoch
+    plan = plan_steps(preset, images)
+    if plan.steps_per_epoch <= steps:
+        return {}
+    out = {"subset.num_repeats": max(1, steps * batch // images)}
+    every = preset.training.get("sample_every_n_epochs")
+    if every and not any(k.rpartition(".")[2] == "sample_every_n_epochs" for k in overrides):
+        short = plan_steps(load_preset(lora_type, tier, {**overrides, **out}), images)
+        out["sample_every_n_epochs"] = max(1, round(int(every) * short.epochs / plan.epochs))
+    return out

@@ -82,12 +82,15 @@ def read_latest(storage: Storage, run_id: str) -> Checkpoint | None:
 
 def download_checkpoint(storage: Storage, run_id: str, cp: Checkpoint, output_dir: Path) -> Path:
     """Bring the checkpoint back into kohya's ``output_dir``; every file is checked against the
-    manifest, so a resumed run never starts from a torn state."""
+    manifest, so a resumed run never starts from a torn state. A file already there with the
+    manifest's checksum is kept (an instance that resumes after a preemption still has its disk)."""
     state_dir = output_dir / cp.name
     state_dir.mkdir(parents=True, exist_ok=True)
     prefix = run_key(run_id, f"checkpoints/{cp.name}/")
     for name, meta in cp.files.items():
         target = state_dir / name
+        if _matches(target, meta):
+            continue
         storage.download_file(prefix + name, target)
         if checksum_file(target).md5 != meta.get("md5"):
             raise ChecksumMismatch(f"checkpoint file {name} does not match its manifest")
@@ -95,3 +98,7 @@ def download_checkpoint(storage: Storage, run_id: str, cp: Checkpoint, output_di
         if not (state_dir / required).is_file():
             raise ChecksumMismatch(f"checkpoint {cp.name} lacks {required}")
     return state_dir
+
+
+def _matches(path: Path, meta: dict[str, object]) -> bool:
+    return path.is_file() and path.stat().st_size == meta.get("size") and checksum_file(path).md5 == meta.get("md5")

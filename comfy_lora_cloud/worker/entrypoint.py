@@ -10,6 +10,13 @@ are uploaded, the status says why, and the instance is destroyed: an instance le
 the one thing users cannot forgive. The run's deadline counts from the first start, recorded in
 ``events.jsonl``, so a resumed run on a new instance does not get a fresh allowance.
 
+One exception: SIGTERM (the platform stopping the container: an outbid interruptible instance, a
+``docker stop``) is a preemption, not an end. kohya is killed (it saves nothing on a signal), the
+newest whole checkpoint not yet in the bucket is uploaded, the status says ``preempted`` with the
+logs, and the instance is left to the controller's recovery (``service/recovery.py``), which
+resumes it in place or moves the run; all of that within the platform's grace period, since it is
+no more than the last checkpoint's upload and two small writes.
+
 Run as ``python -m comfy_lora_cloud.worker.entrypoint`` (see :func:`main` for the environment).
 """
 
@@ -58,6 +65,11 @@ class DeadlineReached(TrainingError):
     """The run used up its max hours."""
 
 
+class Preempted(BaseException):
+    """SIGTERM: the platform is stopping this instance. A BaseException, like KeyboardInterrupt,
+    so that no ``except Exception`` on the way turns it into a failure."""
+
+
 @dataclass
 class Trainer:
     spec: RunSpec
@@ -71,6 +83,7 @@ class Trainer:
     clock: Callable[[], float] = time.time
     poll_interval: float = 0.5
     child_env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    instance_id: str | None = None  # the provider's id of this instance (vast.ai's CONTAINER_ID)
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir).resolve()
@@ -85,14 +98,29 @@ class Trainer:
         self.uploaded_epochs: set[int] = set()
         self.uploaded_samples: set[str] = set()
         self.error_hint: str | None = None
+        self.stop_requested = False  # SIGTERM arrived
+        self._phase = "init"  # init | setup | kohya | publish
 
     # ---- the run -------------------------------------------------------------------------------
     def run(self) -> RunState:
-        """The whole run; the instance is destroyed whatever happens in it."""
+        """The whole run; the instance is destroyed whatever happens in it, unless it was
+        preempted (then the controller's recovery decides: it may resume right here)."""
+        state = RunState.FAILED
         try:
-            return self._run()
+            state = self._run()
+            return state
         finally:
-            self._destroy()
+            if state is not RunState.PREEMPTED:
+                self._destroy()
+
+    def on_sigterm(self, signum: int = signal.SIGTERM, frame: object = None) -> None:
+        """The SIGTERM handler (installed by :func:`main`). While base weights or the dataset are
+        being fetched there is nothing to save: stop at once. While kohya runs, its loop stops it
+        and saves what it can. While the LoRA is being published, finish that (it is the point)."""
+        self.stop_requested = True
+        log.warning("SIGTERM: the instance is being stopped (preempted)")
+        if self._phase == "setup":
+            raise Preempted()
 
     def _run(self) -> RunState:
         try:
@@ -117,7 +145,9 @@ class Trainer:
 
     def _run_logged(self) -> RunState:
         try:
+            self._phase = "setup"
             self._check_deadline()
+            self.report.event("started", instance=self.instance_id)
             self.report.update(state=RunState.STARTING, message="checking base weights", error=None)
             check_weights(self.storage, self.weights)
             self.report.update(message="pulling the dataset")
@@ -126,6 +156,8 @@ class Trainer:
             fetch_weights(self.storage, self.weights, Path(self.paths.models_dir), cache=self.spec.cache_weights)
             self._check_deadline()
             return self._train(images)
+        except Preempted:
+            return self._preempted()
         except DeadlineReached as exc:
             return self._finish(RunState.TIMED_OUT, str(exc))
         except LoraCloudError as exc:
@@ -139,10 +171,13 @@ class Trainer:
         return min(starts) if starts else self.clock()
 
     def _check_deadline(self) -> None:
+        if self.stop_requested:
+            raise Preempted()
         if self.clock() >= self.deadline:
             raise DeadlineReached(f"the run reached its limit of {self.spec.max_hours:g} h")
 
     def _finish(self, state: RunState, error: str | None) -> RunState:
+        self._phase = "finish"  # a SIGTERM from here on only sets the flag: this status must land
         fields = {"state": state, "error": error, "message": error or state.value, "eta_seconds": None}
         self.report.update(**fields)
         try:
@@ -151,6 +186,26 @@ class Trainer:
         except (LoraCloudError, OSError) as exc:
             log.error("could not write the final status of run %s: %s", self.spec.run_id, exc)
         return state
+
+    def _preempted(self) -> RunState:
+        """Report the preemption: where the run was, and the checkpoint it will resume from."""
+        self._phase = "finish"
+        status = self.report.status
+        try:
+            latest = read_latest(self.storage, self.spec.run_id)
+        except LoraCloudError:
+            latest = None
+        self.report.event("preempted", instance=self.instance_id, step=status.step,
+                          checkpoint=latest.name if latest else None, checkpoint_step=latest.step if latest else 0,
+                          by="trainer")
+        message = f"preempted (the instance was stopped); resumes from checkpoint {latest.name if latest else 'none'}"
+        self.report.update(state=RunState.PREEMPTED, message=message, eta_seconds=None)
+        try:
+            self.report.upload_log(self.log_path, force=True)
+            self.report.flush()
+        except (LoraCloudError, OSError) as exc:
+            log.error("could not write the preempted status of run %s: %s", self.spec.run_id, exc)
+        return RunState.PREEMPTED
 
     def _destroy(self) -> None:
         try:
@@ -188,12 +243,19 @@ class Trainer:
                 self.resumed_epoch = cp.epoch
                 self.step_offset = cp.epoch * plan.steps_per_epoch
                 self.uploaded_epochs.add(cp.epoch)
-                self.report.event("resumed", checkpoint=cp.name, epoch=cp.epoch)
+                self.report.event("resumed", checkpoint=cp.name, epoch=cp.epoch, step=self.step_offset,
+                                  instance=self.instance_id)
         self.report.update(state=RunState.TRAINING, message="training", total_steps=plan.total_steps,
                            total_epochs=plan.epochs, step=self.step_offset,
                            epoch=cp.epoch if cp is not None and self.step_offset else 0)
+        self._check_deadline()
+        self._phase = "kohya"
         rc = self._run_kohya(cmd, output_dir)
         lora = output_dir / f"{self.spec.lora_name}.safetensors"
+        if rc != 0 and self.stop_requested:  # the container's stop took kohya down with it
+            self._upload_new_checkpoints(output_dir)
+            raise Preempted()
+        self._phase = "publish"
         if rc != 0:
             raise TrainingError(f"kohya failed (exit {rc}): {self.error_hint or 'see logs/trainer.log'}")
         if not lora.is_file():
@@ -226,6 +288,12 @@ class Trainer:
                     self._upload_new_samples(output_dir)
                     self.report.maybe_write()
                     self.report.upload_log(self.log_path)
+                    if not done and self.stop_requested:  # preempted: save what can be saved
+                        _kill(proc)
+                        proc.wait()
+                        self._drain(chunks, parser, logf)
+                        self._upload_new_checkpoints(output_dir)
+                        raise Preempted()
                     if not done and self.clock() >= self.deadline:
                         _kill(proc)
                         proc.wait()
@@ -427,12 +495,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``LORA_CLOUD_KOHYA_LAUNCHER`` (replaces ``accelerate launch flux_train_network.py``),
     ``KOHYA_DIR``, ``LORA_CLOUD_TOKENIZER_DIR``, and vast.ai's ``CONTAINER_ID``/``CONTAINER_API_KEY``
     with ``LORA_CLOUD_VAST_URL``.
-    Exit status: 0 done, 1 failed or timed out, 2 bad configuration (nothing started)."""
+    Exit status: 0 done, 1 failed or timed out, 2 bad configuration (nothing started), 143
+    preempted (SIGTERM; the instance is left for the controller's recovery)."""
     ap = argparse.ArgumentParser(prog="lora-cloud-trainer", description="Run one LoRA training run.")
     ap.add_argument("--workdir", default=os.environ.get("LORA_CLOUD_WORKDIR", "/workspace"))
     ap.add_argument("--storage", default=os.environ.get("LORA_CLOUD_STORAGE"))
     ap.add_argument("--run-id", default=None)
+    ap.add_argument("--self-test", action="store_true",
+                    help="check this image instead of training (worker/selftest.py); --storage: the bucket to use")
     args = ap.parse_args(argv)
+    if args.self_test:
+        from .selftest import run_self_test
+
+        return run_self_test(args.storage, args.workdir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from ..settings import Settings, install_log_redaction
     from ..storage import open_storage
@@ -456,9 +531,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         else None
     trainer = Trainer(spec=spec, storage=storage, workdir=Path(args.workdir), weights=HubWeights(token),
                       destroy=destroy, launcher=launcher, kohya_dir=os.environ.get("KOHYA_DIR", "/opt/sd-scripts"),
-                      tokenizer_dir=os.environ.get("LORA_CLOUD_TOKENIZER_DIR", "/opt/tokenizers"))
+                      tokenizer_dir=os.environ.get("LORA_CLOUD_TOKENIZER_DIR", "/opt/tokenizers"),
+                      instance_id=destroy.instance_id)
+    signal.signal(signal.SIGTERM, trainer.on_sigterm)
     state = trainer.run()
     log.info("run %s finished: %s", spec.run_id, state.value)
+    if state is RunState.PREEMPTED:
+        return 128 + signal.SIGTERM
     return 0 if state == RunState.DONE else 1
 
 

@@ -11,6 +11,13 @@ Knobs (environment): FAKE_KOHYA_STEP_SECONDS (sleep per step), FAKE_KOHYA_FAIL_A
 there: a traceback and exit 1), FAKE_KOHYA_NO_LORA=1 (kohya's "No data found" path: exit 0 with no
 file), FAKE_KOHYA_ARGV_LOG (append argv and the names of
 secret-looking variables it was given as a JSON line).
+
+For preemption tests: FAKE_KOHYA_STEP_FILE (a path, relative to the working directory, where
+the overall step, counted across resumes, is written after every step: the fake vast.ai server
+reads it to stop an instance "at step N"), and FAKE_KOHYA_PAUSE_AT (overall steps, comma-separated)
+with FAKE_KOHYA_PAUSE_DIR: at each such step, once across every attempt (a marker file
+``paused-<step>`` in that folder remembers it), stop there until killed, so that a test can
+preempt the instance at exactly that step.
 """
 
 from __future__ import annotations
@@ -21,8 +28,12 @@ import os
 import struct
 import sys
 import time
-import tomllib
 from pathlib import Path
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10 (the trainer image's Ubuntu 22.04 runs this file in its self-test)
+    import tomli as tomllib
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".webp"}
 PNG_1PX = bytes.fromhex(
@@ -120,6 +131,9 @@ def main() -> int:
     print(f"  total optimization steps / 学習ステップ数: {total}", flush=True)
     delay = float(os.environ.get("FAKE_KOHYA_STEP_SECONDS", "0"))
     fail_at = int(os.environ.get("FAKE_KOHYA_FAIL_AT_STEP", "0"))
+    step_file = os.environ.get("FAKE_KOHYA_STEP_FILE")
+    pause_at = {int(x) for x in os.environ.get("FAKE_KOHYA_PAUSE_AT", "").split(",") if x.strip()}
+    pause_dir = Path(os.environ.get("FAKE_KOHYA_PAUSE_DIR") or ".")
     rank, alpha = cfg["network_dim"], cfg["network_alpha"]
     step = 0  # kohya restarts its counter after a resume (reference §9)
     sys.stderr.write(bar(0, total, 0.5).replace("1.50s/it", "?it/s") + "\r")
@@ -135,6 +149,14 @@ def main() -> int:
                 return 1
             sys.stderr.write(bar(step, total, 0.4 - 0.0001 * step) + "\r")
             sys.stderr.flush()
+            overall = start_epoch * per_epoch + step
+            if step_file:
+                Path(step_file).with_suffix(".tmp").write_text(str(overall))
+                os.replace(Path(step_file).with_suffix(".tmp"), step_file)
+            if overall in pause_at and not (pause_dir / f"paused-{overall}").exists():
+                (pause_dir / f"paused-{overall}").write_text(str(os.getpid()))
+                while True:  # until the instance is stopped under us
+                    time.sleep(0.05)
             if delay:
                 time.sleep(delay)
         e = epoch + 1

@@ -227,3 +227,43 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except OSError:
         return False
+
+
+async def test_sigterm_saves_the_checkpoint_reports_preempted_and_keeps_the_instance(tmp_path, bucket, vast):
+    """vast.ai stopping the container (docker stop: SIGTERM to every process, then SIGKILL): the
+    trainer kills kohya, uploads the newest whole state, says ``preempted`` with the logs, and
+    leaves the instance alone. Started again on the same disk, it resumes from the local copy."""
+    fake_vast, vast_url = vast
+    small_spec().save(bucket)
+    # kohya stops at overall step 9 (mid epoch 2): the state of epoch 1 is on disk, maybe not uploaded yet
+    trainer = _trainer(tmp_path, bucket.url, vast_url, FAKE_KOHYA_PAUSE_AT="9", FAKE_KOHYA_PAUSE_DIR=str(tmp_path))
+    proc = await trainer.start("run1")
+    await _wait_for(lambda: (tmp_path / "paused-9").exists(), timeout=40)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+
+    assert proc.returncode == 143, out.decode(errors="replace")
+    status = read_json(bucket, "runs/run1/status.json")
+    assert status["state"] == "preempted" and status["error"] is None
+    assert status["step"] == 9 and "cat-000001-state" in status["message"]
+    assert _checkpoint_epoch(bucket) == 1  # the state on disk went to the bucket before the exit
+    preempted = [e for e in events_of(bucket, "run1") if e["kind"] == "preempted"]
+    assert [(e["step"], e["checkpoint_step"], e["instance"], e["by"]) for e in preempted] == [(9, 6, "4242", "trainer")]
+    assert "SIGTERM" in bucket.read_bytes("runs/run1/logs/trainer.log").decode()
+    assert fake_vast.deletes == []  # the instance is the controller's to resume or destroy
+    kohya_pid = int((trainer.workdir / "kohya.pid").read_text())
+    await _wait_for(lambda: not _alive(kohya_pid), timeout=10)
+
+    kept = trainer.workdir / "output" / "cat-000001-state" / "optimizer.bin"
+    before = kept.stat().st_mtime_ns
+    rc, out2 = await trainer.run("run1")  # the instance resumes: same disk, the trainer starts again
+
+    assert rc == 0, out2
+    assert kept.stat().st_mtime_ns == before  # resumed from the local copy (it matched the manifest)
+    status = read_json(bucket, "runs/run1/status.json")
+    assert status["state"] == "done" and status["step"] == 24 == status["total_steps"]
+    events = events_of(bucket, "run1")
+    assert [(e["step"], e["instance"]) for e in events if e["kind"] == "resumed"] == [(6, "4242")]
+    assert state_sequence(events) == ["starting", "training", "preempted", "starting", "training", "uploading",
+                                      "done"]
+    assert len(fake_vast.deletes) == 1

@@ -55,5 +55,5 @@ def test_dockerfile_pins_what_the_configs_were_validated_against():
     text = (SCRIPTS / "Dockerfile").read_text()
     assert "SD_SCRIPTS_COMMIT=48d368fa557731ad0488c07304dfeba8c07910eb" in text
     assert "torch==2.6.0 torchvision==0.21.0" in text and "cu124" in text
-    assert "USER trainer" in text and '"/src[trainer]"' in text
+    assert "USER 1000:1000" in text and '"/opt/lora-cloud[trainer]"' in text
     assert "/opt/tokenizers/openai_clip-vit-large-patch14" in text and "/opt/tokenizers/google_t5-v1_1-xxl" in text

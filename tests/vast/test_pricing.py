@@ -84,3 +84,51 @@ async def test_pick_through_the_fake_matches_brute_force(fake):
     assert pick.best.expected_cost <= pick.cheapest_dph.expected_cost
     d = pick.to_dict()
     assert d["best"]["offer_id"] == pick.best.offer.id and d["explanation"]
+
+
+def test_interruptible_overhead_comes_from_the_preemption_model():
+    import math
+
+    from comfy_lora_cloud.providers.pricing import preemption_overhead
+
+    bid = _offer(2, "RTX 4090", 0.20, bid=True)
+    base = estimate(_offer(1, "RTX 4090", 0.20), Job(steps=1000))
+    calm = estimate(bid, Job(steps=1000, interruptible=True, preemption_rate=0.0))
+    assert calm.run_s == pytest.approx(base.run_s) and calm.preemptions == 0  # no preemptions, no overhead
+    runs = [estimate(bid, Job(steps=1000, interruptible=True, preemption_rate=r)) for r in (0.1, 0.5, 2.0)]
+    assert base.run_s < runs[0].run_s < runs[1].run_s < runs[2].run_s  # more preemptions, more repeated work
+    assert 0 < runs[0].preemptions < runs[1].preemptions < runs[2].preemptions
+    assert runs[1].down_s == pytest.approx(runs[1].preemptions * runs[1].pull_s)  # a new host pulls the image
+    # one checkpoint interval: a task that needs L s uninterrupted takes (e^(lL) - 1) / l on average
+    p = preemption_overhead(train_s=3000, restart_s=600, checkpoint_s=5000, rate_per_hour=1.0, downtime_s=0)
+    lam = 1 / 3600
+    assert p.run_s == pytest.approx(math.expm1(lam * 3600) / lam) and p.preemptions == pytest.approx(math.e - 1)
+    # shorter checkpoint intervals lose less per preemption
+    short = preemption_overhead(train_s=3000, restart_s=600, checkpoint_s=300, rate_per_hour=1.0, downtime_s=0)
+    assert base.run_s and short.run_s < p.run_s and short.overhead < p.overhead
+    # the picker's default rate is the table's, with its source
+    table = throughput_table()["job_overheads"]
+    assert "interruptible_overhead" not in table and table["preemption_rate_per_hour"]["source"]
+    default = estimate(bid, Job(steps=1000, interruptible=True))
+    assert default.run_s == pytest.approx(estimate(bid, Job(steps=1000, interruptible=True, preemption_rate=float(
+        table["preemption_rate_per_hour"]["value"]))).run_s)
+
+
+def test_interruptible_epochs_fit_the_checkpoint_bound_on_the_slowest_gpu():
+    from comfy_lora_cloud.providers.pricing import TIER_VRAM_GB
+    from comfy_lora_cloud.training.estimate import interruptible_overrides
+    from comfy_lora_cloud.training.presets import load_preset, plan_steps
+
+    gpus = throughput_table()["gpus"]
+    slowest = max(seconds_per_step(g, 1024) or 0 for g, v in gpus.items() if v["vram_gb"] >= TIER_VRAM_GB[24])
+    for images in (3, 20, 30):
+        extra = interruptible_overrides("character", 24, {}, images, minutes=10)
+        plan, usual = plan_steps(load_preset("character", 24, extra), images), plan_steps(load_preset("character", 24),
+                                                                                          images)
+        assert plan.steps_per_epoch * slowest <= 10 * 60 < usual.steps_per_epoch * slowest
+        assert abs(plan.total_steps - usual.total_steps) <= usual.steps_per_epoch  # the same training, cut finer
+        samples = plan.epochs // extra["sample_every_n_epochs"]
+        assert abs(samples - usual.epochs // 2) <= 1  # samples as often as the preset plans, not every short epoch
+    on_4090 = interruptible_overrides("character", 24, {}, 20, minutes=10, gpu_name="RTX 4090")
+    assert plan_steps(load_preset("character", 24, on_4090), 20).steps_per_epoch * 4.5 <= 600
+    assert interruptible_overrides("character", 24, {"subset.num_repeats": 9}, 20, minutes=10) == {}  # the user's wins

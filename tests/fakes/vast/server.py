@@ -12,8 +12,9 @@ Scripted answers for fault-injection tests: ``charges_script`` (garbage rows, a 
 a ``next_token`` that repeats or never ends) and ``listing_token`` (a listing whose
 ``next_token`` repeats). A test that runs the fake as its own process drives all of this through
 the control routes under ``/_fake/`` (account key required): reset, instance (create one that
-is already running, backdated or with a skewed ``start_date``), vanish, faults, storm, charges,
-listing, state. See :meth:`FakeVast._control`.
+is already running, backdated or with a skewed ``start_date``), vanish, outbid (now or at a kohya
+step, with a SIGTERM grace, resuming after a delay or never), faults, storm, charges, listing,
+state. See :meth:`FakeVast._control`.
 """
 
 from __future__ import annotations
@@ -460,6 +461,13 @@ class FakeVast:
             return self._control_instance(body)
         if verb == "vanish":
             return _json({"success": st.destroy(int(body["id"]))})
+        if verb == "outbid":  # {"id", "seconds": null (never) | s, "grace_s", "at_step"}
+            if st.get(int(body["id"])) is None:
+                return _error(404, "no_such_instance", f"no instance {body['id']}")
+            st.outbid(int(body["id"]), None if body.get("seconds") is None else float(body["seconds"]),
+                      grace_s=float(body.get("grace_s", 0.0)),
+                      at_step=None if body.get("at_step") is None else int(body["at_step"]))
+            return _json({"success": True})
         if verb == "faults":
             self.fail_next(int(body.get("n", 1)), int(body.get("status", 503)), retry_after=body.get("retry_after"),
                            body=str(body.get("body", "json")), path_contains=str(body.get("path_contains", "")),

@@ -10,6 +10,7 @@ server's thread while tests poke faults from theirs.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import secrets
 import signal
@@ -61,7 +62,9 @@ class FakeInstance:
     running_since: float | None = None
     ssh_port: int | None = None
     pull_error: str | None = None
-    outbid_until: float | None = None
+    outbid_until: float | None = None  # math.inf: outbid for good (it never resumes)
+    outbid_plan: tuple[int, float | None, float] | None = None  # (at kohya step, resume after, SIGTERM grace)
+    workdir: Path | None = None
     offline_until: float | None = None
     offline_kind: str = "offline"
     process: subprocess.Popen | None = None
@@ -125,6 +128,7 @@ class FakeVastState:
         self.created_count = 0
         self.pull_error_next: str | None = None
         self.requests: list[tuple[str, str]] = []  # (method, path) of every API call, for tests
+        self.stoppers: list[threading.Thread] = []  # SIGTERM-then-SIGKILL of preempted containers
 
     # ---- clock and timeline ---------------------------------------------------------------
     def now(self) -> float:
@@ -156,6 +160,7 @@ class FakeVastState:
         return min(times) if times else None
 
     def _advance_instance(self, inst: FakeInstance, now: float) -> None:
+        self._maybe_outbid(inst, now)
         while True:
             self._poll_process(inst)
             t = self._next_event(inst)
@@ -227,8 +232,9 @@ class FakeVastState:
         if not self.run_processes or not inst.onstart:
             return
         base = self.workdir or Path(os.environ.get("TMPDIR", "/tmp"))
-        wd = base / f"instance-{inst.id}"
+        wd = base / f"instance-{inst.id}"  # the instance's disk: kept while it is stopped
         wd.mkdir(parents=True, exist_ok=True)
+        inst.workdir = wd
         inst.log_path = wd / "container.log"
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(wd), **self.image_env}
         env.update({k: str(v) for k, v in inst.env.items() if not k.startswith("-")})
@@ -249,15 +255,21 @@ class FakeVastState:
             inst.actual, inst.running_since = "exited", None
             inst.status_msg = f"container exited with code {p.returncode}"
 
-    def _kill_process(self, inst: FakeInstance) -> None:
+    def _kill_process(self, inst: FakeInstance, grace_s: float = 0.0) -> None:
+        """Kill the container's processes: SIGKILL at once, or (``grace_s``) as ``docker stop``
+        does, SIGTERM first and SIGKILL after the grace period, from a thread of its own so that
+        the fake answers calls meanwhile."""
         p = inst.process
         inst.process = None
-        if p is not None and p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            p.wait(timeout=10)
+        if p is None or p.poll() is not None:
+            return
+        if grace_s > 0:
+            stopper = threading.Thread(target=_stop_container, args=(p, grace_s), daemon=True)
+            self.stoppers.append(stopper)
+            stopper.start()
+            return
+        _signal_group(p, signal.SIGKILL)
+        p.wait(timeout=10)
 
     def process_of(self, instance_id: int) -> subprocess.Popen | None:
         with self.lock:
@@ -446,13 +458,56 @@ class FakeVastState:
         with self.lock:
             self.pull_error_next = msg
 
-    def outbid(self, iid: int, seconds: float) -> None:
-        """A higher bid takes the GPUs: processes die, status stopped, back after ``seconds``."""
+    def outbid(self, iid: int, seconds: float | None, *, grace_s: float = 0.0, at_step: int | None = None) -> None:
+        """A higher bid takes the GPUs: processes die, status stopped, back after ``seconds``
+        (None: never; the instance stays stopped until destroyed). ``grace_s``: the processes
+        get SIGTERM and that long before SIGKILL (0: SIGKILL at once). ``at_step``: not now, but
+        once the instance's trainer reports that overall kohya step (tests/fakes/fake_kohya.py's
+        FAKE_KOHYA_STEP_FILE, read as ``kohya-step`` in the instance's folder)."""
         with self.lock:
             inst = self.instances[iid]
+            if at_step is not None:
+                inst.outbid_plan = (int(at_step), seconds, grace_s)
+                return
             self._advance_instance(inst, self.now())
-            self._pause(inst, "stopped", "outbid: GPUs taken by a higher bid")
-            inst.outbid_until = self.now() + seconds
+            self._outbid_now(inst, seconds, grace_s)
+
+    def regain(self, iid: int) -> None:
+        """The higher bid went away: an outbid instance resumes now (loading, then running, its
+        on-start command run again on the same disk)."""
+        with self.lock:
+            inst = self.instances[iid]
+            if inst.outbid_until is not None:
+                inst.outbid_until = self.now()
+                self._advance_instance(inst, self.now())
+
+    def _outbid_now(self, inst: FakeInstance, seconds: float | None, grace_s: float) -> None:
+        self._kill_process(inst, grace_s)
+        inst.actual, inst.running_since = "stopped", None
+        inst.status_msg = "outbid: GPUs taken by a higher bid"
+        inst.outbid_until = math.inf if seconds is None else self.now() + seconds
+        inst.outbid_plan = None
+
+    def _maybe_outbid(self, inst: FakeInstance, now: float) -> None:
+        plan = inst.outbid_plan
+        if plan is None or inst.actual != "running" or inst.workdir is None:
+            return
+        try:
+            step = int((inst.workdir / "kohya-step").read_text())
+        except (OSError, ValueError):
+            return
+        if step >= plan[0]:
+            self._bill(inst, now)
+            self._outbid_now(inst, plan[1], plan[2])
+
+    def kohya_step(self, iid: int) -> int:
+        """The overall kohya step the instance's trainer last reported (0: none yet)."""
+        with self.lock:
+            inst = self.instances.get(iid) or self.destroyed.get(iid)
+        try:
+            return int((inst.workdir / "kohya-step").read_text()) if inst and inst.workdir else 0
+        except (OSError, ValueError):
+            return 0
 
     def host_offline(self, iid: int, seconds: float, kind: str = "offline") -> None:
         with self.lock:
@@ -470,6 +525,8 @@ class FakeVastState:
         with self.lock:
             for inst in list(self.instances.values()):
                 self._kill_process(inst)
+        for stopper in self.stoppers:
+            stopper.join(30)
 
     # ---- charges ---------------------------------------------------------------------------------
     def charges(self, t0: float, t1: float) -> list[dict[str, Any]]:
@@ -492,6 +549,23 @@ class FakeVastState:
                     ],
                 })
             return out
+
+
+def _signal_group(p: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(p.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _stop_container(p: subprocess.Popen, grace_s: float) -> None:
+    _signal_group(p, signal.SIGTERM)
+    try:
+        p.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    _signal_group(p, signal.SIGKILL)  # what is left of the group (kohya, if the trainer left it)
+    p.wait(timeout=10)
 
 
 # ---- filter semantics ---------------------------------------------------------------------------
