@@ -10,9 +10,15 @@
 #   LORA_CLOUD_WORKDIR  where weights, outputs and logs go (default: the current folder;
 #                       /workspace in the image)
 #   LORA_CLOUD_USER     the non-root user to run as when started as root (default: comfy, if it exists)
+#
+#   start.sh --self-test [ARGS]   checks the built image instead (worker/inference_selftest.py)
 set -euo pipefail
 
 PY="${LORA_CLOUD_PYTHON:-python}"
+if [ "${1:-}" = "--self-test" ]; then
+  shift
+  exec "$PY" -m comfy_lora_cloud.worker.inference_selftest "$@"
+fi
 WORKDIR="${LORA_CLOUD_WORKDIR:-$PWD}"
 RUN_AS="${LORA_CLOUD_USER:-comfy}"
 mkdir -p "$WORKDIR"

@@ -170,9 +170,14 @@ class Supervisor:
         return path
 
     def _start_comfy(self) -> None:
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        folders = {name: self.workdir / name for name in ("user", "input", "temp")}
+        for folder in (self.output_dir, *folders.values()):
+            folder.mkdir(parents=True, exist_ok=True)
+        # every folder ComfyUI writes is on the instance's disk: the image's own files stay read-only
         cmd = [*self.command, "--listen", "127.0.0.1", "--port", str(self.port), "--output-directory",
-               str(self.output_dir), "--extra-model-paths-config", str(self._model_paths()), "--disable-auto-launch"]
+               str(self.output_dir), "--user-directory", str(folders["user"]), "--input-directory",
+               str(folders["input"]), "--temp-directory", str(folders["temp"]),
+               "--extra-model-paths-config", str(self._model_paths()), "--disable-auto-launch"]
         env = {k: v for k, v in self.child_env.items() if k not in _NOT_FOR_COMFY}
         env.update({"LORA_CLOUD_COMFYUI_LORAS_DIR": str(self.loras_dir), "LORA_CLOUD_REMOTE": "1",
                     "LORA_CLOUD_HOME": str(self.workdir / "lora-cloud-home")})

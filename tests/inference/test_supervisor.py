@@ -136,7 +136,7 @@ def test_a_session_serves_prompts_pushes_outputs_syncs_loras_and_stops_when_idle
 
     # a prompt with the LoRA: ComfyUI (the fake) validates it against the files on disk
     queued = _post(sup.port, "/prompt", {"prompt": flux_prompt("lora_cloud/first.safetensors"), "client_id": "x"})
-    _wait(lambda: bucket.exists("outputs/session-t1/lc_test_00001_.png"))
+    _wait(lambda: bucket.exists("outputs/session-t1/lc_test_00001_.png.json"))  # written after the image
     meta = json.loads(bucket.read_bytes("outputs/session-t1/lc_test_00001_.png.json"))
     assert meta["prompt"]["4"]["inputs"]["lora_name"] == "lora_cloud/first.safetensors"
     assert meta["session"] == "session-t1" and queued["prompt_id"]
@@ -147,7 +147,7 @@ def test_a_session_serves_prompts_pushes_outputs_syncs_loras_and_stops_when_idle
     _wait(lambda: (sup.loras_dir / "second.safetensors").is_file())
     _post(sup.port, "/prompt", {"prompt": flux_prompt("lora_cloud/second.safetensors", prefix="b"),
                                 "client_id": "x"})
-    _wait(lambda: bucket.exists("outputs/session-t1/b_00001_.png"))
+    _wait(lambda: bucket.exists("outputs/session-t1/b_00001_.png.json"))
 
     # nothing more to do: it stops itself after its idle time, with everything pushed
     thread.join(WAIT)

@@ -40,10 +40,8 @@ DRAW = {"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, 
 
 
 @pytest.fixture
-def instance_comfyui(tmp_path) -> str:
-    (tmp_path / "remote-user").mkdir()
-    return (f"{COMFY_VENV}/bin/python {COMFY_DIR}/main.py --cpu --temp-directory {tmp_path}/remote-temp "
-            f"--user-directory {tmp_path}/remote-user")
+def instance_comfyui() -> str:
+    return f"{COMFY_VENV}/bin/python {COMFY_DIR}/main.py --cpu"
 
 
 def _http(url: str, body: dict | None = None):

@@ -451,6 +451,9 @@ def main() -> None:
     ap.add_argument("--output-directory", default="output")
     ap.add_argument("--extra-model-paths-config", default=None)
     ap.add_argument("--disable-auto-launch", action="store_true")
+    ap.add_argument("--user-directory", default=None)
+    ap.add_argument("--input-directory", default=None)
+    ap.add_argument("--temp-directory", default=None)
     ap.add_argument("--cpu", action="store_true")
     args = ap.parse_args()
     fake = FakeComfy(Path(args.output_directory), read_model_paths(args.extra_model_paths_config),
