@@ -64,6 +64,20 @@ def bucket(tmp_path):
     return storage
 
 
+@pytest.fixture(autouse=True)
+def _no_orphans():
+    """A test that fails mid-session must not leave its ComfyUI running."""
+    yield
+    for sup in _STARTED:
+        if sup.process is not None and sup.process.poll() is None:
+            sup.process.kill()
+            sup.process.wait(10)
+    _STARTED.clear()
+
+
+_STARTED: list = []
+
+
 def _supervisor(bucket, tmp_path, monkeypatch, **kw):
     monkeypatch.setenv("PYTHONPATH", str(REPO))
     monkeypatch.setenv("FAKE_COMFY_STEP_SECONDS", kw.pop("step_s", "0.02"))
@@ -72,6 +86,7 @@ def _supervisor(bucket, tmp_path, monkeypatch, **kw):
     sup = Supervisor(session_id="session-t1", storage=bucket, workdir=tmp_path / "work", command=FAKE_COMFY,
                      weights=hub, destroy=destroy, port=free_port(), tick_s=0.1, heartbeat_s=0.5,
                      lora_sync_s=kw.pop("lora_sync_s", 3600.0), **kw)
+    _STARTED.append(sup)
     return sup, destroy, hub
 
 
