@@ -19,7 +19,7 @@ import re
 import sys
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from urllib.parse import urlsplit
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 VAST_URL = "https://console.vast.ai"  # vast.ai's API, for the controller and the rented GPU alike
 CONFIG_FILE = "config.toml"
 SECRETS_FILE = "secrets.toml"
-SECRET_KEYS = ("vast_api_key", "gcs_service_account_json", "hf_token", "webhook_url")
+SECRET_KEYS = ("vast_api_key", "gcs_service_account_json", "hf_token", "webhook_url", "webhook_secret")
 
 # the largest budgets accepted: beyond them a typo (an extra zero or three), not a plan
 MAX_DPH = 500.0
@@ -160,6 +160,15 @@ class Settings(BaseSettings):
     webhook_url: SecretStr | None = Field(
         None, validation_alias=AliasChoices("webhook_url", "LORA_CLOUD_WEBHOOK_URL")
     )
+    # notifications (service/notify.py): run done/failed/preempted/resumed, budget 80%/100%, idle session
+    webhook_secret: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("webhook_secret", "LORA_CLOUD_WEBHOOK_SECRET"),
+        description="signs each webhook body (HMAC-SHA256, header X-LoRA-Cloud-Signature)")
+    webhook_format: Literal["json", "slack", "discord"] = Field(
+        "json", description="webhook body: json (the stable schema), slack or discord")
+    notify_toast: bool = Field(True, description="notifications as a toast in every open ComfyUI tab")
+    notify_desktop: bool = Field(True, description="notifications on this machine's desktop (skipped without one)")
+    notify_webhook: bool = Field(True, description="notifications to webhook_url (when it is set)")
 
     @field_validator("storage")
     @classmethod
@@ -170,6 +179,13 @@ class Settings(BaseSettings):
     @classmethod
     def _check_vast_url(cls, v: str) -> str:
         return check_http_url(v, "vast_url")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _check_webhook_url(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None or not v.get_secret_value():
+            return None
+        return SecretStr(check_http_url(v.get_secret_value(), "webhook_url"))
 
     @field_validator("allowed_hosts")
     @classmethod
@@ -387,7 +403,10 @@ def set_value(home: Path, key: str, value: str | None) -> bool:
     else:
         field = Settings.model_fields[key]
         ann = field.annotation
-        data[key] = float(value) if ann is float else int(value) if ann is int else value
+        if ann is bool:
+            data[key] = Settings.load(home, **{key: value}).model_dump()[key]  # "off", "0", "false"...
+        else:
+            data[key] = float(value) if ann is float else int(value) if ann is int else value
     _write_toml_private(path, data, mode)
     return is_secret
 

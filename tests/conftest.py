@@ -19,4 +19,7 @@ def clean_env(tmp_path, monkeypatch):
             monkeypatch.delenv(key, raising=False)
     home = tmp_path / "lora-cloud-home"
     monkeypatch.setenv("LORA_CLOUD_HOME", str(home))
+    # no desktop notification pops up on a developer's screen while tests run (tests/service/
+    # test_notify.py turns it on where it checks it)
+    monkeypatch.setenv("LORA_CLOUD_NOTIFY_DESKTOP", "false")
     return home

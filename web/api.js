@@ -6,10 +6,11 @@ const BASE = "/lora_cloud/api";
 const TOKEN_HEADER = "X-LoRA-Cloud-Token";
 
 export class LoraCloudApiError extends Error {
-  constructor(message, status, kind) {
+  constructor(message, status, kind, data) {
     super(message);
     this.status = status;
     this.kind = kind;
+    this.data = data; // the whole JSON answer (a caption conflict carries `current`)
   }
 }
 
@@ -25,12 +26,13 @@ function token(refresh = false) {
   return tokenPromise;
 }
 
-async function request(path, { method = "GET", body, retried = false } = {}) {
+// `raw`: bytes sent as application/octet-stream (a staged upload) instead of a JSON body.
+async function request(path, { method = "GET", body, raw, retried = false } = {}) {
   const init = { method, headers: {} };
   if (method !== "GET") {
-    init.headers["Content-Type"] = "application/json";
+    init.headers["Content-Type"] = raw ? "application/octet-stream" : "application/json";
     init.headers[TOKEN_HEADER] = await token();
-    init.body = JSON.stringify(body ?? {});
+    init.body = raw ?? JSON.stringify(body ?? {});
   }
   const resp = await api.fetchApi(BASE + path, init);
   let data = null;
@@ -42,9 +44,10 @@ async function request(path, { method = "GET", body, retried = false } = {}) {
   if (!resp.ok) {
     if (resp.status === 403 && data?.error === "BadToken" && !retried) {
       await token(true); // the token file was replaced (a new install): fetch it again once
-      return request(path, { method, body, retried: true });
+      return request(path, { method, body, raw, retried: true });
     }
-    throw new LoraCloudApiError(data?.message || `HTTP ${resp.status}`, resp.status, data?.error);
+    if (resp.status === 422 && data && data.ok === false) return data; // a refused upload: its reason
+    throw new LoraCloudApiError(data?.message || `HTTP ${resp.status}`, resp.status, data?.error, data);
   }
   return data;
 }
@@ -83,4 +86,32 @@ export const loraCloudApi = {
   loraMetadata: (name) => request(`/loras/${enc(name)}/metadata`),
   downloadLora: (name) => request(`/loras/${enc(name)}/download`, { method: "POST" }),
   deleteLora: (name) => request(`/loras/${enc(name)}`, { method: "DELETE" }),
+
+  // dataset editing: captions over their generation (409 CaptionConflict carries `current`)
+  datasetEditor: (name) => request(`/datasets/${enc(name)}/editor`),
+  writeCaption: (name, file, caption, generation) =>
+    request(`/datasets/${enc(name)}/captions/${enc(file)}`, { method: "PUT", body: { caption, generation } }),
+  validateDataset: (name) => request(`/datasets/${enc(name)}/validate`),
+  imageUrl: (name, file) => api.apiURL(`${BASE}/datasets/${enc(name)}/images/${enc(file)}`),
+
+  // staged uploads and the preparation review
+  uploadStatus: (name) => request(`/uploads/${enc(name)}`),
+  uploadFile: (name, file, bytes, sha256) =>
+    request(`/uploads/${enc(name)}/files/${enc(file)}${sha256 ? `?sha256=${sha256}` : ""}`, { method: "PUT", raw: bytes }),
+  removeUploadFile: (name, file) => request(`/uploads/${enc(name)}/files/${enc(file)}`, { method: "DELETE" }),
+  discardUpload: (name) => request(`/uploads/${enc(name)}`, { method: "DELETE" }),
+  prepareUpload: (name, body) => request(`/uploads/${enc(name)}/prepare`, { method: "POST", body }),
+  reviewUpload: (name) => request(`/uploads/${enc(name)}/review`),
+  uploadImageUrl: (name, stage, file) => api.apiURL(`${BASE}/uploads/${enc(name)}/${stage}/${enc(file)}`),
+  publishUpload: (name, body) => request(`/uploads/${enc(name)}/publish`, { method: "POST", body }),
+
+  // the config editor and run comparison
+  presets: () => request("/train/presets"),
+  checkConfig: (body) => request("/train/check", { method: "POST", body }),
+  runConfig: (id) => request(`/runs/${enc(id)}/config`),
+
+  // notifications: channels on or off, a test
+  notifySettings: () => request("/notify"),
+  setNotify: (changes) => request("/notify/settings", { method: "POST", body: changes }),
+  testNotify: () => request("/notify/test", { method: "POST" }),
 };

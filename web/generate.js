@@ -1,50 +1,33 @@
-// LoRA Cloud sidebar: the Generate section. A ComfyUI on a rented GPU (a "session") for people
-// without one: its status and cost, start / stop / open (the remote ComfyUI through the SSH
-// tunnel, in a new tab), the newest images its sessions pushed to the bucket, and the workflow
-// templates, opened in this canvas.
+// LoRA Cloud sidebar section "Generate": a ComfyUI on a rented GPU (a "session") for people
+// without one. Its status and cost, start / stop / open (the remote ComfyUI through the SSH
+// tunnel, in a new tab), the newest images the sessions pushed to the bucket, and the workflow
+// templates, opened in this canvas. Routes: comfy/routes_sessions.py; service: sessions.py.
 //
-// A module of its own: the sidebar calls generateSection(hooks) when it paints and
-// onSessionEvent(detail) on "lora_cloud.session" events. No side effects at import (ComfyUI
-// imports every .js file in this folder); state lives here, at module scope, across renders.
-// Text from the bucket or the server only ever goes in as text nodes.
+// A section module ({id, title, render, badge, css}); no side effects at import. Its own data
+// lives here at module scope (it outlives renders); lora_cloud.js forwards "lora_cloud.session"
+// events to onSessionEvent. Text from the bucket or the server only ever goes in as text nodes.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { loraCloudRequest as request } from "./api.js";
+import { loraCloudState as state } from "./state.js";
+import { button, dangerButton, empty, h, money, section, select } from "./ui.js";
 
 const BASE = "/lora_cloud/api";
 const enc = encodeURIComponent;
+const GPUS = [["", "cheapest 24 GB"], "RTX 3090", "RTX 4090", "RTX 5090", "L40S", "A100 SXM4"];
 const g = {
   current: null, // the live session's view, or null
   outputs: [],
   templates: [],
   problems: [],
-  busy: new Set(),
-  armed: null, // "start" after one click: a second click rents
   error: null,
   loaded: false,
   loading: false,
   idleMinutes: 20,
   gpu: "",
 };
-let hooks = { redraw: () => {}, toast: () => {} };
 let timer = null;
 
-function h(tag, props, ...children) {
-  const el = document.createElement(tag);
-  for (const [key, value] of Object.entries(props || {})) {
-    if (value == null || value === false) continue;
-    if (key === "class") el.className = value;
-    else if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
-    else el.setAttribute(key, value === true ? "" : String(value));
-  }
-  for (const child of children.flat()) {
-    if (child == null || child === false) continue;
-    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return el;
-}
-
-const money = (usd) => (typeof usd === "number" ? `$${usd.toFixed(2)}` : "–");
 const outputUrl = (o) => api.apiURL(`${BASE}/outputs/${enc(o.session)}/${enc(o.file)}`);
 
 export async function refreshGenerate() {
@@ -64,7 +47,7 @@ export async function refreshGenerate() {
     g.loading = false;
   }
   schedule();
-  hooks.redraw();
+  state.changed();
 }
 
 // While a session lives: its cost and state every 15 s, every 3 s until it is ready.
@@ -74,54 +57,26 @@ function schedule() {
   timer = setTimeout(refreshGenerate, g.current.state === "ready" ? 15000 : 3000);
 }
 
+// "lora_cloud.session" events: {session: view} when a session starts, is ready, or ends.
 export function onSessionEvent(detail) {
   const view = detail?.session;
   if (!view) return;
   if (view.live) g.current = { ...(g.current?.id === view.id ? g.current : {}), ...view };
   else if (g.current?.id === view.id) g.current = null;
   schedule();
-  hooks.redraw();
+  state.changed();
 }
 
-async function act(key, fn, done) {
-  if (g.busy.has(key)) return;
-  g.busy.add(key);
-  hooks.redraw();
-  try {
-    const result = await fn();
-    if (done) hooks.toast("success", "LoRA Cloud", typeof done === "function" ? done(result) : done);
-  } catch (err) {
-    hooks.toast("error", "LoRA Cloud", err.message);
-  } finally {
-    g.busy.delete(key);
-    hooks.redraw();
-  }
-}
-
-function button(key, label, fn, done, extra = {}) {
-  return h("button", { class: `lcl-btn ${extra.class || ""}`, "data-action": key, disabled: g.busy.has(key),
-                       onclick: () => act(key, fn, done) }, label);
-}
-
-function startSession() {
-  if (g.armed !== "start") {
-    g.armed = "start";
-    setTimeout(() => { g.armed = null; hooks.redraw(); }, 4000);
-    hooks.redraw();
-    return;
-  }
-  g.armed = null;
+async function start() {
   const body = { idle_minutes: Number(g.idleMinutes) || 20 };
   if (g.gpu) body.gpu = g.gpu;
-  act("start-session", async () => {
-    g.current = await request("/sessions", { method: "POST", body });
-    schedule();
-    return g.current;
-  }, (v) => (v.attached ? `A session is already running: ${v.id}` : `Renting ${v.gpu} at ${money(v.dph)}/hr`));
+  g.current = await request("/sessions", { method: "POST", body });
+  schedule();
+  return g.current;
 }
 
 async function openSession(id) {
-  // a window opened now keeps the click's permission to open one; it is pointed at the URL once known
+  // a window opened during the click keeps its permission to open; it is pointed at the URL once known
   const win = window.open("about:blank", "_blank");
   try {
     const { url } = await request(`/sessions/${enc(id)}/open`, { method: "POST" });
@@ -135,8 +90,7 @@ async function openSession(id) {
 }
 
 async function loadTemplate(name) {
-  const workflow = await request(`/templates/${enc(name)}`);
-  await app.loadGraphData(workflow);
+  await app.loadGraphData(await request(`/templates/${enc(name)}`));
   return name;
 }
 
@@ -144,19 +98,15 @@ function sessionCard() {
   const s = g.current;
   if (!s) {
     return h("div", { class: "lcl-card", "data-session": "" },
-      h("div", { class: "lcl-empty" }, "No remote ComfyUI running. Start one to generate without a GPU here."),
+      empty("No remote ComfyUI running. Start one to generate without a GPU here."),
       h("div", { class: "lcl-actions" },
-        "GPU ",
-        h("select", { class: "lcl-input", "aria-label": "GPU for the session", onchange: (e) => { g.gpu = e.target.value; } },
-          ["", "RTX 3090", "RTX 4090", "RTX 5090", "L40S", "A100 SXM4"].map((v) =>
-            h("option", { value: v, selected: v === g.gpu }, v || "cheapest 24 GB"))),
-        "idle stop ",
+        select("GPU for the session", g.gpu, GPUS, (v) => { g.gpu = v; }),
+        "idle stop",
         h("input", { class: "lcl-input", type: "number", min: "1", step: "1", value: g.idleMinutes,
                      "aria-label": "Idle minutes before the session stops",
-                     onchange: (e) => { g.idleMinutes = e.target.value; } }), " min",
-        h("button", { class: `lcl-btn lcl-danger${g.armed === "start" ? " lcl-armed" : ""}`, "data-action": "start-session",
-                      disabled: g.busy.has("start-session"), onclick: startSession },
-          g.armed === "start" ? "Rent a GPU?" : "Start")));
+                     onchange: (e) => { g.idleMinutes = e.target.value; } }), "min",
+        dangerButton("start-session", "Start", "Rent a GPU?", start,
+          (v) => (v.attached ? `A session is already running: ${v.id}` : `Renting ${v.gpu} at ${money(v.dph)}/hr`))));
   }
   const remote = s.remote || {};
   const ready = s.state === "ready";
@@ -174,11 +124,11 @@ function sessionCard() {
       ready ? button(`open:${s.id}`, "Open", () => openSession(s.id)) : h("span", { class: "lcl-meta" }, "starting…"),
       button(`stop-session:${s.id}`, "Stop", () => request(`/sessions/${enc(s.id)}/stop`, { method: "POST" })
         .then((v) => { g.current = null; refreshGenerate(); return v; }), "Session stopped; billing ended",
-      { class: "lcl-danger" })));
+      { class: "lcl-btn lcl-danger" })));
 }
 
 function gallery() {
-  if (!g.outputs.length) return h("div", { class: "lcl-empty" }, "No generated images yet.");
+  if (!g.outputs.length) return empty("No generated images yet.");
   return h("div", { class: "lcl-grid", "data-gallery": "" }, g.outputs.map((o) =>
     h("a", { href: outputUrl(o), target: "_blank", rel: "noopener", title: `${o.session}/${o.file}` },
       h("img", { src: outputUrl(o), alt: o.file, loading: "lazy", class: "lcg-thumb" }))));
@@ -186,21 +136,28 @@ function gallery() {
 
 function templateLoader() {
   if (!g.templates.length) return null;
-  return h("div", { class: "lcl-actions", "data-templates": "" }, "Templates ",
+  return h("div", { class: "lcl-actions", "data-templates": "" }, "Open in the canvas:",
     g.templates.map((t) => button(`template:${t.name}`, t.title, () => loadTemplate(t.name),
       (name) => `${name} is open in the canvas`)));
 }
 
-export function generateSection(newHooks) {
-  hooks = { ...hooks, ...newHooks };
+function render() {
   if (!g.loaded && !g.loading) refreshGenerate();
-  return h("section", { class: "lcl-section", "data-section": "generate" },
-    h("div", { class: "lcl-row" }, h("h3", null, "Generate"),
+  return [section("Generate", "generate",
+    h("div", { class: "lcl-actions" },
       h("button", { class: "lcl-btn", "data-action": "refresh-generate", title: "Refresh the Generate section",
-                    onclick: refreshGenerate }, "↻")),
+                    onclick: refreshGenerate }, "↻ Refresh")),
     g.error ? h("div", { class: "lcl-error" }, g.error) : null,
     sessionCard(),
     templateLoader(),
     gallery(),
-    g.problems.length ? h("div", { class: "lcl-meta" }, `${g.problems.length} output(s) could not be shown`) : null);
+    g.problems.length ? h("div", { class: "lcl-meta" }, `${g.problems.length} output(s) could not be shown`) : null)];
 }
+
+export const generateSection = {
+  id: "generate",
+  title: "Generate",
+  render,
+  badge: () => (g.current?.live ? "1" : null),
+  css: ".lcg-thumb{width:100%;aspect-ratio:1;object-fit:cover;border-radius:3px}",
+};

@@ -21,6 +21,29 @@ class LoraCloudState extends EventTarget {
     this.busy = new Set(); // action keys in flight, e.g. "stop:77"
     this.error = null;
     this.problems = []; // [{entry, message}]: bucket entries the listings skipped
+    this.tab = "instances"; // the section shown: instances, datasets, training, loras, generate
+    this.history = new Map(); // run id -> next events index already merged into `loss` (after a reload)
+    this.editor = new Map(); // dataset name -> {images: [{file, caption, generation}], undo: [...]}
+    this.upload = null; // the upload being staged: {name, files: Map(file -> {size, state, reason}), ...}
+    this.review = null; // the preparation review: {name, items, decisions, report, ...}
+    this.trainFilter = { state: "all", dataset: "all" };
+    this.compare = new Set(); // run ids ticked for comparison
+    this.config = null; // the config editor: {form, result, presets}
+    this.dialog = null; // the large view: {title, render} or null
+    this.openRun = null; // a past run shown as a full card
+    this.comparison = null; // the runs being compared: {ids, configs, samples}
+    this.notify = null; // notification channels as set (service/notify.py), and the latest deliveries
+  }
+
+  // Loss points from a run's events (a reload) merged into its series, kept sorted by step.
+  mergeLoss(id, points) {
+    const byStep = new Map((this.loss.get(id) || []).map((p) => [p[0], p[1]]));
+    for (const [step, loss] of points) {
+      if (typeof step === "number" && typeof loss === "number" && isFinite(loss)) byStep.set(step, loss);
+    }
+    let series = [...byStep.entries()].sort((a, b) => a[0] - b[0]);
+    if (series.length > MAX_LOSS_POINTS) series = series.slice(series.length - MAX_LOSS_POINTS);
+    this.loss.set(id, series);
   }
 
   changed() {

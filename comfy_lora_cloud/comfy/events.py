@@ -72,6 +72,7 @@ class EventPoller:
             if self._run_sigs.get(view["id"]) != sig:
                 self._run_sigs[view["id"]] = sig
                 self.send(RUN, view)
+                self.app.notify.observe(RUN, view)  # run done / failed / preempted -> notifications
                 sent.append(RUN)
         instances = await self.app.instances.list()
         sig = tuple((i["id"], i["state"]) for i in instances)
@@ -96,10 +97,10 @@ class EventPoller:
         if level is None:
             return []
         cap = costs["budgets"]["max_month_usd"]
-        self.send(BUDGET, {
-            "kind": level, "month_usd": costs["month_usd"], "max_month_usd": cap,
-            "message": f"This month's spend ${costs['month_usd']:.2f} is {fraction:.0%} of the ${cap:.2f} budget",
-        })
+        news = {"kind": level, "month_usd": costs["month_usd"], "max_month_usd": cap, "budget": "max_month_usd",
+                "message": f"This month's spend ${costs['month_usd']:.2f} is {fraction:.0%} of the ${cap:.2f} budget"}
+        self.send(BUDGET, news)
+        self.app.notify.observe(BUDGET, news)  # budget at 80% / 100% -> notifications
         return [BUDGET]
 
 

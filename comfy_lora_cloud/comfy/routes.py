@@ -86,28 +86,32 @@ class _Routes:
             self._policy = (allowed, http_guard.HostPolicy(self._listen, allowed))
         return self._policy[1]
 
-    async def guard(self, request: web.Request, mutating: bool) -> web.Response | None:
+    async def guard(self, request: web.Request, mutating: bool, *, max_body: int = http_guard.MAX_BODY_BYTES,
+                    content_type: str = "application/json") -> web.Response | None:
         """Refuse a request from a foreign Host or Origin; a mutating one also when it is not
-        JSON or lacks the token."""
-        refused = http_guard.refusal(request, await self.policy())
+        JSON (or, for an upload, ``application/octet-stream``: neither is a type a cross-site
+        form can send without a preflight) or lacks the token."""
+        refused = http_guard.refusal(request, await self.policy(), max_body=max_body)
         if refused is not None:
             return json_error(refused.status, refused.error, refused.message)
         if not mutating:
             return None
-        if request.content_type != "application/json":
-            return json_error(415, "UnsupportedMediaType", "send Content-Type: application/json")
+        if request.content_type != content_type:
+            return json_error(415, "UnsupportedMediaType", f"send Content-Type: {content_type}")
         if not token_matches(await self.token(), request.headers.get(HEADER)):
             return json_error(403, "BadToken", f"missing or wrong {HEADER} header")
         return None
 
-    def wrap(self, fn: Handler, mutating: bool) -> Handler:
+    def wrap(self, fn: Handler, mutating: bool, *, max_body: int = http_guard.MAX_BODY_BYTES,
+             content_type: str = "application/json") -> Handler:
         """The guard, then the handler; our errors become JSON, an unexpected exception's text
         never reaches the client, and every answer says ``nosniff``."""
 
         @functools.wraps(fn)
         async def handler(request: web.Request) -> web.StreamResponse:
             try:
-                resp = await self.guard(request, mutating) or await fn(request)
+                resp = await self.guard(request, mutating, max_body=max_body,
+                                        content_type=content_type) or await fn(request)
             except LoraCloudError as exc:
                 resp = error_response(exc)
             except web.HTTPException:
@@ -272,9 +276,13 @@ def register_routes(routes: web.RouteTableDef, get_app: GetApp, *, listen: Itera
     async def delete_lora(request: web.Request) -> web.Response:
         return web.json_response(await (await r.app()).library.delete_lora(request.match_info["name"]))
 
-    from . import routes_sessions  # remote ComfyUI sessions, outputs, templates (the Generate section)
+    # ---- more nouns, one module each -------------------------------------------------------------
+    from . import routes_datasets, routes_notify, routes_sessions, routes_training
 
-    routes_sessions.register(routes, r, PREFIX, _int_param, _file_response)
+    routes_datasets.register(routes, r)  # captions, uploads, preparation review, validation
+    routes_training.register(routes, r)  # config editor, presets, run configs
+    routes_notify.register(routes, r)  # notification channels, a test notification
+    routes_sessions.register(routes, r)  # remote ComfyUI sessions, their outputs, templates (Generate)
 
 
 _installed = False

@@ -30,14 +30,14 @@ log = logging.getLogger(__name__)
 _background: set[asyncio.Task[Any]] = set()
 
 
-def register(routes: web.RouteTableDef, r: Any, prefix: str,
-             int_param: Callable[[web.Request, str, int], int],
-             file_response: Callable[[Any, str], web.Response]) -> None:
+def register(routes: web.RouteTableDef, r: Any) -> None:
+    from .routes import PREFIX, _file_response, _int_param
+
     def get(path: str) -> Callable:
-        return lambda fn: routes.get(prefix + path)(r.wrap(fn, mutating=False))
+        return lambda fn: routes.get(PREFIX + path)(r.wrap(fn, mutating=False))
 
     def mutate(method: str, path: str) -> Callable:
-        return lambda fn: routes.route(method, prefix + path)(r.wrap(fn, mutating=True))
+        return lambda fn: routes.route(method, PREFIX + path)(r.wrap(fn, mutating=True))
 
     @get("/sessions")
     async def sessions(request: web.Request) -> web.Response:
@@ -65,13 +65,13 @@ def register(routes: web.RouteTableDef, r: Any, prefix: str,
 
     @get("/outputs")
     async def outputs(request: web.Request) -> web.Response:
-        limit = int_param(request, "limit", 60)
+        limit = _int_param(request, "limit", 60)
         return web.json_response(await (await r.app()).sessions.outputs(max(1, min(limit, 500))))
 
     @get("/outputs/{session_id}/{file}")
     async def output(request: web.Request) -> web.Response:
         f = await (await r.app()).sessions.output(request.match_info["session_id"], request.match_info["file"])
-        return file_response(f, "private, max-age=300")
+        return _file_response(f, "private, max-age=300")
 
     @get("/templates")
     async def templates(request: web.Request) -> web.Response:

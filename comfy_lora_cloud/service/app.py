@@ -10,8 +10,9 @@ GPU providers and each other only through it, so a behaviour cannot differ by en
 
 One noun per service, each in its own module: :class:`~.runs.Runs`, :class:`~.instances.Instances`,
 :class:`~.library.Library`, :class:`~.costs.Costs`, :class:`~.offers.Offers`,
-:class:`~.mirror.Mirror`, :class:`~.recovery.Recoveries`, :class:`~.sessions.Sessions`. They hold the app, not
-copies of its parts, so a settings change reaches them all at once.
+:class:`~.mirror.Mirror`, :class:`~.recovery.Recoveries`, :class:`~.sessions.Sessions`;
+:class:`~.notify.Notifier` (``app.notify``) turns the events they emit into notifications. They
+hold the app, not copies of its parts, so a settings change reaches them all at once.
 
 Settings are re-read when ``config.toml`` or ``secrets.toml`` change (:class:`SettingsSource`): a
 ``lora-cloud budget set`` takes effect in a running ComfyUI within one guard round, and a broken file
@@ -123,7 +124,7 @@ class App:
         self.source = settings if isinstance(settings, SettingsSource) else SettingsSource(settings.home, initial=settings)
         self._fixed_storage = storage
         self._state = state
-        self.emit: Emit = emit or no_emit
+        self.sink: Emit = emit or no_emit  # where events go (ComfyUI's websocket); see emit()
         self.clock = clock
         self._loras_dir = Path(loras_dir) if loras_dir else None
         # injected providers win over the configured ones (tests, the fake vast.ai server)
@@ -143,6 +144,16 @@ class App:
         self.mirror = Mirror(self)
         self.recovery = Recoveries(self)
         self.sessions = Sessions(self)  # remote ComfyUI on a rented GPU
+        from .notify import Notifier
+
+        self.notify = Notifier(self)  # the one notifier: sees every event emit() sends
+        from .captions import Captions
+        from .train_config import TrainConfigs
+        from .uploads import Uploads
+
+        self.captions = Captions(self)  # caption edits over generations (the sidebar's editor)
+        self.uploads = Uploads(self)  # the sidebar's staged uploads and preparation reviews
+        self.train_config = TrainConfigs(self)  # the config editor: presets, checks, estimates
 
     @classmethod
     def open(cls, home: str | Path | None = None, **kwargs: Any) -> "App":
@@ -151,6 +162,11 @@ class App:
         source = SettingsSource(home)
         source.current()
         return cls(source, **kwargs)
+
+    def emit(self, event: str, data: dict[str, Any]) -> None:
+        """Send a live event (service/events.py names) to the sink, and let the notifier see it."""
+        self.sink(event, data)
+        self.notify.observe(event, data)
 
     # ---- the parts ---------------------------------------------------------------------------
     @property

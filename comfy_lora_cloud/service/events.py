@@ -8,8 +8,9 @@ tests pass their own sink or none. Each name is defined here and nowhere else.
     lora_cloud.budget     {"kind": "warning"|"exceeded"|"changed"|"enforced"|"enforce_failed", ...}
     lora_cloud.guard      {"kind": "problem", "message"}: a record the guard skipped, a settings
                           file it could not read; enforcement went on for everything else
-    lora_cloud.session    {"session": <view>}: a remote ComfyUI session started, became ready,
-                          stopped, or was stopped by the guard (idle, max hours)
+    lora_cloud.session    {"kind", "id", "session": <view>, "message"?}: a remote ComfyUI session
+                          started, became ready or ended; ``kind`` is its state, ``idle_stopped``
+                          when it ended for idleness (a notification, service/notify.py)
     lora_cloud.preemption {"kind": "preempted"|"resumed"|"relaunched"|"gave_up", "run_id",
                           "instance_id", "message", ...}: a run's instance was preempted and what the
                           guard's recovery (service/recovery.py) did about it

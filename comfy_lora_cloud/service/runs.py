@@ -76,7 +76,7 @@ class TrainRequest:
         if not isinstance(body, dict):
             raise ConfigError("the request body must be a JSON object")
         allowed = {"dataset", "lora_type", "lora_name", "trigger", "gpu", "provider", "interruptible",
-                   "max_run_usd", "max_dph", "max_hours"}
+                   "max_run_usd", "max_dph", "max_hours", "config"}
         unknown = sorted(set(body) - allowed)
         if unknown:
             raise ConfigError(f"unknown field(s) {', '.join(map(str, unknown))}; known: {', '.join(sorted(allowed))}")
@@ -99,6 +99,15 @@ class TrainRequest:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"{key} must be a positive number")
             out[key] = float(value)
+        if body.get("config") is not None:  # the sidebar's config editor: rank, learning rate, steps...
+            from .train_config import editor_overrides
+
+            if not isinstance(body["config"], dict):
+                raise ConfigError("config must be an object")
+            overrides, errors = editor_overrides(body["config"])
+            if errors:
+                raise ConfigError("; ".join(f"{e['field']}: {e['message']}" for e in errors))
+            out["overrides"] = overrides
         if "dataset" not in out:
             raise ConfigError("dataset is required")
         if out.get("gpu") == "auto":
@@ -614,6 +623,8 @@ class Runs:
             ended = (status is not None and status.state.is_terminal) or (record is not None and record.state.is_terminal)
             yield new, status, record, ended
             if ended:
+                with contextlib.suppress(Exception):  # the follower (a CLI) is told too, once
+                    self.app.notify.observe(RUN_EVENT, await self.get(run_id))
                 return
             await sleep(interval)
 

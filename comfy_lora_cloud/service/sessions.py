@@ -111,6 +111,16 @@ class SessionRequest:
         return self
 
 
+def session_event(view: dict[str, Any], message: str | None = None) -> dict[str, Any]:
+    """What a ``lora_cloud.session`` event carries (service/events.py)."""
+    state = str(view.get("state"))
+    data = {"kind": "idle_stopped" if state == SessionState.IDLE.value else state, "id": view.get("id"),
+            "session": view}
+    if message:
+        data["message"] = message
+    return data
+
+
 def new_session_id(clock: Callable[[], float] = time.time) -> str:
     return f"session-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(clock()))}-{secrets.token_hex(2)}"
 
@@ -277,7 +287,7 @@ class Sessions:
         return round(spent, 4), max(0.0, end - row["created_at"])
 
     def _emit(self, view: dict[str, Any]) -> None:
-        self.app.emit(SESSION_EVENT, {"session": view})
+        self.app.emit(SESSION_EVENT, session_event(view))
 
     # ---- the SSH key ---------------------------------------------------------------------------
     def ssh_key(self) -> Any:
@@ -869,7 +879,7 @@ class SessionGuard:
         except LoraCloudError as exc:
             problems.add(kinds.BUCKET, session.id, f"could not mark session {session.id} ended in the bucket: "
                                                    f"{exc.message}")
-        self.emit(SESSION_EVENT, {"session": {**session.to_dict(), "live": False}})
+        self.emit(SESSION_EVENT, session_event({**session.to_dict(), "live": False}, why))
 
     async def _settle(self, instances: list[Instance], now: float, report: dict[str, Any], problems: Problems) -> None:
         """Live sessions whose instance is gone, and launches that never made one."""
@@ -896,7 +906,7 @@ class SessionGuard:
                         report["lost"].append(session.id)
                     await asyncio.to_thread(self.state.mark_instance_destroyed, session.provider,
                                             session.instance_id, now)
-                    self.emit(SESSION_EVENT, {"session": {**session.to_dict(), "live": False}})
+                    self.emit(SESSION_EVENT, session_event({**session.to_dict(), "live": False}, session.error))
                 elif not session.instance_id and now - session.updated_at >= self.grace_s:
                     await asyncio.to_thread(self._save, session, state=SessionState.FAILED,
                                             error="the start was interrupted before an instance was created")

@@ -103,7 +103,32 @@ def apply_overrides(resolved: dict[str, dict[str, Any]], overrides: Mapping[str,
         if value is None:
             target.pop(key, None)
         else:
-            target[key] = _coerce(raw_key, target.get(key), value)
+            target[key] = check_override_range(raw_key, key, _coerce(raw_key, target.get(key), value))
+
+
+# The ranges that make sense for the values people change (the CLI's --set and the sidebar's
+# config editor alike): beyond them a typo, not a plan, and an hour of rented GPU lost to it.
+LIMITS: dict[str, tuple[float, float]] = {
+    "network_dim": (1, 512),
+    "network_alpha": (0.0, 1024.0),
+    "learning_rate": (1e-7, 1e-2),
+    "max_train_steps": (1, 100_000),
+    "max_train_epochs": (1, 1000),
+    "resolution": (256, 2048),
+    "num_repeats": (1, 1000),
+}
+
+
+def check_override_range(raw_key: str, key: str, value: Any) -> Any:
+    limits = LIMITS.get(key)
+    if limits is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    low, high = limits
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ConfigError(f"override {raw_key}: {value!r} is outside {low:g}..{high:g}")
+    if key == "resolution" and value % 64:
+        raise ConfigError(f"override {raw_key}: {value!r} is not a multiple of 64 (Flux's buckets need that)")
+    return value
 
 
 def load_preset(name: str, vram_gb: float = 24, overrides: Mapping[str, Any] | None = None) -> Preset:

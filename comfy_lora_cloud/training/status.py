@@ -7,7 +7,9 @@
     runs/<run_id>/samples/<file>  sample images as kohya writes them
 
 Object stores cannot append, so ``events.jsonl`` is rewritten whole: the events are few (state
-changes, epochs, checkpoints, samples), never one per step. The rate bound keeps a 2000-step run
+changes, epochs, checkpoints, samples, and a ``progress`` point ``{step, loss}`` at most every
+``progress_interval`` s, from which the sidebar redraws the loss graph after a reload), never one
+per step. The rate bound keeps a 2000-step run
 from writing 2000 objects; readers (ComfyUI, the CLI, a second laptop) need nothing else.
 """
 
@@ -41,9 +43,12 @@ class StatusReporter:
     """
 
     def __init__(self, storage: Storage, run_id: str, *, min_interval: float = 10.0, log_interval: float = 60.0,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, progress_interval: float | None = None):
         self.storage, self.run_id, self.clock = storage, run_id, clock
         self.min_interval, self.log_interval = min_interval, log_interval
+        # a loss point for the graph every 30 s at most (never more often than status is written)
+        self.progress_interval = max(min_interval, 30.0) if progress_interval is None else progress_interval
+        self._last_progress = float("-inf")
         self.status = RunStatus(run_id=run_id, updated_at=clock())
         self.events: list[dict[str, Any]] = []
         self._dirty = self._events_dirty = False
@@ -68,6 +73,11 @@ class StatusReporter:
             self.event("state", state=RunState(state).value, message=fields.get("message", ""))
         for name, value in fields.items():
             setattr(self.status, name, RunState(value) if name == "state" else value)
+        loss = fields.get("loss")
+        if isinstance(loss, (int, float)) and math.isfinite(loss) and "step" in fields \
+                and self.clock() - self._last_progress >= self.progress_interval:
+            self._last_progress = self.clock()
+            self.event("progress", step=self.status.step, loss=round(float(loss), 6))
         self._dirty = True
         self.maybe_write(force=force)
 

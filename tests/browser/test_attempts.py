@@ -38,6 +38,7 @@ async def test_a_moved_run_shows_its_attempts(browser, aiohttp_server, tmp_path,
     await page.goto(str(server.make_url("/")))
     await page.wait_for_function("window.__shimReady === true", timeout=WAIT_MS)
     await page.click('button[aria-label^="LoRA Cloud"]')
+    await page.locator('.lcl-root [data-tab="training"]').click()
 
     block = page.locator('.lcl-root [data-attempts="run-1"]')
     await expect(block.locator("li")).to_have_count(2)

@@ -48,6 +48,7 @@ async def test_hostile_samples_never_run_script(browser, aiohttp_server, tmp_pat
     await page.wait_for_function("window.__shimReady === true", timeout=WAIT_MS)
     await page.click('button[aria-label^="LoRA Cloud"]')
     root = page.locator(".lcl-root")
+    await root.locator('[data-tab="training"]').click()
 
     # the run shows its one real sample; the hostile files are not listed
     samples = root.locator('[data-run="run-1"] .lcl-samples img')

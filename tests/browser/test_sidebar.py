@@ -62,9 +62,11 @@ async def test_sidebar_end_to_end(browser, aiohttp_server, tmp_path, clean_env, 
     await expect(card).to_contain_text("RTX 4090")
     await expect(card.locator(".lcl-badge")).to_have_text("running")
     await expect(card).to_contain_text("/hr · up 1h 00m")
+    await expect(root.locator('[data-cost="month"]')).to_contain_text("$1.20 of $50.00")
+    await expect(root.locator('[data-tab="instances"] .lcl-tab-badge')).to_have_text("1")
+    await root.locator('[data-tab="training"]').click()
     await expect(root.locator('[data-progress="run-1"]')).to_contain_text("step 250/1000")
     await expect(root.locator('[data-run="run-1"] .lcl-samples img')).to_have_count(1)
-    await expect(root.locator('[data-cost="month"]')).to_contain_text("$1.20 of $50.00")
     await expect(page.locator(".lora-cloud-tab-button .badge")).to_have_text("1")
 
     # a live step arrives over the websocket, through the real poller
@@ -88,6 +90,7 @@ async def test_sidebar_end_to_end(browser, aiohttp_server, tmp_path, clean_env, 
     await expect(root.locator('[data-run="run-1"] svg.lcl-loss polyline')).to_have_count(1)
 
     # typing a new monthly budget is not disturbed by live events; Save persists it
+    await root.locator('[data-tab="instances"]').click()
     budget = root.locator('input[aria-label="Monthly budget in dollars"]')
     await budget.fill("75")
     write_status(seeded.storage, step=410, loss=0.088, eta_seconds=590, updated_at=NOW + 11)
@@ -96,7 +99,9 @@ async def test_sidebar_end_to_end(browser, aiohttp_server, tmp_path, clean_env, 
     await expect(budget).to_have_value("75")
     await root.locator('[data-action="budget"]').click()
     await expect(root.locator('[data-cost="month"]')).to_contain_text("of $75.00")
+    await root.locator('[data-tab="training"]').click()
     await expect(root.locator('[data-progress="run-1"]')).to_contain_text("step 410/1000")
+    await root.locator('[data-tab="instances"]').click()
     assert seeded.app.settings.max_month_usd == 75.0
     await budget.fill("50")
     await root.locator('[data-action="budget"]').click()
@@ -108,6 +113,7 @@ async def test_sidebar_end_to_end(browser, aiohttp_server, tmp_path, clean_env, 
     await expect(page.locator(".toast-warn")).to_contain_text("80%")
 
     # a caption with HTML in it is shown as text
+    await root.locator('[data-tab="datasets"]').click()
     await root.locator('[data-dataset="cats"] .lcl-link').click()
     caption = root.locator('[data-dataset="cats"] figcaption').first
     await expect(caption).to_have_text(HTML_CAPTION)
@@ -120,6 +126,7 @@ async def test_sidebar_end_to_end(browser, aiohttp_server, tmp_path, clean_env, 
         timeout=WAIT_MS)
 
     # logs, fetched through the provider and shown as text
+    await root.locator('[data-tab="instances"]').click()
     await card.locator(f'[data-action="logs:{iid}"]').click()
     await expect(card.locator("pre.lcl-logs")).to_contain_text("container started")
 
@@ -151,6 +158,7 @@ async def test_sidebar_end_to_end(browser, aiohttp_server, tmp_path, clean_env, 
     inst2 = await _launch_for(open_provider, clock, "run-1")
     _record(seeded.state, inst2)
     await root.locator('button[title="Refresh"]').click()
+    await root.locator('[data-tab="training"]').click()
     stop_run = root.locator('[data-action="stop-run:run-1"]')
     await stop_run.click()
     await expect(stop_run).to_contain_text("Stop?")
@@ -163,6 +171,7 @@ async def test_sidebar_end_to_end(browser, aiohttp_server, tmp_path, clean_env, 
 
     # quick launch: pick a dataset and a type, confirm; this install's data is in a local folder,
     # which a rented GPU cannot reach, so the answer is a clear error and nothing is rented
+    await root.locator('[data-tab="instances"]').click()
     quick = root.locator("[data-quick-launch]")
     await quick.locator('select[aria-label="LoRA type"]').select_option("style")
     train = quick.locator('[data-action="launch"]')

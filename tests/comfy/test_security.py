@@ -39,22 +39,36 @@ A = PREFIX
 GET_ROUTES = ["/token", "/instances", "/instances?all=1", "/instances/77/logs", "/costs", "/budgets", "/runs",
               "/runs/run-1", "/runs/run-1/events", "/runs/run-1/samples", "/runs/run-1/samples/s_0250.png",
               "/datasets", "/datasets/cats/images", "/datasets/cats/captions", "/datasets/cats/images/001.png",
-              "/datasets/cats/thumbs/001.png", "/loras", "/loras/cat-v1/metadata", "/sessions", "/outputs",
-              "/outputs/session-1/a.png", "/templates", "/templates/dataset_to_lora"]
+              "/datasets/cats/thumbs/001.png", "/loras", "/loras/cat-v1/metadata",
+              # issue 13: the dashboard's editors
+              "/datasets/cats/editor", "/datasets/cats/validate", "/uploads/cats", "/uploads/cats/review",
+              "/uploads/cats/files/a.png", "/train/presets", "/runs/run-1/config", "/notify",
+              # issue 11: the Generate section
+              "/sessions", "/outputs", "/outputs/session-1/a.png", "/templates", "/templates/dataset_to_lora"]
 MUTATIONS = [("POST", "/instances/77/stop", {}), ("POST", "/instances/77/destroy", {}),
              ("POST", "/budgets", {"max_dph": 0.5}), ("POST", "/runs", {"dataset": "cats"}),
              ("POST", "/runs/run-1/stop", {}), ("DELETE", "/datasets/cats", {}),
-             ("POST", "/loras/cat-v1/download", {}), ("DELETE", "/loras/cat-v1", {}), ("POST", "/sessions", {}),
-             ("POST", "/sessions/session-1/stop", {}), ("POST", "/sessions/session-1/open", {})]
+             ("POST", "/loras/cat-v1/download", {}), ("DELETE", "/loras/cat-v1", {}),
+             ("PUT", "/datasets/cats/captions/001.png", {"caption": "x", "generation": "0"}),
+             ("PUT", "/uploads/cats/files/a.png", {}), ("DELETE", "/uploads/cats/files/a.png", {}),
+             ("DELETE", "/uploads/cats", {}), ("POST", "/uploads/cats/prepare", {}),
+             ("POST", "/uploads/cats/publish", {}), ("POST", "/train/check", {}),
+             ("POST", "/notify/settings", {"notify_toast": False}), ("POST", "/notify/test", {}),
+             ("POST", "/sessions", {}), ("POST", "/sessions/session-1/stop", {}),
+             ("POST", "/sessions/session-1/open", {})]
 # every route with a parameter; {} is where the hostile value goes
 PARAM_ROUTES = [("GET", "/runs/{}"), ("GET", "/runs/{}/events"), ("GET", "/runs/{}/samples"),
                 ("GET", "/runs/run-1/samples/{}"), ("GET", "/datasets/{}/images"), ("GET", "/datasets/{}/captions"),
                 ("GET", "/datasets/cats/images/{}"), ("GET", "/datasets/cats/thumbs/{}"),
                 ("GET", "/loras/{}/metadata"), ("GET", "/instances/{}/logs"), ("POST", "/instances/{}/stop"),
                 ("POST", "/instances/{}/destroy"), ("POST", "/runs/{}/stop"), ("DELETE", "/datasets/{}"),
-                ("POST", "/loras/{}/download"), ("DELETE", "/loras/{}"), ("GET", "/outputs/{}/a.png"),
-                ("GET", "/outputs/session-1/{}"), ("GET", "/templates/{}"), ("POST", "/sessions/{}/stop"),
-                ("POST", "/sessions/{}/open")]
+                ("POST", "/loras/{}/download"), ("DELETE", "/loras/{}"),
+                ("GET", "/datasets/{}/editor"), ("GET", "/datasets/{}/validate"), ("PUT", "/datasets/cats/captions/{}"),
+                ("GET", "/uploads/{}"), ("GET", "/uploads/{}/review"), ("GET", "/uploads/cats/files/{}"),
+                ("GET", "/uploads/cats/prepared/{}"), ("DELETE", "/uploads/{}"), ("DELETE", "/uploads/cats/files/{}"),
+                ("POST", "/uploads/{}/prepare"), ("POST", "/uploads/{}/publish"), ("GET", "/runs/{}/config"),
+                ("GET", "/outputs/{}/a.png"), ("GET", "/outputs/session-1/{}"), ("GET", "/templates/{}"),
+                ("POST", "/sessions/{}/stop"), ("POST", "/sessions/{}/open")]
 TRICKS = ["..", "%2e%2e", "..%2F..%2Fetc", "%2E%2E%2F%2E%2E%2Fstatus.json", ".hidden", "a%00b", "a%0Ab",
           "%252e%252e%252f", "%2Fetc%2Fpasswd", "a%5C..%5Cb", "%20lead", "x" * 300, "caf%C3%A9",
           "%C0%AE%C0%AE%2F", "run-1%2F..%2F..%2Fdatasets", "cat-v1%2F..%2F..%2Fruns"]

@@ -34,6 +34,7 @@ async def test_generate_section_end_to_end(stack, browser, aiohttp_server, monke
     await page.goto(str(server.make_url("/")))
     await page.wait_for_function("window.__shimReady === true", timeout=WAIT_MS)
     await page.click('button[aria-label^="LoRA Cloud"]')
+    await page.click('[data-tab="generate"]')
     section = page.locator('[data-section="generate"]')
     await expect(section).to_contain_text("No remote ComfyUI running")
 

@@ -139,3 +139,22 @@ def test_end_run_in_bucket_keeps_the_trainers_end_and_the_events(tmp_path):
     assert not end_run_in_bucket(storage, "r1", RunState.FAILED, "too late")  # lost already: kept
     storage.write_bytes("runs/r2/status.json", b"garbage")  # a status that is not one is replaced
     assert end_run_in_bucket(storage, "r2", RunState.LOST, "gone") and read_status(storage, "r2").state is RunState.LOST
+
+
+def test_loss_points_for_the_graph_at_a_bounded_rate(setup):
+    """A ``progress`` event every 30 s at most: the sidebar redraws the loss graph from them
+    after a reload, and a 2000-step run still writes few objects."""
+    storage, clock, rep = setup
+    for step in range(1, 301):  # one step a second for five minutes
+        clock.t += 1
+        rep.update(step=step, loss=1.0 / step, sec_per_step=1.0)
+    rep.flush()
+    points = [(e["step"], e["loss"]) for e in read_events(storage, "r1") if e["kind"] == "progress"]
+    assert len(points) == 10 and points[0] == (1, 1.0)
+    assert [s for s, _ in points] == sorted(s for s, _ in points)
+    assert all(abs(loss - 1.0 / s) < 1e-6 for s, loss in points)
+    assert storage.writes.count("runs/r1/events.jsonl") <= 31  # at most one events write per status write
+    clock.t += 100
+    rep.update(step=301, loss=float("nan"))  # a NaN loss is not a point
+    rep.flush()
+    assert len([e for e in read_events(storage, "r1") if e["kind"] == "progress"]) == 10

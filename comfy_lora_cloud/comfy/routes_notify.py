@@ -1,0 +1,40 @@
+"""Routes for notification settings (service/notify.py). Added by :func:`register`, called from
+:func:`~.routes.register_routes`, behind the same HTTP guard. No answer holds the webhook's URL or
+secret: only whether they are set.
+
+- ``GET  /notify``            channels on or off, webhook configured and signed, latest deliveries
+- ``POST /notify/settings``   ``{notify_toast, notify_desktop, notify_webhook: bool, webhook_format}``
+- ``POST /notify/test``       a test notification on every channel that is on
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from . import http_guard
+from .routes import PREFIX
+
+
+def register(routes: web.RouteTableDef, r: Any) -> None:
+    def get(path: str):
+        return lambda fn: routes.get(PREFIX + path)(r.wrap(fn, mutating=False))
+
+    def mutate(method: str, path: str):
+        return lambda fn: routes.route(method, PREFIX + path)(r.wrap(fn, mutating=True))
+
+    @get("/notify")
+    async def notify_summary(request: web.Request) -> web.Response:
+        return web.json_response(await asyncio.to_thread((await r.app()).notify.summary))
+
+    @mutate("POST", "/notify/settings")
+    async def notify_settings(request: web.Request) -> web.Response:
+        body = await http_guard.read_json_body(request)
+        notify = (await r.app()).notify
+        return web.json_response(await asyncio.to_thread(notify.set_channels, body))
+
+    @mutate("POST", "/notify/test")
+    async def notify_test(request: web.Request) -> web.Response:
+        return web.json_response({"key": (await r.app()).notify.test()})

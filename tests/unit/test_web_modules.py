@@ -1,0 +1,43 @@
+"""The sidebar's modules (web/): one per section, no markup from strings, no side effects at import.
+
+ComfyUI imports every .js file under web/ as a top-level module (reference/comfyui-contract.md
+§7), so only the entry module may register anything; and bucket text must only ever become text
+nodes, so no module may parse markup from a string.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+WEB = Path(__file__).resolve().parents[2] / "web"
+ENTRY = "lora_cloud.js"
+SECTIONS = ("instances", "datasets", "training", "loras", "generate")
+MARKUP_SINKS = re.compile(r"\.(innerHTML|outerHTML)\s*=|insertAdjacentHTML|document\.write|createContextualFragment"
+                          r"|DOMParser|\beval\(|new Function\(")
+
+
+def test_one_module_per_section_and_the_shared_ones():
+    files = {p.name for p in WEB.glob("*.js")}
+    assert {ENTRY, "api.js", "state.js", "ui.js"} <= files
+    for section in SECTIONS:
+        assert f"{section}.js" in files
+        text = (WEB / f"{section}.js").read_text()
+        assert re.search(rf"export const {section}Section = \{{ id: \"{section}\"", text), section
+    entry = (WEB / ENTRY).read_text()
+    for section in SECTIONS:
+        assert f'from "./{section}.js"' in entry
+
+
+def test_no_module_parses_markup_from_strings():
+    for path in WEB.rglob("*.js"):
+        text = path.read_text()
+        assert not MARKUP_SINKS.search(text), f"{path.name} builds markup from a string"
+
+
+def test_only_the_entry_module_registers_anything():
+    for path in WEB.rglob("*.js"):
+        if path.name == ENTRY:
+            continue
+        text = path.read_text()
+        assert "registerExtension(" not in text and "registerSidebarTab(" not in text, path.name

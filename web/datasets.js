@@ -1,0 +1,451 @@
+// LoRA Cloud sidebar section "Datasets": upload by drag and drop (checked on arrival, resumable),
+// the datasets in the bucket with inline caption editing (saved over the caption's generation,
+// with undo), validation, and the preparation pipeline in the large view:
+// select type -> auto-caption -> review (keep, drop or edit each image, see the crop) -> save.
+// No side effects at import; bucket text only ever becomes text nodes.
+import { loraCloudApi as lc } from "./api.js";
+import { refresh } from "./data.js";
+import { closeDialog, openDialog } from "./dialog.js";
+import { loraCloudState as state } from "./state.js";
+import { act, button, dangerButton, empty, h, section, select, toast } from "./ui.js";
+
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._\- ]{0,99}$/;
+const DATASET_FILE = /\.(jpe?g|jpe|png|webp|bmp|gif|tiff?|txt)$/i;
+const PARALLEL = 3;
+
+const size = (n) => (n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${Math.ceil(n / 1e3)} KB`);
+
+// ---- upload: drag and drop, staged and checked on arrival, resumable ---------------------------
+function upload() {
+  if (!state.upload) {
+    state.upload = { name: "", files: new Map(), running: false, staged: null, result: null, mode: "create" };
+  }
+  return state.upload;
+}
+
+// A dropped folder's files keep their folder path in the name ("cats/a/1.jpg" -> "a_1.jpg").
+function flatName(path) {
+  const parts = path.split("/").filter(Boolean);
+  if (parts.length > 1) parts.shift(); // the folder that was dropped
+  return parts.join("_");
+}
+
+async function filesFromEntry(entry, out) {
+  if (entry.isFile) {
+    const file = await new Promise((ok, fail) => entry.file(ok, fail));
+    out.push({ file, path: entry.fullPath.replace(/^\//, "") });
+  } else if (entry.isDirectory) {
+    const reader = entry.createReader();
+    for (;;) {
+      const batch = await new Promise((ok, fail) => reader.readEntries(ok, fail));
+      if (!batch.length) break;
+      for (const child of batch) await filesFromEntry(child, out);
+    }
+  }
+}
+
+async function droppedFiles(dataTransfer) {
+  const out = [];
+  const entries = [...(dataTransfer.items || [])].map((i) => (i.webkitGetAsEntry ? i.webkitGetAsEntry() : null));
+  if (entries.length && entries.every(Boolean)) {
+    for (const entry of entries) await filesFromEntry(entry, out);
+  } else {
+    for (const file of dataTransfer.files || []) out.push({ file, path: file.webkitRelativePath || file.name });
+  }
+  return out;
+}
+
+async function sha256(bytes) {
+  if (!globalThis.crypto?.subtle) return null; // plain http on a LAN name: no WebCrypto, size only
+  const digest = await crypto.subtle.digest("SHA-256", bytes);
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function stagedFor(name) {
+  const status = await lc.uploadStatus(name);
+  return new Map(status.files.map((f) => [f.file, f]));
+}
+
+async function addFiles(picked) {
+  // done typing the name: let go of the field, so the sidebar repaints as files arrive
+  if (document.activeElement?.tagName === "INPUT") document.activeElement.blur();
+  const u = upload();
+  const name = u.name.trim();
+  if (!NAME_RE.test(name)) {
+    toast("error", "LoRA Cloud", "Name the dataset first: letters, digits, '.', '_', '-' and spaces");
+    return;
+  }
+  if (u.running) return;
+  const files = picked
+    .map(({ file, path }) => ({ file, name: flatName(path) }))
+    .filter(({ name: n }) => !n.split("_").some((p) => p.startsWith(".")));
+  for (const { file, name: n } of files) {
+    u.files.set(n, DATASET_FILE.test(n)
+      ? { size: file.size, state: "queued", file }
+      : { size: file.size, state: "refused", reason: "not an image or a .txt caption" });
+  }
+  u.running = true;
+  state.changed();
+  try {
+    const staged = await stagedFor(name); // resume: what an earlier upload already left there
+    const queue = [...u.files.entries()].filter(([, f]) => f.state === "queued");
+    const worker = async () => {
+      while (queue.length) {
+        const [n, f] = queue.shift();
+        f.state = "sending";
+        state.changed();
+        try {
+          const bytes = await f.file.arrayBuffer();
+          const digest = await sha256(bytes);
+          const there = staged.get(n);
+          if (there && there.size === bytes.byteLength && (!digest || there.sha256 === digest)) {
+            Object.assign(f, { state: "staged", resumed: true });
+          } else {
+            const answer = await lc.uploadFile(name, n, bytes, digest);
+            Object.assign(f, answer.ok ? { state: "staged" } : { state: "refused", reason: answer.reason });
+          }
+        } catch (err) {
+          Object.assign(f, { state: "failed", reason: err.message });
+        }
+        delete f.file;
+        state.changed();
+      }
+    };
+    await Promise.all(Array.from({ length: PARALLEL }, worker));
+    u.staged = await stagedFor(name);
+  } catch (err) {
+    toast("error", "LoRA Cloud", err.message);
+  } finally {
+    u.running = false;
+    state.changed();
+  }
+}
+
+async function lookUpStaged() {
+  const u = upload();
+  const name = u.name.trim();
+  if (!NAME_RE.test(name) || u.running) return;
+  try {
+    u.staged = await stagedFor(name);
+    state.changed();
+  } catch (err) {
+    u.staged = null;
+  }
+}
+
+function uploadCard() {
+  const u = upload();
+  const all = [...u.files.values()];
+  const done = all.filter((f) => ["staged", "refused", "failed"].includes(f.state));
+  const refused = [...u.files.entries()].filter(([, f]) => f.state === "refused" || f.state === "failed");
+  const bytes = all.reduce((s, f) => s + (f.size || 0), 0);
+  const sent = done.reduce((s, f) => s + (f.size || 0), 0);
+  const staged = u.staged ? u.staged.size : 0;
+  const input = h("input", { type: "file", multiple: true, class: "lcl-hidden", "aria-label": "Choose images",
+                             onchange: (e) => addFiles([...e.target.files].map((file) => ({ file, path: file.name }))) });
+  const folder = h("input", { type: "file", multiple: true, webkitdirectory: true, class: "lcl-hidden",
+                              "aria-label": "Choose a folder",
+                              onchange: (e) => addFiles([...e.target.files].map((file) => ({ file, path: file.webkitRelativePath || file.name }))) });
+  const zone = h("div", {
+    class: "lcl-drop", "data-drop": "",
+    // ours alone: ComfyUI's own drop handler would try to open the files as workflows
+    ondragover: (e) => { e.preventDefault(); e.stopPropagation(); e.currentTarget.classList.add("lcl-drop-on"); },
+    ondragleave: (e) => e.currentTarget.classList.remove("lcl-drop-on"),
+    ondrop: async (e) => {
+      e.preventDefault();
+      e.stopPropagation();
+      e.currentTarget.classList.remove("lcl-drop-on");
+      addFiles(await droppedFiles(e.dataTransfer));
+    },
+  }, "Drop a folder or images here, or ",
+  h("button", { class: "lcl-link lcl-inline", onclick: () => input.click() }, "choose files"), " / ",
+  h("button", { class: "lcl-link lcl-inline", onclick: () => folder.click() }, "a folder"), input, folder);
+  return h("div", { class: "lcl-card", "data-upload": "" },
+    h("div", { class: "lcl-actions" },
+      h("input", { class: "lcl-input lcl-wide", placeholder: "new dataset name", value: u.name,
+                   "aria-label": "New dataset name",
+                   oninput: (e) => { u.name = e.target.value; }, onchange: lookUpStaged })),
+    zone,
+    all.length ? h("div", { class: "lcl-bar" }, h("div", { class: "lcl-fill lcl-ok",
+      style: `width:${(100 * (bytes ? sent / bytes : 0)).toFixed(1)}%` })) : null,
+    all.length || staged ? h("div", { class: "lcl-meta", "data-upload-progress": "" },
+      all.length ? `${done.length}/${all.length} files · ${size(sent)} of ${size(bytes)}` : "",
+      staged ? ` · ${staged} staged for ${u.name.trim()}` : "",
+      all.some((f) => f.resumed) ? ` · ${all.filter((f) => f.resumed).length} already there (resumed)` : "") : null,
+    refused.length ? h("ul", { class: "lcl-refused", "data-refused": refused.length },
+      refused.map(([n, f]) => h("li", { "data-file": n }, `${n}: ${f.reason}`))) : null,
+    staged && !u.running ? h("div", { class: "lcl-actions" },
+      select("Save mode", u.mode, [["create", "new dataset"], ["merge", "add to it"], ["replace", "replace it"]],
+        (v) => { u.mode = v; }),
+      dangerButton("publish-upload", "Save as dataset", "Save now?", async () => {
+        const result = await lc.publishUpload(u.name.trim(), { mode: u.mode });
+        state.upload = null;
+        await refresh();
+        return result;
+      }, (r) => `Dataset ${r.dataset} ${r.result}: ${r.report.count} images`
+        + (r.report.errors.length ? `, ${r.report.errors.length} problem(s)` : "")),
+      button("open-prepare", "Prepare…", () => openPrepare(u.name.trim())),
+      dangerButton("discard-upload", "Discard", "Discard staged?", async () => {
+        await lc.discardUpload(u.name.trim());
+        state.upload = null;
+      })) : null);
+}
+
+// ---- the preparation pipeline (large view) -------------------------------------------------------
+function openPrepare(name) {
+  state.review = { name, step: "options", options: { lora_type: "character", caption: "none", trigger: "", resolution: 1024 },
+                   items: [], decisions: {}, report: null, mode: "create", result: null };
+  openDialog("prepare", `Prepare “${name}”`, prepareView);
+}
+
+async function runPrepare() {
+  const r = state.review;
+  r.step = "running";
+  state.changed();
+  try {
+    const body = { ...r.options, resolution: Number(r.options.resolution) };
+    if (!body.trigger) delete body.trigger;
+    const review = await lc.prepareUpload(r.name, body);
+    Object.assign(r, { step: "review", items: review.items, report: review.report, skipped: review.skipped,
+                       duplicates: review.duplicates, decisions: {} });
+  } catch (err) {
+    r.step = "options";
+    toast("error", "LoRA Cloud", err.message);
+  }
+  state.changed();
+}
+
+function reportBox(report) {
+  if (!report) return null;
+  return h("div", { class: `lcl-report${report.ok ? "" : " lcl-report-bad"}`, "data-report": report.ok ? "ok" : "errors" },
+    h("strong", null, report.ok ? `Valid: ${report.count} images` : `${report.errors.length} problem(s) in ${report.count} images`),
+    Object.keys(report.buckets || {}).length
+      ? h("div", { class: "lcl-meta" }, "buckets: " + Object.entries(report.buckets).map(([k, v]) => `${k} ×${v}`).join(", "))
+      : null,
+    (report.errors || []).map((e) => h("div", { class: "lcl-error" }, e)),
+    (report.warnings || []).map((w) => h("div", { class: "lcl-warning" }, w)));
+}
+
+function cropFigure(name, item) {
+  const box = item.crop_box;
+  const original = h("img", { src: lc.uploadImageUrl(name, "files", item.source), alt: `${item.source} (original)`,
+                              loading: "lazy" });
+  const frame = h("div", { class: "lcl-crop-frame", "data-crop": box ? box.join(",") : "" });
+  const place = () => {
+    if (!box || !original.naturalWidth) return;
+    const [x0, y0, x1, y1] = box;
+    const w = original.naturalWidth;
+    const hgt = original.naturalHeight;
+    frame.style.cssText = `left:${(100 * x0 / w).toFixed(2)}%;top:${(100 * y0 / hgt).toFixed(2)}%;`
+      + `width:${(100 * (x1 - x0) / w).toFixed(2)}%;height:${(100 * (y1 - y0) / hgt).toFixed(2)}%`;
+  };
+  original.addEventListener("load", place);
+  if (original.complete) place();
+  return h("div", { class: "lcl-crop", title: "the original; the frame is the crop" }, original, frame);
+}
+
+function reviewItem(name, item) {
+  const r = state.review;
+  const d = r.decisions[item.image] || {};
+  const keep = d.keep !== false;
+  return h("figure", { class: `lcl-review${keep ? "" : " lcl-dropped"}`, "data-review": item.image },
+    h("div", { class: "lcl-review-images" },
+      h("img", { src: lc.uploadImageUrl(name, "prepared", item.image), alt: `${item.image} (prepared)`, loading: "lazy" }),
+      cropFigure(name, item)),
+    h("label", { class: "lcl-meta" },
+      h("input", { type: "checkbox", checked: keep, "aria-label": `Keep ${item.image}`,
+                   onchange: (e) => { r.decisions[item.image] = { ...d, keep: e.target.checked }; state.changed(); } }),
+      ` keep · ${item.width}×${item.height}` + (item.bucket ? ` → ${item.bucket.join("×")}` : "")
+        + (item.crop_method ? ` · ${item.crop_method}` : "")),
+    h("textarea", { class: "lcl-textarea", rows: 3, "aria-label": `Caption of ${item.image}`,
+                    value: d.caption ?? item.caption ?? "",
+                    oninput: (e) => { r.decisions[item.image] = { ...(r.decisions[item.image] || {}), caption: e.target.value }; } }));
+}
+
+function prepareView() {
+  const r = state.review;
+  if (!r) return [empty("Nothing to prepare.")];
+  const o = r.options;
+  const steps = ["1 type", "2 auto-caption", "3 review", "4 save"];
+  const at = { options: 0, running: 1, review: 2, saved: 3 }[r.step];
+  const out = [h("div", { class: "lcl-steps" }, steps.map((s, i) => h("span", { class: i <= at ? "lcl-step-on" : "" }, s)))];
+  if (r.step === "options" || r.step === "running") {
+    out.push(h("div", { class: "lcl-form" },
+      h("label", null, "LoRA type ", select("LoRA type to prepare for", o.lora_type, ["character", "style", "concept"],
+        (v) => { o.lora_type = v; })),
+      h("label", null, "Auto-caption ", select("Caption model", o.caption,
+        [["none", "none (trigger word only)"], ["florence", "Florence-2"], ["blip2", "BLIP-2"]], (v) => { o.caption = v; })),
+      h("label", null, "Trigger word ", h("input", { class: "lcl-input", value: o.trigger, "aria-label": "Trigger word",
+                                                     oninput: (e) => { o.trigger = e.target.value; } })),
+      h("label", null, "Resolution ", select("Resolution", String(o.resolution), ["512", "768", "1024"],
+        (v) => { o.resolution = Number(v); })),
+      h("button", { class: "lcl-btn", "data-action": "run-prepare", disabled: r.step === "running", onclick: runPrepare },
+        r.step === "running" ? "Preparing… (crop, bucket, caption)" : "Prepare")));
+    return out;
+  }
+  if (r.step === "saved") {
+    out.push(h("div", { "data-saved": r.result.dataset }, `Dataset ${r.result.dataset} ${r.result.result}.`),
+      reportBox(r.result.report),
+      h("button", { class: "lcl-btn", onclick: closeDialog }, "Close"));
+    return out;
+  }
+  const kept = r.items.filter((i) => (r.decisions[i.image] || {}).keep !== false).length;
+  out.push(reportBox(r.report),
+    (r.skipped || []).length ? h("div", { class: "lcl-warning" }, r.skipped.map((s) => h("div", null, `skipped ${s.source}: ${s.error}`))) : null,
+    h("div", { class: "lcl-review-grid" }, r.items.map((item) => reviewItem(r.name, item))),
+    h("div", { class: "lcl-actions" },
+      `${kept} of ${r.items.length} kept · `,
+      select("Save mode", r.mode, [["create", "new dataset"], ["merge", "add to it"], ["replace", "replace it"]],
+        (v) => { r.mode = v; }),
+      button("save-review", "Save dataset", async () => {
+        const result = await lc.publishUpload(r.name, { mode: r.mode, prepared: true, decisions: r.decisions });
+        Object.assign(r, { step: "saved", result });
+        state.upload = null;
+        await refresh();
+        return result;
+      }, (res) => `Dataset ${res.dataset} ${res.result}`),
+      button("back-prepare", "Prepare again", () => { r.step = "options"; })));
+  return out;
+}
+
+// ---- datasets in the bucket: captions edited in place, over their generation, with undo ---------
+async function loadEditor(name) {
+  const listing = await lc.datasetEditor(name);
+  const old = state.editor.get(name);
+  state.editor.set(name, { images: listing.images, undo: old ? old.undo : [], editing: null, conflict: {} });
+  state.changed();
+}
+
+async function toggleDataset(name) {
+  if (state.openDataset === name) return state.set({ openDataset: null });
+  state.set({ openDataset: name });
+  try {
+    await loadEditor(name);
+  } catch (err) {
+    toast("error", "LoRA Cloud", err.message);
+  }
+}
+
+async function saveCaption(name, file, text, { undoing = false } = {}) {
+  const ed = state.editor.get(name);
+  const img = ed.images.find((i) => i.file === file);
+  const before = img.caption ?? "";
+  try {
+    const saved = await lc.writeCaption(name, file, text, img.generation);
+    Object.assign(img, { caption: saved.caption, generation: saved.generation });
+    const ds = state.datasets.find((d) => d.name === name);
+    if (ds && !before !== !saved.caption) ds.captioned += saved.caption ? 1 : -1; // the card's count follows
+    delete ed.conflict[file];
+    if (!undoing && before !== saved.caption) ed.undo.push({ file, before, after: saved.caption });
+    ed.editing = null;
+  } catch (err) {
+    if (err.kind === "CaptionConflict" && err.data?.current) {
+      Object.assign(img, { caption: err.data.current.caption, generation: err.data.current.generation });
+      ed.conflict[file] = err.message;
+      ed.editing = null;
+    }
+    toast("error", "LoRA Cloud", err.message);
+    throw err;
+  } finally {
+    // the editor's textarea goes now: let go of its focus, or the sidebar waits for a blur to repaint
+    if (document.activeElement?.tagName === "TEXTAREA") document.activeElement.blur();
+    state.changed();
+  }
+}
+
+async function undo(name) {
+  const ed = state.editor.get(name);
+  const last = ed.undo.pop();
+  if (!last) return;
+  try {
+    await saveCaption(name, last.file, last.before, { undoing: true });
+  } catch (err) {
+    ed.undo.push(last); // still there to try again once the conflict is seen
+  }
+}
+
+function captionEditor(name, img, big) {
+  const ed = state.editor.get(name);
+  if (ed.editing === img.file) {
+    const area = h("textarea", { class: "lcl-textarea", rows: big ? 4 : 3, value: img.caption ?? "",
+                                 "aria-label": `Caption of ${img.file}`,
+                                 onkeydown: (e) => {
+                                   if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); commit(); }
+                                   if (e.key === "Escape") { ed.editing = null; state.changed(); }
+                                 } });
+    const commit = () => act(`caption:${name}:${img.file}`, () => saveCaption(name, img.file, area.value));
+    setTimeout(() => area.isConnected && document.activeElement !== area && area.focus(), 0);
+    return h("div", { class: "lcl-caption-edit" }, area,
+      h("div", { class: "lcl-actions" },
+        h("button", { class: "lcl-btn", "data-action": "save-caption", onmousedown: (e) => e.preventDefault(), onclick: commit }, "Save"),
+        h("button", { class: "lcl-btn", onmousedown: (e) => e.preventDefault(),
+                      onclick: () => { ed.editing = null; state.changed(); } }, "Cancel")));
+  }
+  return h("figcaption", {
+    class: "lcl-caption lcl-editable", title: "click to edit", tabindex: "0",
+    onclick: () => { ed.editing = img.file; state.changed(); },
+  }, img.caption ?? "(no caption)");
+}
+
+function imageGrid(name, big = false) {
+  const ed = state.editor.get(name);
+  if (!ed) return empty("…");
+  return h("div", { class: big ? "lcl-grid lcl-grid-big" : "lcl-grid" }, ed.images.map((img) =>
+    h("figure", { class: "lcl-figure", "data-file": img.file },
+      h("img", { src: lc.thumbUrl(name, img.file, big ? 256 : 128), alt: img.file, loading: "lazy" }),
+      captionEditor(name, img, big),
+      ed.conflict[img.file] ? h("div", { class: "lcl-warning", "data-conflict": img.file }, ed.conflict[img.file]) : null)));
+}
+
+function editorActions(name, big) {
+  const ed = state.editor.get(name);
+  const report = ed?.report;
+  return [h("div", { class: "lcl-actions" },
+    ed && ed.undo.length ? button(`undo:${name}`, `Undo (${ed.undo.length})`, () => undo(name)) : null,
+    button(`validate:${name}`, "Validate", async () => { ed.report = await lc.validateDataset(name); }),
+    big ? null : button(`large:${name}`, "Large view", () => openDialog(`dataset:${name}`, `Dataset “${name}”`, () => [
+      ...editorActions(name, true), imageGrid(name, true)])),
+    big ? null : dangerButton(`delete-dataset:${name}`, "Delete dataset", "Really delete?",
+      () => lc.deleteDataset(name).then(refresh), "Dataset deleted")),
+  report ? reportBox(report) : null];
+}
+
+function datasetCard(ds) {
+  const open = state.openDataset === ds.name;
+  return h("div", { class: "lcl-card", "data-dataset": ds.name },
+    h("div", { class: "lcl-row" },
+      h("button", { class: "lcl-link", onclick: () => toggleDataset(ds.name) }, `${open ? "▾" : "▸"} ${ds.name}`),
+      h("span", { class: "lcl-meta" }, `${ds.images} images · ${ds.captioned} captioned`
+        + (ds.trigger ? ` · trigger ${ds.trigger}` : "")
+        + (ds.complete === false ? " · incomplete: its upload did not finish" : ""))),
+    open ? imageGrid(ds.name) : null,
+    open ? editorActions(ds.name, false) : null);
+}
+
+function render() {
+  return [
+    section("Upload", "upload", uploadCard()),
+    section("Datasets", "datasets", state.datasets.length ? state.datasets.map(datasetCard) : empty("No datasets.")),
+  ];
+}
+
+const css = `
+.lcl-hidden{display:none}
+.lcl-drop{border:1px dashed var(--border-color,#666);border-radius:6px;padding:.8rem .5rem;text-align:center;margin-top:.4rem;opacity:.85}
+.lcl-drop-on{border-color:#58a6ff;background:rgba(88,166,255,.08)}
+.lcl-inline{font-weight:400;text-decoration:underline}
+.lcl-refused{margin:.3rem 0 0 1rem;padding:0;font-size:12px;color:#ff7b72;word-break:break-word}
+.lcl-editable{cursor:text;border-radius:3px}.lcl-editable:hover{background:rgba(255,255,255,.06)}
+.lcl-textarea{width:100%;box-sizing:border-box;background:var(--comfy-input-bg,#333);color:inherit;border:1px solid var(--border-color,#555);border-radius:4px;font-size:12px;resize:vertical}
+.lcl-grid-big{grid-template-columns:repeat(auto-fill,minmax(180px,1fr))}.lcl-grid-big .lcl-caption{max-height:none}
+.lcl-report{border-left:3px solid #3fb950;padding:.3rem .5rem;margin-top:.4rem;font-size:12px}.lcl-report-bad{border-color:#f85149}
+.lcl-steps{display:flex;gap:.8rem;font-size:12px;opacity:.8}.lcl-step-on{font-weight:700;opacity:1;color:#58a6ff}
+.lcl-form{display:flex;flex-wrap:wrap;gap:.6rem;align-items:center}
+.lcl-review-grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(240px,1fr));gap:.6rem}
+.lcl-review{margin:0;border:1px solid var(--border-color,#444);border-radius:6px;padding:.4rem}.lcl-dropped{opacity:.4}
+.lcl-review-images{display:grid;grid-template-columns:1fr 1fr;gap:.3rem;align-items:start}
+.lcl-review-images img{width:100%;border-radius:3px;display:block}
+.lcl-crop{position:relative}.lcl-crop-frame{position:absolute;border:2px solid #58a6ff;box-sizing:border-box;pointer-events:none}
+`;
+
+export const datasetsSection = { id: "datasets", title: "Datasets", render, css };

@@ -1,0 +1,146 @@
+// LoRA Cloud sidebar section "Instances": rented GPUs (stop, destroy, logs), what they cost, the
+// monthly budget, and quick launch. No side effects at import.
+import { loraCloudApi as lc } from "./api.js";
+import { refresh, refreshCosts } from "./data.js";
+import { loraCloudState as state } from "./state.js";
+import { act, button, dangerButton, duration, empty, h, money, section, select } from "./ui.js";
+
+const BILLING = ["running", "loading", "creating"];
+
+function instanceCard(inst, since) {
+  const running = BILLING.includes(inst.state);
+  const uptime = inst.uptime_seconds + (running ? since : 0);
+  const logs = state.logs.get(inst.id);
+  return h("div", { class: "lcl-card", "data-instance": inst.id },
+    h("div", { class: "lcl-row" },
+      h("strong", null, inst.num_gpus > 1 ? `${inst.num_gpus}× ${inst.gpu_name}` : inst.gpu_name || "GPU"),
+      h("span", { class: `lcl-badge lcl-${inst.state}` }, inst.state)),
+    h("div", { class: "lcl-meta" },
+      `${money(inst.dph_total)}/hr · up ${duration(uptime)} · spent ${money(inst.cost_usd)}`,
+      inst.run_id ? ` · run ${inst.run_id}` : ""),
+    inst.status_msg ? h("div", { class: "lcl-meta" }, inst.status_msg) : null,
+    h("div", { class: "lcl-actions" },
+      inst.state === "running"
+        ? button(`stop:${inst.id}`, "Stop", () => lc.stopInstance(inst.id).then(refresh), "Instance stopped")
+        : null,
+      dangerButton(`destroy:${inst.id}`, "Destroy", "Really destroy?",
+        () => lc.destroyInstance(inst.id).then(refresh), "Instance destroyed"),
+      button(`logs:${inst.id}`, logs != null ? "Hide logs" : "Logs", async () => {
+        if (state.logs.has(inst.id)) state.logs.delete(inst.id);
+        else state.logs.set(inst.id, await lc.instanceLogs(inst.id));
+      })),
+    logs != null ? h("pre", { class: "lcl-logs" }, logs) : null);
+}
+
+// Train a stored dataset on the cheapest fitting vast.ai offer (the same path as the Launch node;
+// launching the same dataset and preset again re-attaches instead of renting twice).
+const quick = { dataset: "", lora_type: "character" };
+
+function quickLaunch() {
+  // only complete datasets can be trained (the server refuses the others too)
+  const trainable = state.datasets.filter((d) => d.complete !== false);
+  if (!trainable.length) return null;
+  if (!trainable.some((d) => d.name === quick.dataset)) quick.dataset = trainable[0].name;
+  return h("div", { class: "lcl-quick", "data-quick-launch": "" },
+    h("div", { class: "lcl-meta" }, "Quick launch"),
+    h("div", { class: "lcl-actions" },
+      select("Dataset to train", quick.dataset, trainable.map((d) => d.name), (v) => { quick.dataset = v; },
+        { class: "lcl-input lcl-wide" }),
+      select("LoRA type", quick.lora_type, ["character", "style", "concept"], (v) => { quick.lora_type = v; }),
+      dangerButton("launch", "Train", "Rent a GPU?",
+        () => lc.startRun({ dataset: quick.dataset, lora_type: quick.lora_type }).then(async (r) => {
+          await refresh();
+          return r;
+        }),
+        (r) => (r.attached ? `Already running: ${r.run_id}`
+          : `Run ${r.run_id} on ${r.gpu}` + (r.expected_usd != null ? ` (about ${money(r.expected_usd)})` : "")))));
+}
+
+function costsBlock() {
+  const c = state.costs;
+  if (!c) return section("Costs", "costs", empty("…"));
+  const cap = c.budgets.max_month_usd;
+  const fraction = Math.min(1, c.month_fraction ?? 0);
+  const level = (c.month_fraction ?? 0) >= 1 ? "over" : (c.month_fraction ?? 0) >= 0.8 ? "warn" : "ok";
+  const input = h("input", { type: "number", min: "0", step: "1", value: cap, class: "lcl-input",
+                             "aria-label": "Monthly budget in dollars" });
+  return section("Costs", "costs",
+    h("div", { class: "lcl-row" }, h("span", null, "Today"), h("strong", { "data-cost": "today" }, money(c.today_usd))),
+    h("div", { class: "lcl-row" }, h("span", null, "This month"),
+      h("strong", { "data-cost": "month" }, `${money(c.month_usd)} of ${money(cap)}`)),
+    h("div", { class: "lcl-bar", title: `${Math.round(fraction * 100)}% of the monthly budget` },
+      h("div", { class: `lcl-fill lcl-${level}`, style: `width:${(fraction * 100).toFixed(1)}%` })),
+    h("div", { class: "lcl-meta" },
+      `Caps: ${money(c.budgets.max_dph)}/hr per GPU · ${money(c.budgets.max_run_usd)} per run · `
+      + `${c.budgets.max_run_hours}h per run`),
+    h("div", { class: "lcl-actions" }, "Monthly budget $", input,
+      button("budget", "Save", () => {
+        const value = Number(input.value);
+        if (!isFinite(value) || value < 0) throw new Error("the budget must be a number ≥ 0");
+        return lc.setBudgets({ max_month_usd: value }).then(refreshCosts);
+      }, "Budget saved")));
+}
+
+// Notifications (service/notify.py): which channels are on, a test; the webhook's URL is never shown.
+let notifyLoading = false;
+async function loadNotify() {
+  if (notifyLoading) return;
+  notifyLoading = true;
+  try {
+    state.set({ notify: await lc.notifySettings() });
+  } catch (err) {
+    console.warn("LoRA Cloud: notification settings", err);
+  } finally {
+    notifyLoading = false;
+  }
+}
+
+function notifyBlock() {
+  const n = state.notify;
+  if (!n) {
+    loadNotify();
+    return section("Notifications", "notify", empty("…"));
+  }
+  const toggle = (key, label, on, disabled, hint) => h("label", { class: "lcl-meta lcl-toggle", title: hint || "" },
+    h("input", { type: "checkbox", checked: on, disabled, "data-notify": key, "aria-label": label,
+                 onchange: (e) => act(`notify:${key}`, async () => state.set({ notify: await lc.setNotify({ [key]: e.target.checked }) })) }),
+    ` ${label}`, hint ? h("span", { class: "lcl-hint" }, ` (${hint})`) : null);
+  return section("Notifications", "notify",
+    h("div", { class: "lcl-actions" },
+      toggle("notify_toast", "toast in ComfyUI", n.toast),
+      toggle("notify_desktop", "desktop", n.desktop, false, n.desktop_here ? "" : "no desktop on this machine"),
+      toggle("notify_webhook", "webhook", n.webhook && n.webhook_configured, !n.webhook_configured,
+        n.webhook_configured ? (n.webhook_signed ? "signed" : "unsigned: set webhook_secret")
+          : "lora-cloud config set webhook_url")),
+    h("div", { class: "lcl-actions" },
+      n.webhook_configured ? select("Webhook format", n.webhook_format, [["json", "JSON"], ["slack", "Slack"], ["discord", "Discord"]],
+        (v) => act("notify:format", async () => state.set({ notify: await lc.setNotify({ webhook_format: v }) }))) : null,
+      button("notify-test", "Send a test", () => lc.testNotify(), "Test notification sent"),
+      button("notify-reload", "↻", loadNotify, null, { title: "Reload the delivery list" })),
+    (n.recent || []).length ? h("ul", { class: "lcl-recent", "data-notify-recent": "" }, n.recent.slice(0, 5).map((d) =>
+      h("li", null, `${d.channel}: ${d.key} · ${d.state}${d.detail ? ` (${d.detail})` : ""}`))) : null);
+}
+
+function render() {
+  const since = (Date.now() - state.instancesAt) / 1000;
+  const cards = state.instances.map((inst) => instanceCard(inst, since));
+  return [
+    section("Instances", "instances",
+      cards.length ? cards : empty("No rented GPUs. Nothing is billing."), quickLaunch()),
+    costsBlock(),
+    notifyBlock(),
+  ];
+}
+
+// The at-a-glance figure on the section's tab: how many GPUs bill now.
+function badge() {
+  const n = state.instances.filter((i) => BILLING.includes(i.state)).length;
+  return n ? String(n) : null;
+}
+
+const css = `
+.lcl-toggle{display:inline-flex;align-items:center;gap:.2rem}.lcl-hint{opacity:.7;font-size:11px}
+.lcl-recent{margin:.3rem 0 0 1rem;padding:0;font-size:11px;opacity:.8;word-break:break-word}
+`;
+
+export const instancesSection = { id: "instances", title: "Instances", render, badge, css };
