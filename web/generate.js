@@ -154,10 +154,6 @@ function render() {
     g.problems.length ? h("div", { class: "lcl-meta" }, `${g.problems.length} output(s) could not be shown`) : null)];
 }
 
-export const generateSection = {
-  id: "generate",
-  title: "Generate",
-  render,
+export const generateSection = { id: "generate", title: "Generate", render,
   badge: () => (g.current?.live ? "1" : null),
-  css: ".lcg-thumb{width:100%;aspect-ratio:1;object-fit:cover;border-radius:3px}",
-};
+  css: ".lcg-thumb{width:100%;aspect-ratio:1;object-fit:cover;border-radius:3px}" };

@@ -13,6 +13,8 @@ import pytest
 from comfy_lora_cloud.models import Session, SessionState, SessionStatus
 from comfy_lora_cloud.providers.base import LaunchSpec, OfferRequest, session_label
 from comfy_lora_cloud.service.app import App
+from comfy_lora_cloud.service.events import SESSION_EVENT
+from comfy_lora_cloud.service.notify import notices_for
 from comfy_lora_cloud.settings import Settings
 from comfy_lora_cloud.storage.local import LocalStorage
 from comfy_lora_cloud.training.inference import read_session_status, status_key
@@ -27,7 +29,10 @@ def world(tmp_path, clean_env):
     fake = FakeVast(KEY, clock=clock, created_s=1.0, loading_s=5.0, workdir=tmp_path / "instances")
     fake.start_in_thread()
     storage = LocalStorage(tmp_path / "bucket")
-    app = App(Settings.load(clean_env), storage=storage, providers={"vast": provider_factory_for(fake)}, clock=clock)
+    events: list = []
+    app = App(Settings.load(clean_env), storage=storage, providers={"vast": provider_factory_for(fake)}, clock=clock,
+              emit=lambda event, data: events.append((event, data)))
+    app.events = events
     yield app, fake, clock, storage
     fake.stop()
 
@@ -69,6 +74,10 @@ async def test_idle_and_max_hours_are_enforced_by_the_guard_too(world):
     assert fake.state.get(int(idle)) is None and fake.state.get(int(busy)) is not None
     assert app.sessions._get("session-idle").state is SessionState.IDLE
     assert read_session_status(storage, "session-idle").state is SessionState.IDLE
+    # the sidebar hears of it, and the notifier makes it a "session stopped for idleness" notice
+    [(event, data)] = [(e, d) for e, d in app.events if e == SESSION_EVENT]
+    assert data["kind"] == "idle_stopped" and data["id"] == "session-idle" and not data["session"]["live"]
+    assert [n.kind for n in notices_for(event, data, clock())] == ["session_idle"]
 
     # the busy one reaches its max hours, however busy
     clock.advance(3600)
