@@ -551,6 +551,14 @@ class Sessions:
         if tunnel is not None:
             await self._tunnel_loop.run(tunnel.close())
 
+    async def comfy_url(self) -> str | None:
+        """The live session's ComfyUI (through this process's tunnel) when one is ready, else None:
+        where a caller that can queue on any ComfyUI (the LoRA test) should queue first."""
+        session = await asyncio.to_thread(self._live_record)
+        if session is None or session.state is not SessionState.READY:
+            return None
+        return (await self.tunnel(session.id)).url
+
     async def url(self, session_id: str | None = None) -> str:
         """The local URL of the session's ComfyUI (through this process's tunnel)."""
         return (await self.tunnel(session_id)).url

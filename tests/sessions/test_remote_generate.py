@@ -31,6 +31,8 @@ async def test_the_node_path_rents_renders_and_cancels(stack, monkeypatch):
     assert image["data"].startswith(b"\x89PNG") and image["filename"] == "node_00001_.png"
     assert seen and all(m == 5 for _, m in seen)
     assert len(stack.live_instances()) == 1  # rented once
+    url = await app.sessions.comfy_url()  # where other callers queue (the LoRA test of issue 12)
+    assert url == (await app.sessions.tunnel()).url and url.startswith("http://127.0.0.1:")
 
     # Cancel mid-run: the remote prompt is interrupted, the error reaches the caller
     def cancel_after_two_steps() -> None:
@@ -49,3 +51,4 @@ async def test_the_node_path_rents_renders_and_cancels(stack, monkeypatch):
     assert stack.remote("/queue") == {"queue_running": [], "queue_pending": []}
     assert len(stack.live_instances()) == 1  # Cancel stops the prompt, never the session
     await app.sessions.stop()
+    assert await app.sessions.comfy_url() is None
