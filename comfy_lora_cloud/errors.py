@@ -19,7 +19,8 @@
     │   ├── ImageLoadError         one file could not be read (.path)
     │   └── DatasetExists          the name is taken: say replace or merge  -> 409
     ├── TrainingError              the run failed (kohya, weights, deadline)-> 500
-    └── GenerationError            the remote ComfyUI refused or failed a prompt -> 500, CLI exit 8
+    └── ComfyUIError               a ComfyUI did not answer / failed a prompt -> 502, CLI exit 8
+        └── WorkflowRejected       /prompt refused the workflow (.node_errors) -> 422
 
     ConfigError also has RequestTooLarge (a request body over the routes' limit -> HTTP 413).
 
@@ -260,7 +261,19 @@ class TrainingError(LoraCloudError):
     exit_code = 7
 
 
-class GenerationError(LoraCloudError):
-    """The remote ComfyUI refused a workflow or failed while running it."""
+class ComfyUIError(LoraCloudError):
+    """A ComfyUI (this one, or a remote session's) did not answer, or failed a queued workflow."""
 
+    http_status = 502
     exit_code = 8
+
+
+class WorkflowRejected(ComfyUIError):
+    """ComfyUI refused a workflow at ``/prompt`` (unknown node, bad input, missing model file);
+    ``.node_errors`` is ComfyUI's per-node answer."""
+
+    http_status = 422
+
+    def __init__(self, message: str = "", node_errors: dict | None = None, **details: object):
+        super().__init__(message, **details)
+        self.node_errors = node_errors or {}

@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     vast_url: str = Field(VAST_URL, description="vast.ai API base URL")
     ssh_key_path: str | None = Field(None, description="private key used to reach instances")
     comfyui_loras_dir: str | None = Field(None, description="where downloaded LoRAs go (ComfyUI models/loras)")
+    comfyui_url: str = Field("http://127.0.0.1:8188", description="the ComfyUI `lora test` queues on from a shell "
+                                                                 "(inside ComfyUI, that ComfyUI itself)")
     allowed_hosts: str = Field(
         "", description="more Host names (or https:// origins) the sidebar's routes answer to, comma-separated: "
                         "for a ComfyUI reached through a reverse proxy or a LAN name")
@@ -179,6 +181,11 @@ class Settings(BaseSettings):
     @classmethod
     def _check_vast_url(cls, v: str) -> str:
         return check_http_url(v, "vast_url")
+
+    @field_validator("comfyui_url")
+    @classmethod
+    def _check_comfyui_url(cls, v: str) -> str:
+        return check_http_url(v, "comfyui_url")
 
     @field_validator("webhook_url")
     @classmethod

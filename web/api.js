@@ -87,6 +87,13 @@ export const loraCloudApi = {
   downloadLora: (name) => request(`/loras/${enc(name)}/download`, { method: "POST" }),
   deleteLora: (name) => request(`/loras/${enc(name)}`, { method: "DELETE" }),
 
+  // trying a LoRA (web/lora_test.js): queue a template on this ComfyUI, follow it, show its image
+  loraTestDefaults: (name) => request(`/loras/${enc(name)}/test`),
+  testLora: (name, body) => request(`/loras/${enc(name)}/test`, { method: "POST", body }),
+  loraTestStatus: (id) => request(`/lora_tests/${enc(id)}`),
+  loraTestImageUrl: (id, index = 0) => api.apiURL(`${BASE}/lora_tests/${enc(id)}/images/${index}`),
+  templates: () => request("/templates").then((b) => b.templates),
+
   // dataset editing: captions over their generation (409 CaptionConflict carries `current`)
   datasetEditor: (name) => request(`/datasets/${enc(name)}/editor`),
   writeCaption: (name, file, caption, generation) =>

@@ -5,11 +5,12 @@
 // `loraCardExtras`; each gets the LoRA record and returns a Node (or null) for the card's actions.
 import { app } from "../../scripts/app.js";
 import { loraCloudApi as lc } from "./api.js";
+import { loraTestCard } from "./lora_test.js";
 import { refresh } from "./data.js";
 import { loraCloudState as state } from "./state.js";
 import { button, dangerButton, empty, h, section } from "./ui.js";
 
-export const loraCardExtras = [];
+export const loraCardExtras = [loraTestCard]; // what made it + Test / Compare strengths (lora_test.js)
 
 function loraCard(lora) {
   return h("div", { class: "lcl-card", "data-lora": lora.name },

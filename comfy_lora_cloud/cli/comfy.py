@@ -200,8 +200,8 @@ def open_(ctx: typer.Context, session_id: Optional[str] = typer.Argument(None, h
 @handle_errors
 def run_(
     ctx: typer.Context,
-    workflow: str = typer.Argument(..., help="A workflow in ComfyUI's API format (Workflow > Export (API)); "
-                                             "a .json file."),
+    workflow: str = typer.Argument(..., help="A workflow in ComfyUI's API format (Workflow > Export (API)), a "
+                                             ".json file; or a template name (basic_txt2img, lora_comparison, ...)."),
     lora: Optional[str] = typer.Option(None, "--lora", help="A LoRA in your bucket: put in the workflow's LoRA "
                                                             "loader(s) and fetched onto the session first."),
     prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="The positive prompt."),
@@ -214,7 +214,13 @@ def run_(
     its images. The images also land in the bucket (outputs/<session>/). A dropped link is
     reconnected; Ctrl-C interrupts the prompt on the remote side."""
     c = ctx_obj(ctx)
-    wf = prepare(_workflow(c, workflow), lora=lora, prompt=prompt, sets=sets, seed=seed)
+    path = Path(workflow).expanduser()
+    if path.is_file():
+        wf = prepare(load_workflow(path), lora=lora, prompt=prompt, sets=sets, seed=seed)
+    elif path.suffix == ".json" or "/" in workflow:
+        raise ConfigError(f"no workflow file {workflow!r} (give a .json file in ComfyUI's API format)")
+    else:  # one of the pack's templates, by name
+        wf = resolve_workflow(workflow, lora=lora, prompt=prompt, seed=seed, sets=sets)
     bar = _progress_bar(c.json_output)
 
     def progress(value: int, maximum: int, node: str | None) -> None:
@@ -226,16 +232,6 @@ def run_(
     data["images"] = [img.get("path") for img in result["images"]]
     emit(ctx, data, lambda d: [out_console.print(p, markup=False) for p in d["images"]]
          or err_console.print("the workflow ran but saved no images"))
-
-
-def _workflow(c: Any, source: str) -> dict[str, Any]:
-    """A workflow file, else a template name."""
-    path = Path(source).expanduser()
-    if path.is_file():
-        return load_workflow(path)
-    if path.suffix == ".json" or "/" in source:
-        raise ConfigError(f"no workflow file {source!r} (give a .json file in ComfyUI's API format)")
-    return resolve_workflow(source)
 
 
 def _progress_bar(quiet: bool):

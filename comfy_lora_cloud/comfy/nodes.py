@@ -447,7 +447,8 @@ class LoraCloudLoraLoader(io.ComfyNode):
 
 def all_nodes() -> list[type[io.ComfyNode]]:
     from .nodes_generate import LoraCloudRemoteGenerate
+    from .nodes_templates import LoraCloudPromptList
 
     return [LoraCloudLoadImages, LoraCloudCropForTraining, LoraCloudRemoveBackground, LoraCloudCaption,
             LoraCloudPreviewDataset, LoraCloudSaveDataset, LoraCloudLoadDataset, LoraCloudLaunchTrainer,
-            LoraCloudAwaitLora, LoraCloudLoraLoader, LoraCloudRemoteGenerate]
+            LoraCloudAwaitLora, LoraCloudLoraLoader, LoraCloudPromptList, LoraCloudRemoteGenerate]

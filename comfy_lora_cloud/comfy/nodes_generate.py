@@ -15,7 +15,7 @@ import io as _io
 from comfy_api.latest import io
 
 from ..service.sessions import SessionRequest
-from ..service.workflow_api import prepare, resolve_workflow
+from ..service.workflow_api import resolve_workflow
 from .nodes import CATEGORY, _progress, _interrupted
 from .wiring import holder
 
@@ -49,9 +49,10 @@ class LoraCloudRemoteGenerate(io.ComfyNode):
                         "and bring its images into this graph. Cancel interrupts the remote prompt; the session "
                         "stops itself after its idle minutes.",
             inputs=[
-                io.String.Input("workflow", multiline=True, default="",
-                                tooltip="A template name, or a workflow in ComfyUI's API format "
-                                        "(Workflow > Export (API)) with a LoRA loader and a prompt."),
+                io.String.Input("workflow", multiline=True, default="basic_txt2img",
+                                tooltip="A template name (basic_txt2img, lora_comparison, batch_generation, ...), "
+                                        "or a workflow in ComfyUI's API format (Workflow > Export (API)) with a "
+                                        "LoRA loader and a prompt."),
                 io.String.Input("lora_name", default="",
                                 tooltip="A LoRA in your bucket (or Await LoRA's output); empty: the workflow's own."),
                 io.String.Input("prompt", multiline=True, default="",
@@ -71,8 +72,7 @@ class LoraCloudRemoteGenerate(io.ComfyNode):
                       start_session: bool) -> io.NodeOutput:
         app = await asyncio.to_thread(holder.get_blocking)
         lora = lora_name.strip() or None
-        wf = prepare(resolve_workflow(workflow), lora=lora, prompt=prompt.strip() or None,
-                     seed=None if seed < 0 else seed)
+        wf = resolve_workflow(workflow, lora=lora, prompt=prompt.strip() or None, seed=None if seed < 0 else seed)
         result = await app.sessions.generate_watched(
             wf, lora=lora, progress=_progress(cls.hidden.unique_id), interrupted=_interrupted,
             start=SessionRequest() if start_session else None)

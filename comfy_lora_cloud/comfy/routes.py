@@ -277,11 +277,12 @@ def register_routes(routes: web.RouteTableDef, get_app: GetApp, *, listen: Itera
         return web.json_response(await (await r.app()).library.delete_lora(request.match_info["name"]))
 
     # ---- more nouns, one module each -------------------------------------------------------------
-    from . import routes_datasets, routes_notify, routes_sessions, routes_training
+    from . import routes_datasets, routes_loras, routes_notify, routes_sessions, routes_training
 
     routes_datasets.register(routes, r)  # captions, uploads, preparation review, validation
     routes_training.register(routes, r)  # config editor, presets, run configs
     routes_notify.register(routes, r)  # notification channels, a test notification
+    routes_loras.register(routes, r)  # LoRA tests and the workflow templates
     routes_sessions.register(routes, r)  # remote ComfyUI sessions, their outputs, templates (Generate)
 
 

@@ -10,8 +10,7 @@ or opens a connection).
     POST /sessions/{id}/open       {"url"}: this ComfyUI's tunnel to the session's ComfyUI
     GET  /outputs                  the newest images in outputs/, with problems
     GET  /outputs/{session}/{file} one of them (typed by its bytes)
-    GET  /templates                [{"name", "title"}]
-    GET  /templates/{name}         the template as the canvas loads it
+    GET  /templates/{name}         a template as the canvas loads it (the list: routes_loras.py)
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from aiohttp import web
 
 from ..errors import LoraCloudError
 from ..service.sessions import SessionRequest
-from ..service.workflow_api import list_templates, read_template
 
 log = logging.getLogger(__name__)
 _background: set[asyncio.Task[Any]] = set()
@@ -73,13 +71,10 @@ def register(routes: web.RouteTableDef, r: Any) -> None:
         f = await (await r.app()).sessions.output(request.match_info["session_id"], request.match_info["file"])
         return _file_response(f, "private, max-age=300")
 
-    @get("/templates")
-    async def templates(request: web.Request) -> web.Response:
-        return web.json_response({"templates": await asyncio.to_thread(list_templates)})
-
     @get("/templates/{name}")
     async def template(request: web.Request) -> web.Response:
-        return web.json_response(await asyncio.to_thread(read_template, request.match_info["name"]))
+        templates = (await r.app()).templates  # the list is routes_loras.py's GET /templates
+        return web.json_response(await asyncio.to_thread(templates.ui, request.match_info["name"]))
 
 
 def _in_background(coro: Awaitable[Any], what: str) -> None:

@@ -39,7 +39,25 @@ def _comfy_app() -> App:
 
     from .events import comfy_send
 
-    return App.open(emit=comfy_send, loras_dir=comfy_lora_folder(folder_paths.get_folder_paths("loras")[0]))
+    app = App.open(emit=comfy_send, loras_dir=comfy_lora_folder(folder_paths.get_folder_paths("loras")[0]))
+    app.templates.local_url = own_url()  # a LoRA test from the sidebar queues on this ComfyUI
+    return app
+
+
+def own_url() -> str | None:
+    """This ComfyUI's base URL as seen from its own process (loopback when it listens there);
+    ``None`` outside ComfyUI."""
+    try:
+        from comfy.cli_args import args  # ComfyUI's module
+    except ImportError:
+        return None
+
+    listen = [a.strip() for a in str(getattr(args, "listen", None) or "127.0.0.1").split(",") if a.strip()]
+    any_or_loopback = {"0.0.0.0", "::", "127.0.0.1", "localhost", "::1"}
+    host = "127.0.0.1" if not listen or any_or_loopback & set(listen) else listen[0]
+    host = f"[{host}]" if ":" in host else host
+    scheme = "https" if getattr(args, "tls_keyfile", None) and getattr(args, "tls_certfile", None) else "http"
+    return f"{scheme}://{host}:{int(getattr(args, 'port', 8188))}"
 
 
 holder = AppHolder(_comfy_app)

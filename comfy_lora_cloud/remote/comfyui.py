@@ -9,8 +9,9 @@ again. Cancelling the coroutine interrupts the prompt on the remote side and dro
 queue. The pack's own routes on the remote side (``/lora_cloud/api/...``) are reached the same
 way: :meth:`ComfyClient.fetch_lora` asks the remote pack to bring a LoRA from the bucket now.
 
-Errors: a refused workflow or a failed prompt is a :class:`~..errors.GenerationError` (with the
-node and ComfyUI's message); an unreachable ComfyUI a :class:`~..errors.TunnelError`.
+Errors: a refused workflow is a :class:`~..errors.WorkflowRejected` (with ComfyUI's per-node
+answer), a failed prompt a :class:`~..errors.ComfyUIError` (with the node and ComfyUI's message);
+an unreachable ComfyUI a :class:`~..errors.TunnelError`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from ..errors import GenerationError, ObjectNotFound, TunnelError
+from ..errors import ComfyUIError, ObjectNotFound, TunnelError, WorkflowRejected
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ class ComfyClient:
     async def object_info(self, node: str | None = None) -> dict[str, Any]:
         status, body = await self._json("GET", "/object_info" + (f"/{quote(node)}" if node else ""))
         if status != 200 or not isinstance(body, dict):
-            raise GenerationError(f"the remote ComfyUI answered /object_info with HTTP {status}")
+            raise ComfyUIError(f"the remote ComfyUI answered /object_info with HTTP {status}")
         return body
 
     async def queue_prompt(self, prompt: dict[str, Any], client_id: str,
@@ -143,12 +144,14 @@ class ComfyClient:
             body["extra_data"] = extra_data
         status, data = await self._json("POST", "/prompt", json=body)
         if status == 400:
-            raise GenerationError(f"the remote ComfyUI refused the workflow: {_node_errors(data)}")
+            raise WorkflowRejected(f"the remote ComfyUI refused the workflow: {_node_errors(data)}",
+                                   node_errors=(data.get("node_errors") if isinstance(data, dict) else None) or {})
         if status != 200 or not isinstance(data, dict) or not data.get("prompt_id"):
-            raise GenerationError(f"the remote ComfyUI could not queue the workflow (HTTP {status}): "
+            raise ComfyUIError(f"the remote ComfyUI could not queue the workflow (HTTP {status}): "
                                   f"{str(data)[:300]}")
         if data.get("node_errors"):
-            raise GenerationError(f"the remote ComfyUI refused the workflow: {_node_errors(data)}")
+            raise WorkflowRejected(f"the remote ComfyUI refused the workflow: {_node_errors(data)}",
+                                   node_errors=data["node_errors"])
         return str(data["prompt_id"])
 
     async def history(self, prompt_id: str) -> dict[str, Any] | None:
@@ -170,7 +173,7 @@ class ComfyClient:
         try:
             async with self.http.get(self.base_url + "/view", params=params) as resp:
                 if resp.status != 200:
-                    raise GenerationError(f"the remote ComfyUI could not send {image.filename} (HTTP {resp.status})")
+                    raise ComfyUIError(f"the remote ComfyUI could not send {image.filename} (HTTP {resp.status})")
                 return await resp.read()
         except _NETWORK_ERRORS as exc:
             raise TunnelError(f"the image {image.filename} did not arrive ({type(exc).__name__})") from None
@@ -181,9 +184,9 @@ class ComfyClient:
         same route the sidebar's Download button uses, with the remote install's token)."""
         status, token = await self._json("GET", "/lora_cloud/api/token")
         if status == 404:
-            raise GenerationError("the remote ComfyUI does not have the LoRA Cloud pack, so it cannot fetch LoRAs")
+            raise ComfyUIError("the remote ComfyUI does not have the LoRA Cloud pack, so it cannot fetch LoRAs")
         if status != 200 or not isinstance(token, dict) or "token" not in token:
-            raise GenerationError(f"the remote pack's token route answered HTTP {status}")
+            raise ComfyUIError(f"the remote pack's token route answered HTTP {status}")
         status, body = await self._json(
             "POST", f"/lora_cloud/api/loras/{quote(name, safe='')}/download", json={},
             headers={token.get("header", "X-LoRA-Cloud-Token"): str(token["token"])})
@@ -191,7 +194,7 @@ class ComfyClient:
             raise ObjectNotFound(f"no LoRA {name!r} in the bucket the remote session uses")
         if status != 200 or not isinstance(body, dict):
             message = body.get("message") if isinstance(body, dict) else str(body)[:300]
-            raise GenerationError(f"the remote session could not fetch LoRA {name!r}: {message}")
+            raise ComfyUIError(f"the remote session could not fetch LoRA {name!r}: {message}")
         return body
 
     # ---- one prompt, followed to the end ---------------------------------------------------
@@ -301,11 +304,11 @@ def _finished(prompt_id: str, entry: dict[str, Any]) -> dict[str, Any]:
     if status.get("status_str") == "error" or status.get("completed") is False:
         for kind, data in reversed(status.get("messages") or []):
             if kind == "execution_error" and isinstance(data, dict):
-                raise GenerationError(f"the remote ComfyUI failed on node {data.get('node_id')} "
+                raise ComfyUIError(f"the remote ComfyUI failed on node {data.get('node_id')} "
                                       f"({data.get('node_type')}): {data.get('exception_message', '').strip()}")
             if kind == "execution_interrupted":
-                raise GenerationError(f"prompt {prompt_id} was interrupted on the remote ComfyUI")
-        raise GenerationError(f"prompt {prompt_id} failed on the remote ComfyUI")
+                raise ComfyUIError(f"prompt {prompt_id} was interrupted on the remote ComfyUI")
+        raise ComfyUIError(f"prompt {prompt_id} failed on the remote ComfyUI")
     return entry
 
 

@@ -10,7 +10,8 @@ GPU providers and each other only through it, so a behaviour cannot differ by en
 
 One noun per service, each in its own module: :class:`~.runs.Runs`, :class:`~.instances.Instances`,
 :class:`~.library.Library`, :class:`~.costs.Costs`, :class:`~.offers.Offers`,
-:class:`~.mirror.Mirror`, :class:`~.recovery.Recoveries`, :class:`~.sessions.Sessions`;
+:class:`~.mirror.Mirror`, :class:`~.recovery.Recoveries`, :class:`~.templates.Templates`,
+:class:`~.sessions.Sessions`;
 :class:`~.notify.Notifier` (``app.notify``) turns the events they emit into notifications. They
 hold the app, not copies of its parts, so a settings change reaches them all at once.
 
@@ -119,6 +120,7 @@ class App:
         from .offers import Offers
         from .recovery import Recoveries
         from .runs import Runs
+        from .templates import Templates
         from .sessions import Sessions
 
         self.source = settings if isinstance(settings, SettingsSource) else SettingsSource(settings.home, initial=settings)
@@ -143,6 +145,7 @@ class App:
         self.offers = Offers(self)
         self.mirror = Mirror(self)
         self.recovery = Recoveries(self)
+        self.templates = Templates(self)  # workflow templates by name, LoRA tests
         self.sessions = Sessions(self)  # remote ComfyUI on a rented GPU
         from .notify import Notifier
 

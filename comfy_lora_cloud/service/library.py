@@ -657,7 +657,29 @@ class Library:
             pass
         except StorageError as exc:
             problems.append(Problem.of(layout.lora_meta_key(name), exc).to_dict())
-        return {"name": name, "size": info.size, "md5": info.md5, **header, "info": sidecar, "problems": problems}
+        from ..training.lora_meta import from_header
+
+        # "lora_cloud": what made it, as its own header says (the trainer writes the same fields
+        # into the header and the sidecar: the header is what a downloaded file keeps)
+        return {"name": name, "size": info.size, "md5": info.md5, **header, "lora_cloud": from_header(header["metadata"]),
+                "info": sidecar, "problems": problems}
+
+    async def lora_file_metadata(self, path: str | Path) -> dict[str, Any]:
+        """The same for a LoRA file on this machine (a download): its header says what made it."""
+        def run() -> dict[str, Any]:
+            from ..training.lora_meta import from_header, read_safetensors_metadata
+
+            p = Path(path).expanduser()
+            try:
+                meta = read_safetensors_metadata(p)
+            except OSError as exc:
+                raise ObjectNotFound(f"cannot read {p}: {exc.strerror or exc}") from None
+            except ValueError as exc:
+                raise DatasetError(f"{p.name}: {exc}") from None
+            return {"name": p.name.removesuffix(layout.LORA_SUFFIX), "path": str(p), "size": p.stat().st_size,
+                    "metadata": meta, "lora_cloud": from_header(meta), "info": {}, "problems": []}
+
+        return await asyncio.to_thread(run)
 
     async def download_lora(self, name: str, dest_dir: str | Path | None = None) -> dict[str, Any]:
         """Copy a LoRA into ``dest_dir`` (default: the app's LoRA folder) through the one LoRA

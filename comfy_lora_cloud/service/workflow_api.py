@@ -4,7 +4,8 @@
 Generate node.
 
 A workflow saved from the canvas (``{"nodes": [...], "links": [...]}``) is not what ``/prompt``
-takes; it is refused with the way out ("Export (API)" in ComfyUI's workflow menu).
+takes; it is refused with the way out ("Export (API)" in ComfyUI's workflow menu). The pack's own
+templates come by name from ``service/templates.py`` (:func:`resolve_workflow`).
 """
 
 from __future__ import annotations
@@ -175,39 +176,18 @@ def prepare(workflow: dict[str, Any], *, lora: str | None = None, prompt: str | 
     return wf
 
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "example_workflows"
 
-
-def list_templates() -> list[dict[str, str]]:
-    """The pack's workflow templates (``example_workflows/*.json``, what ComfyUI's template
-    browser shows): ``[{"name", "title"}]``."""
-    out = []
-    for path in sorted(TEMPLATES_DIR.glob("*.json")) if TEMPLATES_DIR.is_dir() else []:
-        out.append({"name": path.stem, "title": path.stem.replace("_", " ")})
-    return out
-
-
-def read_template(name: str) -> dict[str, Any]:
-    """A template as saved (canvas format, for the canvas), by name."""
-    validate_name(name, "template name")
-    path = TEMPLATES_DIR / f"{name}.json"
-    if not path.is_file():
-        raise ConfigError(f"no template {name!r}; known: {', '.join(t['name'] for t in list_templates()) or 'none'}")
-    try:
-        data = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"template {name!r} cannot be read: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"template {name!r} is not a workflow")
-    return data
-
-
-def resolve_workflow(source: str) -> dict[str, Any]:
-    """What a node or a route was given: workflow JSON (API format), or a template name whose file
-    is in API format."""
+def resolve_workflow(source: str, *, lora: str | None = None, prompt: str | None = None, seed: int | None = None,
+                     sets: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """What a node or the CLI was given, ready for ``/prompt``: workflow JSON in ComfyUI's API
+    format (the LoRA, prompt, seed and sets applied by :func:`prepare`), or the name of one of the
+    pack's templates (``service/templates.py`` fills in its LoRA and prompt, then the seed and
+    sets apply)."""
     text = (source or "").strip()
     if not text:
         raise ConfigError("give a workflow: a template name or workflow JSON in ComfyUI's API format")
     if text.startswith("{"):
-        return parse_workflow(text)
-    return parse_workflow(read_template(text), f"template {text!r}")
+        return prepare(parse_workflow(text), lora=lora, prompt=prompt, seed=seed, sets=sets)
+    from .templates import load_template
+
+    return prepare(load_template(text, lora=lora, prompt=prompt), seed=seed, sets=sets)

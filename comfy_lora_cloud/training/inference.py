@@ -49,6 +49,15 @@ _COMMON = {
 }
 
 
+# the names workflows use for a role (the pack's templates, workflows/templates.py, name the fp16
+# Flux file and the fp8 T5, as most Flux graphs do): the supervisor links each to the file the
+# session has, so a graph runs whatever the precision (ComfyUI reads the dtype from the file)
+ALIASES = {
+    "diffusion_models": ("flux1-dev.safetensors", "flux1-dev-fp8.safetensors"),
+    "text_encoders/t5": ("t5xxl_fp8_e4m3fn.safetensors", "t5xxl_fp16.safetensors"),
+}
+
+
 def model_files(precision: str = "fp8") -> dict[str, tuple[str, str]]:
     """``{role: (file name, repo)}``; the role's first part is ComfyUI's models/ folder."""
     if precision not in PRECISIONS:

@@ -35,7 +35,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import (
     ChecksumMismatch, LoraCloudError, ObjectNotFound, PreconditionFailed, StorageError, TrainingError, redact,
@@ -48,7 +48,8 @@ from ..storage.layout import lora_key, lora_meta_key
 from .checkpoints import complete_states, download_checkpoint, read_latest, upload_checkpoint
 from .dataset_pull import check_local_dataset, pull_dataset
 from ..training.kohya_config import TrainJob, TrainPaths, write_configs
-from ..training.presets import load_preset, plan_steps
+from ..training.lora_meta import LoraInfo, header_metadata, iso_date, stamp_safetensors
+from ..training.presets import Preset, StepPlan, load_preset, plan_steps
 from ..training.progress import Event, ProgressParser
 from ..training.spec import RunSpec, load_spec
 from ..training.status import StatusReporter
@@ -261,9 +262,9 @@ class Trainer:
         if not lora.is_file():
             raise TrainingError("kohya exited 0 without writing the LoRA"
                                 + (f": {self.error_hint}" if self.error_hint else " (see logs/trainer.log)"))
-        self._upload_new_checkpoints(output_dir)
+        self._upload_new_checkpoints(output_dir, attempts=3)
         self._upload_new_samples(output_dir)
-        return self._publish(lora, preset.name, plan.total_steps)
+        return self._publish(lora, self._lora_info(preset, plan, images), plan.total_steps)
 
     def _run_kohya(self, cmd: list[str], output_dir: Path) -> int:
         env = {k: v for k, v in self.child_env.items() if k not in _SECRET_ENV}
@@ -354,7 +355,10 @@ class Trainer:
         elif ev.kind in ("state_saved", "model_saved"):
             self.report.event(ev.kind, **d)
 
-    def _upload_new_checkpoints(self, output_dir: Path) -> None:
+    def _upload_new_checkpoints(self, output_dir: Path, attempts: int = 1) -> None:
+        """Upload the newest complete checkpoint not in the bucket yet. While kohya runs, one try
+        per poll (a flaky bucket must not kill a paid run: the next poll tries again); after it,
+        ``attempts`` tries, since there is no next poll."""
         states = [(e, p) for e, p in complete_states(output_dir) if e not in self.uploaded_epochs]
         if not states:
             return
@@ -364,10 +368,14 @@ class Trainer:
         except (OSError, ValueError):
             return  # still being written; next poll
         step = epoch * self.steps_per_epoch
-        try:
-            cp = upload_checkpoint(self.storage, self.spec.run_id, path, epoch, step)
-        except StorageError as exc:  # a flaky bucket must not kill a paid run: try again at the next poll
-            log.warning("checkpoint %s not uploaded yet: %s", path.name, exc.message)
+        for attempt in range(1, attempts + 1):
+            try:
+                cp = upload_checkpoint(self.storage, self.spec.run_id, path, epoch, step)
+                break
+            except StorageError as exc:
+                log.warning("checkpoint %s not uploaded yet (try %d/%d): %s", path.name, attempt, attempts,
+                            exc.message)
+        else:
             return
         self.uploaded_epochs.update(e for e, _ in states)
         self.report.event("checkpoint", name=cp.name, epoch=epoch, step=step, kohya_state=state)
@@ -382,17 +390,52 @@ class Trainer:
                 self.uploaded_samples.add(path.name)
 
     # ---- publishing ----------------------------------------------------------------------------
-    def _publish(self, lora: Path, preset: str, total_steps: int) -> RunState:
-        """Upload the LoRA under a name no other run owns, verify it, write its JSON, mark done."""
+    def _lora_info(self, preset: Preset, plan: StepPlan, images: int) -> LoraInfo:
+        """What made this LoRA: the run's spec and preset, what kohya reported, what it cost."""
+        t, status = self.clock(), self.report.status
+
+        def num(key: str, kind: type) -> Any:
+            value = preset.training.get(key, preset.dataset.get(key))
+            try:
+                return kind(value) if value is not None else None
+            except (TypeError, ValueError):
+                return None
+
+        gpu, dph, cost = self._attempt_costs(t)
+        return LoraInfo(
+            run_id=self.spec.run_id, preset=preset.name, lora_type=self.spec.lora_type, dataset=self.spec.dataset,
+            trigger=self.spec.trigger, overrides=dict(self.spec.overrides), images=images,
+            steps=status.step or plan.total_steps, epochs=plan.epochs, rank=num("network_dim", int),
+            alpha=num("network_alpha", float), learning_rate=num("learning_rate", float),
+            resolution=num("resolution", int), final_loss=status.loss, gpu=gpu, dph=dph, cost_usd=cost,
+            created_at=t, date=iso_date(t))
+
+    def _attempt_costs(self, now: float) -> tuple[str | None, float | None, float | None]:
+        """(GPU, $/hr) of the last attempt and an estimate of the whole run's cost: each attempt's
+        $/hr over the time from its ``attempt`` event (written by the controller as it rents) to
+        the next one, or to now. ``None`` when the run's events name no attempt."""
+        attempts = [e for e in self.report.events if e.get("kind") == "attempt"
+                    and isinstance(e.get("t"), (int, float)) and isinstance(e.get("dph"), (int, float))]
+        if not attempts:
+            return None, None, None
+        cost = 0.0
+        for a, nxt in zip(attempts, [*attempts[1:], None]):
+            end = nxt["t"] if nxt is not None else now
+            cost += a["dph"] * max(end - a["t"], 0.0) / 3600
+        gpu = attempts[-1].get("gpu")
+        return (gpu if isinstance(gpu, str) else None), float(attempts[-1]["dph"]), round(cost, 4)
+
+    def _publish(self, lora: Path, info: LoraInfo, total_steps: int) -> RunState:
+        """Write what made the LoRA into its header, upload it under a name no other run owns,
+        verify it, write its JSON, mark done."""
         self.report.update(state=RunState.UPLOADING, message="uploading the LoRA", step=total_steps, eta_seconds=None)
+        stamp_safetensors(lora, header_metadata(info))  # before the checksum: the bucket gets this file
         local = checksum_file(lora)
         name = self._upload_lora(lora, local)
         meta = {
-            "name": name, "run_id": self.spec.run_id, "preset": preset, "dataset": self.spec.dataset,
-            "trigger": self.spec.trigger, "lora_type": self.spec.lora_type, "vram_gb": self.spec.vram_gb,
-            "overrides": self.spec.overrides, "size": local.size, "md5": local.md5, "crc32c": local.crc32c,
+            "name": name, **info.to_dict(), "vram_gb": self.spec.vram_gb, "size": local.size, "md5": local.md5,
+            "crc32c": local.crc32c,
             "sample_images": [e["key"] for e in self.report.events if e.get("kind") == "sample" and "key" in e],
-            "created_at": self.clock(),
         }
         self.storage.write_bytes(lora_meta_key(name), json.dumps(meta, indent=1).encode(),
                                  content_type="application/json")

@@ -158,7 +158,12 @@ class Supervisor:
         files = inference.model_files(self.precision)
         check_weights(self.storage, self.weights, files.values())  # gated / no token: fail before anything slow
         for role, pair in files.items():
-            fetch_weights(self.storage, self.weights, self.models_dir / inference.comfy_folder(role), files=[pair])
+            folder = self.models_dir / inference.comfy_folder(role)
+            fetch_weights(self.storage, self.weights, folder, files=[pair])
+            for alias in inference.ALIASES.get(role, ()):
+                link = folder / alias
+                if alias != pair[0] and not link.exists():
+                    link.symlink_to(pair[0])  # relative: the file beside it
             self._check_time()
 
     def _model_paths(self) -> Path:

@@ -44,7 +44,7 @@ GET_ROUTES = ["/token", "/instances", "/instances?all=1", "/instances/77/logs", 
               "/datasets/cats/editor", "/datasets/cats/validate", "/uploads/cats", "/uploads/cats/review",
               "/uploads/cats/files/a.png", "/train/presets", "/runs/run-1/config", "/notify",
               # issue 11: the Generate section
-              "/sessions", "/outputs", "/outputs/session-1/a.png", "/templates", "/templates/dataset_to_lora"]
+              "/sessions", "/outputs", "/outputs/session-1/a.png", "/templates/basic_txt2img"]
 MUTATIONS = [("POST", "/instances/77/stop", {}), ("POST", "/instances/77/destroy", {}),
              ("POST", "/budgets", {"max_dph": 0.5}), ("POST", "/runs", {"dataset": "cats"}),
              ("POST", "/runs/run-1/stop", {}), ("DELETE", "/datasets/cats", {}),

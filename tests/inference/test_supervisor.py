@@ -146,6 +146,9 @@ def test_a_session_serves_prompts_pushes_outputs_syncs_loras_and_stops_when_idle
     assert bucket.exists(f"models/{model_files('fp8')['vae'][0]}")
     assert (sup.models_dir / "diffusion_models" / model_files("fp8")["diffusion_models"][0]).read_bytes() \
         .startswith(b"cached:")
+    # the names the pack's templates use lead to the file this precision has
+    assert (sup.models_dir / "diffusion_models" / "flux1-dev.safetensors").read_bytes() == \
+        (sup.models_dir / "diffusion_models" / model_files("fp8")["diffusion_models"][0]).read_bytes()
     assert (sup.loras_dir / "first.safetensors").read_bytes() == b"lora one"  # LoRAs pulled at start
     assert not (sup.loras_dir / "first.json").exists()
 

@@ -74,7 +74,7 @@ async def test_generate_section_end_to_end(stack, browser, aiohttp_server, monke
         timeout=WAIT_MS)
 
     # the template loader opens a template in the canvas
-    await section.locator('[data-action="template:dataset_to_lora"]').click()
+    await section.locator('[data-action="template:basic_txt2img"]').click()
     await page.wait_for_function("window.__loadedGraph && window.__loadedGraph.nodes.length > 0", timeout=WAIT_MS)
 
     # stop: billing ends

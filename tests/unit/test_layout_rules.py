@@ -17,10 +17,11 @@ COMFY_MODULES = {"comfy", "comfy_api", "comfy_execution", "server", "folder_path
 LAYER = {  # layer -> layers it may import (design.md: edges -> service -> adapters -> base)
     "cli": {"service", "base"},
     "comfy": {"service", "base"},
-    "service": {"storage", "providers", "remote", "dataset", "training", "base"},
+    "service": {"storage", "providers", "remote", "dataset", "training", "workflows", "base"},
     "storage": {"base"}, "providers": {"base"}, "remote": {"base"}, "dataset": {"base", "storage"},
     "training": {"base", "storage", "dataset", "providers"},
     "worker": {"base", "storage", "dataset", "training"},  # what runs on the rented GPU
+    "workflows": {"base"},  # ComfyUI graphs as data (the templates)
     "base": {"base"},
 }
 BASE_MODULES = {"models", "errors", "settings", "__init__"}  # what "base" may mean: nothing else
@@ -31,7 +32,8 @@ ADAPTER_PUBLIC = {
     "dataset": {"dataset", "dataset.bucket", "dataset.pipeline", "dataset.validate", "dataset.load",
                 "dataset.caption"},
     "training": {"training", "training.estimate", "training.kohya_config", "training.launch", "training.presets",
-                 "training.progress", "training.spec", "training.status", "training.inference"},
+                 "training.progress", "training.spec", "training.status", "training.lora_meta",
+                 "training.inference"},
 }
 
 

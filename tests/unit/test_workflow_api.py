@@ -46,6 +46,15 @@ def test_refusals_are_clear():
     assert parse_assignment("3.cfg=1.5") == ("3", "cfg", 1.5) and parse_assignment("a.b=hi") == ("a", "b", "hi")
     with pytest.raises(ConfigError, match="Export \\(API\\)"):
         parse_workflow(json.dumps({"nodes": [], "links": []}))
-    with pytest.raises(ConfigError, match="Export \\(API\\)"):
-        resolve_workflow("dataset_to_lora")  # the template is a canvas workflow
+    with pytest.raises(ConfigError, match="no template named"):
+        resolve_workflow("dataset_to_lora")  # a canvas workflow, not one of the templates
     assert resolve_workflow(json.dumps({"prompt": WF}))["8"]["class_type"] == "KSampler"  # a /prompt body
+
+
+def test_a_template_by_name_gets_the_lora_prompt_and_seed():
+    wf = resolve_workflow("basic_txt2img", lora="my cat", prompt="ohwx cat", seed=5, sets=["KSampler.steps=4"])
+    [loader] = [n for n in wf.values() if n["class_type"] == "LoraCloudLoraLoader"]
+    assert loader["inputs"]["lora_name"] == "my cat"
+    assert "ohwx cat" in [n["inputs"].get("text") for n in wf.values() if n["class_type"] == "CLIPTextEncode"]
+    [sampler] = [n for n in wf.values() if n["class_type"] == "KSampler"]
+    assert sampler["inputs"]["seed"] == 5 and sampler["inputs"]["steps"] == 4

@@ -1,0 +1,138 @@
+// LoRA Cloud sidebar, the LoRA card's part (a `loraCardExtras` entry of loras.js): what made the
+// LoRA (from its bucket JSON), and trying it in one click. "Test" queues the basic_txt2img template
+// with the LoRA and the prompt (prefilled with its trigger word) on this ComfyUI (or the remote
+// session), "Compare strengths" queues lora_comparison; the card follows the prompt and shows the
+// image. No side effects at import: ComfyUI imports every .js file in this folder as a module.
+import { api } from "../../scripts/api.js";
+import { loraCloudApi as lc } from "./api.js";
+import { loraCloudState as state } from "./state.js";
+import { h, toast } from "./ui.js";
+
+const POLL_MS = 1500;
+const FINISHED = new Set(["done", "failed", "unknown"]);
+const tests = new Map(); // LoRA name -> {prompt, defaulted, promptId, template, state, error, images, busy}
+
+function entry(name) {
+  if (!tests.has(name)) tests.set(name, { prompt: null, defaulted: false, promptId: null, state: null, images: [] });
+  return tests.get(name);
+}
+
+const STYLE = `
+.lcl-lora-extra{flex:1 1 100%;min-width:0}
+.lcl-test{margin-top:.35rem}
+.lcl-prompt{width:100%;box-sizing:border-box}
+.lcl-test-image{display:block;width:100%;margin-top:.35rem;border-radius:4px}
+`;
+
+function ensureStyle() {
+  if (document.querySelector("style[data-lora-cloud-test]")) return;
+  const style = document.createElement("style");
+  style.setAttribute("data-lora-cloud-test", "");
+  style.textContent = STYLE;
+  document.head.append(style);
+}
+
+// ---- what made it ---------------------------------------------------------------------------------
+function dateOf(m) {
+  if (typeof m.date === "string") return m.date.slice(0, 10);
+  if (typeof m.created_at === "number") return new Date(m.created_at * 1000).toISOString().slice(0, 10);
+  return null;
+}
+
+// One line of facts from the LoRA's JSON (bucket content: it only ever goes in as text).
+export function loraFacts(lora) {
+  const m = lora.metadata && typeof lora.metadata === "object" ? lora.metadata : {};
+  const num = (v) => typeof v === "number" && isFinite(v);
+  const parts = [];
+  if (m.trigger) parts.push(`trigger "${String(m.trigger).slice(0, 80)}"`);
+  if (m.dataset) parts.push(`dataset ${String(m.dataset).slice(0, 80)}` + (num(m.images) ? ` (${m.images} images)` : ""));
+  if (num(m.steps)) parts.push(`${m.steps} steps`);
+  if (num(m.rank)) parts.push(`rank ${m.rank}` + (num(m.alpha) ? `, alpha ${m.alpha}` : ""));
+  if (num(m.final_loss)) parts.push(`loss ${m.final_loss.toFixed(4)}`);
+  if (num(m.cost_usd)) parts.push(`$${m.cost_usd.toFixed(2)}`);
+  const date = dateOf(m);
+  if (date) parts.push(date);
+  if (m.run_id) parts.push(`run ${String(m.run_id).slice(0, 80)}`);
+  return parts.length ? h("div", { class: "lcl-meta", "data-lora-facts": lora.name }, parts.join(" · ")) : null;
+}
+
+// ---- trying it ------------------------------------------------------------------------------------
+async function loadDefault(name) {
+  const t = entry(name);
+  t.defaulted = true;
+  try {
+    const defaults = await lc.loraTestDefaults(name);
+    if (t.prompt == null) t.prompt = defaults.prompt;
+    state.changed();
+  } catch (err) {
+    // asked once per LoRA: the placeholder stays, and Test still sends the server's default
+    console.warn("LoRA Cloud: no default prompt for", name, err);
+  }
+}
+
+async function follow(name, promptId) {
+  const t = entry(name);
+  while (t.promptId === promptId) {
+    try {
+      const status = await lc.loraTestStatus(promptId);
+      if (t.promptId !== promptId) return;
+      Object.assign(t, { state: status.state, error: status.error, images: status.images || [] });
+    } catch (err) {
+      Object.assign(t, { state: "unknown", error: err.message });
+    }
+    state.changed();
+    if (FINISHED.has(t.state)) return;
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+  }
+}
+
+async function start(name, compare) {
+  const t = entry(name);
+  if (t.busy) return;
+  t.busy = true;
+  state.changed();
+  try {
+    const queued = await lc.testLora(name, { prompt: t.prompt || undefined, compare, client_id: api.clientId || undefined });
+    Object.assign(t, { promptId: queued.prompt_id, template: queued.template, state: "queued", error: null, images: [] });
+    t.prompt = queued.prompt;
+    follow(name, queued.prompt_id);
+  } catch (err) {
+    toast("error", "LoRA Cloud", err.message);
+  } finally {
+    t.busy = false;
+    state.changed();
+  }
+}
+
+const STATE_TEXT = { queued: "queued…", running: "rendering…", done: "done", failed: "failed", unknown: "lost" };
+
+// The card's Test / Compare strengths controls and the result.
+export function loraTestPanel(lora) {
+  ensureStyle();
+  const t = entry(lora.name);
+  if (!t.defaulted) loadDefault(lora.name);
+  const input = h("input", { type: "text", class: "lcl-input lcl-prompt", "aria-label": `Test prompt for ${lora.name}`,
+                             placeholder: "a prompt with the trigger word" });
+  input.value = t.prompt ?? "";
+  input.addEventListener("input", () => { t.prompt = input.value; });
+  const running = t.busy || t.state === "queued" || t.state === "running";
+  const image = t.state === "done" && t.images.length ? lc.loraTestImageUrl(t.promptId, 0) : null;
+  return h("div", { class: "lcl-test", "data-lora-test": lora.name },
+    input,
+    h("div", { class: "lcl-actions" },
+      h("button", { class: "lcl-btn", "data-action": `test:${lora.name}`, disabled: running,
+                    onclick: () => start(lora.name, false) }, "Test"),
+      h("button", { class: "lcl-btn", "data-action": `compare:${lora.name}`, disabled: running,
+                    onclick: () => start(lora.name, true) }, "Compare strengths"),
+      t.state ? h("span", { class: "lcl-meta", "data-test-state": lora.name },
+        `${t.template === "lora_comparison" ? "comparison" : "test"} ${STATE_TEXT[t.state] || t.state}`) : null),
+    t.error ? h("div", { class: "lcl-error" }, t.error) : null,
+    image ? h("a", { href: image, target: "_blank", rel: "noopener" },
+      h("img", { class: "lcl-test-image", src: image, alt: `${lora.name}: ${t.prompt || ""}`, "data-test-image": lora.name }))
+      : null);
+}
+
+// What loras.js puts on every LoRA card: the facts, then the test controls, on their own line.
+export function loraTestCard(lora) {
+  return h("div", { class: "lcl-lora-extra" }, loraFacts(lora), loraTestPanel(lora));
+}
