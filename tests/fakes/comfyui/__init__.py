@@ -1,1 +1,0 @@
-"""A fake remote ComfyUI for tests; see server.py."""
