@@ -61,6 +61,11 @@ def test_start_run_stop(stack, tmp_path):
     assert meta["prompt"]["5"]["inputs"]["text"] == "ohwx cat" and meta["prompt"]["8"]["inputs"]["steps"] == 3
     assert stack.storage.read_bytes(key) == open(path, "rb").read()
 
+    # one of the pack's templates by name (service/templates.py fills in the LoRA and the prompt)
+    templated = stack.json("comfy", "run", "basic_txt2img", "--lora", "fresh", "--prompt", "ohwx dog",
+                           "--set", "KSampler.steps=2", "--out", str(out))
+    assert [os.path.basename(p) for p in templated["images"]] == ["basic_00001_.png"]
+
     # stop: destroyed, the keeper gone, the session ended here and in the bucket
     keeper = json.loads(StateStore(stack.home / "state.db").get_kv(f"sessions:keeper:{sid}") or "null")
     stopped = stack.json("comfy", "stop")

@@ -72,6 +72,10 @@ class FakeComfy:
                                      "strength_model": ["FLOAT", {"default": 1.0}]}, ["MODEL"], False),
             "LoraLoader": ({"model": ["MODEL"], "clip": ["CLIP"], "lora_name": [f("loras")],
                             "strength_model": ["FLOAT", {}], "strength_clip": ["FLOAT", {}]}, ["MODEL", "CLIP"], False),
+            # the pack's own loader (installed in the image): a name, fetched from the bucket on demand
+            "LoraCloudLoraLoader": ({"model": ["MODEL"], "lora_name": ["STRING", {}],
+                                     "strength_model": ["FLOAT", {}], "strength_clip": ["FLOAT", {}]},
+                                    ["MODEL", "CLIP"], False),
             "CLIPTextEncode": ({"text": ["STRING", {"multiline": True}], "clip": ["CLIP"]}, ["CONDITIONING"], False),
             "FluxGuidance": ({"conditioning": ["CONDITIONING"], "guidance": ["FLOAT", {"default": 3.5}]},
                              ["CONDITIONING"], False),
