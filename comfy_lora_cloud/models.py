@@ -237,6 +237,7 @@ class Listed(Generic[T]):
 
     items: list[T] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    total: int | None = None  # entries in the whole listing, when ``items`` is one page of it
 
     def __iter__(self) -> Iterator[T]:
         return iter(self.items)

@@ -76,13 +76,14 @@ export const loraCloudApi = {
   sampleUrl: (id, file) => api.apiURL(`${BASE}/runs/${enc(id)}/samples/${enc(file)}`),
 
   datasets: () => request("/datasets").then((b) => b.datasets),
-  datasetListing: () => request("/datasets"),
+  // long listings come a page at a time: {..., total, offset, limit}
+  datasetListing: (limit = 100, offset = 0) => request(`/datasets?limit=${limit}&offset=${offset}`),
   datasetImages: (name) => request(`/datasets/${enc(name)}/images`).then((b) => b.images),
   thumbUrl: (name, file, size = 128) => api.apiURL(`${BASE}/datasets/${enc(name)}/thumbs/${enc(file)}?size=${size}`),
   deleteDataset: (name) => request(`/datasets/${enc(name)}`, { method: "DELETE" }),
 
   loras: () => request("/loras").then((b) => b.loras),
-  loraListing: () => request("/loras"),
+  loraListing: (limit = 100, offset = 0) => request(`/loras?limit=${limit}&offset=${offset}`),
   loraMetadata: (name) => request(`/loras/${enc(name)}/metadata`),
   downloadLora: (name) => request(`/loras/${enc(name)}/download`, { method: "POST" }),
   deleteLora: (name) => request(`/loras/${enc(name)}`, { method: "DELETE" }),

@@ -4,7 +4,7 @@
 // select type -> auto-caption -> review (keep, drop or edit each image, see the crop) -> save.
 // No side effects at import; bucket text only ever becomes text nodes.
 import { loraCloudApi as lc } from "./api.js";
-import { refresh } from "./data.js";
+import { moreButton, refresh } from "./data.js";
 import { closeDialog, openDialog } from "./dialog.js";
 import { loraCloudState as state } from "./state.js";
 import { act, button, dangerButton, empty, h, section, select, toast } from "./ui.js";
@@ -425,7 +425,8 @@ function datasetCard(ds) {
 function render() {
   return [
     section("Upload", "upload", uploadCard()),
-    section("Datasets", "datasets", state.datasets.length ? state.datasets.map(datasetCard) : empty("No datasets.")),
+    section("Datasets", "datasets", state.datasets.length ? state.datasets.map(datasetCard) : empty("No datasets."),
+      moreButton("datasets", state.datasets.length)),
   ];
 }
 

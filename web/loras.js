@@ -6,7 +6,7 @@
 import { app } from "../../scripts/app.js";
 import { loraCloudApi as lc } from "./api.js";
 import { loraTestCard } from "./lora_test.js";
-import { refresh } from "./data.js";
+import { moreButton, refresh } from "./data.js";
 import { loraCloudState as state } from "./state.js";
 import { button, dangerButton, empty, h, section } from "./ui.js";
 
@@ -33,7 +33,8 @@ function loraCard(lora) {
 }
 
 function render() {
-  return [section("LoRAs", "loras", state.loras.length ? state.loras.map(loraCard) : empty("No LoRAs yet."))];
+  return [section("LoRAs", "loras", state.loras.length ? state.loras.map(loraCard) : empty("No LoRAs yet."),
+    moreButton("loras", state.loras.length))];
 }
 
 export const lorasSection = { id: "loras", title: "LoRAs", render };

@@ -17,6 +17,8 @@ class LoraCloudState extends EventTarget {
     this.datasetImages = new Map(); // dataset name -> [{file, caption, size}]
     this.openDataset = null;
     this.loras = [];
+    this.shown = { datasets: 100, loras: 100 }; // how many of each listing to ask for
+    this.totals = { datasets: 0, loras: 0 }; // how many there are in the bucket
     this.logs = new Map(); // instance id -> text
     this.busy = new Set(); // action keys in flight, e.g. "stop:77"
     this.error = null;

@@ -6,7 +6,6 @@ same services, built the same way, as ComfyUI's nodes, routes and background loo
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import json
@@ -16,46 +15,74 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterator, TypeVar
 
+from typing import TYPE_CHECKING
+
 import typer
-from rich.console import Console
 
 from ..errors import ConfigError, LoraCloudError, redact
-from ..service.app import App
-from ..settings import Settings, default_home
+
+if TYPE_CHECKING:  # imported where used: `lora-cloud --help` must not pay for them
+    from ..service.app import App
+    from ..settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
-err_console = Console(stderr=True, highlight=False)
-out_console = Console(highlight=False, soft_wrap=True)
+
+class _LazyConsole:
+    """A rich ``Console`` made on first use: importing rich (and the services) is deferred to the
+    commands that print, so ``lora-cloud --help`` starts quickly (issue 17)."""
+
+    def __init__(self, **kwargs: Any):
+        self._kwargs = kwargs
+        self._console: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._kwargs)
+        return getattr(self._console, name)
+
+
+err_console: Any = _LazyConsole(stderr=True, highlight=False)
+out_console: Any = _LazyConsole(highlight=False, soft_wrap=True)
 
 
 @dataclass
 class CliContext:
     home: str | None = None
     json_output: bool = False
-    _app: App | None = field(default=None, repr=False)
+    _app: "App | None" = field(default=None, repr=False)
 
     @property
-    def app(self) -> App:
+    def app(self) -> "App":
         """The command's app, built on first use (a broken config fails here, clearly)."""
         if self._app is None:
+            from ..service.app import App
+
             self._app = App.open(self.home)
         return self._app
 
     @property
-    def settings(self) -> Settings:
+    def settings(self) -> "Settings":
         return self.app.settings
 
     @property
     def home_path(self) -> Path:
         """The home folder, without reading the settings in it (so ``config set`` can repair a
         broken file)."""
+        from ..settings import default_home
+
         return Path(self.home).expanduser() if self.home else default_home()
 
 
 def run(coro: Awaitable[T]) -> T:
     """Run one of the app's coroutines to the end (each command has its own event loop)."""
+    import asyncio
+
     return asyncio.run(coro)  # type: ignore[arg-type]
 
 
@@ -83,6 +110,23 @@ def report_problems(problems: Any) -> None:
     (``{"entry", "message"}`` dicts, as the services' listings give them)."""
     for p in problems:
         err_console.print(f"warning: skipped {p['entry']}: {p['message']}", markup=False)
+
+
+#: entries a listing command shows when not told (`--offset` pages on, `--all` shows everything)
+LIST_PAGE = 100
+
+
+def page_options(offset: int, limit: int, everything: bool) -> tuple[int, int | None]:
+    """The (offset, limit) a listing command asks the service for."""
+    return offset, None if everything else limit
+
+
+def report_page(found: dict[str, Any], what: str, shown: int) -> None:
+    """On stderr, when the listing has more than this page: how to see the rest."""
+    total, offset = found.get("total"), found.get("offset", 0)
+    if total is not None and offset + shown < total:
+        err_console.print(f"showing {offset + 1}-{offset + shown} of {total} {what}; next page: --offset "
+                          f"{offset + shown} (or --all)", markup=False)
 
 
 def confirm_or_abort(ctx: typer.Context, question: str, yes: bool) -> None:

@@ -6,7 +6,6 @@ import sys
 
 import typer
 
-from ..settings import SECRET_KEYS, Settings, set_value
 from .common import ctx_obj, emit, handle_errors, out_console
 
 app = typer.Typer(help="Show and change settings (secrets are stored 0600 and always masked).", no_args_is_help=True)
@@ -36,6 +35,8 @@ def set_(
     ),
 ) -> None:
     """Set one setting. Secrets go to <home>/secrets.toml (mode 0600), never to config.toml."""
+    from ..settings import SECRET_KEYS, set_value
+
     home = ctx_obj(ctx).home_path
     norm = key.strip().lower().replace("-", "_")
     if value in (None, "-"):
@@ -52,6 +53,8 @@ def set_(
 @handle_errors
 def unset(ctx: typer.Context, key: str = typer.Argument(..., help="Setting name.")) -> None:
     """Remove a setting so its default (or the environment) applies again."""
+    from ..settings import set_value
+
     set_value(ctx_obj(ctx).home_path, key, None)
     emit(ctx, {"key": key, "unset": True}, f"{key} unset")
 
@@ -60,7 +63,7 @@ def unset(ctx: typer.Context, key: str = typer.Argument(..., help="Setting name.
 @handle_errors
 def path(ctx: typer.Context) -> None:
     """Print where settings, secrets, state and local storage live."""
-    s: Settings = ctx_obj(ctx).settings
+    s = ctx_obj(ctx).settings
     data = {
         "home": str(s.home),
         "config": str(s.home / "config.toml"),

@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
-from .common import (confirm_or_abort, ctx_obj, emit, handle_errors, out_console, report_problems, run,
-                     transfer_progress)
+from .common import (LIST_PAGE, confirm_or_abort, ctx_obj, emit, handle_errors, out_console, page_options,
+                     report_page, report_problems, run, transfer_progress)
 
 app = typer.Typer(help="Datasets in your bucket: datasets/<name>/ (images, .txt captions, dataset.json).",
                   no_args_is_help=True)
@@ -37,14 +35,24 @@ def upload(
 
 @app.command("list")
 @handle_errors
-def list_(ctx: typer.Context) -> None:
+def list_(
+    ctx: typer.Context,
+    offset: int = typer.Option(0, "--offset", min=0, help="Skip this many datasets (by name)."),
+    limit: int = typer.Option(LIST_PAGE, "--limit", min=1, max=1000, help="Show at most this many."),
+    everything: bool = typer.Option(False, "--all", help="Show every dataset (reads every manifest)."),
+) -> None:
     """List datasets with image and caption counts; an upload that did not finish shows as incomplete.
-    Entries that cannot be read (bucket content is untrusted) are skipped, with a warning on stderr."""
-    found = run(ctx_obj(ctx).app.library.dataset_listing())
+    Entries that cannot be read (bucket content is untrusted) are skipped, with a warning on stderr.
+    Long lists come a page at a time (--offset, --limit)."""
+    found = run(ctx_obj(ctx).app.library.dataset_listing(*page_options(offset, limit, everything)))
     items = found["datasets"]
     report_problems(found["problems"])
+    report_page(found, "datasets", len(items))
 
     def human(rows: list[dict]) -> None:
+        from rich.table import Table
+        from rich.text import Text
+
         if not rows:
             out_console.print("no datasets yet: lora-cloud dataset upload DIR --name NAME")
             return

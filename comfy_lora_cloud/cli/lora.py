@@ -7,12 +7,23 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
 from ..errors import ComfyUIError
-from .common import confirm_or_abort, ctx_obj, emit, handle_errors, out_console, report_problems, run
+from .common import (LIST_PAGE, confirm_or_abort, ctx_obj, emit, handle_errors, out_console, page_options,
+                     report_page, report_problems, run)
 from .dataset import _size
+
+
+def Text(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - rich's, imported when a command prints
+    from rich.text import Text as RichText
+
+    return RichText(*args, **kwargs)
+
+
+def Table(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - `lora-cloud --help` must not import rich
+    from rich.table import Table as RichTable
+
+    return RichTable(*args, **kwargs)
 
 app = typer.Typer(help="Trained LoRAs in your bucket: loras/<name>.safetensors (+ .json).", no_args_is_help=True)
 
@@ -49,11 +60,18 @@ def _date(meta: dict[str, Any]) -> Text:
 
 @app.command("list")
 @handle_errors
-def list_(ctx: typer.Context) -> None:
-    """List LoRAs with what made them: trigger word, dataset, steps, rank, final loss, cost, date."""
-    found = run(ctx_obj(ctx).app.library.lora_listing())
+def list_(
+    ctx: typer.Context,
+    offset: int = typer.Option(0, "--offset", min=0, help="Skip this many LoRAs (by name)."),
+    limit: int = typer.Option(LIST_PAGE, "--limit", min=1, max=1000, help="Show at most this many."),
+    everything: bool = typer.Option(False, "--all", help="Show every LoRA."),
+) -> None:
+    """List LoRAs with what made them: trigger word, dataset, steps, rank, final loss, cost, date (a page at a
+    time: --offset, --limit)."""
+    found = run(ctx_obj(ctx).app.library.lora_listing(*page_options(offset, limit, everything)))
     items = found["loras"]
     report_problems(found["problems"])
+    report_page(found, "LoRAs", len(items))
 
     def human(rows: list[dict]) -> None:
         if not rows:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Optional
 
 import typer
 
 from .. import __version__
-from ..settings import install_log_redaction
 from .common import CliContext
 
 app = typer.Typer(
@@ -17,6 +15,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # plain help: rich's help renderer costs more start-up than the rest of `--help` (issue 17)
+    rich_markup_mode=None,
 )
 
 
@@ -36,6 +36,10 @@ def root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more (secrets stay masked)."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
+    import logging
+
+    from ..settings import install_log_redaction
+
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     install_log_redaction()
     ctx.obj = CliContext(home=home, json_output=json_output)

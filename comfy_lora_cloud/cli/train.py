@@ -11,7 +11,6 @@ from typing import Any, Optional
 import typer
 
 from ..errors import ConfigError
-from ..service.runs import TrainRequest
 from .common import ctx_obj, emit, handle_errors, out_console, report_problems, run
 
 if sys.version_info >= (3, 11):
@@ -193,6 +192,8 @@ def start(
 ) -> None:
     """Rent a GPU and train. Launching the same dataset and settings again re-attaches to the live run.
     A preempted run resumes in place or moves to a new GPU from its last checkpoint (the guard does it)."""
+    from ..service.runs import TrainRequest
+
     req = TrainRequest(dataset=dataset, lora_type=lora_type, lora_name=name, trigger=trigger, gpu=gpu, vram_gb=vram,
                        overrides=parse_set(sets), provider=provider_name, interruptible=interruptible,
                        resume_wait_minutes=resume_wait, max_attempts=max_attempts, on_demand_after=on_demand_after)

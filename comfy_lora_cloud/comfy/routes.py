@@ -139,6 +139,16 @@ def _int_param(request: web.Request, name: str, default: int) -> int:
     return int(raw)
 
 
+#: entries a listing route answers with when not told: a page, so a bucket of 1,000 datasets
+#: costs one listing plus a page of manifest reads (issue 17); ?offset= pages on
+LIST_PAGE = 100
+
+
+def _page_params(request: web.Request) -> tuple[int, int]:
+    """``?offset=&limit=`` of a listing route (checked by :class:`~..service.listings.Page`)."""
+    return _int_param(request, "offset", 0), _int_param(request, "limit", LIST_PAGE)
+
+
 def _file_response(f: ServedFile, cache: str) -> web.Response:
     return web.Response(body=f.body, content_type=f.content_type, headers={**f.headers, "Cache-Control": cache})
 
@@ -199,7 +209,7 @@ def register_routes(routes: web.RouteTableDef, get_app: GetApp, *, listen: Itera
         limit = _int_param(request, "limit", 50)
         if not 1 <= limit <= 500:
             raise ConfigError("limit must be between 1 and 500")
-        return web.json_response(await (await r.app()).runs.listing(limit))
+        return web.json_response(await (await r.app()).runs.listing(limit, _int_param(request, "offset", 0)))
 
     @get("/runs/{run_id}")
     async def run(request: web.Request) -> web.Response:
@@ -230,7 +240,7 @@ def register_routes(routes: web.RouteTableDef, get_app: GetApp, *, listen: Itera
     # ---- datasets --------------------------------------------------------------------------------
     @get("/datasets")
     async def datasets(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.app()).library.dataset_listing())
+        return web.json_response(await (await r.app()).library.dataset_listing(*_page_params(request)))
 
     @get("/datasets/{name}/images")
     async def dataset_images(request: web.Request) -> web.Response:
@@ -262,7 +272,7 @@ def register_routes(routes: web.RouteTableDef, get_app: GetApp, *, listen: Itera
     # ---- LoRAs -----------------------------------------------------------------------------------
     @get("/loras")
     async def loras(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.app()).library.lora_listing())
+        return web.json_response(await (await r.app()).library.lora_listing(*_page_params(request)))
 
     @get("/loras/{name}/metadata")
     async def lora_metadata(request: web.Request) -> web.Response:

@@ -37,10 +37,12 @@ class AppHolder:
 def _comfy_app() -> App:
     import folder_paths  # ComfyUI's module
 
+    from ..service import offload
     from .events import comfy_send
 
     app = App.open(emit=comfy_send, loras_dir=comfy_lora_folder(folder_paths.get_folder_paths("loras")[0]))
     app.templates.local_url = own_url()  # a LoRA test from the sidebar queues on this ComfyUI
+    offload.enable(home=app.settings.home)  # heavy transfers and preparation: never on the server's GIL
     return app
 
 

@@ -44,7 +44,8 @@ from ..storage import Storage
 from ..storage import layout
 from ..storage import lock as leases
 from ..storage import sync
-from ..storage.base import ObjectInfo, checksum_file, read_json_record, sweep_partials
+from . import offload
+from ..storage.base import ObjectInfo, checksum_file, parse_json_record, read_json_record, sweep_partials
 from ..storage.layout import CAPTION_SUFFIX, IMAGE_SUFFIXES, MANIFEST, is_dataset_file, is_image
 
 __all__ = [
@@ -89,7 +90,15 @@ def _caption_key(key: str) -> str:
 def _manifest_fields(storage: Storage, key: str) -> tuple[str | None, str | None]:
     """``trigger`` and ``lora_type`` from a dataset manifest (top level or under ``settings``),
     read as untrusted input (size-capped, typed); :class:`CorruptRecord` when it is not one."""
-    manifest = read_json_record(storage, key, MAX_MANIFEST_BYTES)
+    return _parse_manifest_fields(read_json_record(storage, key, MAX_MANIFEST_BYTES), key)
+
+
+def _manifest_fields_of(data: bytes, key: str) -> tuple[str | None, str | None]:
+    """:func:`_manifest_fields` of bytes already read (a listing's parallel reads)."""
+    return _parse_manifest_fields(parse_json_record(data, key), key)
+
+
+def _parse_manifest_fields(manifest: Any, key: str) -> tuple[str | None, str | None]:
     if not isinstance(manifest, dict):
         raise CorruptRecord(f"{key} is not a JSON object")
     settings = manifest.get("settings")
@@ -107,11 +116,16 @@ def _manifest_fields(storage: Storage, key: str) -> tuple[str | None, str | None
     return trigger, lora_type
 
 
+_UNREAD: Any = object()
+
+
 def _summarise(storage: Storage, name: str, objs: list[ObjectInfo],
-               problems: list[Problem] | None = None) -> tuple[Dataset, str | None]:
+               problems: list[Problem] | None = None, manifest: Any = _UNREAD) -> tuple[Dataset, str | None]:
     """The dataset record for the objects under its prefix, and why it is not complete (None if
     it is). ``objs`` may include the upload lease; it counts for nothing. A manifest that cannot
-    be read makes the dataset incomplete and, when ``problems`` is given, is reported there."""
+    be read makes the dataset incomplete and, when ``problems`` is given, is reported there.
+    ``manifest``: what a listing's parallel read gave (a :class:`~.listings.Read`), else it is
+    read here."""
     prefix = layout.dataset_prefix(name)
     files = [o for o in objs if is_dataset_file(o.key[len(prefix):])]
     images = [o for o in files if is_image(o.key)]
@@ -125,7 +139,12 @@ def _summarise(storage: Storage, name: str, objs: list[ObjectInfo],
                "upload`")
     else:
         try:
-            trigger, lora_type = _manifest_fields(storage, prefix + MANIFEST)
+            if manifest is _UNREAD:
+                trigger, lora_type = _manifest_fields(storage, prefix + MANIFEST)
+            elif manifest.error is not None:
+                raise manifest.error
+            else:
+                trigger, lora_type = manifest.value
         except CorruptRecord as exc:
             why = f"its {MANIFEST} cannot be read ({exc.message})"
             if problems is not None:
@@ -145,19 +164,38 @@ def _summarise(storage: Storage, name: str, objs: list[ObjectInfo],
     return d, why
 
 
-def list_datasets(storage: Storage) -> Listed[Dataset]:
-    """Every dataset, complete or not, from one listing of ``datasets/``; a folder whose name we
-    would never write, or one that cannot be read, is skipped and reported in ``problems``."""
+def list_datasets(storage: Storage, page: Any = None, *, workers: int = 16) -> Listed[Dataset]:
+    """Datasets, complete or not, by name, from one paged listing of ``datasets/`` (counts from
+    the object names); only the ``page`` shown (a :class:`~.listings.Page`, default all) has its
+    manifest read, in parallel and remembered by generation (:mod:`.listings`). A folder whose
+    name we would never write, or one that cannot be read, is skipped and reported in
+    ``problems``; ``total`` counts the datasets of every page."""
+    from .listings import Page, read_records
+
+    page = page or Page()
     by_name: dict[str, list[ObjectInfo]] = {}
     for o in storage.list(layout.DATASETS).objects:
         name, sep, _rest = o.key[len(layout.DATASETS):].partition("/")
         if sep:
             by_name.setdefault(name, []).append(o)
     found: Listed[Dataset] = Listed()
-    for name, objs in sorted(by_name.items()):
+    names = []
+    for name in sorted(by_name):
         try:
-            validate_name(name, "dataset name")
-            found.items.append(_summarise(storage, name, objs, found.problems)[0])
+            names.append(validate_name(name, "dataset name"))
+        except ConfigError as exc:
+            found.problems.append(Problem.of(f"{layout.DATASETS}{name}/", exc))
+    found.total = len(names)
+    shown = page.of(names)
+    manifests = {o.key: o for name in shown for o in by_name[name]
+                 if o.key == layout.dataset_prefix(name) + MANIFEST}
+    reads = {r.info.key: r for r in read_records(storage, list(manifests.values()), _manifest_fields_of,
+                                                 kind="dataset-manifest", workers=workers,
+                                                 max_bytes=MAX_MANIFEST_BYTES)}
+    for name in shown:
+        try:
+            manifest = reads.get(layout.dataset_prefix(name) + MANIFEST, _UNREAD)
+            found.items.append(_summarise(storage, name, by_name[name], found.problems, manifest)[0])
         except (ConfigError, StorageError) as exc:
             found.problems.append(Problem.of(f"{layout.DATASETS}{name}/", exc))
     return found
@@ -281,7 +319,7 @@ def upload_dataset(
                 and prev.data.get("source") == source:
             # this machine's upload of this folder was killed: finish it the way it was asked
             mode, resumed = prev.data.get("mode") or "replace", True
-        plan = sync.plan_push(storage, src, prefix, cache=cache)
+        plan = offload.plan_push(storage, src, prefix, cache=cache)
         plan.transfers = [t for t in plan.transfers if is_dataset_file(t.rel) and t.rel != MANIFEST]
         plan.skips = [rel for rel in plan.skips if is_dataset_file(rel) and rel != MANIFEST]
 
@@ -309,7 +347,7 @@ def upload_dataset(
                 if MANIFEST in existing:  # from here until the new manifest lands, it is incomplete
                     with contextlib.suppress(ObjectNotFound):
                         storage.delete(prefix + MANIFEST)
-                result = sync.apply(plan, storage, workers=workers, progress=progress, cache=cache)
+                result = offload.apply(plan, storage, workers=workers, progress=progress, cache=cache)
                 lease.confirm()
                 for rel in deletes:
                     with contextlib.suppress(ObjectNotFound):
@@ -348,10 +386,10 @@ def download_dataset(
             raise DatasetError(f"dataset {name!r} is not complete: {why}")
     dest = Path(dest).expanduser()
     sweep_partials(dest)
-    plan = sync.plan_pull(storage, prefix, dest, cache=cache)
+    plan = offload.plan_pull(storage, prefix, dest, cache=cache)
     plan.transfers = [t for t in plan.transfers if is_dataset_file(t.rel)]
     plan.skips = [rel for rel in plan.skips if is_dataset_file(rel)]
-    result = sync.apply(plan, storage, workers=workers, progress=progress, cache=cache)
+    result = offload.apply(plan, storage, workers=workers, progress=progress, cache=cache)
     return {"dataset": name, "files": result.files, "bytes": result.bytes, "skipped": len(plan.skips),
             "path": str(dest), "seconds": round(result.seconds, 3)}
 
@@ -373,12 +411,25 @@ def read_lora_sidecar(storage: Storage, key: str) -> dict[str, Any]:
     return meta
 
 
-def list_loras(storage: Storage) -> Listed[Lora]:
-    """LoRAs in the bucket with their sidecars; names no route could use and unreadable sidecars
-    are reported in ``problems`` (the LoRA itself is still listed when only its sidecar is bad)."""
+def _lora_sidecar_of(data: bytes, key: str) -> dict[str, Any]:
+    meta = parse_json_record(data, key)
+    if not isinstance(meta, dict):
+        raise CorruptRecord(f"{key} is not a JSON object")
+    return meta
+
+
+def list_loras(storage: Storage, page: Any = None, *, workers: int = 16) -> Listed[Lora]:
+    """LoRAs in the bucket by name, from one paged listing of ``loras/``; only the ``page`` shown
+    (a :class:`~.listings.Page`, default all) has its sidecars read, in parallel and remembered
+    by generation. Names no route could use and unreadable sidecars are reported in
+    ``problems`` (the LoRA itself is still listed when only its sidecar is bad)."""
+    from .listings import Page, read_records
+
+    page = page or Page()
     found: Listed[Lora] = Listed()
     objs = storage.list(layout.LORAS, delimiter="/").objects
-    metas = {o.key for o in objs if o.key.endswith(".json")}
+    metas = {o.key: o for o in objs if o.key.endswith(".json")}
+    valid: list[tuple[str, ObjectInfo]] = []
     for o in objs:
         if not o.key.endswith(layout.LORA_SUFFIX):
             continue
@@ -388,13 +439,20 @@ def list_loras(storage: Storage) -> Listed[Lora]:
         except ConfigError as exc:
             found.problems.append(Problem.of(o.key, exc))
             continue
+        valid.append((name, o))
+    valid.sort(key=lambda v: v[0])
+    found.total = len(valid)
+    shown = page.of(valid)
+    wanted = [metas[layout.LORAS + name + ".json"] for name, _o in shown if layout.LORAS + name + ".json" in metas]
+    reads = {r.info.key: r for r in read_records(storage, wanted, _lora_sidecar_of, kind="lora-sidecar",
+                                                 workers=workers, max_bytes=MAX_SIDECAR_BYTES)}
+    for name, o in shown:
         meta: dict[str, Any] = {}
-        mkey = layout.LORAS + name + ".json"
-        if mkey in metas:
-            try:
-                meta = read_lora_sidecar(storage, mkey)
-            except StorageError as exc:
-                found.problems.append(Problem.of(mkey, exc))
+        read = reads.get(layout.LORAS + name + ".json")
+        if read is not None and read.error is not None:
+            found.problems.append(Problem.of(read.info.key, read.error))
+        elif read is not None:
+            meta = read.value or {}
         found.items.append(Lora(name=name, size=o.size, md5=o.md5, crc32c=o.crc32c, updated=o.updated, metadata=meta))
     return found
 
@@ -470,10 +528,17 @@ class Library:
     async def datasets(self) -> list[dict[str, Any]]:
         return (await self.dataset_listing())["datasets"]
 
-    async def dataset_listing(self) -> dict[str, Any]:
-        """``{"datasets", "problems"}``: entries that cannot be read are skipped and reported."""
-        found = await asyncio.to_thread(lambda: list_datasets(self.app.storage))
-        return {"datasets": [d.to_dict() for d in found.items], "problems": [p.to_dict() for p in found.problems]}
+    async def dataset_listing(self, offset: int = 0, limit: int | None = None) -> dict[str, Any]:
+        """``{"datasets", "problems", "total", "offset", "limit"}``: one page of the datasets by
+        name (all of them without ``limit``); entries that cannot be read are skipped and
+        reported. Costs one paged listing plus the manifests of the page (see :mod:`.listings`)."""
+        from .listings import Page
+
+        page = Page(offset, limit)
+        found = await asyncio.to_thread(lambda: list_datasets(self.app.storage, page,
+                                                              workers=self.app.settings.sync_workers))
+        return {"datasets": [d.to_dict() for d in found.items], "problems": [p.to_dict() for p in found.problems],
+                **page.describe(found.total or 0)}
 
     async def describe(self, name: str) -> Dataset:
         return await asyncio.to_thread(lambda: describe_dataset(self.app.storage, name))
@@ -580,7 +645,6 @@ class Library:
         then publish them as ``datasets/<name>/``. Returns the pipeline's result."""
         from ..dataset.bucket import BucketConfig
         from ..dataset.pipeline import PrepareOptions
-        from .prepare import prepare_to_storage
 
         validate_name(name, "dataset name")
         settings = self.app.settings
@@ -594,7 +658,7 @@ class Library:
             caption_model=caption_model or settings.caption_model_path, caption_device=device,
             overwrite_captions=overwrite_captions, workers=workers,
         )
-        return await asyncio.to_thread(lambda: prepare_to_storage(
+        return await asyncio.to_thread(lambda: offload.prepare(  # a worker process, from ComfyUI
             self.app.storage, source, name, options, replace_existing=replace_existing, progress=progress))
 
     async def validate(self, name: str, trigger: str | None = None) -> Any:
@@ -616,16 +680,22 @@ class Library:
         """LoRAs in the bucket; ``local`` says whether the LoRA folder has a copy."""
         return (await self.lora_listing())["loras"]
 
-    async def lora_listing(self) -> dict[str, Any]:
-        """``{"loras", "problems"}``: entries that cannot be read are skipped and reported."""
+    async def lora_listing(self, offset: int = 0, limit: int | None = None) -> dict[str, Any]:
+        """``{"loras", "problems", "total", "offset", "limit"}``: one page of the LoRAs by name
+        (all without ``limit``), their sidecars read for that page only; entries that cannot be
+        read are skipped and reported."""
+        from .listings import Page
+
+        page = Page(offset, limit)
+
         def run() -> dict[str, Any]:
-            found = list_loras(self.app.storage)
+            found = list_loras(self.app.storage, page, workers=self.app.settings.sync_workers)
             out = []
             for lora in found.items:
                 d = lora.to_dict()
                 d["local"] = (self.app.loras_dir / layout.lora_file_name(lora.name)).is_file()
                 out.append(d)
-            return {"loras": out, "problems": [p.to_dict() for p in found.problems]}
+            return {"loras": out, "problems": [p.to_dict() for p in found.problems], **page.describe(found.total or 0)}
 
         return await asyncio.to_thread(run)
 

@@ -1,5 +1,6 @@
 """Mirror a local folder and a storage prefix (``lora-cloud sync push|pull``): plan by size and
-checksum, then apply with the sync engine's parallel transfers. The refusal of dangerous
+checksum, then apply with the sync engine's parallel transfers (in a worker process when
+ComfyUI started them: :mod:`.offload`). The refusal of dangerous
 ``--delete`` prefixes lives in the sync engine itself, so no edge can skip it."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any, Callable
 
 from ..storage import sync as engine
 from ..storage.base import clean_prefix
+from . import offload
 
 
 def normalise_prefix(prefix: str) -> str:
@@ -25,15 +27,15 @@ class Mirror:
 
     async def plan_push(self, local: Path, prefix: str, *, delete: bool = False) -> engine.SyncPlan:
         cache = self.app.library.hash_cache()
-        return await asyncio.to_thread(engine.plan_push, self.app.storage, local, normalise_prefix(prefix),
+        return await asyncio.to_thread(offload.plan_push, self.app.storage, local, normalise_prefix(prefix),
                                        delete=delete, cache=cache)
 
     async def plan_pull(self, prefix: str, local: Path, *, delete: bool = False) -> engine.SyncPlan:
         cache = self.app.library.hash_cache()
-        return await asyncio.to_thread(engine.plan_pull, self.app.storage, normalise_prefix(prefix), local,
+        return await asyncio.to_thread(offload.plan_pull, self.app.storage, normalise_prefix(prefix), local,
                                        delete=delete, cache=cache)
 
     async def apply(self, plan: engine.SyncPlan, progress: Callable[[Any], None] | None = None) -> engine.SyncResult:
         cache = self.app.library.hash_cache()
-        return await asyncio.to_thread(engine.apply, plan, self.app.storage, workers=self.app.settings.sync_workers,
+        return await asyncio.to_thread(offload.apply, plan, self.app.storage, workers=self.app.settings.sync_workers,
                                        progress=progress, cache=cache)

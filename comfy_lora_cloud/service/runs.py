@@ -9,9 +9,11 @@ lives in :func:`~.launch.launch_run` (intent -> labelled create -> record); the 
 from __future__ import annotations
 
 import asyncio
+import calendar
 import contextlib
 import dataclasses
 import logging
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -314,6 +316,20 @@ def mark_stopped_in_bucket(storage: Storage, run_id: str) -> None:
 
 
 RUN_LIST_LIMIT = 50
+_READ_IT: Any = object()
+_ID_TIME = re.compile(r"-(\d{8}-\d{6})-[0-9a-f]{4}$")
+
+
+def _id_time(run_id: str) -> float:
+    """When a run was launched, from its id (``<name>-<UTC time>-<hex>``, :func:`new_run_id`);
+    0 for an id of another shape."""
+    m = _ID_TIME.search(run_id)
+    if not m:
+        return 0.0
+    try:
+        return float(calendar.timegm(time.strptime(m.group(1), "%Y%m%d-%H%M%S")))
+    except ValueError:
+        return 0.0
 
 
 class Runs:
@@ -337,20 +353,31 @@ class Runs:
         """Runs newest first: this controller's records merged with what the trainers report."""
         return (await self.listing(limit))["runs"]
 
-    async def listing(self, limit: int = RUN_LIST_LIMIT) -> dict[str, Any]:
-        """``{"runs", "problems"}``: a run prefix or status that cannot be read is reported (bucket
-        content is untrusted), and the run left out unless this controller launched it (then it
-        shows without a status)."""
-        found = await asyncio.to_thread(self._list, limit)
-        return {"runs": found.items, "problems": [p.to_dict() for p in found.problems]}
+    async def listing(self, limit: int = RUN_LIST_LIMIT, offset: int = 0) -> dict[str, Any]:
+        """``{"runs", "problems", "total", "offset", "limit"}``: one page of the runs, newest
+        first. A run prefix or status that cannot be read is reported (bucket content is
+        untrusted), and the run left out unless this controller launched it (then it shows
+        without a status). Costs two paged listings (the run folders, their ``status.json``)
+        plus the statuses of the page, read in parallel and remembered by generation
+        (:mod:`.listings`)."""
+        from .listings import Page
 
-    def _list(self, limit: int) -> Listed[dict[str, Any]]:
+        page = Page(offset, limit)
+        found = await asyncio.to_thread(self._list, page)
+        return {"runs": found.items, "problems": [p.to_dict() for p in found.problems],
+                **page.describe(found.total or 0)}
+
+    def _list(self, page: Any) -> Listed[dict[str, Any]]:
         from ..storage import layout
-        from ..training.status import STATUS
+        from ..training.status import MAX_STATUS_BYTES, STATUS, parse_status
+        from .listings import read_records
 
         state, storage = self.app.state, self.app.storage
         found: Listed[dict[str, Any]] = Listed()
-        known = {r.id: r for r in state.list_runs(limit=limit)}
+        wanted = (page.offset + page.limit) if page.limit is not None else 1_000_000
+        known = {r.id: r for r in state.list_runs(limit=wanted)}
+        statuses = {o.key[len(layout.RUNS):-len("/" + STATUS)]: o
+                    for o in storage.list(layout.RUNS, match_glob=f"{layout.RUNS}*/{STATUS}").objects}
         ids = list(known)
         for prefix in storage.list(layout.RUNS, delimiter="/").prefixes:
             run_id = prefix[len(layout.RUNS):].rstrip("/")
@@ -360,15 +387,33 @@ class Runs:
                 ids.append(validate_name(run_id, "run id"))
             except ConfigError as exc:
                 found.problems.append(Problem.of(prefix, exc))
-        for run_id in ids:
-            try:
-                found.items.append(self._view(run_id, known.get(run_id), strict=True))
-            except CorruptRecord as exc:
-                found.problems.append(Problem.of(layout.run_key(run_id, STATUS), exc))
-                if run_id in known:
-                    found.items.append(self._view(run_id, known[run_id]))
-        found.items.sort(key=lambda r: r.get("created_at") or r.get("updated_at") or 0, reverse=True)
-        del found.items[limit:]
+
+        def newest(run_id: str) -> tuple[float, str]:
+            """When the run was launched: the record's, else the time in its id, else when its status
+            was last written. Launch times do not move, so pages do not shift while runs report."""
+            record = known.get(run_id)
+            if record is not None and record.created_at:
+                return record.created_at, run_id
+            info = statuses.get(run_id)
+            return _id_time(run_id) or (info.updated if info is not None else None) or 0.0, run_id
+
+        ids.sort(key=newest, reverse=True)
+        found.total = len(ids)
+        shown = page.of(ids)
+        infos = [statuses[run_id] for run_id in shown if run_id in statuses]
+        reads = {r.info.key: r for r in read_records(
+            storage, infos, lambda body, key: parse_status(body, key[len(layout.RUNS):-len("/" + STATUS)]),
+            kind="run-status", workers=self.app.settings.sync_workers, max_bytes=MAX_STATUS_BYTES)}
+        for run_id in shown:
+            record = known.get(run_id) or state.get_run(run_id)
+            read = reads.get(layout.run_key(run_id, STATUS))
+            if read is not None and isinstance(read.error, CorruptRecord):
+                found.problems.append(Problem.of(layout.run_key(run_id, STATUS), read.error))
+                if record is not None:
+                    found.items.append(self._view(run_id, record, status=None))
+                continue
+            status = read.value if read is not None else None
+            found.items.append(self._view(run_id, record, status=status))
         return found
 
     async def get(self, run_id: str) -> dict[str, Any]:
@@ -387,17 +432,20 @@ class Runs:
         view["attempts"] = self.app.recovery.read(run_id)  # each attempt, the time lost to preemptions, the total
         return view
 
-    def _view(self, run_id: str, record: Run | None, *, strict: bool = False) -> dict[str, Any]:
+    def _view(self, run_id: str, record: Run | None, *, strict: bool = False,
+              status: Any = _READ_IT) -> dict[str, Any]:
         """The run as the sidebar shows it; ``strict`` lets a corrupt ``status.json`` raise
-        (listings report it) instead of showing the run without a status."""
-        try:
-            status = read_status(self.app.storage, run_id)
-        except CorruptRecord:
-            if strict:
-                raise
-            status = None
-        except StorageError:
-            status = None
+        (listings report it) instead of showing the run without a status. ``status``: what a
+        listing already read (None: no status), else it is read here."""
+        if status is _READ_IT:
+            try:
+                status = read_status(self.app.storage, run_id)
+            except CorruptRecord:
+                if strict:
+                    raise
+                status = None
+            except StorageError:
+                status = None
         view: dict[str, Any] = {"id": run_id, "dataset": None, "preset": None, "lora_name": None, "gpu": "",
                                 "dph": 0.0, "instance_id": None, "created_at": None, "error": None}
         if record is not None:
@@ -429,20 +477,31 @@ class Runs:
 
     async def status_listing(self) -> dict[str, Any]:
         """``{"statuses", "problems"}``: every readable status, newest first, and the runs whose
-        name or status could not be read (reported, never fatal to the list)."""
+        name or status could not be read (reported, never fatal to the list). One paged listing
+        of ``runs/*/status.json``, the statuses read in parallel and remembered by generation."""
         from ..storage import layout
+        from ..training.status import MAX_STATUS_BYTES, STATUS, parse_status
+        from .listings import read_records
 
         def run() -> dict[str, Any]:
             storage = self.app.storage
-            out, problems = [], []
-            for prefix in storage.list(layout.RUNS, delimiter="/").prefixes:
+            out, problems, infos = [], [], []
+            for o in storage.list(layout.RUNS, match_glob=f"{layout.RUNS}*/{STATUS}").objects:
+                run_id = o.key[len(layout.RUNS):-len("/" + STATUS)]
                 try:
-                    st = read_status(storage, prefix[len(layout.RUNS):].rstrip("/"))
-                except (StorageError, ConfigError) as exc:
-                    problems.append(Problem.of(prefix, exc).to_dict())
+                    validate_name(run_id, "run id")
+                except ConfigError as exc:
+                    problems.append(Problem.of(f"{layout.RUNS}{run_id}/", exc).to_dict())
                     continue
-                if st is not None:
-                    out.append(st)
+                infos.append(o)
+            for read in read_records(
+                    storage, infos, lambda body, key: parse_status(body, key[len(layout.RUNS):-len("/" + STATUS)]),
+                    kind="run-status", workers=self.app.settings.sync_workers, max_bytes=MAX_STATUS_BYTES):
+                if read.error is not None:
+                    if not isinstance(read.error, ObjectNotFound):  # gone since the listing: not a problem
+                        problems.append(Problem.of(read.info.key.rsplit("/", 1)[0] + "/", read.error).to_dict())
+                    continue
+                out.append(read.value)
             return {"statuses": sorted(out, key=lambda st: st.updated_at, reverse=True), "problems": problems}
 
         return await asyncio.to_thread(run)

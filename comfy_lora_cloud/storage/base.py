@@ -102,6 +102,25 @@ def clean_key(key: str) -> str:
     return key
 
 
+def glob_regex(pattern: str) -> "re.Pattern[str]":
+    """GCS's ``matchGlob`` (``*``, ``**``, ``?``; the rest literal) as a regular expression."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z", re.DOTALL)
+
+
 def clean_prefix(prefix: str) -> str:
     """A listing prefix: '' (everything) or a key-like string, optionally ending with '/'."""
     if prefix in ("", None):
@@ -122,9 +141,12 @@ class Storage(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
-    def list(self, prefix: str = "", delimiter: str | None = None) -> Listing:
+    def list(self, prefix: str = "", delimiter: str | None = None, *, match_glob: str | None = None) -> Listing:
         """Every object under ``prefix`` (all pages). With ``delimiter='/'`` only the direct
-        children, plus the sub-prefixes in ``Listing.prefixes``."""
+        children, plus the sub-prefixes in ``Listing.prefixes``. With ``match_glob`` (GCS's
+        syntax, relative to the storage's root: ``*`` stays within one folder, ``**`` crosses
+        folders, ``?`` is one character) only the objects whose key matches, e.g.
+        ``runs/*/status.json``: one paged listing instead of one request per folder."""
 
     def read_bytes(self, key: str) -> bytes:
         """The object's bytes, verified against its checksum."""
@@ -305,11 +327,34 @@ def read_json_record(storage: "Storage", key: str, max_bytes: int = MAX_RECORD_B
     that are not UTF-8 JSON, or nest past the parser's limit, are :class:`CorruptRecord`;
     :class:`ObjectNotFound` passes through. What the JSON holds is the caller's to check.
     """
-    data = read_record_bytes(storage, key, max_bytes)
+    return parse_json_record(read_record_bytes(storage, key, max_bytes), key)
+
+
+def parse_json_record(data: bytes, key: str) -> Any:
+    """A record's bytes as JSON: :class:`CorruptRecord` for bytes that are not UTF-8 JSON, that
+    nest past the parser's limit, or that use NaN/Infinity."""
     try:
         return json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
     except (ValueError, RecursionError):
         raise CorruptRecord(f"{key} is not valid JSON") from None
+
+
+def read_listed_record(storage: "Storage", info: ObjectInfo, max_bytes: int = MAX_RECORD_BYTES) -> bytes:
+    """A small record's bytes, for an object a listing just described (so no ``stat``: one
+    request, not two). Refused from the listing's size when over ``max_bytes``; where the
+    storage can read one generation (GCS), exactly the listed generation is read, so an object
+    swapped for a huge one after the listing is not downloaded (:class:`ObjectNotFound` then).
+    The length read is checked again in any case."""
+    if info.size > max_bytes:
+        raise CorruptRecord(f"{info.key} is {info.size} bytes, more than a record may be ({max_bytes})")
+    reader = getattr(storage, "read_generation", None)
+    if reader is not None and info.generation:
+        data = reader(info.key, info.generation)
+    else:
+        data = storage.read_bytes(info.key)
+    if len(data) > max_bytes:
+        raise CorruptRecord(f"{info.key} is {len(data)} bytes, more than a record may be ({max_bytes})")
+    return data
 
 
 def read_record_bytes(storage: "Storage", key: str, max_bytes: int = MAX_RECORD_BYTES) -> bytes:

@@ -29,6 +29,7 @@ from .base import (
     clean_prefix,
     PARTIAL,
     copy_stream,
+    glob_regex,
     landing_file,
     partial_path,
 )
@@ -161,8 +162,9 @@ class LocalStorage:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def list(self, prefix: str = "", delimiter: str | None = None) -> Listing:
+    def list(self, prefix: str = "", delimiter: str | None = None, *, match_glob: str | None = None) -> Listing:
         prefix = clean_prefix(prefix)
+        wanted = glob_regex(match_glob) if match_glob else None
         objects: list[ObjectInfo] = []
         prefixes: set[str] = set()
         # start walking at the deepest folder the prefix names
@@ -181,7 +183,7 @@ class LocalStorage:
                 if name.startswith(PARTIAL) or (rel_dir == "" and name.startswith(".lora-cloud")):
                     continue
                 key = rel_dir + name
-                if not key.startswith(prefix):
+                if not key.startswith(prefix) or (wanted is not None and not wanted.match(key)):
                     continue
                 full = Path(dirpath) / name
                 if full.is_symlink():

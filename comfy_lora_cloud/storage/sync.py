@@ -31,6 +31,7 @@ import contextlib
 import json
 import logging
 import os
+import stat
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -118,7 +119,8 @@ ProgressFn = Callable[[Progress], None]
 class HashCache:
     """Remembers local checksums by (absolute path, size, mtime_ns) in a small JSON file.
 
-    Thread-safe; :meth:`save` writes atomically. A changed file (new size or mtime) misses.
+    Thread-safe; :meth:`save` writes atomically. A changed file (new size or mtime) misses, and
+    only then is it hashed (:meth:`checksums`); :meth:`lookup` never hashes.
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None):
@@ -128,23 +130,48 @@ class HashCache:
         self._dirty = False
         if self.path and self.path.is_file():
             with contextlib.suppress(OSError, ValueError):
-                self._data = json.loads(self.path.read_text())
+                data = json.loads(self.path.read_text())
+                if isinstance(data, dict):
+                    self._data = data
 
-    def checksums(self, file: Path) -> Checksums:
-        st = file.stat()
-        key = str(file.resolve())
-        with self._lock:
-            hit = self._data.get(key)
-        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
-            return Checksums(st.st_size, hit[2], hit[3])
+    def reload(self) -> None:
+        """Take in what another process saved to the file (entries here stay)."""
+        if not self.path or not self.path.is_file():
+            return
+        with contextlib.suppress(OSError, ValueError):
+            data = json.loads(self.path.read_text())
+            if isinstance(data, dict):
+                with self._lock:
+                    for key, value in data.items():
+                        self._data.setdefault(key, value)
+
+    def lookup(self, key: str, size: int, mtime_ns: int) -> Checksums | None:
+        """The checksums remembered for the file at absolute path ``key`` with this size and
+        mtime, or None (nothing is read)."""
+        hit = self._data.get(key)  # one dict read: atomic, no lock needed
+        if isinstance(hit, list) and len(hit) == 4 and hit[0] == size and hit[1] == mtime_ns:
+            return Checksums(size, hit[2], hit[3])
+        return None
+
+    def checksums(self, file: Path | str, st: os.stat_result | None = None, key: str | None = None) -> Checksums:
+        """The file's checksums: remembered, or computed now (and remembered). ``st`` and ``key``
+        (its absolute resolved path) save the calls when the caller has them."""
+        st = st or os.stat(file)
+        key = key or str(Path(file).resolve())
+        hit = self.lookup(key, st.st_size, st.st_mtime_ns)
+        if hit is not None:
+            return hit
         c = checksum_file(file)
-        self.remember(file, c)
+        self.put(key, st, c)
         return c
 
-    def remember(self, file: Path, c: Checksums) -> None:
-        st = file.stat()
+    def remember(self, file: Path, c: Checksums, st: os.stat_result | None = None) -> None:
+        """Record ``c`` for ``file`` as ``st`` describes it (default: as it is now)."""
+        self.put(str(file.resolve()), st or file.stat(), c)
+
+    def put(self, key: str, st: os.stat_result, c: Checksums) -> None:
         with self._lock:
-            self._data[str(file.resolve())] = [st.st_size, st.st_mtime_ns, c.md5, c.crc32c]
+            self._data[key] = [st.st_size, st.st_mtime_ns, c.md5, c.crc32c]
             self._dirty = True
 
     def save(self) -> None:
@@ -154,7 +181,7 @@ class HashCache:
             payload = json.dumps(self._data)
             self._dirty = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_text(payload)
         os.replace(tmp, self.path)
 
@@ -182,25 +209,61 @@ def check_delete_scope(prefix: str) -> None:
     )
 
 
+class LocalFile:
+    """A regular file below a sync's folder, as one ``stat`` saw it."""
+
+    __slots__ = ("rel", "path", "stat", "size")
+
+    def __init__(self, rel: str, path: str, st: os.stat_result):
+        self.rel = rel  # below the folder, ``/``-separated
+        self.path = path  # absolute, below the folder's resolved path (the hash cache's key)
+        self.stat = st
+        self.size = st.st_size
+
+
+def scan_local(root: Path) -> list[LocalFile]:
+    """Regular files below ``root`` in a stable order, one ``stat`` each (``os.scandir``: the
+    cheap walk planning needs). Symlinks are followed only when they stay inside the folder;
+    symlinked folders, the local store's metadata folder and partial files are skipped."""
+    root_s = str(root.resolve())
+    out: list[LocalFile] = []
+    stack = [(root_s, "")]  # folders still to read, the next one last
+    while stack:
+        folder, rel_dir = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            continue
+        subdirs = []
+        for entry in entries:
+            name = entry.name
+            try:
+                link = entry.is_symlink()
+                if not link and entry.is_dir():
+                    if name != META_DIR:
+                        subdirs.append((entry.path, rel_dir + name + "/"))
+                    continue
+                if name.startswith(PARTIAL):
+                    continue
+                if link:
+                    target = os.path.realpath(entry.path)
+                    if os.path.commonpath([target, root_s]) != root_s:
+                        log.info("skipping symlink leaving the folder: %s", entry.path)
+                        continue
+                st = entry.stat()  # follows a symlink that stays inside
+            except (OSError, ValueError):
+                continue
+            if stat.S_ISREG(st.st_mode):
+                out.append(LocalFile(rel_dir + name, entry.path, st))
+        stack.extend(reversed(subdirs))
+    return out
+
+
 def local_files(root: Path) -> Iterator[tuple[str, Path]]:
     """(rel, path) of regular files below ``root``; symlinks only if they stay inside it."""
-    root = root.resolve()
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not (here / d).is_symlink() and d != META_DIR)
-        for name in sorted(filenames):
-            p = here / name
-            if name.startswith(PARTIAL):
-                continue
-            if p.is_symlink():
-                try:
-                    p.resolve(strict=True).relative_to(root)
-                except (ValueError, OSError):
-                    log.info("skipping symlink leaving the folder: %s", p)
-                    continue
-            if not p.is_file():
-                continue
-            yield p.relative_to(root).as_posix(), p
+    for f in scan_local(Path(root)):
+        yield f.rel, Path(f.path)
 
 
 def _same(info: ObjectInfo, c: Checksums) -> bool:
@@ -219,20 +282,31 @@ def _valid_rel(rel: str) -> bool:
     return True
 
 
-def _escapes(root: Path, rel: str) -> bool:
-    """True if writing ``root/rel`` would land outside ``root`` (through a symlinked folder)."""
+def _escapes(root: Path, rel: str, memo: dict[str, bool] | None = None) -> bool:
+    """True if writing ``root/rel`` would land outside ``root`` (through a symlinked folder).
+    ``memo`` remembers the answer per folder for one pass (planning: many files, few folders)."""
+    folder = rel.rpartition("/")[0]
+    if memo is not None and folder in memo:
+        return memo[folder]
     try:
         (root / rel).parent.resolve().relative_to(root.resolve())
+        out = False
     except ValueError:
-        return True
-    return False
+        out = True
+    if memo is not None:
+        memo[folder] = out
+    return out
 
 
 def plan_push(
     storage: Storage, local_dir: str | os.PathLike[str], prefix: str, *, delete: bool = False,
     cache: HashCache | None = None,
 ) -> SyncPlan:
-    """What it takes to make ``prefix`` mirror ``local_dir`` (one listing of ``prefix``)."""
+    """What it takes to make ``prefix`` mirror ``local_dir`` (one listing of ``prefix``).
+
+    Cheap: a file is hashed only when the destination holds an object of its size that the hash
+    cache cannot vouch for; a new or resized file is sent as it is, and the upload hashes the
+    bytes it sends (so a first upload reads each file once)."""
     root = Path(local_dir)
     if not root.is_dir():
         raise StorageError(f"{root} is not a folder")
@@ -241,17 +315,20 @@ def plan_push(
     remote = {o.key[len(prefix):]: o for o in storage.list(prefix).objects}
     plan = SyncPlan("push", root, prefix)
     seen: set[str] = set()
-    for rel, path in local_files(root):
-        if not _valid_rel(rel):
-            plan.rejected.append(rel)
+    for f in scan_local(root):
+        if "\\" in f.rel:  # a walk never yields empty, "." or ".." parts; a backslash is the rest
+            plan.rejected.append(f.rel)
             continue
-        seen.add(rel)
-        c = cache.checksums(path)
-        info = remote.get(rel)
-        if info is not None and _same(info, c):
-            plan.skips.append(rel)
+        seen.add(f.rel)
+        info = remote.get(f.rel)
+        if info is None or info.size != f.size:  # it must go: no need to know its hash yet
+            plan.transfers.append(Transfer(f.rel, f.size, cache.lookup(f.path, f.size, f.stat.st_mtime_ns)))
+            continue
+        c = cache.checksums(f.path, f.stat, f.path)
+        if _same(info, c):
+            plan.skips.append(f.rel)
         else:
-            plan.transfers.append(Transfer(rel, c.size, c))
+            plan.transfers.append(Transfer(f.rel, c.size, c))
     if delete:
         check_delete_scope(prefix)
         plan.deletes = sorted(set(remote) - seen)
@@ -270,20 +347,22 @@ def plan_pull(
     if delete:
         check_delete_scope(prefix)
     cache = cache or HashCache()
-    local = dict(local_files(root)) if root.is_dir() else {}
+    local = {f.rel: f for f in scan_local(root)} if root.is_dir() else {}
     plan = SyncPlan("pull", root, prefix)
     wanted: set[str] = set()
+    memo: dict[str, bool] = {}
     for info in storage.list(prefix).objects:
         rel = info.key[len(prefix):]
         if rel.endswith("/") or not rel:  # "folder" placeholder objects
             continue
         unsafe = not _valid_rel(rel) or rel.split("/")[0] == META_DIR or rel.split("/")[-1].startswith(PARTIAL)
-        if unsafe or _escapes(root, rel):
+        if unsafe or _escapes(root, rel, memo):
             plan.rejected.append(rel)
             continue
         wanted.add(rel)
-        path = local.get(rel)
-        if path is not None and path.is_file() and _same(info, cache.checksums(path)):
+        have = local.get(rel)  # hashed only when its size matches and the cache cannot vouch
+        if have is not None and have.size == info.size and _same(
+                info, cache.checksums(have.path, have.stat, have.path)):
             plan.skips.append(rel)
         else:
             plan.transfers.append(Transfer(rel, info.size))
@@ -311,18 +390,25 @@ def apply(
     total = plan.bytes
     lock = threading.Lock()
     state = {"bytes": 0, "files": 0}
+    root_key = str(plan.local_dir.resolve()) if cache is not None else ""  # the cache's keys: as scan_local's
 
     def one(t: Transfer) -> None:
         path = plan.local_dir / t.rel
         key = plan.prefix + t.rel
         if plan.direction == "push":
-            storage.upload_file(path, key, checksums=t.checksums)
+            before = path.stat() if cache is not None and t.checksums is None else None
+            info = storage.upload_file(path, key, checksums=t.checksums)
+            if before is not None and info.md5 and info.crc32c:  # the upload hashed it: remember
+                after = path.stat()
+                if (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns) == (
+                        info.size, before.st_mtime_ns):
+                    cache.put(os.path.join(root_key, t.rel), before, Checksums(info.size, info.md5, info.crc32c))
         else:
             if _escapes(plan.local_dir, t.rel):  # a folder became a symlink since planning
                 raise StorageError(f"refusing to write {t.rel!r}: it would land outside {plan.local_dir}")
             info = storage.download_file(key, path)
             if cache is not None and info.md5 and info.crc32c:  # verified bytes: no need to re-hash
-                cache.remember(path, Checksums(info.size, info.md5, info.crc32c))
+                cache.put(os.path.join(root_key, t.rel), path.stat(), Checksums(info.size, info.md5, info.crc32c))
         with lock:
             state["bytes"] += t.size
             state["files"] += 1

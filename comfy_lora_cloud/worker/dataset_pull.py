@@ -11,29 +11,32 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import DatasetError
-from ..storage.base import Storage, checksum_file
+from ..storage import sync
+from ..storage.base import Storage
 from ..storage.layout import CAPTION_SUFFIX, KOHYA_IMAGE_SUFFIXES as IMAGE_EXT, dataset_prefix
 
 
-def pull_dataset(storage: Storage, name: str, image_dir: Path) -> list[str]:
-    """Download images and captions of dataset ``name`` into ``image_dir`` (files already there
-    with the same md5 are kept: a restarted run does not download again). Returns the images."""
+def pull_dataset(storage: Storage, name: str, image_dir: Path, *, workers: int = 16) -> list[str]:
+    """Download images and captions of dataset ``name`` into ``image_dir`` through the sync
+    engine (one listing, parallel verified transfers, each landing through a temporary file;
+    files already there with the same checksum are kept, so a restarted run does not download
+    again). Only the dataset's top level travels; kohya's caches beside the images stay.
+    Returns the images."""
     prefix = dataset_prefix(name)
     image_dir.mkdir(parents=True, exist_ok=True)
-    images = []
-    for obj in storage.list(prefix).objects:
-        rel = obj.key[len(prefix):]
-        suffix = Path(rel).suffix.lower()
-        if "/" in rel or suffix not in IMAGE_EXT | {CAPTION_SUFFIX}:
-            continue
-        if suffix in IMAGE_EXT:
-            images.append(rel)
-        target = image_dir / rel
-        if not (target.is_file() and obj.md5 and checksum_file(target).md5 == obj.md5):
-            storage.download_file(obj.key, target)
+
+    def wanted(rel: str) -> bool:
+        return "/" not in rel and Path(rel).suffix.lower() in IMAGE_EXT | {CAPTION_SUFFIX}
+
+    plan = sync.plan_pull(storage, prefix, image_dir)
+    plan.transfers = [t for t in plan.transfers if wanted(t.rel)]
+    plan.skips = [rel for rel in plan.skips if wanted(rel)]
+    sync.apply(plan, storage, workers=workers)
+    images = sorted(rel for rel in [t.rel for t in plan.transfers] + plan.skips
+                    if Path(rel).suffix.lower() in IMAGE_EXT)
     if not images:
         raise DatasetError(f"dataset {name!r} has no images in {storage.url}")
-    return sorted(images)
+    return images
 
 
 def check_local_dataset(image_dir: Path) -> list[str]:

@@ -26,6 +26,7 @@ class Sent:
     url: str
     query: dict[str, str]
     body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def path(self) -> str:
@@ -59,7 +60,7 @@ class InterceptingAdapter(HTTPAdapter):
         if isinstance(body, str):
             body = body.encode()
         query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(request.url).query))
-        sent = Sent(request.method, request.url, query, body)
+        sent = Sent(request.method, request.url, query, body, dict(request.headers))
         self.history.append(sent)
         reply = self.handler(sent) if self.handler else None
         if reply is None:
@@ -117,6 +118,13 @@ class GcsSemantics(InterceptingAdapter):
         return int(r.json()["generation"]) if r.status_code == 200 else 0
 
     def _preconditions(self, sent: Sent) -> Reply | None:
+        pinned = sent.query.get("generation")
+        if sent.method == "GET" and pinned is not None:  # a read of one generation: gone once replaced
+            name = object_name(sent)
+            if name is not None and self._current_generation(bucket_of(sent), name) != int(pinned):
+                return Reply(404, json.dumps({"error": {"code": 404, "message": "No such object"}}).encode(),
+                             {"Content-Type": "application/json"})
+            return None
         wanted = sent.query.get("ifGenerationMatch")
         if wanted is None or sent.method not in ("POST", "DELETE", "PATCH"):
             return None

@@ -111,6 +111,33 @@ class StorageContract:
         assert storage.list("zzz/") == Listing([], [])
         assert storage.list("a/b/").objects[0].size == 5
 
+    def test_match_glob_lists_one_file_per_folder(self, storage: Storage) -> None:
+        """``runs/*/status.json``: every run's status in one listing, none of the rest (issue 17)."""
+        for key in ("runs/r1/status.json", "runs/r2/status.json", "runs/r2/samples/status.json",
+                    "runs/r3/spec.json", "runs/r4/status.json.bak", "other/r5/status.json", "runs/status.json"):
+            storage.write_bytes(key, b"{}")
+        listed = storage.list("runs/", match_glob="runs/*/status.json").objects
+        assert [o.key for o in listed] == ["runs/r1/status.json", "runs/r2/status.json"]
+        assert all(o.generation for o in listed)
+        assert [o.key for o in storage.list("runs/", match_glob="runs/**.json").objects] == [
+            "runs/r1/status.json", "runs/r2/samples/status.json", "runs/r2/status.json", "runs/r3/spec.json",
+            "runs/status.json"]
+
+    def test_a_listed_record_is_read_as_listed(self, storage: Storage) -> None:
+        """One request per record a listing described: its size is checked from the listing, and
+        what is read is the generation listed (a record swapped after the listing is not read)."""
+        from comfy_lora_cloud.errors import CorruptRecord
+        from comfy_lora_cloud.storage.base import read_listed_record
+
+        storage.write_bytes("datasets/a/dataset.json", b'{"trigger": "sks"}')
+        [info] = storage.list("datasets/a/").objects
+        assert read_listed_record(storage, info, 100) == b'{"trigger": "sks"}'
+        with pytest.raises(CorruptRecord):
+            read_listed_record(storage, info, 10)  # refused from the listed size: nothing fetched
+        storage.write_bytes("datasets/a/dataset.json", b'{"trigger": "' + b"x" * 500 + b'"}')
+        with pytest.raises((ObjectNotFound, CorruptRecord)):  # GCS: that generation is gone; local: too big
+            read_listed_record(storage, info, 100)
+
     def test_delete_and_delete_prefix(self, storage: Storage) -> None:
         for key in ("runs/r1/a", "runs/r1/logs/b", "runs/r10/c", "runs/r2/d"):
             storage.write_bytes(key, b"x")
