@@ -21,9 +21,11 @@ from typing import Any, Optional
 import typer
 
 from ..errors import ConfigError, TunnelError
-from ..service.sessions import DEFAULT_IDLE_MINUTES, DEFAULT_MAX_HOURS, SessionRequest
-from ..service.workflow_api import load_workflow, prepare, resolve_workflow
 from .common import ctx_obj, emit, err_console, handle_errors, out_console, run
+
+# service/sessions.py's defaults (the CLI imports the services only when a command runs: issue 17)
+DEFAULT_IDLE_MINUTES = 20.0
+DEFAULT_MAX_HOURS = 4.0
 
 app = typer.Typer(help="A ComfyUI on a rented GPU: start, status, open, run a workflow, stop.", no_args_is_help=True)
 
@@ -132,6 +134,8 @@ def start(
 ) -> None:
     """Rent a GPU running ComfyUI (with the six packs of the plan and LoRA Cloud) and open a tunnel
     to it. Your LoRAs are synced onto it; every image it saves lands in the bucket's outputs/."""
+    from ..service.sessions import SessionRequest
+
     c = ctx_obj(ctx)
     req = SessionRequest(gpu=gpu, vram_gb=vram, idle_minutes=idle_minutes, max_hours=max_hours, precision=precision)
     view = run(c.app.sessions.start(req))
@@ -213,6 +217,8 @@ def run_(
     """Queue a workflow on the session's ComfyUI through the tunnel, show its progress and download
     its images. The images also land in the bucket (outputs/<session>/). A dropped link is
     reconnected; Ctrl-C interrupts the prompt on the remote side."""
+    from ..service.workflow_api import load_workflow, prepare, resolve_workflow
+
     c = ctx_obj(ctx)
     path = Path(workflow).expanduser()
     if path.is_file():

@@ -58,3 +58,11 @@ def test_a_template_by_name_gets_the_lora_prompt_and_seed():
     assert "ohwx cat" in [n["inputs"].get("text") for n in wf.values() if n["class_type"] == "CLIPTextEncode"]
     [sampler] = [n for n in wf.values() if n["class_type"] == "KSampler"]
     assert sampler["inputs"]["seed"] == 5 and sampler["inputs"]["steps"] == 4
+
+
+def test_the_cli_defaults_are_the_services():
+    from comfy_lora_cloud.cli import comfy
+    from comfy_lora_cloud.service import sessions
+
+    assert (comfy.DEFAULT_IDLE_MINUTES, comfy.DEFAULT_MAX_HOURS) == (sessions.DEFAULT_IDLE_MINUTES,
+                                                                     sessions.DEFAULT_MAX_HOURS)
