@@ -35,6 +35,7 @@ rules, with the session's record and ``sessions/<id>/status.json`` as the witnes
 from __future__ import annotations
 
 import enum
+from typing import Any, Callable
 from dataclasses import dataclass
 
 from ..errors import ConfigError, CorruptRecord, StorageError
@@ -65,8 +66,13 @@ CLOCK_AHEAD_S = 3600.0  # a trainer host's clock up to an hour ahead of ours is 
 
 def bucket_view(storage: Storage, run_id: str, now: float, fresh_s: float) -> BucketView:
     """What the bucket says about ``run_id`` (blocking: call it in a thread)."""
+    return _view(storage, lambda: read_status(storage, run_id), run_key(run_id, STATUS), now, fresh_s)
+
+
+def _view(storage: Storage, read: Callable[[], Any], key: str, now: float, fresh_s: float) -> BucketView:
+    """The one freshness rule, for a run's or a session's ``status.json`` (``read`` parses it)."""
     try:
-        status = read_status(storage, run_id)
+        status = read()
     except CorruptRecord as exc:
         return BucketView(Bucket.CORRUPT, reason=exc.message)
     except StorageError as exc:
@@ -78,7 +84,7 @@ def bucket_view(storage: Storage, run_id: str, now: float, fresh_s: float) -> Bu
     if now - fresh_s <= status.updated_at <= now + CLOCK_AHEAD_S:
         return BucketView(Bucket.LIVE, status)
     try:
-        written = storage.stat(run_key(run_id, STATUS)).updated
+        written = storage.stat(key).updated
     except StorageError as exc:
         return BucketView(Bucket.UNREADABLE, status, exc.message)
     if written is not None and written >= now - fresh_s:
@@ -113,25 +119,32 @@ def decide(run_id: str | None, local: Local, bucket: BucketView | None) -> Decis
     """The verdict for one instance whose label names ``run_id`` (see the module docstring)."""
     if run_id is None or not is_run_id(run_id):
         return Decision(Verdict.UNOWNED, "its label names no run this pack could have made")
-    if local.damaged:
-        return Decision(Verdict.DOUBT, f"the state store cannot be read ({local.damaged})")
+    return _decide("run", run_id, local.run, local.corrupt, local.damaged, bucket, "its trainer", report_end=True)
+
+
+def _decide(noun: str, ident: str, record: Any, corrupt: str, damaged: str, bucket: BucketView | None,
+            reporter: str, *, report_end: bool = False) -> Decision:
+    """The rules of the module docstring, for a run or a session (``record``: this store's)."""
+    if damaged:
+        return Decision(Verdict.DOUBT, f"the state store cannot be read ({damaged})")
     assert bucket is not None
     if bucket.kind is Bucket.ENDED:
         assert bucket.status is not None
-        return Decision(Verdict.UNOWNED, f"its trainer reported {bucket.status.state.value}", bucket.status.state)
-    if local.run is not None and not local.run.state.is_terminal:
-        return Decision(Verdict.OWNED, f"run {run_id} is live here")
-    if local.corrupt:
-        return Decision(Verdict.DOUBT, f"the record of run {run_id} cannot be read ({local.corrupt})")
+        state = bucket.status.state
+        return Decision(Verdict.UNOWNED, f"{reporter} reported {state.value}", state if report_end else None)
+    if record is not None and not record.state.is_terminal:
+        return Decision(Verdict.OWNED, f"{noun} {ident} is live here")
+    if corrupt:
+        return Decision(Verdict.DOUBT, f"the record of {noun} {ident} cannot be read ({corrupt})")
     if bucket.kind is Bucket.LIVE:
-        return Decision(Verdict.OWNED, f"run {run_id} is live in the bucket (another controller's)")
+        return Decision(Verdict.OWNED, f"{noun} {ident} is live in the bucket (another controller's)")
     if bucket.kind in (Bucket.CORRUPT, Bucket.UNREADABLE):
-        return Decision(Verdict.DOUBT, f"the bucket cannot vouch for run {run_id}: {bucket.reason}")
-    if local.run is not None:
-        return Decision(Verdict.UNOWNED, f"run {run_id} ended here ({local.run.state.value})")
+        return Decision(Verdict.DOUBT, f"the bucket cannot vouch for {noun} {ident}: {bucket.reason}")
+    if record is not None:
+        return Decision(Verdict.UNOWNED, f"{noun} {ident} ended here ({record.state.value})")
     if bucket.kind is Bucket.STALE:
-        return Decision(Verdict.UNOWNED, f"run {run_id} has not reported for a long time")
-    return Decision(Verdict.UNOWNED, f"no run {run_id} is known here or in the bucket")
+        return Decision(Verdict.UNOWNED, f"{noun} {ident} has not reported for a long time")
+    return Decision(Verdict.UNOWNED, f"no {noun} {ident} is known here or in the bucket")
 
 
 def is_run_id(run_id: str) -> bool:
@@ -156,46 +169,11 @@ def session_bucket_view(storage: Storage, session_id: str, now: float, fresh_s: 
     """What ``sessions/<id>/status.json`` says (blocking). ``status`` is the session's status."""
     from ..training.inference import read_session_status, status_key
 
-    try:
-        status = read_session_status(storage, session_id)
-    except CorruptRecord as exc:
-        return BucketView(Bucket.CORRUPT, reason=exc.message)
-    except StorageError as exc:
-        return BucketView(Bucket.UNREADABLE, reason=exc.message)
-    if status is None:
-        return BucketView(Bucket.ABSENT)
-    if status.state.is_terminal:
-        return BucketView(Bucket.ENDED, status)  # type: ignore[arg-type]
-    if now - fresh_s <= status.updated_at <= now + CLOCK_AHEAD_S:
-        return BucketView(Bucket.LIVE, status)  # type: ignore[arg-type]
-    try:
-        written = storage.stat(status_key(session_id)).updated
-    except StorageError as exc:
-        return BucketView(Bucket.UNREADABLE, status, exc.message)  # type: ignore[arg-type]
-    if written is not None and written >= now - fresh_s:
-        return BucketView(Bucket.LIVE, status)  # type: ignore[arg-type]
-    return BucketView(Bucket.STALE, status)  # type: ignore[arg-type]
+    return _view(storage, lambda: read_session_status(storage, session_id), status_key(session_id), now, fresh_s)
 
 
 def decide_session(session_id: str | None, local: LocalSession, bucket: BucketView | None) -> Decision:
     """The verdict for one instance labelled with ``session_id``: the rules of :func:`decide`."""
     if session_id is None or not is_run_id(session_id):
         return Decision(Verdict.UNOWNED, "its label names no session this pack could have made")
-    if local.damaged:
-        return Decision(Verdict.DOUBT, f"the state store cannot be read ({local.damaged})")
-    assert bucket is not None
-    if bucket.kind is Bucket.ENDED:
-        return Decision(Verdict.UNOWNED, f"its ComfyUI reported {bucket.status.state.value}")  # type: ignore[union-attr]
-    if local.session is not None and not local.session.state.is_terminal:
-        return Decision(Verdict.OWNED, f"session {session_id} is live here")
-    if local.corrupt:
-        return Decision(Verdict.DOUBT, f"the record of session {session_id} cannot be read ({local.corrupt})")
-    if bucket.kind is Bucket.LIVE:
-        return Decision(Verdict.OWNED, f"session {session_id} is live in the bucket (another controller's)")
-    if bucket.kind in (Bucket.CORRUPT, Bucket.UNREADABLE):
-        return Decision(Verdict.DOUBT, f"the bucket cannot vouch for session {session_id}: {bucket.reason}")
-    if local.session is not None:
-        return Decision(Verdict.UNOWNED, f"session {session_id} ended here ({local.session.state.value})")
-    if bucket.kind is Bucket.STALE:
-        return Decision(Verdict.UNOWNED, f"session {session_id} has not reported for a long time")
-    return Decision(Verdict.UNOWNED, f"no session {session_id} is known here or in the bucket")
+    return _decide("session", session_id, local.session, local.corrupt, local.damaged, bucket, "its ComfyUI")
