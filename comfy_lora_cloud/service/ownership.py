@@ -35,8 +35,8 @@ rules, with the session's record and ``sessions/<id>/status.json`` as the witnes
 from __future__ import annotations
 
 import enum
-from typing import Any, Callable
 from dataclasses import dataclass
+from typing import Any, Callable
 
 from ..errors import ConfigError, CorruptRecord, StorageError
 from ..models import Run, RunState, RunStatus, Session, validate_name
