@@ -47,6 +47,26 @@ from ..storage.layout import LORAS, LORA_SUFFIX, is_image, output_prefix
 from ..training import inference
 from .weights import HubWeights, WeightSource, check_weights, fetch_weights
 
+# the pack's workflow templates (example_workflows/ beside the package, in the image as in a checkout)
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "example_workflows"
+
+
+def install_workflows(user_dir: Path, templates: Path = TEMPLATES_DIR) -> list[str]:
+    """Put the pack's workflow templates in ComfyUI's workflows folder (``user/default/workflows``),
+    so the remote ComfyUI lists them under Workflows as well as in its template browser. A file
+    already there (edited during this session) is kept. Returns the names copied."""
+    import shutil
+
+    dest = user_dir / "default" / "workflows"
+    dest.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for template in sorted(templates.glob("*.json")):
+        if not (dest / template.name).exists():
+            shutil.copyfile(template, dest / template.name)
+            copied.append(template.name)
+    return copied
+
+
 log = logging.getLogger("comfy_lora_cloud.worker.inference")
 
 LORA_SUBFOLDER = "lora_cloud"  # ComfyUI lists them as lora_cloud/<name>.safetensors, as on the controller
@@ -178,6 +198,7 @@ class Supervisor:
         folders = {name: self.workdir / name for name in ("user", "input", "temp")}
         for folder in (self.output_dir, *folders.values()):
             folder.mkdir(parents=True, exist_ok=True)
+        install_workflows(folders["user"])
         # every folder ComfyUI writes is on the instance's disk: the image's own files stay read-only
         cmd = [*self.command, "--listen", "127.0.0.1", "--port", str(self.port), "--output-directory",
                str(self.output_dir), "--user-directory", str(folders["user"]), "--input-directory",

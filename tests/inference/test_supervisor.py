@@ -206,3 +206,16 @@ def test_gated_weights_fail_before_anything_starts(bucket, tmp_path, monkeypatch
     assert sup.run() is SessionState.FAILED and destroy.calls == 1
     status = read_session_status(bucket, "session-t1")
     assert "gated" in status.error and sup.process is None and hub.downloads == []
+
+
+def test_the_templates_are_in_the_remote_comfyuis_workflows_folder(tmp_path):
+    from comfy_lora_cloud.worker.inference import TEMPLATES_DIR, install_workflows
+
+    names = install_workflows(tmp_path / "user")
+    folder = tmp_path / "user" / "default" / "workflows"
+    for template in ("basic_txt2img", "lora_comparison", "img2img_refine", "batch_generation", "controlnet_pose",
+                     "upscale_4x"):
+        assert f"{template}.json" in names
+        assert (folder / f"{template}.json").read_bytes() == (TEMPLATES_DIR / f"{template}.json").read_bytes()
+    (folder / "basic_txt2img.json").write_text("{}")  # the user's edit in this session
+    assert install_workflows(tmp_path / "user") == [] and (folder / "basic_txt2img.json").read_text() == "{}"
