@@ -141,6 +141,7 @@ class Instance(Record):
     interruptible: bool = False
     run_id: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    session_id: str | None = None  # a remote ComfyUI session's instance (label lora-cloud:session:<id>)
 
 
 @dataclass
@@ -259,3 +260,67 @@ class Listed(Generic[T]):
 
     def __len__(self) -> int:
         return len(self.items)
+
+
+# ---- remote ComfyUI sessions -------------------------------------------------------------------
+class SessionState(str, enum.Enum):
+    LAUNCHING = "launching"  # intent recorded, create sent
+    STARTING = "starting"  # instance rented: booting, getting weights, starting ComfyUI
+    READY = "ready"  # ComfyUI answers
+    STOPPED = "stopped"  # stopped by the user
+    IDLE = "idle"  # destroyed after its idle minutes (by the image or the guard)
+    TIMED_OUT = "timed_out"  # destroyed at its max hours
+    FAILED = "failed"
+    LOST = "lost"  # the instance vanished and no status says why
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (SessionState.STOPPED, SessionState.IDLE, SessionState.TIMED_OUT, SessionState.FAILED,
+                        SessionState.LOST)
+
+
+@dataclass
+class Session(Record):
+    """A remote ComfyUI on a rented GPU, as this controller records it (state store)."""
+
+    id: str
+    state: SessionState = SessionState.LAUNCHING
+    provider: str = "vast"
+    instance_id: str | None = None
+    gpu: str = ""
+    dph: float = 0.0
+    idle_minutes: float = 20.0
+    max_hours: float = 4.0
+    precision: str = "fp8"
+    remote_port: int = 8188
+    ssh_host: str | None = None
+    ssh_port: int | None = None
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    ready_at: float | None = None
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.state, SessionState):
+            self.state = SessionState(self.state)
+
+
+@dataclass
+class SessionStatus(Record):
+    """What the inference image's supervisor writes to ``sessions/<id>/status.json``."""
+
+    session_id: str
+    state: SessionState = SessionState.STARTING
+    message: str = ""
+    started_at: float | None = None
+    idle_s: float = 0.0  # seconds since the last prompt ran (or since ComfyUI was ready)
+    idle_limit_s: float | None = None
+    deadline: float | None = None
+    outputs: int = 0
+    loras: int = 0
+    error: str | None = None
+    updated_at: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.state, SessionState):
+            self.state = SessionState(self.state)

@@ -140,6 +140,13 @@ class Settings(BaseSettings):
     # (benchmarks/sync.py: 16 workers were 6.3x a sequential loop at 30 ms per request)
     sync_workers: int = Field(16, ge=1, le=64, description="parallel transfers for sync")
     trainer_image: str = Field("ghcr.io/comfy-lora-cloud/trainer:0.1.0", description="Docker image of the trainer")
+    inference_image: str = Field("ghcr.io/comfy-lora-cloud/inference:0.1.0",
+                                 description="Docker image of the remote ComfyUI (lora-cloud comfy start)")
+    ssh_user: str = Field("root", pattern=r"^[a-z_][a-z0-9_.-]{0,31}$",
+                          description="the user SSH logs in as on a rented instance")
+    comfy_remote_port: int = Field(8188, ge=1, le=65535,
+                                   description="the port the remote ComfyUI listens on inside its instance "
+                                               "(127.0.0.1 only; reached through the SSH tunnel)")
     rembg_model_path: str | None = Field(None, description="background-removal model (.onnx); default: rembg's folders")
     caption_model_path: str | None = Field(None, description="local Florence-2 / BLIP-2 model folder for captions")
 

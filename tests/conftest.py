@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.gcs_emulator"]
+pytest_plugins = ["tests.fixtures.gcs_emulator", "tests.fixtures.sshd"]
 
 _LEAKY = ("VAST_API_KEY", "HF_TOKEN", "STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS", "VAST_URL")
 

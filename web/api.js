@@ -52,6 +52,8 @@ async function request(path, { method = "GET", body, raw, retried = false } = {}
   return data;
 }
 
+export { request as loraCloudRequest }; // for section modules with routes of their own (generate.js)
+
 const enc = encodeURIComponent;
 
 export const loraCloudApi = {

@@ -13,7 +13,7 @@ import { api } from "../../scripts/api.js";
 import { refresh, refreshCosts } from "./data.js";
 import { datasetsSection } from "./datasets.js";
 import { dialogCss, dialogElement, paintDialog } from "./dialog.js";
-import { generateSection } from "./generate.js";
+import { generateSection, onSessionEvent } from "./generate.js";
 import { instancesSection } from "./instances.js";
 import { lorasSection } from "./loras.js";
 import { loraCloudState as state } from "./state.js";
@@ -154,6 +154,7 @@ app.registerExtension({
       refreshCosts();
     });
     api.addEventListener(EVENTS.budget, onBudget);
+    api.addEventListener("lora_cloud.session", (event) => onSessionEvent(event.detail)); // generate.js
     app.extensionManager.registerSidebarTab({
       id: TAB_ID,
       icon: "pi pi-cloud",

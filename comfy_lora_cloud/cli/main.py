@@ -53,6 +53,7 @@ from . import lora as _lora  # noqa: E402
 from . import sync as _sync  # noqa: E402
 from . import train as _train  # noqa: E402
 from . import budget as _budget, costs as _costs, instances as _instances, offers as _offers  # noqa: E402
+from . import comfy as _comfy  # noqa: E402
 
 app.add_typer(_config.app, name="config")
 app.add_typer(_dataset.app, name="dataset")
@@ -63,6 +64,7 @@ app.add_typer(_offers.app, name="offers")
 app.add_typer(_instances.app, name="instances")
 app.add_typer(_costs.app, name="costs")
 app.add_typer(_budget.app, name="budget")
+app.add_typer(_comfy.app, name="comfy")
 from . import doctor as _doctor, models as _models  # noqa: E402  (issue 14)
 
 app.add_typer(_doctor.app, name="doctor")

@@ -446,8 +446,9 @@ class LoraCloudLoraLoader(io.ComfyNode):
 
 
 def all_nodes() -> list[type[io.ComfyNode]]:
+    from .nodes_generate import LoraCloudRemoteGenerate
     from .nodes_templates import LoraCloudPromptList
 
     return [LoraCloudLoadImages, LoraCloudCropForTraining, LoraCloudRemoveBackground, LoraCloudCaption,
             LoraCloudPreviewDataset, LoraCloudSaveDataset, LoraCloudLoadDataset, LoraCloudLaunchTrainer,
-            LoraCloudAwaitLora, LoraCloudLoraLoader, LoraCloudPromptList]
+            LoraCloudAwaitLora, LoraCloudLoraLoader, LoraCloudPromptList, LoraCloudRemoteGenerate]

@@ -27,6 +27,7 @@ import asyncio
 import functools
 import inspect
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Awaitable, Callable, Iterable, Union
@@ -286,12 +287,13 @@ def register_routes(routes: web.RouteTableDef, get_app: GetApp, *, listen: Itera
         return web.json_response(await (await r.app()).library.delete_lora(request.match_info["name"]))
 
     # ---- more nouns, one module each -------------------------------------------------------------
-    from . import routes_datasets, routes_loras, routes_notify, routes_training
+    from . import routes_datasets, routes_loras, routes_notify, routes_sessions, routes_training
 
     routes_datasets.register(routes, r)  # captions, uploads, preparation review, validation
     routes_training.register(routes, r)  # config editor, presets, run configs
     routes_notify.register(routes, r)  # notification channels, a test notification
     routes_loras.register(routes, r)  # LoRA tests and the workflow templates
+    routes_sessions.register(routes, r)  # remote ComfyUI sessions, their outputs, templates (Generate)
 
 
 _installed = False
@@ -314,6 +316,7 @@ def install() -> bool:
     from .wiring import holder
 
     register_routes(PromptServer.instance.routes, holder.get, listen=http_guard.comfy_listen_addresses())
-    start_background(holder.get)
+    if not os.environ.get("LORA_CLOUD_REMOTE"):  # a session's ComfyUI: its supervisor does the remote side's work
+        start_background(holder.get)
     _installed = True
     return True

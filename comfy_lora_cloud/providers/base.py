@@ -26,9 +26,24 @@ def run_label(run_id: str) -> str:
 
 
 def run_id_from_label(label: str | None) -> str | None:
-    """The run an instance belongs to, or None when it is not one of ours."""
-    if label and label.startswith(LABEL_PREFIX) and len(label) > len(LABEL_PREFIX):
+    """The run an instance belongs to, or None when it is not one of ours (or a session's)."""
+    if label and label.startswith(LABEL_PREFIX) and len(label) > len(LABEL_PREFIX) \
+            and not label.startswith(SESSION_LABEL_PREFIX):
         return label[len(LABEL_PREFIX):]
+    return None
+
+
+SESSION_LABEL_PREFIX = f"{LABEL_PREFIX}session:"
+
+
+def session_label(session_id: str) -> str:
+    """The label of a remote ComfyUI session's instance (ours, so listed and guarded with the rest)."""
+    return f"{SESSION_LABEL_PREFIX}{session_id}"
+
+
+def session_id_from_label(label: str | None) -> str | None:
+    if label and label.startswith(SESSION_LABEL_PREFIX) and len(label) > len(SESSION_LABEL_PREFIX):
+        return label[len(SESSION_LABEL_PREFIX):]
     return None
 
 

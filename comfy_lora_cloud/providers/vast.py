@@ -31,7 +31,7 @@ from ..retry import RETRY_STATUSES, backoff
 from ..settings import VAST_URL
 from ..errors import OfferUnavailable, ProviderAPIError, ProviderError, redact, register_secret
 from ..models import Instance, InstanceState, Offer
-from .base import LABEL_PREFIX, Capability, LaunchSpec, OfferRequest, run_id_from_label
+from .base import LABEL_PREFIX, Capability, LaunchSpec, OfferRequest, run_id_from_label, session_id_from_label
 
 log = logging.getLogger(__name__)
 
@@ -435,6 +435,7 @@ def instance_from_vast(row: dict[str, Any]) -> Instance:
         storage_dph=disk_hour, created_at=_number(row.get("start_date")), started_at=None,
         ssh_host=row.get("ssh_host"), ssh_port=ssh_port,
         status_msg=msg, interruptible=bool(row.get("is_bid")), run_id=run_id_from_label(row.get("label")), raw=row,
+        session_id=session_id_from_label(row.get("label")),
     )
 
 
@@ -502,6 +503,7 @@ class VastProvider:
         if row is None:
             return Instance(id=str(iid), label=spec.label, state=InstanceState.CREATING, gpu_name=offer.gpu_name,
                             dph_total=offer.dph_total, run_id=run_id_from_label(spec.label),
+                            session_id=session_id_from_label(spec.label),
                             interruptible=spec.interruptible)
         return instance_from_vast(row)
 
@@ -532,6 +534,19 @@ class VastProvider:
 
     async def logs(self, instance_id: str, tail: int = 1000) -> str:
         return await self.client.logs(instance_id, tail)
+
+    async def ensure_ssh_key(self, public_key: str) -> None:
+        """Register ``public_key`` with the account (once): instances created afterwards accept it."""
+        wanted = public_key.split()[:2]
+        for key in await self.client.ssh_keys():
+            text = str(key.get("public_key") or key.get("key") or "") if isinstance(key, dict) else ""
+            if text.split()[:2] == wanted:
+                return
+        await self.client.add_ssh_key(public_key.strip())
+
+    async def attach_ssh_key(self, instance_id: str, public_key: str) -> None:
+        """Add ``public_key`` to a running instance (account keys reach only instances made after them)."""
+        await self.client.attach_ssh_key(instance_id, public_key.strip())
 
 
 def client_from_settings(settings: Any, **kwargs: Any) -> VastClient:

@@ -10,7 +10,8 @@ GPU providers and each other only through it, so a behaviour cannot differ by en
 
 One noun per service, each in its own module: :class:`~.runs.Runs`, :class:`~.instances.Instances`,
 :class:`~.library.Library`, :class:`~.costs.Costs`, :class:`~.offers.Offers`,
-:class:`~.mirror.Mirror`, :class:`~.recovery.Recoveries`, :class:`~.templates.Templates`;
+:class:`~.mirror.Mirror`, :class:`~.recovery.Recoveries`, :class:`~.templates.Templates`,
+:class:`~.sessions.Sessions`;
 :class:`~.notify.Notifier` (``app.notify``) turns the events they emit into notifications. They
 hold the app, not copies of its parts, so a settings change reaches them all at once.
 
@@ -123,6 +124,7 @@ class App:
         from .run_outputs import RunOutputs
         from .runs import Runs
         from .templates import Templates
+        from .sessions import Sessions
 
         self.source = settings if isinstance(settings, SettingsSource) else SettingsSource(settings.home, initial=settings)
         self._fixed_storage = storage
@@ -147,6 +149,7 @@ class App:
         self.mirror = Mirror(self)
         self.recovery = Recoveries(self)
         self.templates = Templates(self)  # workflow templates by name, LoRA tests
+        self.sessions = Sessions(self)  # remote ComfyUI on a rented GPU
         from .notify import Notifier
 
         self.notify = Notifier(self)  # the one notifier: sees every event emit() sends

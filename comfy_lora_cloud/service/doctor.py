@@ -180,7 +180,10 @@ class Doctor:
         registered = {_key_id(str(k.get("public_key") or k.get("ssh_key") or k.get("key") or ""))
                       for k in keys if isinstance(k, dict)} - {""}
         path = self.app.settings.ssh_key_path
-        add = "add it at https://cloud.vast.ai/manage-keys/ (SSH is only for people: logs, a shell)"
+        add = "add it at https://cloud.vast.ai/manage-keys/ (SSH is for people and remote ComfyUI sessions)"
+        own = self.app.settings.home / "ssh" / "id_ed25519"  # the pack's own key (remote/keys.py), made on first use
+        if not path and own.is_file():
+            path = str(own)
         if path:
             try:
                 mine = await asyncio.to_thread(_public_key_of, Path(path).expanduser())
@@ -191,9 +194,8 @@ class Doctor:
                 return Check("ssh key", FAIL, f"the key in {path} is not registered with vast.ai ({len(registered)} "
                              "other key(s) are)", f"{add}: paste {path}.pub", TunnelError.exit_code)
             return Check("ssh key", OK, f"{path} is registered")
-        if not registered:
-            return Check("ssh key", WARN, "no SSH key is registered with vast.ai", add)
-        return Check("ssh key", OK, f"{len(registered)} key(s) registered (set ssh_key_path to check yours)")
+        return Check("ssh key", OK, f"{len(registered)} key(s) registered; the pack makes its own key under "
+                     f"{own.parent} and registers it on first use (or set ssh_key_path to use yours)")
 
     # ---- weights and Hugging Face --------------------------------------------------------------
     async def _weights(self, out: list[Check], storage_ok: bool) -> list[str]:

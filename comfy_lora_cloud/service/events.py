@@ -8,6 +8,9 @@ tests pass their own sink or none. Each name is defined here and nowhere else.
     lora_cloud.budget     {"kind": "warning"|"exceeded"|"changed"|"enforced"|"enforce_failed", ...}
     lora_cloud.guard      {"kind": "problem", "message"}: a record the guard skipped, a settings
                           file it could not read; enforcement went on for everything else
+    lora_cloud.session    {"kind", "id", "session": <view>, "message"?}: a remote ComfyUI session
+                          started, became ready or ended; ``kind`` is its state, ``idle_stopped``
+                          when it ended for idleness (a notification, service/notify.py)
     lora_cloud.preemption {"kind": "preempted"|"resumed"|"relaunched"|"gave_up", "run_id",
                           "instance_id", "message", ...}: a run's instance was preempted and what the
                           guard's recovery (service/recovery.py) did about it
@@ -21,6 +24,7 @@ RUN_EVENT = "lora_cloud.run"
 INSTANCE_EVENT = "lora_cloud.instance"
 BUDGET_EVENT = "lora_cloud.budget"
 GUARD_EVENT = "lora_cloud.guard"
+SESSION_EVENT = "lora_cloud.session"
 PREEMPTION_EVENT = "lora_cloud.preemption"
 
 Emit = Callable[[str, dict[str, Any]], None]

@@ -1,5 +1,6 @@
 """One guard pass: reconcile (destroy labelled instances no live run owns, end runs whose
-instance vanished) then the budget watchdog (book costs, reconcile them with the provider's
+instance vanished), the sessions' rules (:class:`~.sessions.SessionGuard`: the same ownership
+for remote ComfyUI sessions, plus their idle minutes and max hours), then the budget watchdog (book costs, reconcile them with the provider's
 charges, enforce the budgets). ComfyUI's pack loop runs it every 30 s; ``lora-cloud instances
 reconcile`` (and cron) runs it once. Every caller builds it the same way, with the bucket: who
 owns an instance is decided with the bucket as a witness (:mod:`ownership`), so no caller can
@@ -66,16 +67,20 @@ class Guard:
         self.memory = memory if memory is not None else GuardMemory()  # what outlives this pass
         self.watchdog = Watchdog(provider, state, budgets, clock=clock, emit=emit,
                                  charges=provider_charges(provider), storage=storage, memory=self.memory)
+        from .sessions import SessionGuard
+
+        self.sessions = SessionGuard(provider, state, storage, clock=clock, grace_s=grace_s, fresh_s=fresh_s,
+                                     emit=self.emit)
 
     async def run_once(self, settings_problem: str | None = None) -> dict[str, Any]:
-        """One pass; returns ``{"ok", "reconcile", "recovery", "budgets", "problems"}``. ``ok`` is
+        """One pass; returns ``{"ok", "reconcile", "recovery", "sessions", "budgets", "problems"}``. ``ok`` is
         false when the instances could not be listed (then nothing else was checked).
         ``settings_problem``: why the settings in force are the last good ones, to report."""
         problems = Problems()
         if settings_problem:
             problems.add(kinds.SETTINGS, "settings", settings_problem)
         now = self.clock()
-        report, verdicts, recovered = ReconcileReport(), [], {}
+        report, verdicts, recovered, sessions = ReconcileReport(), [], {}, {}
         try:
             instances: list[Instance] | None = await self.provider.list()
         except LoraCloudError as exc:
@@ -88,7 +93,12 @@ class Guard:
                 report = await self.reconciler.run_once(instances, now=now, first_seen=first_seen, problems=problems)
             except Exception as exc:  # noqa: BLE001 - the watchdog must run whatever reconcile did
                 problems.add(kinds.UNEXPECTED, "reconcile", f"reconcile stopped: {type(exc).__name__}: {exc}")
-            remaining = [i for i in instances if str(i.id) not in set(report.destroyed)]
+            try:
+                sessions = await self.sessions.run_once(instances, now=now, problems=problems)
+            except Exception as exc:  # noqa: BLE001 - the watchdog must run whatever happened here
+                problems.add(kinds.UNEXPECTED, "sessions", f"the session guard stopped: {type(exc).__name__}: {exc}")
+            gone = set(report.destroyed) | set(sessions.get("destroyed", ()))
+            remaining = [i for i in instances if str(i.id) not in gone]
             try:
                 verdicts = await self.watchdog.poll_once(remaining, now=now, first_seen=first_seen,
                                                          problems=problems)
@@ -103,7 +113,7 @@ class Guard:
                     problems.add(kinds.UNEXPECTED, "recovery", f"recovery stopped: {type(exc).__name__}: {exc}")
         self._announce(problems)
         return {"ok": instances is not None, "reconcile": report.to_dict(), "recovery": recovered,
-                "budgets": [{"level": v.level, "budget": v.budget, "instance_id": v.instance_id,
+                "sessions": sessions, "budgets": [{"level": v.level, "budget": v.budget, "instance_id": v.instance_id,
                              "message": v.message} for v in verdicts],
                 "problems": problems.to_list()}
 

@@ -106,6 +106,11 @@ class Instances:
         with the run's label (a second one from a lost create answer included)."""
         rows = await asyncio.to_thread(self.app.state.list_instances)
         ids = [r["id"] for r in rows if r["run_id"] == run_id and r["provider"] == provider.name]
+        return await self.destroy_labelled(provider, label, ids)
+
+    async def destroy_labelled(self, provider: Provider, label: str, known: list[str] | tuple[str, ...] = ()) -> list[str]:
+        """Destroy the instances ``known`` and every instance the provider lists with ``label``."""
+        ids = [str(i) for i in known]
         ids += [str(i.id) for i in await provider.list(label) if i.label == label and str(i.id) not in ids]
         for iid in ids:
             await provider.destroy(iid)

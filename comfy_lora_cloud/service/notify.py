@@ -68,12 +68,11 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
 from ..errors import LoraCloudError, redact
-from .events import BUDGET_EVENT, PREEMPTION_EVENT, RUN_EVENT
+from .events import BUDGET_EVENT, PREEMPTION_EVENT, RUN_EVENT, SESSION_EVENT
 
 log = logging.getLogger(__name__)
 
 NOTIFY_EVENT = "lora_cloud.notify"  # the toast channel: {"id", "kind", "title", "message", "severity"}
-SESSION_EVENT = "lora_cloud.session"  # {"kind": "idle_stopped", "id", ...} from remote sessions (issue 11)
 SCHEMA = "lora-cloud.notification.v1"
 KINDS = ("run_done", "run_failed", "run_preempted", "run_resumed", "budget_80", "budget_100", "session_idle", "test")
 SEVERITY = {"run_done": "success", "run_failed": "error", "run_preempted": "warn", "run_resumed": "info",

@@ -26,15 +26,20 @@ host's clock) or, when that looks old or claims a time more than :data:`CLOCK_AH
 ours, the object's write time in the bucket. A host whose clock runs hours behind therefore cannot
 make a live run look stale, and a status dated in the future (a hostile host keeping an instance
 alive) is only as fresh as its last write.
+
+A remote ComfyUI session's instance (label ``lora-cloud:session:<id>``) is owned by the same
+rules, with the session's record and ``sessions/<id>/status.json`` as the witnesses
+(:func:`decide_session`, :func:`session_bucket_view`).
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any, Callable
 
 from ..errors import ConfigError, CorruptRecord, StorageError
-from ..models import Run, RunState, RunStatus, validate_name
+from ..models import Run, RunState, RunStatus, Session, validate_name
 from ..storage.base import Storage
 from ..storage.layout import run_key
 from ..training.status import STATUS, read_status
@@ -61,8 +66,13 @@ CLOCK_AHEAD_S = 3600.0  # a trainer host's clock up to an hour ahead of ours is 
 
 def bucket_view(storage: Storage, run_id: str, now: float, fresh_s: float) -> BucketView:
     """What the bucket says about ``run_id`` (blocking: call it in a thread)."""
+    return _view(storage, lambda: read_status(storage, run_id), run_key(run_id, STATUS), now, fresh_s)
+
+
+def _view(storage: Storage, read: Callable[[], Any], key: str, now: float, fresh_s: float) -> BucketView:
+    """The one freshness rule, for a run's or a session's ``status.json`` (``read`` parses it)."""
     try:
-        status = read_status(storage, run_id)
+        status = read()
     except CorruptRecord as exc:
         return BucketView(Bucket.CORRUPT, reason=exc.message)
     except StorageError as exc:
@@ -74,7 +84,7 @@ def bucket_view(storage: Storage, run_id: str, now: float, fresh_s: float) -> Bu
     if now - fresh_s <= status.updated_at <= now + CLOCK_AHEAD_S:
         return BucketView(Bucket.LIVE, status)
     try:
-        written = storage.stat(run_key(run_id, STATUS)).updated
+        written = storage.stat(key).updated
     except StorageError as exc:
         return BucketView(Bucket.UNREADABLE, status, exc.message)
     if written is not None and written >= now - fresh_s:
@@ -109,25 +119,32 @@ def decide(run_id: str | None, local: Local, bucket: BucketView | None) -> Decis
     """The verdict for one instance whose label names ``run_id`` (see the module docstring)."""
     if run_id is None or not is_run_id(run_id):
         return Decision(Verdict.UNOWNED, "its label names no run this pack could have made")
-    if local.damaged:
-        return Decision(Verdict.DOUBT, f"the state store cannot be read ({local.damaged})")
+    return _decide("run", run_id, local.run, local.corrupt, local.damaged, bucket, "its trainer", report_end=True)
+
+
+def _decide(noun: str, ident: str, record: Any, corrupt: str, damaged: str, bucket: BucketView | None,
+            reporter: str, *, report_end: bool = False) -> Decision:
+    """The rules of the module docstring, for a run or a session (``record``: this store's)."""
+    if damaged:
+        return Decision(Verdict.DOUBT, f"the state store cannot be read ({damaged})")
     assert bucket is not None
     if bucket.kind is Bucket.ENDED:
         assert bucket.status is not None
-        return Decision(Verdict.UNOWNED, f"its trainer reported {bucket.status.state.value}", bucket.status.state)
-    if local.run is not None and not local.run.state.is_terminal:
-        return Decision(Verdict.OWNED, f"run {run_id} is live here")
-    if local.corrupt:
-        return Decision(Verdict.DOUBT, f"the record of run {run_id} cannot be read ({local.corrupt})")
+        state = bucket.status.state
+        return Decision(Verdict.UNOWNED, f"{reporter} reported {state.value}", state if report_end else None)
+    if record is not None and not record.state.is_terminal:
+        return Decision(Verdict.OWNED, f"{noun} {ident} is live here")
+    if corrupt:
+        return Decision(Verdict.DOUBT, f"the record of {noun} {ident} cannot be read ({corrupt})")
     if bucket.kind is Bucket.LIVE:
-        return Decision(Verdict.OWNED, f"run {run_id} is live in the bucket (another controller's)")
+        return Decision(Verdict.OWNED, f"{noun} {ident} is live in the bucket (another controller's)")
     if bucket.kind in (Bucket.CORRUPT, Bucket.UNREADABLE):
-        return Decision(Verdict.DOUBT, f"the bucket cannot vouch for run {run_id}: {bucket.reason}")
-    if local.run is not None:
-        return Decision(Verdict.UNOWNED, f"run {run_id} ended here ({local.run.state.value})")
+        return Decision(Verdict.DOUBT, f"the bucket cannot vouch for {noun} {ident}: {bucket.reason}")
+    if record is not None:
+        return Decision(Verdict.UNOWNED, f"{noun} {ident} ended here ({record.state.value})")
     if bucket.kind is Bucket.STALE:
-        return Decision(Verdict.UNOWNED, f"run {run_id} has not reported for a long time")
-    return Decision(Verdict.UNOWNED, f"no run {run_id} is known here or in the bucket")
+        return Decision(Verdict.UNOWNED, f"{noun} {ident} has not reported for a long time")
+    return Decision(Verdict.UNOWNED, f"no {noun} {ident} is known here or in the bucket")
 
 
 def is_run_id(run_id: str) -> bool:
@@ -136,3 +153,27 @@ def is_run_id(run_id: str) -> bool:
     except ConfigError:
         return False
     return True
+
+
+# ---- sessions (remote ComfyUI) -----------------------------------------------------------------
+@dataclass(frozen=True)
+class LocalSession:
+    """What this controller's store says about a session (as :class:`Local` does for a run)."""
+
+    session: Session | None = None
+    corrupt: str = ""
+    damaged: str = ""
+
+
+def session_bucket_view(storage: Storage, session_id: str, now: float, fresh_s: float) -> BucketView:
+    """What ``sessions/<id>/status.json`` says (blocking). ``status`` is the session's status."""
+    from ..training.inference import read_session_status, status_key
+
+    return _view(storage, lambda: read_session_status(storage, session_id), status_key(session_id), now, fresh_s)
+
+
+def decide_session(session_id: str | None, local: LocalSession, bucket: BucketView | None) -> Decision:
+    """The verdict for one instance labelled with ``session_id``: the rules of :func:`decide`."""
+    if session_id is None or not is_run_id(session_id):
+        return Decision(Verdict.UNOWNED, "its label names no session this pack could have made")
+    return _decide("session", session_id, local.session, local.corrupt, local.damaged, bucket, "its ComfyUI")

@@ -87,6 +87,8 @@ class Reconciler:
         report = ReconcileReport()
         decisions: dict[str, tuple[Instance, Decision, Local]] = {}
         for inst in instances:
+            if inst.session_id:  # a remote ComfyUI session's: sessions.SessionGuard decides
+                continue
             try:
                 local = await asyncio.to_thread(self._local, inst.run_id)
                 view = None

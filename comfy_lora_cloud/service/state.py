@@ -357,6 +357,26 @@ class StateStore:
             conn.execute("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                          (key, value))
 
+    def claim_kv(self, prefix: str, key: str, value: str, blocks: Callable[[str], bool]) -> tuple[str, str] | None:
+        """Set ``key`` to ``value`` unless a value under ``prefix`` ``blocks`` it, in one
+        transaction (two controllers claiming at the same moment: one wins). Returns the
+        blocking ``(key, value)``, or None when the claim was written."""
+        with self.transaction() as conn:
+            for k, v in conn.execute("SELECT key, value FROM kv WHERE substr(key, 1, ?) = ?",
+                                     (len(prefix), prefix)).fetchall():
+                if blocks(v):
+                    return k, v
+            conn.execute("INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                         "value=excluded.value", (key, value))
+        return None
+
+    def kv_items(self, prefix: str) -> list[tuple[str, str]]:
+        """Every ``(key, value)`` whose key starts with ``prefix``, in key order."""
+        with self.connect() as conn:
+            rows = conn.execute("SELECT key, value FROM kv WHERE substr(key, 1, ?) = ? ORDER BY key",
+                                (len(prefix), prefix)).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
 
 def _split_sql(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]

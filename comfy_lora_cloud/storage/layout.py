@@ -5,6 +5,8 @@
     models/                     cached base weights (flux, clip_l, t5xxl, ae)
     workflows/                  workflow templates
     runs/<run_id>/              spec.json, status.json, events.jsonl, logs/, samples/, checkpoints/
+    sessions/<session_id>/      status.json: the remote ComfyUI's heartbeat (training/inference.py)
+    outputs/<session_id>/       every image a remote ComfyUI saved, + <file>.json (its workflow)
 
 The names of what a dataset folder holds live here too (the manifest, caption and image
 suffixes), so the dataset steps, the service and the trainer agree on them: ``dataset/`` and
@@ -26,7 +28,9 @@ LORAS = "loras/"
 MODELS = "models/"
 WORKFLOWS = "workflows/"
 RUNS = "runs/"
-TOP_LEVEL = (DATASETS, LORAS, MODELS, WORKFLOWS, RUNS)
+SESSIONS = "sessions/"
+OUTPUTS = "outputs/"
+TOP_LEVEL = (DATASETS, LORAS, MODELS, WORKFLOWS, RUNS, SESSIONS, OUTPUTS)
 
 MANIFEST = "dataset.json"
 DATASET_LOCK = ".lora-cloud-lock.json"
@@ -85,3 +89,15 @@ def run_prefix(run_id: str) -> str:
 
 def run_key(run_id: str, name: str) -> str:
     return run_prefix(run_id) + name
+
+
+def session_prefix(session_id: str) -> str:
+    return f"{SESSIONS}{validate_name(session_id, 'session id')}/"
+
+
+def session_key(session_id: str, name: str) -> str:
+    return session_prefix(session_id) + name
+
+
+def output_prefix(session_id: str) -> str:
+    return f"{OUTPUTS}{validate_name(session_id, 'session id')}/"

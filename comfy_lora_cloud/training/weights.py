@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Iterable, Protocol
 
 from ..errors import LoraCloudError, TrainingError
 from ..storage.base import Storage
@@ -37,21 +37,24 @@ class WeightSource(Protocol):
         """Download one file into ``dest_dir``; return its path."""
 
 
-def check_weights(storage: Storage, source: WeightSource) -> list[str]:
+def check_weights(storage: Storage, source: WeightSource, files: Iterable[tuple[str, str]] | None = None) -> list[str]:
     """Fail fast: every file the bucket does not cache must be readable on the Hub.
-    Returns the file names that will come from the Hub."""
-    missing = missing_weights(storage)
+    Returns the file names that will come from the Hub. ``files``: ``(file name, repo)`` pairs,
+    default the trainer's (the inference image passes its own)."""
+    missing = missing_weights(storage, files)
     for repo in sorted({repo for _, repo in missing}, key=lambda r: (r not in GATED_REPOS, r)):
         source.check(repo)
     return [f for f, _ in missing]
 
 
-def fetch_weights(storage: Storage, source: WeightSource, dest_dir: Path, *, cache: bool = True) -> dict[str, Path]:
+def fetch_weights(storage: Storage, source: WeightSource, dest_dir: Path, *, cache: bool = True,
+                  files: Iterable[tuple[str, str]] | None = None) -> dict[str, Path]:
     """Get every base-weight file into ``dest_dir``; Hub downloads are cached in the bucket
-    (best effort: a failed cache upload costs only the next run's download)."""
+    (best effort: a failed cache upload costs only the next run's download), so a bucket
+    downloads each file from the Hub once, whatever instance needs it."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
-    for filename, repo in MODEL_FILES.values():
+    for filename, repo in (MODEL_FILES.values() if files is None else files):
         target = dest_dir / filename
         if target.is_file():
             paths[filename] = target
@@ -71,9 +74,11 @@ def fetch_weights(storage: Storage, source: WeightSource, dest_dir: Path, *, cac
     return paths
 
 
-def missing_weights(storage: Storage) -> list[tuple[str, str]]:
-    """(file name, Hugging Face repo) of each base-weights file the bucket's ``models/`` lacks."""
-    return [(f, repo) for f, repo in MODEL_FILES.values() if not storage.exists(cache_key(f))]
+def missing_weights(storage: Storage, files: Iterable[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
+    """(file name, Hugging Face repo) of each base-weights file (default: the trainer's) the
+    bucket's ``models/`` lacks."""
+    return [(f, repo) for f, repo in (MODEL_FILES.values() if files is None else files)
+            if not storage.exists(cache_key(f))]
 
 
 def cache_weights(storage: Storage, source: WeightSource | None, work_dir: Path, *,

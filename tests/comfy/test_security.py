@@ -42,7 +42,9 @@ GET_ROUTES = ["/token", "/instances", "/instances?all=1", "/instances/77/logs", 
               "/datasets/cats/thumbs/001.png", "/loras", "/loras/cat-v1/metadata",
               # issue 13: the dashboard's editors
               "/datasets/cats/editor", "/datasets/cats/validate", "/uploads/cats", "/uploads/cats/review",
-              "/uploads/cats/files/a.png", "/train/presets", "/runs/run-1/config", "/notify"]
+              "/uploads/cats/files/a.png", "/train/presets", "/runs/run-1/config", "/notify",
+              # issue 11: the Generate section
+              "/sessions", "/outputs", "/outputs/session-1/a.png", "/templates/basic_txt2img"]
 MUTATIONS = [("POST", "/instances/77/stop", {}), ("POST", "/instances/77/destroy", {}),
              ("POST", "/budgets", {"max_dph": 0.5}), ("POST", "/runs", {"dataset": "cats"}),
              ("POST", "/runs/run-1/stop", {}), ("DELETE", "/datasets/cats", {}),
@@ -51,7 +53,9 @@ MUTATIONS = [("POST", "/instances/77/stop", {}), ("POST", "/instances/77/destroy
              ("PUT", "/uploads/cats/files/a.png", {}), ("DELETE", "/uploads/cats/files/a.png", {}),
              ("DELETE", "/uploads/cats", {}), ("POST", "/uploads/cats/prepare", {}),
              ("POST", "/uploads/cats/publish", {}), ("POST", "/train/check", {}),
-             ("POST", "/notify/settings", {"notify_toast": False}), ("POST", "/notify/test", {})]
+             ("POST", "/notify/settings", {"notify_toast": False}), ("POST", "/notify/test", {}),
+             ("POST", "/sessions", {}), ("POST", "/sessions/session-1/stop", {}),
+             ("POST", "/sessions/session-1/open", {})]
 # every route with a parameter; {} is where the hostile value goes
 PARAM_ROUTES = [("GET", "/runs/{}"), ("GET", "/runs/{}/events"), ("GET", "/runs/{}/samples"),
                 ("GET", "/runs/run-1/samples/{}"), ("GET", "/datasets/{}/images"), ("GET", "/datasets/{}/captions"),
@@ -62,7 +66,9 @@ PARAM_ROUTES = [("GET", "/runs/{}"), ("GET", "/runs/{}/events"), ("GET", "/runs/
                 ("GET", "/datasets/{}/editor"), ("GET", "/datasets/{}/validate"), ("PUT", "/datasets/cats/captions/{}"),
                 ("GET", "/uploads/{}"), ("GET", "/uploads/{}/review"), ("GET", "/uploads/cats/files/{}"),
                 ("GET", "/uploads/cats/prepared/{}"), ("DELETE", "/uploads/{}"), ("DELETE", "/uploads/cats/files/{}"),
-                ("POST", "/uploads/{}/prepare"), ("POST", "/uploads/{}/publish"), ("GET", "/runs/{}/config")]
+                ("POST", "/uploads/{}/prepare"), ("POST", "/uploads/{}/publish"), ("GET", "/runs/{}/config"),
+                ("GET", "/outputs/{}/a.png"), ("GET", "/outputs/session-1/{}"), ("GET", "/templates/{}"),
+                ("POST", "/sessions/{}/stop"), ("POST", "/sessions/{}/open")]
 TRICKS = ["..", "%2e%2e", "..%2F..%2Fetc", "%2E%2E%2F%2E%2E%2Fstatus.json", ".hidden", "a%00b", "a%0Ab",
           "%252e%252e%252f", "%2Fetc%2Fpasswd", "a%5C..%5Cb", "%20lead", "x" * 300, "caf%E2%80%8Be",
           "%C0%AE%C0%AE%2F", "run-1%2F..%2F..%2Fdatasets", "cat-v1%2F..%2F..%2Fruns"]

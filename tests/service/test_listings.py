@@ -151,7 +151,7 @@ def test_read_records_remembers_by_generation_and_not_failures_to_reach(tmp_path
 
     def parse(data: bytes, key: str) -> int:
         calls.append(key)
-        if key == "r/b.json" and len(calls) < 3:
+        if key == "r/b.json" and calls.count(key) == 1:  # b's first read fails, whatever the order
             raise StorageError("the bucket is out of reach")
         return int(data)
 
@@ -159,7 +159,7 @@ def test_read_records_remembers_by_generation_and_not_failures_to_reach(tmp_path
     assert [r.value for r in first] == [1, None] and isinstance(first[1].error, StorageError)
     second = read_records(storage, infos, parse, kind="n", cache=cache)
     assert [r.value for r in second] == [1, 2]  # the failure was not remembered; the success was
-    assert calls == ["r/a.json", "r/b.json", "r/b.json"]
+    assert sorted(calls) == ["r/a.json", "r/b.json", "r/b.json"]  # read in parallel: in any order
 
 
 def test_page_is_checked():

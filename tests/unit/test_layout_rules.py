@@ -33,7 +33,7 @@ ADAPTER_PUBLIC = {
                 "dataset.caption"},
     "training": {"training", "training.estimate", "training.kohya_config", "training.launch", "training.presets",
                  "training.progress", "training.spec", "training.status", "training.weights",
-                 "training.lora_meta"},
+                 "training.lora_meta", "training.inference"},
 }
 
 

@@ -396,6 +396,7 @@ class FakeVast:
                     return _error(400, "invalid_args", "not an SSH public key")
                 st.next_key_id += 1
                 inst.ssh_keys.append({"id": st.next_key_id, "public_key": text})
+                st.write_authorized_keys()
                 return _json({"success": True, "msg": "ssh key attached"})
             if method == "DELETE" and key_id:
                 inst.ssh_keys = [k for k in inst.ssh_keys if k["id"] != int(key_id)]

@@ -100,6 +100,8 @@ class FakeVastState:
         run_processes: bool = False,
         workdir: str | Path | None = None,
         image_env: dict[str, str] | None = None,
+        ssh_endpoint: tuple[str, int] | None = None,
+        authorized_keys: str | Path | None = None,
     ):
         self.api_key = api_key
         self.clock = clock
@@ -115,6 +117,10 @@ class FakeVastState:
         self.workdir = Path(workdir) if workdir else None
         # what the Docker image itself sets (ENV lines): the process sees it under the request's env
         self.image_env = dict(image_env or {})
+        # a real sshd the tests run: running instances report it as their ssh_host/ssh_port, and
+        # the keys they hold (the account's at creation, plus attached ones) are what it accepts
+        self.ssh_endpoint = ssh_endpoint
+        self.authorized_keys = Path(authorized_keys) if authorized_keys else None
         self.ssh_keys: list[dict[str, Any]] = []
         self.log_results: dict[str, list[Any]] = {}  # token -> [text, 404s still to give]
         self.next_id = 9_000_000
@@ -198,14 +204,28 @@ class FakeVastState:
             return
         if inst.actual == "loading":
             inst.actual, inst.running_since = "running", t
-            inst.ssh_port = 20000 + inst.id % 40000
+            inst.ssh_port = self.ssh_endpoint[1] if self.ssh_endpoint else 20000 + inst.id % 40000
             inst.status_msg = f"success, running {inst.image}/ssh"
             inst.log_lines.append(f"[{t:.0f}] container started")
+            self.write_authorized_keys()
             self._start_process(inst)
 
     def _pause(self, inst: FakeInstance, actual: str, msg: str) -> None:
         self._kill_process(inst)
         inst.actual, inst.status_msg, inst.running_since = actual, msg, None
+
+    def write_authorized_keys(self) -> None:
+        """What the test sshd accepts: the keys of every running instance (vast.ai copies the
+        account's keys into an instance when it is created; attached keys are added)."""
+        if self.authorized_keys is None:
+            return
+        with self.lock:
+            keys = {str(k.get("public_key") or k.get("key") or "").strip()
+                    for inst in self.instances.values() if inst.actual == "running" for k in inst.ssh_keys}
+        tmp = self.authorized_keys.with_name(self.authorized_keys.name + ".tmp")
+        tmp.write_text("".join(k + "\n" for k in sorted(keys) if k))
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.authorized_keys)
 
     # ---- processes --------------------------------------------------------------------------
     def _start_process(self, inst: FakeInstance) -> None:
@@ -381,6 +401,7 @@ class FakeVastState:
             del self.instances[iid]
             self.destroyed[iid] = inst
             self.rented.discard(int(inst.offer["id"]))
+            self.write_authorized_keys()
             return True
 
     def instance_row(self, inst: FakeInstance) -> dict[str, Any]:
@@ -418,7 +439,8 @@ class FakeVastState:
             "uptime_mins": round((now - inst.running_since) / 60.0, 2) if inst.running_since else None,
             "reliability2": o["reliability"], "verification": "verified" if o["verified"] else "unverified",
             "geolocation": o["geolocation"], "public_ipaddr": o["public_ipaddr"] if running else None,
-            "ssh_host": f"ssh{1 + inst.id % 9}.vast.ai" if running else None,
+            "ssh_host": (self.ssh_endpoint[0] if self.ssh_endpoint else f"ssh{1 + inst.id % 9}.vast.ai")
+            if running else None,
             "ssh_port": inst.ssh_port if running else None, "ssh_idx": str(1 + inst.id % 9),
             "ports": {"22/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(inst.ssh_port)}]} if running else None,
             "direct_port_start": 40000, "direct_port_end": 40100, "direct_port_count": o["direct_port_count"],

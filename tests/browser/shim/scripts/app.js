@@ -73,6 +73,10 @@ export const app = {
   registerExtension(extension) {
     extensions.push(extension);
   },
+  // what the canvas loads (the template loader): recorded for the test
+  async loadGraphData(workflow) {
+    window.__loadedGraph = workflow;
+  },
 };
 
 // What the frontend does at start: open the socket, import every extension module listed by

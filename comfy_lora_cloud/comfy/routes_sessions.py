@@ -1,0 +1,92 @@
+"""The sidebar's Generate section: routes under ``/lora_cloud/api/`` for remote ComfyUI sessions,
+their outputs in the bucket, and the workflow templates. Added by ``routes.register_routes`` with
+the same guard as every route (Host/Origin, body limits; JSON and the token for what spends money
+or opens a connection).
+
+    GET  /sessions                 {"current": view or null, "sessions": [views]}
+    POST /sessions                 start one (the cheapest fitting offer); readiness follows as
+                                   lora_cloud.session events
+    POST /sessions/{id}/stop       destroy its instance
+    POST /sessions/{id}/open       {"url"}: this ComfyUI's tunnel to the session's ComfyUI
+    GET  /outputs                  the newest images in outputs/, with problems
+    GET  /outputs/{session}/{file} one of them (typed by its bytes)
+    GET  /templates/{name}         a template as the canvas loads it (the list: routes_loras.py)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from ..errors import LoraCloudError
+from ..service.sessions import SessionRequest
+
+log = logging.getLogger(__name__)
+_background: set[asyncio.Task[Any]] = set()
+
+
+def register(routes: web.RouteTableDef, r: Any) -> None:
+    from .routes import PREFIX, _file_response, _int_param
+
+    def get(path: str) -> Callable:
+        return lambda fn: routes.get(PREFIX + path)(r.wrap(fn, mutating=False))
+
+    def mutate(method: str, path: str) -> Callable:
+        return lambda fn: routes.route(method, PREFIX + path)(r.wrap(fn, mutating=True))
+
+    @get("/sessions")
+    async def sessions(request: web.Request) -> web.Response:
+        svc = (await r.app()).sessions
+        return web.json_response({"current": await svc.current(), "sessions": await svc.list(limit=10)})
+
+    @mutate("POST", "/sessions")
+    async def start(request: web.Request) -> web.Response:
+        from . import http_guard
+
+        app = await r.app()
+        view = await app.sessions.start(SessionRequest.from_body(await http_guard.read_json_body(request)))
+        if view["live"] and view["state"] != "ready":
+            _in_background(app.sessions.wait_ready(view["id"]), f"session {view['id']}")
+        return web.json_response(view)
+
+    @mutate("POST", "/sessions/{session_id}/stop")
+    async def stop(request: web.Request) -> web.Response:
+        return web.json_response(await (await r.app()).sessions.stop(request.match_info["session_id"]))
+
+    @mutate("POST", "/sessions/{session_id}/open")
+    async def open_(request: web.Request) -> web.Response:
+        sid = request.match_info["session_id"]
+        return web.json_response({"id": sid, "url": await (await r.app()).sessions.url(sid)})
+
+    @get("/outputs")
+    async def outputs(request: web.Request) -> web.Response:
+        limit = _int_param(request, "limit", 60)
+        return web.json_response(await (await r.app()).sessions.outputs(max(1, min(limit, 500))))
+
+    @get("/outputs/{session_id}/{file}")
+    async def output(request: web.Request) -> web.Response:
+        f = await (await r.app()).sessions.output(request.match_info["session_id"], request.match_info["file"])
+        return _file_response(f, "private, max-age=300")
+
+    @get("/templates/{name}")
+    async def template(request: web.Request) -> web.Response:
+        templates = (await r.app()).templates  # the list is routes_loras.py's GET /templates
+        return web.json_response(await asyncio.to_thread(templates.ui, request.match_info["name"]))
+
+
+def _in_background(coro: Awaitable[Any], what: str) -> None:
+    """Run ``coro`` on this loop after the answer (its outcome arrives as events); keep a reference."""
+    async def guarded() -> None:
+        try:
+            await coro
+        except LoraCloudError as exc:
+            log.warning("%s: %s", what, exc.message)
+        except Exception:  # noqa: BLE001
+            log.exception("%s failed", what)
+
+    task = asyncio.get_running_loop().create_task(guarded())
+    _background.add(task)
+    task.add_done_callback(_background.discard)

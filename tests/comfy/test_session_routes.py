@@ -1,0 +1,41 @@
+"""The Generate section's routes over the seeded app (no session needed): the outputs gallery
+treats the bucket as untrusted (only images by their bytes are listed; anything else is served
+as an attachment), templates are listed and served for the canvas, and a session cannot start
+against a bucket a rented GPU cannot reach (a clear 400, nothing rented)."""
+
+from __future__ import annotations
+
+from comfy_lora_cloud.comfy.routes import PREFIX
+
+from tests.comfy.conftest import png_bytes, token_headers
+
+
+async def test_outputs_gallery_is_images_only(client, seeded):
+    seeded.storage.write_bytes("outputs/session-1/good_00001_.png", png_bytes((10, 200, 30)))
+    seeded.storage.write_bytes("outputs/session-1/good_00001_.png.json", b'{"prompt": {}}')
+    seeded.storage.write_bytes("outputs/session-1/evil.png", b"<script>alert(1)</script>")
+    seeded.storage.write_bytes("outputs/..bad/x.png", png_bytes((1, 2, 3)))
+    body = await (await client.get(f"{PREFIX}/outputs")).json()
+    assert [(o["session"], o["file"]) for o in body["outputs"]] == [("session-1", "good_00001_.png")]
+    assert {p["entry"] for p in body["problems"]} == {"outputs/session-1/evil.png", "outputs/..bad/x.png"}
+
+    good = await client.get(f"{PREFIX}/outputs/session-1/good_00001_.png")
+    assert good.status == 200 and good.content_type == "image/png"
+    evil = await client.get(f"{PREFIX}/outputs/session-1/evil.png")
+    assert evil.content_type != "text/html" and "attachment" in evil.headers.get("Content-Disposition", "")
+
+
+async def test_templates_and_a_refused_start(client, seeded):
+    listed = await (await client.get(f"{PREFIX}/templates")).json()
+    assert "basic_txt2img" in [t["name"] for t in listed["templates"]]
+    wf = await (await client.get(f"{PREFIX}/templates/basic_txt2img")).json()  # the canvas form
+    assert wf["nodes"] and wf["links"]
+    missing = await client.get(f"{PREFIX}/templates/nope")
+    assert missing.status == 400 and "no template" in (await missing.json())["message"]
+
+    assert (await (await client.get(f"{PREFIX}/sessions")).json()) == {"current": None, "sessions": []}
+    resp = await client.post(f"{PREFIX}/sessions", json={"idle_minutes": 5}, headers=await token_headers(client))
+    assert resp.status == 400 and "cannot reach a local folder" in (await resp.json())["message"]
+    assert (await (await client.get(f"{PREFIX}/sessions")).json())["sessions"] == []
+    bad = await client.post(f"{PREFIX}/sessions", json={"idle_minutes": "lots"}, headers=await token_headers(client))
+    assert bad.status == 400 and "idle_minutes must be a number" in (await bad.json())["message"]

@@ -1,0 +1,60 @@
+"""A session's end on the whole stack: the image's own idle stop and hard deadline destroy the
+instance (with vast.ai's per-instance key), and a controller killed mid-start is reconciled by the
+next guard pass with nothing left billing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+from comfy_lora_cloud.service.state import StateStore
+
+from .conftest import flux_workflow, wait_for
+
+
+def test_idle_minutes_and_the_deadline_destroy_the_instance(stack, tmp_path):
+    idle = stack.json("comfy", "start", "--idle-minutes", "0.05")  # 3 s without a prompt
+    wait_for(lambda: not stack.live_instances(), what="the idle session to destroy itself")
+    assert stack.fake.state.destroyed and idle["id"] in json.dumps([i.label for i in
+                                                                    stack.fake.state.destroyed.values()])
+    report = stack.json("instances", "reconcile")
+    assert report["sessions"]["ended"] == [idle["id"]]
+    assert stack.json("comfy", "status", idle["id"])["state"] == "idle"
+
+    # busy the whole time, but only allowed 6 seconds
+    timed = stack.json("comfy", "start", "--max-hours", str(6 / 3600))
+    (tmp_path / "wf.json").write_text(json.dumps(flux_workflow(steps=100000)))
+    proc = stack.popen("comfy", "run", str(tmp_path / "wf.json"), "--out", str(tmp_path / "out"))
+    try:
+        wait_for(lambda: not stack.live_instances(), what="the deadline to destroy the instance")
+        assert proc.wait(timeout=120) != 0  # the run cannot finish: its machine is gone
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    stack.json("instances", "reconcile")
+    view = stack.json("comfy", "status", timed["id"])
+    assert view["state"] == "timed_out" and "limit" in (view["error"] or "")
+
+
+def test_a_controller_killed_mid_start_leaves_nothing_billing(stack):
+    # the create's answer is slow; the controller dies before it records the instance
+    stack.fake.fail_next(1, 200, path_contains="/asks/", act_first=True, delay_s=6)
+    proc = stack.popen("comfy", "start", "--idle-minutes", "0.05")
+    try:
+        wait_for(lambda: stack.live_instances(), what="the instance to be created")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    store = StateStore(stack.home / "state.db")
+    [(key, raw)] = store.kv_items("session:")
+    assert json.loads(raw)["state"] == "launching" and json.loads(raw)["instance_id"] is None
+
+    report = stack.json("instances", "reconcile", "--grace", "0")  # adopted into its session, not doubled
+    [inst] = stack.live_instances()
+    assert report["sessions"]["adopted"] == [str(inst.id)] and report["sessions"]["destroyed"] == []
+    # nobody uses it: its idle minutes end it, and the next pass settles the record
+    wait_for(lambda: not stack.live_instances(), what="the unused session to stop itself")
+    report = stack.json("instances", "reconcile", "--grace", "0")
+    assert report["sessions"]["ended"] == [key[len("session:"):]]
+    assert stack.live_instances() == [] and stack.fake.state.created_count == 1

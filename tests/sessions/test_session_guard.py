@@ -1,0 +1,143 @@
+"""The guard's session rules (service/sessions.py SessionGuard), through the App's one guard pass
+against the fake vast.ai server on a clock the test moves: a session's instance is owned like a
+run's (its record here, its status in the bucket), a controller that crashed mid-start is
+reconciled (adopted, or failed), and idle minutes and max hours are enforced from this side too,
+for an image that did not stop itself."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from comfy_lora_cloud.models import Session, SessionState, SessionStatus
+from comfy_lora_cloud.providers.base import LaunchSpec, OfferRequest, session_label
+from comfy_lora_cloud.service.app import App
+from comfy_lora_cloud.service.events import SESSION_EVENT
+from comfy_lora_cloud.service.notify import notices_for
+from comfy_lora_cloud.settings import Settings
+from comfy_lora_cloud.storage.local import LocalStorage
+from comfy_lora_cloud.training.inference import read_session_status, status_key
+from tests.comfy.vast_helpers import KEY, provider_factory_for
+from tests.fakes.vast.server import FakeVast
+from tests.fakes.vast.state import ManualClock
+
+
+@pytest.fixture
+def world(tmp_path, clean_env):
+    clock = ManualClock()
+    fake = FakeVast(KEY, clock=clock, created_s=1.0, loading_s=5.0, workdir=tmp_path / "instances")
+    fake.start_in_thread()
+    storage = LocalStorage(tmp_path / "bucket")
+    events: list = []
+    app = App(Settings.load(clean_env), storage=storage, providers={"vast": provider_factory_for(fake)}, clock=clock,
+              emit=lambda event, data: events.append((event, data)))
+    app.events = events
+    yield app, fake, clock, storage
+    fake.stop()
+
+
+async def _rent(app, clock, sid: str, *, record: bool = True, state=SessionState.READY, **fields) -> str:
+    """What Sessions.start leaves behind (intent, labelled create, record), without the wait."""
+    session = Session(id=sid, state=SessionState.LAUNCHING, created_at=clock(), updated_at=clock(), **fields)
+    app.sessions._put(session)
+    async with app.provider("vast")() as provider:
+        offers = await provider.search(OfferRequest(min_vram_gb=24, max_dph=1.0))
+        inst = await provider.launch(min(offers, key=lambda o: o.dph_total),
+                                     LaunchSpec(image="inference:1", label=session_label(sid)))
+    if record:
+        app.sessions._record_instance(sid, inst)
+        app.sessions._update(sid, state=state)
+    clock.advance(10)  # it is up
+    return str(inst.id)
+
+
+def _report(storage, sid: str, clock, **fields) -> None:
+    status = SessionStatus(session_id=sid, state=SessionState.READY, updated_at=clock(), **fields)
+    storage.write_bytes(status_key(sid), json.dumps(status.to_dict()).encode())
+
+
+async def test_idle_and_max_hours_are_enforced_by_the_guard_too(world):
+    app, fake, clock, storage = world
+    idle = await _rent(app, clock, "session-idle", idle_minutes=20)
+    busy = await _rent(app, clock, "session-busy", idle_minutes=20, max_hours=1)
+    _report(storage, "session-idle", clock, idle_s=19 * 60)  # not yet over the limit
+    _report(storage, "session-busy", clock, idle_s=0)
+    first = await app.guard_pass()
+    assert sorted(first["sessions"]["owned"]) == sorted([idle, busy]) and first["sessions"]["destroyed"] == []
+
+    # 3 more minutes without a word from its ComfyUI (an image that does not stop itself)
+    clock.advance(180)
+    _report(storage, "session-busy", clock, idle_s=0)
+    second = await app.guard_pass()
+    assert second["sessions"]["idle"] == ["session-idle"] and second["sessions"]["destroyed"] == [idle]
+    assert fake.state.get(int(idle)) is None and fake.state.get(int(busy)) is not None
+    assert app.sessions._get("session-idle").state is SessionState.IDLE
+    assert read_session_status(storage, "session-idle").state is SessionState.IDLE
+    # the sidebar hears of it, and the notifier makes it a "session stopped for idleness" notice
+    [(event, data)] = [(e, d) for e, d in app.events if e == SESSION_EVENT]
+    assert data["kind"] == "idle_stopped" and data["id"] == "session-idle" and not data["session"]["live"]
+    assert [n.kind for n in notices_for(event, data, clock())] == ["session_idle"]
+
+    # the busy one reaches its max hours, however busy
+    clock.advance(3600)
+    _report(storage, "session-busy", clock, idle_s=0)
+    third = await app.guard_pass()
+    assert third["sessions"]["timed_out"] == ["session-busy"] and fake.state.get(int(busy)) is None
+    view = await app.sessions.get("session-busy")
+    assert view["state"] == "timed_out" and not view["live"] and view["cost_usd"] > 0
+
+
+async def test_a_controller_crash_mid_start_is_reconciled(world):
+    app, fake, clock, storage = world
+    # killed between the create call and recording it: a labelled instance, a record without it
+    iid = await _rent(app, clock, "session-crash", record=False)
+    assert app.sessions._get("session-crash").instance_id is None
+    report = await app.guard_pass(grace_s=0)
+    assert report["sessions"]["adopted"] == [iid] and report["sessions"]["destroyed"] == []
+    session = app.sessions._get("session-crash")
+    assert (session.instance_id, session.state) == (iid, SessionState.STARTING)
+
+    # killed before the create call: the intent alone fails after the grace period
+    app.sessions._put(Session(id="session-never", created_at=clock(), updated_at=clock()))
+    clock.advance(300)
+    report = await app.guard_pass(grace_s=120)
+    assert report["sessions"]["failed"] == ["session-never"]
+    assert app.sessions._get("session-never").state is SessionState.FAILED
+
+    # the image stopped itself while no controller ran: the instance is gone, the bucket says why
+    _report(storage, "session-crash", clock)
+    storage.write_bytes(status_key("session-crash"), json.dumps(
+        SessionStatus(session_id="session-crash", state=SessionState.IDLE, updated_at=clock()).to_dict()).encode())
+    fake.state.destroy(int(iid))
+    report = await app.guard_pass()
+    assert report["sessions"]["ended"] == ["session-crash"]
+    assert app.sessions._get("session-crash").state is SessionState.IDLE
+    assert fake.state.instances == {}  # nothing left billing
+
+
+async def test_ownership_of_session_instances(world):
+    app, fake, clock, storage = world
+    orphan = await _rent(app, clock, "session-orphan")
+    app.state.set_kv("session:session-orphan", "")  # no record here (another machine's, or lost)
+    elsewhere = await _rent(app, clock, "session-other")
+    app.state.set_kv("session:session-other", "")
+    _report(storage, "session-other", clock)  # but its ComfyUI reports: another controller's live session
+    broken = await _rent(app, clock, "session-broken")
+    app.state.set_kv("session:session-broken", "{not json")
+    vanished = await _rent(app, clock, "session-gone")
+
+    first = await app.guard_pass(grace_s=60)
+    s = first["sessions"]
+    assert orphan in s["waiting"] and elsewhere in s["owned"] and broken in s["doubt"]
+    assert any(p["kind"] == "corrupt_row" for p in first["problems"])
+    assert first["reconcile"]["destroyed"] == []  # the runs' reconcile leaves session instances alone
+
+    fake.state.destroy(int(vanished))
+    clock.advance(120)
+    _report(storage, "session-other", clock)
+    second = await app.guard_pass(grace_s=60)
+    s = second["sessions"]
+    assert s["destroyed"] == [orphan] and s["lost"] == ["session-gone"]
+    assert fake.state.get(int(elsewhere)) is not None and fake.state.get(int(broken)) is not None
+    assert app.sessions._get("session-gone").state is SessionState.LOST

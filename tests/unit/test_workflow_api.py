@@ -1,0 +1,68 @@
+"""Editing API-format workflows from outside the graph (service/workflow_api.py): the prompt is the
+text node the sampler's positive input leads to (through guidance nodes), the LoRA goes into every
+LoRA loader with the pack's folder, NODE.INPUT=VALUE finds nodes by id, title or class, and a
+canvas workflow is refused with the way out."""
+
+import json
+
+import pytest
+
+from comfy_lora_cloud.errors import ConfigError
+from comfy_lora_cloud.service.workflow_api import parse_assignment, parse_workflow, prepare, resolve_workflow
+
+WF = {
+    "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "f.safetensors", "weight_dtype": "default"}},
+    "4": {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["1", 0], "lora_name": "x", "strength_model": 1}},
+    "5": {"class_type": "CLIPTextEncode", "inputs": {"text": "neg?", "clip": ["2", 0]}, "_meta": {"title": "Other"}},
+    "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "old", "clip": ["2", 0]}, "_meta": {"title": "Mine"}},
+    "7": {"class_type": "FluxGuidance", "inputs": {"conditioning": ["6", 0], "guidance": 3.5}},
+    "8": {"class_type": "KSampler", "inputs": {"model": ["4", 0], "seed": 1, "steps": 20, "positive": ["7", 0],
+                                               "negative": ["5", 0]}},
+}
+
+
+def test_prompt_lora_seed_and_sets():
+    out = prepare(WF, lora="my cat", prompt="ohwx cat", seed=9, sets=["Mine.text=\"final\"", "KSampler.steps=8",
+                                                                     "4.strength_model=0.7"])
+    assert out["6"]["inputs"]["text"] == "final"  # the prompt, then a set that wins
+    assert out["5"]["inputs"]["text"] == "neg?"  # the negative is left alone
+    assert out["4"]["inputs"]["lora_name"] == "lora_cloud/my cat.safetensors"
+    assert out["8"]["inputs"]["seed"] == 9 and out["8"]["inputs"]["steps"] == 8
+    assert out["4"]["inputs"]["strength_model"] == 0.7
+    assert WF["6"]["inputs"]["text"] == "old"  # a copy
+
+
+def test_refusals_are_clear():
+    with pytest.raises(ConfigError, match="no LoRA loader"):
+        prepare({"8": WF["8"]}, lora="a")
+    with pytest.raises(ConfigError, match="'..'"):
+        prepare(WF, lora="../x")
+    with pytest.raises(ConfigError, match="is a link"):
+        prepare(WF, sets=["KSampler.positive=3"])
+    with pytest.raises(ConfigError, match="names 2 nodes"):
+        prepare(WF, sets=["CLIPTextEncode.text=a"])
+    with pytest.raises(ConfigError, match="NODE.INPUT=VALUE"):
+        parse_assignment("steps=3")
+    assert parse_assignment("3.cfg=1.5") == ("3", "cfg", 1.5) and parse_assignment("a.b=hi") == ("a", "b", "hi")
+    with pytest.raises(ConfigError, match="Export \\(API\\)"):
+        parse_workflow(json.dumps({"nodes": [], "links": []}))
+    with pytest.raises(ConfigError, match="no template named"):
+        resolve_workflow("dataset_to_lora")  # a canvas workflow, not one of the templates
+    assert resolve_workflow(json.dumps({"prompt": WF}))["8"]["class_type"] == "KSampler"  # a /prompt body
+
+
+def test_a_template_by_name_gets_the_lora_prompt_and_seed():
+    wf = resolve_workflow("basic_txt2img", lora="my cat", prompt="ohwx cat", seed=5, sets=["KSampler.steps=4"])
+    [loader] = [n for n in wf.values() if n["class_type"] == "LoraCloudLoraLoader"]
+    assert loader["inputs"]["lora_name"] == "my cat"
+    assert "ohwx cat" in [n["inputs"].get("text") for n in wf.values() if n["class_type"] == "CLIPTextEncode"]
+    [sampler] = [n for n in wf.values() if n["class_type"] == "KSampler"]
+    assert sampler["inputs"]["seed"] == 5 and sampler["inputs"]["steps"] == 4
+
+
+def test_the_cli_defaults_are_the_services():
+    from comfy_lora_cloud.cli import comfy
+    from comfy_lora_cloud.service import sessions
+
+    assert (comfy.DEFAULT_IDLE_MINUTES, comfy.DEFAULT_MAX_HOURS) == (sessions.DEFAULT_IDLE_MINUTES,
+                                                                     sessions.DEFAULT_MAX_HOURS)
