@@ -111,6 +111,7 @@ def test_a_dead_local_run_neither_blocks_a_new_start_nor_hangs_follow(bucket, mo
     """The trainer process of a local run dies without a word (kill -9): the next `train start`
     with the same settings starts afresh instead of answering "already running", and
     `train status --follow` on the dead run ends."""
+    import contextlib
     import os
     import signal
 
@@ -119,8 +120,11 @@ def test_a_dead_local_run_neither_blocks_a_new_start_nor_hangs_follow(bucket, mo
     _wait_status(bucket, first["run_id"], lambda st: st.state.value == "training" and st.step > 0)
     record = json.loads((Settings.load().home / "local-instances" / f"{first['instance_id']}.json").read_text())
     (kohya_pid_file,) = (Settings.load().home / "local-instances").glob("*/kohya.pid")
-    for pid in (int(record["pid"]), int(kohya_pid_file.read_text())):
-        os.kill(pid, signal.SIGKILL)
+    # the whole "container" at once (its own session: the trainer, and kohya if it is in that group),
+    # so no process is left to report the end before the next start looks
+    os.killpg(int(record["pid"]), signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(int(kohya_pid_file.read_text()), signal.SIGKILL)
     end = time.monotonic() + 10
     while _alive(int(record["pid"])) and time.monotonic() < end:
         time.sleep(0.05)
