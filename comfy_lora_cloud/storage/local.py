@@ -95,9 +95,22 @@ class LocalStorage:
         if meta and _same_file(meta, st):
             return ObjectInfo(key, st.st_size, meta["md5"], meta["crc32c"], meta.get("generation", st.st_mtime_ns),
                               st.st_mtime)
-        c = hash_now()
-        generation = st.st_mtime_ns
-        self._write_meta(key, st, c, generation)
+        c = hash_now()  # outside the lock: hashing a big file must not hold up writers
+        with self._locked():
+            # a writer may have committed between our look and now (its replace comes before its
+            # sidecar): its sidecar wins, and ours is written only for the file we hashed
+            meta = self._read_meta(key)
+            if meta and _same_file(meta, st):
+                return ObjectInfo(key, st.st_size, meta["md5"], meta["crc32c"],
+                                  meta.get("generation", st.st_mtime_ns), st.st_mtime)
+            generation = st.st_mtime_ns
+            try:
+                now = self._path(key).stat()
+            except OSError:
+                now = None
+            if now is not None and (now.st_ino, now.st_size, now.st_mtime_ns) == (st.st_ino, st.st_size,
+                                                                                   st.st_mtime_ns):
+                self._write_meta(key, st, c, generation)
         return ObjectInfo(key, st.st_size, c.md5, c.crc32c, generation, st.st_mtime)
 
     def _read_meta(self, key: str) -> dict | None:

@@ -43,3 +43,32 @@ def test_generations_are_unique_and_increasing(tmp_path):
     gens = [store.write_bytes("a.txt", b"same size!").generation for _ in range(50)]
     assert gens == sorted(gens) and len(set(gens)) == 50
     assert store.stat("a.txt").generation == gens[-1]
+
+
+def test_a_reader_never_overwrites_the_generation_a_writer_just_committed(tmp_path):
+    """A reader that saw a rewritten file before its writer wrote the sidecar must not replace the
+    writer's generation with one of its own: the writer's next precondition write (a lock's renew)
+    would then fail against itself. Found as a flaky two-process lock test under load."""
+    import os
+
+    from comfy_lora_cloud.storage.base import checksum_bytes
+    from comfy_lora_cloud.storage.local import LocalStorage
+
+    storage = LocalStorage(tmp_path / "b")
+    storage.write_bytes("k.json", b"v1")
+    final = storage._path("k.json")
+    # the writer's commit, half done: its file is in place, its sidecar not yet written
+    tmp = final.with_name("k.json.tmp")
+    tmp.write_bytes(b"v2 longer")
+    os.replace(tmp, final)
+    st = final.stat()
+    writers_generation = st.st_mtime_ns + 12345
+
+    def hash_while_the_writer_finishes():
+        storage._write_meta("k.json", st, checksum_bytes(b"v2 longer"), writers_generation)
+        return checksum_bytes(b"v2 longer")
+
+    info = storage._info_for("k.json", st, hash_while_the_writer_finishes)
+    assert info.generation == writers_generation
+    assert storage.stat("k.json").generation == writers_generation
+    storage.write_bytes("k.json", b"v3", if_generation_match=writers_generation)  # the writer's next write
