@@ -43,6 +43,7 @@ from ..models import Instance, InstanceState, Listed, Problem, Session, SessionS
 from ..providers.base import LaunchSpec, OfferRequest, Provider, session_label
 from ..storage import layout
 from ..training import inference
+from ..training.launch import hub_token_env
 from . import problems as kinds
 from .budgets import Budgets, check_launch
 from .costs import CostLedger
@@ -325,12 +326,7 @@ class Sessions:
         if settings.gcs_project:
             env["LORA_CLOUD_GCS_PROJECT"] = settings.gcs_project
         files = inference.model_files(session.precision).values()
-        if not all(storage.exists(layout.model_key(f)) for f, _ in files):
-            token = settings.secret("hf_token")
-            if not token:
-                raise ConfigError("the bucket has no base weights in models/ and no Hugging Face token is set: accept "
-                                  "the FLUX.1-dev licence on huggingface.co and `lora-cloud config set hf_token`")
-            env["HF_TOKEN"] = token
+        env.update(hub_token_env(settings, all(storage.exists(layout.model_key(f)) for f, _ in files)))
         return env
 
     async def start(self, req: SessionRequest) -> dict[str, Any]:

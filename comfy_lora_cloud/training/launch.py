@@ -65,13 +65,20 @@ def trainer_env(spec: RunSpec, settings: Settings, storage: Storage, *, remote: 
             raise ConfigError("the instance needs a service account for the bucket: see docs/credentials.md, then "
                               "lora-cloud config set gcs_service_account_json \"$(cat key.json)\"")
         env["LORA_CLOUD_GCS_SERVICE_ACCOUNT_JSON"] = sa
-    if not weights_cached(storage):
-        token = settings.secret("hf_token")
-        if not token:
-            raise ConfigError("the bucket has no base weights in models/ and no Hugging Face token is set: accept "
-                              "the FLUX.1-dev licence on huggingface.co and `lora-cloud config set hf_token`")
-        env["HF_TOKEN"] = token
+    env.update(hub_token_env(settings, weights_cached(storage)))
     return env
+
+
+def hub_token_env(settings: Settings, cached: bool) -> dict[str, str]:
+    """``HF_TOKEN`` for an instance only when the bucket lacks the base weights (the trainer's and
+    the inference image's rule): a ConfigError when it lacks them and no token is set."""
+    if cached:
+        return {}
+    token = settings.secret("hf_token")
+    if not token:
+        raise ConfigError("the bucket has no base weights in models/ and no Hugging Face token is set: accept "
+                          "the FLUX.1-dev licence on huggingface.co and `lora-cloud config set hf_token`")
+    return {"HF_TOKEN": token}
 
 
 def launch_spec(spec: RunSpec, settings: Settings, env: dict[str, str], *, python: str = "python",
