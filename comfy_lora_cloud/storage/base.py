@@ -302,18 +302,29 @@ def landing_file(dest: Path) -> Iterator[BinaryIO]:
     (:func:`partial_path`), fsynced and renamed onto ``dest`` when the block succeeds, removed
     when it raises. A reader never sees half a file, and a failed or corrupt transfer never
     replaces a good one. A process killed mid-block leaves the partial file behind;
-    :func:`sweep_partials` removes it later."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    :func:`sweep_partials` removes it later.
+
+    Lean, as a sync lands hundreds of small files through it: the folder is created only when
+    the open finds it missing, the buffer size is given (no terminal check), and nothing is
+    removed after a rename that succeeded."""
     tmp = partial_path(dest)
     try:
-        with open(tmp, "wb") as f:
+        f = open(tmp, "wb", buffering=CHUNK)
+    except FileNotFoundError:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        f = open(tmp, "wb", buffering=CHUNK)
+    landed = False
+    try:
+        with f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, dest)
+        landed = True
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        if not landed:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
 
 MAX_RECORD_BYTES = 4 * 1024 * 1024  # status.json, manifests, sidecars: a few KB when honest

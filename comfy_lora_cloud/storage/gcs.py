@@ -57,7 +57,12 @@ CLIENT_MULTIPART_MAX = 8 * 1024 * 1024
 MEMORY_BUDGET = 256 * 1024 * 1024
 #: bytes a download reads from the socket at a time
 DOWNLOAD_READ = 1024 * 1024
+#: (connect, read) seconds for a download's GET
+_MEDIA_TIMEOUT = (60, 120)
 PAGE_SIZE = 1000
+#: connections :func:`make_client` keeps per host: the most requests a sync sends at once
+#: (:attr:`GcsStorage.max_parallel`)
+POOL_SIZE = 64
 _RETRIABLE_STATUS = {408, 429, 500, 502, 503, 504}
 
 
@@ -85,8 +90,19 @@ def is_retriable(exc: BaseException) -> bool:
     if isinstance(exc, (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                         ConnectionError, auth_exc.TransportError)):
         return True
+    if isinstance(exc, _urllib3_dropped()):  # a download's GET and body come from urllib3 itself
+        return True
     response = getattr(exc, "response", None)  # google.cloud.storage.exceptions.InvalidResponse
     return getattr(response, "status_code", None) in _RETRIABLE_STATUS
+
+
+@functools.cache
+def _urllib3_dropped() -> tuple[type[BaseException], ...]:
+    """urllib3's errors for a connection that failed, dropped or timed out (what requests
+    would wrap as ``ConnectionError``/``Timeout``)."""
+    from urllib3 import exceptions as u3
+
+    return (u3.ProtocolError, u3.NewConnectionError, u3.ConnectTimeoutError, u3.ReadTimeoutError)
 
 
 def make_retry(initial: float = 0.5, maximum: float = 16.0, timeout: float = 120.0) -> Any:
@@ -96,7 +112,7 @@ def make_retry(initial: float = 0.5, maximum: float = 16.0, timeout: float = 120
     return Retry(predicate=is_retriable, initial=initial, maximum=maximum, multiplier=2.0, timeout=timeout)
 
 
-def make_client(settings: "Settings | None" = None, pool_size: int = 64) -> Any:
+def make_client(settings: "Settings | None" = None, pool_size: int = POOL_SIZE) -> Any:
     """A ``storage.Client`` with the right credentials, and a connection pool big enough for
     parallel sync (requests keeps 10 connections per host by default and drops the rest)."""
     client = _credentialed_client(settings)
@@ -277,6 +293,9 @@ class GcsStorage:
         self._memory = _MemoryBudget(max(memory_budget, self.single_request_max))
         self._bucket = self.client.bucket(bucket)
         self._bucket_seen = False
+        self._media_settings: dict[str, Any] | None = None  # see _media_pool
+        #: the most requests a sync sends at once (small files; see sync.apply)
+        self.max_parallel = POOL_SIZE
 
     @classmethod
     def from_url(cls, url: str, *, settings: "Settings | None" = None, **kwargs: Any) -> "GcsStorage":
@@ -353,7 +372,7 @@ class GcsStorage:
             raise ChecksumMismatch(f"transfer of {what} failed its checksum check; nothing was kept") from None
         if isinstance(exc, api.GoogleAPICallError):
             raise StorageError(f"GCS error (HTTP {exc.code}) on {what}") from None
-        if isinstance(exc, (requests.RequestException, ConnectionError, auth_exc.TransportError)):
+        if isinstance(exc, (requests.RequestException, ConnectionError, auth_exc.TransportError, *_urllib3_dropped())):
             raise StorageError(f"cannot reach Google Cloud Storage for {what}: {type(exc).__name__}") from None
         raise exc
 
@@ -364,6 +383,53 @@ class GcsStorage:
             raise
         except Exception as exc:  # noqa: BLE001 - every foreign error goes through _translate
             self._translate(exc, key)
+
+    def _media_get(self, url: str) -> Any:
+        """GET ``url`` for its body: urllib3's streaming response (``status``, ``headers``,
+        ``read(n, decode_content=False)``, ``release_conn()``, ``close()``).
+
+        Straight on the authorised session's own connection pool, with its credentials and its
+        TLS settings: requests' work around each call (preparing the request, merging the
+        environment's settings, cookies, hooks, building a ``Response``) was 40% of a small
+        download's CPU, and parallel downloads of small files are bound by that CPU, not by the
+        network (issue 17). Where the session would do more than that (a proxy, mutual TLS,
+        an adapter of its own, a requests without the pool API), its own ``request`` does."""
+        headers = {"Accept-Encoding": "gzip"}
+        pool = self._media_pool(url)
+        session = self.client._http
+        if pool is None:
+            return session.request("GET", url, stream=True, timeout=_MEDIA_TIMEOUT, headers=headers).raw
+        from urllib3.util import Timeout
+
+        path = url[url.index("/", url.index("//") + 2):]
+        creds = session.credentials
+        for refreshed in (False, True):  # as AuthorizedSession: a 401 refreshes the token once
+            sent = dict(headers)
+            creds.before_request(session._auth_request, "GET", url, sent)
+            response = pool.urlopen("GET", path, headers=sent, redirect=False, assert_same_host=False,
+                                    preload_content=False, decode_content=False, retries=False,
+                                    timeout=Timeout(connect=_MEDIA_TIMEOUT[0], read=_MEDIA_TIMEOUT[1]))
+            if response.status != 401 or refreshed:
+                return response
+            response.drain_conn()
+            response.release_conn()
+            creds.refresh(session._auth_request)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _media_pool(self, url: str) -> Any:
+        """The urllib3 pool the session would send ``url`` through, or None where the session
+        must send it itself (see :meth:`_media_get`). Its environment (proxies, CA bundle) is
+        read once per storage."""
+        if self._media_settings is None:
+            self._media_settings = _direct_settings(self.client._http, url)
+        settings = self._media_settings
+        if not settings:
+            return None
+        adapter = self.client._http.get_adapter(url)
+        pool = adapter.get_connection_with_tls_context(settings["request"], settings["verify"], None,
+                                                       settings["cert"])
+        adapter.cert_verify(pool, url, settings["verify"], settings["cert"])
+        return pool
 
     # ---- Storage protocol --------------------------------------------------------------------
     def stat(self, key: str) -> ObjectInfo:
@@ -408,13 +474,14 @@ class GcsStorage:
         return buf.getvalue()
 
     def _download(self, key: str, f: BinaryIO, generation: int | None = None) -> ObjectInfo:
-        """Stream ``key`` into ``f`` in 1 MiB reads, hashing on the way; raise if the bytes do not
-        match the ``X-Goog-Hash`` of the answer (or the object's metadata: one more request).
+        """Stream ``key`` into ``f`` (empty, at its start) in 1 MiB reads, hashing on the way;
+        raise if the bytes do not match the ``X-Goog-Hash`` of the answer (or the object's
+        metadata: one more request).
 
-        One GET on the client's authorised session: the client's own download reads 8 KB at a
-        time, which under 16 parallel downloads makes the GIL, not the network, the limit
-        (issue 17). The stored bytes are read as stored (no transcoding), so their checksum
-        applies; a retry starts the file over."""
+        One GET (:meth:`_media_get`): the client's own download reads 8 KB at a time, which under
+        16 parallel downloads makes the GIL, not the network, the limit (issue 17). The stored
+        bytes are read as stored (no transcoding), so their checksum applies; a retry starts
+        the file over."""
         from urllib.parse import quote
 
         from google.api_core import exceptions as api
@@ -424,25 +491,26 @@ class GcsStorage:
                f"/o/{quote(name, safe='')}?alt=media")
         if generation is not None:
             url += f"&generation={int(generation)}"
-        start = f.tell()
+        tries = [0]
 
         def attempt() -> tuple[_HashingWriter, Any]:
-            f.seek(start)
-            f.truncate()
+            if tries[0]:  # a retry: start the file over
+                f.seek(0)
+                f.truncate()
+            tries[0] += 1
             w = _HashingWriter(f)
-            response = self.client._http.request("GET", url, stream=True, timeout=(60, 120),
-                                                 headers={"Accept-Encoding": "gzip"})
+            response = self._media_get(url)
             read_all = False
             try:
-                if response.status_code != 200:
-                    raise api.from_http_response(response)
-                while chunk := response.raw.read(DOWNLOAD_READ, decode_content=False):
+                if response.status != 200:
+                    raise api.from_http_status(response.status, "media request failed")
+                while chunk := response.read(DOWNLOAD_READ, decode_content=False):
                     w.write(chunk)
                 read_all = True
                 return w, response.headers
             finally:
                 if read_all:  # the body was read to its end: the connection goes back to the pool
-                    response.raw.release_conn()
+                    response.release_conn()
                 else:
                     response.close()
 
@@ -666,6 +734,31 @@ class GcsStorage:
                 self.delete(obj.key)
                 n += 1
         return n
+
+
+def _direct_settings(session: Any, url: str) -> dict[str, Any]:
+    """What :meth:`GcsStorage._media_pool` needs to send ``url``'s GETs on the session's pool
+    itself (``{}``: it cannot, the session's ``request`` must): an ``AuthorizedSession`` without
+    mutual TLS, an adapter that is requests' own ``HTTPAdapter`` (not one that overrides
+    ``send``), no proxy for the URL, and requests >= 2.32.2 (``get_connection_with_tls_context``)."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    try:
+        from google.auth.transport.requests import AuthorizedSession
+    except ImportError:  # pragma: no cover - google-auth comes with google-cloud-storage
+        return {}
+    if not isinstance(session, AuthorizedSession) or getattr(session, "is_mtls", False) or session.auth:
+        return {}
+    adapter = session.get_adapter(url)
+    if (type(adapter).send is not HTTPAdapter.send or not hasattr(adapter, "get_connection_with_tls_context")
+            or not hasattr(session, "_auth_request")):
+        return {}
+    env = session.merge_environment_settings(url, {}, None, None, None)
+    if any(env.get("proxies", {}).values()):
+        return {}
+    return {"request": requests.Request("GET", url).prepare(), "verify": env.get("verify", True),
+            "cert": env.get("cert")}
 
 
 def _crc_only(data: bytes) -> Checksums:

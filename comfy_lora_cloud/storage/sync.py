@@ -47,6 +47,12 @@ from .local import META_DIR
 
 log = logging.getLogger(__name__)
 
+#: a file below this size costs a round trip more than bandwidth: while such files are moving,
+#: up to SMALL_FANOUT x ``workers`` go at once (capped by the storage's ``max_parallel``, its
+#: connection pool), larger ones stay at ``workers`` (issue 17: 1,000 files of 50 KB)
+SMALL_FILE = 1024 * 1024
+SMALL_FANOUT = 4
+
 
 @dataclass(frozen=True)
 class Transfer:
@@ -384,7 +390,9 @@ def apply(
     plan: SyncPlan, storage: Storage, *, workers: int = 8, progress: ProgressFn | None = None,
     cache: HashCache | None = None, clock: Callable[[], float] = time.monotonic,
 ) -> SyncResult:
-    """Carry out ``plan`` with at most ``workers`` transfers at once.
+    """Carry out ``plan`` with at most ``workers`` transfers at once (of files under
+    :data:`SMALL_FILE`, up to ``SMALL_FANOUT`` x ``workers``, as far as the storage's
+    ``max_parallel`` allows).
 
     Stops scheduling at the first failure and raises it (files already moved stay; the next
     plan skips them). Deletes run only after every transfer succeeded.
@@ -399,7 +407,22 @@ def apply(
     state = {"bytes": 0, "files": 0}
     root_key = str(plan.local_dir.resolve()) if cache is not None else ""  # the cache's keys: as scan_local's
 
+    escapes: dict[str, bool] = {}  # per folder, for this apply
+    small, large = _by_size(plan.transfers)
+    threads = workers
+    if small:
+        cap = getattr(storage, "max_parallel", None)  # a wrapper may hide it (or pass it on as a method)
+        threads = max(workers, min(workers * SMALL_FANOUT, cap if isinstance(cap, int) else workers))
+    big_slots = threading.BoundedSemaphore(workers)
+
     def one(t: Transfer) -> None:
+        if t.size >= SMALL_FILE and threads > workers:
+            with big_slots:
+                move(t)
+        else:
+            move(t)
+
+    def move(t: Transfer) -> None:
         path = plan.local_dir / t.rel
         key = plan.prefix + t.rel
         if plan.direction == "push":
@@ -411,7 +434,7 @@ def apply(
                         info.size, before.st_mtime_ns):
                     cache.put(os.path.join(root_key, t.rel), before, Checksums(info.size, info.md5, info.crc32c))
         else:
-            if _escapes(plan.local_dir, t.rel):  # a folder became a symlink since planning
+            if _escapes(plan.local_dir, t.rel, escapes):  # a folder became a symlink since planning
                 raise StorageError(f"refusing to write {t.rel!r}: it would land outside {plan.local_dir}")
             info = storage.download_file(key, path)
             if cache is not None and info.md5 and info.crc32c:  # verified bytes: no need to re-hash
@@ -424,9 +447,9 @@ def apply(
             progress(event)
 
     if plan.transfers:
-        with ThreadPoolExecutor(max_workers=min(workers, len(plan.transfers)),
+        with ThreadPoolExecutor(max_workers=min(threads, len(plan.transfers)),
                                 thread_name_prefix="lora-cloud-sync") as pool:
-            futures = [pool.submit(one, t) for t in plan.transfers]
+            futures = [pool.submit(one, t) for t in small + large]  # small first: large ones wait for slots
             try:
                 done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             except BaseException:  # Ctrl-C: drop what has not started, let running files finish
@@ -454,6 +477,11 @@ def apply(
     if cache is not None:
         cache.save()
     return SyncResult(state["files"], state["bytes"], deleted, clock() - start)
+
+
+def _by_size(transfers: list[Transfer]) -> tuple[list[Transfer], list[Transfer]]:
+    small = [t for t in transfers if t.size < SMALL_FILE]
+    return small, [t for t in transfers if t.size >= SMALL_FILE]
 
 
 def push(

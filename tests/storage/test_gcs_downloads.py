@@ -1,0 +1,230 @@
+"""Downloads at least as fast as gcsfs (issue 17): a download's GET goes straight on the
+authorised session's connection pool, not through requests' per-call machinery, with the same
+credentials, retries and checksum checks; where the session would do more (a proxy, an adapter
+of its own) the session sends it. And a sync of small files keeps more requests in flight.
+
+The emulator ignores credentials and never drops a connection, so :class:`Gate`, a small HTTP
+server in front of it, refuses a stale token with 401 and cuts chosen bodies short; it also
+serves as an HTTP proxy. The bytes themselves come from the emulator."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+from google.auth import credentials
+
+from comfy_lora_cloud.storage import sync
+from comfy_lora_cloud.storage.gcs import GcsStorage, make_retry
+from comfy_lora_cloud.storage.local import LocalStorage
+
+FAST_RETRY = dict(initial=0.001, maximum=0.01, timeout=10)
+
+
+class Gate:
+    """Forwards GETs to the emulator. A request without ``Authorization: Bearer <token>``
+    gets 401; each name in ``cut`` gets half its body once and a closed connection. Absolute
+    request targets (``GET http://host/path``, as sent to a proxy) are served too and noted."""
+
+    def __init__(self, upstream: str):
+        self.upstream = upstream.rstrip("/")
+        self.token = "fresh"
+        self.cut: set[str] = set()
+        self.seen: list[tuple[str, str, bool]] = []  # (path, authorization, through a proxy)
+        gate = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                proxied = self.path.startswith("http://")
+                path = "/" + self.path.split("/", 3)[3] if proxied else self.path
+                auth = self.headers.get("Authorization", "")
+                gate.seen.append((path, auth, proxied))
+                if auth != f"Bearer {gate.token}":
+                    self._reply(401, {}, b'{"error": {"code": 401}}')
+                    return
+                try:
+                    with urllib.request.urlopen(gate.upstream + path) as r:
+                        status, headers, body = r.status, dict(r.headers), r.read()
+                except urllib.error.HTTPError as e:
+                    status, headers, body = e.code, dict(e.headers), e.read()
+                name = urllib.parse.unquote(path.split("?")[0].rsplit("/", 1)[-1]).rsplit("/", 1)[-1]
+                if name in gate.cut:
+                    gate.cut.discard(name)
+                    self.send_response(status)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body[: len(body) // 2])
+                    self.close_connection = True
+                    return
+                keep = {k: v for k, v in headers.items() if k.lower().startswith("x-goog-")}
+                self._reply(status, keep, body)
+
+            def _reply(self, status: int, headers: dict[str, str], body: bytes) -> None:
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "Gate":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Token(credentials.Credentials):
+    """A bearer token that a refresh replaces (what a service account's token does)."""
+
+    def __init__(self, token: str):
+        super().__init__()
+        self.token = token
+        self.refreshes = 0
+
+    def refresh(self, request: object) -> None:
+        self.refreshes += 1
+        self.token = "fresh"
+
+
+@pytest.fixture
+def stored(gcs_env, gcs_bucket):
+    """Three objects written through the emulator; returns (bucket, {key: bytes})."""
+    writer = GcsStorage(gcs_bucket, "pre", client=gcs_env.client(), retry=make_retry(**FAST_RETRY))
+    objects = {f"d/{i}.bin": os.urandom(70_000 + i) for i in range(3)}
+    for key, data in objects.items():
+        writer.write_bytes(key, data)
+    return gcs_bucket, objects
+
+
+def gated(gate: Gate, bucket: str, creds: credentials.Credentials) -> GcsStorage:
+    from google.cloud import storage
+
+    client = storage.Client(project="p", credentials=creds, client_options={"api_endpoint": gate.url})
+    return GcsStorage(bucket, "pre", client=client, retry=make_retry(**FAST_RETRY))
+
+
+def test_downloads_skip_requests_per_call_machinery(gcs_env, stored, tmp_path, monkeypatch):
+    """The authorised session's ``request`` is never called for a download (listing: yes)."""
+    import requests
+
+    bucket, objects = stored
+    calls: list[str] = []
+    real = requests.Session.request
+
+    def counting(self, method, url, *a, **kw):
+        calls.append(url)
+        return real(self, method, url, *a, **kw)
+
+    monkeypatch.setattr(requests.Session, "request", counting)
+    s = GcsStorage(bucket, "pre", client=gcs_env.client(), retry=make_retry(**FAST_RETRY))
+    result = sync.pull(s, "d/", tmp_path / "out", workers=2)
+    assert result.files == 3
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == {
+        k.split("/")[1]: v for k, v in objects.items()}
+    assert s.read_bytes("d/0.bin") == objects["d/0.bin"]
+    assert [u for u in calls if "alt=media" in u] == []
+    assert any("/o?" in u or u.endswith("/o") for u in calls)  # the listing went through the session
+
+
+def test_a_refused_token_is_refreshed_once_and_the_get_repeated(gcs_emulator, stored, tmp_path):
+    bucket, objects = stored
+    with Gate(gcs_emulator.url) as gate:
+        creds = Token("stale")
+        s = gated(gate, bucket, creds)
+        assert s.read_bytes("d/1.bin") == objects["d/1.bin"]
+        assert creds.refreshes == 1
+        assert [auth for _, auth, _ in gate.seen] == ["Bearer stale", "Bearer fresh"]
+        gate.token = "revoked"  # refused again after the refresh: an error, not a loop
+        with pytest.raises(Exception, match="denied|401"):
+            s.read_bytes("d/1.bin")
+        assert creds.refreshes == 2
+
+
+def test_a_body_cut_short_is_fetched_again_and_lands_whole(gcs_emulator, stored, tmp_path):
+    bucket, objects = stored
+    with Gate(gcs_emulator.url) as gate:
+        s = gated(gate, bucket, Token("fresh"))
+        gate.cut = {"0.bin", "2.bin"}
+        out = tmp_path / "out"
+        sync.pull(s, "d/", out, workers=2)
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == {k.split("/")[1]: v for k, v in objects.items()}
+        media = [p for p, _, _ in gate.seen if "alt=media" in p]
+        assert len(media) == 5  # three files, two of them twice
+        assert not gate.cut
+
+
+def test_a_configured_proxy_is_honoured(gcs_emulator, stored, tmp_path, monkeypatch):
+    """With HTTP_PROXY set the session sends the GET (to the proxy), as requests would."""
+    bucket, objects = stored
+    for var in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    with Gate(gcs_emulator.url) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        from google.cloud import storage
+
+        client = storage.Client(project="p", credentials=Token("fresh"),
+                                client_options={"api_endpoint": "http://gcs.invalid"})
+        s = GcsStorage(bucket, "pre", client=client, retry=make_retry(**FAST_RETRY))
+        assert s.read_bytes("d/2.bin") == objects["d/2.bin"]
+        assert [(p.split("?")[0], proxied) for p, _, proxied in proxy.seen] == [
+            (f"/download/storage/v1/b/{bucket}/o/pre%2Fd%2F2.bin", True)]
+
+
+class InFlight(LocalStorage):
+    """Counts transfers running at once; ``meet`` holds each small download until that many
+    are inside together (proof that they overlap, with no timing involved)."""
+
+    def __init__(self, root: Path, meet: int | None, max_parallel: int):
+        super().__init__(root)
+        self.max_parallel = max_parallel
+        self.meet = threading.Barrier(meet) if meet else None
+        self._lock = threading.Lock()
+        self.now = {True: 0, False: 0}
+        self.most = {True: 0, False: 0}  # large, small
+
+    def download_file(self, key, path):
+        large = self.stat(key).size >= sync.SMALL_FILE
+        with self._lock:
+            self.now[large] += 1
+            self.most[large] = max(self.most[large], self.now[large])
+        try:
+            if not large and self.meet is not None:
+                self.meet.wait(timeout=30)
+            return super().download_file(key, path)
+        finally:
+            with self._lock:
+                self.now[large] -= 1
+
+
+def test_small_files_go_several_times_workers_at_once_large_ones_at_workers(tmp_path):
+    store = InFlight(tmp_path / "bucket", meet=8, max_parallel=64)
+    for i in range(16):
+        store.write_bytes(f"d/s{i:02}", b"x" * 100)
+    for i in range(3):
+        store.write_bytes(f"d/l{i}", os.urandom(sync.SMALL_FILE))
+    result = sync.pull(store, "d/", tmp_path / "out", workers=2)
+    assert result.files == 19  # the barrier was met: 8 small downloads at once with 2 workers
+    assert store.most[True] <= 2  # large files never more than ``workers`` at once
+    assert store.most[False] <= 2 * sync.SMALL_FANOUT
+
+    capped = InFlight(tmp_path / "bucket", meet=None, max_parallel=3)  # what its connection pool allows
+    assert sync.pull(capped, "d/", tmp_path / "out2", workers=2).files == 19
+    assert capped.most[False] <= 3 and capped.most[True] <= 2
