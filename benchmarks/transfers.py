@@ -8,9 +8,12 @@ unchanged tree (what moves: 0 bytes). Medians over the rounds, and ratios agains
 baseline of each column.
 
 * ours: :func:`comfy_lora_cloud.storage.sync.push` / ``pull`` with the pack's default 16
-  workers: checksums verified both ways, downloads land through a temporary file + rename;
-* ``transfer_manager``: ``upload_many_from_filenames`` / ``download_many_to_path`` with 16
-  threads (the same parallelism; its default, 8 processes, was slower here);
+  workers (for files under 1 MiB that means up to 64 requests in flight, the connection pool's
+  size): checksums verified both ways, downloads land through a temporary file, fsync and
+  rename;
+* ``transfer_manager``: ``upload_many_from_filenames`` / ``download_many_to_path`` with as many
+  threads as ours has requests in flight (64 for small files, 16 for large; its default, 8
+  processes, was slower here);
 * ``gcsfs``: ``put`` / ``get`` recursive (asyncio, its own concurrency).
 
 Needs the ``bench`` extra (gcsfs). Without installing it into the project's venv:
@@ -39,7 +42,7 @@ sys.path.append(str(ROOT / ".bench-libs"))  # last: only what the venv lacks (gc
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")  # else a 60 s gRPC probe per bucket
 
 from comfy_lora_cloud.storage import sync  # noqa: E402
-from comfy_lora_cloud.storage.gcs import GcsStorage  # noqa: E402
+from comfy_lora_cloud.storage.gcs import POOL_SIZE, GcsStorage  # noqa: E402
 from tests.fixtures.gcs_emulator import GcsEmulator, start_emulator, stop_emulator  # noqa: E402
 
 WORKERS = 16
@@ -83,7 +86,7 @@ class World:
 def run_ours(w: World, src: Path, dst: Path) -> dict[str, float]:
     from requests.adapters import HTTPAdapter
 
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=64)  # what make_client does for the pack
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)  # what make_client does for the pack
     w.client._http.mount("http://", adapter)
     storage = GcsStorage(w.bucket, client=w.client)
     t = time.perf_counter()
@@ -99,21 +102,28 @@ def run_ours(w: World, src: Path, dst: Path) -> dict[str, float]:
     return {"up": t_up, "down": t_down, "resync": t_again, "resync_bytes": again.bytes}
 
 
+def in_flight(src: Path) -> int:
+    """How many requests ours keeps in flight for this tree (what transfer_manager gets too)."""
+    small = any(p.stat().st_size < sync.SMALL_FILE for p in src.rglob("*") if p.is_file())
+    return min(WORKERS * sync.SMALL_FANOUT, POOL_SIZE) if small else WORKERS
+
+
 def run_tm(w: World, src: Path, dst: Path) -> dict[str, float]:
     from google.cloud.storage import transfer_manager as tm
     from requests.adapters import HTTPAdapter
 
-    w.client._http.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=64))
+    w.client._http.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE))
     bucket = w.client.bucket(w.bucket)
     names = [p.relative_to(src).as_posix() for p in sorted(src.rglob("*")) if p.is_file()]
+    threads = in_flight(src)
     t = time.perf_counter()
     results = tm.upload_many_from_filenames(bucket, names, source_directory=str(src), blob_name_prefix="tm/",
-                                            worker_type=tm.THREAD, max_workers=WORKERS, raise_exception=True)
+                                            worker_type=tm.THREAD, max_workers=threads, raise_exception=True)
     t_up = time.perf_counter() - t
     assert all(r is None for r in results)
     t = time.perf_counter()
     tm.download_many_to_path(bucket, names, destination_directory=str(dst), blob_name_prefix="tm/",
-                             worker_type=tm.THREAD, max_workers=WORKERS, raise_exception=True)
+                             worker_type=tm.THREAD, max_workers=threads, raise_exception=True)
     t_down = time.perf_counter() - t
     assert count_files(dst) == len(names)
     return {"up": t_up, "down": t_down}
