@@ -175,3 +175,52 @@ def test_pull_never_writes_through_a_symlinked_folder(store, tmp_path):
     with pytest.raises(StorageError, match="outside"):
         sync.apply(plan, store)
     assert list(outside.iterdir()) == []
+
+
+def test_a_first_upload_plan_asks_the_cache_nothing_and_keeps_one_object_per_file(store, tmp_path):
+    """Planning a first upload: one stat per file, no hash, no cache lookup, and one object per
+    file for the garbage collector to count (its Transfer): 10,000 files' worth of stat results
+    and file records set off full collections that cost planning a third of its time."""
+    import gc
+
+    n = 2000
+    src = tmp_path / "src"
+    make_tree(src, {f"{i // 50}/img_{i:04}.jpg": b"x" * (i % 7 + 1) for i in range(n)})
+
+    class Counting(sync.HashCache):
+        calls = 0
+
+        def lookup(self, *a):
+            Counting.calls += 1
+            return super().lookup(*a)
+
+        def checksums(self, *a, **kw):
+            Counting.calls += 1
+            return super().checksums(*a, **kw)
+
+    collections = []
+
+    def count(phase, info):
+        if phase == "start" and info["generation"] == 0:
+            collections.append(1)
+
+    threshold = gc.get_threshold()
+    gc.collect()
+    gc.set_threshold(100)  # a young collection per 100 objects made and kept
+    gc.callbacks.append(count)
+    try:
+        plan = sync.plan_push(store, src, "d/", cache=Counting())
+    finally:
+        gc.callbacks.remove(count)
+        gc.set_threshold(*threshold)
+    assert len(plan.uploads) == n and Counting.calls == 0
+    assert all(t.checksums is None for t in plan.uploads)  # the upload hashes what it sends
+    assert len(collections) <= 1.5 * n / 100  # about one per Transfer (keeping every stat result: 55)
+
+    sync.apply(plan, store)
+    warm = Counting()
+    for f in sync.scan_local(src):
+        warm.put(f.path, f, sync.checksum_file(f.path))
+    Counting.calls = 0
+    assert len(sync.plan_push(store, src, "d/", cache=warm).skips) == n
+    assert Counting.calls == 2 * n  # a cache that knows the files is asked (checksums, its lookup) per file
