@@ -6,7 +6,7 @@ import typer
 
 from .common import ctx_obj, emit, handle_errors, out_console, run
 
-app = typer.Typer(help="Spending limits: max $/hr, $ per run, $ per month, hours per run.", no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True)  # its help: cli/main.py NOUNS
 KEYS = ("max_dph", "max_run_usd", "max_month_usd", "max_run_hours")
 
 

@@ -27,7 +27,7 @@ from .common import ctx_obj, emit, err_console, handle_errors, out_console, run
 DEFAULT_IDLE_MINUTES = 20.0
 DEFAULT_MAX_HOURS = 4.0
 
-app = typer.Typer(help="A ComfyUI on a rented GPU: start, status, open, run a workflow, stop.", no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True)  # its help: cli/main.py NOUNS
 
 
 def _money(v: Any) -> str:

@@ -11,7 +11,7 @@ import typer
 from ..errors import ConfigError
 from .common import ctx_obj, emit, handle_errors, out_console
 
-app = typer.Typer(help="Show and change settings (secrets are stored 0600 and always masked).", no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True)  # its help: cli/main.py NOUNS
 
 
 @app.command("show")

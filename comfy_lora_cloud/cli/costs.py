@@ -10,7 +10,7 @@ import typer
 
 from .common import ctx_obj, emit, handle_errors, out_console, run
 
-app = typer.Typer(help="What LoRA Cloud has spent: today, this month, per run.")
+app = typer.Typer()  # its help: cli/main.py NOUNS
 
 
 @app.callback(invoke_without_command=True)

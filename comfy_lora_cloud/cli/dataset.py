@@ -14,8 +14,7 @@ from .train_outputs import next_steps
 def _quote(name: str) -> str:
     return f'"{name}"' if " " in name else name
 
-app = typer.Typer(help="Datasets in your bucket: datasets/<name>/ (images, .txt captions, dataset.json).",
-                  no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True)  # its help: cli/main.py NOUNS
 
 
 @app.command("upload")

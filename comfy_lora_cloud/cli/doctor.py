@@ -9,7 +9,7 @@ import typer
 from ..errors import ConfigError
 from .common import ctx_obj, emit, handle_errors, out_console, run
 
-app = typer.Typer(help="Check every setting and credential against the real services, with fixes.")
+app = typer.Typer()  # its help: cli/main.py NOUNS
 
 MARK = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
 

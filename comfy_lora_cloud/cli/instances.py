@@ -6,7 +6,7 @@ import typer
 
 from .common import confirm_or_abort, ctx_obj, emit, finite, handle_errors, out_console, run
 
-app = typer.Typer(help="List and manage the instances LoRA Cloud rented.", no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True)  # its help: cli/main.py NOUNS
 
 
 @app.command("list")

@@ -25,7 +25,7 @@ def Table(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - `lora-cloud --help`
 
     return RichTable(*args, **kwargs)
 
-app = typer.Typer(help="Trained LoRAs in your bucket: loras/<name>.safetensors (+ .json).", no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True)  # its help: cli/main.py NOUNS
 
 # what made a LoRA, in the order `lora show` prints it (training/lora_meta.py: LoraInfo)
 SHOWN = ("run_id", "date", "dataset", "images", "trigger", "lora_type", "preset", "overrides", "base_model",

@@ -9,6 +9,24 @@ import typer
 
 from .. import __version__
 from .common import CliContext, hoist_json_flag, quiet_flag_types, run_cli
+from .lazy import Noun, lazy_group
+
+#: the nouns, each a module below cli/ with an ``app``: imported only when its command runs
+#: (cli/lazy.py; `--help` lists them from here). The one home of each noun's one-line help.
+NOUNS: dict[str, Noun] = {
+    "config": ("config", "Show and change settings (secrets are stored 0600 and always masked)."),
+    "dataset": ("dataset", "Datasets in your bucket: datasets/<name>/ (images, .txt captions, dataset.json)."),
+    "lora": ("lora", "Trained LoRAs in your bucket: loras/<name>.safetensors (+ .json)."),
+    "sync": ("sync", "Mirror a folder to or from a storage prefix (plan by size + checksum)."),
+    "train": ("train", "Plan, start and stop training runs, and follow their progress."),
+    "offers": ("offers", "Find the offer with the cheapest expected total for a training job."),
+    "instances": ("instances", "List and manage the instances LoRA Cloud rented."),
+    "costs": ("costs", "What LoRA Cloud has spent: today, this month, per run."),
+    "budget": ("budget", "Spending limits: max $/hr, $ per run, $ per month, hours per run."),
+    "comfy": ("comfy", "A ComfyUI on a rented GPU: start, status, open, run a workflow, stop."),
+    "doctor": ("doctor", "Check every setting and credential against the real services, with fixes."),  # issue 14
+    "models": ("models", "Base weights (flux, ae, clip_l, t5xxl) cached in the bucket's models/."),  # issue 14
+}
 
 app = typer.Typer(
     name="lora-cloud",
@@ -18,6 +36,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     # plain help: rich's help renderer costs more start-up than the rest of `--help` (issue 17)
     rich_markup_mode=None,
+    cls=lazy_group(NOUNS, rich_markup_mode=None),
 )
 
 
@@ -44,31 +63,6 @@ def root(
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     install_log_redaction()
     ctx.obj = CliContext(home=home, json_output=json_output, verbose=verbose)
-
-
-# ---- nouns: one line each ------------------------------------------------------------------
-from . import config as _config  # noqa: E402
-from . import dataset as _dataset  # noqa: E402
-from . import lora as _lora  # noqa: E402
-from . import sync as _sync  # noqa: E402
-from . import train as _train  # noqa: E402
-from . import budget as _budget, costs as _costs, instances as _instances, offers as _offers  # noqa: E402
-from . import comfy as _comfy  # noqa: E402
-
-app.add_typer(_config.app, name="config")
-app.add_typer(_dataset.app, name="dataset")
-app.add_typer(_lora.app, name="lora")
-app.add_typer(_sync.app, name="sync")
-app.add_typer(_train.app, name="train")
-app.add_typer(_offers.app, name="offers")
-app.add_typer(_instances.app, name="instances")
-app.add_typer(_costs.app, name="costs")
-app.add_typer(_budget.app, name="budget")
-app.add_typer(_comfy.app, name="comfy")
-from . import doctor as _doctor, models as _models  # noqa: E402  (issue 14)
-
-app.add_typer(_doctor.app, name="doctor")
-app.add_typer(_models.app, name="models")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,8 +9,7 @@ import typer
 
 from .common import ctx_obj, emit, err_console, handle_errors, out_console, run
 
-app = typer.Typer(help="Base weights (flux, ae, clip_l, t5xxl) cached in the bucket's models/.",
-                  no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True)  # its help: cli/main.py NOUNS
 
 
 @app.command("status")

@@ -8,7 +8,7 @@ import typer
 
 from .common import ctx_obj, emit, finite, handle_errors, out_console, run
 
-app = typer.Typer(help="Find the offer with the cheapest expected total for a training job.")
+app = typer.Typer()  # its help: cli/main.py NOUNS
 
 
 @app.callback(invoke_without_command=True)

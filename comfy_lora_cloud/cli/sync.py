@@ -10,8 +10,7 @@ from ..errors import ConfigError
 from .common import (confirm_or_abort, ctx_obj, emit, err_console, handle_errors, out_console, run,
                      transfer_progress)
 
-app = typer.Typer(help="Mirror a folder to or from a storage prefix (plan by size + checksum).",
-                  no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True)  # its help: cli/main.py NOUNS
 
 SHOW_DELETES = 10  # how many of the files a --delete would remove are listed before asking
 

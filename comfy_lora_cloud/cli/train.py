@@ -19,7 +19,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-app = typer.Typer(help="Plan, start and stop training runs, and follow their progress.", no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True)  # its help: cli/main.py NOUNS
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:

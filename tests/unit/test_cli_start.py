@@ -31,11 +31,50 @@ def test_importing_the_cli_imports_nothing_heavy():
     assert _heavy(_imported_after("import comfy_lora_cloud.cli.main")) == []
 
 
+def _run(argv: list[str]) -> str:
+    return ("import sys\nfrom comfy_lora_cloud.cli.main import main\n"
+            f"try:\n    main({argv!r})\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n")
+
+
+def _nouns_imported(mods: list[str]) -> list[str]:
+    from comfy_lora_cloud.cli.main import NOUNS
+
+    return sorted(name for name, (module, _) in NOUNS.items() if f"comfy_lora_cloud.cli.{module}" in mods)
+
+
 def test_help_renders_every_command_without_heavy_imports():
-    code = ("import sys\nfrom comfy_lora_cloud.cli.main import app\nsys.argv = ['lora-cloud', '--help']\n"
-            "try:\n    app()\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n")
-    mods = _imported_after(code)
+    mods = _imported_after(_run(["--help"]))
     assert _heavy(mods) == []
+    assert _nouns_imported(mods) == []  # listed from cli/main.py's table, no noun module imported
+
+
+def test_a_command_imports_its_noun_alone(tmp_path):
+    mods = _imported_after(f"import os\nos.environ['LORA_CLOUD_HOME'] = {str(tmp_path)!r}\n" + _run(["dataset", "list"]))
+    assert _nouns_imported(mods) == ["dataset"]
+    mods = _imported_after(_run(["train", "--help"]))
+    assert _nouns_imported(mods) == ["train"]
+
+
+def test_every_noun_has_its_help_from_the_table_and_a_typo_is_still_suggested():
+    """The table in cli/main.py is the one home of a noun's help: no module carries its own, and
+    `<noun> --help` shows the table's."""
+    import importlib
+
+    from typer.testing import CliRunner
+
+    from comfy_lora_cloud.cli.main import NOUNS, app
+
+    runner = CliRunner()
+    listing = runner.invoke(app, ["--help"]).output
+    for name, (module, text) in NOUNS.items():
+        assert not importlib.import_module(f"comfy_lora_cloud.cli.{module}").app.info.help, module
+        assert f"  {name} " in listing
+        shown = runner.invoke(app, [name, "--help"])
+        assert shown.exit_code == 0, (name, shown.output)
+        assert " ".join(text.split()[:4]) in " ".join(shown.output.split()), name
+    out = subprocess.run([sys.executable, "-m", "comfy_lora_cloud.cli.main", "datset", "list"], capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+    assert out.returncode == 2 and "Did you mean 'dataset'?" in out.stderr
 
 
 def test_a_command_still_gets_its_imports(tmp_path):
