@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from ..errors import CorruptRecord, ObjectNotFound, StorageError, redact
 from ..models import RunState, RunStatus
+from ..storage import sync
 from ..storage.base import Storage, read_record_bytes
 from ..storage.layout import run_key
 
@@ -128,15 +129,22 @@ class StatusReporter:
                 raise
             log.warning("could not upload the log of run %s: %s", self.run_id, exc)
 
-    def upload_sample(self, path: Path) -> str | None:
-        key = self.key(f"samples/{path.name}")
+    def upload_samples(self, paths: list[Path], workers: int = 4) -> list[str]:
+        """Push sample images (files of one folder) through the sync engine: in parallel, each
+        verified. An event names each that landed; a failure is logged, and what did not land
+        is left for the next call. Returns the names that landed."""
+        if not paths:
+            return []
+        plan = sync.SyncPlan("push", paths[0].parent, self.key("samples/"),
+                             transfers=[sync.Transfer(p.name, p.stat().st_size) for p in paths])
+        landed: list[str] = []
         try:
-            self.storage.upload_file(path, key, content_type="image/png")
+            sync.apply(plan, self.storage, workers=workers, progress=lambda e: landed.append(e.rel))
         except StorageError as exc:
-            log.warning("could not upload sample %s: %s", path.name, exc)
-            return None
-        self.event("sample", key=key)
-        return key
+            log.warning("could not upload %d of %d sample(s): %s", len(paths) - len(landed), len(paths), exc)
+        for name in sorted(landed):
+            self.event("sample", key=self.key(f"samples/{name}"))
+        return sorted(landed)
 
 
 # ---- readers (CLI, ComfyUI, another laptop) ------------------------------------------------------

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ChecksumMismatch, ObjectNotFound, StorageError
+from ..storage import sync
 from ..storage.base import Storage, checksum_file
 from ..storage.layout import run_key
 
@@ -46,18 +47,20 @@ def complete_states(output_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def upload_checkpoint(storage: Storage, run_id: str, state_dir: Path, epoch: int, step: int) -> Checkpoint:
-    """Upload one state dir, verify each file, then point ``latest.json`` at it and delete the
-    previous checkpoint's files."""
+def upload_checkpoint(storage: Storage, run_id: str, state_dir: Path, epoch: int, step: int, *,
+                      workers: int = 4) -> Checkpoint:
+    """Push one state dir through the sync engine (its files in parallel, each verified; files a
+    failed try already landed are skipped), then point ``latest.json`` at it and delete the
+    previous checkpoint's files. The manifest's md5s are what the uploads hashed: each file is
+    read once."""
     previous = read_latest(storage, run_id)
     prefix = run_key(run_id, f"checkpoints/{state_dir.name}/")
+    hashed = sync.HashCache()  # in memory: what the uploads (or the plan) hashed
+    sync.apply(sync.plan_push(storage, state_dir, prefix, cache=hashed), storage, workers=workers, cache=hashed)
     files: dict[str, dict[str, object]] = {}
-    for path in sorted(p for p in state_dir.iterdir() if p.is_file()):
-        local = checksum_file(path)
-        info = storage.upload_file(path, prefix + path.name, checksums=local)
-        if info.md5 and info.md5 != local.md5:
-            raise ChecksumMismatch(f"checkpoint file {path.name} differs after upload")
-        files[path.name] = {"size": local.size, "md5": local.md5}
+    for f in sync.scan_local(state_dir):
+        c = hashed.checksums(f.path, f, f.path)
+        files[f.rel] = {"size": c.size, "md5": c.md5}
     cp = Checkpoint(name=state_dir.name, epoch=epoch, step=step, files=files)
     storage.write_bytes(run_key(run_id, LATEST), json.dumps(cp.__dict__).encode(), content_type="application/json")
     if previous and previous.name != cp.name:

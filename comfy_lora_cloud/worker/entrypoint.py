@@ -385,9 +385,8 @@ class Trainer:
         sample_dir = output_dir / "sample"
         if not sample_dir.is_dir():
             return
-        for path in sorted(sample_dir.glob("*.png")):
-            if path.name not in self.uploaded_samples and self.report.upload_sample(path):
-                self.uploaded_samples.add(path.name)
+        new = [p for p in sorted(sample_dir.glob("*.png")) if p.name not in self.uploaded_samples]
+        self.uploaded_samples.update(self.report.upload_samples(new))
 
     # ---- publishing ----------------------------------------------------------------------------
     def _lora_info(self, preset: Preset, plan: StepPlan, images: int) -> LoraInfo:
