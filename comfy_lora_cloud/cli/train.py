@@ -11,7 +11,8 @@ from typing import Any, Optional
 import typer
 
 from ..errors import ConfigError
-from .common import ctx_obj, emit, err_console, finite, handle_errors, out_console, report_problems, run
+from .common import (LIST_PAGE, ctx_obj, emit, err_console, finite, handle_errors, out_console, page_options,
+                     report_page, report_problems, run)
 from .train_outputs import exit_for, follow_run, hints_for_end, next_steps
 
 if sys.version_info >= (3, 11):
@@ -102,8 +103,12 @@ def status(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing one run's progress until it ends."),
     interval: float = typer.Option(5.0, "--interval", min=0.01, max=3600, callback=finite,
                                    help="Seconds between reads with --follow."),
+    offset: int = typer.Option(0, "--offset", min=0, help="Every run: skip this many (newest first)."),
+    limit: int = typer.Option(LIST_PAGE, "--limit", min=1, max=1000, help="Every run: show at most this many."),
+    everything: bool = typer.Option(False, "--all", help="Every run: show them all (reads every status)."),
 ) -> None:
-    """The runs' live status, read from the bucket (works from any machine)."""
+    """The runs' live status, read from the bucket (works from any machine). Every run's comes a
+    page at a time (--offset, --limit)."""
     runs = ctx_obj(ctx).app.runs
     if run_id and follow:
         _follow(ctx, run_id, interval)
@@ -125,9 +130,10 @@ def status(
         next_steps(ctx, *hints_for_end(data["status"]))
         exit_for(data["status"]["state"])
         return
-    found = run(runs.status_listing())
+    found = run(runs.status_listing(*page_options(offset, limit, everything)))
     rows = [st.to_dict() for st in found["statuses"]]
     report_problems(found["problems"])
+    report_page(found, "runs", len(rows))
 
     def many(rs: list[dict[str, Any]]) -> None:
         if not rs:

@@ -327,6 +327,15 @@ _READ_IT: Any = object()
 _ID_TIME = re.compile(r"-(\d{8}-\d{6})-[0-9a-f]{4}$")
 
 
+def _launched(run_id: str, record: Any, status: Any) -> tuple[float, str]:
+    """A run's place in a newest-first page: when it was launched (its record's time, else the
+    time in its id, else when its ``status`` object was last written). Launch times do not move,
+    so pages do not shift while runs report."""
+    if record is not None and record.created_at:
+        return record.created_at, run_id
+    return _id_time(run_id) or (status.updated if status is not None else None) or 0.0, run_id
+
+
 def _id_time(run_id: str) -> float:
     """When a run was launched, from its id (``<name>-<UTC time>-<hex>``, :func:`new_run_id`);
     0 for an id of another shape."""
@@ -395,16 +404,7 @@ class Runs:
             except ConfigError as exc:
                 found.problems.append(Problem.of(prefix, exc))
 
-        def newest(run_id: str) -> tuple[float, str]:
-            """When the run was launched: the record's, else the time in its id, else when its status
-            was last written. Launch times do not move, so pages do not shift while runs report."""
-            record = known.get(run_id)
-            if record is not None and record.created_at:
-                return record.created_at, run_id
-            info = statuses.get(run_id)
-            return _id_time(run_id) or (info.updated if info is not None else None) or 0.0, run_id
-
-        ids.sort(key=newest, reverse=True)
+        ids.sort(key=lambda run_id: _launched(run_id, known.get(run_id), statuses.get(run_id)), reverse=True)
         found.total = len(ids)
         shown = page.of(ids)
         infos = [statuses[run_id] for run_id in shown if run_id in statuses]
@@ -482,34 +482,40 @@ class Runs:
         """Every run's reported status in the bucket, newest first; unreadable ones are skipped."""
         return (await self.status_listing())["statuses"]
 
-    async def status_listing(self) -> dict[str, Any]:
-        """``{"statuses", "problems"}``: every readable status, newest first, and the runs whose
-        name or status could not be read (reported, never fatal to the list). One paged listing
-        of ``runs/*/status.json``, the statuses read in parallel and remembered by generation."""
+    async def status_listing(self, offset: int = 0, limit: int | None = None) -> dict[str, Any]:
+        """``{"statuses", "problems", "total", "offset", "limit"}``: one page of the readable
+        statuses, newest launched first (as :meth:`listing`), and the runs whose name or status
+        could not be read (reported, never fatal to the list). One paged listing of
+        ``runs/*/status.json``; only the page's statuses are read, in parallel, and remembered
+        by generation (:mod:`.listings`)."""
         from ..storage import layout
         from ..training.status import MAX_STATUS_BYTES, STATUS, parse_status
-        from .listings import read_records
+        from .listings import Page, read_records
+
+        page = Page(offset, limit)
 
         def run() -> dict[str, Any]:
             storage = self.app.storage
-            out, problems, infos = [], [], []
+            out, problems, runs = [], [], []
+
+            def run_of(key: str) -> str:
+                return key[len(layout.RUNS):-len("/" + STATUS)]
+
             for o in storage.list(layout.RUNS, match_glob=f"{layout.RUNS}*/{STATUS}").objects:
-                run_id = o.key[len(layout.RUNS):-len("/" + STATUS)]
                 try:
-                    validate_name(run_id, "run id")
+                    runs.append((validate_name(run_of(o.key), "run id"), o))
                 except ConfigError as exc:
-                    problems.append(Problem.of(f"{layout.RUNS}{run_id}/", exc).to_dict())
-                    continue
-                infos.append(o)
+                    problems.append(Problem.of(f"{layout.RUNS}{run_of(o.key)}/", exc).to_dict())
+            runs.sort(key=lambda r: _launched(r[0], None, r[1]), reverse=True)
             for read in read_records(
-                    storage, infos, lambda body, key: parse_status(body, key[len(layout.RUNS):-len("/" + STATUS)]),
+                    storage, [o for _, o in page.of(runs)], lambda body, key: parse_status(body, run_of(key)),
                     kind="run-status", workers=self.app.settings.sync_workers, max_bytes=MAX_STATUS_BYTES):
                 if read.error is not None:
                     if not isinstance(read.error, ObjectNotFound):  # gone since the listing: not a problem
                         problems.append(Problem.of(read.info.key.rsplit("/", 1)[0] + "/", read.error).to_dict())
                     continue
                 out.append(read.value)
-            return {"statuses": sorted(out, key=lambda st: st.updated_at, reverse=True), "problems": problems}
+            return {"statuses": out, "problems": problems, **page.describe(len(runs))}
 
         return await asyncio.to_thread(run)
 

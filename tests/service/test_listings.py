@@ -16,7 +16,7 @@ import pytest
 from comfy_lora_cloud.models import Run, RunState, RunStatus
 from comfy_lora_cloud.service import library
 from comfy_lora_cloud.service.app import App
-from comfy_lora_cloud.service.listings import Page, RecordCache, read_records
+from comfy_lora_cloud.service.listings import RECORDS, Page, RecordCache, read_records
 from comfy_lora_cloud.settings import Settings
 from comfy_lora_cloud.storage import layout
 from comfy_lora_cloud.storage.gcs import GcsStorage, make_retry
@@ -136,6 +136,20 @@ async def test_runs_page_newest_first_reads_only_its_statuses(gcs, tmp_path, cle
     statuses = await app.runs.status_listing()
     assert len(statuses["statuses"]) == 8
     assert [p["entry"] for p in statuses["problems"]] == ["runs/broken-20260109-120000-abcd/"]
+
+    # `train status` with no run: the same order, a page at a time, reading only the page's statuses
+    app.state.put_run(Run(id="cat-20260105-120000-abcd", dataset="d", preset="style", lora_name="x",
+                          state=RunState.DONE, created_at=1))  # (its record does not move it here)
+    storage.write_bytes("runs/bad name!/status.json", status_bytes("x", 1))
+    RECORDS.clear()  # cold: nothing remembered from the listings above
+    mark = len(transport.history)
+    page = await app.runs.status_listing(offset=0, limit=3)  # broken (09), 08, 07: the corrupt one reported
+    assert [st.run_id for st in page["statuses"]] == [f"cat-2026010{i}-120000-abcd" for i in (8, 7)]
+    assert [p["entry"] for p in page["problems"]] == ["runs/bad name!/", "runs/broken-20260109-120000-abcd/"]
+    assert requests_since(transport, mark) == {"list": 1, "read": 3, "other": 0}
+    page = await app.runs.status_listing(offset=3, limit=3)
+    assert [st.run_id for st in page["statuses"]] == [f"cat-2026010{i}-120000-abcd" for i in (6, 5, 4)]
+    assert (page["total"], page["offset"], page["limit"]) == (9, 3, 3)
 
 
 def test_read_records_remembers_by_generation_and_not_failures_to_reach(tmp_path):

@@ -99,3 +99,14 @@ def test_status_follow_prints_events_until_the_run_ends(bucket):
     lines = [line for line in r.stdout.rstrip().splitlines() if not line.startswith("next: ")]
     assert lines[-1].split()[:2] == ["run-f", "done"]
     assert "next: lora-cloud lora download cat" in r.stdout  # what to do with a finished run
+
+
+def test_status_of_every_run_comes_a_page_at_a_time(bucket):
+    for i in range(3):
+        StatusReporter(bucket, f"cat-2026010{i + 1}-120000-abcd", min_interval=0).update(state=RunState.DONE)
+    r = _invoke("train", "status", "--limit", "2")
+    assert r.exit_code == 0
+    assert "cat-20260103" in r.stdout and "cat-20260102" in r.stdout and "cat-20260101" not in r.stdout
+    assert "showing 1-2 of 3 runs; next page: --offset 2" in r.stderr
+    r = _invoke("--json", "train", "status", "--offset", "2")
+    assert [row["run_id"] for row in json.loads(r.stdout)] == ["cat-20260101-120000-abcd"]
