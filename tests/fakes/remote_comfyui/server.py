@@ -458,6 +458,7 @@ def main() -> None:
     ap.add_argument("--user-directory", default=None)
     ap.add_argument("--input-directory", default=None)
     ap.add_argument("--temp-directory", default=None)
+    ap.add_argument("--database-url", default=None)
     ap.add_argument("--cpu", action="store_true")
     args = ap.parse_args()
     fake = FakeComfy(Path(args.output_directory), read_model_paths(args.extra_model_paths_config),
