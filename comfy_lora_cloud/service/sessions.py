@@ -33,7 +33,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine
 
 from ..errors import (
     BudgetExceeded, ConfigError, CorruptRecord, LoraCloudError, ObjectNotFound, ProviderError, StorageError,
@@ -50,6 +50,9 @@ from .costs import CostLedger
 from .events import SESSION_EVENT
 from .ownership import Bucket, Decision, LocalSession, Verdict, decide_session, session_bucket_view
 from .problems import Problems
+
+if TYPE_CHECKING:
+    from .workflow_api import Workflow
 
 log = logging.getLogger(__name__)
 
@@ -604,7 +607,7 @@ class Sessions:
         await self.app.instances.announce()
         return destroyed
 
-    async def generate_watched(self, workflow: dict[str, Any], *, lora: str | None = None,
+    async def generate_watched(self, workflow: "dict[str, Any] | Workflow", *, lora: str | None = None,
                                progress: Callable[[int, int], Any] | None = None,
                                interrupted: Callable[[], Any] | None = None, poll_s: float = 0.25,
                                start: SessionRequest | None = None) -> dict[str, Any]:
@@ -698,16 +701,22 @@ class Sessions:
         return served_file(data, file)
 
     # ---- generating ----------------------------------------------------------------------------
-    async def generate(self, workflow: dict[str, Any], *, session_id: str | None = None,
+    async def generate(self, workflow: "dict[str, Any] | Workflow", *, session_id: str | None = None,
                        lora: str | None = None, out_dir: str | Path | None = None,
                        progress: Callable[[int, int, str | None], Any] | None = None,
                        client_id: str | None = None) -> dict[str, Any]:
-        """Queue ``workflow`` (API format, already edited) on the session's ComfyUI, follow it to
-        the end and return its images (``{"prompt_id", "images": [{"filename", "path"?, "data"}]}``);
-        with ``out_dir`` they are also written there. ``lora`` is fetched onto the remote side first.
-        Cancelling the coroutine interrupts the prompt remotely. The tunnel reconnects underneath."""
+        """Queue ``workflow`` on the session's ComfyUI, follow it to the end and return its images
+        (``{"prompt_id", "images": [{"filename", "path"?, "data"}], "ignored"}``); with ``out_dir``
+        they are also written there. ``workflow`` is the API form, or a
+        :class:`~.workflow_api.Workflow` (a canvas one is converted against the remote ComfyUI's
+        ``/object_info``; ``ignored`` names the canvas nodes it left out). ``lora`` is fetched onto
+        the remote side first. Cancelling the coroutine interrupts the prompt remotely. The tunnel
+        reconnects underneath."""
         from ..remote.comfyui import ComfyClient
         from .files import check_file_name
+        from .workflow_api import Workflow
+
+        job = workflow if isinstance(workflow, Workflow) else Workflow(workflow)
 
         session = await self._resolve(session_id)
         if session.state is not SessionState.READY:
@@ -715,9 +724,10 @@ class Sessions:
                               "(lora-cloud comfy status)")
         tunnel = await self.tunnel(session.id)
         async with ComfyClient(tunnel.url, still_there=lambda: self._still_there(session)) as client:
+            prompt = job.api(await client.object_info() if job.needs_object_info else None)
             if lora:
                 await client.fetch_lora(lora)
-            result = await client.run(workflow, progress=progress, client_id=client_id)
+            result = await client.run(prompt, progress=progress, client_id=client_id)
         images = []
         dest = Path(out_dir).expanduser() if out_dir else None
         for image in result.images:
@@ -731,7 +741,7 @@ class Sessions:
                 entry["path"] = str(path)
             images.append(entry)
         return {"session": session.id, "prompt_id": result.prompt_id, "seconds": round(result.seconds, 2),
-                "images": images}
+                "images": images, "ignored": job.ignored}
 
 
 # ---- the guard's part -------------------------------------------------------------------------
