@@ -23,9 +23,8 @@ import typer
 from ..errors import ConfigError, TunnelError
 from .common import ctx_obj, emit, err_console, handle_errors, out_console, run
 
-# service/sessions.py's defaults (the CLI imports the services only when a command runs: issue 17)
+# service/sessions.py's default (the CLI imports the services only when a command runs: issue 17)
 DEFAULT_IDLE_MINUTES = 20.0
-DEFAULT_MAX_HOURS = 4.0
 
 app = typer.Typer(help="A ComfyUI on a rented GPU: start, status, open, run a workflow, stop.", no_args_is_help=True)
 
@@ -126,7 +125,9 @@ def start(
     vram: float = typer.Option(24.0, "--vram", help="GB of GPU memory the offer needs (when --gpu is not given)."),
     idle_minutes: float = typer.Option(DEFAULT_IDLE_MINUTES, "--idle-minutes",
                                        help="Destroy the instance after this many minutes without a prompt."),
-    max_hours: float = typer.Option(DEFAULT_MAX_HOURS, "--max-hours", help="Destroy it after this many hours."),
+    max_hours: Optional[float] = typer.Option(None, "--max-hours", help="Destroy it after this many hours "
+                                                                         "(default: the session_max_hours setting, "
+                                                                         "4; max_run_hours is for runs)."),
     precision: str = typer.Option("fp8", "--precision", help="Flux weights: fp8 (24 GB cards) or fp16."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait until ComfyUI answers (and open the tunnel)."),
     timeout: float = typer.Option(1800.0, "--timeout", help="Seconds to wait for ComfyUI before giving up "

@@ -61,7 +61,8 @@ class LoraCloudRemoteGenerate(io.ComfyNode):
                              tooltip="Every sampler's seed; -1: the workflow's own."),
                 io.Boolean.Input("start_session", default=True,
                                  tooltip="Rent a GPU for the remote ComfyUI when no session is running (it "
-                                         "stops itself after 20 idle minutes, and at 4 hours)."),
+                                         "stops itself after 20 idle minutes, and at the session_max_hours "
+                                         "setting, 4 hours by default)."),
             ],
             outputs=[io.Image.Output(display_name="images")],
             hidden=[io.Hidden.unique_id],

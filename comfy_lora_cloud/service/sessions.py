@@ -41,6 +41,7 @@ from ..errors import (
 )
 from ..models import Instance, InstanceState, Listed, Problem, Session, SessionState, validate_name
 from ..providers.base import LaunchSpec, OfferRequest, Provider, session_label
+from ..settings import MAX_SESSION_HOURS
 from ..storage import layout
 from ..training import inference
 from ..training.launch import hub_token_env
@@ -57,7 +58,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_IDLE_MINUTES = 20.0
-DEFAULT_MAX_HOURS = 4.0
 DEFAULT_VRAM_GB = 24.0
 DISK_GB = 80.0  # the image (~20 GB), fp8 weights (~17 GB; fp16 ~34 GB), LoRAs and outputs
 START_SCRIPT = 'bash "${LORA_CLOUD_START_SCRIPT:-/opt/lora-cloud/start.sh}"'
@@ -75,7 +75,7 @@ class SessionRequest:
     gpu: str | None = None  # a GPU model (4090, a100...); None: the cheapest that fits
     vram_gb: float = DEFAULT_VRAM_GB
     idle_minutes: float = DEFAULT_IDLE_MINUTES
-    max_hours: float = DEFAULT_MAX_HOURS
+    max_hours: float | None = None  # None: the session_max_hours setting (the runs' max_run_hours never applies)
     precision: str = "fp8"
 
     @classmethod
@@ -104,13 +104,20 @@ class SessionRequest:
             out[key] = float(value)
         return cls(**out).checked()
 
-    def checked(self) -> "SessionRequest":
+    def checked(self, default_max_hours: float | None = None) -> "SessionRequest":
+        """Checked, with ``max_hours`` filled from ``default_max_hours`` (the settings') when unset."""
+        if self.max_hours is None and default_max_hours is not None:
+            self.max_hours = float(default_max_hours)
         for name in ("vram_gb", "idle_minutes", "max_hours"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            if value is None and name == "max_hours":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value <= 0:
                 raise ConfigError(f"{name} must be a number above 0, not {value!r}")
-        if self.max_hours > 72:
-            raise ConfigError("max_hours is at most 72: a session is for generating, not for keeping")
+        if self.max_hours is not None and self.max_hours > MAX_SESSION_HOURS:
+            raise ConfigError(f"max_hours is at most {MAX_SESSION_HOURS:g}: a session is for generating, not for "
+                              "keeping")
         inference.model_files(self.precision)  # fp8 or fp16
         return self
 
@@ -337,8 +344,8 @@ class Sessions:
         the instance is rented; :meth:`wait_ready` waits for ComfyUI."""
         from ..training.estimate import resolve_gpu
 
-        req.checked()
         settings = self.app.settings
+        req.checked(settings.session_max_hours)
         clock = self.app.clock
         gpu_name, gpu_vram = resolve_gpu(req.gpu) if req.gpu else (None, None)
         session = Session(id=new_session_id(clock), idle_minutes=req.idle_minutes, max_hours=req.max_hours,

@@ -83,5 +83,4 @@ def test_the_cli_defaults_are_the_services():
     from comfy_lora_cloud.cli import comfy
     from comfy_lora_cloud.service import sessions
 
-    assert (comfy.DEFAULT_IDLE_MINUTES, comfy.DEFAULT_MAX_HOURS) == (sessions.DEFAULT_IDLE_MINUTES,
-                                                                     sessions.DEFAULT_MAX_HOURS)
+    assert comfy.DEFAULT_IDLE_MINUTES == sessions.DEFAULT_IDLE_MINUTES
