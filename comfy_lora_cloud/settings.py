@@ -46,6 +46,7 @@ MAX_DPH = 500.0
 MAX_RUN_USD = 100_000.0
 MAX_MONTH_USD = 1_000_000.0
 MAX_RUN_HOURS = 24.0 * 31
+MAX_SESSION_HOURS = 72.0  # a remote ComfyUI session is for generating, not for keeping
 
 _home_override: contextvars.ContextVar[Path | None] = contextvars.ContextVar("lora_cloud_home", default=None)
 
@@ -144,6 +145,11 @@ class Settings(BaseSettings):
                                  description="Docker image of the remote ComfyUI (lora-cloud comfy start)")
     ssh_user: str = Field("root", pattern=r"^[a-z_][a-z0-9_.-]{0,31}$",
                           description="the user SSH logs in as on a rented instance")
+    session_max_hours: float = Field(4.0, gt=0, le=MAX_SESSION_HOURS, allow_inf_nan=False,
+                                     description="remote ComfyUI sessions: destroy the instance after this many "
+                                                 "hours unless the start asks otherwise (comfy start --max-hours); "
+                                                 f"at most {MAX_SESSION_HOURS:g}. The runs' max_run_hours does not "
+                                                 "apply to sessions")
     comfy_remote_port: int = Field(8188, ge=1, le=65535,
                                    description="the port the remote ComfyUI listens on inside its instance "
                                                "(127.0.0.1 only; reached through the SSH tunnel)")

@@ -15,7 +15,11 @@
 #            bundle ($CA_BUNDLE) reaches pip as a build secret, never a layer.
 #
 # Environment: ENGINE (docker|buildah), TAG (default: the package version), TORCH_WHEELS
-# (/opt/wheels), TORCH_LOCAL (torch==2.13.0+cpu), MIRRORS (/work/.mirror: <owner>+<repo>/repo git
+# (/opt/wheels), TORCH_LOCAL (the trainer's: torch==2.13.0+cpu), TORCH_LOCAL_INFERENCE and
+# TORCH_WHEELS_INFERENCE (the inference image's: torch==2.14.1 torchvision==0.29.1 from
+# "/opt/pypi-more/files /opt/pypi/files"; ComfyUI and its packs need torchvision, and no
+# torchvision on PyPI loads beside the CPU torch wheel, so the local inference build takes the
+# CUDA build, which runs on the CPU), MIRRORS (/work/.mirror: <owner>+<repo>/repo git
 # directories holding the sources the Dockerfiles name in ARG <NAME>_SOURCE), CA_BUNDLE
 # (/etc/ssl/certs/ca-certificates.crt), PYTHON (runs the self-tests' pytest; default .venv/bin/python),
 # IMAGES_WORK (/var/tmp/lora-cloud-images: the debootstrap root, logs).
@@ -108,12 +112,35 @@ export_source() {  # GIT_DIR COMMIT DEST: the tree at COMMIT, plus .source-commi
   say "exported $commit of $git_dir into $dest ($(wc -l <"$dest/.source-missing") blobs missing from the mirror left out)"
 }
 
+link_wheels() {  # DEST "DIR..." GLOB...: hard-link (else copy) the matching wheels into DEST
+  local dest="$1" dirs="$2" d g f found=1; shift 2
+  for d in $dirs; do
+    for g in "$@"; do
+      for f in "$d"/$g; do
+        [ -f "$f" ] || continue
+        found=0
+        [ -e "$dest/${f##*/}" ] || ln "$f" "$dest/" 2>/dev/null || cp "$f" "$dest/"
+      done
+    done
+  done
+  return "$found"
+}
+
 arg_default() {  # DOCKERFILE NAME: the default of ARG NAME
   sed -n "s/^ARG $2=//p" "$1" | head -1 | tr -d '"'
 }
 
 # ---- building ---------------------------------------------------------------------------------
 declare -A BUILD_S REF
+# buildah's vfs driver stores every layer as a whole copy of the file system: with a CUDA torch
+# (several GB) each cached step of the inference image would cost that much disk again, so the
+# local inference build commits one layer per stage (LAYERS=true|false overrides).
+layers_for() {
+  if [ -n "${LAYERS:-}" ]; then echo "$LAYERS"
+  elif [ "$1" = inference ] && [ "$MODE" = local ] && [ "${STORAGE_DRIVER:-}" = vfs ]; then echo false
+  else echo true; fi
+}
+
 build() {  # NAME DOCKERFILE EXTRA_BUILD_ARGS...
   local name="$1" file="$2"; shift 2
   local ref="$REGISTRY/$name:$TAG" start end
@@ -121,7 +148,7 @@ build() {  # NAME DOCKERFILE EXTRA_BUILD_ARGS...
   say "building $ref"
   start=$(date +%s)
   if [ "$ENGINE" = buildah ]; then
-    nice -n 10 buildah bud --layers --format docker -f "$file" -t "$ref" "$@" . >"$WORK/build-$name.log" 2>&1 \
+    nice -n 10 buildah bud "--layers=$(layers_for "$name")" --format docker -f "$file" -t "$ref" "$@" . >"$WORK/build-$name.log" 2>&1 \
       || { tail -40 "$WORK/build-$name.log" >&2; die "build of $name failed: $WORK/build-$name.log"; }
   else
     DOCKER_BUILDKIT=1 nice -n 10 docker build --progress=plain -f "$file" -t "$ref" "$@" . >"$WORK/build-$name.log" 2>&1 \
@@ -176,12 +203,22 @@ local_args() {  # IMAGE_DIR -> fills the array ARGS
     ARGS+=(--build-arg "${name}_SOURCE=$repo")
   done < <(sed -n 's/^ARG \([A-Z0-9_]*\)_SOURCE=\(.*:\/\/.*\)$/\1 \2/p' "$file")
   if grep -q '^ARG TORCH_PACKAGES' "$file"; then
-    torch_local="${TORCH_LOCAL:-torch==2.13.0+cpu}"
-    wheel_glob="${torch_local%%==*}-${torch_local#*==}-*.whl"
+    local wheel_dirs pkg
+    if [ "$dir" = inference_image ]; then
+      torch_local="${TORCH_LOCAL_INFERENCE:-torch==2.14.1 torchvision==0.29.1}"
+      wheel_dirs="${TORCH_WHEELS_INFERENCE:-/opt/pypi-more/files /opt/pypi/files}"
+    else
+      torch_local="${TORCH_LOCAL:-torch==2.13.0+cpu}"
+      wheel_dirs="${TORCH_WHEELS:-/opt/wheels}"
+    fi
     mkdir -p "$dir/sources/wheels"
-    # shellcheck disable=SC2086
-    cp -u "${TORCH_WHEELS:-/opt/wheels}"/$wheel_glob "$dir/sources/wheels/" \
-      || die "no $wheel_glob in ${TORCH_WHEELS:-/opt/wheels}"
+    for pkg in $torch_local; do
+      wheel_glob="${pkg%%==*}-${pkg#*==}-*.whl"
+      link_wheels "$dir/sources/wheels" "$wheel_dirs" "$wheel_glob" || die "no $wheel_glob in $wheel_dirs"
+    done
+    # a CUDA build's own wheels (CUDA libraries, triton), where the folders have them; pip takes
+    # the rest from PyPI
+    link_wheels "$dir/sources/wheels" "$wheel_dirs" 'nvidia_*.whl' 'cuda_*.whl' 'triton-*.whl' || true
     ARGS+=(--build-arg "TORCH_PACKAGES=$torch_local" --build-arg TORCH_INDEX_URL=
            --build-arg TORCH_FIND_LINKS=/tmp/sources/wheels)
   fi

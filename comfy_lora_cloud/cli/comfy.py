@@ -23,9 +23,8 @@ import typer
 from ..errors import ConfigError, TunnelError
 from .common import ctx_obj, emit, err_console, handle_errors, out_console, run
 
-# service/sessions.py's defaults (the CLI imports the services only when a command runs: issue 17)
+# service/sessions.py's default (the CLI imports the services only when a command runs: issue 17)
 DEFAULT_IDLE_MINUTES = 20.0
-DEFAULT_MAX_HOURS = 4.0
 
 app = typer.Typer(no_args_is_help=True)  # its help: cli/main.py NOUNS
 
@@ -126,7 +125,9 @@ def start(
     vram: float = typer.Option(24.0, "--vram", help="GB of GPU memory the offer needs (when --gpu is not given)."),
     idle_minutes: float = typer.Option(DEFAULT_IDLE_MINUTES, "--idle-minutes",
                                        help="Destroy the instance after this many minutes without a prompt."),
-    max_hours: float = typer.Option(DEFAULT_MAX_HOURS, "--max-hours", help="Destroy it after this many hours."),
+    max_hours: Optional[float] = typer.Option(None, "--max-hours", help="Destroy it after this many hours "
+                                                                         "(default: the session_max_hours setting, "
+                                                                         "4; max_run_hours is for runs)."),
     precision: str = typer.Option("fp8", "--precision", help="Flux weights: fp8 (24 GB cards) or fp16."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait until ComfyUI answers (and open the tunnel)."),
     timeout: float = typer.Option(1800.0, "--timeout", help="Seconds to wait for ComfyUI before giving up "
@@ -204,8 +205,9 @@ def open_(ctx: typer.Context, session_id: Optional[str] = typer.Argument(None, h
 @handle_errors
 def run_(
     ctx: typer.Context,
-    workflow: str = typer.Argument(..., help="A workflow in ComfyUI's API format (Workflow > Export (API)), a "
-                                             ".json file; or a template name (basic_txt2img, lora_comparison, ...)."),
+    workflow: str = typer.Argument(..., help="A workflow .json file as ComfyUI saves it (or in its API format, "
+                                             "Workflow > Export (API)); or a template name (basic_txt2img, "
+                                             "lora_comparison, ...)."),
     lora: Optional[str] = typer.Option(None, "--lora", help="A LoRA in your bucket: put in the workflow's LoRA "
                                                             "loader(s) and fetched onto the session first."),
     prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="The positive prompt."),
@@ -215,16 +217,17 @@ def run_(
     session_id: Optional[str] = typer.Option(None, "--session", help="Default: the live session."),
 ) -> None:
     """Queue a workflow on the session's ComfyUI through the tunnel, show its progress and download
-    its images. The images also land in the bucket (outputs/<session>/). A dropped link is
+    its images. The images also land in the bucket (outputs/<session>/). A workflow saved from the
+    canvas is converted against the remote ComfyUI's node definitions. A dropped link is
     reconnected; Ctrl-C interrupts the prompt on the remote side."""
-    from ..service.workflow_api import load_workflow, prepare, resolve_workflow
+    from ..service.workflow_api import load_workflow, resolve_workflow
 
     c = ctx_obj(ctx)
     path = Path(workflow).expanduser()
     if path.is_file():
-        wf = prepare(load_workflow(path), lora=lora, prompt=prompt, sets=sets, seed=seed)
+        wf = resolve_workflow(load_workflow(path), lora=lora, prompt=prompt, seed=seed, sets=sets)
     elif path.suffix == ".json" or "/" in workflow:
-        raise ConfigError(f"no workflow file {workflow!r} (give a .json file in ComfyUI's API format)")
+        raise ConfigError(f"no workflow file {workflow!r} (give a .json file saved from ComfyUI, or a template name)")
     else:  # one of the pack's templates, by name
         wf = resolve_workflow(workflow, lora=lora, prompt=prompt, seed=seed, sets=sets)
     bar = _progress_bar(c.json_output)
@@ -234,6 +237,9 @@ def run_(
 
     result = run(c.app.sessions.generate(wf, session_id=session_id, lora=lora, out_dir=out, progress=progress))
     bar(None, None, None)
+    if result.get("ignored") and not c.json_output:
+        err_console.print("left out (the remote ComfyUI lacks them, nothing needs them): "
+                          + ", ".join(result["ignored"]), markup=False)
     data = {k: v for k, v in result.items() if k != "images"}
     data["images"] = [img.get("path") for img in result["images"]]
     emit(ctx, data, lambda d: [out_console.print(p, markup=False) for p in d["images"]]

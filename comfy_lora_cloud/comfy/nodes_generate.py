@@ -51,7 +51,7 @@ class LoraCloudRemoteGenerate(io.ComfyNode):
             inputs=[
                 io.String.Input("workflow", multiline=True, default="basic_txt2img",
                                 tooltip="A template name (basic_txt2img, lora_comparison, batch_generation, ...), "
-                                        "or a workflow in ComfyUI's API format (Workflow > Export (API)) with a "
+                                        "or a workflow's JSON as ComfyUI saves it (or in its API format) with a "
                                         "LoRA loader and a prompt."),
                 io.String.Input("lora_name", default="",
                                 tooltip="A LoRA in your bucket (or Await LoRA's output); empty: the workflow's own."),
@@ -61,7 +61,8 @@ class LoraCloudRemoteGenerate(io.ComfyNode):
                              tooltip="Every sampler's seed; -1: the workflow's own."),
                 io.Boolean.Input("start_session", default=True,
                                  tooltip="Rent a GPU for the remote ComfyUI when no session is running (it "
-                                         "stops itself after 20 idle minutes, and at 4 hours)."),
+                                         "stops itself after 20 idle minutes, and at the session_max_hours "
+                                         "setting, 4 hours by default)."),
             ],
             outputs=[io.Image.Output(display_name="images")],
             hidden=[io.Hidden.unique_id],
@@ -78,6 +79,8 @@ class LoraCloudRemoteGenerate(io.ComfyNode):
             start=SessionRequest() if start_session else None)
         batch, skipped = await asyncio.to_thread(_to_image_batch, [img["data"] for img in result["images"]])
         text = f"{len(result['images'])} image(s) from session {result['session']} in {result['seconds']} s"
+        if result.get("ignored"):
+            text += f" (left out, the remote lacks them: {', '.join(result['ignored'])})"
         if skipped:
             text += f" ({skipped} of another size left out)"
         return io.NodeOutput(batch, ui={"text": [text]})

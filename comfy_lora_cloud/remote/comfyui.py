@@ -1,17 +1,25 @@
-"""ComfyUI's API as a client sees it, through the tunnel: queue a prompt, follow it, fetch its
-images (reference/comfyui-contract.md §2, §4).
+"""ComfyUI's API as a client sees it: queue a prompt, follow it, fetch its images
+(reference/comfyui-contract.md §2, §4). The one ComfyUI client of the pack: for a remote
+session's ComfyUI through the tunnel (``service/sessions.py``) and for any ComfyUI by URL, the one
+the pack runs in included (the LoRA tests of ``service/templates.py``).
 
 :meth:`ComfyClient.run` queues one prompt under its own ``client_id`` and follows it over
 ``/ws`` (progress, executing, success, error, interrupted), checking ``/history/<id>`` as well,
 so a missed event or a dropped connection only delays the answer: while the link is down (the
 tunnel reconnects underneath) it keeps trying for ``give_up_s``, then the prompt is looked up
 again. Cancelling the coroutine interrupts the prompt on the remote side and drops it from the
-queue. The pack's own routes on the remote side (``/lora_cloud/api/...``) are reached the same
-way: :meth:`ComfyClient.fetch_lora` asks the remote pack to bring a LoRA from the bucket now.
+queue. :meth:`ComfyClient.status` says where a prompt queued earlier is, for callers that poll.
+The pack's own routes on the remote side (``/lora_cloud/api/...``) are reached the same way:
+:meth:`ComfyClient.fetch_lora` asks the remote pack to bring a LoRA from the bucket now.
+
+One client per event loop: use it as ``async with ComfyClient(url) as client`` where the calls
+are made (ComfyUI's server loop, a prompt's loop and the CLI's are different loops).
 
 Errors: a refused workflow is a :class:`~..errors.WorkflowRejected` (with ComfyUI's per-node
 answer), a failed prompt a :class:`~..errors.ComfyUIError` (with the node and ComfyUI's message);
-an unreachable ComfyUI a :class:`~..errors.TunnelError`.
+a ComfyUI that does not answer is a :class:`~..errors.TunnelError` through a tunnel (where
+:meth:`ComfyClient.run` waits for the link to come back), a :class:`~..errors.ComfyUIError` for
+a ComfyUI by URL (``remote=False``).
 """
 
 from __future__ import annotations
@@ -28,22 +36,29 @@ from urllib.parse import quote
 
 import aiohttp
 
-from ..errors import ComfyUIError, ObjectNotFound, TunnelError, WorkflowRejected
+from ..errors import ComfyUIError, LoraCloudError, ObjectNotFound, TunnelError, WorkflowRejected
+from ..models import Record
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str | None], Any]  # (value, max, node id)
 _NETWORK_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ServerDisconnectedError, asyncio.TimeoutError,
                    ConnectionError, aiohttp.ClientPayloadError)
+MAX_ERROR_LINES = 12
 
 
 @dataclass
-class OutputImage:
+class OutputImage(Record):
+    """An image a prompt made, as ComfyUI's history names it (``data`` once fetched)."""
+
     filename: str
-    subfolder: str
-    type: str
-    node: str
+    subfolder: str = ""
+    type: str = "output"  # "output" (SaveImage) or "temp" (previews)
+    node: str = ""
     data: bytes = field(repr=False, default=b"")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"filename": self.filename, "subfolder": self.subfolder, "type": self.type, "node": self.node}
 
 
 @dataclass
@@ -53,32 +68,52 @@ class PromptResult:
     seconds: float
 
 
-def _node_errors(body: Any) -> str:
-    """ComfyUI's 400 answer to /prompt as one line: the error, then each node's first problems."""
+@dataclass
+class PromptStatus(Record):
+    """Where one queued prompt is: ``queued``, ``running``, ``done``, ``failed`` or ``unknown``
+    (not in the queue nor the history: that ComfyUI restarted, or the id is not its)."""
+
+    prompt_id: str
+    state: str
+    images: list[OutputImage] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("done", "failed", "unknown")
+
+
+def describe_node_errors(body: Any) -> str:
+    """ComfyUI's 400 answer to ``/prompt`` as lines a person can act on: the error, then each
+    node's problems."""
     if not isinstance(body, dict):
-        return str(body)[:500]
-    err = body.get("error") if isinstance(body.get("error"), dict) else {}
-    parts = [str(err.get("message") or err.get("type") or "the workflow was refused")]
-    details = err.get("details")
-    if details:
-        parts[0] += f": {details}"
-    for node, info in (body.get("node_errors") or {}).items():
-        if not isinstance(info, dict):
-            continue
-        for e in (info.get("errors") or [])[:3]:
-            if isinstance(e, dict):
-                parts.append(f"node {node} ({info.get('class_type', '?')}): {e.get('message', '')} "
-                             f"{e.get('details', '')}".strip())
-    return "; ".join(parts)[:2000]
+        return str(body)[:500] or "ComfyUI refused the workflow"
+    error = body.get("error") if isinstance(body.get("error"), dict) else {}
+    lines = []
+    if error.get("message") or error.get("type"):
+        lines.append(str(error.get("message") or error.get("type")) + (f": {error['details']}" if error.get("details")
+                                                                        else ""))
+    node_errors = body.get("node_errors") if isinstance(body.get("node_errors"), dict) else {}
+    for nid, entry in node_errors.items():
+        for err in (entry.get("errors") or []) if isinstance(entry, dict) else []:
+            if isinstance(err, dict):
+                detail = f": {err['details']}" if err.get("details") else ""
+                lines.append(f"node {nid} ({entry.get('class_type', '?')}): {err.get('message', '?')}{detail}")
+    return "\n".join(lines[:MAX_ERROR_LINES]) or "ComfyUI refused the workflow"
 
 
 class ComfyClient:
-    """One remote ComfyUI at ``base_url`` (the tunnel's ``http://127.0.0.1:<port>``)."""
+    """One ComfyUI at ``base_url``: by default a remote session's, through the tunnel
+    (``http://127.0.0.1:<port>``); ``remote=False`` for any other (it is named by its URL, and
+    not answering is a :class:`~..errors.ComfyUIError`)."""
 
     def __init__(self, base_url: str, *, timeout: float = 60.0, give_up_s: float = 120.0,
                  sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
-                 still_there: Callable[[], Awaitable[None]] | None = None, check_every_s: float = 5.0):
+                 still_there: Callable[[], Awaitable[None]] | None = None, check_every_s: float = 5.0,
+                 remote: bool = True):
         self.base_url = base_url.rstrip("/")
+        self.name = "the remote ComfyUI" if remote else f"ComfyUI at {self.base_url}"
+        self.unreachable: type[LoraCloudError] = TunnelError if remote else ComfyUIError
         self.timeout = timeout
         self.give_up_s = give_up_s
         self.sleep = sleep
@@ -92,7 +127,7 @@ class ComfyClient:
         """The link is down: give up after ``give_up_s``, or at once when the session is gone."""
         now = time.monotonic()
         if now - down_since > self.give_up_s:
-            raise TunnelError(f"lost the remote ComfyUI for over {self.give_up_s:g} s {what}: {exc.message}") from None
+            raise TunnelError(f"lost {self.name} for over {self.give_up_s:g} s {what}: {exc.message}") from None
         if self.still_there is not None and now - self._checked >= self.check_every_s:
             self._checked = now
             await self.still_there()
@@ -121,37 +156,39 @@ class ComfyClient:
                 except ValueError:
                     return resp.status, text
         except _NETWORK_ERRORS as exc:
-            raise TunnelError(f"the remote ComfyUI did not answer {path} ({type(exc).__name__}): the tunnel may be "
-                              "reconnecting, or ComfyUI is not running") from None
+            why = "the tunnel may be reconnecting, or ComfyUI is not running" if self.unreachable is TunnelError \
+                else "is it running?"
+            raise self.unreachable(f"{self.name} did not answer {path.split('?')[0]} ({type(exc).__name__}): "
+                                   f"{why}") from None
 
     async def ping(self) -> dict[str, Any]:
         """``/system_stats``: ComfyUI answers (TunnelError when it does not)."""
         status, body = await self._json("GET", "/system_stats")
         if status != 200 or not isinstance(body, dict):
-            raise TunnelError(f"the remote ComfyUI answered /system_stats with HTTP {status}")
+            raise self.unreachable(f"{self.name} answered /system_stats with HTTP {status}")
         return body
 
     async def object_info(self, node: str | None = None) -> dict[str, Any]:
         status, body = await self._json("GET", "/object_info" + (f"/{quote(node)}" if node else ""))
         if status != 200 or not isinstance(body, dict):
-            raise ComfyUIError(f"the remote ComfyUI answered /object_info with HTTP {status}")
+            raise ComfyUIError(f"{self.name} answered /object_info with HTTP {status}")
         return body
 
-    async def queue_prompt(self, prompt: dict[str, Any], client_id: str,
+    async def queue_prompt(self, prompt: dict[str, Any], client_id: str | None = None,
                            extra_data: dict[str, Any] | None = None) -> str:
-        body: dict[str, Any] = {"prompt": prompt, "client_id": client_id}
+        """Queue an API-form prompt; returns its id. :class:`WorkflowRejected` when ComfyUI's
+        validation refuses it (``.node_errors`` says where)."""
+        body: dict[str, Any] = {"prompt": prompt}
+        if client_id:
+            body["client_id"] = client_id
         if extra_data:
             body["extra_data"] = extra_data
         status, data = await self._json("POST", "/prompt", json=body)
-        if status == 400:
-            raise WorkflowRejected(f"the remote ComfyUI refused the workflow: {_node_errors(data)}",
+        if status == 400 or (status == 200 and isinstance(data, dict) and data.get("node_errors")):
+            raise WorkflowRejected(f"{self.name} refused the workflow: {describe_node_errors(data)}",
                                    node_errors=(data.get("node_errors") if isinstance(data, dict) else None) or {})
         if status != 200 or not isinstance(data, dict) or not data.get("prompt_id"):
-            raise ComfyUIError(f"the remote ComfyUI could not queue the workflow (HTTP {status}): "
-                                  f"{str(data)[:300]}")
-        if data.get("node_errors"):
-            raise WorkflowRejected(f"the remote ComfyUI refused the workflow: {_node_errors(data)}",
-                                   node_errors=data["node_errors"])
+            raise ComfyUIError(f"{self.name} could not queue the workflow (HTTP {status}): {str(data)[:300]}")
         return str(data["prompt_id"])
 
     async def history(self, prompt_id: str) -> dict[str, Any] | None:
@@ -162,10 +199,24 @@ class ComfyClient:
         entry = data.get(prompt_id)
         return entry if isinstance(entry, dict) else None
 
+    async def status(self, prompt_id: str) -> PromptStatus:
+        """Where prompt ``prompt_id`` is (its history, else the queue), for a caller that polls."""
+        entry = await self.history(prompt_id)
+        if entry is not None:
+            failure = failure_of(entry)
+            state = "failed" if failure else "done" if _completed(entry) else "running"
+            return PromptStatus(prompt_id, state, _images_of(entry), failure)
+        status, queue = await self._json("GET", "/queue")
+        for key, state in (("queue_running", "running"), ("queue_pending", "queued")):
+            for item in (queue.get(key) or []) if status == 200 and isinstance(queue, dict) else []:
+                if isinstance(item, list) and len(item) > 1 and item[1] == prompt_id:
+                    return PromptStatus(prompt_id, state)
+        return PromptStatus(prompt_id, "unknown", error=f"{self.name} does not know the prompt (was it restarted?)")
+
     async def interrupt(self, prompt_id: str) -> None:
         """Stop the prompt if it runs, and drop it from the queue if it waits (best effort)."""
         for path, body in (("/interrupt", {"prompt_id": prompt_id}), ("/queue", {"delete": [prompt_id]})):
-            with contextlib.suppress(TunnelError):
+            with contextlib.suppress(self.unreachable):
                 await self._json("POST", path, json=body)
 
     async def view(self, image: OutputImage) -> bytes:
@@ -173,10 +224,10 @@ class ComfyClient:
         try:
             async with self.http.get(self.base_url + "/view", params=params) as resp:
                 if resp.status != 200:
-                    raise ComfyUIError(f"the remote ComfyUI could not send {image.filename} (HTTP {resp.status})")
+                    raise ComfyUIError(f"{self.name} could not send {image.filename} (HTTP {resp.status})")
                 return await resp.read()
         except _NETWORK_ERRORS as exc:
-            raise TunnelError(f"the image {image.filename} did not arrive ({type(exc).__name__})") from None
+            raise self.unreachable(f"the image {image.filename} did not arrive ({type(exc).__name__})") from None
 
     # ---- the pack on the remote side ---------------------------------------------------------
     async def fetch_lora(self, name: str) -> dict[str, Any]:
@@ -184,7 +235,7 @@ class ComfyClient:
         same route the sidebar's Download button uses, with the remote install's token)."""
         status, token = await self._json("GET", "/lora_cloud/api/token")
         if status == 404:
-            raise ComfyUIError("the remote ComfyUI does not have the LoRA Cloud pack, so it cannot fetch LoRAs")
+            raise ComfyUIError(f"{self.name} does not have the LoRA Cloud pack, so it cannot fetch LoRAs")
         if status != 200 or not isinstance(token, dict) or "token" not in token:
             raise ComfyUIError(f"the remote pack's token route answered HTTP {status}")
         status, body = await self._json(
@@ -236,7 +287,10 @@ class ComfyClient:
                 entry = await self.history(prompt_id)
                 if entry is None:
                     entry = await self._listen(prompt_id, cid, progress, poll_s)
-                return _finished(prompt_id, entry)
+                failure = failure_of(entry)
+                if failure:
+                    raise ComfyUIError(f"prompt {prompt_id} failed on {self.name}: {failure}")
+                return entry
             except TunnelError as exc:
                 down_since = down_since or time.monotonic()
                 await self._down(down_since, exc, f"while prompt {prompt_id} ran")
@@ -263,7 +317,7 @@ class ComfyClient:
                         continue
                     if msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.ERROR,
                                     aiohttp.WSMsgType.CLOSE):
-                        raise TunnelError("the remote ComfyUI's websocket closed")
+                        raise TunnelError(f"{self.name}'s websocket closed")
                     if msg.type is not aiohttp.WSMsgType.TEXT:
                         continue  # binary frames: previews
                     try:
@@ -288,7 +342,7 @@ class ComfyClient:
                         if entry is not None:
                             return entry
         except _NETWORK_ERRORS + (aiohttp.WSServerHandshakeError, aiohttp.ClientError) as exc:
-            raise TunnelError(f"the remote ComfyUI's websocket dropped ({type(exc).__name__})") from None
+            raise TunnelError(f"{self.name}'s websocket dropped ({type(exc).__name__})") from None
 
     async def _history_soon(self, prompt_id: str, tries: int = 20) -> dict[str, Any] | None:
         for _ in range(tries):
@@ -299,20 +353,31 @@ class ComfyClient:
         return None
 
 
-def _finished(prompt_id: str, entry: dict[str, Any]) -> dict[str, Any]:
-    status = entry.get("status") if isinstance(entry.get("status"), dict) else {}
-    if status.get("status_str") == "error" or status.get("completed") is False:
-        for kind, data in reversed(status.get("messages") or []):
-            if kind == "execution_error" and isinstance(data, dict):
-                raise ComfyUIError(f"the remote ComfyUI failed on node {data.get('node_id')} "
-                                      f"({data.get('node_type')}): {data.get('exception_message', '').strip()}")
-            if kind == "execution_interrupted":
-                raise ComfyUIError(f"prompt {prompt_id} was interrupted on the remote ComfyUI")
-        raise ComfyUIError(f"prompt {prompt_id} failed on the remote ComfyUI")
-    return entry
+def _status(entry: dict[str, Any]) -> dict[str, Any]:
+    return entry.get("status") if isinstance(entry.get("status"), dict) else {}
+
+
+def _completed(entry: dict[str, Any]) -> bool:
+    status = _status(entry)
+    return bool(status.get("completed")) or status.get("status_str") == "success"
+
+
+def failure_of(entry: dict[str, Any]) -> str | None:
+    """Why a prompt in the history failed (the node and ComfyUI's message), or None."""
+    status = _status(entry)
+    if status.get("status_str") != "error" and status.get("completed") is not False:
+        return None
+    for kind, data in reversed(status.get("messages") or []):
+        if kind == "execution_error" and isinstance(data, dict):
+            return (f"node {data.get('node_id')} ({data.get('node_type')}): "
+                    f"{str(data.get('exception_message', '')).strip()}")[:2000]
+        if kind == "execution_interrupted":
+            return "interrupted"
+    return "the workflow failed"
 
 
 def _images_of(entry: dict[str, Any]) -> list[OutputImage]:
+    """The images in a history entry, the saved ones (``output``) before the previews."""
     out: list[OutputImage] = []
     for node, ui in (entry.get("outputs") or {}).items():
         if not isinstance(ui, dict):
@@ -321,4 +386,5 @@ def _images_of(entry: dict[str, Any]) -> list[OutputImage]:
             if isinstance(item, dict) and isinstance(item.get("filename"), str):
                 out.append(OutputImage(item["filename"], str(item.get("subfolder") or ""),
                                        str(item.get("type") or "output"), str(node)))
+    out.sort(key=lambda i: i.type != "output")
     return out

@@ -1,5 +1,9 @@
 """Budgets: max $/hr per instance, max $ per run, max $ per calendar month, max hours per run.
 
+A remote ComfyUI session's instance is held to the $/hr and month budgets like any other, but
+not to ``max_run_hours``: a session has hours of its own (``comfy start --max-hours``, default the
+``session_max_hours`` setting), enforced by its image and by ``SessionGuard`` (service/sessions.py).
+
 :func:`check_launch` refuses a launch that would break one up front (BudgetExceeded);
 :func:`evaluate` turns the current spend into verdicts for the watchdog: ``warn`` at
 :data:`WARN_AT` of a limit, ``breach`` at the limit (the watchdog then destroys the instance).
@@ -99,10 +103,10 @@ def evaluate(budgets: Budgets, instances: Iterable[Instance], *, run_usd: dict[s
     out: list[Verdict] = []
     for inst in instances:
         born = first_seen.get(str(inst.id)) if first_seen is not None else (inst.created_at or None)
-        checks = [
-            ("max_dph", inst.dph_total, budgets.max_dph),
-            ("max_run_hours", max(now - born, 0.0) / 3600.0 if born is not None else 0.0, budgets.max_run_hours),
-        ]
+        checks = [("max_dph", inst.dph_total, budgets.max_dph)]
+        if not inst.session_id:  # a session's hours are its own (module docstring)
+            checks.append(("max_run_hours", max(now - born, 0.0) / 3600.0 if born is not None else 0.0,
+                           budgets.max_run_hours))
         if month_usd is not None:
             checks.append(("max_month_usd", month_usd, budgets.max_month_usd))
         if inst.run_id is not None and inst.run_id in run_usd:

@@ -33,7 +33,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine
 
 from ..errors import (
     BudgetExceeded, ConfigError, CorruptRecord, LoraCloudError, ObjectNotFound, ProviderError, StorageError,
@@ -41,6 +41,7 @@ from ..errors import (
 )
 from ..models import Instance, InstanceState, Listed, Problem, Session, SessionState, validate_name
 from ..providers.base import LaunchSpec, OfferRequest, Provider, session_label
+from ..settings import MAX_SESSION_HOURS
 from ..storage import layout
 from ..training import inference
 from ..training.launch import hub_token_env
@@ -51,10 +52,12 @@ from .events import SESSION_EVENT
 from .ownership import Bucket, Decision, LocalSession, Verdict, decide_session, session_bucket_view
 from .problems import Problems
 
+if TYPE_CHECKING:
+    from .workflow_api import Workflow
+
 log = logging.getLogger(__name__)
 
 DEFAULT_IDLE_MINUTES = 20.0
-DEFAULT_MAX_HOURS = 4.0
 DEFAULT_VRAM_GB = 24.0
 DISK_GB = 80.0  # the image (~20 GB), fp8 weights (~17 GB; fp16 ~34 GB), LoRAs and outputs
 START_SCRIPT = 'bash "${LORA_CLOUD_START_SCRIPT:-/opt/lora-cloud/start.sh}"'
@@ -72,7 +75,7 @@ class SessionRequest:
     gpu: str | None = None  # a GPU model (4090, a100...); None: the cheapest that fits
     vram_gb: float = DEFAULT_VRAM_GB
     idle_minutes: float = DEFAULT_IDLE_MINUTES
-    max_hours: float = DEFAULT_MAX_HOURS
+    max_hours: float | None = None  # None: the session_max_hours setting (the runs' max_run_hours never applies)
     precision: str = "fp8"
 
     @classmethod
@@ -101,13 +104,20 @@ class SessionRequest:
             out[key] = float(value)
         return cls(**out).checked()
 
-    def checked(self) -> "SessionRequest":
+    def checked(self, default_max_hours: float | None = None) -> "SessionRequest":
+        """Checked, with ``max_hours`` filled from ``default_max_hours`` (the settings') when unset."""
+        if self.max_hours is None and default_max_hours is not None:
+            self.max_hours = float(default_max_hours)
         for name in ("vram_gb", "idle_minutes", "max_hours"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            if value is None and name == "max_hours":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value <= 0:
                 raise ConfigError(f"{name} must be a number above 0, not {value!r}")
-        if self.max_hours > 72:
-            raise ConfigError("max_hours is at most 72: a session is for generating, not for keeping")
+        if self.max_hours is not None and self.max_hours > MAX_SESSION_HOURS:
+            raise ConfigError(f"max_hours is at most {MAX_SESSION_HOURS:g}: a session is for generating, not for "
+                              "keeping")
         inference.model_files(self.precision)  # fp8 or fp16
         return self
 
@@ -334,8 +344,8 @@ class Sessions:
         the instance is rented; :meth:`wait_ready` waits for ComfyUI."""
         from ..training.estimate import resolve_gpu
 
-        req.checked()
         settings = self.app.settings
+        req.checked(settings.session_max_hours)
         clock = self.app.clock
         gpu_name, gpu_vram = resolve_gpu(req.gpu) if req.gpu else (None, None)
         session = Session(id=new_session_id(clock), idle_minutes=req.idle_minutes, max_hours=req.max_hours,
@@ -604,7 +614,7 @@ class Sessions:
         await self.app.instances.announce()
         return destroyed
 
-    async def generate_watched(self, workflow: dict[str, Any], *, lora: str | None = None,
+    async def generate_watched(self, workflow: "dict[str, Any] | Workflow", *, lora: str | None = None,
                                progress: Callable[[int, int], Any] | None = None,
                                interrupted: Callable[[], Any] | None = None, poll_s: float = 0.25,
                                start: SessionRequest | None = None) -> dict[str, Any]:
@@ -698,16 +708,22 @@ class Sessions:
         return served_file(data, file)
 
     # ---- generating ----------------------------------------------------------------------------
-    async def generate(self, workflow: dict[str, Any], *, session_id: str | None = None,
+    async def generate(self, workflow: "dict[str, Any] | Workflow", *, session_id: str | None = None,
                        lora: str | None = None, out_dir: str | Path | None = None,
                        progress: Callable[[int, int, str | None], Any] | None = None,
                        client_id: str | None = None) -> dict[str, Any]:
-        """Queue ``workflow`` (API format, already edited) on the session's ComfyUI, follow it to
-        the end and return its images (``{"prompt_id", "images": [{"filename", "path"?, "data"}]}``);
-        with ``out_dir`` they are also written there. ``lora`` is fetched onto the remote side first.
-        Cancelling the coroutine interrupts the prompt remotely. The tunnel reconnects underneath."""
+        """Queue ``workflow`` on the session's ComfyUI, follow it to the end and return its images
+        (``{"prompt_id", "images": [{"filename", "path"?, "data"}], "ignored"}``); with ``out_dir``
+        they are also written there. ``workflow`` is the API form, or a
+        :class:`~.workflow_api.Workflow` (a canvas one is converted against the remote ComfyUI's
+        ``/object_info``; ``ignored`` names the canvas nodes it left out). ``lora`` is fetched onto
+        the remote side first. Cancelling the coroutine interrupts the prompt remotely. The tunnel
+        reconnects underneath."""
         from ..remote.comfyui import ComfyClient
         from .files import check_file_name
+        from .workflow_api import Workflow
+
+        job = workflow if isinstance(workflow, Workflow) else Workflow(workflow)
 
         session = await self._resolve(session_id)
         if session.state is not SessionState.READY:
@@ -715,9 +731,10 @@ class Sessions:
                               "(lora-cloud comfy status)")
         tunnel = await self.tunnel(session.id)
         async with ComfyClient(tunnel.url, still_there=lambda: self._still_there(session)) as client:
+            prompt = job.api(await client.object_info() if job.needs_object_info else None)
             if lora:
                 await client.fetch_lora(lora)
-            result = await client.run(workflow, progress=progress, client_id=client_id)
+            result = await client.run(prompt, progress=progress, client_id=client_id)
         images = []
         dest = Path(out_dir).expanduser() if out_dir else None
         for image in result.images:
@@ -731,7 +748,7 @@ class Sessions:
                 entry["path"] = str(path)
             images.append(entry)
         return {"session": session.id, "prompt_id": result.prompt_id, "seconds": round(result.seconds, 2),
-                "images": images}
+                "images": images, "ignored": job.ignored}
 
 
 # ---- the guard's part -------------------------------------------------------------------------

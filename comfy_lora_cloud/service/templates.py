@@ -21,8 +21,8 @@ from ..errors import ConfigError, ObjectNotFound, StorageError
 from ..models import Record, validate_name
 from ..settings import check_http_url
 from ..storage import layout
+from ..remote.comfyui import ComfyClient, PromptStatus
 from ..workflows import TEMPLATES, default_prompt, split_prompts
-from .comfy_queue import ComfyQueue, PromptStatus
 
 __all__ = ["NAMES", "LoraTest", "Templates", "default_prompt", "describe_templates", "load_template",
            "split_prompts", "ui_template"]
@@ -110,7 +110,6 @@ class Templates:
     def __init__(self, app: Any):
         self.app = app
         self.local_url: str | None = None  # the ComfyUI the pack runs in (comfy/wiring.py sets it)
-        self.transport: Any = None  # an httpx transport for tests
         self._tests: dict[str, LoraTest] = {}
 
     names = NAMES
@@ -135,8 +134,10 @@ class Templates:
                 return str(found).rstrip("/")
         return self.local_url or self.app.settings.comfyui_url
 
-    def queue_for(self, url: str) -> ComfyQueue:
-        return ComfyQueue(url, transport=self.transport)
+    @staticmethod
+    def client(url: str) -> ComfyClient:
+        """A client for the ComfyUI at ``url``, for one ``async with`` on the caller's loop."""
+        return ComfyClient(url, remote=False, timeout=30.0)
 
     async def lora_facts(self, name: str) -> dict[str, Any]:
         """What the bucket says about a LoRA (its ``<name>.json``): trigger word and type for the
@@ -174,7 +175,8 @@ class Templates:
         graph = load_template(template, lora=name, prompt=prompt, trigger=trigger or name,
                               filename_prefix=f"lora_cloud/tests/{name}", **params)
         target = await self.target(url)
-        prompt_id = await self.queue_for(target).submit(graph, client_id=client_id)
+        async with self.client(target) as comfy:
+            prompt_id = await comfy.queue_prompt(graph, client_id=client_id)
         test = LoraTest(prompt_id, name, template, prompt, target)
         self._tests[prompt_id] = test
         while len(self._tests) > MAX_TESTS:
@@ -190,7 +192,8 @@ class Templates:
     async def test_status(self, prompt_id: str) -> dict[str, Any]:
         """``{prompt_id, state, error, images, lora, template}`` of a test queued here."""
         test = self._known(prompt_id)
-        status = await self.queue_for(test.target).status(prompt_id)
+        async with self.client(test.target) as comfy:
+            status = await comfy.status(prompt_id)
         return {**status_dict(status), "lora": test.lora, "template": test.template}
 
     async def test_image(self, prompt_id: str, index: int = 0) -> Any:
@@ -198,12 +201,12 @@ class Templates:
         from .media import MAX_IMAGE_BYTES, served_file
 
         test = self._known(prompt_id)
-        queue = self.queue_for(test.target)
-        status = await queue.status(prompt_id)
-        if not 0 <= index < len(status.images):
-            raise ObjectNotFound(f"test {prompt_id} has no image {index}")
-        image = status.images[index]
-        data = await queue.image(image)
+        async with self.client(test.target) as comfy:
+            status = await comfy.status(prompt_id)
+            if not 0 <= index < len(status.images):
+                raise ObjectNotFound(f"test {prompt_id} has no image {index}")
+            image = status.images[index]
+            data = await comfy.view(image)
         if len(data) > MAX_IMAGE_BYTES:
             raise ObjectNotFound(f"image {image.filename!r} is too large to show")
         return served_file(data, image.filename)

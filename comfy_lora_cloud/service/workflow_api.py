@@ -1,22 +1,27 @@
-"""Workflows in ComfyUI's API format (``{"<id>": {"class_type", "inputs", "_meta"}}``), as sent to
-``/prompt``: load one, and set what a user sets from outside the graph: the LoRA, the prompt, any
-``NODE.INPUT=VALUE``. The one home of these edits, for ``lora-cloud comfy run`` and the Remote
-Generate node.
+"""Workflows as a user gives them, made ready for ``/prompt``: load one, and set what a user sets
+from outside the graph: the LoRA, the prompt, any ``NODE.INPUT=VALUE``. The one home of these
+edits, for ``lora-cloud comfy run`` and the Remote Generate node.
 
-A workflow saved from the canvas (``{"nodes": [...], "links": [...]}``) is not what ``/prompt``
-takes; it is refused with the way out ("Export (API)" in ComfyUI's workflow menu). The pack's own
-templates come by name from ``service/templates.py`` (:func:`resolve_workflow`).
+A workflow comes in ComfyUI's API format (``{"<id>": {"class_type", "inputs", "_meta"}}``, what
+Workflow > Export (API) saves), as saved from the canvas (``{"nodes": [...], "links": [...]}``,
+what users have), or as one of the pack's templates by name (``service/templates.py``). The
+canvas form needs the target ComfyUI's ``/object_info`` to become the API form
+(``service/workflow_convert.py``), so :func:`resolve_workflow` gives a :class:`Workflow`: the
+workflow as given and its edits, made into the API form by :meth:`Workflow.api` once the caller
+has that ComfyUI's node definitions (``Sessions.generate`` fetches them through the tunnel).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
 from ..models import validate_name
+from .workflow_convert import Converted, is_canvas, to_api
 
 LORA_FOLDER = "lora_cloud"  # where the pack keeps LoRAs under models/loras, here and on a session
 CORE_LORA_LOADERS = ("LoraLoader", "LoraLoaderModelOnly")
@@ -26,7 +31,8 @@ MAX_WORKFLOW_BYTES = 8 * 1024 * 1024
 
 
 def parse_workflow(data: Any, where: str = "the workflow") -> dict[str, Any]:
-    """``data`` (text or an already decoded object) as an API-format workflow, checked."""
+    """``data`` (text or an already decoded object) as a workflow, checked: the API form, or the
+    canvas form (:func:`~.workflow_convert.is_canvas`; converted later, against a ComfyUI)."""
     if isinstance(data, (str, bytes)):
         if len(data) > MAX_WORKFLOW_BYTES:
             raise ConfigError(f"{where} is over {MAX_WORKFLOW_BYTES // 2**20} MB")
@@ -36,11 +42,13 @@ def parse_workflow(data: Any, where: str = "the workflow") -> dict[str, Any]:
             raise ConfigError(f"{where} is not JSON: {exc}") from None
     if isinstance(data, dict) and "prompt" in data and isinstance(data["prompt"], dict) and "nodes" not in data:
         data = data["prompt"]  # a /prompt body
-    if isinstance(data, dict) and isinstance(data.get("nodes"), list) and "links" in data:
-        raise ConfigError(f"{where} is a canvas workflow; /prompt needs the API format: in ComfyUI use "
-                          "Workflow > Export (API), or open the template and queue it there")
+    if is_canvas(data):
+        if not data["nodes"]:
+            raise ConfigError(f"{where} is a canvas workflow with no nodes")
+        return copy.deepcopy(data)
     if not isinstance(data, dict) or not data:
-        raise ConfigError(f"{where} must be a JSON object of nodes (ComfyUI's API format)")
+        raise ConfigError(f"{where} must be a workflow: a JSON object of nodes (ComfyUI's API format) or a "
+                          "canvas workflow (nodes and links, as ComfyUI saves it)")
     for nid, node in data.items():
         if not isinstance(node, dict) or not isinstance(node.get("class_type"), str) \
                 or not isinstance(node.get("inputs", {}), dict):
@@ -176,18 +184,52 @@ def prepare(workflow: dict[str, Any], *, lora: str | None = None, prompt: str | 
     return wf
 
 
+@dataclass
+class Workflow:
+    """A workflow as given (the API or the canvas form) and the edits :func:`prepare` makes once
+    it is in the API form."""
 
-def resolve_workflow(source: str, *, lora: str | None = None, prompt: str | None = None, seed: int | None = None,
-                     sets: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """What a node or the CLI was given, ready for ``/prompt``: workflow JSON in ComfyUI's API
-    format (the LoRA, prompt, seed and sets applied by :func:`prepare`), or the name of one of the
-    pack's templates (``service/templates.py`` fills in its LoRA and prompt, then the seed and
-    sets apply)."""
+    source: dict[str, Any]
+    lora: str | None = None
+    prompt: str | None = None
+    seed: int | None = None
+    sets: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # canvas nodes left out by the last conversion
+
+    @property
+    def needs_object_info(self) -> bool:
+        """The canvas form: :meth:`api` needs the target ComfyUI's ``/object_info``."""
+        return is_canvas(self.source)
+
+    def api(self, object_info: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The API form with the edits applied; a canvas workflow is converted against
+        ``object_info`` (the node definitions of the ComfyUI that will run it)."""
+        if self.needs_object_info:
+            if object_info is None:
+                raise ConfigError("a canvas workflow needs the node definitions (/object_info) of the ComfyUI "
+                                  "that runs it")
+            converted: Converted = to_api(self.source, object_info)
+            self.ignored = converted.ignored
+            wf = converted.prompt
+        else:
+            wf = self.source
+        return prepare(wf, lora=self.lora, prompt=self.prompt, seed=self.seed, sets=self.sets)
+
+
+def resolve_workflow(source: str | dict[str, Any], *, lora: str | None = None, prompt: str | None = None,
+                     seed: int | None = None, sets: list[str] | tuple[str, ...] = ()) -> Workflow:
+    """What a node or the CLI was given, with its edits: workflow JSON (text or decoded) in the API
+    or the canvas form, or the name of one of the pack's templates (``service/templates.py``
+    fills in its LoRA and prompt; the seed and sets apply after). :meth:`Workflow.api` makes it
+    ready for ``/prompt``."""
+    if isinstance(source, dict):
+        return Workflow(parse_workflow(source), lora, prompt, seed, list(sets))
     text = (source or "").strip()
     if not text:
-        raise ConfigError("give a workflow: a template name or workflow JSON in ComfyUI's API format")
+        raise ConfigError("give a workflow: a template name, or workflow JSON (saved from ComfyUI, or exported "
+                          "in its API format)")
     if text.startswith("{"):
-        return prepare(parse_workflow(text), lora=lora, prompt=prompt, seed=seed, sets=sets)
+        return Workflow(parse_workflow(text), lora, prompt, seed, list(sets))
     from .templates import load_template
 
-    return prepare(load_template(text, lora=lora, prompt=prompt), seed=seed, sets=sets)
+    return Workflow(load_template(text, lora=lora, prompt=prompt), seed=seed, sets=list(sets))

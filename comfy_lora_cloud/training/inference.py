@@ -35,6 +35,10 @@ ENV_PRECISION = "LORA_CLOUD_FLUX_PRECISION"
 # ComfyUI model folder -> (file name, Hugging Face repo) per precision. The fp16 files are the
 # trainer's (training/kohya_config.py MODEL_FILES), so a bucket that trained once serves fp16
 # sessions without a download; the bucket's models/ cache is keyed by file name.
+# The names were checked against public use (the Hub itself is out of reach here): Kijai/flux-fp8's
+# flux1-dev-fp8.safetensors (e4m3fn, 11,905,822,720 bytes) is the file fluxgym and other installers
+# download from resolve/main/; comfyanonymous/flux_text_encoders holds clip_l, t5xxl_fp8_e4m3fn and
+# t5xxl_fp16 under those names; ae.safetensors and flux1-dev.safetensors are BFL's gated repo's.
 _FP8 = {
     "diffusion_models": ("flux1-dev-fp8.safetensors", "Kijai/flux-fp8"),
     "text_encoders/t5": ("t5xxl_fp8_e4m3fn.safetensors", "comfyanonymous/flux_text_encoders"),

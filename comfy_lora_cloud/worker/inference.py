@@ -203,6 +203,7 @@ class Supervisor:
         cmd = [*self.command, "--listen", "127.0.0.1", "--port", str(self.port), "--output-directory",
                str(self.output_dir), "--user-directory", str(folders["user"]), "--input-directory",
                str(folders["input"]), "--temp-directory", str(folders["temp"]),
+               "--database-url", f"sqlite:///{folders['user'] / 'comfyui.db'}",
                "--extra-model-paths-config", str(self._model_paths()), "--disable-auto-launch"]
         env = {k: v for k, v in self.child_env.items() if k not in _NOT_FOR_COMFY}
         env.update({"LORA_CLOUD_COMFYUI_LORAS_DIR": str(self.loras_dir), "LORA_CLOUD_REMOTE": "1",

@@ -130,7 +130,8 @@ def run_self_test(command: Sequence[str], *, pack_dir: Path = PACK_DIR, ready_ti
         d.mkdir()
     cmd = [*command, "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch",
            "--user-directory", str(dirs["user"]), "--input-directory", str(dirs["input"]),
-           "--output-directory", str(dirs["output"]), "--temp-directory", str(dirs["temp"])]
+           "--output-directory", str(dirs["output"]), "--temp-directory", str(dirs["temp"]),
+           "--database-url", f"sqlite:///{dirs['user'] / 'comfyui.db'}"]
     env = {k: v for k, v in os.environ.items() if k not in ("CONTAINER_ID", "CONTAINER_API_KEY", "HF_TOKEN")}
     results: list[bool] = []
 

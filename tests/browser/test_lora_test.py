@@ -1,7 +1,7 @@
 """The LoRA card in Chromium: it says what made the LoRA, its test prompt is prefilled with the
 trigger word, Test renders through a ComfyUI queue and the card shows the image; Compare strengths
-sends the edited prompt as a lora_comparison. (The queue is tests/fakes/comfyui.py: Flux cannot
-run here; the real ComfyUI side is tests/integration/test_comfyui_templates.py.)"""
+sends the edited prompt as a lora_comparison. (The ComfyUI is the fake, tests/fakes/comfyui.py: Flux
+cannot run here; the real ComfyUI side is tests/integration/test_comfyui_templates.py.)"""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ async def test_lora_card_test_button_shows_the_image(browser, aiohttp_server, tm
     seeded = seed(tmp_path, clean_env)
     seeded.storage.write_bytes(layout.lora_key("sks-cat"), safetensors_bytes({"ss_network_dim": "16"}))
     seeded.storage.write_bytes(layout.lora_meta_key("sks-cat"), json.dumps(SIDECAR).encode())
-    comfy = FakeComfyUI()
+    comfy = FakeComfyUI(tmp_path / "comfy-out")
     comfy_server = await aiohttp_server(comfy.app())
     seeded.app.templates.local_url = str(comfy_server.make_url("")).rstrip("/")
     server = await aiohttp_server(build_app(lambda: seeded.app, Broadcaster()))
@@ -57,7 +57,7 @@ async def test_lora_card_test_button_shows_the_image(browser, aiohttp_server, tm
     await expect(image).to_be_visible()
     await page.wait_for_function(
         "(() => { const i = document.querySelector('img[data-test-image=\"sks-cat\"]');"
-        " return i && i.complete && i.naturalWidth === 96; })()", timeout=WAIT_MS)
+        " return i && i.complete && i.naturalWidth === 128; })()", timeout=WAIT_MS)
     [first] = comfy.queued.values()
     [loader] = [n for n in first.prompt.values() if n["class_type"] == "LoraCloudLoraLoader"]
     assert loader["inputs"]["lora_name"] == "sks-cat"

@@ -1,5 +1,5 @@
 """`lora-cloud lora list|show|test` as a user runs them (a subprocess), against a bucket folder and
-a ComfyUI queue in another process (tests/fakes/comfyui.py: Flux cannot run here)."""
+a ComfyUI in another process (the fake, tests/fakes/comfyui.py: Flux cannot run here)."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def comfy(tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "tests.fakes.comfyui", "--port", str(port), *args], cwd=REPO,
                                 stdout=subprocess.PIPE, text=True)
         procs.append(proc)
-        assert "listening on" in proc.stdout.readline()
+        assert "To see the GUI go to" in proc.stdout.readline()
         return f"http://127.0.0.1:{port}"
 
     yield start

@@ -1,6 +1,6 @@
 """Testing a LoRA in one click: the routes over the real service, queueing on a ComfyUI queue
-(tests/fakes/comfyui.py: the real /prompt, /history, /queue and /view shapes, validating every
-prompt against the recorded node definitions; Flux itself cannot run here).
+(the fake, tests/fakes/comfyui.py: the real /prompt, /history, /queue and /view shapes, validating
+every prompt against the recorded node definitions; Flux itself cannot run here).
 
 The sidebar's prompt is prefilled with the LoRA's trigger word; Test queues basic_txt2img with
 that LoRA, Compare queues lora_comparison; the status route follows the prompt to its image,
@@ -10,6 +10,7 @@ ComfyUI that is down, refuses the workflow or fails it is said clearly.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -29,20 +30,25 @@ def _lora(storage, name="sks-cat", **meta) -> None:
 
 
 @pytest.fixture
-async def comfy(aiohttp_server, seeded):
-    fake = FakeComfyUI()
+async def comfy(aiohttp_server, seeded, tmp_path):
+    fake = FakeComfyUI(tmp_path / "comfy-out")
+    fake.hold()  # a prompt waits until the test has seen it queued (_follow)
     server = await aiohttp_server(fake.app())
     seeded.app.templates.local_url = str(server.make_url("")).rstrip("/")
     return fake
 
 
-async def _follow(client, prompt_id: str) -> tuple[list[str], dict]:
+async def _follow(client, comfy, prompt_id: str) -> tuple[list[str], dict]:
+    """The test's states as the route reports them: first while ComfyUI holds it, then to its end."""
     states = []
-    for _ in range(20):
+    end = asyncio.get_running_loop().time() + 60  # an upper bound for a busy machine, not a timing
+    while asyncio.get_running_loop().time() < end:
         body = await (await client.get(f"{A}/lora_tests/{prompt_id}")).json()
         states.append(body["state"])
         if body["state"] in ("done", "failed", "unknown"):
             return states, body
+        comfy.release()
+        await asyncio.sleep(0.01)
     raise AssertionError(f"never finished: {states}")
 
 
@@ -67,7 +73,7 @@ async def test_test_button_queues_basic_txt2img_and_serves_the_image(client, see
     [save] = [n for n in queued.prompt.values() if n["class_type"] == "SaveImage"]
     assert save["inputs"]["filename_prefix"] == "lora_cloud/tests/sks-cat"
 
-    states, done = await _follow(client, test["prompt_id"])
+    states, done = await _follow(client, comfy, test["prompt_id"])
     assert states[0] in ("queued", "running") and states[-1] == "done"
     assert done["lora"] == "sks-cat" and done["error"] is None
     [image] = done["images"]
@@ -96,11 +102,11 @@ async def test_compare_strengths_queues_lora_comparison_with_the_typed_prompt(cl
     assert sorted(n["inputs"]["strength_model"] for n in prompt.values()
                   if n["class_type"] == "LoraCloudLoraLoader") == [0.0, 0.5, 0.75, 1.0]
     assert {n["inputs"]["lora_name"] for n in prompt.values() if n["class_type"] == "LoraCloudLoraLoader"} == {"sks-cat"}
-    _states, done = await _follow(client, test["prompt_id"])
+    _states, done = await _follow(client, comfy, test["prompt_id"])
     assert len(done["images"]) == 1  # one grid
 
 
-async def test_what_goes_wrong_is_said(client, seeded, comfy, aiohttp_server, unused_tcp_port):
+async def test_what_goes_wrong_is_said(client, seeded, comfy, aiohttp_server, unused_tcp_port, tmp_path):
     headers = await token_headers(client)
     missing = await client.post(f"{A}/loras/no-such/test", json={}, headers=headers)
     assert missing.status == 404 and "no LoRA named" in (await missing.json())["message"]
@@ -112,22 +118,13 @@ async def test_what_goes_wrong_is_said(client, seeded, comfy, aiohttp_server, un
     # the ComfyUI fails the workflow (here: as a GPU without the model would)
     comfy.fail_with = "flux1-dev.safetensors: no such file"
     test = await (await client.post(f"{A}/loras/sks-cat/test", json={}, headers=headers)).json()
-    _states, failed = await _follow(client, test["prompt_id"])
+    _states, failed = await _follow(client, comfy, test["prompt_id"])
     assert failed["state"] == "failed" and "no such file" in failed["error"] and failed["images"] == []
 
-    # ComfyUI refuses it at /prompt: ComfyUI's per-node answer, said node by node
-    class Refusing(FakeComfyUI):
-        async def post_prompt(self, request):
-            from aiohttp import web
-
-            return web.json_response({"error": {"type": "prompt_outputs_failed_validation",
-                                                "message": "Prompt outputs failed validation"},
-                                      "node_errors": {"2": {"class_type": "UNETLoader", "errors": [
-                                          {"message": "Value not in list", "details": "unet_name: 'flux1-dev."
-                                                                                      "safetensors' not in []"}]}}},
-                                     status=400)
-
-    refusing = await aiohttp_server(Refusing().app())
+    # ComfyUI refuses it at /prompt (its folder of diffusion models has no Flux): ComfyUI's
+    # per-node answer, said node by node
+    (tmp_path / "no-models").mkdir()
+    refusing = await aiohttp_server(FakeComfyUI(tmp_path / "r", {"diffusion_models": [tmp_path / "no-models"]}).app())
     seeded.app.templates.local_url = str(refusing.make_url("")).rstrip("/")
     resp = await client.post(f"{A}/loras/sks-cat/test", json={}, headers=headers)
     body = await resp.json()

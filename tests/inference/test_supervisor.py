@@ -23,7 +23,7 @@ from comfy_lora_cloud.worker.inference import Supervisor
 from tests.fixtures.sshd import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-FAKE_COMFY = [sys.executable, "-m", "tests.fakes.remote_comfyui"]
+FAKE_COMFY = [sys.executable, "-m", "tests.fakes.comfyui"]
 WAIT = 60.0  # upper bounds for a busy machine, never timing assertions
 
 

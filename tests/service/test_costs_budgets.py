@@ -49,3 +49,17 @@ def test_evaluate_levels():
     assert (v.level, v.budget) == ("warn", "max_run_usd") and "80%" in v.message
     vs = evaluate(b, [inst], run_usd={"r": 10.0}, month_usd=100, now=now)
     assert [(v.level, v.budget) for v in vs] == [("breach", "max_month_usd"), ("breach", "max_run_usd")]
+
+
+def test_a_sessions_instance_is_not_held_to_the_runs_max_run_hours():
+    """A remote ComfyUI session has hours of its own (its max_hours, enforced by SessionGuard and
+    its image); the $/hr and month budgets still hold for it."""
+    b = Budgets(max_dph=1.0, max_run_usd=10.0, max_month_usd=100.0, max_run_hours=4)
+    now = 1_800_000_000.0
+    run = Instance(id="1", run_id="r", dph_total=0.5, created_at=now - 5 * 3600)
+    session = Instance(id="2", session_id="session-x", dph_total=0.5, created_at=now - 5 * 3600)
+    vs = evaluate(b, [run, session], run_usd={"r": 1.0}, month_usd=10, now=now)
+    assert [(v.instance_id, v.budget) for v in vs] == [("1", "max_run_hours")]
+    pricey = Instance(id="3", session_id="session-y", dph_total=1.5, created_at=now)
+    vs = evaluate(b, [pricey], run_usd={}, month_usd=100, now=now)
+    assert sorted(v.budget for v in vs) == ["max_dph", "max_month_usd"]

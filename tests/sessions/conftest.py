@@ -2,7 +2,7 @@
 
 - the fake vast.ai server (in a thread) runs each instance's on-start command, the image's
   ``inference_image/start.sh``, as a process: the supervisor (worker/inference.py) with the fake
-  remote ComfyUI (tests/fakes/remote_comfyui) as its ComfyUI, against the GCS emulator;
+  ComfyUI (tests/fakes/comfyui.py) as its ComfyUI, against the GCS emulator;
 - every running instance reports the tests' real OpenSSH server as its ``ssh_host``/``ssh_port``,
   which accepts the keys the instance holds (the account's at creation, plus attached ones);
 - the controller is the real ``lora-cloud`` CLI in subprocesses (or an in-process App).
@@ -96,7 +96,7 @@ def seed_models(storage: Any) -> None:
 def instance_comfyui() -> str:
     """The ComfyUI command the image's supervisor runs on an instance (the fake; a module may
     override this fixture with a real ComfyUI)."""
-    return f"{sys.executable} -m tests.fakes.remote_comfyui"
+    return f"{sys.executable} -m tests.fakes.comfyui"
 
 
 @pytest.fixture

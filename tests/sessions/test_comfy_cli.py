@@ -14,7 +14,7 @@ import httpx
 from comfy_lora_cloud.service.state import StateStore
 from comfy_lora_cloud.training.inference import read_session_status
 
-from .conftest import VAST_KEY, WAIT, flux_workflow, wait_for
+from .conftest import REPO, VAST_KEY, WAIT, flux_workflow, wait_for
 
 
 def test_start_run_stop(stack, tmp_path):
@@ -65,6 +65,27 @@ def test_start_run_stop(stack, tmp_path):
     templated = stack.json("comfy", "run", "basic_txt2img", "--lora", "fresh", "--prompt", "ohwx dog",
                            "--set", "KSampler.steps=2", "--out", str(out))
     assert [os.path.basename(p) for p in templated["images"]] == ["basic_00001_.png"]
+
+    # a workflow as the canvas saves it (what users have): converted against the remote ComfyUI's
+    # /object_info through the tunnel; a canvas-only node the remote lacks is left out and named
+    canvas = json.loads((REPO / "example_workflows" / "basic_txt2img.json").read_text())
+    canvas["nodes"].append({"id": 99, "type": "Label (rgthree)", "mode": 0, "inputs": [], "outputs": [],
+                            "widgets_values": []})
+    (tmp_path / "canvas.json").write_text(json.dumps(canvas))
+    saved = stack.json("comfy", "run", str(tmp_path / "canvas.json"), "--lora", "fresh", "--prompt", "ohwx bird",
+                       "--set", "KSampler.steps=2", "--out", str(out))
+    assert [os.path.basename(p) for p in saved["images"]] == ["basic_00002_.png"]
+    assert saved["ignored"] == ["node 99 (Label (rgthree))"]
+    [key] = wait_for(lambda: [o.key for o in stack.storage.list(f"outputs/{sid}/").objects
+                              if o.key.endswith("basic_00002_.png.json")], what="the canvas run's output")
+    ran = json.loads(stack.storage.read_bytes(key))["prompt"]
+    assert ran["5"]["inputs"]["lora_name"] == "fresh" and ran["6"]["inputs"]["text"] == "ohwx bird"
+    assert ran["10"]["inputs"]["steps"] == 2 and ran["10"]["inputs"]["model"] == ["5", 0] and "99" not in ran
+    # a node the remote lacks that the graph needs: refused before anything is queued, named
+    next(n for n in canvas["nodes"] if n["type"] == "VAEDecode")["type"] = "FancyDecode"
+    (tmp_path / "canvas.json").write_text(json.dumps(canvas))
+    refused = stack.cli("comfy", "run", str(tmp_path / "canvas.json"), check=2)
+    assert "node 11 (FancyDecode" in refused.stderr and "does not have" in refused.stderr
 
     # stop: destroyed, the keeper gone, the session ended here and in the bucket
     keeper = json.loads(StateStore(stack.home / "state.db").get_kv(f"sessions:keeper:{sid}") or "null")

@@ -14,10 +14,13 @@ from .conftest import flux_workflow, wait_for
 
 
 def test_idle_minutes_and_the_deadline_destroy_the_instance(stack, tmp_path):
-    idle = stack.json("comfy", "start", "--idle-minutes", "0.05")  # 3 s without a prompt
+    # 3 s without a prompt; no --max-hours: the session_max_hours setting, not the runs' max_run_hours
+    idle = stack.json("comfy", "start", "--idle-minutes", "0.05", LORA_CLOUD_SESSION_MAX_HOURS="6",
+                      LORA_CLOUD_MAX_RUN_HOURS="4")
+    assert idle["max_hours"] == 6
     wait_for(lambda: not stack.live_instances(), what="the idle session to destroy itself")
-    assert stack.fake.state.destroyed and idle["id"] in json.dumps([i.label for i in
-                                                                    stack.fake.state.destroyed.values()])
+    [gone] = [i for i in stack.fake.state.destroyed.values() if i.label.endswith(idle["id"])]
+    assert gone.env["LORA_CLOUD_MAX_HOURS"] == "6"  # the image's own deadline
     report = stack.json("instances", "reconcile")
     assert report["sessions"]["ended"] == [idle["id"]]
     assert stack.json("comfy", "status", idle["id"])["state"] == "idle"

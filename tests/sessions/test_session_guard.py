@@ -10,12 +10,13 @@ import json
 
 import pytest
 
+from comfy_lora_cloud.errors import ConfigError
 from comfy_lora_cloud.models import Session, SessionState, SessionStatus
 from comfy_lora_cloud.providers.base import LaunchSpec, OfferRequest, session_label
 from comfy_lora_cloud.service.app import App
 from comfy_lora_cloud.service.events import SESSION_EVENT
 from comfy_lora_cloud.service.notify import notices_for
-from comfy_lora_cloud.settings import Settings
+from comfy_lora_cloud.settings import Settings, set_value
 from comfy_lora_cloud.storage.local import LocalStorage
 from comfy_lora_cloud.training.inference import read_session_status, status_key
 from tests.comfy.vast_helpers import KEY, provider_factory_for
@@ -86,6 +87,45 @@ async def test_idle_and_max_hours_are_enforced_by_the_guard_too(world):
     assert third["sessions"]["timed_out"] == ["session-busy"] and fake.state.get(int(busy)) is None
     view = await app.sessions.get("session-busy")
     assert view["state"] == "timed_out" and not view["live"] and view["cost_usd"] > 0
+
+
+@pytest.fixture
+def four_hour_runs(clean_env):
+    set_value(clean_env, "max_run_hours", "4")
+
+
+async def test_a_session_keeps_its_own_max_hours_whatever_max_run_hours_says(four_hour_runs, world):
+    """comfy start --max-hours 6 gives 6 hours with max_run_hours at 4: the runs' budget is not the
+    session's; the session's own limit is enforced by the guard (and by its image)."""
+    app, fake, clock, storage = world
+    assert app.settings.max_run_hours == 4
+    long = await _rent(app, clock, "session-long", idle_minutes=600, max_hours=6)
+    _report(storage, "session-long", clock, idle_s=0)
+    await app.guard_pass()  # first sight
+    clock.advance(5 * 3600)
+    _report(storage, "session-long", clock, idle_s=0)
+    report = await app.guard_pass()
+    assert fake.state.get(int(long)) is not None, report
+    assert report["sessions"]["destroyed"] == [] and "max_run_hours" not in json.dumps(report)
+    clock.advance(3600)
+    _report(storage, "session-long", clock, idle_s=0)
+    report = await app.guard_pass()
+    assert report["sessions"]["timed_out"] == ["session-long"] and fake.state.get(int(long)) is None
+    assert (await app.sessions.get("session-long"))["error"] == "reached its 6 h limit (max hours)"
+
+
+def test_a_sessions_hours_default_to_their_own_setting(clean_env):
+    from comfy_lora_cloud.service.sessions import SessionRequest
+
+    set_value(clean_env, "max_run_hours", "2")
+    set_value(clean_env, "session_max_hours", "7.5")
+    settings = Settings.load(clean_env)
+    assert SessionRequest().checked(settings.session_max_hours).max_hours == 7.5
+    assert SessionRequest(max_hours=3).checked(settings.session_max_hours).max_hours == 3
+    assert SessionRequest.from_body({"idle_minutes": 5}).checked(settings.session_max_hours).max_hours == 7.5
+    assert Settings.load(clean_env / "other").session_max_hours == 4.0  # the default: 4 h
+    with pytest.raises(ConfigError, match="at most 72"):
+        SessionRequest(max_hours=73).checked(4.0)
 
 
 async def test_a_controller_crash_mid_start_is_reconciled(world):

@@ -1,14 +1,17 @@
 """Editing API-format workflows from outside the graph (service/workflow_api.py): the prompt is the
 text node the sampler's positive input leads to (through guidance nodes), the LoRA goes into every
-LoRA loader with the pack's folder, NODE.INPUT=VALUE finds nodes by id, title or class, and a
-canvas workflow is refused with the way out."""
+LoRA loader with the pack's folder, NODE.INPUT=VALUE finds nodes by id, title or class; a canvas
+workflow is taken, and made into the API form against the target's node definitions."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from comfy_lora_cloud.errors import ConfigError
 from comfy_lora_cloud.service.workflow_api import parse_assignment, parse_workflow, prepare, resolve_workflow
+
+REPO = Path(__file__).resolve().parents[2]
 
 WF = {
     "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "f.safetensors", "weight_dtype": "default"}},
@@ -44,15 +47,31 @@ def test_refusals_are_clear():
     with pytest.raises(ConfigError, match="NODE.INPUT=VALUE"):
         parse_assignment("steps=3")
     assert parse_assignment("3.cfg=1.5") == ("3", "cfg", 1.5) and parse_assignment("a.b=hi") == ("a", "b", "hi")
-    with pytest.raises(ConfigError, match="Export \\(API\\)"):
+    with pytest.raises(ConfigError, match="canvas workflow with no nodes"):
         parse_workflow(json.dumps({"nodes": [], "links": []}))
     with pytest.raises(ConfigError, match="no template named"):
         resolve_workflow("dataset_to_lora")  # a canvas workflow, not one of the templates
-    assert resolve_workflow(json.dumps({"prompt": WF}))["8"]["class_type"] == "KSampler"  # a /prompt body
+    assert resolve_workflow(json.dumps({"prompt": WF})).api()["8"]["class_type"] == "KSampler"  # a /prompt body
+
+
+def test_a_canvas_workflow_is_converted_against_the_targets_definitions_then_edited():
+    from tests.fixtures.object_info import load
+
+    canvas = (REPO / "example_workflows" / "basic_txt2img.json").read_text()
+    job = resolve_workflow(canvas, lora="my cat", prompt="ohwx cat", seed=5, sets=["KSampler.steps=4"])
+    assert job.needs_object_info
+    with pytest.raises(ConfigError, match="/object_info"):
+        job.api()
+    wf = job.api(load())
+    want = prepare(json.loads((REPO / "example_workflows" / "api" / "basic_txt2img.json").read_text()),
+                   lora="my cat", prompt="ohwx cat", seed=5, sets=["KSampler.steps=4"])
+    assert wf == want and wf["5"]["inputs"]["lora_name"] == "my cat" and wf["10"]["inputs"]["steps"] == 4
 
 
 def test_a_template_by_name_gets_the_lora_prompt_and_seed():
-    wf = resolve_workflow("basic_txt2img", lora="my cat", prompt="ohwx cat", seed=5, sets=["KSampler.steps=4"])
+    job = resolve_workflow("basic_txt2img", lora="my cat", prompt="ohwx cat", seed=5, sets=["KSampler.steps=4"])
+    assert not job.needs_object_info
+    wf = job.api()
     [loader] = [n for n in wf.values() if n["class_type"] == "LoraCloudLoraLoader"]
     assert loader["inputs"]["lora_name"] == "my cat"
     assert "ohwx cat" in [n["inputs"].get("text") for n in wf.values() if n["class_type"] == "CLIPTextEncode"]
@@ -64,5 +83,4 @@ def test_the_cli_defaults_are_the_services():
     from comfy_lora_cloud.cli import comfy
     from comfy_lora_cloud.service import sessions
 
-    assert (comfy.DEFAULT_IDLE_MINUTES, comfy.DEFAULT_MAX_HOURS) == (sessions.DEFAULT_IDLE_MINUTES,
-                                                                     sessions.DEFAULT_MAX_HOURS)
+    assert comfy.DEFAULT_IDLE_MINUTES == sessions.DEFAULT_IDLE_MINUTES
