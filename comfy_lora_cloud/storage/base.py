@@ -28,6 +28,7 @@ import google_crc32c
 from ..errors import ConfigError, CorruptRecord, StorageError
 
 CHUNK = 1024 * 1024
+LANDING_BUFFER = 64 * 1024  # landing_file's write buffer (below malloc's mmap threshold)
 PARTIAL = ".lora-cloud-partial"  # prefix of a file still being written; listings skip it
 #: ... and its suffix: half of ``cat.safetensors`` never ends in ``.safetensors``, so ComfyUI
 #: (which lists a loras folder by suffix) never offers it as a LoRA
@@ -305,14 +306,15 @@ def landing_file(dest: Path) -> Iterator[BinaryIO]:
     :func:`sweep_partials` removes it later.
 
     Lean, as a sync lands hundreds of small files through it: the folder is created only when
-    the open finds it missing, the buffer size is given (no terminal check), and nothing is
-    removed after a rename that succeeded."""
+    the open finds it missing, the buffer size is given (no terminal check; small enough to be
+    no mapping of its own: larger writes go straight through it), and nothing is removed after a
+    rename that succeeded."""
     tmp = partial_path(dest)
     try:
-        f = open(tmp, "wb", buffering=CHUNK)
+        f = open(tmp, "wb", buffering=LANDING_BUFFER)
     except FileNotFoundError:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        f = open(tmp, "wb", buffering=CHUNK)
+        f = open(tmp, "wb", buffering=LANDING_BUFFER)
     landed = False
     try:
         with f:
