@@ -228,3 +228,21 @@ def test_small_files_go_several_times_workers_at_once_large_ones_at_workers(tmp_
     capped = InFlight(tmp_path / "bucket", meet=None, max_parallel=3)  # what its connection pool allows
     assert sync.pull(capped, "d/", tmp_path / "out2", workers=2).files == 19
     assert capped.most[False] <= 3 and capped.most[True] <= 2
+
+
+def test_per_call_work_is_done_once_per_storage(gcs_env, stored, monkeypatch):
+    """The API's base URL is worked out once (the client reads the environment each time), and a
+    listing's times are the client's own, parsed without it."""
+    bucket, objects = stored
+    s = GcsStorage(bucket, "pre", client=gcs_env.client(), retry=make_retry(**FAST_RETRY))
+    connection = type(s.client._connection)
+    asked = []
+    real = connection.get_api_base_url_for_mtls
+    monkeypatch.setattr(connection, "get_api_base_url_for_mtls", lambda self, *a: asked.append(1) or real(self, *a))
+    for key, data in objects.items():
+        assert s.read_bytes(key) == data
+    assert len(asked) == 1
+    listed = s.list("d/").objects
+    for o in listed:
+        blob = s.client.bucket(bucket).get_blob("pre/" + o.key)
+        assert o.updated == blob.updated.timestamp()
