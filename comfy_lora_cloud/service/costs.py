@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from datetime import datetime
 from typing import Any, Callable, Iterable
 
 from ..errors import CorruptRecord
 from ..models import Cost, Instance, InstanceState
+from ..providers.base import LABEL_PREFIX
 from .state import OnCorrupt, StateStore
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,38 @@ def billed_by_instance(charges: Iterable[dict[str, Any]]) -> dict[str, float]:
             iid = src[len("instance-"):]
             out[iid] = out.get(iid, 0.0) + float(row.get("amount") or 0.0)
     return out
+
+
+def _our_charge(row: dict[str, Any], listed: set[str]) -> bool:
+    """Whether a charge row is one of ours: its instance is listed as ours now, or the row's
+    label (``metadata.label``, reference §6) is one this pack gives (runs and sessions)."""
+    src = str(row.get("source") or "")
+    if src.startswith("instance-") and src[len("instance-"):] in listed:
+        return True
+    meta = row.get("metadata")
+    label = meta.get("label") if isinstance(meta, dict) else None
+    return isinstance(label, str) and label.startswith(LABEL_PREFIX)
+
+
+def _charge_span(row: dict[str, Any], now: float) -> tuple[float, float]:
+    """The span a charge row bills, within ``now``; a row without a readable span counts whole
+    at ``now`` (never less than it says)."""
+    start, end = row.get("start"), row.get("end")
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (start, end)):
+        end = min(float(end), now)  # type: ignore[arg-type]
+        return min(float(start), end), end  # type: ignore[arg-type]
+    return now, now
+
+
+def month_usd_from_charges(rows: Iterable[dict[str, Any]], now: float, listed: Iterable[str]) -> float:
+    """This month's spend on our instances as ``/charges/`` billed it (rows as the provider
+    client checked them): what the month budget is held to while the ledger cannot be read.
+    Our instances are those listed now and those whose row carries our label; a row's amount
+    counts pro rata to its span inside the month, as the ledger's lines do (:func:`usd_in`)."""
+    ids = {str(i) for i in listed}
+    lines = [Cost(str(row.get("source")), None, "charge", float(row.get("amount") or 0.0), *_charge_span(row, now),
+                  source="charges") for row in rows if _our_charge(row, ids)]
+    return usd_in(lines, month_start(now), now)
 
 
 def billed_rates(state: InstanceState | str, dph_total: float, storage_dph: float) -> dict[str, float]:

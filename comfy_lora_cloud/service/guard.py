@@ -21,8 +21,9 @@ The pass fails safe, record by record:
 * a damaged state store (truncated, overwritten): nothing is destroyed for ownership reasons,
   since no instance can be matched to its run; the budgets that need no store still hold:
   max $/hr, the hours since this guard first saw the instance (kept in :class:`GuardMemory`
-  while the store is unreadable, so the ComfyUI loop still enforces them), and a run's spend as
-  ``/charges/`` billed it.
+  while the store is unreadable, so the ComfyUI loop still enforces them), a run's spend as
+  ``/charges/`` billed it, and the month's spend as ``/charges/`` billed our instances this month
+  (a ``budget`` problem says so; only with neither store nor charges is the month unchecked).
 
 Ages come from one clock, the controller's: when this controller first saw (or launched) an
 instance, never the provider's ``start_date``.

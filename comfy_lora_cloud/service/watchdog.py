@@ -9,8 +9,11 @@ injectable callback ``emit(event_name, data)`` (ComfyUI sends them to the sideba
 Every budget that can be checked is checked, whatever else fails: a ``/charges/`` answer that
 cannot be read leaves the ledger's estimate standing; a damaged state store leaves max $/hr and
 the hours since this controller first saw the instance (kept in memory by the caller), plus a
-run's spend as ``/charges/`` billed it; what cannot be checked is reported in ``problems``. A
-failed listing is an error for that poll, never "no instances".
+run's spend and the month's spend as ``/charges/`` billed them (the month: every row of ours in
+it, :func:`~.costs.month_usd_from_charges`; a ``budget`` problem says the month was held to the
+provider's bill, or to the part of it that could be read, a lower bound); what cannot be checked
+(no store and no charges) is reported in ``problems``. A failed listing is an error for that
+poll, never "no instances".
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from ..storage.base import Storage
 from ..training.status import end_run_in_bucket
 from . import problems as kinds
 from .budgets import Budgets, Verdict, evaluate
-from .costs import CostLedger, billed_by_instance
+from .costs import CostLedger, billed_by_instance, month_usd_from_charges
 from .events import BUDGET_EVENT, Emit
 from .guard_memory import GuardMemory
 from .problems import Problems
@@ -85,8 +88,8 @@ class Watchdog:
                 first_seen, store_ok = {str(i.id): now for i in instances}, False
         if store_ok:
             store_ok = await self._accrue(instances, now, first_seen, problems)
-        billed = await self._charges(now, store_ok, problems)
-        run_usd, month_usd = await asyncio.to_thread(self._spend, instances, now, store_ok, billed, problems)
+        report = await self._charges(now, store_ok, problems)
+        run_usd, month_usd = await asyncio.to_thread(self._spend, instances, now, store_ok, report, problems)
         verdicts = evaluate(budgets, instances, run_usd=run_usd, month_usd=month_usd, now=now, first_seen=first_seen)
         destroyed: set[str] = set()
         for v in verdicts:
@@ -109,9 +112,9 @@ class Watchdog:
             return False
         return True
 
-    async def _charges(self, now: float, store_ok: bool, problems: Problems) -> dict[str, float] | None:
-        """What the provider billed per instance (None when unknown); booked into the ledger
-        when the answer was read whole and the store can take it."""
+    async def _charges(self, now: float, store_ok: bool, problems: Problems) -> Any | None:
+        """What the provider billed (its checked ``ChargeReport``; None when unknown); booked into
+        the ledger when the answer was read whole and the store can take it."""
         if self.charges is None:
             return None
         try:
@@ -121,12 +124,11 @@ class Watchdog:
             return None
         for i, message in enumerate(report.problems):
             problems.add(kinds.CHARGES, f"/charges/#{i}", message)
-        billed = billed_by_instance(report.rows)
         if not report.complete:
             problems.add(kinds.CHARGES, "/charges/", "charges were not read whole: nothing booked, the estimate stands")
         elif store_ok:
             await asyncio.to_thread(self._book_charges, report.rows, now, problems)
-        return billed
+        return report
 
     def _book_charges(self, rows: list[dict[str, Any]], now: float, problems: Problems) -> None:
         try:
@@ -137,10 +139,11 @@ class Watchdog:
         except CorruptRecord as exc:
             problems.add_corrupt(exc, self.state.path)
 
-    def _spend(self, instances: list[Instance], now: float, store_ok: bool, billed: dict[str, float] | None,
+    def _spend(self, instances: list[Instance], now: float, store_ok: bool, report: Any | None,
                problems: Problems) -> tuple[dict[str, float], float | None]:
         """$ per run of the listed instances, and this month's $ (None: unknown). From the ledger;
-        without one, a run's spend is what ``/charges/`` billed its listed instances."""
+        without one, from ``/charges/``: a run's spend is what it billed the run's listed
+        instances, the month's what it billed our instances this month."""
         def skip(exc: CorruptRecord) -> None:
             problems.add(kinds.CORRUPT_ROW, "ledger", exc.message)
 
@@ -152,14 +155,34 @@ class Watchdog:
             except CorruptRecord as exc:
                 problems.add_corrupt(exc, self.state.path)
         run_usd: dict[str, float] = {}
+        billed = billed_by_instance(report.rows) if report is not None else None
         if billed is not None:
             for inst in instances:
                 if inst.run_id:
                     run_usd[inst.run_id] = run_usd.get(inst.run_id, 0.0) + billed.get(str(inst.id), 0.0)
         for run_id in sorted(run_ids - set(run_usd)):
             problems.add(kinds.BUDGET, run_id, f"max_run_usd of run {run_id} not checked: no ledger and no charges")
-        problems.add(kinds.BUDGET, "month", "max_month_usd not checked: the ledger cannot be read")
-        return run_usd, None
+        return run_usd, self._month_from_charges(instances, now, report, problems)
+
+    @staticmethod
+    def _month_from_charges(instances: list[Instance], now: float, report: Any | None,
+                            problems: Problems) -> float | None:
+        """The month's spend while the ledger cannot be read: what ``/charges/`` billed our
+        instances this month (a lower bound when the answer was not read whole), said in a
+        ``budget`` problem; None, and a problem saying so, when there are no charges either."""
+        if report is None:
+            problems.add(kinds.BUDGET, "month", "max_month_usd not checked: the ledger cannot be read and vast.ai's "
+                                                "/charges/ could not be read either")
+            return None
+        usd = month_usd_from_charges(report.rows, now, (str(i.id) for i in instances))
+        if report.complete:
+            problems.add(kinds.BUDGET, "month", f"the ledger cannot be read: max_month_usd enforced from vast.ai's "
+                                                f"/charges/ (${usd:.2f} this month)")
+        else:
+            problems.add(kinds.BUDGET, "month", f"the ledger cannot be read and /charges/ was not read whole: "
+                                                f"max_month_usd enforced against the ${usd:.2f} it showed this month "
+                                                "(at least that much was spent)")
+        return usd
 
     async def _enforce(self, v: Verdict, problems: Problems) -> None:
         log.warning("budget breach: %s; destroying", v.message)
