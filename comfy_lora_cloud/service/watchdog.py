@@ -19,6 +19,7 @@ poll, never "no instances".
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import Any, Awaitable, Callable
@@ -30,7 +31,8 @@ from ..storage.base import Storage
 from ..training.status import end_run_in_bucket
 from . import problems as kinds
 from .budgets import Budgets, Verdict, evaluate
-from .costs import CostLedger, billed_by_instance, month_usd_from_charges
+from .costs import (CHARGES_WINDOW_S, CostLedger, billed_by_instance, cap_charges, known_rates,
+                    month_usd_from_charges)
 from .events import BUDGET_EVENT, Emit
 from .guard_memory import GuardMemory
 from .problems import Problems
@@ -38,7 +40,6 @@ from .state import StateStore
 
 log = logging.getLogger(__name__)
 
-CHARGES_WINDOW_S = 32 * 86400
 Charges = Callable[[float, float], Awaitable[Any]]  # -> providers.vast.ChargeReport
 
 
@@ -88,7 +89,7 @@ class Watchdog:
                 first_seen, store_ok = {str(i.id): now for i in instances}, False
         if store_ok:
             store_ok = await self._accrue(instances, now, first_seen, problems)
-        report = await self._charges(now, store_ok, problems)
+        report = await self._charges(instances, now, store_ok, budgets, problems)
         run_usd, month_usd = await asyncio.to_thread(self._spend, instances, now, store_ok, report, problems)
         verdicts = evaluate(budgets, instances, run_usd=run_usd, month_usd=month_usd, now=now, first_seen=first_seen)
         destroyed: set[str] = set()
@@ -112,9 +113,12 @@ class Watchdog:
             return False
         return True
 
-    async def _charges(self, now: float, store_ok: bool, problems: Problems) -> Any | None:
-        """What the provider billed (its checked ``ChargeReport``; None when unknown); booked into
-        the ledger when the answer was read whole and the store can take it."""
+    async def _charges(self, instances: list[Instance], now: float, store_ok: bool, budgets: Budgets,
+                       problems: Problems) -> Any | None:
+        """What the provider billed (its checked ``ChargeReport``, each row no bigger than its
+        instance's rate allows; None when unknown); booked into the ledger when the answer was
+        read whole and the store can take it. A row above that (:func:`~.costs.cap_charges`) is
+        a ``charges`` problem naming it, counted at the most the rate allows."""
         if self.charges is None:
             return None
         try:
@@ -124,18 +128,34 @@ class Watchdog:
             return None
         for i, message in enumerate(report.problems):
             problems.add(kinds.CHARGES, f"/charges/#{i}", message)
+        rates = await asyncio.to_thread(self._rates, instances, store_ok)
+        since = now - CHARGES_WINDOW_S
+        rows, suspects = cap_charges(report.rows, rates, now=now, since=since, fallback_dph=budgets.max_dph)
+        for sc in suspects:
+            problems.add(kinds.CHARGES, f"/charges/instance-{sc.instance_id}", sc.message)
+        report = dataclasses.replace(report, rows=rows)
         if not report.complete:
             problems.add(kinds.CHARGES, "/charges/", "charges were not read whole: nothing booked, the estimate stands")
         elif store_ok:
-            await asyncio.to_thread(self._book_charges, report.rows, now, problems)
+            await asyncio.to_thread(self._book_charges, report.rows, now, suspects, problems)
         return report
 
-    def _book_charges(self, rows: list[dict[str, Any]], now: float, problems: Problems) -> None:
+    def _rates(self, instances: list[Instance], store_ok: bool) -> dict[str, float]:
+        """$/h of each instance as listed now and, with a readable store, as it was last seen."""
+        rows: list[dict[str, Any]] = []
+        if store_ok:
+            try:
+                rows = self.state.list_instances(include_destroyed=True, on_corrupt=lambda exc: None)
+            except CorruptRecord:
+                pass  # reported by whoever met it first; the listing's rates stand
+        return known_rates(instances, rows)
+
+    def _book_charges(self, rows: list[dict[str, Any]], now: float, suspects: list[Any], problems: Problems) -> None:
         try:
             known = self.state.list_instances(include_destroyed=True,
                                               on_corrupt=lambda exc: problems.add(kinds.CORRUPT_ROW, "instances",
                                                                                   exc.message))
-            self.ledger.reconcile_charges(rows, {r["id"]: r["run_id"] for r in known}, now)
+            self.ledger.reconcile_charges(rows, {r["id"]: r["run_id"] for r in known}, now, suspects=suspects)
         except CorruptRecord as exc:
             problems.add_corrupt(exc, self.state.path)
 
