@@ -4,7 +4,9 @@ One poll (:meth:`Watchdog.poll_once`) takes our labelled instances (listed by th
 listed now), accrues the ledger, books the provider's ``/charges/`` against it, evaluates
 :mod:`budgets` and destroys each instance with a breach, so a budget is enforced within one poll
 interval. A warning at 80 % of a limit is emitted once per instance and budget. Events go to an
-injectable callback ``emit(event_name, data)`` (ComfyUI sends them to the sidebar).
+injectable callback ``emit(event_name, data)`` (ComfyUI sends them to the sidebar). A run whose
+record carries its own max_run_usd (``train start``'s request, the Launch node's ``max_usd``) is
+held to that instead of the setting (:func:`~.budgets.run_limit`).
 
 Every budget that can be checked is checked, whatever else fails: a ``/charges/`` answer that
 cannot be read leaves the ledger's estimate standing; a damaged state store leaves max $/hr and
@@ -30,7 +32,7 @@ from ..providers.base import Provider
 from ..storage.base import Storage
 from ..training.status import end_run_in_bucket
 from . import problems as kinds
-from .budgets import Budgets, Verdict, evaluate
+from .budgets import Budgets, Verdict, evaluate, run_limit
 from .costs import (CHARGES_WINDOW_S, CostLedger, billed_by_instance, cap_charges, known_rates,
                     month_usd_from_charges)
 from .events import BUDGET_EVENT, Emit
@@ -91,7 +93,9 @@ class Watchdog:
             store_ok = await self._accrue(instances, now, first_seen, problems)
         report = await self._charges(instances, now, store_ok, budgets, problems)
         run_usd, month_usd = await asyncio.to_thread(self._spend, instances, now, store_ok, report, problems)
-        verdicts = evaluate(budgets, instances, run_usd=run_usd, month_usd=month_usd, now=now, first_seen=first_seen)
+        limits = await asyncio.to_thread(self._run_limits, run_usd, budgets, problems) if store_ok else {}
+        verdicts = evaluate(budgets, instances, run_usd=run_usd, month_usd=month_usd, now=now, first_seen=first_seen,
+                            run_limits=limits)
         destroyed: set[str] = set()
         for v in verdicts:
             if v.level == "breach" and v.instance_id not in destroyed:
@@ -183,6 +187,20 @@ class Watchdog:
         for run_id in sorted(run_ids - set(run_usd)):
             problems.add(kinds.BUDGET, run_id, f"max_run_usd of run {run_id} not checked: no ledger and no charges")
         return run_usd, self._month_from_charges(instances, now, report, problems)
+
+    def _run_limits(self, run_ids: Any, budgets: Budgets, problems: Problems) -> dict[str, float]:
+        """Each run's own max_run_usd where its record has one (:func:`~.budgets.run_limit`); a
+        run whose record cannot be read is held to the setting (and reported)."""
+        limits: dict[str, float] = {}
+        for run_id in sorted(run_ids):
+            try:
+                run = self.state.get_run(run_id)
+            except CorruptRecord as exc:
+                problems.add_corrupt(exc, self.state.path)
+                continue
+            if run is not None:
+                limits[run_id] = run_limit(run.spec, budgets.max_run_usd)
+        return limits
 
     @staticmethod
     def _month_from_charges(instances: list[Instance], now: float, report: Any | None,

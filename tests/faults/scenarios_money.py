@@ -172,3 +172,46 @@ def _db_damaged_huge_charge(w: World) -> None:
     row["start"] = w.now - HOUR  # an hour at max_dph ($20) x1.5 + $1: $31, under the $50 month
     w.fake.call("charges", {"extra_rows": [row]})
     damage_store(w)
+
+
+# ---- a run's own max_run_usd ---------------------------------------------------------------------
+def own_budget(w: World, run_id: str, usd: float) -> None:
+    """The run's record says its own max_run_usd, as ``train start`` or the Launch node record it."""
+    run = w.store.get_run(run_id)
+    w.store.put_run(run.__class__(**{**run.to_dict(), "spec": {**run.spec, "max_run_usd": usd}}))
+
+
+def two_spenders(w: World) -> tuple[str, str]:
+    """Two runs of ours, each about $5.4 into a $2.7/h GPU (2 h, on our clock too)."""
+    w.treasure(["own", "plain"])
+    ids = []
+    for run_id in ("own", "plain"):
+        iid = w.instance(run_id, "keep", "placeholder", gpu=PRICEY, age_h=2)
+        w.local_run(run_id, iid, seen_h_ago=2)
+        w.status(run_id)
+        ids.append(iid)
+    return ids[0], ids[1]
+
+
+def _fate(w: World, iid: str, run_id: str, fate: str, why: str) -> None:
+    w.fates[iid], w.why[iid] = fate, why
+    if fate == "die":
+        w.expect_end(run_id, RunState.FAILED)
+
+
+@scenario("run_own_budget_lower", "a run launched with its own max_run_usd of $1 (the setting allows $1000) is "
+          "stopped at $1; a run without one is held to the setting", check=breach("max_run_usd", "own"))
+def _run_own_budget_lower(w: World) -> None:
+    own, plain = two_spenders(w)
+    own_budget(w, "own", 1.0)
+    _fate(w, own, "own", "die", "about $5 spent of its own $1 budget")
+    _fate(w, plain, "plain", "keep", "about $5 spent of the setting's $1000")
+
+
+@scenario("run_own_budget_higher", "a run launched with its own max_run_usd of $100 goes on past the setting's $2; "
+          "a run without one is stopped at $2", budgets={"max_run_usd": 2.0}, check=breach("max_run_usd", "plain"))
+def _run_own_budget_higher(w: World) -> None:
+    own, plain = two_spenders(w)
+    own_budget(w, "own", 100.0)
+    _fate(w, own, "own", "keep", "about $5 spent of its own $100 budget")
+    _fate(w, plain, "plain", "die", "about $5 spent of the setting's $2")
