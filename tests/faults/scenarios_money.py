@@ -36,6 +36,15 @@ def earlier_charge(w: World, usd: float, label: str, instance_id: int = 990001) 
             "description": f"RTX 4090 x1 instance {instance_id}", "metadata": {"label": label}}
 
 
+def damaged(w: World, run_id: str, fate: str, why: str, fault: tuple[str, dict], **instance) -> None:
+    """One live run of ours, the fake vast.ai told ``fault`` (a control verb and its body), then
+    ``state.db`` cut short."""
+    w.treasure([run_id])
+    live_run(w, run_id, fate, why, **instance)
+    w.fake.call(*fault)
+    damage_store(w)
+
+
 def not_suspect(results, instance_id: str) -> None:
     """Another account holder's row is not ours to judge: no problem names it."""
     named = [p for r in results for p in r.get("problems", []) if instance_id in p["subject"]]
@@ -57,10 +66,8 @@ def live_run(w: World, run_id: str, fate: str, why: str, **kwargs) -> str:
           check=all_of(breach("max_month_usd", "spender"), problem("state_store", text="damaged"),
                        problem("budget", "month", "enforced from vast.ai's /charges/ ($6.")))
 def _db_damaged_month_from_charges(w: World) -> None:
-    w.treasure(["spender"])
-    live_run(w, "spender", "die", "the month is over budget by the provider's bill; the store cannot say so")
-    w.fake.call("charges", {"extra_rows": [earlier_charge(w, 6.0, run_label("earlier"))]})
-    damage_store(w)
+    damaged(w, "spender", "die", "the month is over budget by the provider's bill; the store cannot say so",
+            ("charges", {"extra_rows": [earlier_charge(w, 6.0, run_label("earlier"))]}))
 
 
 @scenario("db_damaged_month_counts_only_ours", "state.db is damaged; /charges/ bills $1000 for an instance that is "
@@ -69,10 +76,8 @@ def _db_damaged_month_from_charges(w: World) -> None:
           check=all_of(no_verdicts("max_month_usd"), problem("budget", "month", "enforced from vast.ai's /charges/ ($0."),
                        lambda w, r: not_suspect(r, "990002")))
 def _db_damaged_month_counts_only_ours(w: World) -> None:
-    w.treasure(["mine"])
-    live_run(w, "mine", "keep", "a live run of ours; the $1000 is not ours")
-    w.fake.call("charges", {"extra_rows": [earlier_charge(w, 1000.0, "my-own-jupyter-box", 990002)]})
-    damage_store(w)
+    damaged(w, "mine", "keep", "a live run of ours; the $1000 is not ours",
+            ("charges", {"extra_rows": [earlier_charge(w, 1000.0, "my-own-jupyter-box", 990002)]}))
 
 
 @scenario("db_damaged_and_charges_unavailable", "state.db is damaged and /charges/ answers 503 through every retry: "
@@ -80,10 +85,8 @@ def _db_damaged_month_counts_only_ours(w: World) -> None:
           budgets={"max_dph": 1.0},
           check=all_of(problem("budget", "month", "could not be read either"), breach("max_dph", "pricey")))
 def _db_damaged_and_charges_unavailable(w: World) -> None:
-    w.treasure(["pricey"])
-    live_run(w, "pricey", "die", "above max_dph", gpu=PRICEY)
-    w.fake.call("faults", {"n": 6, "status": 503, "path_contains": "/charges", "retry_after": 0.01})
-    damage_store(w)
+    damaged(w, "pricey", "die", "above max_dph",
+            ("faults", {"n": 6, "status": 503, "path_contains": "/charges", "retry_after": 0.01}), gpu=PRICEY)
 
 
 @scenario("db_damaged_charges_partial", "state.db is damaged and /charges/ paging never ends: the rows it did show "
@@ -92,10 +95,8 @@ def _db_damaged_and_charges_unavailable(w: World) -> None:
           check=all_of(breach("max_month_usd", "spender"), problem("charges", text="repeats"),
                        problem("budget", "month", "at least that much")))
 def _db_damaged_charges_partial(w: World) -> None:
-    w.treasure(["spender"])
-    live_run(w, "spender", "die", "the part of the bill that could be read is over the month's budget")
-    w.fake.call("charges", {"next_token": "same", "extra_rows": [earlier_charge(w, 6.0, run_label("earlier"))]})
-    damage_store(w)
+    damaged(w, "spender", "die", "the part of the bill that could be read is over the month's budget",
+            ("charges", {"next_token": "same", "extra_rows": [earlier_charge(w, 6.0, run_label("earlier"))]}))
 
 
 # ---- a huge but finite charge ----------------------------------------------------------------------
@@ -166,12 +167,9 @@ def _charges_huge_still_counts(w: World) -> None:
           check=all_of(no_verdicts("max_month_usd"), problem("charges", "/charges/instance-990003", "counted as"),
                        problem("budget", "month", "enforced from vast.ai's /charges/")))
 def _db_damaged_huge_charge(w: World) -> None:
-    w.treasure(["mine"])
-    live_run(w, "mine", "keep", "a live run; the absurd row is another instance's")
     row = earlier_charge(w, 1e9, run_label("earlier"), 990003)
     row["start"] = w.now - HOUR  # an hour at max_dph ($20) x1.5 + $1: $31, under the $50 month
-    w.fake.call("charges", {"extra_rows": [row]})
-    damage_store(w)
+    damaged(w, "mine", "keep", "a live run; the absurd row is another instance's", ("charges", {"extra_rows": [row]}))
 
 
 # ---- a run's own max_run_usd ---------------------------------------------------------------------

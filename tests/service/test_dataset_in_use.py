@@ -5,14 +5,12 @@ a change) is tests/training/test_dataset_pull_changes.py."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import time
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from comfy_lora_cloud.errors import DatasetInUse
 from comfy_lora_cloud.models import RunState, RunStatus
@@ -22,16 +20,7 @@ from comfy_lora_cloud.storage import LocalStorage
 from comfy_lora_cloud.storage.layout import run_key
 from comfy_lora_cloud.training.spec import RunSpec
 from tests.cli.conftest import Cli
-
-
-def folder(root: Path, names: list[str], color: tuple[int, int, int]) -> Path:
-    root.mkdir(parents=True)
-    for n in names:
-        out = io.BytesIO()
-        Image.new("RGB", (16, 16), color).save(out, "PNG")
-        (root / f"{n}.png").write_bytes(out.getvalue())
-        (root / f"{n}.txt").write_text(f"ohwx {n}")
-    return root
+from tests.training.test_dataset_pull_changes import folder
 
 
 def run_on(storage, run_id: str, dataset: str, state: RunState | None = None, *, status: bytes | None = None) -> None:

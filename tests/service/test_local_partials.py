@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from PIL import Image
@@ -29,18 +28,10 @@ from comfy_lora_cloud.service.state import StateStore
 from comfy_lora_cloud.storage import LocalStorage
 from comfy_lora_cloud.storage.base import PARTIAL, sweep_partials
 from tests.cli.conftest import Cli
+from tests.faults.test_data_safety import wait_until
 from tests.service.conftest import API_KEY
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def wait_until(cond: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def partials(folder: Path) -> list[Path]:
