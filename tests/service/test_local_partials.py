@@ -71,7 +71,7 @@ def killed_upload(env: dict[str, str], tmp_path: Path, src: Path, folder: Path) 
     proc = held_upload(env, tmp_path / "gate", src, folder.name)
     wait_until(lambda: partials(folder), "the upload to start writing into the bucket folder")
     proc.kill()
-    proc.wait(timeout=30)
+    proc.communicate(timeout=30)  # reaped, its pipes closed
     [left] = partials(folder)
     return left
 
