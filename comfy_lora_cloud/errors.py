@@ -17,7 +17,8 @@
     ├── TunnelError                SSH connection / forwarding problems     -> 503
     ├── DatasetError               bad images, bad captions, failed checks  -> 422
     │   ├── ImageLoadError         one file could not be read (.path)
-    │   └── DatasetExists          the name is taken: say replace or merge  -> 409
+    │   ├── DatasetExists          the name is taken: say replace or merge  -> 409
+    │   └── DatasetInUse           a live run trains on it: not changed     -> 409
     ├── TrainingError              the run failed (kohya, weights, deadline)-> 500
     └── ComfyUIError               a ComfyUI did not answer / failed a prompt -> 502, CLI exit 8
         └── WorkflowRejected       /prompt refused the workflow (.node_errors) -> 422
@@ -251,6 +252,12 @@ class ImageLoadError(DatasetError):
 
 class DatasetExists(DatasetError):
     """A dataset of that name exists; writing into it needs an explicit replace or merge."""
+
+    http_status = 409
+
+
+class DatasetInUse(DatasetError):
+    """A live run trains on the dataset: changing it now could mix two datasets in one run."""
 
     http_status = 409
 

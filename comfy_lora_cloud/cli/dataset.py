@@ -28,13 +28,16 @@ def upload(
     merge: bool = typer.Option(False, "--merge", help="The dataset exists: add this folder's files to it."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave out images that cannot be trained on (empty, "
                                                             "truncated, not an image) instead of refusing."),
+    force: bool = typer.Option(False, "--force", help="Change the dataset even while a live run trains on it "
+                                                      "(that run's trainer then fails its pull or trains on "
+                                                      "what it already has)."),
 ) -> None:
     """Upload a folder as a dataset. Every image is decoded first: a bad one refuses the upload
     (or is left out with --skip-bad). Unchanged files are skipped (size + checksum); the manifest
     goes last, so an interrupted upload shows as incomplete until the same command finishes it."""
     with transfer_progress(ctx, f"uploading {name}") as progress:
         result = run(ctx_obj(ctx).app.library.upload_dataset(src, name, replace=replace, merge=merge,
-                                                             progress=progress, skip_bad=skip_bad))
+                                                             progress=progress, skip_bad=skip_bad, force=force))
     for bad in result["bad"]:
         err_console.print(f"warning: left out {bad['reason']}", markup=False)
     deleted = f", {result['deleted']} deleted" if result["deleted"] else ""

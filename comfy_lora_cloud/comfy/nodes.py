@@ -355,7 +355,8 @@ class LoraCloudLaunchTrainer(io.ComfyNode):
                                tooltip="auto: the offer with the lowest expected total cost for this job "
                                        "(not the lowest $/hr)."),
                 io.Float.Input("max_usd", default=10.0, min=0.1, max=1000.0, step=0.5,
-                               tooltip="Refuse to launch when the expected cost of the run is above this ($)."),
+                               tooltip="Refuse to launch when the expected cost of the run is above this ($); "
+                                       "the budget watchdog also stops the run once it has cost this much."),
                 io.Float.Input("max_dph", default=2.0, min=0.05, max=50.0, step=0.05,
                                tooltip="The most $/hour to pay for the instance."),
                 io.Float.Input("max_hours", default=6.0, min=0.25, max=72.0, step=0.25,

@@ -11,6 +11,10 @@ not to ``max_run_hours``: a session has hours of its own (``comfy start --max-ho
 A limit is a finite number. ``0`` means the same everywhere (here, the offer picker in
 ``providers/pricing.py`` and the launch path): that $ limit is off. Hours must be above 0:
 there is no "run forever". :class:`Budgets` refuses anything else, whoever builds it.
+
+A run may carry its own ``max_run_usd`` (``train start``'s request, the Launch node's
+``max_usd``; kept in its record's spec): it replaces the setting for that run, in the watchdog
+(:func:`evaluate`'s ``run_limits``) and in the recovery's move check alike (:func:`run_limit`).
 """
 
 from __future__ import annotations
@@ -73,6 +77,15 @@ class Verdict:
         return {**asdict(self), "message": self.message}
 
 
+def run_limit(spec: Any, default: float) -> float:
+    """A run's max_run_usd: its own (``spec["max_run_usd"]``, a finite number >= 0; 0 is off)
+    when it has one, else ``default`` (the setting)."""
+    own = spec.get("max_run_usd") if isinstance(spec, dict) else None
+    if isinstance(own, (int, float)) and not isinstance(own, bool) and math.isfinite(own) and own >= 0:
+        return float(own)
+    return float(default)
+
+
 def check_launch(budgets: Budgets, dph: float, month_spent: float, expected_usd: float | None = None) -> None:
     """Refuse a launch at ``dph`` $/hr that breaks a budget before it starts."""
     if budgets.max_dph and dph > budgets.max_dph:
@@ -94,9 +107,11 @@ def _grade(budget: str, value: float, limit: float, inst: Instance) -> Verdict |
 
 
 def evaluate(budgets: Budgets, instances: Iterable[Instance], *, run_usd: dict[str, float], month_usd: float | None,
-             now: float, first_seen: dict[str, float] | None = None) -> list[Verdict]:
+             now: float, first_seen: dict[str, float] | None = None,
+             run_limits: dict[str, float] | None = None) -> list[Verdict]:
     """Verdicts for every instance (breaches first). ``run_usd`` maps run id -> $ spent so far
-    (a run missing from it is not checked); ``month_usd`` None skips the month budget.
+    (a run missing from it is not checked); ``month_usd`` None skips the month budget;
+    ``run_limits`` maps run id -> its own max_run_usd (:func:`run_limit`; others: the setting).
 
     An instance's age is ``now - first_seen[id]``, both on this controller's clock; without
     ``first_seen`` the instance's own ``created_at`` stands in (callers that have no store)."""
@@ -110,7 +125,8 @@ def evaluate(budgets: Budgets, instances: Iterable[Instance], *, run_usd: dict[s
         if month_usd is not None:
             checks.append(("max_month_usd", month_usd, budgets.max_month_usd))
         if inst.run_id is not None and inst.run_id in run_usd:
-            checks.append(("max_run_usd", run_usd[inst.run_id], budgets.max_run_usd))
+            checks.append(("max_run_usd", run_usd[inst.run_id],
+                           (run_limits or {}).get(inst.run_id, budgets.max_run_usd)))
         for budget, value, limit in checks:
             if budget == "max_dph":  # a price is over or not; no 80 % warning for it
                 if limit and value > limit:

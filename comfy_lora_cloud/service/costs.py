@@ -10,19 +10,32 @@ is close; :meth:`CostLedger.reconcile_charges` then books the difference with th
 An instance is accrued from when this controller first saw it (``first_seen``, our clock), never
 from the provider's start date: a provider clock hours behind ours must not book hours of spend
 on a new instance. The charge rows come validated from the provider client
-(``providers.vast.parse_charges``: a finite amount, never negative), the one place that checks them.
+(``providers.vast.parse_charges``: a finite amount, never negative), the one place that checks
+their shape; :func:`cap_charges` is the one place that checks their size against what the
+instance could have billed.
+
+A huge but finite charge (a $1e9 row for an instance at $0.40/h) is a bill no instance of ours
+can run up: money comes first, so it is never ignored, but one absurd row must not destroy every
+live run either. A row above :data:`CHARGE_MARGIN` times the instance's $/h over the row's span,
+plus :data:`CHARGE_SLACK_USD` (bandwidth is billed outside ``dph_total``), is *suspect*: it is
+counted at that most (never less than the rate could have billed), reported as a ``charges``
+guard problem naming the row, and listed under ``suspect_charges`` in the cost summary
+(``lora-cloud costs``, the sidebar) until the provider's bill no longer says it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from datetime import datetime
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable
 
 from ..errors import CorruptRecord
 from ..models import Cost, Instance, InstanceState
+from ..providers.base import LABEL_PREFIX
 from .state import OnCorrupt, StateStore
 
 log = logging.getLogger(__name__)
@@ -74,6 +87,110 @@ def billed_by_instance(charges: Iterable[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
+def _our_charge(row: dict[str, Any], listed: set[str]) -> bool:
+    """Whether a charge row is one of ours: its instance is listed as ours now, or the row's
+    label (``metadata.label``, reference §6) is one this pack gives (runs and sessions)."""
+    src = str(row.get("source") or "")
+    if src.startswith("instance-") and src[len("instance-"):] in listed:
+        return True
+    meta = row.get("metadata")
+    label = meta.get("label") if isinstance(meta, dict) else None
+    return isinstance(label, str) and label.startswith(LABEL_PREFIX)
+
+
+def _charge_span(row: dict[str, Any], now: float) -> tuple[float, float] | None:
+    """The span a charge row bills, ending by ``now``; None when it has no readable span."""
+    start, end = row.get("start"), row.get("end")
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (start, end)):
+        end = min(float(end), now)  # type: ignore[arg-type]
+        return min(float(start), end), end  # type: ignore[arg-type]
+    return None
+
+
+#: a charge row is suspect above CHARGE_MARGIN x (its instance's $/h x the row's span) + CHARGE_SLACK_USD
+CHARGE_MARGIN = 1.5
+CHARGE_SLACK_USD = 1.0
+
+
+@dataclass(frozen=True)
+class SuspectCharge:
+    """A ``/charges/`` row that bills more than its instance could have: what it said, and what
+    the budgets count instead (the most the rate allows)."""
+
+    instance_id: str
+    billed_usd: float
+    counted_usd: float
+    dph: float
+    hours: float
+
+    @property
+    def message(self) -> str:
+        return (f"vast.ai billed instance {self.instance_id} ${self.billed_usd:,.2f} for {self.hours:.2f} h, but at "
+                f"${self.dph:.3f}/h it could bill at most ${self.counted_usd:.2f}: counted as ${self.counted_usd:.2f} "
+                "for the budgets and shown as suspect; check the bill on vast.ai")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "message": self.message}
+
+
+def cap_charges(rows: Iterable[dict[str, Any]], rates: dict[str, float], *, now: float, since: float,
+                fallback_dph: float = 0.0) -> tuple[list[dict[str, Any]], list[SuspectCharge]]:
+    """The rows with each suspect amount replaced by the most its instance could have billed,
+    and the suspects (module docstring).
+
+    ``rates``: instance id -> $/h as we know it (listed now, or last seen in the state store);
+    an instance of ours (by its row's label) we know no rate for is held to ``fallback_dph``
+    (max_dph: the watchdog destroys anything above it), and its rows are taken as they are when
+    that is 0 (off). Rows of instances that are not ours count for nothing, and are left as they
+    are. A row's span
+    counts from ``since`` (the start of the answer's window) at the earliest; a row without a
+    readable span is held to the whole window."""
+    out: list[dict[str, Any]] = []
+    suspects: list[SuspectCharge] = []
+    for row in rows:
+        src = str(row.get("source") or "")
+        iid = src[len("instance-"):] if src.startswith("instance-") else None
+        dph = (rates.get(iid) or (fallback_dph if _our_charge(row, set()) else 0.0)) if iid else 0.0
+        if not dph or dph <= 0:
+            out.append(row)
+            continue
+        start, end = _charge_span(row, now) or (since, now)
+        hours = max(end - max(start, since), 0.0) / 3600.0
+        most = dph * hours * CHARGE_MARGIN + CHARGE_SLACK_USD
+        amount = float(row.get("amount") or 0.0)
+        if amount <= most:
+            out.append(row)
+            continue
+        suspects.append(SuspectCharge(str(iid), amount, round(most, 6), dph, round(hours, 4)))
+        out.append({**row, "amount": most})
+    return out, suspects
+
+
+def month_usd_from_charges(rows: Iterable[dict[str, Any]], now: float, listed: Iterable[str]) -> float:
+    """This month's spend on our instances as ``/charges/`` billed it (rows as the provider
+    client checked them): what the month budget is held to while the ledger cannot be read.
+    Our instances are those listed now and those whose row carries our label; a row's amount
+    counts pro rata to its span inside the month, as the ledger's lines do (:func:`usd_in`)."""
+    ids = {str(i) for i in listed}
+    lines = [Cost(str(row.get("source")), None, "charge", float(row.get("amount") or 0.0),
+                  *(_charge_span(row, now) or (now, now)), source="charges")  # no span: counted whole, now
+             for row in rows if _our_charge(row, ids)]
+    return usd_in(lines, month_start(now), now)
+
+
+CHARGES_WINDOW_S = 32 * 86400  # how far back the ledger reads /charges/: the month, and a day more
+
+
+def known_rates(instances: Iterable[Instance], rows: Iterable[dict[str, Any]] = ()) -> dict[str, float]:
+    """Instance id -> the highest $/h we know it at: listed now (``instances``) or as the state
+    store last saw it (``rows`` of ``list_instances``); what :func:`cap_charges` holds rows to."""
+    rates: dict[str, float] = {}
+    for iid, dph in [(str(i.id), i.dph_total) for i in instances] + [(str(r["id"]), r.get("dph_total")) for r in rows]:
+        if isinstance(dph, (int, float)) and math.isfinite(dph) and dph > 0:
+            rates[iid] = max(rates.get(iid, 0.0), float(dph))
+    return rates
+
+
 def billed_rates(state: InstanceState | str, dph_total: float, storage_dph: float) -> dict[str, float]:
     """What an instance bills per hour in ``state``, by meter: the GPU part of ``dph_total`` while
     running, storage in every state but offline. ``dph_total`` already includes storage, so it is
@@ -122,13 +239,18 @@ class CostLedger:
         return booked
 
     def reconcile_charges(self, charges: Iterable[dict[str, Any]], run_of: dict[str, str | None],
-                          now: float | None = None) -> float:
+                          now: float | None = None, *, suspects: Iterable[SuspectCharge] = ()) -> float:
         """Book (provider total - our total) per instance as a ``charge`` line; returns the sum booked.
 
         ``run_of`` maps instance id -> run id (ours only: other instances' charges are ignored).
+        ``charges`` come capped (:func:`cap_charges`); ``suspects`` are kept with the instance's
+        billed figure until an answer no longer has them (:meth:`suspect_charges`).
         """
         now = self.clock() if now is None else now
         by_instance = billed_by_instance(charges)
+        flagged: dict[str, list[dict[str, Any]]] = {}
+        for sc in suspects:
+            flagged.setdefault(sc.instance_id, []).append(sc.to_dict())
         booked = 0.0
         ledger = self.state.costs()
         for iid, billed in by_instance.items():
@@ -139,8 +261,23 @@ class CostLedger:
             if abs(delta) >= 1e-6:
                 self.state.add_cost(Cost(iid, run_of[iid], "charge", delta, now, now, source="charges"))
                 booked += delta
-            self.state.set_kv(f"{_CHARGED}{iid}", json.dumps({"billed": billed, "at": now}))
+            record: dict[str, Any] = {"billed": billed, "at": now}
+            if iid in flagged:
+                record["suspect"] = flagged[iid]
+            self.state.set_kv(f"{_CHARGED}{iid}", json.dumps(record))
         return booked
+
+    def suspect_charges(self) -> list[dict[str, Any]]:
+        """The suspect rows of the last ``/charges/`` answer, per instance (:func:`cap_charges`)."""
+        out: list[dict[str, Any]] = []
+        for _key, value in self.state.kv_items(_CHARGED):
+            try:
+                record = json.loads(value)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("suspect"), list):
+                out.extend(s for s in record["suspect"] if isinstance(s, dict))
+        return out
 
     def live_usd(self, instance_id: str, state: InstanceState | str, dph_total: float, storage_dph: float,
                  started: float, now: float | None = None) -> float:
@@ -177,6 +314,7 @@ class CostLedger:
             "per_run_usd": {k: round(v, 4) for k, v in sorted(runs.items())},
             "per_instance_usd": {k: round(v, 4) for k, v in sorted(instances.items())},
             "reconciled_with_charges": any(c.source == "charges" for c in lines),
+            "suspect_charges": self.suspect_charges(),
         }
 
 
@@ -216,8 +354,11 @@ class Costs:
             if client is None:
                 return None
             rows = await asyncio.to_thread(state.list_instances, include_destroyed=True)
-            charges = await client.charges(now - 32 * 86400, now)
-            await asyncio.to_thread(ledger.reconcile_charges, charges, {r["id"]: r["run_id"] for r in rows}, now)
+            since = now - CHARGES_WINDOW_S
+            charges, suspects = cap_charges(await client.charges(since, now), known_rates(instances, rows), now=now,
+                                            since=since, fallback_dph=self.app.settings.max_dph)
+            await asyncio.to_thread(ledger.reconcile_charges, charges, {r["id"]: r["run_id"] for r in rows}, now,
+                                    suspects=suspects)
             return (await client.current_user()).get("credit")
 
     def budgets(self) -> dict[str, float]:

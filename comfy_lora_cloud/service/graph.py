@@ -284,7 +284,8 @@ class RunRef:
 
 async def launch(dataset: DatasetRef, request: Any, *, runs: Any, storage_url: str) -> RunRef:
     """Start (or re-attach to) the run for this dataset + settings through the app's runs
-    service. Returns at once: the run goes on without ComfyUI."""
+    service. Returns at once: the run goes on without ComfyUI. The summary ends with the dataset
+    checks' warnings (service/preflight.py), one ``warning:`` line each, as ``train start`` prints them."""
     if request.dataset != dataset.name:
         request = replace(request, dataset=dataset.name)
     request = replace(request, reuse_finished=True)  # a re-queued graph must not pay twice
@@ -295,6 +296,7 @@ async def launch(dataset: DatasetRef, request: Any, *, runs: Any, storage_url: s
         cost = f", about ${result.expected_usd:.2f} expected" if result.expected_usd is not None else ""
         summary = (f"run {result.run_id}: {result.gpu} at ${result.dph:.3f}/hr{cost}; "
                    f"{result.plan.get('total_steps', '?')} steps")
+    summary = "\n".join([summary, *(f"warning: {line}" for line in result.warnings)])
     return RunRef(result.run_id, result.lora_name, storage_url, result.attached, summary)
 
 

@@ -18,11 +18,15 @@ The pass fails safe, record by record:
 * then the recovery of preempted runs (:mod:`recovery`, when the caller gives one:
   :meth:`App.guard_pass` does) notices stopped instances of live runs and resumes or moves them,
   with this round's spend already in the ledger and the instances the watchdog destroyed left out;
+* a local-folder bucket's hidden partial files that no live writer owns (an upload killed
+  mid-way) are removed (``storage/local.py:LocalStorage.sweep_partials``), at most every
+  :data:`PARTIALS_EVERY_S`; ``swept`` in the result lists them;
 * a damaged state store (truncated, overwritten): nothing is destroyed for ownership reasons,
   since no instance can be matched to its run; the budgets that need no store still hold:
   max $/hr, the hours since this guard first saw the instance (kept in :class:`GuardMemory`
-  while the store is unreadable, so the ComfyUI loop still enforces them), and a run's spend as
-  ``/charges/`` billed it.
+  while the store is unreadable, so the ComfyUI loop still enforces them), a run's spend as
+  ``/charges/`` billed it, and the month's spend as ``/charges/`` billed our instances this month
+  (a ``budget`` problem says so; only with neither store nor charges is the month unchecked).
 
 Ages come from one clock, the controller's: when this controller first saw (or launched) an
 instance, never the provider's ``start_date``.
@@ -47,6 +51,8 @@ from .reconcile import ReconcileReport, Reconciler
 from .state import StateStore
 from .watchdog import Watchdog
 
+PARTIALS_EVERY_S = 300.0  # how often a pass sweeps a local bucket for killed uploads' partials
+
 
 def provider_charges(provider: Provider):
     """The provider's checked charges report, when it has one (vast.ai), for the ledger."""
@@ -59,6 +65,7 @@ class Guard:
                  grace_s: float = 120.0, fresh_s: float = 1800.0, memory: GuardMemory | None = None,
                  recovery: Any | None = None):
         self.provider = provider
+        self.storage = storage
         self.recovery = recovery  # a recovery.Recovery for this provider, or None
         self.state = state
         self.clock = clock
@@ -73,7 +80,7 @@ class Guard:
                                      emit=self.emit)
 
     async def run_once(self, settings_problem: str | None = None) -> dict[str, Any]:
-        """One pass; returns ``{"ok", "reconcile", "recovery", "sessions", "budgets", "problems"}``. ``ok`` is
+        """One pass; returns ``{"ok", "reconcile", "recovery", "sessions", "budgets", "swept", "problems"}``. ``ok`` is
         false when the instances could not be listed (then nothing else was checked).
         ``settings_problem``: why the settings in force are the last good ones, to report."""
         problems = Problems()
@@ -111,11 +118,24 @@ class Guard:
                                                               now=now, problems=problems)).to_dict()
                 except Exception as exc:  # noqa: BLE001 - one phase must never stop the pass
                     problems.add(kinds.UNEXPECTED, "recovery", f"recovery stopped: {type(exc).__name__}: {exc}")
+        swept = await self._sweep_partials(now, problems)
         self._announce(problems)
-        return {"ok": instances is not None, "reconcile": report.to_dict(), "recovery": recovered,
+        return {"ok": instances is not None, "reconcile": report.to_dict(), "recovery": recovered, "swept": swept,
                 "sessions": sessions, "budgets": [{"level": v.level, "budget": v.budget, "instance_id": v.instance_id,
                              "message": v.message} for v in verdicts],
                 "problems": problems.to_list()}
+
+    async def _sweep_partials(self, now: float, problems: Problems) -> list[str]:
+        """Killed uploads' partial files in a local-folder bucket (GCS leaves none in the bucket)."""
+        sweep = getattr(self.storage, "sweep_partials", None)
+        if sweep is None or now - self.memory.partials_swept_at < PARTIALS_EVERY_S:
+            return []
+        self.memory.partials_swept_at = now
+        try:
+            return await asyncio.to_thread(sweep)
+        except Exception as exc:  # noqa: BLE001 - housekeeping must never stop the pass
+            problems.add(kinds.UNEXPECTED, "partials", f"could not sweep partial files: {type(exc).__name__}: {exc}")
+            return []
 
     async def _first_seen(self, instances: list[Instance], now: float, problems: Problems) -> dict[str, float]:
         try:

@@ -22,3 +22,5 @@ class GuardMemory:
     warned: set[tuple[str, str]] = field(default_factory=set)
     # the last budgets that could be read: a settings file broken mid-run must not switch enforcement off
     budgets: Budgets = field(default_factory=Budgets)
+    # when the pass last swept a local bucket's partial files (guard.PARTIALS_EVERY_S)
+    partials_swept_at: float = float("-inf")

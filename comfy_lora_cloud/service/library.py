@@ -21,7 +21,8 @@ Why datasets are written the way they are:
   over, and the same folder uploaded again by the same machine finishes what it started.
 * Writing into an existing dataset needs a word: replace (it becomes exactly the folder) or
   merge (the folder's files are added); uploading the very same files again changes nothing
-  and needs neither.
+  and needs neither. A dataset a live run trains on is not changed unless forced
+  (:mod:`.dataset_use`).
 
 The functions block, over a :class:`~comfy_lora_cloud.storage.Storage`; :class:`Library`, the
 app's service for every edge, runs them in worker threads.
@@ -38,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from ..errors import ConfigError, CorruptRecord, DatasetError, DatasetExists, ObjectNotFound, StorageError
+from ..errors import ConfigError, CorruptRecord, DatasetError, DatasetExists, DatasetInUse, ObjectNotFound, StorageError
 from ..models import Dataset, Listed, Lora, Problem, validate_name
 from ..storage import Storage
 from ..storage import layout
@@ -283,7 +284,7 @@ def upload_dataset(
     storage: Storage, src: str | Path, name: str, *, replace: bool = False, merge: bool = False,
     workers: int = 8, progress: Progress | None = None, cache: sync.HashCache | None = None,
     remedy: str = UPLOAD_REMEDY, clock: Callable[[], float] = time.time, lock_stale_s: float = leases.STALE_S,
-    skip_bad: bool = False,
+    skip_bad: bool = False, force: bool = False,
 ) -> dict[str, Any]:
     """Upload a folder of images (+ .txt captions, + its ``dataset.json`` if it has one) to
     ``datasets/<name>/``: the one dataset upload.
@@ -298,7 +299,8 @@ def upload_dataset(
     without either, :class:`DatasetExists` (whose message ends with ``remedy``), unless the
     dataset already holds exactly these files. The same folder uploaded again from this
     machine after a killed upload finishes it. :class:`LockHeld` when another upload to the name
-    is running.
+    is running. :class:`DatasetInUse` when a live run trains on the dataset this would change,
+    unless ``force``.
     """
     if replace and merge:
         raise ConfigError("choose one of --replace and --merge, not both")
@@ -361,6 +363,15 @@ def upload_dataset(
             if prev is not None:  # we changed nothing: keep the record of the upload left half done
                 lease.abandon(leave=prev)
             raise DatasetExists(f"dataset {name!r} already exists in {url} ({len(existing)} files{state}); {remedy}")
+        if existing and not unchanged and not force:
+            from .dataset_use import require_unused
+
+            try:
+                require_unused(storage, name, change=mode or "change", workers=workers, clock=clock)
+            except DatasetInUse:
+                if prev is not None:
+                    lease.abandon(leave=prev)
+                raise
         start = clock()
         result = sync.SyncResult(0, 0, 0, 0.0)
         if not unchanged:
@@ -630,13 +641,15 @@ class Library:
 
     async def upload_dataset(self, src: str | Path, name: str, *, replace: bool = False, merge: bool = False,
                              progress: Progress | None = None, remedy: str = UPLOAD_REMEDY,
-                             skip_bad: bool = False) -> dict[str, Any]:
+                             skip_bad: bool = False, force: bool = False) -> dict[str, Any]:
         """The one dataset upload (:func:`upload_dataset`): every image decoded first, manifest
-        last, one writer at a time, an existing dataset only with ``replace`` or ``merge``."""
+        last, one writer at a time, an existing dataset only with ``replace`` or ``merge``, and
+        not one a live run trains on unless ``force``."""
         settings = self.app.settings
         return await asyncio.to_thread(lambda: upload_dataset(
             self.app.storage, src, name, replace=replace, merge=merge, workers=settings.sync_workers,
-            progress=progress, cache=self.hash_cache(), remedy=remedy, clock=self.app.clock, skip_bad=skip_bad))
+            progress=progress, cache=self.hash_cache(), remedy=remedy, clock=self.app.clock, skip_bad=skip_bad,
+            force=force))
 
     async def download_dataset(self, name: str, dest: str | Path, *, progress: Progress | None = None,
                                require_complete: bool = True) -> dict[str, Any]:

@@ -58,7 +58,7 @@ from ..training.launch import launch_spec, trainer_env
 from ..training.spec import RunSpec
 from ..training.status import StatusReporter, end_run_in_bucket, read_events, read_status
 from . import problems as kinds
-from .budgets import Budgets
+from .budgets import Budgets, run_limit
 from .costs import CostLedger
 from .events import PREEMPTION_EVENT, RUN_EVENT
 from .launch import launch_run
@@ -338,7 +338,7 @@ class Recovery:
             return
         ledger = CostLedger(self.state, self.clock)
         spent = await asyncio.to_thread(ledger.run_usd, run.id)
-        budget = _run_budget(run, settings)
+        budget = run_limit(run.spec, settings.max_run_usd)
         if budget and spent + expected > budget:
             await self._give_up(run, inst, f"preempted {preemptions} time(s); ${spent:.2f} spent and the rest is "
                                            f"expected to cost ${expected:.2f}, over the run's ${budget:.2f} budget "
@@ -453,13 +453,6 @@ class Recovery:
             self.app.emit(RUN_EVENT, await self.app.runs.get(run_id))
         except LoraCloudError as exc:  # the sidebar catches up on its next refresh
             log.info("run %s not announced: %s", run_id, exc.message)
-
-
-def _run_budget(run: Run, settings: Any) -> float:
-    own = run.spec.get("max_run_usd")
-    if isinstance(own, (int, float)) and not isinstance(own, bool) and math.isfinite(own) and own >= 0:
-        return float(own)
-    return float(settings.max_run_usd)
 
 
 # ---- the history every reader sees ---------------------------------------------------------------

@@ -4,18 +4,24 @@ One poll (:meth:`Watchdog.poll_once`) takes our labelled instances (listed by th
 listed now), accrues the ledger, books the provider's ``/charges/`` against it, evaluates
 :mod:`budgets` and destroys each instance with a breach, so a budget is enforced within one poll
 interval. A warning at 80 % of a limit is emitted once per instance and budget. Events go to an
-injectable callback ``emit(event_name, data)`` (ComfyUI sends them to the sidebar).
+injectable callback ``emit(event_name, data)`` (ComfyUI sends them to the sidebar). A run whose
+record carries its own max_run_usd (``train start``'s request, the Launch node's ``max_usd``) is
+held to that instead of the setting (:func:`~.budgets.run_limit`).
 
 Every budget that can be checked is checked, whatever else fails: a ``/charges/`` answer that
 cannot be read leaves the ledger's estimate standing; a damaged state store leaves max $/hr and
 the hours since this controller first saw the instance (kept in memory by the caller), plus a
-run's spend as ``/charges/`` billed it; what cannot be checked is reported in ``problems``. A
-failed listing is an error for that poll, never "no instances".
+run's spend and the month's spend as ``/charges/`` billed them (the month: every row of ours in
+it, :func:`~.costs.month_usd_from_charges`; a ``budget`` problem says the month was held to the
+provider's bill, or to the part of it that could be read, a lower bound); what cannot be checked
+(no store and no charges) is reported in ``problems``. A failed listing is an error for that
+poll, never "no instances".
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import Any, Awaitable, Callable
@@ -26,8 +32,9 @@ from ..providers.base import Provider
 from ..storage.base import Storage
 from ..training.status import end_run_in_bucket
 from . import problems as kinds
-from .budgets import Budgets, Verdict, evaluate
-from .costs import CostLedger, billed_by_instance
+from .budgets import Budgets, Verdict, evaluate, run_limit
+from .costs import (CHARGES_WINDOW_S, CostLedger, billed_by_instance, cap_charges, known_rates,
+                    month_usd_from_charges)
 from .events import BUDGET_EVENT, Emit
 from .guard_memory import GuardMemory
 from .problems import Problems
@@ -35,7 +42,6 @@ from .state import StateStore
 
 log = logging.getLogger(__name__)
 
-CHARGES_WINDOW_S = 32 * 86400
 Charges = Callable[[float, float], Awaitable[Any]]  # -> providers.vast.ChargeReport
 
 
@@ -85,9 +91,11 @@ class Watchdog:
                 first_seen, store_ok = {str(i.id): now for i in instances}, False
         if store_ok:
             store_ok = await self._accrue(instances, now, first_seen, problems)
-        billed = await self._charges(now, store_ok, problems)
-        run_usd, month_usd = await asyncio.to_thread(self._spend, instances, now, store_ok, billed, problems)
-        verdicts = evaluate(budgets, instances, run_usd=run_usd, month_usd=month_usd, now=now, first_seen=first_seen)
+        report = await self._charges(instances, now, store_ok, budgets, problems)
+        run_usd, month_usd = await asyncio.to_thread(self._spend, instances, now, store_ok, report, problems)
+        limits = await asyncio.to_thread(self._run_limits, run_usd, budgets, problems) if store_ok else {}
+        verdicts = evaluate(budgets, instances, run_usd=run_usd, month_usd=month_usd, now=now, first_seen=first_seen,
+                            run_limits=limits)
         destroyed: set[str] = set()
         for v in verdicts:
             if v.level == "breach" and v.instance_id not in destroyed:
@@ -109,9 +117,12 @@ class Watchdog:
             return False
         return True
 
-    async def _charges(self, now: float, store_ok: bool, problems: Problems) -> dict[str, float] | None:
-        """What the provider billed per instance (None when unknown); booked into the ledger
-        when the answer was read whole and the store can take it."""
+    async def _charges(self, instances: list[Instance], now: float, store_ok: bool, budgets: Budgets,
+                       problems: Problems) -> Any | None:
+        """What the provider billed (its checked ``ChargeReport``, each row no bigger than its
+        instance's rate allows; None when unknown); booked into the ledger when the answer was
+        read whole and the store can take it. A row above that (:func:`~.costs.cap_charges`) is
+        a ``charges`` problem naming it, counted at the most the rate allows."""
         if self.charges is None:
             return None
         try:
@@ -121,26 +132,42 @@ class Watchdog:
             return None
         for i, message in enumerate(report.problems):
             problems.add(kinds.CHARGES, f"/charges/#{i}", message)
-        billed = billed_by_instance(report.rows)
+        rates = await asyncio.to_thread(self._rates, instances, store_ok)
+        since = now - CHARGES_WINDOW_S
+        rows, suspects = cap_charges(report.rows, rates, now=now, since=since, fallback_dph=budgets.max_dph)
+        for sc in suspects:
+            problems.add(kinds.CHARGES, f"/charges/instance-{sc.instance_id}", sc.message)
+        report = dataclasses.replace(report, rows=rows)
         if not report.complete:
             problems.add(kinds.CHARGES, "/charges/", "charges were not read whole: nothing booked, the estimate stands")
         elif store_ok:
-            await asyncio.to_thread(self._book_charges, report.rows, now, problems)
-        return billed
+            await asyncio.to_thread(self._book_charges, report.rows, now, suspects, problems)
+        return report
 
-    def _book_charges(self, rows: list[dict[str, Any]], now: float, problems: Problems) -> None:
+    def _rates(self, instances: list[Instance], store_ok: bool) -> dict[str, float]:
+        """$/h of each instance as listed now and, with a readable store, as it was last seen."""
+        rows: list[dict[str, Any]] = []
+        if store_ok:
+            try:
+                rows = self.state.list_instances(include_destroyed=True, on_corrupt=lambda exc: None)
+            except CorruptRecord:
+                pass  # reported by whoever met it first; the listing's rates stand
+        return known_rates(instances, rows)
+
+    def _book_charges(self, rows: list[dict[str, Any]], now: float, suspects: list[Any], problems: Problems) -> None:
         try:
             known = self.state.list_instances(include_destroyed=True,
                                               on_corrupt=lambda exc: problems.add(kinds.CORRUPT_ROW, "instances",
                                                                                   exc.message))
-            self.ledger.reconcile_charges(rows, {r["id"]: r["run_id"] for r in known}, now)
+            self.ledger.reconcile_charges(rows, {r["id"]: r["run_id"] for r in known}, now, suspects=suspects)
         except CorruptRecord as exc:
             problems.add_corrupt(exc, self.state.path)
 
-    def _spend(self, instances: list[Instance], now: float, store_ok: bool, billed: dict[str, float] | None,
+    def _spend(self, instances: list[Instance], now: float, store_ok: bool, report: Any | None,
                problems: Problems) -> tuple[dict[str, float], float | None]:
         """$ per run of the listed instances, and this month's $ (None: unknown). From the ledger;
-        without one, a run's spend is what ``/charges/`` billed its listed instances."""
+        without one, from ``/charges/``: a run's spend is what it billed the run's listed
+        instances, the month's what it billed our instances this month."""
         def skip(exc: CorruptRecord) -> None:
             problems.add(kinds.CORRUPT_ROW, "ledger", exc.message)
 
@@ -152,14 +179,48 @@ class Watchdog:
             except CorruptRecord as exc:
                 problems.add_corrupt(exc, self.state.path)
         run_usd: dict[str, float] = {}
+        billed = billed_by_instance(report.rows) if report is not None else None
         if billed is not None:
             for inst in instances:
                 if inst.run_id:
                     run_usd[inst.run_id] = run_usd.get(inst.run_id, 0.0) + billed.get(str(inst.id), 0.0)
         for run_id in sorted(run_ids - set(run_usd)):
             problems.add(kinds.BUDGET, run_id, f"max_run_usd of run {run_id} not checked: no ledger and no charges")
-        problems.add(kinds.BUDGET, "month", "max_month_usd not checked: the ledger cannot be read")
-        return run_usd, None
+        return run_usd, self._month_from_charges(instances, now, report, problems)
+
+    def _run_limits(self, run_ids: Any, budgets: Budgets, problems: Problems) -> dict[str, float]:
+        """Each run's own max_run_usd where its record has one (:func:`~.budgets.run_limit`); a
+        run whose record cannot be read is held to the setting (and reported)."""
+        limits: dict[str, float] = {}
+        for run_id in sorted(run_ids):
+            try:
+                run = self.state.get_run(run_id)
+            except CorruptRecord as exc:
+                problems.add_corrupt(exc, self.state.path)
+                continue
+            if run is not None:
+                limits[run_id] = run_limit(run.spec, budgets.max_run_usd)
+        return limits
+
+    @staticmethod
+    def _month_from_charges(instances: list[Instance], now: float, report: Any | None,
+                            problems: Problems) -> float | None:
+        """The month's spend while the ledger cannot be read: what ``/charges/`` billed our
+        instances this month (a lower bound when the answer was not read whole), said in a
+        ``budget`` problem; None, and a problem saying so, when there are no charges either."""
+        if report is None:
+            problems.add(kinds.BUDGET, "month", "max_month_usd not checked: the ledger cannot be read and vast.ai's "
+                                                "/charges/ could not be read either")
+            return None
+        usd = month_usd_from_charges(report.rows, now, (str(i.id) for i in instances))
+        if report.complete:
+            problems.add(kinds.BUDGET, "month", f"the ledger cannot be read: max_month_usd enforced from vast.ai's "
+                                                f"/charges/ (${usd:.2f} this month)")
+        else:
+            problems.add(kinds.BUDGET, "month", f"the ledger cannot be read and /charges/ was not read whole: "
+                                                f"max_month_usd enforced against the ${usd:.2f} it showed this month "
+                                                "(at least that much was spent)")
+        return usd
 
     async def _enforce(self, v: Verdict, problems: Problems) -> None:
         log.warning("budget breach: %s; destroying", v.message)

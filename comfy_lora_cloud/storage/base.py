@@ -23,6 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Protocol, runtime_checkable
 
+try:  # POSIX advisory locks: a partial's writer holds one while it writes (sweep_partials)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
 import google_crc32c
 
 from ..errors import ConfigError, CorruptRecord, StorageError
@@ -33,8 +38,9 @@ PARTIAL = ".lora-cloud-partial"  # prefix of a file still being written; listing
 #: ... and its suffix: half of ``cat.safetensors`` never ends in ``.safetensors``, so ComfyUI
 #: (which lists a loras folder by suffix) never offers it as a LoRA
 PARTIAL_SUFFIX = ".part"
-#: a partial file this old is left from a writer that died (on this machine or another one
-#: sharing the folder); a partial whose writer process is gone from this machine goes at once
+#: a partial file untouched this long is left from a writer that died (on this machine or another
+#: one sharing the folder), unless its writer still holds its lock; a partial whose writer process
+#: is gone from this machine goes at once
 PARTIAL_STALE_S = 30 * 60
 # ".lora-cloud-partial-<pid>-<thread>.<name>.part", and the older ".lora-cloud-partial.<pid>.<thread>.<name>"
 _PARTIAL_RE = re.compile(r"^" + re.escape(PARTIAL) + r"[.-](\d+)[.-]\d+\.")
@@ -271,11 +277,49 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def writing_partial(tmp: Path, buffering: int = -1) -> Iterator[BinaryIO]:
+    """``tmp`` (a :func:`partial_path`) open for writing, with an exclusive lock held on it for as
+    long as it is open: the writer's lock, which dies with the writer (a killed process drops
+    it), so :func:`sweep_partials` never removes a partial a live writer still owns, however old.
+    A missing folder is made when the open finds it missing (not checked before every file)."""
+    try:
+        f = open(tmp, "wb", buffering=buffering)
+    except FileNotFoundError:
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        f = open(tmp, "wb", buffering=buffering)
+    with f:
+        if fcntl is not None:
+            with contextlib.suppress(OSError):  # a file system without locks: the pid and age rules stand
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        yield f
+
+
+def _writer_holds(path: str) -> bool:
+    """Whether a live writer holds the lock of the partial at ``path`` (:func:`writing_partial`)."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # closing drops the lock if we took it
+    return False
+
+
 def sweep_partials(folder: Path, *, stale_s: float = PARTIAL_STALE_S,
                    clock: Callable[[], float] = time.time) -> list[Path]:
-    """Remove the partial files in ``folder`` (not below it) that a killed transfer left: their
-    writer process is gone from this machine, or they are older than ``stale_s``. Returns what
-    was removed. A partial of a transfer still running here is kept."""
+    """Remove the partial files in ``folder`` (not below it) that no live writer owns: nobody
+    holds the writer's lock (:func:`writing_partial`), and their writer process is gone from this
+    machine or they are untouched for ``stale_s``. Returns what was removed. A partial whose
+    writer still holds its lock is kept, however old; so is a fresh one whose writer runs here."""
     removed = []
     try:
         entries = list(os.scandir(folder))
@@ -290,7 +334,7 @@ def sweep_partials(folder: Path, *, stale_s: float = PARTIAL_STALE_S,
             old = now - entry.stat(follow_symlinks=False).st_mtime > stale_s
         except FileNotFoundError:
             continue
-        if old or not pid_alive(int(m.group(1))):
+        if (old or not pid_alive(int(m.group(1)))) and not _writer_holds(entry.path):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))
@@ -310,14 +354,9 @@ def landing_file(dest: Path) -> Iterator[BinaryIO]:
     no mapping of its own: larger writes go straight through it), and nothing is removed after a
     rename that succeeded."""
     tmp = partial_path(dest)
-    try:
-        f = open(tmp, "wb", buffering=LANDING_BUFFER)
-    except FileNotFoundError:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        f = open(tmp, "wb", buffering=LANDING_BUFFER)
     landed = False
     try:
-        with f:
+        with writing_partial(tmp, buffering=LANDING_BUFFER) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

@@ -5,6 +5,12 @@ Checksums and generations live in a sidecar folder ``root/.lora-cloud-meta/`` ke
 object's size and mtime, so listing does not re-hash unchanged files. Writes go to a temporary
 file and are renamed into place, under a lock, so a reader never sees half an object and a
 generation precondition is checked atomically.
+
+The temporary file is a hidden partial beside the object (``storage/base.py:partial_path``),
+locked by its writer while it writes. A writer killed mid-way leaves it behind; the next write
+into that folder (at most once a minute per folder) and the guard pass (:meth:`LocalStorage.sweep_partials`)
+remove the partials no live writer owns (``storage/base.py:sweep_partials``), never one whose
+writer still holds its lock.
 """
 
 from __future__ import annotations
@@ -32,9 +38,12 @@ from .base import (
     glob_regex,
     landing_file,
     partial_path,
+    sweep_partials,
+    writing_partial,
 )
 
 META_DIR = ".lora-cloud-meta"
+SWEEP_EVERY_S = 60.0  # a folder's partials are swept at its first write, then at most this often
 
 try:  # POSIX advisory lock between processes; threads use the in-process lock too
     import fcntl
@@ -47,6 +56,7 @@ class LocalStorage:
         self.root = Path(root).expanduser().resolve()
         self.url = str(self.root)
         self._lock = threading.RLock()
+        self._swept: dict[Path, float] = {}  # folder -> when its partials were last swept (monotonic)
         try:
             (self.root / META_DIR).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -166,7 +176,21 @@ class LocalStorage:
             final.parent.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
             raise StorageError(f"cannot create {final.parent.name!r}: an object of that name exists") from None
+        now = time.monotonic()
+        if now - self._swept.get(final.parent, float("-inf")) >= SWEEP_EVERY_S:
+            self._swept[final.parent] = now
+            sweep_partials(final.parent)  # what a killed writer left in this folder
         return partial_path(final)
+
+    def sweep_partials(self, prefix: str = "") -> list[str]:
+        """Remove the partials that no live writer owns (killed uploads) in every folder under
+        ``prefix``; returns their paths under the root. The guard pass calls it."""
+        base = self.root / clean_prefix(prefix).rstrip("/") if clean_prefix(prefix) else self.root
+        removed: list[str] = []
+        for dirpath, dirnames, _files in os.walk(base):
+            dirnames[:] = [d for d in dirnames if d != META_DIR and not os.path.islink(os.path.join(dirpath, d))]
+            removed += [path.relative_to(self.root).as_posix() for path in sweep_partials(Path(dirpath))]
+        return sorted(removed)
 
     # ---- Storage protocol --------------------------------------------------------------------
     def stat(self, key: str) -> ObjectInfo:
@@ -229,7 +253,7 @@ class LocalStorage:
         final = self._path(key)
         tmp = self._tmp_for(final)
         try:
-            with open(tmp, "wb") as f:
+            with writing_partial(tmp) as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
@@ -244,7 +268,7 @@ class LocalStorage:
         final = self._path(key)
         tmp = self._tmp_for(final)
         try:
-            with open(path, "rb") as src, open(tmp, "wb") as dst:
+            with open(path, "rb") as src, writing_partial(tmp) as dst:
                 c = copy_stream(src, dst)
                 dst.flush()
                 os.fsync(dst.fileno())

@@ -12,6 +12,7 @@ from pathlib import Path
 from comfy_lora_cloud.comfy.events import EventPoller
 from comfy_lora_cloud.comfy.token import TOKEN_FILE
 from comfy_lora_cloud.models import Cost
+from comfy_lora_cloud.service.costs import SuspectCharge
 
 from tests.browser.conftest import Broadcaster, build_app
 from tests.comfy.conftest import HTML_CAPTION, NOW, SECRETS, seed, write_status
@@ -43,6 +44,9 @@ async def test_sidebar_end_to_end(browser, aiohttp_server, tmp_path, clean_env, 
     seeded.state.mark_instance_destroyed("vast", "77", at=NOW - 1800)  # the seed's placeholder
     _record(seeded.state, inst)
     iid = str(inst.id)
+    # the last /charges/ answer had an absurd row for the destroyed placeholder (service/costs.py:cap_charges)
+    seeded.state.set_kv("ledger:charged:77", json.dumps({"billed": 1.0, "at": NOW, "suspect": [
+        SuspectCharge("77", 1e9, 1.0, 0.4, 0.0).to_dict()]}))
 
     broadcaster = Broadcaster()
     server = await aiohttp_server(build_app(lambda: seeded.app, broadcaster))
@@ -63,6 +67,8 @@ async def test_sidebar_end_to_end(browser, aiohttp_server, tmp_path, clean_env, 
     await expect(card.locator(".lcl-badge")).to_have_text("running")
     await expect(card).to_contain_text("/hr · up 1h 00m")
     await expect(root.locator('[data-cost="month"]')).to_contain_text("$1.20 of $50.00")
+    await expect(root.locator('[data-cost="suspect"]')).to_contain_text(
+        "instance 77 billed $1000000000.00, counted $1.00")
     await expect(root.locator('[data-tab="instances"] .lcl-tab-badge')).to_have_text("1")
     await root.locator('[data-tab="training"]').click()
     await expect(root.locator('[data-progress="run-1"]')).to_contain_text("step 250/1000")

@@ -103,3 +103,16 @@ async def test_every_way_to_start_refuses_before_renting(world):
     assert fake.state.instances == {}  # nothing rented
     assert app.state.list_runs() == []  # nothing recorded
     assert storage.list("runs/").objects == []  # nothing written for a run
+
+
+async def test_the_launch_node_shows_the_dataset_checks_warnings(world):
+    app, fake, storage = world
+    dataset(storage, "cats", {f"{i}.jpg": image((i * 50, 90, 10)) for i in range(4)}
+            | {f"{i}.txt": b"a cat on a sofa" for i in range(4)})
+    ref = graph.DatasetRef(name="cats", storage_url=storage.url, images=4, captioned=4, trigger=None)
+    run = await graph.launch(ref, TrainRequest(dataset="cats", lora_type="character"), runs=app.runs,
+                             storage_url=storage.url)
+    first, *warnings = run.summary.splitlines()
+    assert first.startswith(f"run {run.run_id}: ") and len(fake.state.instances) == 1  # it did start
+    assert any(w.startswith("warning: a character LoRA without a trigger word") for w in warnings), run.summary
+    assert any(w.startswith("warning: ") and "usually wants" in w for w in warnings), run.summary
