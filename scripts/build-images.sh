@@ -10,16 +10,15 @@
 #            workflow (.github/workflows/images.yml) builds.
 #   --local  for a machine without a Docker engine, GitHub, the CUDA index or the Hub (the default
 #            when `docker info` fails): buildah as root (vfs storage, chroot isolation), a Debian
-#            base made with debootstrap, the CPU torch wheel from $TORCH_WHEELS, sd-scripts and
+#            base made with debootstrap, torch wheels from $TORCH_WHEELS, sd-scripts and
 #            ComfyUI exported from local git directories, no tokenizer download. The machine's CA
 #            bundle ($CA_BUNDLE) reaches pip as a build secret, never a layer.
 #
-# Environment: ENGINE (docker|buildah), TAG (default: the package version), TORCH_WHEELS
-# (/opt/wheels), TORCH_LOCAL (the trainer's: torch==2.13.0+cpu), TORCH_LOCAL_INFERENCE and
-# TORCH_WHEELS_INFERENCE (the inference image's: torch==2.14.1 torchvision==0.29.1 from
-# "/opt/pypi-more/files /opt/pypi/files"; ComfyUI and its packs need torchvision, and no
-# torchvision on PyPI loads beside the CPU torch wheel, so the local inference build takes the
-# CUDA build, which runs on the CPU), MIRRORS (/work/.mirror: <owner>+<repo>/repo git
+# Environment: ENGINE (docker|buildah), TAG (default: the package version), TORCH_LOCAL and
+# TORCH_WHEELS (torch==2.14.1 torchvision==0.29.1 from "/opt/pypi-more/files /opt/pypi/files": a
+# CUDA build that runs on the CPU; ComfyUI's packs and kohya need torchvision, and no torchvision
+# on PyPI loads beside the CPU torch wheel), LAYERS (true|false; default false for a local vfs
+# build, whose every cached step is a whole copy of the file system: several GB each here), MIRRORS (/work/.mirror: <owner>+<repo>/repo git
 # directories holding the sources the Dockerfiles name in ARG <NAME>_SOURCE), CA_BUNDLE
 # (/etc/ssl/certs/ca-certificates.crt), PYTHON (runs the self-tests' pytest; default .venv/bin/python),
 # IMAGES_WORK (/var/tmp/lora-cloud-images: the debootstrap root, logs).
@@ -133,11 +132,11 @@ arg_default() {  # DOCKERFILE NAME: the default of ARG NAME
 # ---- building ---------------------------------------------------------------------------------
 declare -A BUILD_S REF
 # buildah's vfs driver stores every layer as a whole copy of the file system: with a CUDA torch
-# (several GB) each cached step of the inference image would cost that much disk again, so the
-# local inference build commits one layer per stage (LAYERS=true|false overrides).
+# (several GB) each cached step would cost that much disk again, so a local vfs build commits one
+# layer per stage (LAYERS=true|false overrides).
 layers_for() {
   if [ -n "${LAYERS:-}" ]; then echo "$LAYERS"
-  elif [ "$1" = inference ] && [ "$MODE" = local ] && [ "${STORAGE_DRIVER:-}" = vfs ]; then echo false
+  elif [ "$MODE" = local ] && [ "${STORAGE_DRIVER:-}" = vfs ]; then echo false
   else echo true; fi
 }
 
@@ -187,7 +186,7 @@ mirror_of() {  # a git URL -> the local git directory holding it ($MIRRORS/<owne
 
 # The local substitutes for one image, by the Dockerfiles' convention: every `ARG <NAME>_SOURCE=<git
 # URL>` with its `ARG <NAME>_COMMIT=<sha>` is exported into <image>_image/sources/<repo> and passed
-# as `<NAME>_SOURCE=<repo>`; TORCH_PACKAGES/TORCH_INDEX_URL/TORCH_FIND_LINKS take the CPU wheel;
+# as `<NAME>_SOURCE=<repo>`; TORCH_PACKAGES/TORCH_INDEX_URL/TORCH_FIND_LINKS take the local wheels;
 # BASE_IMAGE the debootstrapped base; DOWNLOAD_TOKENIZERS=0 where declared.
 local_args() {  # IMAGE_DIR -> fills the array ARGS
   local dir="$1" file="$1/Dockerfile" name url commit repo git_dir torch_local wheel_glob
@@ -203,14 +202,8 @@ local_args() {  # IMAGE_DIR -> fills the array ARGS
     ARGS+=(--build-arg "${name}_SOURCE=$repo")
   done < <(sed -n 's/^ARG \([A-Z0-9_]*\)_SOURCE=\(.*:\/\/.*\)$/\1 \2/p' "$file")
   if grep -q '^ARG TORCH_PACKAGES' "$file"; then
-    local wheel_dirs pkg
-    if [ "$dir" = inference_image ]; then
-      torch_local="${TORCH_LOCAL_INFERENCE:-torch==2.14.1 torchvision==0.29.1}"
-      wheel_dirs="${TORCH_WHEELS_INFERENCE:-/opt/pypi-more/files /opt/pypi/files}"
-    else
-      torch_local="${TORCH_LOCAL:-torch==2.13.0+cpu}"
-      wheel_dirs="${TORCH_WHEELS:-/opt/wheels}"
-    fi
+    local wheel_dirs="${TORCH_WHEELS:-/opt/pypi-more/files /opt/pypi/files}" pkg
+    torch_local="${TORCH_LOCAL:-torch==2.14.1 torchvision==0.29.1}"
     mkdir -p "$dir/sources/wheels"
     for pkg in $torch_local; do
       wheel_glob="${pkg%%==*}-${pkg#*==}-*.whl"
