@@ -15,14 +15,16 @@ from __future__ import annotations
 import asyncio
 import inspect
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, ObjectNotFound, StorageError
 from ..models import Record, validate_name
 from ..settings import check_http_url
 from ..storage import layout
-from ..remote.comfyui import ComfyClient, PromptStatus
 from ..workflows import TEMPLATES, default_prompt, split_prompts
+
+if TYPE_CHECKING:  # the client (aiohttp) is imported by what queues, not by every command
+    from ..remote.comfyui import ComfyClient, PromptStatus
 
 __all__ = ["NAMES", "LoraTest", "Templates", "default_prompt", "describe_templates", "load_template",
            "split_prompts", "ui_template"]
@@ -137,6 +139,8 @@ class Templates:
     @staticmethod
     def client(url: str) -> ComfyClient:
         """A client for the ComfyUI at ``url``, for one ``async with`` on the caller's loop."""
+        from ..remote.comfyui import ComfyClient
+
         return ComfyClient(url, remote=False, timeout=30.0)
 
     async def lora_facts(self, name: str) -> dict[str, Any]:

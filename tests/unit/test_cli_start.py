@@ -51,6 +51,8 @@ def test_help_renders_every_command_without_heavy_imports():
 def test_a_command_imports_its_noun_alone(tmp_path):
     mods = _imported_after(f"import os\nos.environ['LORA_CLOUD_HOME'] = {str(tmp_path)!r}\n" + _run(["dataset", "list"]))
     assert _nouns_imported(mods) == ["dataset"]
+    # a listing needs no HTTP client of ComfyUI's (aiohttp, 0.1 s of the start): only what queues does
+    assert not [m for m in mods if m == "aiohttp" or m.startswith(("aiohttp.", "comfy_lora_cloud.remote"))]
     mods = _imported_after(_run(["train", "--help"]))
     assert _nouns_imported(mods) == ["train"]
 
