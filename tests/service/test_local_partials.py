@@ -27,6 +27,7 @@ from comfy_lora_cloud.service.guard import Guard
 from comfy_lora_cloud.service.state import StateStore
 from comfy_lora_cloud.storage import LocalStorage
 from comfy_lora_cloud.storage.base import PARTIAL, sweep_partials
+from comfy_lora_cloud.storage.layout import DATASET_LOCK
 from tests.cli.conftest import Cli
 from tests.faults.test_data_safety import wait_until
 from tests.service.conftest import API_KEY
@@ -36,6 +37,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 def partials(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.name.startswith(PARTIAL)) if folder.is_dir() else []
+
+
+def copying(folder: Path) -> list[Path]:
+    """The partials of the photos being copied (held by the gate), not the one the upload's lock
+    record passes through on its way (written whole, ungated: it can come and go at any time)."""
+    return [p for p in partials(folder) if DATASET_LOCK not in p.name]
 
 
 @pytest.fixture
@@ -69,10 +76,10 @@ def held_upload(env: dict[str, str], gate: Path, src: Path, name: str) -> subpro
 def killed_upload(env: dict[str, str], tmp_path: Path, src: Path, folder: Path) -> Path:
     """A real upload killed (SIGKILL) while it writes; returns the partial it left in ``folder``."""
     proc = held_upload(env, tmp_path / "gate", src, folder.name)
-    wait_until(lambda: partials(folder), "the upload to start writing into the bucket folder")
+    wait_until(lambda: copying(folder), "the upload to start copying into the bucket folder")
     proc.kill()
     proc.communicate(timeout=30)  # reaped, its pipes closed
-    [left] = partials(folder)
+    [left] = copying(folder)
     return left
 
 
@@ -95,13 +102,13 @@ def test_a_live_uploads_partial_is_never_swept_however_old(local, photos, tmp_pa
     gate = tmp_path / "gate"
     proc = held_upload(env, gate, photos, "live")
     try:
-        wait_until(lambda: partials(folder), "the upload to start writing into the bucket folder")
-        [writing] = partials(folder)
+        wait_until(lambda: copying(folder), "the upload to start copying into the bucket folder")
+        [writing] = copying(folder)
         os.utime(writing, (time.time() - 7200, time.time() - 7200))  # untouched for 2 h, by its mtime
         assert sweep_partials(folder) == []  # its writer holds the lock
         storage.write_bytes("datasets/live/note.txt", b"a write into the same folder")
         assert storage.sweep_partials() == []
-        assert partials(folder) == [writing]
+        assert copying(folder) == [writing]
     finally:
         gate.unlink()
     out, err = proc.communicate(timeout=120)
