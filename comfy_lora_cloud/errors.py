@@ -123,6 +123,8 @@ class LoraCloudError(Exception):
 
     http_status = 500
     exit_code = 1
+    #: the ``details`` an HTTP answer carries besides the message (only plain, non-secret data)
+    public_details: tuple[str, ...] = ()
 
     def __init__(self, message: str = "", **details: object) -> None:
         self.message = redact(message or self.__class__.__doc__ or self.__class__.__name__)
@@ -260,6 +262,7 @@ class DatasetInUse(DatasetError):
     """A live run trains on the dataset: changing it now could mix two datasets in one run."""
 
     http_status = 409
+    public_details = ("runs",)  # the sidebar names them before it offers "replace anyway"
 
 
 class TrainingError(LoraCloudError):

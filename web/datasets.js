@@ -9,6 +9,20 @@ import { closeDialog, openDialog } from "./dialog.js";
 import { loraCloudState as state } from "./state.js";
 import { act, button, dangerButton, empty, h, section, select, toast } from "./ui.js";
 
+// Publish; when a live run trains on the dataset (409 DatasetInUse, with its runs), ask once and
+// resend with force: replacing it could make that run train on a mix of old and new images.
+export async function publishOrAskToForce(name, body, ask = (text) => window.confirm(text)) {
+  try {
+    return await lc.publishUpload(name, body);
+  } catch (err) {
+    if (err?.status !== 409 || err.kind !== "DatasetInUse") throw err;
+    const runs = (err.data?.runs || []).join(", ");
+    if (!ask(`Dataset ${name} is used by live run(s) ${runs}. Changing it now can make a run train on a mix of `
+      + "old and new images, or resume on other images. Replace anyway?")) throw err;
+    return lc.publishUpload(name, { ...body, force: true });
+  }
+}
+
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._\- ]{0,99}$/;
 const DATASET_FILE = /\.(jpe?g|jpe|png|webp|bmp|gif|tiff?|txt)$/i;
 const PARALLEL = 3;
@@ -178,7 +192,7 @@ function uploadCard() {
       select("Save mode", u.mode, [["create", "new dataset"], ["merge", "add to it"], ["replace", "replace it"]],
         (v) => { u.mode = v; }),
       dangerButton("publish-upload", "Save as dataset", "Save now?", async () => {
-        const result = await lc.publishUpload(u.name.trim(), { mode: u.mode });
+        const result = await publishOrAskToForce(u.name.trim(), { mode: u.mode });
         state.upload = null;
         await refresh();
         return result;
@@ -298,7 +312,7 @@ function prepareView() {
       select("Save mode", r.mode, [["create", "new dataset"], ["merge", "add to it"], ["replace", "replace it"]],
         (v) => { r.mode = v; }),
       button("save-review", "Save dataset", async () => {
-        const result = await lc.publishUpload(r.name, { mode: r.mode, prepared: true, decisions: r.decisions });
+        const result = await publishOrAskToForce(r.name, { mode: r.mode, prepared: true, decisions: r.decisions });
         Object.assign(r, { step: "saved", result });
         state.upload = null;
         await refresh();

@@ -35,6 +35,9 @@ def prepare(
     upscale: bool = typer.Option(False, "--upscale", help="Enlarge images smaller than their bucket."),
     overwrite_captions: bool = typer.Option(False, "--overwrite-captions", help="Re-caption images that have a .txt."),
     replace_existing: bool = typer.Option(False, "--replace", help="Overwrite an existing dataset of that name."),
+    force: bool = typer.Option(False, "--force", help="Replace the dataset even while a live run trains on it "
+                                                      "(that run's trainer then fails its pull or trains on "
+                                                      "what it already has)."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, max=256,
                                           help="Parallel processes (default: CPU cores)."),
     device: str = typer.Option("auto", "--device", help="Caption device: auto | cpu | cuda | mps."),
@@ -46,7 +49,7 @@ def prepare(
             source, name, lora_type=lora_type, caption=caption, trigger=trigger,
             remove_background=remove_background, caption_model=caption_model, background_model=background_model,
             resolution=resolution, upscale=upscale, overwrite_captions=overwrite_captions,
-            replace_existing=replace_existing, workers=workers, device=device, progress=progress))
+            replace_existing=replace_existing, workers=workers, device=device, progress=progress, force=force))
     data = {
         "name": name,
         "images": result.images,

@@ -283,6 +283,10 @@ class LoraCloudSaveDataset(io.ComfyNode):
                                 tooltip="Dataset name: letters, digits, '.', '_', '-' and spaces."),
                 io.Boolean.Input("replace", default=True,
                                  tooltip="Replace an existing dataset of that name (files it lacks are removed)."),
+                io.Boolean.Input("force", default=False, optional=True,
+                                 tooltip="Replace it even while a live run trains on it. Risky: that run's "
+                                         "trainer may then train on a mix of old and new images, or resume on "
+                                         "other images than it started with."),
             ],
             outputs=[DATASET.Output(display_name="dataset"), io.String.Output(display_name="summary")],
             is_output_node=True,
@@ -290,10 +294,10 @@ class LoraCloudSaveDataset(io.ComfyNode):
         )
 
     @classmethod
-    async def execute(cls, images, name: str, replace: bool) -> io.NodeOutput:
+    async def execute(cls, images, name: str, replace: bool, force: bool = False) -> io.NodeOutput:
         app, storage, _work = await _app()
         ref = await asyncio.to_thread(graph.save_dataset, images, name, storage=storage, replace_existing=replace,
-                                      progress=_progress(cls.hidden.unique_id))
+                                      force=force, progress=_progress(cls.hidden.unique_id))
         summary = f"dataset {ref.name}: {ref.images} images, {ref.captioned} captioned, in {ref.storage_url}"
         return io.NodeOutput(ref, summary, ui={"text": [summary]})
 

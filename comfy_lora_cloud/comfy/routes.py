@@ -53,8 +53,13 @@ def json_error(status: int, error: str, message: str) -> web.Response:
 
 
 def error_response(exc: LoraCloudError) -> web.Response:
-    """The one place a pack error becomes an HTTP answer."""
-    return json_error(exc.http_status, type(exc).__name__, exc.message)
+    """The one place a pack error becomes an HTTP answer (with its ``public_details``, e.g. the
+    runs a :class:`~comfy_lora_cloud.errors.DatasetInUse` names)."""
+    extra = {k: exc.details[k] for k in exc.public_details if k in exc.details}
+    if not extra:
+        return json_error(exc.http_status, type(exc).__name__, exc.message)
+    return web.json_response({"error": type(exc).__name__, "message": redact(exc.message), "status": exc.http_status,
+                              **extra}, status=exc.http_status)
 
 
 class _Routes:

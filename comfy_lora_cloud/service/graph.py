@@ -250,16 +250,16 @@ def preview(images: ImageSet, limit: int = 16) -> list[tuple[Path, str]]:
 
 # ---- Save Dataset ----------------------------------------------------------------------------
 def save_dataset(images: ImageSet, name: str, *, storage: Storage, replace_existing: bool = True,
-                 progress: Progress | None = None) -> DatasetRef:
+                 force: bool = False, progress: Progress | None = None) -> DatasetRef:
     """Upload to ``datasets/<name>/`` through :func:`.library.upload_dataset` (the one upload:
     manifest last, one writer at a time). ``replace_existing`` makes an existing dataset exactly
     these images; without it an existing dataset is refused. Saving the same folder again moves
-    nothing."""
+    nothing. A dataset a live run trains on is not changed (:class:`DatasetInUse`) unless ``force``."""
     name = validate_name(name.strip(), "dataset name")
     if not images.prepared:
         raise DatasetError("save a prepared dataset: put 'Crop for Training' between 'Load Images' and "
                            "'Save Dataset' so the images fit kohya's buckets")
-    upload_dataset(storage, images.folder, name, replace=replace_existing,
+    upload_dataset(storage, images.folder, name, replace=replace_existing, force=force,
                    progress=(lambda e: progress(e.files_done, e.files_total)) if progress else None,
                    remedy="turn on 'replace' to make it exactly these images, or choose another name")
     d = describe_dataset(storage, name)

@@ -677,9 +677,11 @@ class Library:
                       trigger: str | None = None, remove_background: bool = False, caption_model: str | None = None,
                       background_model: str | None = None, resolution: int = 1024, upscale: bool = False,
                       overwrite_captions: bool = False, replace_existing: bool = False, workers: int | None = None,
-                      device: str = "auto", progress: Callable[[str, int, int], None] | None = None) -> Any:
+                      device: str = "auto", progress: Callable[[str, int, int], None] | None = None,
+                      force: bool = False) -> Any:
         """Crop, bucket and caption photos (a folder, or a dataset in storage) for a LoRA type,
-        then publish them as ``datasets/<name>/``. Returns the pipeline's result."""
+        then publish them as ``datasets/<name>/``. Returns the pipeline's result. Replacing a
+        dataset a live run trains on is refused (:class:`DatasetInUse`) unless ``force``."""
         from ..dataset.bucket import BucketConfig
         from ..dataset.pipeline import PrepareOptions
 
@@ -702,7 +704,8 @@ class Library:
             overwrite_captions=overwrite_captions, workers=workers,
         )
         return await asyncio.to_thread(lambda: offload.prepare(  # a worker process, from ComfyUI
-            self.app.storage, source, name, options, replace_existing=replace_existing, progress=progress))
+            self.app.storage, source, name, options, replace_existing=replace_existing, force=force,
+            progress=progress))
 
     async def validate(self, name: str, trigger: str | None = None) -> Any:
         """Check a stored dataset (images, captions, buckets, duplicates, trigger). Returns the report."""

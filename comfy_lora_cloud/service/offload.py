@@ -115,14 +115,16 @@ def apply(plan: sync.SyncPlan, storage: Any, *, workers: int = 8, progress: sync
 
 
 def prepare(storage: Any, source: str, name: str, options: Any, *, replace_existing: bool = False,
-            progress: Callable[[str, int, int], None] | None = None) -> Any:
+            force: bool = False, progress: Callable[[str, int, int], None] | None = None) -> Any:
     """:func:`.prepare.prepare_to_storage`, in a worker whenever enabled (it is always heavy)."""
     from .prepare import prepare_to_storage
 
     if enabled() and _portable(storage):
         return _run("prepare", storage, dict(source=source, name=name, options=options,
-                                             replace_existing=replace_existing), progress=progress, stage=True)
-    return prepare_to_storage(storage, source, name, options, replace_existing=replace_existing, progress=progress)
+                                             replace_existing=replace_existing, force=force),
+                    progress=progress, stage=True)
+    return prepare_to_storage(storage, source, name, options, replace_existing=replace_existing, force=force,
+                              progress=progress)
 
 
 # ---- the parent's side ---------------------------------------------------------------------------
@@ -278,7 +280,7 @@ def _serve(job: dict[str, Any], out: BinaryIO) -> None:
             from .prepare import prepare_to_storage
 
             result = prepare_to_storage(storage, a["source"], a["name"], a["options"],
-                                        replace_existing=a["replace_existing"],
+                                        replace_existing=a["replace_existing"], force=a.get("force", False),
                                         progress=lambda *e: emit("progress", e))
         else:
             raise StorageError(f"unknown job {kind!r}")

@@ -254,13 +254,18 @@ class Uploads:
         """Publish ``datasets/<name>/``: the prepared images after the review's ``decisions``
         (``{image: {"keep": bool, "caption": str}}``) when ``prepared`` is true, else the staged
         files as they are. ``mode``: ``create`` (refused when the dataset exists), ``replace``
-        or ``merge``. Returns the upload's result with ``report`` (validation) added."""
+        or ``merge``; ``force`` (a boolean) changes a dataset even while a live run trains on it
+        (without it: :class:`DatasetInUse`, whose 409 answer names the runs). Returns the upload's
+        result with ``report`` (validation) added."""
         from ..dataset.validate import validate_folder
 
         mode = body.get("mode", "create")
         if mode not in ("create", "replace", "merge"):
             raise ConfigError("mode must be create, replace or merge")
         prepared = bool(body.get("prepared", False))
+        force = body.get("force", False)
+        if not isinstance(force, bool):
+            raise ConfigError("force must be true or false")
         decisions = body.get("decisions") or {}
         if not isinstance(decisions, dict):
             raise ConfigError("decisions must be an object of {image: {keep, caption}}")
@@ -277,7 +282,7 @@ class Uploads:
         with self._hold(name):
             report = await asyncio.to_thread(apply)
             result = await self.app.library.upload_dataset(
-                src, name, replace=mode == "replace", merge=mode == "merge",
+                src, name, replace=mode == "replace", merge=mode == "merge", force=force,
                 remedy="choose replace (it becomes exactly these images) or merge (they are added), or another name")
         await self.discard(name)
         return {**result, "report": report}
