@@ -20,7 +20,6 @@ from ..errors import ConfigError
 from ..service import graph
 from ..service.app import App
 from ..service.offers import gpu_choices
-from ..service.runs import TrainRequest
 from .wiring import holder
 
 IMAGES = io.Custom("LORA_CLOUD_IMAGES")
@@ -371,6 +370,17 @@ class LoraCloudLaunchTrainer(io.ComfyNode):
                                          "its last checkpoint."),
                 io.Combo.Input("provider", options=["vast", "local"], default="vast",
                                tooltip="vast: a rented GPU. local: this machine's GPU (24 GB or more)."),
+                # the per-run preemption policy, as `train start` has it (service/recovery.py)
+                io.Float.Input("resume_wait_minutes", default=-1.0, min=-1.0, max=24 * 60.0, step=1.0,
+                               optional=True,
+                               tooltip="Minutes to wait for a preempted instance to resume before moving the run "
+                                       "to a new GPU. -1: the preempt_wait_minutes setting."),
+                io.Int.Input("max_attempts", default=0, min=0, max=50, optional=True,
+                             tooltip="Most instances this run may use before it fails. 0: the "
+                                     "preempt_max_attempts setting."),
+                io.Int.Input("on_demand_after", default=-1, min=-1, max=50, optional=True,
+                             tooltip="Rent on-demand (not interruptible) after this many preemptions; 0: never. "
+                                     "-1: the preempt_on_demand_after setting."),
             ],
             outputs=[RUN.Output(display_name="run"), io.String.Output(display_name="summary")],
             is_output_node=True,
@@ -378,14 +388,17 @@ class LoraCloudLaunchTrainer(io.ComfyNode):
 
     @classmethod
     async def execute(cls, dataset, lora_type: str, lora_name: str, trigger: str, gpu: str, max_usd: float,
-                      max_dph: float, max_hours: float, interruptible: bool, provider: str) -> io.NodeOutput:
+                      max_dph: float, max_hours: float, interruptible: bool, provider: str,
+                      resume_wait_minutes: float = -1.0, max_attempts: int = 0,
+                      on_demand_after: int = -1) -> io.NodeOutput:
         _check(lora_type, LORA_TYPES, "lora_type")
         _check(provider, ["vast", "local"], "provider")
         _check(gpu, _gpu_options(), "gpu")
         app, storage, _work = await _app()
-        req = TrainRequest(dataset=dataset.name, lora_type=lora_type, lora_name=lora_name.strip() or None,
-                           trigger=trigger.strip() or None, gpu=None if gpu == "auto" else gpu, provider=provider,
-                           interruptible=interruptible, max_run_usd=max_usd, max_dph=max_dph, max_hours=max_hours)
+        req = graph.launch_request(dataset, lora_type=lora_type, lora_name=lora_name, trigger=trigger, gpu=gpu,
+                                   provider=provider, interruptible=interruptible, max_usd=max_usd, max_dph=max_dph,
+                                   max_hours=max_hours, resume_wait_minutes=resume_wait_minutes,
+                                   max_attempts=max_attempts, on_demand_after=on_demand_after)
         run = await graph.launch(dataset, req, runs=app.runs, storage_url=storage.url)
         return io.NodeOutput(run, run.summary, ui={"text": [run.summary]})
 

@@ -282,6 +282,28 @@ class RunRef:
     summary: str = ""
 
 
+#: the Launch node's "follow the settings" value of each preemption policy input (``train start``
+#: leaves the option out): -1 minutes, 0 attempts, -1 preemptions
+FROM_SETTINGS = {"resume_wait_minutes": -1.0, "max_attempts": 0, "on_demand_after": -1}
+
+
+def launch_request(dataset: DatasetRef, *, lora_type: str, lora_name: str, trigger: str, gpu: str, provider: str,
+                   interruptible: bool, max_usd: float, max_dph: float, max_hours: float,
+                   resume_wait_minutes: float = -1.0, max_attempts: int = 0, on_demand_after: int = -1) -> Any:
+    """The Launch node's inputs as the :class:`~.runs.TrainRequest` ``train start`` builds: empty
+    strings and ``auto`` are the defaults, and the preemption policy is the same per-run policy as
+    ``--resume-wait/--max-attempts/--on-demand-after`` (service/recovery.py:Policy), a
+    :data:`FROM_SETTINGS` value standing for a left-out option (the settings')."""
+    from .runs import TrainRequest
+
+    policy = {"resume_wait_minutes": resume_wait_minutes, "max_attempts": max_attempts,
+              "on_demand_after": on_demand_after}
+    return TrainRequest(dataset=dataset.name, lora_type=lora_type, lora_name=lora_name.strip() or None,
+                        trigger=trigger.strip() or None, gpu=None if gpu == "auto" else gpu, provider=provider,
+                        interruptible=interruptible, max_run_usd=max_usd, max_dph=max_dph, max_hours=max_hours,
+                        **{k: None if v == FROM_SETTINGS[k] else v for k, v in policy.items()})
+
+
 async def launch(dataset: DatasetRef, request: Any, *, runs: Any, storage_url: str) -> RunRef:
     """Start (or re-attach to) the run for this dataset + settings through the app's runs
     service. Returns at once: the run goes on without ComfyUI. The summary ends with the dataset
