@@ -12,14 +12,15 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from tests.fixtures.prerequisites import missing
 from aiohttp import WSMsgType, web
 
 from comfy_lora_cloud.comfy.routes import register_routes
+from tests.fixtures.prerequisites import missing
 
 REPO = Path(__file__).resolve().parents[2]
 WEB = REPO / "web"
@@ -104,3 +105,24 @@ async def browser(chromium_path):
             yield b
         finally:
             await b.close()
+
+
+@dataclass
+class Sidebar:
+    """A page with the sidebar open: its uncaught errors and the POSTs it sent, recorded."""
+
+    page: Any
+    errors: list[str] = field(default_factory=list)
+    posts: list[Any] = field(default_factory=list)
+
+
+async def open_sidebar(browser, url: str, *, height: int = 1200, wait_ms: int = 20_000) -> Sidebar:
+    """Open ``url`` (a :func:`build_app` server) and the LoRA Cloud sidebar in it."""
+    page = await browser.new_page(viewport={"width": 1000, "height": height})
+    sidebar = Sidebar(page)
+    page.on("pageerror", lambda exc: sidebar.errors.append(str(exc)))
+    page.on("request", lambda req: sidebar.posts.append(req) if req.method == "POST" else None)
+    await page.goto(url)
+    await page.wait_for_function("window.__shimReady === true", timeout=wait_ms)
+    await page.click('button[aria-label^="LoRA Cloud"]')
+    return sidebar

@@ -9,7 +9,7 @@ import json
 
 from comfy_lora_cloud.comfy.token import HEADER
 from comfy_lora_cloud.storage import layout
-from tests.browser.conftest import Broadcaster, build_app
+from tests.browser.conftest import Broadcaster, build_app, open_sidebar
 from tests.comfy.conftest import safetensors_bytes, seed
 from tests.fakes.comfyui import FakeComfyUI
 
@@ -31,14 +31,8 @@ async def test_lora_card_test_button_shows_the_image(browser, aiohttp_server, tm
     seeded.app.templates.local_url = str(comfy_server.make_url("")).rstrip("/")
     server = await aiohttp_server(build_app(lambda: seeded.app, Broadcaster()))
 
-    page = await browser.new_page(viewport={"width": 1000, "height": 1400})
-    page_errors: list[str] = []
-    page.on("pageerror", lambda exc: page_errors.append(str(exc)))
-    posts = []
-    page.on("request", lambda req: posts.append(req) if req.method == "POST" else None)
-    await page.goto(str(server.make_url("/")))
-    await page.wait_for_function("window.__shimReady === true", timeout=WAIT_MS)
-    await page.click('button[aria-label^="LoRA Cloud"]')
+    sidebar = await open_sidebar(browser, str(server.make_url("/")), height=1400, wait_ms=WAIT_MS)
+    page, page_errors, posts = sidebar.page, sidebar.errors, sidebar.posts
     await page.click('.lcl-root [data-tab="loras"]')
     card = page.locator('.lcl-root [data-lora="sks-cat"]')
 

@@ -10,7 +10,7 @@ import json
 from comfy_lora_cloud.service.app import App
 from comfy_lora_cloud.comfy.token import TOKEN_FILE
 from comfy_lora_cloud.service.workflow_api import prepare
-from tests.browser.conftest import Broadcaster, browser, build_app, chromium_path  # noqa: F401
+from tests.browser.conftest import Broadcaster, browser, build_app, chromium_path, open_sidebar  # noqa: F401
 from tests.sessions.conftest import flux_workflow, wait_for
 
 WAIT_MS = 60_000  # an upper bound for a slow shared CPU, not a timing assertion
@@ -26,14 +26,8 @@ async def test_generate_section_end_to_end(stack, browser, aiohttp_server, monke
     broadcaster = Broadcaster()
     app = App.open(emit=broadcaster.send)
     server = await aiohttp_server(build_app(lambda: app, broadcaster))
-    page = await browser.new_page(viewport={"width": 1000, "height": 1200})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    posts = []
-    page.on("request", lambda req: posts.append(req) if req.method == "POST" else None)
-    await page.goto(str(server.make_url("/")))
-    await page.wait_for_function("window.__shimReady === true", timeout=WAIT_MS)
-    await page.click('button[aria-label^="LoRA Cloud"]')
+    sidebar = await open_sidebar(browser, str(server.make_url("/")), wait_ms=WAIT_MS)
+    page, errors, posts = sidebar.page, sidebar.errors, sidebar.posts
     await page.click('[data-tab="generate"]')
     section = page.locator('[data-section="generate"]')
     await expect(section).to_contain_text("No remote ComfyUI running")
