@@ -8,12 +8,14 @@ unchanged tree (what moves: 0 bytes). Medians over the rounds, and ratios agains
 baseline of each column.
 
 * ours: :func:`comfy_lora_cloud.storage.sync.push` / ``pull`` with the pack's default 16
-  workers (for files under 1 MiB that means up to 64 requests in flight, the connection pool's
-  size): checksums verified both ways, downloads land through a temporary file, fsync and
-  rename;
-* ``transfer_manager``: ``upload_many_from_filenames`` / ``download_many_to_path`` with as many
-  threads as ours has requests in flight (64 for small files, 16 for large; its default, 8
-  processes, was slower here);
+  workers. Uploads of files under 1 MiB keep up to 64 requests in flight (threads, the
+  connection pool's size); downloads of them up to 128 GETs on one event loop
+  (``GcsStorage.fetch_many``), each landed through a temporary file and a rename and made
+  durable in batches (one ``syncfs`` per 16 MiB, on a thread, and one at the end); large files
+  go 16 at once, each fsynced. Checksums are verified both ways;
+* ``transfer_manager``: ``upload_many_from_filenames`` / ``download_many_to_path`` with 64
+  threads for small files and 16 for large (its default, 8 processes, was slower here, and
+  so were 128 threads);
 * ``gcsfs``: ``put`` / ``get`` recursive (asyncio, its own concurrency).
 
 Needs the ``bench`` extra (gcsfs). Without installing it into the project's venv:
@@ -103,7 +105,7 @@ def run_ours(w: World, src: Path, dst: Path) -> dict[str, float]:
 
 
 def in_flight(src: Path) -> int:
-    """How many requests ours keeps in flight for this tree (what transfer_manager gets too)."""
+    """How many requests ours keeps in flight for this tree's uploads (transfer_manager's threads)."""
     small = any(p.stat().st_size < sync.SMALL_FILE for p in src.rglob("*") if p.is_file())
     return min(WORKERS * sync.SMALL_FANOUT, POOL_SIZE) if small else WORKERS
 

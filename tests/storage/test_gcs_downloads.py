@@ -1,7 +1,8 @@
 """Downloads at least as fast as gcsfs (issue 17): a download's GET goes straight on the
 authorised session's connection pool, not through requests' per-call machinery, with the same
 credentials, retries and checksum checks; where the session would do more (a proxy, an adapter
-of its own) the session sends it. And a sync of small files keeps more requests in flight.
+of its own) the session sends it. And a sync of small files keeps more requests in flight: many
+at once on one event loop (``GcsStorage.fetch_many``), whatever that did not land the careful way.
 
 The emulator ignores credentials and never drops a connection, so :class:`Gate`, a small HTTP
 server in front of it, refuses a stale token with 401 and cuts chosen bodies short; it also
@@ -36,17 +37,27 @@ class Gate:
         self.upstream = upstream.rstrip("/")
         self.token = "fresh"
         self.cut: set[str] = set()
+        self.corrupt: set[str] = set()  # names whose next answer has one byte flipped
+        self.connections = 0
+        self.media_connections: set[int] = set()  # the connections that carried a download
         self.seen: list[tuple[str, str, bool]] = []  # (path, authorization, through a proxy)
         gate = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def setup(self) -> None:
+                gate.connections += 1
+                self.number = gate.connections
+                super().setup()
+
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 proxied = self.path.startswith("http://")
                 path = "/" + self.path.split("/", 3)[3] if proxied else self.path
                 auth = self.headers.get("Authorization", "")
                 gate.seen.append((path, auth, proxied))
+                if "alt=media" in path:
+                    gate.media_connections.add(self.number)
                 if auth != f"Bearer {gate.token}":
                     self._reply(401, {}, b'{"error": {"code": 401}}')
                     return
@@ -64,6 +75,9 @@ class Gate:
                     self.wfile.write(body[: len(body) // 2])
                     self.close_connection = True
                     return
+                if name in gate.corrupt and status == 200:
+                    gate.corrupt.discard(name)
+                    body = bytes([body[0] ^ 1]) + body[1:]
                 keep = {k: v for k, v in headers.items() if k.lower().startswith("x-goog-")}
                 self._reply(status, keep, body)
 
@@ -246,3 +260,82 @@ def test_per_call_work_is_done_once_per_storage(gcs_env, stored, monkeypatch):
     for o in listed:
         blob = s.client.bucket(bucket).get_blob("pre/" + o.key)
         assert o.updated == blob.updated.timestamp()
+
+
+def small_objects(gcs_env, bucket: str, n: int) -> dict[str, bytes]:
+    writer = GcsStorage(bucket, "pre", client=gcs_env.client(), retry=make_retry(**FAST_RETRY))
+    objects = {f"many/{i:02}.bin": os.urandom(1000 + i) for i in range(n)}
+    for key, data in objects.items():
+        writer.write_bytes(key, data)
+    return objects
+
+
+def pulled(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in out.iterdir()}
+
+
+def test_a_pull_of_small_files_goes_many_at_once_on_kept_alive_connections(gcs_emulator, gcs_env, gcs_bucket,
+                                                                         tmp_path):
+    objects = small_objects(gcs_env, gcs_bucket, 24)
+    with Gate(gcs_emulator.url) as gate:
+        s = gated(gate, gcs_bucket, Token("fresh"))
+        cache = sync.HashCache(tmp_path / "hashes.json")
+        result = sync.pull(s, "many/", tmp_path / "out", workers=1, cache=cache)
+    assert result.files == 24
+    assert pulled(tmp_path / "out") == {k.split("/")[1]: v for k, v in objects.items()}
+    media = [p for p, _, _ in gate.seen if "alt=media" in p]
+    assert len(media) == 24  # each once: nothing fell back to the careful way
+    assert len(gate.media_connections) <= sync.BULK_FANOUT  # workers=1: 8 in flight, connections reused
+    # the verified checksums are remembered: a second pull hashes nothing and moves nothing
+    again = sync.plan_pull(s, "many/", tmp_path / "out", cache=sync.HashCache(tmp_path / "hashes.json"))
+    assert again.transfers == [] and len(again.skips) == 24
+
+
+def test_an_answer_that_fails_its_checksum_is_fetched_again_the_careful_way(gcs_emulator, stored, tmp_path):
+    bucket, objects = stored
+    with Gate(gcs_emulator.url) as gate:
+        s = gated(gate, bucket, Token("fresh"))
+        gate.corrupt = {"1.bin"}
+        sync.pull(s, "d/", tmp_path / "out", workers=2)
+    assert pulled(tmp_path / "out") == {k.split("/")[1]: v for k, v in objects.items()}
+    media = [p.split("?")[0].rsplit("%2F", 1)[-1] for p, _, _ in gate.seen if "alt=media" in p]
+    assert sorted(media) == ["0.bin", "1.bin", "1.bin", "2.bin"]
+
+
+def test_a_stale_token_sends_the_pull_the_careful_way_which_refreshes_it(gcs_emulator, stored, tmp_path):
+    bucket, objects = stored
+    with Gate(gcs_emulator.url) as gate:
+        creds = Token("stale")
+        s = gated(gate, bucket, creds)
+        sync.pull(s, "d/", tmp_path / "out", workers=2)
+    assert pulled(tmp_path / "out") == {k.split("/")[1]: v for k, v in objects.items()}
+    assert creds.refreshes >= 1
+    assert gate.seen[-1][1] == "Bearer fresh"
+
+
+def test_an_object_larger_than_asked_for_is_handed_back(gcs_env, stored):
+    bucket, objects = stored
+    s = GcsStorage(bucket, "pre", client=gcs_env.client(), retry=make_retry(**FAST_RETRY))
+    landed = []
+    keys = sorted(objects)
+    assert s.fetch_many(keys, lambda i, data, info: landed.append(i), in_flight=4, max_size=70_000) == [1, 2]
+    assert landed == [0]
+    assert s.fetch_many(keys, lambda i, data, info: landed.append(i), in_flight=4, max_size=1 << 20) == []
+    assert sorted(landed) == [0, 0, 1, 2]
+
+
+def test_with_a_proxy_every_small_file_goes_through_the_session(gcs_emulator, stored, tmp_path, monkeypatch):
+    bucket, objects = stored
+    for var in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    with Gate(gcs_emulator.url) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        from google.cloud import storage
+
+        client = storage.Client(project="p", credentials=Token("fresh"),
+                                client_options={"api_endpoint": "http://gcs.invalid"})
+        s = GcsStorage(bucket, "pre", client=client, retry=make_retry(**FAST_RETRY))
+        assert s.fetch_many(sorted(objects), lambda *a: None, in_flight=4, max_size=1 << 20) == [0, 1, 2]
+        sync.pull(s, "d/", tmp_path / "out", workers=2)
+    assert pulled(tmp_path / "out") == {k.split("/")[1]: v for k, v in objects.items()}
+    assert all(proxied for _, _, proxied in proxy.seen)

@@ -55,3 +55,38 @@ def test_sweep_by_age_uses_the_given_clock(tmp_path):
     mtime = p.stat().st_mtime
     assert sweep_partials(tmp_path, stale_s=60, clock=lambda: mtime + 59) == []
     assert sweep_partials(tmp_path, stale_s=60, clock=lambda: mtime + 61) == [Path(p)]
+
+
+def test_a_durable_batch_flushes_as_bytes_add_up_and_the_rest_at_finish(tmp_path):
+    from comfy_lora_cloud.storage.base import DurableBatch
+
+    flushed: list[list[str]] = []
+    batch = DurableBatch(every=100, flush=lambda paths: flushed.append([p.name for p in paths]))
+    for i in range(5):
+        batch.landed(tmp_path / f"f{i}", 40)
+    batch.finish()
+    assert flushed == [["f0", "f1", "f2"], ["f3", "f4"]]  # one flush at 120 bytes, the rest at the end
+    batch.finish()
+    assert len(flushed) == 2  # nothing new: nothing to flush
+
+
+def test_a_flush_that_failed_is_raised_by_finish(tmp_path):
+    from comfy_lora_cloud.storage.base import DurableBatch
+
+    def flush(paths: list[Path]) -> None:
+        raise OSError(5, "Input/output error")
+
+    batch = DurableBatch(every=10, flush=flush)
+    batch.landed(tmp_path / "a", 50)  # flushed on a thread of its own
+    with pytest.raises(OSError, match="Input/output"):
+        batch.finish()
+
+
+def test_make_durable_takes_files_that_went_missing(tmp_path):
+    from comfy_lora_cloud.storage import base
+
+    kept = tmp_path / "kept"
+    kept.write_bytes(b"x")
+    base.make_durable([kept, tmp_path / "gone"])  # syncfs on Linux
+    if sys.platform.startswith("linux"):
+        assert base._syncfs() is not None

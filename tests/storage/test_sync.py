@@ -224,3 +224,66 @@ def test_a_first_upload_plan_asks_the_cache_nothing_and_keeps_one_object_per_fil
     Counting.calls = 0
     assert len(sync.plan_push(store, src, "d/", cache=warm).skips) == n
     assert Counting.calls == 2 * n  # a cache that knows the files is asked (checksums, its lookup) per file
+
+
+class HalfFast(LocalStorage):
+    """A storage with a fast way for many small reads that lands every other file and hands the
+    rest back (what GCS's does with answers it cannot verify)."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.fast: list[str] = []
+        self.careful: list[str] = []
+
+    def fetch_many(self, keys, land, *, in_flight, max_size):
+        assert in_flight == 3 * sync.BULK_FANOUT and max_size == sync.SMALL_FILE
+        for i, key in enumerate(keys):
+            if i % 2 == 0:
+                self.fast.append(key)
+                land(i, self.read_bytes(key), self.stat(key))
+        return [i for i in range(len(keys)) if i % 2]
+
+    def download_file(self, key, path):
+        self.careful.append(key)
+        return super().download_file(key, path)
+
+
+def test_a_pull_takes_the_storages_fast_way_first_and_the_careful_way_for_the_rest(tmp_path):
+    store = HalfFast(tmp_path / "bucket")
+    tree = {f"s{i}.txt": f"small {i}".encode() for i in range(6)} | {"big.bin": os.urandom(sync.SMALL_FILE)}
+    for rel, data in tree.items():
+        store.write_bytes("d/" + rel, data)
+    events = []
+    cache = sync.HashCache(tmp_path / "hashes.json")
+    result = sync.pull(store, "d/", tmp_path / "out", workers=3, progress=events.append, cache=cache)
+    assert read_tree(tmp_path / "out") == tree
+    assert result.files == 7 and len(events) == 7 and events[-1].bytes_done == sum(map(len, tree.values()))
+    assert sorted(store.fast) == ["d/s0.txt", "d/s2.txt", "d/s4.txt"]
+    assert sorted(store.careful) == ["d/big.bin", "d/s1.txt", "d/s3.txt", "d/s5.txt"]
+    assert not list((tmp_path / "out").glob(".*"))  # no partial left behind
+    again = sync.plan_pull(store, "d/", tmp_path / "out", cache=sync.HashCache(tmp_path / "hashes.json"))
+    assert again.transfers == []
+
+
+def test_a_fast_landing_outside_the_folder_is_refused(tmp_path):
+    store = HalfFast(tmp_path / "bucket")
+    store.write_bytes("d/sub/a.txt", b"a")
+    out = tmp_path / "out"
+    plan = sync.plan_pull(store, "d/", out)
+    out.mkdir()
+    (out / "sub").symlink_to(tmp_path, target_is_directory=True)  # after planning
+    with pytest.raises(StorageError, match="outside"):
+        sync.apply(plan, store, workers=3)
+    assert not (tmp_path / "a.txt").exists()
+
+
+def test_a_fast_landing_that_cannot_write_is_a_storage_error_naming_the_file(tmp_path):
+    store = HalfFast(tmp_path / "bucket")
+    store.write_bytes("d/sub/a.txt", b"a")
+    out = tmp_path / "out"
+    plan = sync.plan_pull(store, "d/", out)
+    out.mkdir()
+    (out / "sub").write_bytes(b"a file where a folder should be")  # after planning
+    with pytest.raises(StorageError, match=r"cannot download 'd/sub/a.txt'"):
+        sync.apply(plan, store, workers=3)
+    assert store.fast == ["d/sub/a.txt"] and store.careful == []
