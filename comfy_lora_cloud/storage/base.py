@@ -181,8 +181,9 @@ class Storage(Protocol):
     ) -> ObjectInfo:
         """Upload a local file (resumable for large files), verified by checksum."""
 
-    def download_file(self, key: str, path: str | os.PathLike[str]) -> ObjectInfo:
-        """Download to ``path`` through a temporary file and a rename, verified by checksum."""
+    def download_file(self, key: str, path: str | os.PathLike[str], *, fsync: bool = True) -> ObjectInfo:
+        """Download to ``path`` through a temporary file and a rename, verified by checksum;
+        ``fsync=False`` leaves making it durable to the caller (a sync's :class:`DurableBatch`)."""
 
     def delete(self, key: str, *, if_generation_match: int | None = None) -> None:
         """Delete one object; :class:`ObjectNotFound` if missing."""

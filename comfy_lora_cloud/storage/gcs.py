@@ -789,11 +789,11 @@ class GcsStorage:
             if info.size != local.size or info.crc32c != local.crc32c or (local.md5 and info.md5 != local.md5):
                 self.delete(key, if_generation_match=info.generation)
 
-    def download_file(self, key, path) -> ObjectInfo:
+    def download_file(self, key, path, *, fsync: bool = True) -> ObjectInfo:
         dest = Path(path)
         self._name(key)  # validate before touching the disk
         try:
-            with landing_file(dest) as f:
+            with landing_file(dest, fsync=fsync) as f:
                 info = self._download(key, f)
             return info
         except OSError as exc:

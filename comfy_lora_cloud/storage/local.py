@@ -283,11 +283,11 @@ class LocalStorage:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
 
-    def download_file(self, key, path) -> ObjectInfo:
+    def download_file(self, key, path, *, fsync: bool = True) -> ObjectInfo:
         src_path = self._path(key)
         dest = Path(path)
         try:
-            with open(src_path, "rb") as src, landing_file(dest) as dst:
+            with open(src_path, "rb") as src, landing_file(dest, fsync=fsync) as dst:
                 st = os.fstat(src.fileno())
                 c = copy_stream(src, dst)
                 info = self._info_for(key, st, lambda: c)

@@ -13,7 +13,9 @@ Why it works this way:
   :class:`HashCache` keyed by (path, size, mtime_ns), so even hashing is skipped next time.
 * Each file lands atomically (the storage's temporary-file-and-rename, or GCS's all-or-nothing
   upload), so an interrupted sync leaves whole old files or whole new files, and the next run
-  simply plans the rest.
+  simply plans the rest. A pull's files are made durable in batches (one ``syncfs`` per 16 MiB
+  on a thread of its own, :class:`~.base.DurableBatch`), not with an fsync each, and all of them
+  before :func:`apply` returns or the hash cache vouches for them.
 * Extras on the destination are deleted only when ``delete=True``, and only after every transfer
   succeeded. A mirror with deletes must name a folder below the top level (``datasets/cat/``,
   never ``""`` or ``datasets/``): :func:`check_delete_scope` refuses the rest, in planning and
@@ -448,7 +450,10 @@ def apply(
             raise StorageError(f"refusing to write {t.rel!r}: it would land outside {plan.local_dir}")
         return plan.local_dir / t.rel
 
+    durable = DurableBatch()  # a pull's files land without an fsync each: flushed in batches
+
     def pulled(t: Transfer, path: Path, info: ObjectInfo) -> None:
+        durable.landed(path, t.size)
         if cache is not None and info.md5 and info.crc32c:  # verified bytes: no need to re-hash
             cache.put(os.path.join(root_key, t.rel), path.stat(), Checksums(info.size, info.md5, info.crc32c))
         moved(t)
@@ -461,36 +466,15 @@ def apply(
         if progress:
             progress(event)
 
-    fetch_many = getattr(storage, "fetch_many", None) if plan.direction == "pull" else None
-    if small and callable(fetch_many):  # the storage's fast way for many small reads; the rest below
-        durable = DurableBatch()
-
-        def land(i: int, data: bytes, info: ObjectInfo) -> None:
-            t = small[i]
-            path = inside(t)
-            try:
-                with landing_file(path, fsync=False) as f:  # flushed in batches (durable)
-                    f.write(data)
-            except OSError as exc:  # as download_file words it
-                raise StorageError(f"cannot download {plan.prefix + t.rel!r} to {path}: {exc.strerror or exc}") from None
-            durable.landed(path, len(data))
-            pulled(t, path, info)
-
+    def land(i: int, data: bytes, info: ObjectInfo) -> None:  # what the storage's fetch_many read
+        t = small[i]
+        path = inside(t)
         try:
-            left = fetch_many([plan.prefix + t.rel for t in small], land, in_flight=workers * BULK_FANOUT,
-                              max_size=SMALL_FILE)
-        except BaseException:
-            with contextlib.suppress(Exception):  # what landed stays good; the first error is the one to see
-                durable.finish()
-            raise
-        durable.finish()  # before anything vouches for them (the hash cache, saved below)
-        small = [small[i] for i in left]
-
-    threads = workers
-    if small:
-        cap = getattr(storage, "max_parallel", None)  # a wrapper may hide it (or pass it on as a method)
-        threads = max(workers, min(workers * SMALL_FANOUT, cap if isinstance(cap, int) else workers))
-    big_slots = threading.BoundedSemaphore(workers)
+            with landing_file(path, fsync=False) as f:
+                f.write(data)
+        except OSError as exc:  # as download_file words it
+            raise StorageError(f"cannot download {plan.prefix + t.rel!r} to {path}: {exc.strerror or exc}") from None
+        pulled(t, path, info)
 
     def one(t: Transfer) -> None:
         if t.size >= SMALL_FILE and threads > workers:
@@ -513,11 +497,27 @@ def apply(
             moved(t)
         else:
             path = inside(t)
-            pulled(t, path, storage.download_file(key, path))
+            pulled(t, path, storage.download_file(key, path, fsync=False))
 
-    todo = small + large
-    if todo:
-        run_all(one, todo, min(threads, len(todo)))  # small first: large ones wait for slots
+    fetch_many = getattr(storage, "fetch_many", None) if plan.direction == "pull" else None
+    threads = workers
+    big_slots = threading.BoundedSemaphore(workers)
+    try:
+        if small and callable(fetch_many):  # the storage's fast way for many small reads; the rest below
+            left = fetch_many([plan.prefix + t.rel for t in small], land, in_flight=workers * BULK_FANOUT,
+                              max_size=SMALL_FILE)
+            small = [small[i] for i in left]
+        if small:
+            cap = getattr(storage, "max_parallel", None)  # a wrapper may hide it (or pass it on as a method)
+            threads = max(workers, min(workers * SMALL_FANOUT, cap if isinstance(cap, int) else workers))
+        todo = small + large
+        if todo:
+            run_all(one, todo, min(threads, len(todo)))  # small first: large ones wait for slots
+    except BaseException:
+        with contextlib.suppress(Exception):  # what landed stays good; the first error is the one to see
+            durable.finish()
+        raise
+    durable.finish()  # what landed is durable before the deletes and before the hash cache vouches
     deleted = 0
     for rel in plan.deletes:
         if plan.direction == "push":

@@ -214,7 +214,7 @@ class InFlight(LocalStorage):
         self.now = {True: 0, False: 0}
         self.most = {True: 0, False: 0}  # large, small
 
-    def download_file(self, key, path):
+    def download_file(self, key, path, **kw):
         large = self.stat(key).size >= sync.SMALL_FILE
         with self._lock:
             self.now[large] += 1
@@ -222,7 +222,7 @@ class InFlight(LocalStorage):
         try:
             if not large and self.meet is not None:
                 self.meet.wait(timeout=30)
-            return super().download_file(key, path)
+            return super().download_file(key, path, **kw)
         finally:
             with self._lock:
                 self.now[large] -= 1

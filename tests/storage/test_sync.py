@@ -243,9 +243,9 @@ class HalfFast(LocalStorage):
                 land(i, self.read_bytes(key), self.stat(key))
         return [i for i in range(len(keys)) if i % 2]
 
-    def download_file(self, key, path):
+    def download_file(self, key, path, **kw):
         self.careful.append(key)
-        return super().download_file(key, path)
+        return super().download_file(key, path, **kw)
 
 
 def test_a_pull_takes_the_storages_fast_way_first_and_the_careful_way_for_the_rest(tmp_path):

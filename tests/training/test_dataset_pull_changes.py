@@ -32,7 +32,7 @@ class ReplacedAtFirstPull(LocalStorage):
         self._fired = threading.Event()
         self._hook_lock = threading.Lock()
 
-    def download_file(self, key, path):
+    def download_file(self, key, path, **kw):
         with self._hook_lock:
             fire = key.startswith(layout.dataset_prefix(self.name)) and not self._fired.is_set()
             if fire:
@@ -40,7 +40,7 @@ class ReplacedAtFirstPull(LocalStorage):
                 result = upload_dataset(LocalStorage(self.root), self.replace_with, self.name, replace=True,
                                         force=True)
                 assert result["result"] == "replaced"
-        return super().download_file(key, path)
+        return super().download_file(key, path, **kw)
 
 
 def folder(root: Path, names: list[str], color: tuple[int, int, int]) -> Path:
