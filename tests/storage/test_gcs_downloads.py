@@ -185,8 +185,10 @@ def test_a_body_cut_short_is_fetched_again_and_lands_whole(gcs_emulator, stored,
         assert not gate.cut
 
 
-def test_a_configured_proxy_is_honoured(gcs_emulator, stored, tmp_path, monkeypatch):
-    """With HTTP_PROXY set the session sends the GET (to the proxy), as requests would."""
+@pytest.fixture
+def behind_proxy(gcs_emulator, stored, monkeypatch):
+    """(storage, proxy, objects): ``HTTP_PROXY`` names a :class:`Gate`, the API a host that only
+    the proxy can reach."""
     bucket, objects = stored
     for var in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
@@ -196,10 +198,15 @@ def test_a_configured_proxy_is_honoured(gcs_emulator, stored, tmp_path, monkeypa
 
         client = storage.Client(project="p", credentials=Token("fresh"),
                                 client_options={"api_endpoint": "http://gcs.invalid"})
-        s = GcsStorage(bucket, "pre", client=client, retry=make_retry(**FAST_RETRY))
-        assert s.read_bytes("d/2.bin") == objects["d/2.bin"]
-        assert [(p.split("?")[0], proxied) for p, _, proxied in proxy.seen] == [
-            (f"/download/storage/v1/b/{bucket}/o/pre%2Fd%2F2.bin", True)]
+        yield GcsStorage(bucket, "pre", client=client, retry=make_retry(**FAST_RETRY)), proxy, objects
+
+
+def test_a_configured_proxy_is_honoured(behind_proxy):
+    """With HTTP_PROXY set the session sends the GET (to the proxy), as requests would."""
+    s, proxy, objects = behind_proxy
+    assert s.read_bytes("d/2.bin") == objects["d/2.bin"]
+    assert [(p.split("?")[0], proxied) for p, _, proxied in proxy.seen] == [
+        (f"/download/storage/v1/b/{s.bucket_name}/o/pre%2Fd%2F2.bin", True)]
 
 
 class InFlight(LocalStorage):
@@ -324,18 +331,9 @@ def test_an_object_larger_than_asked_for_is_handed_back(gcs_env, stored):
     assert sorted(landed) == [0, 0, 1, 2]
 
 
-def test_with_a_proxy_every_small_file_goes_through_the_session(gcs_emulator, stored, tmp_path, monkeypatch):
-    bucket, objects = stored
-    for var in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    with Gate(gcs_emulator.url) as proxy:
-        monkeypatch.setenv("HTTP_PROXY", proxy.url)
-        from google.cloud import storage
-
-        client = storage.Client(project="p", credentials=Token("fresh"),
-                                client_options={"api_endpoint": "http://gcs.invalid"})
-        s = GcsStorage(bucket, "pre", client=client, retry=make_retry(**FAST_RETRY))
-        assert s.fetch_many(sorted(objects), lambda *a: None, in_flight=4, max_size=1 << 20) == [0, 1, 2]
-        sync.pull(s, "d/", tmp_path / "out", workers=2)
+def test_with_a_proxy_every_small_file_goes_through_the_session(behind_proxy, tmp_path):
+    s, proxy, objects = behind_proxy
+    assert s.fetch_many(sorted(objects), lambda *a: None, in_flight=4, max_size=1 << 20) == [0, 1, 2]
+    sync.pull(s, "d/", tmp_path / "out", workers=2)
     assert pulled(tmp_path / "out") == {k.split("/")[1]: v for k, v in objects.items()}
-    assert all(proxied for _, _, proxied in proxy.seen)
+    assert proxy.seen and all(proxied for _, _, proxied in proxy.seen)
