@@ -382,12 +382,13 @@ def make_durable(paths: list[Path]) -> None:
         return
     syncfs = _syncfs()
     if syncfs is not None:
-        fd = os.open(paths[0], os.O_RDONLY)
-        try:
-            if syncfs(fd) == 0:
-                return
-        finally:
-            os.close(fd)
+        with contextlib.suppress(OSError):  # the folder went: the long way below says what is gone
+            fd = os.open(Path(paths[0]).parent, os.O_RDONLY)
+            try:
+                if syncfs(fd) == 0:
+                    return
+            finally:
+                os.close(fd)
     for path in paths:
         with contextlib.suppress(FileNotFoundError):  # replaced or removed meanwhile: not ours to keep
             fd = os.open(path, os.O_RDONLY)

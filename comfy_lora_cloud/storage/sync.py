@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Literal, NamedTuple
 
 from ..errors import ConfigError, ObjectNotFound, StorageError
-from .base import (Checksums, ObjectInfo, Storage, checksum_file, clean_key, clean_prefix, DurableBatch,
+from .base import (Checksums, DurableBatch, ObjectInfo, Storage, checksum_file, clean_key, clean_prefix,
                    landing_file)
 from .base import PARTIAL
 from .layout import TOP_LEVEL
@@ -466,8 +466,10 @@ def apply(
         if progress:
             progress(event)
 
+    fast = list(small)  # what fetch_many is asked for, by index
+
     def land(i: int, data: bytes, info: ObjectInfo) -> None:  # what the storage's fetch_many read
-        t = small[i]
+        t = fast[i]
         path = inside(t)
         try:
             with landing_file(path, fsync=False) as f:
@@ -504,9 +506,9 @@ def apply(
     big_slots = threading.BoundedSemaphore(workers)
     try:
         if small and callable(fetch_many):  # the storage's fast way for many small reads; the rest below
-            left = fetch_many([plan.prefix + t.rel for t in small], land, in_flight=workers * BULK_FANOUT,
+            left = fetch_many([plan.prefix + t.rel for t in fast], land, in_flight=workers * BULK_FANOUT,
                               max_size=SMALL_FILE)
-            small = [small[i] for i in left]
+            small = [fast[i] for i in left]
         if small:
             cap = getattr(storage, "max_parallel", None)  # a wrapper may hide it (or pass it on as a method)
             threads = max(workers, min(workers * SMALL_FANOUT, cap if isinstance(cap, int) else workers))
