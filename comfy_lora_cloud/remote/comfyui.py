@@ -200,18 +200,22 @@ class ComfyClient:
         return entry if isinstance(entry, dict) else None
 
     async def status(self, prompt_id: str) -> PromptStatus:
-        """Where prompt ``prompt_id`` is (its history, else the queue), for a caller that polls."""
+        """Where prompt ``prompt_id`` is (its history, else the queue), for a caller that polls.
+        A prompt that finishes between the two reads is in neither: its history is read once
+        more before it is called unknown."""
         entry = await self.history(prompt_id)
-        if entry is not None:
-            failure = failure_of(entry)
-            state = "failed" if failure else "done" if _completed(entry) else "running"
-            return PromptStatus(prompt_id, state, _images_of(entry), failure)
-        status, queue = await self._json("GET", "/queue")
-        for key, state in (("queue_running", "running"), ("queue_pending", "queued")):
-            for item in (queue.get(key) or []) if status == 200 and isinstance(queue, dict) else []:
-                if isinstance(item, list) and len(item) > 1 and item[1] == prompt_id:
-                    return PromptStatus(prompt_id, state)
-        return PromptStatus(prompt_id, "unknown", error=f"{self.name} does not know the prompt (was it restarted?)")
+        if entry is None:
+            status, queue = await self._json("GET", "/queue")
+            for key, state in (("queue_running", "running"), ("queue_pending", "queued")):
+                for item in (queue.get(key) or []) if status == 200 and isinstance(queue, dict) else []:
+                    if isinstance(item, list) and len(item) > 1 and item[1] == prompt_id:
+                        return PromptStatus(prompt_id, state)
+            entry = await self.history(prompt_id)
+        if entry is None:
+            return PromptStatus(prompt_id, "unknown", error=f"{self.name} does not know the prompt (was it restarted?)")
+        failure = failure_of(entry)
+        state = "failed" if failure else "done" if _completed(entry) else "running"
+        return PromptStatus(prompt_id, state, _images_of(entry), failure)
 
     async def interrupt(self, prompt_id: str) -> None:
         """Stop the prompt if it runs, and drop it from the queue if it waits (best effort)."""
