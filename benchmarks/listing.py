@@ -23,9 +23,7 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -37,15 +35,8 @@ from comfy_lora_cloud.service.listings import Page, RecordCache  # noqa: E402
 from comfy_lora_cloud.service import listings  # noqa: E402
 from comfy_lora_cloud.storage import layout  # noqa: E402
 from comfy_lora_cloud.storage.gcs import GcsStorage  # noqa: E402
+from benchmarks.common import start_proxy, timed  # noqa: E402
 from tests.fixtures.gcs_emulator import GcsEmulator, start_emulator, stop_emulator  # noqa: E402
-
-
-def start_proxy(target_url: str, delay_ms: float) -> tuple[subprocess.Popen, str]:
-    """The latency proxy in its own process (it takes no GIL time from the client)."""
-    proxy = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "latency_proxy.py"),
-                              target_url.split("//")[1], "--delay-ms", str(delay_ms)],
-                             stdout=subprocess.PIPE, text=True)
-    return proxy, f"http://127.0.0.1:{int(proxy.stdout.readline())}"
 
 
 def seed(storage: GcsStorage, n: int) -> None:
@@ -70,12 +61,6 @@ def old_list(storage: GcsStorage) -> int:
     for name in sorted(names):
         library._manifest_fields(storage, layout.dataset_prefix(name) + layout.MANIFEST)
     return len(names)
-
-
-def timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def main() -> None:

@@ -28,16 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import make_files, timed  # noqa: E402
 from comfy_lora_cloud.storage import sync  # noqa: E402
 from comfy_lora_cloud.storage.gcs import GcsStorage  # noqa: E402
 from tests.fixtures.gcs_emulator import start_emulator, stop_emulator  # noqa: E402
-
-
-def make_files(root: Path, n: int, size: int) -> None:
-    for i in range(n):
-        p = root / f"{i // 100:03}" / f"img_{i:05}.jpg"
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(os.urandom(size))
 
 
 def baseline(storage: GcsStorage, src: Path, prefix: str) -> int:
@@ -48,12 +42,6 @@ def baseline(storage: GcsStorage, src: Path, prefix: str) -> int:
             os.stat(os.path.join(dirpath, name))
             n += 1
     return n + len(listed)
-
-
-def timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def main() -> None:
@@ -68,7 +56,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="lc-plan-") as tmp:
             src = Path(tmp) / "src"
-            make_files(src, args.files, args.size)
+            make_files(src, args.files, args.size, name="img_{i:05}.jpg", folder="{f:03}")
             storage = GcsStorage(emu.new_bucket(), client=emu.client())
             t = time.perf_counter()
             sync.push(storage, src, "full/", workers=16)  # the bucket side of the re-sync cases

@@ -8,7 +8,10 @@ emulator behind a 30 ms-per-request proxy) and measures a cheap route (GET /budg
 * a 1,000-file sync runs (``app.mirror`` plan + apply: 1,000 files of 50 KB), in this process
   (the baseline: what happened before) and through the pack's worker process (:mod:`offload`);
 * a 100-image preparation runs (``app.library.prepare``: 100 photos, style, no captions, then
-  published), in this process and through the worker.
+  published), in this process and through the worker;
+* the same 100 photos are uploaded as a plain folder (``app.library.upload_dataset``: every
+  image decoded and hashed for the manifest, then published), in this process and through the
+  worker.
 
 Prints the median, p99 and max of each, and the ratios against idle.
 
@@ -24,7 +27,6 @@ import asyncio
 import io
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,19 +38,13 @@ sys.path.insert(0, str(ROOT))
 from aiohttp import web  # noqa: E402
 from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
 
+from benchmarks.common import make_files, start_proxy  # noqa: E402
 from comfy_lora_cloud.comfy.routes import PREFIX, register_routes  # noqa: E402
 from comfy_lora_cloud.service import offload  # noqa: E402
 from comfy_lora_cloud.service.app import App  # noqa: E402
 from comfy_lora_cloud.settings import Settings  # noqa: E402
 from comfy_lora_cloud.storage import open_storage  # noqa: E402
 from tests.fixtures.gcs_emulator import start_emulator, stop_emulator  # noqa: E402
-
-
-def make_files(root: Path, n: int, size: int) -> None:
-    for i in range(n):
-        p = root / f"{i // 100:02}" / f"f_{i:04}.bin"
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(os.urandom(size))
 
 
 def make_photos(root: Path, n: int) -> None:
@@ -122,10 +118,16 @@ async def run(args: argparse.Namespace, tmp: Path, url: str) -> None:
         n["i"] += 1
         await app.library.prepare(str(photos), f"prep-{n['i']}", lora_type="style", trigger="sks", resolution=512)
 
+    async def upload_load():  # a plain folder (no dataset.json): decoded, hashed, then published
+        n["i"] += 1
+        await app.library.upload_dataset(photos, f"plain-{n['i']}")
+
     scenarios = [("idle", False, idle), ("sync, in the server process", False, sync_load),
                  ("sync, through the worker", True, sync_load),
                  ("prepare, in the server process", False, prepare_load),
-                 ("prepare, through the worker", True, prepare_load)]
+                 ("prepare, through the worker", True, prepare_load),
+                 ("upload, in the server process", False, upload_load),
+                 ("upload, through the worker", True, upload_load)]
     if args.only:
         scenarios = [sc for sc in scenarios if sc[0] == "idle" or sc[0].startswith(args.only)]
     scenarios = scenarios[:1] + scenarios[1:] * args.rounds
@@ -148,7 +150,8 @@ async def run(args: argparse.Namespace, tmp: Path, url: str) -> None:
         print(f"  {label:32s} n={s['n']:4d}  median {s['median']:6.1f} ms  p99 {s['p99']:6.1f} ms  "
               f"max {s['max']:6.1f} ms  (p99/idle {s['p99'] / idle_s['p99']:4.1f}x; loads took {took:5.1f} s)")
     ok = all(results[k][0]["p99"] < 20 and results[k][0]["max"] < 50
-             for k in ("sync, through the worker", "prepare, through the worker") if k in results)
+             for k in ("sync, through the worker", "prepare, through the worker", "upload, through the worker")
+             if k in results)
     print(f"targets through the worker (p99 < 20 ms, max < 50 ms): {'MET' if ok else 'NOT MET'}")
 
 
@@ -158,16 +161,14 @@ def main() -> None:
     ap.add_argument("--photos", type=int, default=100)
     ap.add_argument("--delay-ms", type=float, default=30.0)
     ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds; samples are pooled")
-    ap.add_argument("--only", choices=["sync", "prepare"])
+    ap.add_argument("--only", choices=["sync", "prepare", "upload"])
     args = ap.parse_args()
     emu = start_emulator()
     if emu is None:
         sys.exit("gcp-storage-emulator is not installed")
-    proxy = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "latency_proxy.py"),
-                              emu.url.split("//")[1], "--delay-ms", str(args.delay_ms)],
-                             stdout=subprocess.PIPE, text=True)
+    proxy, proxy_url = start_proxy(emu.url, args.delay_ms)
     try:
-        os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{int(proxy.stdout.readline())}"
+        os.environ["STORAGE_EMULATOR_HOST"] = proxy_url
         bucket = emu.new_bucket()
         with tempfile.TemporaryDirectory(prefix="lc-latency-") as tmp:
             asyncio.run(run(args, Path(tmp), f"gs://{bucket}"))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,19 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import make_files, start_proxy  # noqa: E402
 from comfy_lora_cloud.storage import sync  # noqa: E402
 from comfy_lora_cloud.storage.gcs import GcsStorage  # noqa: E402
 from tests.fixtures.gcs_emulator import start_emulator, stop_emulator  # noqa: E402
-
-
-def make_files(root: Path, n: int, size: int) -> list[Path]:
-    files = []
-    for i in range(n):
-        p = root / f"{i // 100:02}" / f"img_{i:04}.bin"
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(os.urandom(size))
-        files.append(p)
-    return files
 
 
 def cpu_seconds(pid: int) -> float:
@@ -55,11 +45,7 @@ def run_mode(label: str, src: Path, files: list[Path], workers: int, delay: floa
     try:
         url = emu.url
         if delay is not None:  # its own process, so it takes no GIL time from the client
-            proxy = subprocess.Popen(
-                [sys.executable, str(ROOT / "benchmarks" / "latency_proxy.py"), emu.url.split("//")[1],
-                 "--delay-ms", str(delay * 1000)], stdout=subprocess.PIPE, text=True,
-            )
-            url = f"http://127.0.0.1:{int(proxy.stdout.readline())}"
+            proxy, url = start_proxy(emu.url, delay * 1000)
         os.environ["STORAGE_EMULATOR_HOST"] = url
         emu.url = url  # the client below goes through the proxy
         bucket = emu.new_bucket()
@@ -117,7 +103,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "src"
-        files = make_files(src, args.files, args.size)
+        files = make_files(src, args.files, args.size, name="img_{i:04}.bin")
         print(f"{args.files} files x {args.size} bytes, workers={args.workers}, "
               f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         results = {}

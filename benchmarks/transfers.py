@@ -32,7 +32,6 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,22 +42,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.append(str(ROOT / ".bench-libs"))  # last: only what the venv lacks (gcsfs) comes from there
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")  # else a 60 s gRPC probe per bucket
 
+from benchmarks.common import make_files, start_proxy  # noqa: E402
 from comfy_lora_cloud.storage import sync  # noqa: E402
 from comfy_lora_cloud.storage.gcs import POOL_SIZE, GcsStorage  # noqa: E402
 from tests.fixtures.gcs_emulator import GcsEmulator, start_emulator, stop_emulator  # noqa: E402
 
 WORKERS = 16
 CASES = {"small": (1000, 50 * 1000), "large": (20, 20 * 1000 * 1000)}
-
-
-def make_files(root: Path, n: int, size: int) -> list[Path]:
-    out = []
-    for i in range(n):
-        p = root / f"{i // 100:02}" / f"f_{i:04}.bin"
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(os.urandom(size))
-        out.append(p)
-    return out
 
 
 def count_files(root: Path) -> int:
@@ -72,10 +62,7 @@ class World:
         self.emu = start_emulator()
         if self.emu is None:
             sys.exit("gcp-storage-emulator is not installed")
-        self.proxy = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "latency_proxy.py"),
-                                       self.emu.url.split("//")[1], "--delay-ms", str(delay_ms)],
-                                      stdout=subprocess.PIPE, text=True)
-        self.url = f"http://127.0.0.1:{int(self.proxy.stdout.readline())}"
+        self.proxy, self.url = start_proxy(self.emu.url, delay_ms)
         self.bucket = self.emu.new_bucket()
         self.client = GcsEmulator(self.url, self.emu.process).client()
 
