@@ -109,19 +109,27 @@ async def browser(chromium_path):
 
 @dataclass
 class Sidebar:
-    """A page with the sidebar open: its uncaught errors and the POSTs it sent, recorded."""
+    """A page with the sidebar open: its uncaught errors and the requests it sent that change
+    something (POSTs, and whatever else :func:`open_sidebar` was told to record)."""
 
     page: Any
     errors: list[str] = field(default_factory=list)
     posts: list[Any] = field(default_factory=list)
 
+    @property
+    def root(self) -> Any:
+        return self.page.locator(".lcl-root")
 
-async def open_sidebar(browser, url: str, *, height: int = 1200, wait_ms: int = 20_000) -> Sidebar:
-    """Open ``url`` (a :func:`build_app` server) and the LoRA Cloud sidebar in it."""
-    page = await browser.new_page(viewport={"width": 1000, "height": height})
+
+async def open_sidebar(opener, url: str, *, width: int = 1000, height: int = 1200, wait_ms: int = 20_000,
+                       record: tuple[str, ...] = ("POST",)) -> Sidebar:
+    """Open ``url`` (a :func:`build_app` server) in a new page of ``opener`` (the browser, or a
+    context of the test's own) and the LoRA Cloud sidebar in it."""
+    page = await opener.new_page()  # a context's new_page takes no viewport: set it before the page loads
+    await page.set_viewport_size({"width": width, "height": height})
     sidebar = Sidebar(page)
     page.on("pageerror", lambda exc: sidebar.errors.append(str(exc)))
-    page.on("request", lambda req: sidebar.posts.append(req) if req.method == "POST" else None)
+    page.on("request", lambda req: sidebar.posts.append(req) if req.method in record else None)
     await page.goto(url)
     await page.wait_for_function("window.__shimReady === true", timeout=wait_ms)
     await page.click('button[aria-label^="LoRA Cloud"]')

@@ -6,7 +6,7 @@ import json
 
 from comfy_lora_cloud.storage import layout
 
-from tests.browser.conftest import Broadcaster, build_app
+from tests.browser.conftest import Broadcaster, build_app, open_sidebar
 from tests.comfy.conftest import NOW, seed, write_status
 
 WAIT_MS = 20_000  # an upper bound for a slow shared CPU, not a timing assertion
@@ -32,12 +32,8 @@ async def test_a_moved_run_shows_its_attempts(browser, aiohttp_server, tmp_path,
     write_status(seeded.storage, step=300, loss=0.1, sec_per_step=2.0, updated_at=NOW - 5)
 
     server = await aiohttp_server(build_app(lambda: seeded.app, Broadcaster()))
-    page = await browser.new_page(viewport={"width": 900, "height": 1000})
-    page_errors: list[str] = []
-    page.on("pageerror", lambda exc: page_errors.append(str(exc)))
-    await page.goto(str(server.make_url("/")))
-    await page.wait_for_function("window.__shimReady === true", timeout=WAIT_MS)
-    await page.click('button[aria-label^="LoRA Cloud"]')
+    sidebar = await open_sidebar(browser, str(server.make_url("/")), width=900, height=1000, wait_ms=WAIT_MS)
+    page, page_errors = sidebar.page, sidebar.errors
     await page.locator('.lcl-root [data-tab="training"]').click()
 
     block = page.locator('.lcl-root [data-attempts="run-1"]')

@@ -22,6 +22,7 @@ from comfy_lora_cloud.service.events import RUN_EVENT
 from comfy_lora_cloud.storage import layout
 
 from tests.browser.conftest import Broadcaster, build_app
+from tests.browser.conftest import open_sidebar as conftest_open_sidebar
 from tests.comfy.conftest import NOW, png_bytes, seed
 
 WAIT_MS = 20_000  # an upper bound for a slow shared CPU, not a timing assertion
@@ -40,13 +41,9 @@ async def open_sidebar(browser, aiohttp_server, seeded, broadcaster=None, viewpo
     expect.set_options(timeout=WAIT_MS)
     broadcaster = broadcaster or Broadcaster()
     server = await aiohttp_server(build_app(lambda: seeded.app, broadcaster))
-    page = await browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    await page.goto(str(server.make_url("/")))
-    await page.wait_for_function("window.__shimReady === true", timeout=WAIT_MS)
-    await page.click('button[aria-label^="LoRA Cloud"]')
-    return page, page.locator(".lcl-root"), errors
+    sidebar = await conftest_open_sidebar(browser, str(server.make_url("/")), width=viewport[0],
+                                          height=viewport[1], wait_ms=WAIT_MS)
+    return sidebar.page, sidebar.root, sidebar.errors
 
 
 async def shot(page, name: str) -> None:

@@ -12,7 +12,7 @@ import asyncio
 
 from aiohttp import web
 
-from tests.browser.conftest import Broadcaster, build_app
+from tests.browser.conftest import Broadcaster, build_app, open_sidebar
 from tests.comfy import hostile
 from tests.comfy.conftest import seed
 
@@ -41,13 +41,8 @@ async def test_hostile_samples_never_run_script(browser, aiohttp_server, tmp_pat
     app.router.add_get("/pwned-beacon", pwned)
     server = await aiohttp_server(app)
     context = await browser.new_context(accept_downloads=True)
-    page = await context.new_page()
-    page_errors: list[str] = []
-    page.on("pageerror", lambda exc: page_errors.append(str(exc)))
-    await page.goto(str(server.make_url("/")))
-    await page.wait_for_function("window.__shimReady === true", timeout=WAIT_MS)
-    await page.click('button[aria-label^="LoRA Cloud"]')
-    root = page.locator(".lcl-root")
+    sidebar = await open_sidebar(context, str(server.make_url("/")), width=1280, height=720, wait_ms=WAIT_MS)
+    page, page_errors, root = sidebar.page, sidebar.errors, sidebar.root
     await root.locator('[data-tab="training"]').click()
 
     # the run shows its one real sample; the hostile files are not listed

@@ -14,7 +14,7 @@ from comfy_lora_cloud.comfy.token import TOKEN_FILE
 from comfy_lora_cloud.models import Cost
 from comfy_lora_cloud.service.costs import SuspectCharge
 
-from tests.browser.conftest import Broadcaster, build_app
+from tests.browser.conftest import Broadcaster, build_app, open_sidebar
 from tests.comfy.conftest import HTML_CAPTION, NOW, SECRETS, seed, write_status
 from tests.comfy.vast_helpers import launch_for, provider_factory_for, vast  # noqa: F401
 
@@ -50,16 +50,9 @@ async def test_sidebar_end_to_end(browser, aiohttp_server, tmp_path, clean_env, 
 
     broadcaster = Broadcaster()
     server = await aiohttp_server(build_app(lambda: seeded.app, broadcaster))
-    page = await browser.new_page(viewport={"width": 1000, "height": 1100})
-    page_errors: list[str] = []
-    page.on("pageerror", lambda exc: page_errors.append(str(exc)))
-    mutations = []
-    page.on("request", lambda req: mutations.append(req) if req.method in ("POST", "DELETE") else None)
-
-    await page.goto(str(server.make_url("/")))
-    await page.wait_for_function("window.__shimReady === true", timeout=WAIT_MS)
-    await page.click('button[aria-label^="LoRA Cloud"]')
-    root = page.locator(".lcl-root")
+    sidebar = await open_sidebar(browser, str(server.make_url("/")), height=1100, wait_ms=WAIT_MS,
+                                 record=("POST", "DELETE"))
+    page, page_errors, mutations, root = sidebar.page, sidebar.errors, sidebar.posts, sidebar.root
 
     # instances and runs appear from the routes
     card = root.locator(f'[data-instance="{iid}"]')
