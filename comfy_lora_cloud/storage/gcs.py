@@ -299,12 +299,10 @@ class GcsStorage:
         self._memory = _MemoryBudget(max(memory_budget, self.single_request_max))
         self._bucket = self.client.bucket(bucket)
         self._bucket_seen = False
-        self._media_settings: dict[str, Any] | None = None  # see _media_pool
         #: the most requests a sync sends at once (small files; see sync.apply)
         self.max_parallel = POOL_SIZE
         #: the most GETs :meth:`fetch_many` keeps in flight on its event loop
         self.max_in_flight = BULK_IN_FLIGHT
-        self._bulk: tuple[Any] | None = None  # see _bulk_origin
 
     @classmethod
     def from_url(cls, url: str, *, settings: "Settings | None" = None, **kwargs: Any) -> "GcsStorage":
@@ -436,9 +434,7 @@ class GcsStorage:
         must send it itself (see :meth:`_media_get`). Its environment (proxies, CA bundle) is
         read once per storage, and the pool kept while the session keeps it open (every media
         URL has the same host)."""
-        if self._media_settings is None:
-            self._media_settings = _direct_settings(self.client._http, url)
-        settings = self._media_settings
+        settings = self._direct
         if not settings:
             return None
         pool = settings.get("pool")
@@ -450,24 +446,26 @@ class GcsStorage:
             settings["pool"] = pool
         return pool
 
+    @functools.cached_property
+    def _direct(self) -> dict[str, Any]:
+        """:func:`_direct_settings` for the API's host, read once per storage (every media URL
+        has that host); :meth:`_media_pool` keeps its pool in it."""
+        return _direct_settings(self.client._http, self._api_base)
+
+    @functools.cached_property
     def _bulk_origin(self) -> Any:
         """Where :meth:`fetch_many` sends its GETs itself (a :class:`bulk_get.Origin`), or None
-        where only the session may send them (a proxy, mutual TLS, an adapter of its own: the
-        same rule as :meth:`_media_pool`). Worked out once per storage."""
-        if self._bulk is None:
-            from urllib.parse import urlsplit
+        where only the session may send them (the same rule as :meth:`_media_pool`)."""
+        from urllib.parse import urlsplit
 
-            from . import bulk_get
+        from . import bulk_get
 
-            self._bulk = (None,)
-            base = self._api_base
-            settings = _direct_settings(self.client._http, base)
-            parts = urlsplit(base)
-            if settings and not settings.get("cert") and parts.scheme in ("http", "https") and parts.hostname:
-                tls = _tls_context(settings["verify"]) if parts.scheme == "https" else None
-                port = parts.port or (443 if parts.scheme == "https" else 80)
-                self._bulk = (bulk_get.Origin(parts.scheme, parts.hostname, port, tls),)
-        return self._bulk[0]
+        settings, parts = self._direct, urlsplit(self._api_base)
+        if not settings or settings.get("cert") or parts.scheme not in ("http", "https") or not parts.hostname:
+            return None
+        tls = _tls_context(settings["verify"]) if parts.scheme == "https" else None
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return bulk_get.Origin(parts.scheme, parts.hostname, port, tls)
 
     def fetch_many(self, keys: list[str], land: Callable[[int, bytes, ObjectInfo], None], *,
                    in_flight: int, max_size: int) -> list[int]:
@@ -478,7 +476,7 @@ class GcsStorage:
         order: an answer that was not a clean, verified ``200`` of at most ``max_size`` bytes, or
         every index where the session must send the requests itself. Those are the caller's to
         fetch the careful way (:meth:`download_file`: retries, token refresh, our errors)."""
-        origin = self._bulk_origin()
+        origin = self._bulk_origin
         if origin is None or not keys:
             return list(range(len(keys)))
         from urllib.parse import quote
