@@ -83,7 +83,10 @@ def read_entry(row_key: Any, value: Any) -> Entry:
     state, at, detail = record.get("state"), _number(record.get("at")), record.get("detail", "")
     if state not in STATES or at is None or not isinstance(detail, str):
         return damaged("its state, time or detail is missing or of the wrong type")
-    return Entry(channel, key, state, at, detail[:500], _notice(record.get("notice")))
+    notice = _notice(record.get("notice"))
+    if state == "pending" and notice is None:
+        return damaged("a claim whose notice cannot be read (it can never be delivered)")
+    return Entry(channel, key, state, at, detail[:500], notice)
 
 
 def _owner() -> str:

@@ -188,7 +188,7 @@ def post_webhook(url: str, notice: Notice, *, fmt: str = "json", secret: str | N
             last = f"attempt {attempt + 1}: {exc if isinstance(exc, OSError) and exc.args else type(exc).__name__}"
         else:
             if 200 <= status < 300:
-                return True, f"HTTP {status} after {attempt + 1} attempt(s)"
+                return True, f"HTTP {status} after {attempt + 1} attempt(s)" + (f"; before: {last}" if attempt else "")
             last = f"attempt {attempt + 1}: HTTP {status}"
             if status not in RETRY:
                 return False, last  # the receiver refuses it: asking again changes nothing
