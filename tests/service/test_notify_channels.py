@@ -301,3 +301,63 @@ async def test_malformed_ledger_rows_are_listed_as_damaged_and_stop_nothing(aioh
     summary = await asyncio.to_thread(app.notify.summary)
     assert len(summary["damaged"]) == len(MALFORMED)
     assert [e["key"] for e in summary["recent"][:2]] == ["run:t:done", "run:u:done"]
+
+
+def _certificate(folder, name: str):
+    """A self-signed certificate for the DNS name ``name`` (cryptography comes with asyncssh)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    (folder / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / f"{name}.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                           serialization.PrivateFormat.PKCS8,
+                                                           serialization.NoEncryption()))
+    return folder / f"{name}.pem", folder / f"{name}.key"
+
+
+@pytest.mark.parametrize("served_name, delivered", [("hooks.example.test", True), ("other.example.test", False)])
+async def test_https_to_a_checked_address_still_verifies_the_name(served_name, delivered, aiohttp_server, tmp_path,
+                                                                  clean_env):
+    import ssl
+
+    import httpx
+
+    cert, key = _certificate(tmp_path, served_name)
+    serving = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    serving.load_cert_chain(cert, key)
+    seen: list[str] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        seen.append(request.headers["Host"])
+        return web.Response(text="ok")
+
+    receiver = web.Application()
+    receiver.router.add_post("/hook", hook)
+    server = await aiohttp_server(receiver, host="127.0.0.1", ssl=serving)
+    app = make_app(clean_env, tmp_path, webhook_url=f"https://hooks.example.test:{server.port}/hook",
+                   notify_toast=False)
+    app.notify.webhook_resolve = Names({"hooks.example.test": ["127.0.0.1"]})
+    app.notify.webhook_policy = WebhookPolicy(attempts=1, timeout_s=WAIT_S)
+    # trusts the test's certificate (as a system store trusts a public one); the name it must
+    # carry is the URL's host, not the address connected to
+    app.notify.webhook_transport = httpx.AsyncHTTPTransport(verify=ssl.create_default_context(cafile=str(cert)))
+    notice(app, "a")
+    assert await asyncio.to_thread(app.notify.flush, WAIT_S)
+    entry = webhook_ledger(app)["run:a:done"]
+    if delivered:
+        assert entry["state"] == "sent" and seen == [f"hooks.example.test:{server.port}"]
+    else:  # a certificate for another name: refused by the TLS check, nothing sent
+        assert entry["state"] == "failed" and "ConnectError" in entry["detail"] and seen == []
