@@ -361,3 +361,13 @@ async def test_https_to_a_checked_address_still_verifies_the_name(served_name, d
         assert entry["state"] == "sent" and seen == [f"hooks.example.test:{server.port}"]
     else:  # a certificate for another name: refused by the TLS check, nothing sent
         assert entry["state"] == "failed" and "ConnectError" in entry["detail"] and seen == []
+
+
+def test_a_run_dated_ahead_of_this_clock_is_news_now():
+    from comfy_lora_cloud.service.events import RUN_EVENT
+    from comfy_lora_cloud.service.notify import notices_for, webhook_body
+
+    now = time.time()
+    [n] = notices_for(RUN_EVENT, {"id": "r", "state": "done", "updated_at": 1e300}, now)
+    assert n.at == now and json.loads(webhook_body(n, "json"))["time"].endswith("Z")
+    assert notices_for(RUN_EVENT, {"id": "r", "state": "done", "updated_at": float("nan")}, now) == []

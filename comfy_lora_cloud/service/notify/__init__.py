@@ -43,8 +43,8 @@ Exactly once: a notice is claimed per channel in the state store before it is de
 webhook receiver may see such a notice twice at most, with the same ``X-LoRA-Cloud-Delivery`` id
 to drop it by.
 
-Never on an event loop: :meth:`Notifier.observe` maps and queues only; the channels' threads
-claim and deliver.
+Never on an event loop: :meth:`Notifier.observe` only queues; an intake thread reads events into
+notices, and the channels' threads claim and deliver.
 """
 
 from __future__ import annotations

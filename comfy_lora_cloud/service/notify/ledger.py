@@ -14,7 +14,6 @@ again, so one bad row costs that one notice, not the listing or the other claims
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import time
@@ -22,7 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from ... import jsonsafe
-from .notices import Notice
+from .notices import Notice, finite
 
 KV_PREFIX = "notify:"
 STALE_CLAIM_S = 600.0  # a claim left pending this long: its process died; deliver it again
@@ -45,23 +44,6 @@ class Entry:
         return {"channel": self.channel, "key": self.key, "state": self.state, "at": self.at, "detail": self.detail}
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
-
-
-def _notice(value: Any) -> Notice | None:
-    if not isinstance(value, dict):
-        return None
-    text = {k: value.get(k) for k in ("kind", "key", "title", "message")}
-    at = _number(value.get("at"))
-    subject = value.get("subject") or {}
-    if not all(isinstance(v, str) for v in text.values()) or at is None or not isinstance(subject, dict):
-        return None
-    return Notice(text["kind"], text["key"], text["title"], text["message"], at, dict(subject))
-
-
 def read_entry(row_key: Any, value: Any) -> Entry:
     """The row as an :class:`Entry`; never raises (a malformed row is a ``damaged`` entry)."""
     name = str(row_key)[len(KV_PREFIX):]
@@ -80,12 +62,15 @@ def read_entry(row_key: Any, value: Any) -> Entry:
         return damaged(str(exc)[:120])
     if not isinstance(record, dict):
         return damaged(f"a JSON {type(record).__name__}, not an object")
-    state, at, detail = record.get("state"), _number(record.get("at")), record.get("detail", "")
+    state, at, detail = record.get("state"), finite(record.get("at")), record.get("detail", "")
     if state not in STATES or at is None or not isinstance(detail, str):
         return damaged("its state, time or detail is missing or of the wrong type")
-    notice = _notice(record.get("notice"))
-    if state == "pending" and notice is None:
-        return damaged("a claim whose notice cannot be read (it can never be delivered)")
+    try:
+        notice: Notice | None = Notice.from_dict(record.get("notice"))
+    except ValueError:
+        if state == "pending":
+            return damaged("a claim whose notice cannot be read (it can never be delivered)")
+        notice = None
     return Entry(channel, key, state, at, detail[:500], notice)
 
 

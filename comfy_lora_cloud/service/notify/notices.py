@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
@@ -50,9 +51,22 @@ class Notice:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Notice":
-        return cls(kind=str(d["kind"]), key=str(d["key"]), title=str(d["title"]), message=str(d["message"]),
-                   at=float(d["at"]), subject=dict(d.get("subject") or {}))
+    def from_dict(cls, d: Any) -> "Notice":
+        """The notice a ledger row keeps (``dataclasses.asdict``); ValueError when it is not one."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"a {type(d).__name__}, not a notice")
+        text = [d.get(k) for k in ("kind", "key", "title", "message")]
+        at, subject = d.get("at"), d.get("subject") or {}
+        if not all(isinstance(t, str) for t in text) or finite(at) is None or not isinstance(subject, Mapping):
+            raise ValueError("a notice with a field missing or of the wrong type")
+        return cls(*text, at=float(at), subject=dict(subject))
+
+
+def finite(value: Any) -> float | None:
+    """``value`` when it is a finite number (not a bool), else None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 def clean_text(value: Any, limit: int = MAX_TEXT) -> str:
@@ -92,8 +106,9 @@ def _run_notices(run: Mapping[str, Any], now: float) -> list[Notice]:
                if isinstance(run.get(k), (str, int, float)) and not isinstance(run.get(k), bool)}
     subject["run_id"] = run_id
     subject["state"] = state
-    at = run.get("updated_at") or run.get("created_at")
-    at = float(at) if isinstance(at, (int, float)) and not isinstance(at, bool) else None
+    at = finite(run.get("updated_at") or run.get("created_at"))
+    if at is not None:
+        at = min(at, now)  # a time ahead of this clock (a skewed host) is "just now", never a date past 9999
     cost = _money(run.get("cost_usd"))
     if state == "done" or state in FAILED_STATES:
         if at is None or now - at > MAX_AGE_S:

@@ -69,6 +69,10 @@ class Notifier:
         self._history_lock = threading.Lock()
         self._atexit = threading.Lock()
         self._atexit_registered = False
+        # events are read into notices on a line of their own (redacting a long error message is
+        # CPU work, never for the caller's event loop); it only hands notices to the channels
+        self._intake = ChannelWorker("intake", self._read_event, capacity=queue_size, idle_exit_s=idle_exit_s,
+                                     on_start=self._register_atexit)
         self._workers = {
             channel: ChannelWorker(channel, self._handler(channel), capacity=queue_size, idle_exit_s=idle_exit_s,
                                    first=_STALE, on_start=self._register_atexit)
@@ -77,18 +81,18 @@ class Notifier:
 
     # ---- input -----------------------------------------------------------------------------
     def observe(self, event: str, data: Any) -> None:
-        """An event the services emitted: mapped here (pure and cheap), then queued on each
-        channel's own line. Never blocks and never raises, so it is safe on any event loop."""
+        """An event the services emitted: queued, read into notices on the intake's thread, and
+        each notice queued on every channel's own line. Never blocks and never raises, so it is
+        safe on any event loop."""
         if event not in EVENTS:
             return
         try:
             snapshot = json.loads(json.dumps(data, default=str))  # the caller may change its dict later
-            notices = notices_for(event, snapshot, self.app.clock())
-        except Exception:  # noqa: BLE001 - an event we cannot read is no notice, never a failure
-            log.debug("lora_cloud notification: event %s not readable", event, exc_info=True)
+        except (TypeError, ValueError):
             return
-        for n in notices:
-            self._dispatch(n)
+        if not self._intake.put((event, snapshot)):
+            log.warning("lora_cloud notification: event %s not read: %d events already wait", event,
+                        self._intake.waiting)
 
     def notice(self, kind: str, key: str, title: str, message: str, subject: Mapping[str, Any] | None = None,
                at: float | None = None) -> None:
@@ -102,7 +106,13 @@ class Notifier:
         """Wait until everything queued so far is delivered (or given up) on every channel; False
         on timeout."""
         deadline = time.monotonic() + timeout
-        return all(w.wait_idle(deadline - time.monotonic()) for w in self._workers.values())
+        lines = [self._intake, *self._workers.values()]  # the intake first: it feeds the channels
+        return all(w.wait_idle(deadline - time.monotonic()) for w in lines)
+
+    def _read_event(self, item: tuple[str, Any]) -> None:
+        event, data = item
+        for n in notices_for(event, data, self.app.clock()):
+            self._dispatch(n)
 
     def _dispatch(self, n: Notice) -> None:
         for channel, worker in self._workers.items():
