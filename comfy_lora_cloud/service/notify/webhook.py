@@ -87,8 +87,12 @@ async def _resolve(resolve: Resolver, host: str, port: int) -> list[str]:
     done: asyncio.Future[list[str]] = loop.create_future()
 
     def settle(result: list[str] | None, error: BaseException | None) -> None:
-        if not done.done():
-            done.set_exception(error) if error is not None else done.set_result(result or [])
+        if done.done():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result or [])
 
     def work() -> None:
         try:
