@@ -21,10 +21,11 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from urllib.parse import urlsplit
 from typing import Any, Iterator, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from .addresses import literal_host_problem
 from .errors import ConfigError, register_secret
 
 if sys.version_info >= (3, 11):
@@ -165,6 +166,10 @@ class Settings(BaseSettings):
     hf_token: SecretStr | None = Field(
         None, validation_alias=AliasChoices("hf_token", "LORA_CLOUD_HF_TOKEN", "HF_TOKEN")
     )
+    # before webhook_url: its check reads this one (fields are validated in this order)
+    webhook_allow_private: bool = Field(
+        False, description="let webhook_url reach this machine or a private network (a LAN n8n or Home Assistant); "
+                           "cloud metadata addresses stay refused")
     webhook_url: SecretStr | None = Field(
         None, validation_alias=AliasChoices("webhook_url", "LORA_CLOUD_WEBHOOK_URL")
     )
@@ -195,10 +200,17 @@ class Settings(BaseSettings):
 
     @field_validator("webhook_url")
     @classmethod
-    def _check_webhook_url(cls, v: SecretStr | None) -> SecretStr | None:
+    def _check_webhook_url(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         if v is None or not v.get_secret_value():
             return None
-        return SecretStr(check_http_url(v.get_secret_value(), "webhook_url"))
+        url = check_http_url(v.get_secret_value(), "webhook_url")
+        # the host as written (an address, localhost, a metadata name); a name is checked again
+        # after DNS, by the sender (service/notify/webhook.py), on the address it connects to
+        problem = literal_host_problem(urlsplit(url).hostname or "",
+                                       allow_private=info.data.get("webhook_allow_private") is True)
+        if problem:
+            raise ValueError(f"webhook_url refused: {problem}")
+        return SecretStr(url)
 
     @field_validator("allowed_hosts")
     @classmethod

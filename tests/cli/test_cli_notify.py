@@ -27,6 +27,7 @@ async def test_follow_notifies_once_across_cli_processes(cli, clean_env, aiohttp
     clean_env.mkdir(parents=True, exist_ok=True)
     (clean_env / "secrets.toml").write_text(f'webhook_url = "{server.make_url("/hook")}"\n')
     (clean_env / "secrets.toml").chmod(0o600)
+    (clean_env / "config.toml").write_text("webhook_allow_private = true\n")  # the receiver is on 127.0.0.1
     bucket = LocalStorage(clean_env / "bucket")
     status = RunStatus(run_id="run-7", state=RunState.DONE, step=10, total_steps=10, lora="loras/dog.safetensors",
                        updated_at=time.time())
