@@ -35,6 +35,12 @@ IMAGE_EXTENSIONS = IMAGE_SUFFIXES
 # Every format Pillow may open for us: raster decoders only. Passed as ``formats=`` so Pillow never
 # even tries the others (EPS runs Ghostscript, a PostScript interpreter).
 DECODABLE_FORMATS = frozenset().union(*FORMATS_BY_EXT.values())
+
+
+def pillow_openers(formats: frozenset[str] = DECODABLE_FORMATS) -> list[str]:
+    """``formats`` (a subset of :data:`DECODABLE_FORMATS`) as Pillow's ``formats=``: the openers
+    to try. An MPO file (a camera's multi-picture JPEG) is opened by the JPEG opener."""
+    return sorted({"JPEG" if f == "MPO" else f for f in formats & DECODABLE_FORMATS})
 # Files that sit next to images and are not images: captions and our own manifest.
 SIDECAR_EXTENSIONS = frozenset({".txt", ".caption", ".json"})
 
@@ -113,7 +119,7 @@ def decode_image(
         with warnings.catch_warnings():
             # Pillow warns (not raises) between MAX_IMAGE_PIXELS and twice that; we check ourselves.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data), formats=sorted(formats & DECODABLE_FORMATS))
+            img = Image.open(io.BytesIO(data), formats=pillow_openers(formats))
     except UnidentifiedImageError:
         kind = "not an image" if ext is None else f"not an image (its content is not {ext})"
         raise ImageLoadError(f"{name}: {kind}", path=path) from None
@@ -203,7 +209,7 @@ def check_image_file(
             return f"{name}: is too large ({size // (1024 * 1024)} MiB)"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(p, formats=sorted(DECODABLE_FORMATS)) as img:
+            with Image.open(p, formats=pillow_openers()) as img:
                 fmt = img.format or "unknown"
                 if fmt not in FORMATS_BY_EXT[ext]:
                     return f"{name}: is a {fmt} file with a {ext} name; rename it to the right extension"
