@@ -748,8 +748,8 @@ class Sessions:
 
 # ---- the images a session sends back ------------------------------------------------------------
 # The formats of ComfyUI's image outputs (SaveImage and PreviewImage write PNG, SaveAnimatedWEBP
-# WebP, a few packs JPEG): the only ones the Remote Generate node decodes.
-OUTPUT_IMAGE_SUFFIXES = (".png", ".jpg", ".webp")
+# WebP, a few packs JPEG): the only ones of the loader's allowlist the Remote Generate node decodes.
+OUTPUT_IMAGE_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})
 # 6000x6000: above a 4x upscale of a Flux image, and still a ~430 MB tensor once decoded.
 MAX_OUTPUT_PIXELS = 36_000_000
 MAX_SAME_NAME = 10_000
@@ -759,12 +759,11 @@ def decode_output_image(data: bytes, name: str) -> Any:
     """An image a remote ComfyUI sent, as an RGB Pillow image; :class:`ComfyUIError` for any other
     format (Pillow tries no other: an EPS would run Ghostscript) or more than
     :data:`MAX_OUTPUT_PIXELS` (read from the header, before a pixel is decoded). Blocking."""
-    from ..dataset.load import FORMATS_BY_EXT, decode_image
+    from ..dataset.load import decode_image
     from ..errors import ImageLoadError
 
-    formats = frozenset().union(*(FORMATS_BY_EXT[suffix] for suffix in OUTPUT_IMAGE_SUFFIXES))
     try:
-        return decode_image(data, name=name, max_pixels=MAX_OUTPUT_PIXELS, formats=formats).image
+        return decode_image(data, name=name, max_pixels=MAX_OUTPUT_PIXELS, formats=OUTPUT_IMAGE_FORMATS).image
     except ImageLoadError as exc:
         raise ComfyUIError(f"the remote ComfyUI sent an image this node does not read (only PNG, JPEG and "
                            f"WebP up to {MAX_OUTPUT_PIXELS / 1e6:.0f} megapixels): {exc.message}") from None

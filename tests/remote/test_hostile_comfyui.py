@@ -308,6 +308,10 @@ def test_a_144_megapixel_image_is_refused_from_its_header():
 
 
 def test_png_jpeg_and_webp_decode_to_rgb():
+    from comfy_lora_cloud.dataset.load import DECODABLE_FORMATS
+    from comfy_lora_cloud.service.sessions import OUTPUT_IMAGE_FORMATS
+
+    assert OUTPUT_IMAGE_FORMATS <= DECODABLE_FORMATS  # a narrowing of the loader's allowlist, not a second one
     for fmt in ("PNG", "JPEG", "WEBP"):
         data = io.BytesIO()
         Image.new("RGBA" if fmt != "JPEG" else "RGB", (24, 16), (10, 200, 30)).save(data, fmt)
