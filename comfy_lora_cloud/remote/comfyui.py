@@ -53,6 +53,7 @@ Progress = Callable[[int, int, str | None], Any]  # (value, max, node id)
 _NETWORK_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ServerDisconnectedError, asyncio.TimeoutError,
                    ConnectionError, aiohttp.ClientPayloadError)
 MAX_ERROR_LINES = 12
+MAX_ERROR_LINE = 500
 
 MiB = 1024 * 1024
 # The most each answer may be. A real /object_info (478 core nodes, a dozen packs, long model
@@ -65,6 +66,7 @@ MAX_OUTPUT_IMAGES = 256  # one prompt's images (a big batch is a few dozen)
 MAX_RESULT_BYTES = 512 * MiB  # all of one prompt's images together, held in memory
 MAX_WS_MESSAGE_BYTES = 4 * MiB  # ComfyUI's events are small; previews come as binary frames
 MAX_FILE_NAME = 255
+MAX_PROGRESS = 10**9  # steps of one progress bar; past this it is not a count
 _JSON_TYPES = ("application/json", "text/json")
 SEED_DIGITS = 20  # ComfyUI's seeds (in /object_info's limits, a history's prompt) go to 2**64 - 1
 _IMAGE_KINDS = ("output", "temp", "input")
@@ -118,11 +120,13 @@ def describe_node_errors(body: Any) -> str:
                                                                         else ""))
     node_errors = body.get("node_errors") if isinstance(body.get("node_errors"), dict) else {}
     for nid, entry in node_errors.items():
-        for err in (entry.get("errors") or []) if isinstance(entry, dict) else []:
+        errors = entry.get("errors") if isinstance(entry, dict) else None
+        for err in errors if isinstance(errors, list) else []:
             if isinstance(err, dict):
                 detail = f": {err['details']}" if err.get("details") else ""
                 lines.append(f"node {nid} ({entry.get('class_type', '?')}): {err.get('message', '?')}{detail}")
-    return "\n".join(lines[:MAX_ERROR_LINES]) or "ComfyUI refused the workflow"
+    # each line cut: a remote's answer may be megabytes, a message is for a person
+    return "\n".join(line[:MAX_ERROR_LINE] for line in lines[:MAX_ERROR_LINES]) or "ComfyUI refused the workflow"
 
 
 class ComfyClient:
@@ -362,8 +366,8 @@ class ComfyClient:
         if status == 404:
             raise ObjectNotFound(f"no LoRA {name!r} in the bucket the remote session uses")
         if status != 200 or not isinstance(body, dict):
-            message = body.get("message") if isinstance(body, dict) else str(body)[:300]
-            raise ComfyUIError(f"the remote session could not fetch LoRA {name!r}: {message}")
+            message = body.get("message") if isinstance(body, dict) else body
+            raise ComfyUIError(f"the remote session could not fetch LoRA {name!r}: {str(message)[:300]}")
         return body
 
     # ---- one prompt, followed to the end ---------------------------------------------------
@@ -512,8 +516,8 @@ def failure_of(entry: dict[str, Any]) -> str | None:
 
 
 def _count(value: Any) -> bool:
-    """A progress number: jsonsafe already refused NaN, infinities and absurd integers."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+    """A progress number (jsonsafe already refused NaN and infinities)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= MAX_PROGRESS
 
 
 def _bad_image_item(item: Any) -> str | None:

@@ -145,6 +145,9 @@ MALFORMED: list[tuple[str, str, dict[str, Handler], str]] = [
     ("prompt: no id", "run", {"prompt": answer({"number": 1})}, "/prompt: no prompt id"),
     ("prompt: JSON cut off", "run", {"prompt": answer(raw='{"prompt_id": "p')}, "/prompt: not usable JSON"),
     ("prompt: not UTF-8", "run", {"prompt": answer(raw=b'{"prompt_id": "\xff\xfe"}')}, "not UTF-8"),
+    ("prompt: a refusal with node errors of the wrong types", "run",
+     {"prompt": answer({"error": {"message": "x" * 10_000}, "node_errors": {"1": {"errors": 5}, "2": [1]}},
+                       status=400)}, "refused the workflow: xxx"),
     ("history: a list", "run", {"history": answer([1, 2])}, "/history/p1: not a JSON object"),
     ("history: the entry is text", "run", {"history": answer({"p1": "done"})}, "entry is not a JSON object"),
     ("history: outputs is a list", "run", {"history": answer({"p1": {**DONE, "outputs": []}})},
@@ -206,9 +209,11 @@ async def test_every_malformed_answer_is_our_error(aiohttp_server, call, overrid
     async with ComfyClient(str(server.make_url("")), give_up_s=5) as client:  # a session's client
         with pytest.raises(ComfyUIError) as caught:
             await asyncio.wait_for(CALLS[call](client), 60)  # a safety net: none of these may wait forever
-    assert not isinstance(caught.value, WorkflowRejected)
+    # a refusal at /prompt is the one answer that is ComfyUI's verdict, not a malformed one
+    assert isinstance(caught.value, WorkflowRejected) == ("refused the workflow" in expected)
     assert expected in caught.value.message, caught.value.message
     assert caught.value.message.startswith("the remote ComfyUI")
+    assert len(caught.value.message) < 2000  # megabytes from the remote never become the message
 
 
 def test_there_are_at_least_15_kinds_of_malformed_answer():
