@@ -13,7 +13,7 @@ import asyncio
 
 from comfy_api.latest import io
 
-from ..service.sessions import SessionRequest, decode_output_image
+from ..service.sessions import SessionRequest, decode_output_images
 from ..service.workflow_api import resolve_workflow
 from .nodes import CATEGORY, _progress, _interrupted
 from .wiring import holder
@@ -22,13 +22,11 @@ from .wiring import holder
 def _to_image_batch(images: list[tuple[str, bytes]]):
     """``(name, PNG/JPEG/WebP bytes)`` -> ComfyUI's IMAGE (a float tensor [B, H, W, 3] in 0..1);
     images of another size than the first are left out (a batch has one size). Any other format
-    or an oversized one is a ComfyUIError (:func:`decode_output_image`)."""
+    or an oversized one (or batch) is a ComfyUIError (:func:`decode_output_images`)."""
     import numpy as np
     import torch
 
-    arrays = []
-    for name, data in images:
-        arrays.append(np.asarray(decode_output_image(data, name), dtype=np.float32) / 255.0)
+    arrays = [np.asarray(image, dtype=np.float32) / 255.0 for image in decode_output_images(images)]
     if not arrays:
         return torch.zeros((1, 64, 64, 3), dtype=torch.float32), 0
     first = arrays[0].shape

@@ -752,6 +752,8 @@ class Sessions:
 OUTPUT_IMAGE_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})
 # 6000x6000: above a 4x upscale of a Flux image, and still a ~430 MB tensor once decoded.
 MAX_OUTPUT_PIXELS = 36_000_000
+# every image of one prompt together, once decoded for the node (a float tensor of ~860 MB)
+MAX_OUTPUT_BATCH_PIXELS = 2 * MAX_OUTPUT_PIXELS
 MAX_SAME_NAME = 10_000
 
 
@@ -767,6 +769,32 @@ def decode_output_image(data: bytes, name: str) -> Any:
     except ImageLoadError as exc:
         raise ComfyUIError(f"the remote ComfyUI sent an image this node does not read (only PNG, JPEG and "
                            f"WebP up to {MAX_OUTPUT_PIXELS / 1e6:.0f} megapixels): {exc.message}") from None
+
+
+def decode_output_images(images: list[tuple[str, bytes]]) -> list[Any]:
+    """``(name, bytes)`` of a prompt's images, each decoded by :func:`decode_output_image`, after
+    their pixels together were read from the headers and found within
+    :data:`MAX_OUTPUT_BATCH_PIXELS` (a few KB of one-colour PNGs can claim gigabytes). Blocking."""
+    import io
+    import warnings
+
+    from PIL import Image
+
+    from ..dataset.load import pillow_openers
+
+    total = 0
+    for name, data in images:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(data), formats=pillow_openers(OUTPUT_IMAGE_FORMATS)) as im:
+                    total += im.width * im.height
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            continue  # not one of the formats: decode_output_image below says so, naming it
+    if total > MAX_OUTPUT_BATCH_PIXELS:
+        raise ComfyUIError(f"the remote ComfyUI sent {len(images)} images of {total / 1e6:.0f} megapixels together, "
+                           f"more than the {MAX_OUTPUT_BATCH_PIXELS / 1e6:.0f} this node decodes at once")
+    return [decode_output_image(data, name) for name, data in images]
 
 
 def save_output(dest: Path, filename: str, data: bytes) -> Path:

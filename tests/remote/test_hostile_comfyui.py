@@ -22,7 +22,7 @@ from PIL import Image
 from comfy_lora_cloud.errors import ComfyUIError, WorkflowRejected
 from comfy_lora_cloud.remote import comfyui
 from comfy_lora_cloud.remote.comfyui import ComfyClient
-from comfy_lora_cloud.service.sessions import decode_output_image, save_output
+from comfy_lora_cloud.service.sessions import decode_output_image, decode_output_images, save_output
 
 MiB = 1024 * 1024
 REPO = Path(__file__).resolve().parents[2]
@@ -310,6 +310,19 @@ def test_a_144_megapixel_image_is_refused_from_its_header():
     with pytest.raises(ComfyUIError) as caught:
         decode_output_image(bomb, "big.png")
     assert "12000x12000 is 144 megapixels, over the 36 MP limit" in caught.value.message
+
+
+def test_a_batch_of_big_one_colour_images_is_refused_before_any_is_decoded(monkeypatch):
+    from comfy_lora_cloud.service import sessions
+
+    decoded: list[str] = []
+    monkeypatch.setattr(sessions, "decode_output_image", lambda data, name: decoded.append(name))
+    big = png((5_500, 5_500), mode="1")  # 30 MP each, under the limit of one image
+    with pytest.raises(ComfyUIError) as caught:
+        decode_output_images([(f"big_{i}.png", big) for i in range(3)])
+    assert "3 images of 91 megapixels together, more than the 72" in caught.value.message
+    assert decoded == []
+    assert decode_output_images([("a.png", big), ("b.png", big)]) == [None, None] and decoded == ["a.png", "b.png"]
 
 
 def test_png_jpeg_and_webp_decode_to_rgb():
