@@ -32,10 +32,15 @@ class UnsafeJson(ValueError):
     """JSON that is malformed or outside the bounds :func:`loads` keeps."""
 
 
-def _int(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise UnsafeJson(f"an integer of {len(text.lstrip('-'))} digits (at most {MAX_INT_DIGITS})")
-    return int(text)
+def _int_parser(max_digits: int) -> Any:
+    def parse(text: str) -> int:
+        if len(text.lstrip("-")) > max_digits:
+            raise UnsafeJson(f"an integer of {len(text.lstrip('-'))} digits (at most {max_digits})")
+        return int(text)
+    return parse
+
+
+_int = _int_parser(MAX_INT_DIGITS)
 
 
 def _float(text: str) -> float:
@@ -67,9 +72,11 @@ def depth(value: Any) -> int:
     return deepest
 
 
-def loads(data: str | bytes | bytearray, *, max_depth: int = MAX_DEPTH, max_bytes: int = MAX_BYTES) -> Any:
+def loads(data: str | bytes | bytearray, *, max_depth: int = MAX_DEPTH, max_bytes: int = MAX_BYTES,
+          max_int_digits: int = MAX_INT_DIGITS) -> Any:
     """``data`` parsed as JSON within the bounds above; :class:`UnsafeJson` otherwise (bytes must
-    be UTF-8)."""
+    be UTF-8). ``max_int_digits`` is for a format whose integers are known to be longer (ComfyUI's
+    seeds go to 2**64 - 1, 20 digits)."""
     if len(data) > max_bytes:
         raise UnsafeJson(f"{len(data)} bytes of JSON (at most {max_bytes})")
     if isinstance(data, (bytes, bytearray)):
@@ -78,7 +85,8 @@ def loads(data: str | bytes | bytearray, *, max_depth: int = MAX_DEPTH, max_byte
         except UnicodeDecodeError:
             raise UnsafeJson("not UTF-8") from None
     try:
-        value = json.loads(data, parse_int=_int, parse_float=_float, parse_constant=_constant)
+        parse_int = _int if max_int_digits == MAX_INT_DIGITS else _int_parser(max_int_digits)
+        value = json.loads(data, parse_int=parse_int, parse_float=_float, parse_constant=_constant)
     except UnsafeJson:
         raise
     except RecursionError:

@@ -10,27 +10,23 @@ interrupts the prompt on the remote side (the session itself goes on until its i
 from __future__ import annotations
 
 import asyncio
-import io as _io
 
 from comfy_api.latest import io
 
-from ..service.sessions import SessionRequest
+from ..service.sessions import SessionRequest, decode_output_images
 from ..service.workflow_api import resolve_workflow
 from .nodes import CATEGORY, _progress, _interrupted
 from .wiring import holder
 
 
-def _to_image_batch(images: list[bytes]):
-    """PNG/JPEG bytes -> ComfyUI's IMAGE (a float tensor [B, H, W, 3] in 0..1); images of another
-    size than the first are left out (a batch has one size)."""
+def _to_image_batch(images: list[tuple[str, bytes]]):
+    """``(name, PNG/JPEG/WebP bytes)`` -> ComfyUI's IMAGE (a float tensor [B, H, W, 3] in 0..1);
+    images of another size than the first are left out (a batch has one size). Any other format
+    or an oversized one (or batch) is a ComfyUIError (:func:`decode_output_images`)."""
     import numpy as np
     import torch
-    from PIL import Image
 
-    arrays = []
-    for data in images:
-        with Image.open(_io.BytesIO(data)) as im:
-            arrays.append(np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0)
+    arrays = [np.asarray(image, dtype=np.float32) / 255.0 for image in decode_output_images(images)]
     if not arrays:
         return torch.zeros((1, 64, 64, 3), dtype=torch.float32), 0
     first = arrays[0].shape
@@ -77,7 +73,8 @@ class LoraCloudRemoteGenerate(io.ComfyNode):
         result = await app.sessions.generate_watched(
             wf, lora=lora, progress=_progress(cls.hidden.unique_id), interrupted=_interrupted,
             start=SessionRequest() if start_session else None)
-        batch, skipped = await asyncio.to_thread(_to_image_batch, [img["data"] for img in result["images"]])
+        batch, skipped = await asyncio.to_thread(_to_image_batch,
+                                                 [(img["filename"], img["data"]) for img in result["images"]])
         text = f"{len(result['images'])} image(s) from session {result['session']} in {result['seconds']} s"
         if result.get("ignored"):
             text += f" (left out, the remote lacks them: {', '.join(result['ignored'])})"

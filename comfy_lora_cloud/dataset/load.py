@@ -32,6 +32,15 @@ FORMATS_BY_EXT: dict[str, set[str]] = {
     ".tiff": {"TIFF"},
 }
 IMAGE_EXTENSIONS = IMAGE_SUFFIXES
+# Every format Pillow may open for us: raster decoders only. Passed as ``formats=`` so Pillow never
+# even tries the others (EPS runs Ghostscript, a PostScript interpreter).
+DECODABLE_FORMATS = frozenset().union(*FORMATS_BY_EXT.values())
+
+
+def pillow_openers(formats: frozenset[str] = DECODABLE_FORMATS) -> list[str]:
+    """``formats`` (a subset of :data:`DECODABLE_FORMATS`) as Pillow's ``formats=``: the openers
+    to try. An MPO file (a camera's multi-picture JPEG) is opened by the JPEG opener."""
+    return sorted({"JPEG" if f == "MPO" else f for f in formats & DECODABLE_FORMATS})
 # Files that sit next to images and are not images: captions and our own manifest.
 SIDECAR_EXTENSIONS = frozenset({".txt", ".caption", ".json"})
 
@@ -100,14 +109,17 @@ def decode_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     background: tuple[int, int, int] = (255, 255, 255),
     path: str = "",
+    formats: frozenset[str] = DECODABLE_FORMATS,
 ) -> LoadedImage:
-    """Decode image bytes (see :func:`load_image`); ``ext`` checks the content against the name."""
+    """Decode image bytes (see :func:`load_image`); ``ext`` checks the content against the name,
+    ``formats`` (a subset of :data:`DECODABLE_FORMATS`) are the only ones Pillow tries. The pixel
+    limit is checked from the header, before any pixel is decoded."""
     notes: list[str] = []
     try:
         with warnings.catch_warnings():
             # Pillow warns (not raises) between MAX_IMAGE_PIXELS and twice that; we check ourselves.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=pillow_openers(formats))
     except UnidentifiedImageError:
         kind = "not an image" if ext is None else f"not an image (its content is not {ext})"
         raise ImageLoadError(f"{name}: {kind}", path=path) from None
@@ -197,7 +209,7 @@ def check_image_file(
             return f"{name}: is too large ({size // (1024 * 1024)} MiB)"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(p) as img:
+            with Image.open(p, formats=pillow_openers()) as img:
                 fmt = img.format or "unknown"
                 if fmt not in FORMATS_BY_EXT[ext]:
                     return f"{name}: is a {fmt} file with a {ext} name; rename it to the right extension"

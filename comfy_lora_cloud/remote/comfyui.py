@@ -20,13 +20,20 @@ answer), a failed prompt a :class:`~..errors.ComfyUIError` (with the node and Co
 a ComfyUI that does not answer is a :class:`~..errors.TunnelError` through a tunnel (where
 :meth:`ComfyClient.run` waits for the link to come back), a :class:`~..errors.ComfyUIError` for
 a ComfyUI by URL (``remote=False``).
+
+A remote ComfyUI runs on a machine someone else owns, so its answers are untrusted input: every
+body is read streamed and refused past a limit for its kind (:data:`MAX_ANSWER_BYTES`), JSON is
+parsed by :func:`~..jsonsafe.loads` and checked for the shape this client reads, an image by
+``/view`` is refused past :data:`MAX_VIEW_BYTES` and a prompt's images past
+:data:`MAX_OUTPUT_IMAGES` / :data:`MAX_RESULT_BYTES` together. Anything malformed (not JSON, an
+HTML page, the wrong types, a websocket message that is not JSON) is a
+:class:`~..errors.ComfyUIError` saying which answer was wrong.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -36,6 +43,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from .. import jsonsafe
 from ..errors import ComfyUIError, LoraCloudError, ObjectNotFound, TunnelError, WorkflowRejected
 from ..models import Record
 
@@ -45,6 +53,23 @@ Progress = Callable[[int, int, str | None], Any]  # (value, max, node id)
 _NETWORK_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ServerDisconnectedError, asyncio.TimeoutError,
                    ConnectionError, aiohttp.ClientPayloadError)
 MAX_ERROR_LINES = 12
+MAX_ERROR_LINE = 500
+
+MiB = 1024 * 1024
+# The most each answer may be. A real /object_info (478 core nodes, a dozen packs, long model
+# lists) is 2-4 MB; one prompt's /history entry holds its API prompt and the canvas workflow
+# (tens to hundreds of KB); /queue every waiting prompt's. Past these it is not ComfyUI talking.
+MAX_ANSWER_BYTES: dict[str, int] = {"/object_info": 32 * MiB, "/history": 8 * MiB, "/queue": 16 * MiB}
+MAX_SMALL_ANSWER_BYTES = 4 * MiB  # /prompt, /system_stats, the pack's routes, error pages
+MAX_VIEW_BYTES = 64 * MiB  # one output image: a 16-megapixel PNG of noise is ~50 MB
+MAX_OUTPUT_IMAGES = 256  # one prompt's images (a big batch is a few dozen)
+MAX_RESULT_BYTES = 512 * MiB  # all of one prompt's images together, held in memory
+MAX_WS_MESSAGE_BYTES = 4 * MiB  # ComfyUI's events are small; previews come as binary frames
+MAX_FILE_NAME = 255
+MAX_PROGRESS = 10**9  # steps of one progress bar; past this it is not a count
+_JSON_TYPES = ("application/json", "text/json")
+SEED_DIGITS = 20  # ComfyUI's seeds (in /object_info's limits, a history's prompt) go to 2**64 - 1
+_IMAGE_KINDS = ("output", "temp", "input")
 
 
 @dataclass
@@ -95,11 +120,13 @@ def describe_node_errors(body: Any) -> str:
                                                                         else ""))
     node_errors = body.get("node_errors") if isinstance(body.get("node_errors"), dict) else {}
     for nid, entry in node_errors.items():
-        for err in (entry.get("errors") or []) if isinstance(entry, dict) else []:
+        errors = entry.get("errors") if isinstance(entry, dict) else None
+        for err in errors if isinstance(errors, list) else []:
             if isinstance(err, dict):
                 detail = f": {err['details']}" if err.get("details") else ""
                 lines.append(f"node {nid} ({entry.get('class_type', '?')}): {err.get('message', '?')}{detail}")
-    return "\n".join(lines[:MAX_ERROR_LINES]) or "ComfyUI refused the workflow"
+    # each line cut: a remote's answer may be megabytes, a message is for a person
+    return "\n".join(line[:MAX_ERROR_LINE] for line in lines[:MAX_ERROR_LINES]) or "ComfyUI refused the workflow"
 
 
 class ComfyClient:
@@ -147,31 +174,79 @@ class ComfyClient:
         return self._session
 
     # ---- plain calls -----------------------------------------------------------------------
+    def malformed(self, path: str, why: str) -> ComfyUIError:
+        """The error for an answer that is not what ComfyUI sends."""
+        return ComfyUIError(f"{self.name} sent a malformed answer to {path.split('?')[0]}: {why}")
+
+    async def _body(self, resp: aiohttp.ClientResponse, path: str, limit: int) -> bytearray:
+        """The answer's body, read in chunks and refused (without reading on) past ``limit``."""
+        length = resp.content_length
+        if length is not None and length > limit:
+            raise self.malformed(path, f"{length / MiB:.0f} MiB, more than the {limit / MiB:.0f} MiB such an "
+                                       "answer may be")
+        body = bytearray()
+        async for chunk in resp.content.iter_chunked(256 * 1024):
+            body += chunk
+            if len(body) > limit:
+                raise self.malformed(path, f"over {limit / MiB:.0f} MiB, more than such an answer may be")
+        return body
+
+    def _unreachable(self, path: str, exc: BaseException) -> LoraCloudError:
+        why = "the tunnel may be reconnecting, or ComfyUI is not running" if self.unreachable is TunnelError \
+            else "is it running?"
+        return self.unreachable(f"{self.name} did not answer {path.split('?')[0]} ({type(exc).__name__}): {why}")
+
     async def _json(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        """``(status, body)``: the body parsed as JSON when it says it is JSON (a malformed one is
+        a :class:`ComfyUIError`), None when empty, else its first 300 characters as text. A
+        successful answer with a body that is not JSON is malformed: ComfyUI answers JSON."""
+        limit = MAX_ANSWER_BYTES.get("/" + path.split("?")[0].split("/")[1], MAX_SMALL_ANSWER_BYTES)
         try:
             async with self.http.request(method, self.base_url + path, **kwargs) as resp:
-                text = await resp.text()
-                try:
-                    return resp.status, json.loads(text) if text else None
-                except ValueError:
-                    return resp.status, text
+                body = await self._body(resp, path, limit)
+                status, content_type = resp.status, resp.content_type
         except _NETWORK_ERRORS as exc:
-            why = "the tunnel may be reconnecting, or ComfyUI is not running" if self.unreachable is TunnelError \
-                else "is it running?"
-            raise self.unreachable(f"{self.name} did not answer {path.split('?')[0]} ({type(exc).__name__}): "
-                                   f"{why}") from None
+            raise self._unreachable(path, exc) from None
+        if not body.strip():
+            return status, None
+        if content_type in _JSON_TYPES:
+            try:
+                return status, jsonsafe.loads(body, max_bytes=limit, max_int_digits=SEED_DIGITS)
+            except ValueError as exc:
+                if 200 <= status < 300:
+                    raise self.malformed(path, f"not usable JSON ({exc})") from None
+        elif 200 <= status < 300:
+            raise self.malformed(path, f"{content_type or 'no content type'}, not JSON")
+        return status, body[:300].decode("utf-8", "replace")
 
     async def ping(self) -> dict[str, Any]:
         """``/system_stats``: ComfyUI answers (TunnelError when it does not)."""
         status, body = await self._json("GET", "/system_stats")
-        if status != 200 or not isinstance(body, dict):
+        if status != 200:
             raise self.unreachable(f"{self.name} answered /system_stats with HTTP {status}")
+        if not isinstance(body, dict):
+            raise self.malformed("/system_stats", "not a JSON object")
         return body
 
     async def object_info(self, node: str | None = None) -> dict[str, Any]:
         status, body = await self._json("GET", "/object_info" + (f"/{quote(node)}" if node else ""))
-        if status != 200 or not isinstance(body, dict):
+        if status != 200:
             raise ComfyUIError(f"{self.name} answered /object_info with HTTP {status}")
+        return self._checked_object_info(body)
+
+    def _checked_object_info(self, body: Any) -> dict[str, Any]:
+        """``/object_info`` with the shape the workflow converter reads: an object of node
+        definitions, each an object whose ``input`` and ``input_order`` hold objects and lists."""
+        if not isinstance(body, dict):
+            raise self.malformed("/object_info", "not a JSON object")
+        for name, definition in body.items():
+            inputs = definition.get("input", {}) if isinstance(definition, dict) else None
+            order = definition.get("input_order", {}) if isinstance(definition, dict) else None
+            if not (isinstance(inputs, dict) and isinstance(order, dict)
+                    and all(isinstance(v, dict) for v in inputs.values())
+                    and all(isinstance(v, list) for v in order.values())):
+                raise self.malformed("/object_info", f"the definition of {str(name)[:80]!r} is not one ComfyUI "
+                                                     "writes")
         return body
 
     async def queue_prompt(self, prompt: dict[str, Any], client_id: str | None = None,
@@ -187,17 +262,45 @@ class ComfyClient:
         if status == 400 or (status == 200 and isinstance(data, dict) and data.get("node_errors")):
             raise WorkflowRejected(f"{self.name} refused the workflow: {describe_node_errors(data)}",
                                    node_errors=(data.get("node_errors") if isinstance(data, dict) else None) or {})
-        if status != 200 or not isinstance(data, dict) or not data.get("prompt_id"):
+        if status != 200:
             raise ComfyUIError(f"{self.name} could not queue the workflow (HTTP {status}): {str(data)[:300]}")
-        return str(data["prompt_id"])
+        prompt_id = data.get("prompt_id") if isinstance(data, dict) else None
+        if not isinstance(prompt_id, str) or not 0 < len(prompt_id) <= 200 or not prompt_id.isprintable():
+            raise self.malformed("/prompt", "no prompt id")
+        return prompt_id
 
     async def history(self, prompt_id: str) -> dict[str, Any] | None:
         """The prompt's history entry once it ran (None while it is queued or running)."""
-        status, data = await self._json("GET", f"/history/{quote(prompt_id)}")
-        if status != 200 or not isinstance(data, dict):
+        path = f"/history/{quote(prompt_id)}"
+        status, data = await self._json("GET", path)
+        if status != 200:
             return None
+        if not isinstance(data, dict):
+            raise self.malformed(path, "not a JSON object")
         entry = data.get(prompt_id)
-        return entry if isinstance(entry, dict) else None
+        return None if entry is None else self._checked_entry(path, entry)
+
+    def _checked_entry(self, path: str, entry: Any) -> dict[str, Any]:
+        """A history entry with the shape :func:`failure_of` and :func:`_images_of` read."""
+        if not isinstance(entry, dict):
+            raise self.malformed(path, "the prompt's entry is not a JSON object")
+        status, outputs = entry.get("status", {}), entry.get("outputs", {})
+        if not isinstance(status, dict) or not isinstance(outputs, dict):
+            raise self.malformed(path, "'status' and 'outputs' must be JSON objects")
+        messages = status.get("messages", [])
+        if not isinstance(messages, list) or not all(
+                isinstance(m, list) and len(m) == 2 and isinstance(m[0], str) for m in messages):
+            raise self.malformed(path, "'status.messages' must be a list of [event, data] pairs")
+        for node, ui in outputs.items():
+            images = ui.get("images", []) if isinstance(ui, dict) else None
+            if not isinstance(images, list):
+                raise self.malformed(path, f"the output of node {str(node)[:40]!r} is not an object with a list "
+                                           "of images")
+            for item in images:
+                why = _bad_image_item(item)
+                if why:
+                    raise self.malformed(path, f"an image of node {str(node)[:40]!r}: {why}")
+        return entry
 
     async def status(self, prompt_id: str) -> PromptStatus:
         """Where prompt ``prompt_id`` is (its history, else the queue), for a caller that polls.
@@ -206,8 +309,11 @@ class ComfyClient:
         entry = await self.history(prompt_id)
         if entry is None:
             status, queue = await self._json("GET", "/queue")
+            if status == 200 and not (isinstance(queue, dict) and all(
+                    isinstance(queue.get(k, []), list) for k in ("queue_running", "queue_pending"))):
+                raise self.malformed("/queue", "'queue_running' and 'queue_pending' must be lists")
             for key, state in (("queue_running", "running"), ("queue_pending", "queued")):
-                for item in (queue.get(key) or []) if status == 200 and isinstance(queue, dict) else []:
+                for item in queue.get(key, []) if status == 200 else []:
                     if isinstance(item, list) and len(item) > 1 and item[1] == prompt_id:
                         return PromptStatus(prompt_id, state)
             entry = await self.history(prompt_id)
@@ -220,18 +326,26 @@ class ComfyClient:
     async def interrupt(self, prompt_id: str) -> None:
         """Stop the prompt if it runs, and drop it from the queue if it waits (best effort)."""
         for path, body in (("/interrupt", {"prompt_id": prompt_id}), ("/queue", {"delete": [prompt_id]})):
-            with contextlib.suppress(self.unreachable):
+            with contextlib.suppress(LoraCloudError):
                 await self._json("POST", path, json=body)
 
-    async def view(self, image: OutputImage) -> bytes:
+    async def view(self, image: OutputImage, max_bytes: int = MAX_VIEW_BYTES) -> bytes:
+        """The image's bytes, refused past ``max_bytes`` (read no further) or when the answer is
+        a page or JSON rather than a file."""
         params = {"filename": image.filename, "subfolder": image.subfolder, "type": image.type}
+        path = f"/view ({image.filename})"
         try:
             async with self.http.get(self.base_url + "/view", params=params) as resp:
                 if resp.status != 200:
                     raise ComfyUIError(f"{self.name} could not send {image.filename} (HTTP {resp.status})")
-                return await resp.read()
+                if resp.content_type.startswith("text/") or resp.content_type in _JSON_TYPES:
+                    raise self.malformed(path, f"{resp.content_type}, not an image file")
+                data = await self._body(resp, path, max_bytes)
         except _NETWORK_ERRORS as exc:
             raise self.unreachable(f"the image {image.filename} did not arrive ({type(exc).__name__})") from None
+        if not data:
+            raise self.malformed(path, "an empty file")
+        return bytes(data)
 
     # ---- the pack on the remote side ---------------------------------------------------------
     async def fetch_lora(self, name: str) -> dict[str, Any]:
@@ -240,16 +354,20 @@ class ComfyClient:
         status, token = await self._json("GET", "/lora_cloud/api/token")
         if status == 404:
             raise ComfyUIError(f"{self.name} does not have the LoRA Cloud pack, so it cannot fetch LoRAs")
-        if status != 200 or not isinstance(token, dict) or "token" not in token:
+        if status != 200:
             raise ComfyUIError(f"the remote pack's token route answered HTTP {status}")
+        header = token.get("header", "X-LoRA-Cloud-Token") if isinstance(token, dict) else None
+        if not isinstance(token.get("token") if isinstance(token, dict) else None, str) \
+                or not isinstance(header, str) or not header.isprintable() or not 0 < len(header) <= 100:
+            raise self.malformed("/lora_cloud/api/token", "no token and header name")
         status, body = await self._json(
             "POST", f"/lora_cloud/api/loras/{quote(name, safe='')}/download", json={},
-            headers={token.get("header", "X-LoRA-Cloud-Token"): str(token["token"])})
+            headers={header: token["token"]})
         if status == 404:
             raise ObjectNotFound(f"no LoRA {name!r} in the bucket the remote session uses")
         if status != 200 or not isinstance(body, dict):
-            message = body.get("message") if isinstance(body, dict) else str(body)[:300]
-            raise ComfyUIError(f"the remote session could not fetch LoRA {name!r}: {message}")
+            message = body.get("message") if isinstance(body, dict) else body
+            raise ComfyUIError(f"the remote session could not fetch LoRA {name!r}: {str(message)[:300]}")
         return body
 
     # ---- one prompt, followed to the end ---------------------------------------------------
@@ -266,8 +384,16 @@ class ComfyClient:
                 await asyncio.wait_for(asyncio.shield(self.interrupt(prompt_id)), 10)
             raise
         images = _images_of(entry)
+        if len(images) > MAX_OUTPUT_IMAGES:
+            raise self.malformed(f"/history/{prompt_id}", f"{len(images)} images, more than the "
+                                                          f"{MAX_OUTPUT_IMAGES} one prompt may bring back")
+        total = 0
         for image in images:
             image.data = await self._retrying(lambda image=image: self.view(image))
+            total += len(image.data)
+            if total > MAX_RESULT_BYTES:
+                raise self.malformed(f"/history/{prompt_id}", f"images of over {MAX_RESULT_BYTES / MiB:.0f} MiB "
+                                                              "together, more than one prompt may bring back")
         return PromptResult(prompt_id, images, time.monotonic() - started)
 
     async def _retrying(self, call: Callable[[], Awaitable[Any]]) -> Any:
@@ -307,7 +433,8 @@ class ComfyClient:
         """Events until the prompt ends; returns its history entry. TunnelError when the link drops."""
         url = self.base_url.replace("http://", "ws://", 1) + f"/ws?clientId={quote(cid)}"
         try:
-            async with self.http.ws_connect(url, heartbeat=20, timeout=aiohttp.ClientWSTimeout(ws_close=5)) as ws:
+            async with self.http.ws_connect(url, heartbeat=20, timeout=aiohttp.ClientWSTimeout(ws_close=5),
+                                            max_msg_size=MAX_WS_MESSAGE_BYTES) as ws:
                 entry = await self.history(prompt_id)  # finished before we listened
                 if entry is not None:
                     return entry
@@ -319,21 +446,29 @@ class ComfyClient:
                         if entry is not None:
                             return entry
                         continue
+                    if msg.type is aiohttp.WSMsgType.ERROR and isinstance(msg.data, aiohttp.WebSocketError) \
+                            and msg.data.code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG:
+                        raise self.malformed("/ws", f"a message over {MAX_WS_MESSAGE_BYTES / MiB:.0f} MiB")
                     if msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.ERROR,
                                     aiohttp.WSMsgType.CLOSE):
                         raise TunnelError(f"{self.name}'s websocket closed")
                     if msg.type is not aiohttp.WSMsgType.TEXT:
                         continue  # binary frames: previews
                     try:
-                        event = json.loads(msg.data)
-                    except ValueError:
-                        continue
-                    data = event.get("data") if isinstance(event, dict) else None
+                        event = jsonsafe.loads(msg.data, max_bytes=MAX_WS_MESSAGE_BYTES, max_int_digits=SEED_DIGITS)
+                    except ValueError as exc:
+                        raise self.malformed("/ws", f"a message that is not usable JSON ({exc})") from None
+                    if not isinstance(event, dict):
+                        raise self.malformed("/ws", "a message that is not a JSON object")
+                    data = event.get("data")
                     if not isinstance(data, dict) or data.get("prompt_id") not in (None, prompt_id):
                         continue
                     kind = event.get("type")
                     if kind == "progress" and progress is not None and data.get("prompt_id") == prompt_id:
-                        result = progress(int(data.get("value") or 0), int(data.get("max") or 0), data.get("node"))
+                        value, top, node = data.get("value", 0), data.get("max", 0), data.get("node")
+                        if not (_count(value) and _count(top) and (node is None or isinstance(node, str))):
+                            raise self.malformed("/ws", "a progress event without a numeric value and max")
+                        result = progress(int(value), int(top), node)
                         if asyncio.iscoroutine(result):
                             await result
                     elif kind in ("execution_error", "execution_interrupted") and data.get("prompt_id") == prompt_id:
@@ -380,6 +515,29 @@ def failure_of(entry: dict[str, Any]) -> str | None:
     return "the workflow failed"
 
 
+def _count(value: Any) -> bool:
+    """A progress number (jsonsafe already refused NaN and infinities)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= MAX_PROGRESS
+
+
+def _bad_image_item(item: Any) -> str | None:
+    """Why an entry of an output's ``images`` is not one ComfyUI writes, or None. ComfyUI names
+    an output file by its name alone (folders go in ``subfolder``), so a name with a separator,
+    ``..`` or a control character is a trick, not an image."""
+    if not isinstance(item, dict):
+        return "not a JSON object"
+    name, subfolder, kind = item.get("filename"), item.get("subfolder") or "", item.get("type") or "output"
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_FILE_NAME:
+        return "no file name"
+    if "/" in name or "\\" in name or name in (".", "..") or not name.isprintable():
+        return f"the file name {name[:80]!r} is not a plain file name"
+    if not isinstance(subfolder, str) or len(subfolder) > 1024 or not subfolder.isprintable():
+        return "the subfolder is not a folder name"
+    if kind not in _IMAGE_KINDS:
+        return f"the type {str(kind)[:20]!r} is not one of {', '.join(_IMAGE_KINDS)}"
+    return None
+
+
 def _images_of(entry: dict[str, Any]) -> list[OutputImage]:
     """The images in a history entry, the saved ones (``output``) before the previews."""
     out: list[OutputImage] = []
@@ -387,8 +545,8 @@ def _images_of(entry: dict[str, Any]) -> list[OutputImage]:
         if not isinstance(ui, dict):
             continue
         for item in ui.get("images") or []:
-            if isinstance(item, dict) and isinstance(item.get("filename"), str):
-                out.append(OutputImage(item["filename"], str(item.get("subfolder") or ""),
-                                       str(item.get("type") or "output"), str(node)))
+            if _bad_image_item(item) is None:
+                out.append(OutputImage(item["filename"], item.get("subfolder") or "", item.get("type") or "output",
+                                       str(node)))
     out.sort(key=lambda i: i.type != "output")
     return out

@@ -8,6 +8,9 @@ refused (:class:`HostKeyChanged`).
 
 The record is a small JSON file (0600) in the pack's home, shared by every process of the
 controller (ComfyUI, the CLI, a tunnel keeper); writes are atomic and serialised with a lock.
+A record that cannot be read, or is JSON of another shape (``[]``, a key that is not a key), is
+damaged: every connection is refused with a :class:`~..errors.TunnelError` naming the file until
+it is moved aside. Reading it as empty would trust whatever key the next connection is shown.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from .. import jsonsafe
 from ..errors import TunnelError
 
 FILE_NAME = "host_keys.json"
+MAX_FILE_BYTES = 4 * 1024 * 1024  # ~20 000 instances' keys; a bigger file is not ours
 
 
 class HostKeyChanged(TunnelError):
@@ -56,19 +61,29 @@ class HostKeyStore:
         finally:
             os.close(fd)
 
+    def _damaged(self, why: str) -> TunnelError:
+        return TunnelError(f"the host key record {self.path} is damaged ({why}); without it no instance can be "
+                           "verified, so no connection is made: move it aside to start a new one (every instance "
+                           "is then trusted on first contact again)")
+
     def _read(self) -> dict[str, dict]:
         try:
-            data = json.loads(self.path.read_text("utf-8"))
+            data = jsonsafe.loads(self.path.read_bytes(), max_bytes=MAX_FILE_BYTES)
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
-            raise TunnelError(f"the host key record {self.path} cannot be read ({exc}); without it no instance "
-                              "can be verified: move it aside to start a new one") from None
-        return data if isinstance(data, dict) else {}
+            raise self._damaged(str(exc)) from None
+        if not isinstance(data, dict):
+            raise self._damaged(f"a JSON {type(data).__name__}, not an object of instances")
+        for instance, entry in data.items():
+            key = entry.get("key") if isinstance(entry, dict) else None
+            if not isinstance(key, str) or len(key.split()) < 2:
+                raise self._damaged(f"the entry of {instance[:60]!r} has no SSH key")
+        return data
 
     def get(self, instance: str) -> str | None:
         entry = self._read().get(instance)
-        return entry.get("key") if isinstance(entry, dict) else None
+        return entry["key"] if entry is not None else None
 
     def pin(self, instance: str, key: str, host: str = "", port: int | None = None) -> str:
         """Record ``key`` for ``instance`` unless one is recorded already; returns the recorded
@@ -77,7 +92,7 @@ class HostKeyStore:
         with self._locked():
             data = self._read()
             entry = data.get(instance)
-            if isinstance(entry, dict) and entry.get("key"):
+            if entry is not None:
                 check(instance, entry["key"], line)
                 return entry["key"]
             data[instance] = {"key": line, "host": host, "port": port, "at": time.time()}

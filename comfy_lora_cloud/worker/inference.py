@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import shlex
 import signal
@@ -39,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from ..errors import LoraCloudError, redact, register_secret
+from ..errors import ConfigError, LoraCloudError, redact, register_secret
 from ..models import SessionState
 from ..storage import sync
 from ..storage.base import Storage
@@ -120,6 +121,7 @@ class Supervisor:
     ready_timeout_s: float = 900.0
 
     def __post_init__(self) -> None:
+        check_limits(self.idle_s / 60, self.max_hours, self.port)  # also for a supervisor built in code
         self.workdir = Path(self.workdir).resolve()
         self.models_dir = self.workdir / "models"
         self.output_dir = self.workdir / "output"
@@ -392,6 +394,37 @@ def _content_type(name: str) -> str:
         suffix, "application/octet-stream")
 
 
+def check_limits(idle_min: float, max_hours: float, port: int) -> None:
+    """A clear :class:`~..errors.ConfigError` for a limit that is no limit (``inf``, ``nan``, 0 or
+    less, past the longest session) or a port ComfyUI cannot be reached on (0 picks any port, which
+    the tunnel would miss; past 65535 is none)."""
+    from ..settings import MAX_SESSION_HOURS
+
+    for name, value, high in ((inference.ENV_IDLE, idle_min, MAX_SESSION_HOURS * 60),
+                              (inference.ENV_MAX_HOURS, max_hours, MAX_SESSION_HOURS)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not 0 < value <= high:
+            raise ConfigError(f"{name} is {value!r}: it must be a number above 0 and at most {high:g}")
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ConfigError(f"{inference.ENV_PORT} is {port!r}: it must be a port from 1 to 65535")
+
+
+def session_limits(env: Mapping[str, str]) -> tuple[float, float, int]:
+    """``(idle minutes, max hours, ComfyUI's port)`` from the environment the controller set,
+    parsed and range-checked (:func:`check_limits`)."""
+    values: list[float | int] = []
+    for name, default, kind in ((inference.ENV_IDLE, "20", float), (inference.ENV_MAX_HOURS, "4", float),
+                                (inference.ENV_PORT, str(inference.DEFAULT_PORT), int)):
+        raw = env.get(name, default).strip()
+        try:
+            values.append(kind(raw))
+        except ValueError:
+            raise ConfigError(f"{name} is {raw[:40]!r}, not a {'whole ' if kind is int else ''}number") from None
+    idle_min, max_hours, port = values
+    check_limits(idle_min, max_hours, int(port))
+    return float(idle_min), float(max_hours), int(port)
+
+
 def _main_thread() -> bool:
     import threading
 
@@ -427,13 +460,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not url:
             raise LoraCloudError(f"set {inference.ENV_STORAGE} to the bucket (gs://...) the session uses")
         storage = open_storage(url, settings=settings)
-        idle_min = float(env.get(inference.ENV_IDLE, "20"))
-        max_hours = float(env.get(inference.ENV_MAX_HOURS, "4"))
+        idle_min, max_hours, port = session_limits(env)
         precision = env.get(inference.ENV_PRECISION, "fp8")
         inference.model_files(precision)
-        port = int(env.get(inference.ENV_PORT, str(inference.DEFAULT_PORT)))
-        if not (idle_min > 0 and max_hours > 0):
-            raise LoraCloudError("idle minutes and max hours must be above 0")
     except (LoraCloudError, ValueError) as exc:
         log.error("cannot start: %s", getattr(exc, "message", exc))
         with contextlib.suppress(LoraCloudError):

@@ -81,6 +81,30 @@ async def test_first_contact_pins_the_host_key_and_a_changed_key_is_refused(sshd
     (await connect(_target(sshd, "vast:2"), keys.private_path, hostkeys)).close()
 
 
+@pytest.mark.parametrize("damaged", [
+    "[]",  # valid JSON, another shape: read as "no keys", it would trust any key again
+    '{"vast:1": "ssh-ed25519 AAAA"}',
+    '{"vast:1": {"key": 5}}',
+    '{"vast:1": {"host": "x"}}',
+    '{"vast:1": {"key": "not-a-key"}}',
+    "{" * 100_000,
+    '{"vast:1": {"key": "ssh-ed25519 AAAA"}',  # cut off
+])
+async def test_a_damaged_host_key_record_refuses_every_connection(sshd, keys, hostkeys, damaged):
+    sshd.authorize(keys.public_key)
+    hostkeys.path.parent.mkdir(parents=True, exist_ok=True)
+    hostkeys.path.write_text(damaged)
+    for instance in ("vast:1", "vast:2"):  # the instance that had a key, and one that never had
+        with pytest.raises(TunnelError) as err:
+            await connect(_target(sshd, instance), keys.private_path, hostkeys)
+        assert f"the host key record {hostkeys.path} is damaged" in err.value.message
+        assert "move it aside" in err.value.message
+    assert hostkeys.path.read_text() == damaged  # left as it was, for the user to look at
+    hostkeys.path.rename(hostkeys.path.with_name("host_keys.json.damaged"))
+    (await connect(_target(sshd), keys.private_path, hostkeys)).close()  # moved aside: first contact again
+    assert hostkeys.get("vast:1").split()[:2] == sshd.host_public_key.split()[:2]
+
+
 async def test_failures_are_clear_tunnel_errors(sshd, keys, hostkeys, tmp_path):
     with pytest.raises(TunnelError) as err:  # our key is not authorized there
         await connect(_target(sshd), keys.private_path, hostkeys)

@@ -61,6 +61,16 @@ def test_start_run_stop(stack, tmp_path):
     assert meta["prompt"]["5"]["inputs"]["text"] == "ohwx cat" and meta["prompt"]["8"]["inputs"]["steps"] == 3
     assert stack.storage.read_bytes(key) == open(path, "rb").read()
 
+    # two save nodes whose prefixes differ only in their folder: the remote names both outputs
+    # twin_00001_.png (in subfolders a/ and b/); both are kept, neither overwrites the other
+    twins = flux_workflow(prefix="a/twin")
+    twins["12"] = {"class_type": "SaveImage", "inputs": {"images": ["9", 0], "filename_prefix": "b/twin"}}
+    (tmp_path / "twins.json").write_text(json.dumps(twins))
+    pair = stack.json("comfy", "run", str(tmp_path / "twins.json"), "--lora", "fresh", "--set", "KSampler.steps=2",
+                      "--out", str(out))
+    assert sorted(os.path.basename(p) for p in pair["images"]) == ["twin_00001_-2.png", "twin_00001_.png"]
+    assert all(open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n" for p in pair["images"])
+
     # one of the pack's templates by name (service/templates.py fills in the LoRA and the prompt)
     templated = stack.json("comfy", "run", "basic_txt2img", "--lora", "fresh", "--prompt", "ohwx dog",
                            "--set", "KSampler.steps=2", "--out", str(out))
