@@ -24,7 +24,7 @@ import math
 from typing import Any
 
 MAX_DEPTH = 64
-MAX_INT_DIGITS = 18  # every count, size, id and cent we handle fits; 10**18 still converts to float exactly enough
+MAX_INT_DIGITS = 20  # ComfyUI's seeds go to 2**64 - 1; every count, size and id we handle is shorter
 MAX_BYTES = 16 * 1024 * 1024
 
 
@@ -32,15 +32,10 @@ class UnsafeJson(ValueError):
     """JSON that is malformed or outside the bounds :func:`loads` keeps."""
 
 
-def _int_parser(max_digits: int) -> Any:
-    def parse(text: str) -> int:
-        if len(text.lstrip("-")) > max_digits:
-            raise UnsafeJson(f"an integer of {len(text.lstrip('-'))} digits (at most {max_digits})")
-        return int(text)
-    return parse
-
-
-_int = _int_parser(MAX_INT_DIGITS)
+def _int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise UnsafeJson(f"an integer of {len(text.lstrip('-'))} digits (at most {MAX_INT_DIGITS})")
+    return int(text)
 
 
 def _float(text: str) -> float:
@@ -72,11 +67,9 @@ def depth(value: Any) -> int:
     return deepest
 
 
-def loads(data: str | bytes | bytearray, *, max_depth: int = MAX_DEPTH, max_bytes: int = MAX_BYTES,
-          max_int_digits: int = MAX_INT_DIGITS) -> Any:
+def loads(data: str | bytes | bytearray, *, max_depth: int = MAX_DEPTH, max_bytes: int = MAX_BYTES) -> Any:
     """``data`` parsed as JSON within the bounds above; :class:`UnsafeJson` otherwise (bytes must
-    be UTF-8). ``max_int_digits`` is for a format whose integers are known to be longer (ComfyUI's
-    seeds go to 2**64 - 1, 20 digits)."""
+    be UTF-8)."""
     if len(data) > max_bytes:
         raise UnsafeJson(f"{len(data)} bytes of JSON (at most {max_bytes})")
     if isinstance(data, (bytes, bytearray)):
@@ -85,8 +78,7 @@ def loads(data: str | bytes | bytearray, *, max_depth: int = MAX_DEPTH, max_byte
         except UnicodeDecodeError:
             raise UnsafeJson("not UTF-8") from None
     try:
-        parse_int = _int if max_int_digits == MAX_INT_DIGITS else _int_parser(max_int_digits)
-        value = json.loads(data, parse_int=parse_int, parse_float=_float, parse_constant=_constant)
+        value = json.loads(data, parse_int=_int, parse_float=_float, parse_constant=_constant)
     except UnsafeJson:
         raise
     except RecursionError:

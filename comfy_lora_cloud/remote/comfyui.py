@@ -68,7 +68,6 @@ MAX_WS_MESSAGE_BYTES = 4 * MiB  # ComfyUI's events are small; previews come as b
 MAX_FILE_NAME = 255
 MAX_PROGRESS = 10**9  # steps of one progress bar; past this it is not a count
 _JSON_TYPES = ("application/json", "text/json")
-SEED_DIGITS = 20  # ComfyUI's seeds (in /object_info's limits, a history's prompt) go to 2**64 - 1
 _IMAGE_KINDS = ("output", "temp", "input")
 
 
@@ -211,7 +210,7 @@ class ComfyClient:
             return status, None
         if content_type in _JSON_TYPES:
             try:
-                return status, jsonsafe.loads(body, max_bytes=limit, max_int_digits=SEED_DIGITS)
+                return status, jsonsafe.loads(body, max_bytes=limit)
             except ValueError as exc:
                 if 200 <= status < 300:
                     raise self.malformed(path, f"not usable JSON ({exc})") from None
@@ -455,7 +454,7 @@ class ComfyClient:
                     if msg.type is not aiohttp.WSMsgType.TEXT:
                         continue  # binary frames: previews
                     try:
-                        event = jsonsafe.loads(msg.data, max_bytes=MAX_WS_MESSAGE_BYTES, max_int_digits=SEED_DIGITS)
+                        event = jsonsafe.loads(msg.data, max_bytes=MAX_WS_MESSAGE_BYTES)
                     except ValueError as exc:
                         raise self.malformed("/ws", f"a message that is not usable JSON ({exc})") from None
                     if not isinstance(event, dict):

@@ -16,7 +16,7 @@ def test_plain_json_parses_as_the_standard_parser_does():
 
 @pytest.mark.parametrize("text, why", [
     ("1" * 401, "digits"),
-    ("-" + "9" * 19, "digits"),
+    ("-" + "9" * 21, "digits"),
     ("1e400", "out of range"),
     ("-1e999", "out of range"),
     ("NaN", "not JSON"),
@@ -57,3 +57,7 @@ def test_depth_counts_without_recursion():
         deep = [deep]
     assert jsonsafe.depth(deep) == 5001
     assert jsonsafe.depth({"a": 1}) == 1 and jsonsafe.depth(3) == 0
+
+
+def test_comfyui_seeds_fit():
+    assert loads('{"seed": 18446744073709551615}') == {"seed": 2**64 - 1}
