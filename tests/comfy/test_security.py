@@ -152,6 +152,14 @@ def listing(key: str, must_list: set[str], must_report: set[str], name_field: st
     return check
 
 
+def config_answered(status: int, headers: dict[str, str], body: bytes) -> str | None:
+    """A run config whose spec parses but holds odd values: answered (a problem named where it
+    cannot be resolved), never a 500."""
+    if status != 200:
+        return f"status {status}"
+    return None if isinstance(json.loads(body).get("config"), dict) else "no config"
+
+
 def not_5xx(status: int, headers: dict[str, str], body: bytes) -> str | None:
     return None
 
@@ -305,6 +313,15 @@ async def _bodies(att: Attacker) -> None:
         ("/budgets", json.dumps({"vast_api_key": "x", "max_dph": 1}).encode(), good, ("ConfigError",)),
         ("/budgets", json.dumps({"max_dph": True}).encode(), good, ("ConfigError",)),
     ]
+    # integers too big for a float, wherever a route takes a number: a 400, not an OverflowError
+    big = hostile.BIG_INT
+    cases += [(route, body.replace("BIG", big).encode(), good, ("ConfigError",)) for route, body in (
+        ("/budgets", '{"max_dph": BIG}'), ("/budgets", '{"max_month_usd": -BIG}'),
+        ("/train/check", '{"dataset": "cats", "config": {"steps": BIG}}'),
+        ("/train/check", '{"dataset": "cats", "config": {"rank": BIG, "learning_rate": 1e-4}}'),
+        ("/runs", '{"dataset": "cats", "max_dph": BIG}'), ("/runs", '{"dataset": "cats", "config": {"steps": BIG}}'),
+        ("/sessions", '{"max_hours": BIG}'), ("/sessions", '{"max_dph": BIG}'),
+        ("/notify/settings", '{"notify_toast": BIG}'))]
     for route, body, headers, errors in cases:
         await att.send("body", "POST", A + route, refused(*errors), headers=headers, body=body)
     # the server stops reading such a body: the connection is not reused after it
@@ -342,6 +359,10 @@ async def _bucket_content(att: Attacker) -> None:
     for run_id in hostile.BAD_STATUSES:
         for route in (f"/runs/{run_id}", f"/runs/{run_id}/samples", f"/runs/{run_id}/events"):
             await att.send("hostile bucket", "GET", A + route, not_5xx)
+    for run_id in hostile.BAD_SPECS:  # a damaged spec.json is a damaged record, never a 500
+        await att.send("hostile bucket", "GET", A + f"/runs/{run_id}/config", refused("CorruptRecord", statuses=(422,)))
+    for run_id in hostile.ODD_SPECS:
+        await att.send("hostile bucket", "GET", A + f"/runs/{run_id}/config", config_answered)
     for route in ("/datasets/ds-deep/images", "/datasets/cats/images", "/datasets/cats/captions",
                   "/runs/run-1/events", "/runs/run-1", "/instances", "/costs"):
         await att.send("hostile bucket", "GET", A + route, not_5xx)
