@@ -15,7 +15,7 @@ import contextlib
 import json
 from typing import Any, AsyncIterator
 
-from ..errors import ConfigError, ObjectNotFound, redact
+from ..errors import ConfigError, ObjectNotFound, ProviderAPIError, redact
 from ..models import Instance, validate_name
 from ..providers.base import LABEL_PREFIX, Capability, Provider
 from .costs import CostLedger
@@ -85,7 +85,14 @@ class Instances:
     async def stop(self, instance_id: str) -> dict[str, Any]:
         """Stop (keep the disk; storage still bills). Every open sidebar hears about it."""
         async with self._ours(instance_id, Capability.STOP) as (provider, run_id):
-            await provider.stop(instance_id)
+            try:
+                await provider.stop(instance_id)
+            except ProviderAPIError as exc:
+                if exc.status != 404:
+                    raise
+                # recorded here but gone there: the provider's 404 is the answer, not a failure of it
+                raise ObjectNotFound(f"instance {instance_id} no longer exists at {provider.name}: nothing to "
+                                     "stop (the next guard round records it as gone)") from None
             inst = await provider.get(instance_id)
         if inst is not None:
             await asyncio.to_thread(self.app.state.put_instance, inst, run_id)
