@@ -197,13 +197,20 @@ def _octets(rng: random.Random, png: bytes) -> bytes:
                        b"GIF89a" + b"\xff" * 10, png + b"trailing"])
 
 
+def _destructive(method: str, route: str) -> int:
+    """Routes that may remove what the others read (the staged upload, the instance, a dataset,
+    a LoRA) are fuzzed last, deletions after everything, so the rest reach their handlers'
+    depths and not only a 404."""
+    return 2 if method == "DELETE" else 1 if route.endswith(("/destroy", "/stop", "/publish")) else 0
+
+
 def plans(port: int, token: str, header_name: str, png: bytes, *, seed: int = SEED,
           per_route: int = PER_ROUTE) -> list[Plan]:
     """Every route, ``per_route`` requests each, in a seeded order."""
     rng = random.Random(seed)
     out: list[Plan] = []
     fmt = {"port": port, "port1": port + 1}
-    for method, route in route_table():
+    for method, route in sorted(route_table(), key=lambda r: _destructive(*r)):
         if method == "HEAD":
             continue
         mutating = method != "GET"

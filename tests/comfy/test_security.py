@@ -469,6 +469,12 @@ async def fuzz_target(comfy_client, seeded, vast, aiohttp_server, tmp_path):  # 
     seeded.app.templates.local_url = str(comfy.make_url("")).rstrip("/")
     seeded.app.uploads.workers = 1
     hostile.write_hostile_bucket(seeded.storage.root)
+    # something for the upload steps and the run config to work on, not only a 404
+    for i in range(3):
+        await seeded.app.uploads.put("cats", f"00{i}.png", png_bytes((40 * i, 90, 160)))
+    spec = {"run_id": "run-1", "dataset": "cats", "lora_type": "character", "vram_gb": 24.0,
+            "overrides": {"network_dim": 32}}
+    seeded.storage.write_bytes(layout.run_key("run-1", "spec.json"), json.dumps(spec).encode())
     return comfy_client
 
 
