@@ -1,6 +1,7 @@
 """The sidebar's upload steps over the routes, at their edges: yes/no fields that are JSON booleans
 only, a bounded trigger word, one folder per name however Unicode spells it, and a discard that
-cannot cut a publish short (real concurrency, ordered by gates, no sleeps)."""
+cannot cut a publish short (real concurrency, ordered by gates, no sleeps), and a damaged manifest
+in the bucket that a publish replaces."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import unicodedata
 
 from comfy_lora_cloud.comfy.routes import PREFIX as A
 
+from tests.comfy import hostile
 from tests.comfy.conftest import png_bytes, token_headers
 
 GATE_S = 30  # a gate that is never opened fails the test instead of hanging it
@@ -155,3 +157,15 @@ async def test_a_publish_racing_a_discard_fails_clearly(client, seeded, monkeypa
     resp = await client.post(f"{A}/uploads/flock/publish", headers=json_h, json={"mode": "create"})
     assert resp.status == 404, await resp.text()  # nothing staged: nothing published
     assert not seeded.storage.list("datasets/flock/").objects
+
+
+async def test_publishing_over_a_damaged_manifest_writes_a_whole_new_one(client, seeded):
+    json_h, octet = await _headers(client)
+    for damaged in (hostile.deep_json(50_000), '{"files": [' + "1," * 10 + hostile.BIG_INT + "]}",
+                    "x" * (5 * 1024 * 1024)):
+        hostile.put(seeded.storage.root, "datasets/worn/dataset.json", damaged)
+        await _stage(client, "worn", 2, octet)
+        resp = await client.post(f"{A}/uploads/worn/publish", headers=json_h, json={"mode": "merge"})
+        assert resp.status == 200, (await resp.text())[:300]
+        manifest = json.loads(seeded.storage.read_bytes("datasets/worn/dataset.json"))
+        assert sorted(f["file"] for f in manifest["files"]) == ["000.png", "001.png"]
