@@ -30,9 +30,11 @@ from aiohttp import web
 
 from comfy_lora_cloud.comfy.routes import PREFIX, register_routes
 
+from tests.comfy import hostile
+
 SEED = int(os.environ.get("LORA_CLOUD_FUZZ_SEED", "22"))  # another seed explores further; a failure names its seed
 PER_ROUTE = 34  # x 55 routes: about 1,900 requests
-BIG_INT = "9" * 401
+BIG_INT = hostile.BIG_INT
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,13 @@ GOOD_PARAMS = {"instance_id": "77", "run_id": "run-1", "name": "cats", "file": "
                "prompt_id": "p-1", "index": "0", "stage": "files"}
 GOOD_PARAMS_BY_ROUTE = {"/loras/{name}": "cat-v1", "/runs/{run_id}/samples/{file}": "s_0250.png",
                         "/templates/{name}": "basic_txt2img"}
+
+# names whose records tests.comfy.hostile.write_hostile_bucket damaged, for every route that takes one
+DAMAGED = {
+    "run_id": sorted({*hostile.BAD_STATUSES, *hostile.BAD_SPECS, *hostile.ODD_SPECS}),
+    "name": sorted({*hostile.BAD_MANIFESTS, "deep-header", "huge-header", "side-list"}),
+    "file": ["bomb20k.png", "bomb.jpg", "bomb.gif", "page.png", "page.txt", "x.html", "evil.svg.png"],
+}
 
 HOSTILE_VALUES: list[Any] = [
     None, True, False, "false", "true", "", " ", "0", 0, -1, 2**31, -0.0, 1.5, 1e-320, 1e308, -1e308,
@@ -152,7 +161,12 @@ def _fill(route: str, rng: random.Random, hostile: bool) -> str:
     trick_at = rng.randrange(len(params)) if hostile and params else -1
     path = route
     for i, name in enumerate(params):
-        value = rng.choice(PARAM_TRICKS) if i == trick_at else quote(_good(route, name), safe="")
+        if i == trick_at:
+            value = rng.choice(PARAM_TRICKS)
+        elif name in DAMAGED and rng.random() < 0.2:  # a name whose records in the bucket are hostile
+            value = quote(rng.choice(DAMAGED[name]), safe="")
+        else:
+            value = quote(_good(route, name), safe="")
         path = path.replace("{" + name + "}", value, 1)
     return path
 
