@@ -117,6 +117,12 @@ SAMPLE_FILES: dict[str, bytes] = {
 }
 
 
+def write_hostile_specs(root: Path) -> None:
+    """A run prefix for each spec.json above (runs the listings then show, by their spec)."""
+    for name, body in {**BAD_SPECS, **ODD_SPECS}.items():
+        put(root, f"runs/{name}/spec.json", body)
+
+
 def write_hostile_bucket(root: Path, run_id: str = "run-1", dataset: str = "cats") -> None:
     """Everything above, beside the seeded good data."""
     for name, body in BAD_STATUSES.items():
@@ -129,8 +135,6 @@ def write_hostile_bucket(root: Path, run_id: str = "run-1", dataset: str = "cats
         put(root, f"datasets/{name}/dataset.json", body)
     for name in BAD_DATASET_NAMES:
         put(root, f"datasets/{name}/001.png", png_claiming(8, 8))
-    for name, body in {**BAD_SPECS, **ODD_SPECS}.items():
-        put(root, f"runs/{name}/spec.json", body)
     for name, body in SAMPLE_FILES.items():
         put(root, f"runs/{run_id}/samples/{name}", body)
     put(root, f"runs/{run_id}/samples/nested/deeper.png", png_claiming(8, 8))

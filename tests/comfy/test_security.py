@@ -410,6 +410,7 @@ async def _bucket_content(att: Attacker) -> None:
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 async def test_hostile_requests_are_all_refused(comfy_client, seeded, capsys):
     hostile.write_hostile_bucket(seeded.storage.root)
+    hostile.write_hostile_specs(seeded.storage.root)
     token = (await token_headers(comfy_client))[HEADER]
     att = Attacker(comfy_client, token)
     for phase in (_boundary, _params, _bodies, _bucket_content):
@@ -469,6 +470,7 @@ async def fuzz_target(comfy_client, seeded, vast, aiohttp_server, tmp_path):  # 
     seeded.app.templates.local_url = str(comfy.make_url("")).rstrip("/")
     seeded.app.uploads.workers = 1
     hostile.write_hostile_bucket(seeded.storage.root)
+    hostile.write_hostile_specs(seeded.storage.root)
     # something for the upload steps and the run config to work on, not only a 404
     for i in range(3):
         await seeded.app.uploads.put("cats", f"00{i}.png", png_bytes((40 * i, 90, 160)))
