@@ -319,10 +319,14 @@ class Uploads:
         manifest = Uploads._manifest(prepared)
         files = manifest.get("files", [])
         known = {e.get("image") for e in files}
-        unknown = sorted(set(decisions) - known)
+        # a drop already applied by an earlier try of this publish (refused afterwards: the dataset
+        # existed, or a live run used it) is done, not unknown: the sidebar sends its decisions again
+        unknown = sorted(image for image, decision in decisions.items() if image not in known
+                         and not (isinstance(decision, dict) and decision.get("keep") is False))
         if unknown:
             raise ConfigError(f"no prepared image named {unknown[0]!r}")
-        kept = []
+        # every decision checked before any file changes: a refused one leaves the review whole
+        kept, dropped_files, captions = [], [], []
         for entry in files:
             image = entry.get("image")
             decision = decisions.get(image) or {}
@@ -333,17 +337,20 @@ class Uploads:
             if not isinstance(keep, bool):
                 raise ConfigError(f"keep for {image!r} must be true or false")
             if not keep:
-                (prepared / image).unlink(missing_ok=True)
-                caption_file.unlink(missing_ok=True)
+                dropped_files += [prepared / image, caption_file]
                 continue
             if "caption" in decision:
                 text = clean_caption(decision["caption"])
-                caption_file.write_text(text + "\n" if text else "", encoding="utf-8")
+                captions.append((caption_file, text + "\n" if text else ""))
                 if text != entry.get("caption"):
                     entry = {**entry, "caption": text, "caption_origin": "edited"}
             kept.append(entry)
         if not kept:
             raise DatasetError("every image was dropped: keep at least one")
+        for path in dropped_files:
+            path.unlink(missing_ok=True)
+        for caption_file, text in captions:
+            caption_file.write_text(text, encoding="utf-8")
         manifest["files"] = kept
         dropped = known - {e.get("image") for e in kept}
         manifest["duplicates"] = [[n for n in group if n not in dropped] for group in manifest.get("duplicates", [])]

@@ -169,3 +169,35 @@ async def test_publishing_over_a_damaged_manifest_writes_a_whole_new_one(client,
         assert resp.status == 200, (await resp.text())[:300]
         manifest = json.loads(seeded.storage.read_bytes("datasets/worn/dataset.json"))
         assert sorted(f["file"] for f in manifest["files"]) == ["000.png", "001.png"]
+
+
+async def test_review_decisions_are_all_checked_first_and_can_be_sent_again(client, seeded):
+    seeded.app.uploads.workers = 1
+    json_h, octet = await _headers(client)
+    await _stage(client, "cats", 3, octet)  # cats exists in the bucket: "create" is refused after the review
+    resp = await client.post(f"{A}/uploads/cats/prepare", headers=json_h, json={"lora_type": "style", "resolution": 512})
+    assert resp.status == 200, await resp.text()
+    first, second, third = (i["image"] for i in (await resp.json())["items"])
+    prepared = seeded.settings.home / "uploads" / "cats" / "prepared"
+    before = sorted(p.name for p in prepared.iterdir())
+
+    # a bad decision after a good one: refused, and the good one was not applied either
+    bad = {first: {"keep": False}, second: {"caption": "kept"}, third: {"keep": "no"}}
+    resp = await client.post(f"{A}/uploads/cats/publish", headers=json_h, json={"prepared": True, "decisions": bad})
+    assert resp.status == 400 and sorted(p.name for p in prepared.iterdir()) == before
+    # every image dropped: refused, nothing deleted
+    none_kept = {image: {"keep": False} for image in (first, second, third)}
+    resp = await client.post(f"{A}/uploads/cats/publish", headers=json_h, json={"prepared": True, "decisions": none_kept})
+    assert resp.status == 422 and sorted(p.name for p in prepared.iterdir()) == before
+
+    # refused by the bucket after the decisions were applied, then sent again with replace
+    decisions = {first: {"keep": False}, second: {"caption": "sks, edited"}}
+    resp = await client.post(f"{A}/uploads/cats/publish", headers=json_h,
+                             json={"prepared": True, "decisions": decisions})
+    assert resp.status == 409, await resp.text()
+    resp = await client.post(f"{A}/uploads/cats/publish", headers=json_h,
+                             json={"mode": "replace", "prepared": True, "decisions": decisions})
+    assert resp.status == 200, await resp.text()
+    manifest = json.loads(seeded.storage.read_bytes("datasets/cats/dataset.json"))
+    assert [f["image"] for f in manifest["files"]] == [second, third]
+    assert manifest["files"][0]["caption"] == "sks, edited"
