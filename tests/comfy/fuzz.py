@@ -10,6 +10,7 @@ Each :class:`Plan` is one request and what it must get:
   types, huge, deep, odd Unicode, null, a bool for a number, 401-digit integers, ``1e308``, ``NaN``
   text, extra or missing keys; a hostile path parameter; odd queries; odd but allowed headers).
   It may succeed or be refused, but never with a 5xx, a traceback or a secret in the answer.
+  GET routes are also asked with HEAD, as ComfyUI serves them.
 
 Routes are read from :func:`~comfy_lora_cloud.comfy.routes.register_routes` itself, so a route
 added later is fuzzed without touching this file (a new body-taking route should add its body to
@@ -242,16 +243,17 @@ def plans(port: int, token: str, header_name: str, png: bytes, *, seed: int = SE
                 body, note = _mutated_body(template, rng)
             else:
                 body, note = (None, "") if rng.random() < 0.8 else (rng.choice(WHOLE_BODIES[:12]), "a GET body")
+            verb = "HEAD" if method == "GET" and body is None and rng.random() < 0.1 else method  # as ComfyUI allows
             attack = rng.random()
             if attack < 0.10:
                 headers = {**good, "Host": rng.choice(REBIND_HOSTS).format(**fmt)}
-                out.append(Plan("fuzz: rebinding Host", method, path, headers, body, True, (method, route), note))
+                out.append(Plan("fuzz: rebinding Host", verb, path, headers, body, True, (method, route), note))
             elif attack < 0.20:
                 headers = {**good, "Origin": rng.choice(FOREIGN_ORIGINS).format(**fmt)}
-                out.append(Plan("fuzz: foreign Origin", method, path, headers, body, True, (method, route), note))
+                out.append(Plan("fuzz: foreign Origin", verb, path, headers, body, True, (method, route), note))
             elif attack < 0.25:
                 headers = {**good, "Sec-Fetch-Site": rng.choice(["cross-site", "same-site", "CROSS-SITE"])}
-                out.append(Plan("fuzz: cross-site", method, path, headers, body, True, (method, route), note))
+                out.append(Plan("fuzz: cross-site", verb, path, headers, body, True, (method, route), note))
             elif mutating and attack < 0.35:
                 bad = rng.choice([{}, {header_name: ""}, {header_name: token[:-1]}, {header_name: token + "x"},
                                   {header_name: token.upper()}, {"x-lora-cloud-tokens": token}])
@@ -272,5 +274,5 @@ def plans(port: int, token: str, header_name: str, png: bytes, *, seed: int = SE
                 if rng.random() < 0.15:
                     host = headers.get("Host", f"127.0.0.1:{port}")
                     headers.update({"Origin": f"http://{host}", "Sec-Fetch-Site": "same-origin"})
-                out.append(Plan("fuzz: hostile input", method, path, headers, body, False, (method, route), note))
+                out.append(Plan("fuzz: hostile input", verb, path, headers, body, False, (method, route), note))
     return out

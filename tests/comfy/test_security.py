@@ -19,7 +19,7 @@ Then nothing happened: no data deleted, no budget changed, no run started, no in
 ``test_seeded_fuzz_of_every_route`` (:mod:`tests.comfy.fuzz`) then sends about 1,900 generated
 requests to every route ``register_routes`` adds, from a fixed seed (``LORA_CLOUD_FUZZ_SEED``
 picks another): the ones that must be refused (rebinding Host, foreign Origin, cross-site, no or
-wrong token, a form's type) all are, and the others (hostile bodies, path parameters, queries and
+wrong token, a form's type) all are, first, and leave the home as it was; the others (hostile bodies, path parameters, queries and
 headers, plus odd framing on a raw socket) never get a 5xx, a traceback or a secret. It prints
 the same tally.
 """
@@ -459,6 +459,20 @@ def _raw_requests(port: int, token: str) -> list[str]:
     ]
 
 
+def _home_snapshot(seeded) -> dict[str, Any]:
+    """Everything a request could change: the bucket's objects, the settings files, the staged
+    uploads, the runs, instances and costs recorded, the LoRAs downloaded."""
+    home = seeded.settings.home
+    return {
+        "bucket": sorted((o.key, o.size) for o in seeded.storage.list("").objects),
+        "home": sorted((str(p.relative_to(home)), p.stat().st_size) for p in home.rglob("*")
+                       if p.is_file() and p.suffix in (".toml", ".png", ".jpg", ".txt", ".json")),
+        "runs": [(r.id, r.state.value) for r in seeded.state.list_runs()],
+        "instances": [(i["id"], i["state"]) for i in seeded.state.list_instances()],
+        "loras": sorted(p.name for p in seeded.loras_dir.rglob("*")) if seeded.loras_dir.exists() else [],
+    }
+
+
 @pytest.fixture
 async def fuzz_target(comfy_client, seeded, vast, aiohttp_server, tmp_path):  # noqa: F811
     """The routes as ComfyUI mounts them, over the fake vast.ai (with no offers: nothing the fuzz
@@ -489,8 +503,15 @@ async def test_seeded_fuzz_of_every_route(fuzz_target, seeded, capsys):
     covered = collections.Counter(p.route for p in plans)
     assert set(covered) == {r for r in fuzz.route_table() if r[0] != "HEAD"}
     assert min(covered.values()) >= 20 and sum(p.must_refuse for p in plans) >= 300
+    # the refusals first: refused means nothing happened, so the home must be as it was after them
+    before = _home_snapshot(seeded)
     for plan in plans:
-        await att.send_plan(plan)
+        if plan.must_refuse:
+            await att.send_plan(plan)
+    assert _home_snapshot(seeded) == before, "a refused request changed something"
+    for plan in plans:
+        if not plan.must_refuse:
+            await att.send_plan(plan)
     for raw in _raw_requests(att.port, token):
         await att.send_raw_checked("fuzz: framing", raw)
     with capsys.disabled():
