@@ -120,7 +120,8 @@ QUERY_VALUES = ["", "1", "-1", "0", "1e3", "0x10", "1_0", "\uff11\uff12", " 12",
 REBIND_HOSTS = ["rebind.evil.example:{port}", "evil.example", "127.0.0.1.nip.io:{port}", "localhost.evil.example",
                 "attacker.localhost.evil:{port}", "0x7f.0.0.1:{port}", "127.1:{port}", "[::ffff:7f00:1]x"]
 FOREIGN_ORIGINS = ["http://evil.example", "null", "http://127.0.0.1", "https://127.0.0.1:{port}",
-                   "http://127.0.0.1:{port1}", "http://127.0.0.1:{port}.evil.example", "file://", "chrome-extension://x"]
+                   "http://127.0.0.1:{port1}", "http://127.0.0.1:{port}.evil.example", "file://",
+                   "chrome-extension://x"]
 ALLOWED_HOSTS = ["127.0.0.1:{port}", "localhost:{port}", "LOCALHOST:{port}", "[::1]:{port}", "app.localhost:{port}",
                  "127.0.0.1", "127.0.0.1.:{port}"]
 # headers that change nothing about who may ask: the answer must still never be a 5xx

@@ -10,18 +10,19 @@ it fails unless "wrongly accepted", "5xx answers" and "other failures" are all 0
 - token fetches with malformed or foreign Host, Origin and fetch metadata;
 - every route parameter with traversal and encoding tricks (raw, not normalised by the client);
 - query parameters that ``int()`` would have taken (``1_0``, full-width digits, spaces);
-- oversized (declared and chunked), deeply nested, non-UTF-8, NaN/Infinity and ill-typed bodies;
+- oversized (declared and chunked), deeply nested, non-UTF-8, NaN/Infinity, 401-digit integer
+  and ill-typed bodies;
 - hostile bucket content: HTML/SVG samples, HTML named .png, image bombs by header, bad dataset
-  and run names, manifests and status files of every wrong shape, hostile LoRA headers.
+  and run names, manifests, status and spec files of every wrong shape, hostile LoRA headers.
 
 Then nothing happened: no data deleted, no budget changed, no run started, no instance touched.
 
 ``test_seeded_fuzz_of_every_route`` (:mod:`tests.comfy.fuzz`) then sends about 1,900 generated
 requests to every route ``register_routes`` adds, from a fixed seed (``LORA_CLOUD_FUZZ_SEED``
-picks another): the ones that must be refused (rebinding Host, foreign Origin, cross-site, no or
-wrong token, a form's type) all are, first, and leave the home as it was; the others (hostile bodies, path parameters, queries and
-headers, plus odd framing on a raw socket) never get a 5xx, a traceback or a secret. It prints
-the same tally.
+picks another). Those that must be refused (rebinding Host, foreign Origin, cross-site, no or
+wrong token, a form's type) go first: all are refused, and the home is as it was after them.
+The others (hostile bodies, path parameters, queries and headers, odd framing on a raw socket)
+never get a 5xx, a traceback or a secret. It prints the same tally, with the statuses answered.
 """
 
 from __future__ import annotations

@@ -50,7 +50,8 @@ async def test_yes_no_fields_take_only_json_booleans(client, seeded):
                                                                                                      "001.png"]
 
     # a review decision's keep is a boolean too: "false" does not silently keep the image
-    resp = await client.post(f"{A}/uploads/flags/prepare", headers=json_h, json={"lora_type": "style", "resolution": 512})
+    resp = await client.post(f"{A}/uploads/flags/prepare", headers=json_h,
+                             json={"lora_type": "style", "resolution": 512})
     assert resp.status == 200, await resp.text()
     first = (await resp.json())["items"][0]["image"]
     resp = await client.post(f"{A}/uploads/flags/publish", headers=json_h,
@@ -175,7 +176,8 @@ async def test_review_decisions_are_all_checked_first_and_can_be_sent_again(clie
     seeded.app.uploads.workers = 1
     json_h, octet = await _headers(client)
     await _stage(client, "cats", 3, octet)  # cats exists in the bucket: "create" is refused after the review
-    resp = await client.post(f"{A}/uploads/cats/prepare", headers=json_h, json={"lora_type": "style", "resolution": 512})
+    resp = await client.post(f"{A}/uploads/cats/prepare", headers=json_h,
+                             json={"lora_type": "style", "resolution": 512})
     assert resp.status == 200, await resp.text()
     first, second, third = (i["image"] for i in (await resp.json())["items"])
     prepared = seeded.settings.home / "uploads" / "cats" / "prepared"
@@ -187,7 +189,8 @@ async def test_review_decisions_are_all_checked_first_and_can_be_sent_again(clie
     assert resp.status == 400 and sorted(p.name for p in prepared.iterdir()) == before
     # every image dropped: refused, nothing deleted
     none_kept = {image: {"keep": False} for image in (first, second, third)}
-    resp = await client.post(f"{A}/uploads/cats/publish", headers=json_h, json={"prepared": True, "decisions": none_kept})
+    resp = await client.post(f"{A}/uploads/cats/publish", headers=json_h,
+                             json={"prepared": True, "decisions": none_kept})
     assert resp.status == 422 and sorted(p.name for p in prepared.iterdir()) == before
 
     # refused by the bucket after the decisions were applied, then sent again with replace
