@@ -226,8 +226,11 @@ class CorruptRecord(StorageError):
     a status, a manifest that is not a manifest, a state-store row with an unknown state.
 
     Bucket content is untrusted input (a rented host can write it): readers skip such a record
-    and report it, they never let it stop a listing or a guard round.
+    and report it, they never let it stop a listing or a guard round. Where one is asked for by
+    itself (a run's config), the answer is a 422: the record is damaged, the storage answered.
     """
+
+    http_status = 422
 
 
 class TunnelError(LoraCloudError):

@@ -19,21 +19,23 @@
 
 Bodies are bounded: :func:`read_json_body` reads at most :data:`MAX_BODY_BYTES` (a declared
 ``Content-Length`` over it is refused before reading) and refuses JSON nested deeper than
-:data:`MAX_JSON_DEPTH`, ``NaN``, ``Infinity`` and numbers too big to be finite. No refusal echoes the request's headers.
+:data:`MAX_JSON_DEPTH` and parses it with :func:`..jsonsafe.loads`, which refuses ``NaN``,
+``Infinity``, numbers too big to be finite and integers too long for a float (a 401-digit
+``max_dph`` is a 400, not an OverflowError in a budget check). No refusal echoes the request's
+headers.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
-import math
 import threading
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 from aiohttp import web
 
+from .. import jsonsafe
 from ..errors import ConfigError, RequestTooLarge
 
 log = logging.getLogger(__name__)
@@ -214,17 +216,6 @@ def json_depth(text: str) -> int:
     return deepest
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):  # 1e999 parses to infinity: a budget of "infinity" is no budget
-        raise ValueError("number out of range")
-    return value
-
-
 async def read_json_body(request: web.Request, *, max_bytes: int = MAX_BODY_BYTES,
                          max_depth: int = MAX_JSON_DEPTH) -> dict[str, Any]:
     """The request's JSON object body (``{}`` when there is none), read within the limits."""
@@ -246,9 +237,9 @@ async def read_json_body(request: web.Request, *, max_bytes: int = MAX_BODY_BYTE
     if json_depth(text) > max_depth:
         raise ConfigError(f"the request body nests deeper than {max_depth} levels")
     try:
-        body = json.loads(text, parse_constant=_no_constants, parse_float=_finite)
-    except (ValueError, RecursionError):
-        raise ConfigError("the request body is not valid JSON") from None
+        body = jsonsafe.loads(text, max_depth=max_depth, max_bytes=max_bytes)
+    except ValueError as exc:  # malformed, or a number our arithmetic cannot take (401 digits, 1e999, NaN)
+        raise ConfigError(f"the request body is not JSON we accept: {exc}") from None
     if not isinstance(body, dict):
         raise ConfigError("the request body must be a JSON object")
     return body

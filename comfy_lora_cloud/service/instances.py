@@ -13,15 +13,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
-from ..errors import ConfigError, ObjectNotFound, redact
+from ..errors import ConfigError, ObjectNotFound, ProviderAPIError, redact
 from ..models import Instance, validate_name
 from ..providers.base import LABEL_PREFIX, Capability, Provider
 from .costs import CostLedger
 from .events import INSTANCE_EVENT
 
 BILLING_STATES = ("running", "loading", "creating")
+
+
+@contextlib.contextmanager
+def _gone_is_not_found(provider: Provider, instance_id: str, doing: str) -> Iterator[None]:
+    """An instance recorded here that the provider no longer has answers 404 (ObjectNotFound),
+    not 502: the provider answered, and what it said is "no such instance". Nothing is recorded
+    here on the strength of that one answer: reconciling the store is the guard's work."""
+    try:
+        yield
+    except ProviderAPIError as exc:
+        if exc.status != 404:
+            raise
+        raise ObjectNotFound(f"instance {instance_id} no longer exists at {provider.name}: nothing to {doing}") \
+            from None
 
 
 class Instances:
@@ -85,7 +99,8 @@ class Instances:
     async def stop(self, instance_id: str) -> dict[str, Any]:
         """Stop (keep the disk; storage still bills). Every open sidebar hears about it."""
         async with self._ours(instance_id, Capability.STOP) as (provider, run_id):
-            await provider.stop(instance_id)
+            with _gone_is_not_found(provider, instance_id, "stop"):
+                await provider.stop(instance_id)
             inst = await provider.get(instance_id)
         if inst is not None:
             await asyncio.to_thread(self.app.state.put_instance, inst, run_id)
@@ -121,7 +136,8 @@ class Instances:
         if not 1 <= tail <= 5000:
             raise ConfigError("tail must be between 1 and 5000")
         async with self._ours(instance_id, Capability.LOGS) as (provider, _run_id):
-            text = await provider.logs(instance_id, tail)
+            with _gone_is_not_found(provider, instance_id, "read logs of"):
+                text = await provider.logs(instance_id, tail)
         return {"id": instance_id, "logs": redact(text)}
 
     async def announce(self) -> None:

@@ -274,8 +274,10 @@ def _same_manifest(old: Any, new: dict[str, Any]) -> bool:
 
 
 def _read_json(storage: Storage, key: str) -> Any:
+    """The dataset's manifest as it is in the bucket (a rented host can write it): bounded in
+    size and depth, None when missing or damaged (a publish then writes a whole new one)."""
     try:
-        return json.loads(storage.read_bytes(key))
+        return read_json_record(storage, key, MAX_MANIFEST_BYTES)
     except (ObjectNotFound, ValueError, CorruptRecord):
         return None
 

@@ -14,10 +14,10 @@ prints it.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from typing import Any, Mapping
 
+from .. import jsonsafe
 from ..errors import ConfigError, CorruptRecord, LoraCloudError, ObjectNotFound
 from ..models import validate_name
 from ..storage.base import read_record_bytes
@@ -165,12 +165,13 @@ class TrainConfigs:
             record = self.app.state.get_run(run_id)
             spec: dict[str, Any] | None = record.spec if record is not None and record.spec else None
             if spec is None:
-                try:
-                    spec = json.loads(read_record_bytes(self.app.storage, run_key(run_id, "spec.json"), MAX_SPEC_BYTES))
+                try:  # a rented host can write the bucket: bounded depth and numbers, no RecursionError
+                    spec = jsonsafe.loads(read_record_bytes(self.app.storage, run_key(run_id, "spec.json"),
+                                                            MAX_SPEC_BYTES))
                 except ObjectNotFound:
                     raise ObjectNotFound(f"run {run_id!r} has no spec.json") from None
-                except ValueError:
-                    raise CorruptRecord(f"the spec.json of run {run_id} is not JSON") from None
+                except ValueError as exc:
+                    raise CorruptRecord(f"the spec.json of run {run_id} is damaged ({exc})") from None
             if not isinstance(spec, dict):
                 raise CorruptRecord(f"the spec.json of run {run_id} is not a JSON object")
             overrides = spec.get("overrides") if isinstance(spec.get("overrides"), dict) else {}
@@ -178,7 +179,7 @@ class TrainConfigs:
                                       "trigger": spec.get("trigger"), "vram_gb": spec.get("vram_gb")}
             try:
                 preset = load_preset(str(spec.get("lora_type")), float(spec.get("vram_gb") or 24), overrides)
-            except (LoraCloudError, TypeError, ValueError) as exc:
+            except (LoraCloudError, TypeError, ValueError, ArithmeticError, RecursionError) as exc:
                 config["problem"] = getattr(exc, "message", str(exc))[:300]
                 return {"run_id": run_id, "config": config}
             for section in ("training", "dataset", "subset"):

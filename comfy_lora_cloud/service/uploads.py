@@ -32,19 +32,28 @@ import os
 import shutil
 import threading
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
-from ..errors import ConfigError, DatasetError, ImageLoadError, ObjectNotFound
+from ..errors import ConfigError, DatasetError, ImageLoadError, LockHeld, ObjectNotFound
 from ..models import validate_name
 from ..storage.layout import CAPTION_SUFFIX, IMAGE_SUFFIXES, MANIFEST
 from .captions import clean_caption
 from .files import check_file_name
+from .train_config import check_trigger
 
 MAX_FILE_BYTES = 40 * 1024 * 1024  # one photo; a bigger file is not a training image
 MAX_CAPTION_BYTES = 64 * 1024
 MAX_FILES = 2000  # one staged dataset
 STAGED, PREPARED = "files", "prepared"
 CAPTION_MODELS = ("none", "florence", "blip2")
+
+
+def _flag(body: Mapping[str, Any], key: str, default: bool = False) -> bool:
+    """A yes/no field of a body: JSON ``true`` or ``false`` only (``bool("false")`` is True)."""
+    value = body.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false")
+    return value
 
 
 def _sha256(path: Path) -> str:
@@ -61,17 +70,22 @@ class Uploads:
     def __init__(self, app: Any):
         self.app = app
         self.workers: int | None = None  # pipeline workers (None: one per core); tests use 1
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
+        self._steps: dict[str, _Steps] = {}
+        self._steps_guard = threading.Lock()
 
     # ---- where ---------------------------------------------------------------------------------
-    def folder(self, name: str) -> Path:
-        validate_name(name, "dataset name")
-        return self.app.settings.home / "uploads" / name
+    @staticmethod
+    def _name(name: str) -> str:
+        """The dataset name as every step keys it: checked and NFC-normalised, so ``café`` typed
+        on a Mac (NFD) and on Linux (NFC) stage into one folder and share one lock."""
+        return validate_name(name, "dataset name")
 
-    def _lock(self, name: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault(name, threading.Lock())
+    def folder(self, name: str) -> Path:
+        return self.app.settings.home / "uploads" / self._name(name)
+
+    def _steps_of(self, name: str) -> "_Steps":
+        with self._steps_guard:
+            return self._steps.setdefault(name, _Steps(name))
 
     @staticmethod
     def _kind(file: str) -> str:
@@ -88,9 +102,10 @@ class Uploads:
     async def put(self, name: str, file: str, data: bytes, sha256: str | None = None) -> dict[str, Any]:
         """Stage one file. ``{"file", "ok": True, "size", "sha256"}``, or ``{"file", "ok": False,
         "reason"}`` for a file that is not what a dataset can hold (the others go on)."""
-        kind = self._kind(file)
+        name, kind = self._name(name), self._kind(file)
         folder = self.folder(name) / STAGED
-        return await asyncio.to_thread(self._put, folder, file, kind, data, sha256)
+        with self._steps_of(name).shared("staging"):
+            return await asyncio.to_thread(self._put, folder, file, kind, data, sha256)
 
     def _put(self, folder: Path, file: str, kind: str, data: bytes, sha256: str | None) -> dict[str, Any]:
         def refused(reason: str) -> dict[str, Any]:
@@ -136,6 +151,7 @@ class Uploads:
 
     async def status(self, name: str) -> dict[str, Any]:
         """What is staged for ``name`` (for resuming): ``{"files": [{file, size, sha256}], "prepared"}``."""
+        name = self._name(name)
         folder = self.folder(name)
 
         def run() -> dict[str, Any]:
@@ -150,15 +166,24 @@ class Uploads:
 
     async def remove(self, name: str, file: str) -> dict[str, Any]:
         """Take one staged file out again."""
+        name = self._name(name)
         self._kind(file)
         path = self.folder(name) / STAGED / file
-        await asyncio.to_thread(lambda: path.unlink(missing_ok=True))
+        with self._steps_of(name).shared("removing a file"):
+            await asyncio.to_thread(lambda: path.unlink(missing_ok=True))
         return {"dataset": name, "file": file, "removed": True}
 
     async def discard(self, name: str) -> dict[str, Any]:
-        folder = self.folder(name)
-        await asyncio.to_thread(lambda: shutil.rmtree(folder, ignore_errors=True))
+        """Remove everything staged and prepared for ``name``. Refused (:class:`LockHeld`) while
+        it is being staged, prepared or published: a discard in the middle of a publish would
+        leave the upload a part of the files to publish as if it were the whole dataset."""
+        name = self._name(name)
+        with self._steps_of(name).alone("discarding"):
+            await asyncio.to_thread(self._remove_staging, name)
         return {"dataset": name, "discarded": True}
+
+    def _remove_staging(self, name: str) -> None:
+        shutil.rmtree(self.folder(name), ignore_errors=True)
 
     # ---- 2. prepare and review -------------------------------------------------------------------
     async def prepare(self, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -167,13 +192,13 @@ class Uploads:
         from ..dataset.bucket import BucketConfig
         from ..dataset.pipeline import PrepareOptions
 
+        name = self._name(name)
         lora_type = body.get("lora_type", "character")
         caption = body.get("caption", "none")
-        trigger = body.get("trigger") or None
+        trigger = check_trigger(body.get("trigger"))  # the config editor's bound: one short printable line
+        overwrite_captions = _flag(body, "overwrite_captions")
         if caption not in CAPTION_MODELS:
             raise ConfigError(f"caption must be one of {', '.join(CAPTION_MODELS)}")
-        if trigger is not None and not isinstance(trigger, str):
-            raise ConfigError("trigger must be a string")
         resolution = body.get("resolution", 1024)
         if isinstance(resolution, bool) or not isinstance(resolution, int) or not 256 <= resolution <= 2048:
             raise ConfigError("resolution must be a whole number from 256 to 2048")
@@ -182,7 +207,7 @@ class Uploads:
             options = PrepareOptions(
                 lora_type=lora_type, trigger=trigger, caption=caption, caption_model=settings.caption_model_path,
                 bucket=BucketConfig(resolution=resolution, max_reso=max(resolution, 1024)),
-                overwrite_captions=bool(body.get("overwrite_captions", False)), workers=self.workers)
+                overwrite_captions=overwrite_captions, workers=self.workers)
         except ValueError as exc:
             raise DatasetError(str(exc)) from None
         folder = self.folder(name)
@@ -193,17 +218,18 @@ class Uploads:
             staged = folder / STAGED
             if not staged.is_dir() or not any(staged.iterdir()):
                 raise ObjectNotFound(f"nothing is staged for {name!r}: drop images first")
-            with self._lock(name):
-                shutil.rmtree(folder / PREPARED, ignore_errors=True)
-                prepare_dataset(staged, folder / PREPARED, options, name=name)
+            shutil.rmtree(folder / PREPARED, ignore_errors=True)
+            prepare_dataset(staged, folder / PREPARED, options, name=name)
 
-        await asyncio.to_thread(run)
+        with self._steps_of(name).alone("preparing"):
+            await asyncio.to_thread(run)
         return await self.review(name)
 
     async def review(self, name: str) -> dict[str, Any]:
         """The prepared images to review: ``{"items": [{image, source, caption, caption_origin,
         width, height, bucket, crop_box, warnings}], "skipped", "duplicates", "report",
         "settings"}``."""
+        name = self._name(name)
         folder = self.folder(name)
 
         def run() -> dict[str, Any]:
@@ -239,6 +265,7 @@ class Uploads:
             raise ConfigError("stage must be files or prepared")
         if self._kind(file) != "image":
             raise ConfigError(f"{file!r} is not an image")
+        name = self._name(name)
         path = self.folder(name) / stage / file
 
         def run() -> bytes:
@@ -259,13 +286,11 @@ class Uploads:
         result with ``report`` (validation) added."""
         from ..dataset.validate import validate_folder
 
+        name = self._name(name)
         mode = body.get("mode", "create")
         if mode not in ("create", "replace", "merge"):
             raise ConfigError("mode must be create, replace or merge")
-        prepared = bool(body.get("prepared", False))
-        force = body.get("force", False)
-        if not isinstance(force, bool):
-            raise ConfigError("force must be true or false")
+        prepared, force = _flag(body, "prepared"), _flag(body, "force")
         decisions = body.get("decisions") or {}
         if not isinstance(decisions, dict):
             raise ConfigError("decisions must be an object of {image: {keep, caption}}")
@@ -279,53 +304,98 @@ class Uploads:
                 raise ObjectNotFound(f"nothing is staged for {name!r}: drop images first")
             return validate_folder(src).to_dict()
 
-        with self._hold(name):
+        # held from the first look at the files to the removal of the staging: no discard, drop
+        # or new file can change the set between the upload's listing and its manifest
+        with self._steps_of(name).alone("publishing"):
             report = await asyncio.to_thread(apply)
             result = await self.app.library.upload_dataset(
                 src, name, replace=mode == "replace", merge=mode == "merge", force=force,
                 remedy="choose replace (it becomes exactly these images) or merge (they are added), or another name")
-        await self.discard(name)
+            await asyncio.to_thread(self._remove_staging, name)
         return {**result, "report": report}
-
-    @contextlib.contextmanager
-    def _hold(self, name: str):
-        lock = self._lock(name)
-        if not lock.acquire(blocking=False):
-            raise ConfigError(f"{name!r} is being prepared or published right now")
-        try:
-            yield
-        finally:
-            lock.release()
 
     @staticmethod
     def _apply_decisions(prepared: Path, decisions: Mapping[str, Any]) -> None:
         manifest = Uploads._manifest(prepared)
         files = manifest.get("files", [])
         known = {e.get("image") for e in files}
-        unknown = sorted(set(decisions) - known)
+        # a drop already applied by an earlier try of this publish (refused afterwards: the dataset
+        # existed, or a live run used it) is done, not unknown: the sidebar sends its decisions again
+        unknown = sorted(image for image, decision in decisions.items() if image not in known
+                         and not (isinstance(decision, dict) and decision.get("keep") is False))
         if unknown:
             raise ConfigError(f"no prepared image named {unknown[0]!r}")
-        kept = []
+        # every decision checked before any file changes: a refused one leaves the review whole
+        kept, dropped_files, captions = [], [], []
         for entry in files:
             image = entry.get("image")
             decision = decisions.get(image) or {}
             if not isinstance(decision, dict):
                 raise ConfigError(f"the decision for {image!r} must be an object")
             caption_file = prepared / Path(image).with_suffix(CAPTION_SUFFIX).name
-            if decision.get("keep", True) is False:
-                (prepared / image).unlink(missing_ok=True)
-                caption_file.unlink(missing_ok=True)
+            keep = decision.get("keep", True)
+            if not isinstance(keep, bool):
+                raise ConfigError(f"keep for {image!r} must be true or false")
+            if not keep:
+                dropped_files += [prepared / image, caption_file]
                 continue
             if "caption" in decision:
                 text = clean_caption(decision["caption"])
-                caption_file.write_text(text + "\n" if text else "", encoding="utf-8")
+                captions.append((caption_file, text + "\n" if text else ""))
                 if text != entry.get("caption"):
                     entry = {**entry, "caption": text, "caption_origin": "edited"}
             kept.append(entry)
         if not kept:
             raise DatasetError("every image was dropped: keep at least one")
+        for path in dropped_files:
+            path.unlink(missing_ok=True)
+        for caption_file, text in captions:
+            caption_file.write_text(text, encoding="utf-8")
         manifest["files"] = kept
         dropped = known - {e.get("image") for e in kept}
         manifest["duplicates"] = [[n for n in group if n not in dropped] for group in manifest.get("duplicates", [])]
         manifest["duplicates"] = [g for g in manifest["duplicates"] if len(g) > 1]
         (prepared / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+class _Steps:
+    """Which steps run on one staged upload. Files arrive several at a time (the sidebar sends
+    them in parallel) and may be dropped meanwhile: those steps share. Preparing, publishing and
+    discarding read or remove the whole set: each runs alone. A step that cannot start now is
+    refused at once with :class:`LockHeld` (409), never queued: a discard in the middle of a
+    publish would otherwise leave the upload a part of the files to publish as the whole dataset.
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+        self._guard = threading.Lock()  # steps start and end on the event loop and in threads
+        self._sharing = 0
+        self._alone: str | None = None
+
+    def _refuse(self, doing: str) -> LockHeld:
+        busy = self._alone or "receiving files"
+        return LockHeld(f"{self.name!r} is {busy} right now; try {doing} again when it is done")
+
+    @contextlib.contextmanager
+    def shared(self, doing: str) -> Iterator[None]:
+        with self._guard:
+            if self._alone is not None:
+                raise self._refuse(doing)
+            self._sharing += 1
+        try:
+            yield
+        finally:
+            with self._guard:
+                self._sharing -= 1
+
+    @contextlib.contextmanager
+    def alone(self, doing: str) -> Iterator[None]:
+        with self._guard:
+            if self._alone is not None or self._sharing:
+                raise self._refuse(doing)
+            self._alone = doing
+        try:
+            yield
+        finally:
+            with self._guard:
+                self._alone = None

@@ -87,6 +87,25 @@ BAD_MANIFESTS: dict[str, str] = {
 }
 BAD_DATASET_NAMES = ["caf\u200be", "bad name!", "<img src=x onerror=alert(1)>", " lead"]
 
+BIG_INT = "9" * 401  # no float holds it: float() of it raises OverflowError
+
+# run id -> spec.json body (a rented host can write it); GET /runs/{id}/config answers 422, never 500
+BAD_SPECS: dict[str, str] = {
+    "spec-deep": deep_json(50_000),
+    "spec-deep-object": '{"overrides": ' + deep_json(50_000) + "}",
+    "spec-bigint": '{"lora_type": "character", "vram_gb": ' + BIG_INT + "}",
+    "spec-bigint-override": '{"lora_type": "character", "overrides": {"network_dim": ' + BIG_INT + "}}",
+    "spec-inf": '{"lora_type": "character", "vram_gb": 1e999}',
+    "spec-nan": '{"lora_type": "character", "vram_gb": NaN}',
+    "spec-list": "[]",
+    "spec-notjson": "{torn",
+}
+# run id -> spec.json that parses but holds odd values: a 200 (naming the problem where there is one)
+ODD_SPECS: dict[str, str] = {
+    "spec-huge-float": '{"lora_type": "character", "vram_gb": 1e308}',
+    "spec-types": json.dumps({"lora_type": ["x"], "vram_gb": "24", "overrides": {"network_dim": "x"}}),
+}
+
 SAMPLE_FILES: dict[str, bytes] = {
     "x.html": HTML_SAMPLE.encode(),
     "x.svg": SVG_SAMPLE.encode(),
@@ -96,6 +115,12 @@ SAMPLE_FILES: dict[str, bytes] = {
     "x.js": BEACON_JS.encode(),
     "x.xml": SVG_SAMPLE.encode(),
 }
+
+
+def write_hostile_specs(root: Path) -> None:
+    """A run prefix for each spec.json above (runs the listings then show, by their spec)."""
+    for name, body in {**BAD_SPECS, **ODD_SPECS}.items():
+        put(root, f"runs/{name}/spec.json", body)
 
 
 def write_hostile_bucket(root: Path, run_id: str = "run-1", dataset: str = "cats") -> None:

@@ -10,11 +10,19 @@ it fails unless "wrongly accepted", "5xx answers" and "other failures" are all 0
 - token fetches with malformed or foreign Host, Origin and fetch metadata;
 - every route parameter with traversal and encoding tricks (raw, not normalised by the client);
 - query parameters that ``int()`` would have taken (``1_0``, full-width digits, spaces);
-- oversized (declared and chunked), deeply nested, non-UTF-8, NaN/Infinity and ill-typed bodies;
+- oversized (declared and chunked), deeply nested, non-UTF-8, NaN/Infinity, 401-digit integer
+  and ill-typed bodies;
 - hostile bucket content: HTML/SVG samples, HTML named .png, image bombs by header, bad dataset
-  and run names, manifests and status files of every wrong shape, hostile LoRA headers.
+  and run names, manifests, status and spec files of every wrong shape, hostile LoRA headers.
 
 Then nothing happened: no data deleted, no budget changed, no run started, no instance touched.
+
+``test_seeded_fuzz_of_every_route`` (:mod:`tests.comfy.fuzz`) then sends about 1,900 generated
+requests to every route ``register_routes`` adds, from a fixed seed (``LORA_CLOUD_FUZZ_SEED``
+picks another). Those that must be refused (rebinding Host, foreign Origin, cross-site, no or
+wrong token, a form's type) go first: all are refused, and the home is as it was after them.
+The others (hostile bodies, path parameters, queries and headers, odd framing on a raw socket)
+never get a 5xx, a traceback or a secret. It prints the same tally, with the statuses answered.
 """
 
 from __future__ import annotations
@@ -32,8 +40,10 @@ from comfy_lora_cloud.comfy.routes import PREFIX
 from comfy_lora_cloud.comfy.token import HEADER
 from comfy_lora_cloud.storage import layout
 
-from tests.comfy import hostile
-from tests.comfy.conftest import token_headers
+from tests.comfy import fuzz, hostile
+from tests.comfy.conftest import SECRETS, png_bytes, token_headers
+from tests.comfy.vast_helpers import provider_factory_for, vast  # noqa: F401
+from tests.fakes.comfyui import FakeComfyUI
 
 A = PREFIX
 GET_ROUTES = ["/token", "/instances", "/instances?all=1", "/instances/77/logs", "/costs", "/budgets", "/runs",
@@ -76,6 +86,7 @@ ACTIVE_TYPES = ("text/html", "image/svg", "xml", "javascript", "text/plain")
 GUARD_ERRORS = {"ForeignHost", "CrossOrigin", "BadToken", "UnsupportedMediaType", "RequestTooLarge"}
 
 Check = Callable[[int, dict[str, str], bytes], "str | None"]
+CANARIES = [*SECRETS.values(), "sa-private-key-material-42"]
 
 
 @dataclass
@@ -86,12 +97,15 @@ class Tally:
     server_errors: list[str] = field(default_factory=list)
     other: list[str] = field(default_factory=list)
 
+    statuses: collections.Counter = field(default_factory=collections.Counter)
+
     def summary(self) -> str:
         lines = [f"hostile requests tried: {self.tried}",
                  f"wrongly accepted: {len(self.accepted)} (must be 0)",
                  f"5xx answers: {len(self.server_errors)} (must be 0)",
                  f"other failures: {len(self.other)} (must be 0)",
-                 "by kind: " + ", ".join(f"{k} {v}" for k, v in sorted(self.by_category.items()))]
+                 "by kind: " + ", ".join(f"{k} {v}" for k, v in sorted(self.by_category.items())),
+                 "answered: " + ", ".join(f"{k} x{v}" for k, v in sorted(self.statuses.items()))]
         for name, items in (("accepted", self.accepted), ("5xx", self.server_errors), ("other", self.other)):
             lines += [f"  {name}: {item}" for item in items[:30]]
         return "\n".join(lines)
@@ -152,6 +166,14 @@ def listing(key: str, must_list: set[str], must_report: set[str], name_field: st
     return check
 
 
+def config_answered(status: int, headers: dict[str, str], body: bytes) -> str | None:
+    """A run config whose spec parses but holds odd values: answered (a problem named where it
+    cannot be resolved), never a 500."""
+    if status != 200:
+        return f"status {status}"
+    return None if isinstance(json.loads(body).get("config"), dict) else "no config"
+
+
 def not_5xx(status: int, headers: dict[str, str], body: bytes) -> str | None:
     return None
 
@@ -175,6 +197,16 @@ class Attacker:
         self.record(category, f"{category}: {method} {path[:90]} {json.dumps(headers or {})[:120]}",
                     resp.status, hdrs, data, check, path)
 
+    async def send_plan(self, plan: fuzz.Plan) -> None:
+        check = refused(statuses=(400, 403, 404, 405, 413, 415)) if plan.must_refuse else not_5xx
+        what = (f"{plan.category}: {plan.method} {plan.path[:100]} [{plan.note}] "
+                f"{json.dumps({k: v[:60] for k, v in plan.headers.items() if k != HEADER})[:160]}")
+        url = URL(self.base + plan.path, encoded=True)
+        async with self.client.session.request(plan.method, url, headers=plan.headers, data=plan.body,
+                                               skip_auto_headers=("Content-Type",)) as resp:
+            data = await resp.read()
+            self.record(plan.category, what, resp.status, dict(resp.headers), data, check, plan.path)
+
     async def send_raw(self, category: str, request: str) -> None:
         """Bytes on a socket, for what an HTTP client will not send (no Host, two Hosts)."""
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
@@ -187,14 +219,30 @@ class Attacker:
         self.record(category, f"{category}: raw {request[:80]!r}", status, {}, data,
                     refused(statuses=(400, 403)), "/token")
 
+    async def send_raw_checked(self, category: str, request: str) -> None:
+        """Bytes on a socket, answered by anything but a 5xx (the server may take or refuse them)."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        writer.write(request.encode())
+        await writer.drain()
+        raw = await reader.read()
+        writer.close()
+        head, _, data = raw.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 400  # closed unanswered: refused
+        self.record(category, f"{category}: raw {request[-90:]!r}", status, {}, data, not_5xx, A + "/budgets")
+
     def record(self, category: str, what: str, status: int, hdrs: dict[str, str], data: bytes, check: Check,
                path: str) -> None:
         self.tally.tried += 1
         self.tally.by_category[category] += 1
+        self.tally.statuses[status] += 1
         if status >= 500:
             self.tally.server_errors.append(f"{what} -> {status}")
-        elif self.token.encode() in data:
+        elif self.token.encode() in data and not (status == 200 and path.split("?")[0].endswith(f"{A}/token")):
             self.tally.accepted.append(f"{what} -> token leaked")
+        elif any(secret.encode() in data for secret in CANARIES):
+            self.tally.accepted.append(f"{what} -> a secret in the answer")
+        elif b"Traceback" in data or b'File "/' in data:
+            self.tally.accepted.append(f"{what} -> a traceback in the answer")
         elif (verdict := check(status, hdrs, data)) is not None:
             (self.tally.accepted if verdict.startswith("ACCEPTED") else self.tally.other).append(f"{what} -> {verdict}")
 
@@ -305,6 +353,15 @@ async def _bodies(att: Attacker) -> None:
         ("/budgets", json.dumps({"vast_api_key": "x", "max_dph": 1}).encode(), good, ("ConfigError",)),
         ("/budgets", json.dumps({"max_dph": True}).encode(), good, ("ConfigError",)),
     ]
+    # integers too big for a float, wherever a route takes a number: a 400, not an OverflowError
+    big = hostile.BIG_INT
+    cases += [(route, body.replace("BIG", big).encode(), good, ("ConfigError",)) for route, body in (
+        ("/budgets", '{"max_dph": BIG}'), ("/budgets", '{"max_month_usd": -BIG}'),
+        ("/train/check", '{"dataset": "cats", "config": {"steps": BIG}}'),
+        ("/train/check", '{"dataset": "cats", "config": {"rank": BIG, "learning_rate": 1e-4}}'),
+        ("/runs", '{"dataset": "cats", "max_dph": BIG}'), ("/runs", '{"dataset": "cats", "config": {"steps": BIG}}'),
+        ("/sessions", '{"max_hours": BIG}'), ("/sessions", '{"max_dph": BIG}'),
+        ("/notify/settings", '{"notify_toast": BIG}'))]
     for route, body, headers, errors in cases:
         await att.send("body", "POST", A + route, refused(*errors), headers=headers, body=body)
     # the server stops reading such a body: the connection is not reused after it
@@ -342,6 +399,10 @@ async def _bucket_content(att: Attacker) -> None:
     for run_id in hostile.BAD_STATUSES:
         for route in (f"/runs/{run_id}", f"/runs/{run_id}/samples", f"/runs/{run_id}/events"):
             await att.send("hostile bucket", "GET", A + route, not_5xx)
+    for run_id in hostile.BAD_SPECS:  # a damaged spec.json is a damaged record, never a 500
+        await att.send("hostile bucket", "GET", A + f"/runs/{run_id}/config", refused("CorruptRecord", statuses=(422,)))
+    for run_id in hostile.ODD_SPECS:
+        await att.send("hostile bucket", "GET", A + f"/runs/{run_id}/config", config_answered)
     for route in ("/datasets/ds-deep/images", "/datasets/cats/images", "/datasets/cats/captions",
                   "/runs/run-1/events", "/runs/run-1", "/instances", "/costs"):
         await att.send("hostile bucket", "GET", A + route, not_5xx)
@@ -350,6 +411,7 @@ async def _bucket_content(att: Attacker) -> None:
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 async def test_hostile_requests_are_all_refused(comfy_client, seeded, capsys):
     hostile.write_hostile_bucket(seeded.storage.root)
+    hostile.write_hostile_specs(seeded.storage.root)
     token = (await token_headers(comfy_client))[HEADER]
     att = Attacker(comfy_client, token)
     for phase in (_boundary, _params, _bodies, _bucket_content):
@@ -378,3 +440,82 @@ async def test_hostile_requests_are_all_refused(comfy_client, seeded, capsys):
     resp = await comfy_client.post(f"{A}/budgets", json={"max_dph": 1.5},
                                    headers={**await token_headers(comfy_client), "Origin": f"http://127.0.0.1:{port}"})
     assert resp.status == 200 and (await resp.json())["max_dph"] == 1.5
+
+
+# ---- the seeded fuzz of every route --------------------------------------------------------------
+def _raw_requests(port: int, token: str) -> list[str]:
+    """What an HTTP client will not send: odd and contradictory Content-Length and framing, on a
+    mutating route with the real token (the server must answer 4xx or take the body, never 5xx)."""
+    head = f"POST {A}/budgets HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n" \
+           f"{HEADER}: {token}\r\nConnection: close\r\n"
+    body = '{"max_dph": 0.5}'
+    return [head + f"Content-Length: {length}\r\n\r\n{body}" for length in ("-1", "abc", "1e3", " 16", "0x10",
+                                                                               "+16", "16, 16", "3", "")] + [
+        head + f"Content-Length: 16\r\nContent-Length: 17\r\n\r\n{body}",
+        head + f"Transfer-Encoding: chunked\r\nContent-Length: 16\r\n\r\n{body}",
+        head + "Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+        head + "Transfer-Encoding: gzip, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        head + "X-Big: " + "h" * 20_000 + "\r\nContent-Length: 2\r\n\r\n{}",
+        head.replace("Host: 127.0.0.1", "Host: \u00e9vil.example") + "Content-Length: 2\r\n\r\n{}",
+    ]
+
+
+def _home_snapshot(seeded) -> dict[str, Any]:
+    """Everything a request could change: the bucket's objects, the settings files, the staged
+    uploads, the runs, instances and costs recorded, the LoRAs downloaded."""
+    home = seeded.settings.home
+    return {
+        "bucket": sorted((o.key, o.size) for o in seeded.storage.list("").objects),
+        "home": sorted((str(p.relative_to(home)), p.stat().st_size) for p in home.rglob("*")
+                       if p.is_file() and p.suffix in (".toml", ".png", ".jpg", ".txt", ".json")),
+        "runs": [(r.id, r.state.value) for r in seeded.state.list_runs()],
+        "instances": [(i["id"], i["state"]) for i in seeded.state.list_instances()],
+        "loras": sorted(p.name for p in seeded.loras_dir.rglob("*")) if seeded.loras_dir.exists() else [],
+    }
+
+
+@pytest.fixture
+async def fuzz_target(comfy_client, seeded, vast, aiohttp_server, tmp_path):  # noqa: F811
+    """The routes as ComfyUI mounts them, over the fake vast.ai (with no offers: nothing the fuzz
+    sends can rent a GPU) and a fake ComfyUI (a LoRA test queues there)."""
+    fake_vast, _clock = vast
+    fake_vast.state.offers.clear()
+    seeded.app.providers["vast"] = provider_factory_for(fake_vast)
+    comfy = await aiohttp_server(FakeComfyUI(tmp_path / "comfy-out").app())
+    seeded.app.templates.local_url = str(comfy.make_url("")).rstrip("/")
+    seeded.app.uploads.workers = 1
+    hostile.write_hostile_bucket(seeded.storage.root)
+    hostile.write_hostile_specs(seeded.storage.root)
+    # something for the upload steps and the run config to work on, not only a 404
+    for i in range(3):
+        await seeded.app.uploads.put("cats", f"00{i}.png", png_bytes((40 * i, 90, 160)))
+    spec = {"run_id": "run-1", "dataset": "cats", "lora_type": "character", "vram_gb": 24.0,
+            "overrides": {"network_dim": 32}}
+    seeded.storage.write_bytes(layout.run_key("run-1", "spec.json"), json.dumps(spec).encode())
+    return comfy_client
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+async def test_seeded_fuzz_of_every_route(fuzz_target, seeded, capsys):
+    client = fuzz_target
+    token = (await token_headers(client))[HEADER]
+    att = Attacker(client, token)
+    plans = fuzz.plans(att.port, token, HEADER, png_bytes((90, 120, 30), (64, 64)))
+    covered = collections.Counter(p.route for p in plans)
+    assert set(covered) == {r for r in fuzz.route_table() if r[0] != "HEAD"}
+    assert min(covered.values()) >= 20 and sum(p.must_refuse for p in plans) >= 300
+    # the refusals first: refused means nothing happened, so the home must be as it was after them
+    before = _home_snapshot(seeded)
+    for plan in plans:
+        if plan.must_refuse:
+            await att.send_plan(plan)
+    assert _home_snapshot(seeded) == before, "a refused request changed something"
+    for plan in plans:
+        if not plan.must_refuse:
+            await att.send_plan(plan)
+    for raw in _raw_requests(att.port, token):
+        await att.send_raw_checked("fuzz: framing", raw)
+    with capsys.disabled():
+        print(f"\nseeded fuzz of {len(covered)} routes (seed {fuzz.SEED}):\n" + att.tally.summary())
+    assert att.tally.tried >= 1500
+    assert att.tally.accepted == [] and att.tally.server_errors == [] and att.tally.other == [], att.tally.summary()
