@@ -313,13 +313,15 @@ class App:
 
         from ..errors import CorruptRecord, LoraCloudError
         from . import problems as kinds
+        from .guard import provider_charges
         from .store_rebuild import rebuild
 
         try:
             if not await asyncio.to_thread(state.rebuild_due):
                 return []
             instances = await provider.list()
-            message = await rebuild(state, storage, instances, self.clock(), self.guard_memory.seen)
+            message = await rebuild(state, storage, instances, self.clock(), self.guard_memory.seen,
+                                    charges=provider_charges(provider), max_dph=self.settings.max_dph)
         except (CorruptRecord, LoraCloudError):
             return []  # the pass meets the same problem and reports it
         return [(kinds.STATE_STORE, str(state.path), message)]

@@ -11,6 +11,12 @@ first seen; an instance without such a run (an orphan, another bucket's, a remot
 session, whose image keeps its own deadline) counts from the earliest this process saw it, else now.
 An age is only ever moved earlier, never later.
 
+The money the lost ledger held comes back the same way it is checked: every ``/charges/`` row of
+ours in the ledger's window (a listed instance, or a label this pack gives) whose instance is no
+longer listed is recorded as a destroyed instance, so the watchdog books what the provider billed
+for it into the new ledger as it books every charge (capped by the rate, suspects kept apart),
+and the month budget counts the instances destroyed before the damage.
+
 Runs themselves are not copied into the store: the bucket stays their witness (a live status
 keeps an instance owned), and a row copied from another controller's run would make this one
 end that run when its instance moves. Who owns an instance is then judged as usual: an orphan
@@ -21,16 +27,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Mapping
+import math
+from typing import Any, Awaitable, Callable, Mapping
 
 from ..errors import LoraCloudError
-from ..models import Instance
+from ..models import Instance, InstanceState
+from ..providers.base import run_id_from_label, session_id_from_label
 from ..storage.base import Storage
 from ..storage.layout import run_key
 from ..training.spec import SPEC
 from ..training.status import STATUS, read_status
+from .costs import CHARGES_WINDOW_S, CostLedger, _our_charge, cap_charges
 from .ownership import is_run_id
 from .state import REBUILD_KEY, StateStore
+
+Charges = Callable[[float, float], Awaitable[Any]]  # the provider's checked /charges/ report (guard.provider_charges)
 
 
 def _run_age(storage: Storage, run_id: str) -> float | None:
@@ -65,18 +76,60 @@ def first_sightings(storage: Storage, instances: list[Instance], now: float,
     return out
 
 
+def billed_gone(rows: list[dict[str, Any]], listed: set[str], now: float) -> dict[str, tuple[Instance, float]]:
+    """Our instances that ``/charges/`` billed and the listing no longer shows, as destroyed
+    instances (id -> (instance, the start of its first row))."""
+    out: dict[str, tuple[Instance, float]] = {}
+    for row in rows:
+        src = str(row.get("source") or "")
+        iid = src[len("instance-"):] if src.startswith("instance-") else ""
+        if not iid or iid in listed or not _our_charge(row, listed):
+            continue
+        meta = row.get("metadata")
+        label = str(meta.get("label") or "") if isinstance(meta, dict) else ""
+        start = row.get("start")
+        at = float(start) if isinstance(start, (int, float)) and not isinstance(start, bool) \
+            and math.isfinite(start) and start <= now else now
+        inst = Instance(id=iid, label=label, run_id=run_id_from_label(label), session_id=session_id_from_label(label),
+                        state=InstanceState.DESTROYED)
+        out[iid] = (inst, min(at, out.get(iid, (inst, at))[1]))
+    return out
+
+
+def book_gone(state: StateStore, rows: list[dict[str, Any]], gone: dict[str, tuple[Instance, float]], now: float,
+              max_dph: float) -> None:
+    """Book what ``/charges/`` billed the instances gone before the damage into the new ledger,
+    each row held to what max_dph allows (their rate is unknown): a lower bound when the answer
+    was cut short, and the watchdog's later bookings add only the difference."""
+    mine = [r for r in rows if str(r.get("source") or "")[len("instance-"):] in gone]
+    capped, _ = cap_charges(mine, {}, now=now, since=now - CHARGES_WINDOW_S, fallback_dph=max_dph)
+    CostLedger(state, lambda: now).reconcile_charges(capped, {iid: inst.run_id for iid, (inst, _) in gone.items()},
+                                                     now)
+
+
 async def rebuild(state: StateStore, storage: Storage, instances: list[Instance], now: float,
-                  remembered: Mapping[str, float]) -> str:
-    """Fill ``state`` from the bucket and ``instances`` (one complete listing); returns what was
-    done, for the guard's report."""
+                  remembered: Mapping[str, float], charges: Charges | None = None, max_dph: float = 0.0) -> str:
+    """Fill ``state`` from the bucket, ``instances`` (one complete listing) and the provider's
+    ``charges``; returns what was done, for the guard's report."""
     note: dict[str, Any] = await asyncio.to_thread(state.rebuild_due) or {}
     seen = await asyncio.to_thread(first_sightings, storage, instances, now, remembered)
-    await asyncio.to_thread(state.seed_sightings, seen)
+    gone: dict[str, tuple[Instance, float]] = {}
+    billed = "the provider's charges could not be read, so the spend of instances gone before the damage is not known"
+    if charges is not None:
+        try:
+            report = await charges(now - CHARGES_WINDOW_S, now)
+        except LoraCloudError:
+            pass
+        else:
+            gone = billed_gone(list(report.rows), set(seen), now)
+            billed = (f"{len(gone)} instance(s) gone before the damage are booked from the provider's charges"
+                      + ("" if report.complete else " (as much of them as could be read: a lower bound)"))
+    await asyncio.to_thread(state.seed_sightings, {**gone, **seen})
+    if gone:
+        await asyncio.to_thread(book_gone, state, list(report.rows), gone, now, max_dph)
     dated = sum(1 for iid, (_, at) in seen.items() if at < min(now, remembered.get(iid, now)))
     await asyncio.to_thread(state.set_kv, REBUILD_KEY, "")
     await asyncio.to_thread(state.set_kv, "state:rebuilt", json.dumps({**note, "rebuilt_at": now}))
     return (f"the state store was damaged ({note.get('why', 'unknown')}): set aside as "
             f"{note.get('set_aside', '?')} (kept, not deleted) and a new one rebuilt from the provider's listing "
-            f"({len(instances)} instance(s)) and the bucket ({dated} dated by their run's records there); the "
-            "listed instances' spend is booked again from the provider's charges, the spend of instances gone "
-            "before the damage is not")
+            f"({len(instances)} instance(s)) and the bucket ({dated} dated by their run's records there); {billed}")
