@@ -188,3 +188,30 @@ def test_a_fresh_app_over_a_damaged_home_still_guards(world, clean_env):  # noqa
     assert any(p["kind"] == "settings" for p in result["problems"])
     with pytest.raises(ConfigError):
         App.open(clean_env, fall_back=False)
+
+
+def test_a_command_over_a_damaged_store_sets_it_aside_and_goes_on(clean_env):
+    from typer.testing import CliRunner
+
+    from comfy_lora_cloud.cli.main import app as cli_app
+
+    clean_env.mkdir(parents=True)
+    (clean_env / "state.db").write_bytes(b"this is not a database " * 400)
+    r = CliRunner().invoke(cli_app, ["--json", "costs", "--offline"])
+    assert r.exit_code == 0, r.output
+    assert [p.name[:17] for p in clean_env.iterdir() if "damaged" in p.name] == ["state.db.damaged-"]
+    assert StateStore(clean_env / "state.db").rebuild_due() is not None  # the next guard pass rebuilds it
+
+
+def test_config_show_names_the_problem_and_what_is_in_force(clean_env):
+    from typer.testing import CliRunner
+
+    from comfy_lora_cloud.cli.main import app as cli_app
+
+    home_with(clean_env, {"max_dph": 1.5})
+    load_settings(clean_env)
+    (clean_env / "config.toml").write_text("max_dph = 1.5 oops\n")
+    r = CliRunner().invoke(cli_app, ["--json", "config", "show"])
+    assert r.exit_code == 2
+    data = json.loads(r.stdout)
+    assert data["max_dph"] == 1.5 and "cannot read config.toml" in data["problems"][0]
