@@ -278,8 +278,11 @@ class App:
 
         Budgets are read from the current settings on every check, so a changed budget applies
         within one round; a settings file that cannot be read keeps the last good budgets and the
-        pass reports it. Storage that cannot be opened (no credentials) is a bucket that cannot
-        vouch for any run: nothing is destroyed on that doubt, and the budgets still hold.
+        pass reports it. Storage that cannot be opened (no credentials), or whose setting was lost
+        with a damaged config.toml that never had a good copy, is a bucket that cannot vouch for
+        any run: nothing is destroyed on that doubt, and the budgets still hold. A state store
+        that was damaged is set aside when it is opened (:meth:`StateStore.open`) and rebuilt here
+        before the pass judges anything (:mod:`.store_rebuild`); the pass reports it.
         """
         import asyncio
 

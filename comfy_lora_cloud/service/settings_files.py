@@ -95,7 +95,7 @@ def load_settings(home: str | Path | None = None, *, fall_back: bool = True, **o
     found = tuple(p for p in problems if p is not None)
     for p in found:
         log.warning("settings: %s", p.message)
-    return LoadedSettings(settings, found, _storage_unknown(files["config.toml"], overrides))
+    return LoadedSettings(settings, found, _storage_unknown(files[CONFIG_FILE], overrides))
 
 
 def _read(home: Path, name: str, last_good: LastGood) -> _File:
@@ -209,7 +209,7 @@ def _env_var(name: str) -> str | None:
 def _file_problem(f: _File, last_good: LastGood, settings: Settings) -> SettingsProblem | None:
     if f.table is None:
         if f.last_good is not None:
-            instead = f"its last good copy (saved {last_good.saved_at(f.name)})"
+            instead = f"its last good copy {last_good.path(f.name)} (saved {last_good.saved_at(f.name)})"
         else:
             instead = "no last good copy of it exists, so the built-in defaults of its settings"
         refused = "".join(f"; in that copy, {k} refused ({why}): {_in_force(settings, k)}"

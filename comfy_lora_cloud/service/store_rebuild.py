@@ -41,6 +41,8 @@ from .costs import CHARGES_WINDOW_S, CostLedger, _our_charge, cap_charges
 from .ownership import is_run_id
 from .state import REBUILD_KEY, StateStore
 
+REBUILT_KEY = "state:rebuilt"  # {"set_aside", "why", "at", "rebuilt_at"} of the last rebuild
+
 Charges = Callable[[float, float], Awaitable[Any]]  # the provider's checked /charges/ report (guard.provider_charges)
 
 
@@ -76,13 +78,18 @@ def first_sightings(storage: Storage, instances: list[Instance], now: float,
     return out
 
 
+def _billed_instance(row: dict[str, Any]) -> str:
+    """The instance a ``/charges/`` row bills (``source: "instance-<id>"``), "" for other rows."""
+    src = str(row.get("source") or "")
+    return src[len("instance-"):] if src.startswith("instance-") else ""
+
+
 def billed_gone(rows: list[dict[str, Any]], listed: set[str], now: float) -> dict[str, tuple[Instance, float]]:
     """Our instances that ``/charges/`` billed and the listing no longer shows, as destroyed
     instances (id -> (instance, the start of its first row))."""
     out: dict[str, tuple[Instance, float]] = {}
     for row in rows:
-        src = str(row.get("source") or "")
-        iid = src[len("instance-"):] if src.startswith("instance-") else ""
+        iid = _billed_instance(row)
         if not iid or iid in listed or not _our_charge(row, listed):
             continue
         meta = row.get("metadata")
@@ -101,7 +108,7 @@ def book_gone(state: StateStore, rows: list[dict[str, Any]], gone: dict[str, tup
     """Book what ``/charges/`` billed the instances gone before the damage into the new ledger,
     each row held to what max_dph allows (their rate is unknown): a lower bound when the answer
     was cut short, and the watchdog's later bookings add only the difference."""
-    mine = [r for r in rows if str(r.get("source") or "")[len("instance-"):] in gone]
+    mine = [r for r in rows if _billed_instance(r) in gone]
     capped, _ = cap_charges(mine, {}, now=now, since=now - CHARGES_WINDOW_S, fallback_dph=max_dph)
     CostLedger(state, lambda: now).reconcile_charges(capped, {iid: inst.run_id for iid, (inst, _) in gone.items()},
                                                      now)
@@ -129,7 +136,8 @@ async def rebuild(state: StateStore, storage: Storage, instances: list[Instance]
         await asyncio.to_thread(book_gone, state, list(report.rows), gone, now, max_dph)
     dated = sum(1 for iid, (_, at) in seen.items() if at < min(now, remembered.get(iid, now)))
     await asyncio.to_thread(state.set_kv, REBUILD_KEY, "")
-    await asyncio.to_thread(state.set_kv, "state:rebuilt", json.dumps({**note, "rebuilt_at": now}))
+    # kept for whoever looks into the store later: which damaged file it replaces, and when
+    await asyncio.to_thread(state.set_kv, REBUILT_KEY, json.dumps({**note, "rebuilt_at": now}))
     return (f"the state store was damaged ({note.get('why', 'unknown')}): set aside as "
             f"{note.get('set_aside', '?')} (kept, not deleted) and a new one rebuilt from the provider's listing "
             f"({len(instances)} instance(s)) and the bucket ({dated} dated by their run's records there); {billed}")
