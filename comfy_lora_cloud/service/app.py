@@ -218,7 +218,7 @@ class App:
         """The state store; a damaged one (at open, or met since) is set aside and a new one
         started (:meth:`StateStore.open`), which the next guard pass rebuilds."""
         def stale(store: StateStore | None) -> bool:
-            return store is None or store.path != self.settings.state_db or store.damage is not None
+            return store is None or store.stands_for != self.settings.state_db or store.damage is not None
 
         if stale(self._state):
             with self._lock:

@@ -167,23 +167,30 @@ class StateStore:
         marked for a rebuild (:meth:`rebuild_due`)."""
         path = Path(path)
         why = damage_of(path, timeout)
-        if why is not None:
-            now = clock()
-            try:
-                aside = set_aside(path, now)
-            except FileNotFoundError:  # another process set it aside first
-                return cls(path, timeout=timeout)
+        if why is None:
+            return cls(path, timeout=timeout)
+        now = clock()
+        try:
+            aside = str(set_aside(path, now))
             store = cls(path, timeout=timeout)
-            store.set_kv(REBUILD_KEY, json.dumps({"set_aside": str(aside), "why": why, "at": now}))
-            log.warning("the state store %s was damaged (%s): set aside as %s; a new one is rebuilt from the bucket",
-                        path, why, aside.name)
-            return store
-        return cls(path, timeout=timeout)
+        except FileNotFoundError:  # another process set it aside first
+            return cls(path, timeout=timeout)
+        except OSError as exc:  # a read-only home: a store of this process's own stands in
+            import tempfile
+
+            aside = f"nowhere: it could not be moved ({exc.strerror or exc}), so this process uses a temporary store"
+            store = cls(Path(tempfile.mkdtemp(prefix="lora-cloud-state-")) / path.name, timeout=timeout)
+            store.stands_for = path
+        store.set_kv(REBUILD_KEY, json.dumps({"set_aside": aside, "why": why, "at": now}))
+        log.warning("the state store %s was damaged (%s): set aside as %s; a new one is rebuilt from the bucket",
+                    path, why, aside)
+        return store
 
     def __init__(self, path: str | Path, *, timeout: float = 30.0):
         self.path = Path(path)
         self.timeout = timeout
         self.damage: str | None = None  # set when a call met a damaged file (App.state heals it)
+        self.stands_for = self.path  # the home's store this one is (a temporary one may stand in: open)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         make_private(self.path)
         self._migrated = False

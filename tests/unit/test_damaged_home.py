@@ -134,6 +134,22 @@ def test_a_damaged_store_is_set_aside_never_deleted(tmp_path, damage):
     assert store.list_runs() == []  # a working store
 
 
+def test_a_damaged_store_that_cannot_be_moved_still_gives_a_store(tmp_path, monkeypatch):
+    """A read-only home: the guard still gets a working store (its own, temporary), told why."""
+    path = tmp_path / "state.db"
+    path.write_bytes(b"not a database " * 300)
+
+    def refuse(src, dst):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    store = StateStore.open(path)
+    monkeypatch.undo()
+    assert store.stands_for == path and store.path != path
+    assert store.list_runs() == [] and "could not be moved" in store.rebuild_due()["set_aside"]
+    assert path.read_bytes()[:15] == b"not a database "  # left as it was
+
+
 def test_a_healthy_store_is_left_alone(tmp_path):
     StateStore(tmp_path / "state.db").set_kv("x", "1")
     store = StateStore.open(tmp_path / "state.db")
