@@ -6,6 +6,10 @@ last good settings (kept in ``<home>/.last-good/`` by an earlier clean load) or,
 were any, on the built-in limits; report the problem in its JSON result and on stderr; and exit 9
 (the damaged-home code, docs/troubleshooting.md).
 
+One more row shows the one case where the orphan is kept: a broken config.toml that named the
+bucket and never had a good copy leaves the bucket unknown, and nothing is destroyed on that doubt
+(the budgets still hold).
+
 The rows with settings damage take their budgets from the files (the harness's budget variables
 are removed), so the damaged value is the one in force. Where a last good copy exists it holds
 ``max_run_hours = 3``, so a run 4 h in dies by it; the built-in limit (6 h) would keep it.
@@ -154,6 +158,20 @@ def _config_never_good(w: World) -> None:
     run_hours_in(w, "middle", 5.0, "keep")  # inside the built-in 6 h
     write(w, "config.toml", "max_run_hours = [1\n")
     assert not (w.home / ".last-good").exists()
+
+
+@scenario("home_config_never_good_storage_unknown", "config.toml, which named the bucket, is broken and was never "
+          "good: the bucket is unknown, so nothing is destroyed as unowned, and the built-in limits hold", **ROW,
+          check=all_of(problem("settings", text="no last good copy"), problem("bucket", "orphan"),
+                       breach("max_run_hours", "late"), reported("destroyed", lambda w: [])))
+def _config_never_good_no_storage(w: World) -> None:
+    budgets_from_files(w)
+    w.env.pop("LORA_CLOUD_STORAGE")
+    w.treasure(["late"])
+    w.instance("orphan", "keep", "no bucket can vouch for anything: kept on that doubt (the budgets bound it)")
+    w.instance("late", "die", "9 h into its run: past the built-in 6 h", age_h=9)
+    w.local_run("late", next(i for i, why in w.why.items() if why.startswith("9 h")), seen_h_ago=9)
+    write(w, "config.toml", f'storage = "gs://{w.storage.bucket_name}"\nmax_run_hours = [1\n')
 
 
 # ---- secrets.toml -----------------------------------------------------------------------------
