@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import datetime as dt
 import ipaddress
 import logging
 import os
 import re
 import sys
+import threading
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from urllib.parse import urlsplit
-from typing import Any, Iterator, Literal
+from typing import Any, Iterator, Literal, Mapping
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
@@ -70,14 +72,46 @@ def current_home() -> Path:
     return _home_override.get() or default_home()
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+MAX_SETTINGS_FILE_BYTES = 1 << 20  # a settings file is a few hundred bytes; more is not one
+
+
+def parse_toml(name: str, raw: bytes) -> dict[str, Any]:
+    """The table in a settings file's bytes; a :class:`ConfigError` naming the file when they are
+    not UTF-8 TOML (the message never quotes the file: a secrets file holds keys)."""
+    if len(raw) > MAX_SETTINGS_FILE_BYTES:
+        raise ConfigError(f"cannot read {name}: larger than {MAX_SETTINGS_FILE_BYTES // 1024} KiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read {name}: not UTF-8 text (byte {exc.start})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"cannot read {name}: {exc}") from None
+
+
+def read_settings_file(path: Path) -> bytes | None:
+    """A settings file's bytes (at most one byte past the limit), None when there is none."""
+    if not path.exists():
+        return None
     if not path.is_file():
-        return {}
+        raise ConfigError(f"cannot read {path.name}: not a file")
     try:
         with path.open("rb") as f:
-            return tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read {path.name}: {exc}") from None
+            return f.read(MAX_SETTINGS_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path.name}: {exc.strerror or exc}") from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    raw = read_settings_file(path)
+    return {} if raw is None else parse_toml(path.name, raw)
+
+
+# The files' tables to use instead of reading the files (service/settings_files.py: a damaged
+# file's last good copy); None: read the files.
+_given_files: contextvars.ContextVar[Mapping[str, Mapping[str, Any]] | None] = contextvars.ContextVar(
+    "lora_cloud_given_files", default=None)
 
 
 class _TomlFileSource(PydanticBaseSettingsSource):
@@ -89,7 +123,8 @@ class _TomlFileSource(PydanticBaseSettingsSource):
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        data = _read_toml(current_home() / self.filename)
+        given = _given_files.get()
+        data = dict(given.get(self.filename) or {}) if given is not None else _read_toml(current_home() / self.filename)
         return {k: v for k, v in data.items() if k in self.settings_cls.model_fields}
 
 
@@ -241,12 +276,24 @@ class Settings(BaseSettings):
         try:
             s = cls(home=path, **overrides)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
-            )
-            raise ConfigError(f"invalid settings: {problems}") from None
+            raise ConfigError(describe_invalid(exc)) from None
         finally:
             _home_override.reset(token)
+        for key in SECRET_KEYS:
+            register_secret(s.secret(key))
+        return s
+
+    @classmethod
+    def from_tables(cls, home: Path, files: Mapping[str, Mapping[str, Any]], **overrides: Any) -> "Settings":
+        """Settings for ``home`` with ``files`` (file name -> its table) in place of the files on
+        disk; the environment and ``overrides`` as :meth:`load`. Raises pydantic's
+        ``ValidationError`` (its errors name each refused value)."""
+        home_token, files_token = _home_override.set(home), _given_files.set(files)
+        try:
+            s = cls(home=home, **overrides)
+        finally:
+            _given_files.reset(files_token)
+            _home_override.reset(home_token)
         for key in SECRET_KEYS:
             register_secret(s.secret(key))
         return s
@@ -282,6 +329,12 @@ class Settings(BaseSettings):
                 out[name] = value
         out["storage"] = self.storage_url
         return out
+
+
+def describe_invalid(exc: ValidationError) -> str:
+    """A ``ValidationError`` of the settings as the one line a :class:`ConfigError` carries."""
+    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors())
+    return f"invalid settings: {problems}"
 
 
 # ---- strict parsing of typed values ------------------------------------------------------------
@@ -407,6 +460,81 @@ def _write_toml_private(path: Path, data: dict[str, Any], mode: int) -> None:
             tmp.unlink()
 
 
+# ---- the last good copies -----------------------------------------------------------------------
+LAST_GOOD_DIR = ".last-good"
+
+
+class LastGood:
+    """``<home>/.last-good/``: each settings file as it was when it last loaded cleanly."""
+
+    _write_lock = threading.Lock()
+
+    def __init__(self, home: Path):
+        self.folder = home / LAST_GOOD_DIR
+
+    def path(self, name: str) -> Path:
+        return self.folder / name
+
+    def read(self, name: str) -> bytes | None:
+        """The copy's bytes; None when there is none or it cannot be read."""
+        try:
+            return read_settings_file(self.path(name))
+        except ConfigError:
+            return None
+
+    def saved_at(self, name: str) -> str:
+        try:
+            when = self.path(name).stat().st_mtime
+        except OSError:
+            return "an unknown time"
+        return dt.datetime.fromtimestamp(when, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+    def remember(self, name: str, raw: bytes | None) -> None:
+        """Keep ``raw`` as the last good ``name`` (None: the file is gone, so is its copy). Written
+        to a private temporary file, flushed, then renamed over the copy: a reader sees the old
+        copy or the new one, never a part."""
+        target = self.path(name)
+        if raw is None:
+            with contextlib.suppress(FileNotFoundError):
+                target.unlink()
+            return
+        if self.read(name) == raw:
+            return
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            os.chmod(self.folder, 0o700)
+        tmp = target.with_name(f".{name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        with self._write_lock:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(raw)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.chmod(tmp, 0o600)
+                os.replace(tmp, target)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+
+
+def remember_if_clean(home: Path) -> None:
+    """After a settings file was written: keep both files as their last good copies when they load
+    cleanly together (service/settings_files.py judges each file on its own at every load)."""
+    try:
+        raws = {name: read_settings_file(home / name) for name in (SECRETS_FILE, CONFIG_FILE)}
+        tables = {name: parse_toml(name, raw) if raw is not None else {} for name, raw in raws.items()}
+        Settings.from_tables(home, tables)
+    except (ConfigError, ValidationError):
+        return
+    last_good = LastGood(home)
+    for name, raw in raws.items():
+        try:
+            last_good.remember(name, raw)
+        except OSError as exc:
+            log.warning("could not keep the last good copy of %s: %s", name, exc.strerror or exc)
+
+
 def set_value(home: Path, key: str, value: str | None) -> bool:
     """Persist one setting (``None`` removes it). Returns True when ``key`` is a secret.
 
@@ -433,6 +561,7 @@ def set_value(home: Path, key: str, value: str | None) -> bool:
         else:
             data[key] = float(value) if ann is float else int(value) if ann is int else value
     _write_toml_private(path, data, mode)
+    remember_if_clean(home)
     return is_secret
 
 

@@ -72,16 +72,26 @@ class CliContext:
     home: str | None = None
     json_output: bool = False
     verbose: bool = False
+    fall_back: bool = False  # a damaged settings file gives way to its last good copy (use_last_good)
     _app: "App | None" = field(default=None, repr=False)
 
     @property
     def app(self) -> "App":
-        """The command's app, built on first use (a broken config fails here, clearly)."""
+        """The command's app, built on first use (a broken config fails here, clearly, unless
+        the command asked for :meth:`use_last_good`)."""
         if self._app is None:
             from ..service.app import App
 
-            self._app = App.open(self.home)
+            self._app = App.open(self.home, fall_back=self.fall_back)
         return self._app
+
+    def use_last_good(self) -> "App":
+        """The app of a command that must work on a damaged home (the guard, ``config show``,
+        ``doctor``): a damaged settings file gives way to its last good copy, else the built-in
+        defaults, and ``app.settings_problem`` names it."""
+        if self._app is None:
+            self.fall_back = True
+        return self.app
 
     @property
     def settings(self) -> "Settings":
@@ -127,6 +137,20 @@ def report_problems(problems: Any) -> None:
     (``{"entry", "message"}`` dicts, as the services' listings give them)."""
     for p in problems:
         err_console.print(f"warning: skipped {p['entry']}: {p['message']}", markup=False)
+
+
+#: `instances reconcile` did its job on a damaged home (a settings file or the state store): the
+#: problem is on stderr; docs/troubleshooting.md lists it with the others
+EXIT_DAMAGED_HOME = 9
+
+
+def report_damaged_home(problems: Any) -> bool:
+    """The damaged-home problems of a guard pass (settings files, the state store), on stderr;
+    True when there were any."""
+    found = [p for p in problems if p.get("kind") in ("settings", "state_store")]
+    for p in found:
+        err_console.print(f"warning: damaged home ({p['kind']}): {p['message']}", markup=False)
+    return bool(found)
 
 
 def finite(value: Any) -> Any:

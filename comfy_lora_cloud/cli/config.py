@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from ..errors import ConfigError
-from .common import ctx_obj, emit, handle_errors, out_console
+from .common import ctx_obj, emit, err_console, handle_errors, out_console
 
 app = typer.Typer(no_args_is_help=True)  # its help: cli/main.py NOUNS
 
@@ -17,15 +17,25 @@ app = typer.Typer(no_args_is_help=True)  # its help: cli/main.py NOUNS
 @app.command("show")
 @handle_errors
 def show(ctx: typer.Context) -> None:
-    """Print every setting; secrets show only whether they are set."""
-    s = ctx_obj(ctx).settings
-    data = s.masked()
+    """Print every setting; secrets show only whether they are set. With a damaged settings file,
+    the settings in force (its last good copy, else the built-in defaults) and the problem (on
+    stderr, and as ``problems`` in the JSON), exit 2."""
+    app_ = ctx_obj(ctx).use_last_good()
+    data = app_.settings.masked()
+    problem = app_.settings_problem
+    if problem:
+        data["problems"] = [problem]
 
     def human(d: dict) -> None:
         for k, v in d.items():
-            out_console.print(f"{k:<26} {'' if v is None else v}", markup=False)
+            if k != "problems":
+                out_console.print(f"{k:<26} {'' if v is None else v}", markup=False)
 
     emit(ctx, data, human)
+    if problem:
+        err_console.print(f"error: damaged settings, the values above are the ones in force: {problem}",
+                          markup=False)
+        raise typer.Exit(ConfigError.exit_code)
 
 
 @app.command("set", context_settings={"ignore_unknown_options": True})  # VALUE may be -1

@@ -23,7 +23,7 @@ def doctor(ctx: typer.Context) -> None:
 
     obj = ctx_obj(ctx)
     try:
-        app_ = obj.app
+        app_ = obj.use_last_good()
     except ConfigError as exc:  # the settings themselves: nothing else can be checked
         checks = [Check("settings", "fail", exc.message, "fix it with `lora-cloud config set KEY VALUE` or "
                         f"`config unset KEY` (files: {obj.home_path})", exc.exit_code)]

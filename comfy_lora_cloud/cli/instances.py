@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from .common import confirm_or_abort, ctx_obj, emit, finite, handle_errors, out_console, run
+from .common import (EXIT_DAMAGED_HOME, confirm_or_abort, ctx_obj, emit, finite, handle_errors, out_console,
+                     report_damaged_home, run)
 
 app = typer.Typer(no_args_is_help=True)  # its help: cli/main.py NOUNS
 
@@ -67,8 +68,11 @@ def reconcile(
     vanished, book costs (reconciled with vast.ai's charges), enforce the budgets, and resume or
     move preempted runs (the preempt_* settings). Run it from cron if you only use the CLI.
     Records that cannot be read are skipped and listed as problems; the exit code is 4 when the
-    instances could not be listed (nothing was checked)."""
-    result = run(ctx_obj(ctx).app.guard_pass(grace_s=grace))
+    instances could not be listed (nothing was checked). A damaged home does not stop it: a
+    settings file that cannot be read gives way to its last good copy (else the built-in limits)
+    and a damaged state store is set aside and rebuilt; the pass runs, names the problem on
+    stderr and exits 9."""
+    result = run(ctx_obj(ctx).use_last_good().guard_pass(grace_s=grace))
 
     def human(d: dict) -> None:
         r = d["reconcile"]
@@ -89,5 +93,8 @@ def reconcile(
             out_console.print(f"problem ({p['kind']}): {p['message']}", markup=False)
 
     emit(ctx, result, human)
+    damaged = report_damaged_home(result["problems"])
     if not result["ok"]:
         raise typer.Exit(4)
+    if damaged:
+        raise typer.Exit(EXIT_DAMAGED_HOME)

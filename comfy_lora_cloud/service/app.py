@@ -50,19 +50,25 @@ PROVIDERS = ("vast", "local")
 class SettingsSource:
     """The settings of one home, re-read when its files change.
 
-    ``current()`` costs two ``stat`` calls at most once a second. When a changed file does not
-    parse, the last good settings stay in force and :attr:`problem` says why (the guard reports
-    it every round). With no good settings yet, the error is raised: there is nothing to fall
-    back on.
+    ``current()`` costs two ``stat`` calls at most once a second. Each read goes through
+    :func:`~.settings_files.load_settings`: a file that loads cleanly becomes its last good copy
+    on disk, and a damaged one (at start or later) gives way to that copy (else the built-in
+    defaults) while :attr:`problem` says what is wrong and what is in force; the guard reports it
+    every round. ``fall_back=False`` (the commands that do not guard) refuses a damaged home at
+    the first read with the :class:`ConfigError` of :meth:`Settings.load`; once settings were
+    read, a file that breaks later keeps them, as it does in ComfyUI.
     """
 
     def __init__(self, home: str | Path | None = None, *, check_every: float = 1.0,
-                 clock: Clock = time.monotonic, initial: Settings | None = None, **overrides: Any):
+                 clock: Clock = time.monotonic, initial: Settings | None = None, fall_back: bool = True,
+                 **overrides: Any):
         self.home = Path(home).expanduser() if home else default_home()
         self.overrides = overrides
         self.check_every = check_every
         self.clock = clock
+        self.fall_back = fall_back
         self.problem: str | None = None
+        self.storage_unknown: str | None = None  # the guard's storage is in doubt (settings_files)
         self._lock = threading.Lock()
         self._settings: Settings | None = initial
         self._signature: tuple[Any, ...] | None = self._files_signature() if initial is not None else None
@@ -84,6 +90,8 @@ class SettingsSource:
         return tuple(sig)
 
     def current(self) -> Settings:
+        from .settings_files import load_settings
+
         with self._lock:
             now = self.clock()
             if self._settings is not None and now - self._checked < self.check_every:
@@ -93,7 +101,8 @@ class SettingsSource:
             if self._settings is not None and signature == self._signature:
                 return self._settings
             try:
-                fresh = Settings.load(self.home, **self.overrides)
+                loaded = load_settings(self.home, fall_back=self.fall_back or self._settings is not None,
+                                       **self.overrides)
             except ConfigError as exc:
                 if self._settings is None:
                     raise
@@ -102,8 +111,9 @@ class SettingsSource:
                 self.problem = f"keeping the last good settings: {exc.message}"
                 self._signature = signature  # report once per change, not on every call
                 return self._settings
-            self._settings, self._signature, self.problem = fresh, signature, None
-            return fresh
+            self._settings, self._signature = loaded.settings, signature
+            self.problem, self.storage_unknown = loaded.problem, loaded.storage_unknown
+            return loaded.settings
 
 
 class App:
@@ -165,10 +175,12 @@ class App:
         self.models = ModelsCache(self)  # base weights into the bucket's models/
 
     @classmethod
-    def open(cls, home: str | Path | None = None, **kwargs: Any) -> "App":
+    def open(cls, home: str | Path | None = None, *, fall_back: bool = True, **kwargs: Any) -> "App":
         """The app for ``home`` (default: ``LORA_CLOUD_HOME`` or the per-user folder), with settings
-        that follow the files. Reads the settings once, so a broken config fails here, clearly."""
-        source = SettingsSource(home)
+        that follow the files. Reads the settings once. A damaged settings file gives way to its
+        last good copy (the problem is reported by every guard pass); with ``fall_back=False``
+        it fails here, clearly (a command that does not guard)."""
+        source = SettingsSource(home, fall_back=fall_back)
         source.current()
         return cls(source, **kwargs)
 
@@ -203,10 +215,15 @@ class App:
 
     @property
     def state(self) -> StateStore:
-        if self._state is None or self._state.path != self.settings.state_db:
+        """The state store; a damaged one (at open, or met since) is set aside and a new one
+        started (:meth:`StateStore.open`), which the next guard pass rebuilds."""
+        def stale(store: StateStore | None) -> bool:
+            return store is None or store.stands_for != self.settings.state_db or store.damage is not None
+
+        if stale(self._state):
             with self._lock:
-                if self._state is None or self._state.path != self.settings.state_db:
-                    self._state = StateStore(self.settings.state_db)
+                if stale(self._state):
+                    self._state = StateStore.open(self.settings.state_db, clock=self.clock)
         return self._state
 
     @property
@@ -261,8 +278,11 @@ class App:
 
         Budgets are read from the current settings on every check, so a changed budget applies
         within one round; a settings file that cannot be read keeps the last good budgets and the
-        pass reports it. Storage that cannot be opened (no credentials) is a bucket that cannot
-        vouch for any run: nothing is destroyed on that doubt, and the budgets still hold.
+        pass reports it. Storage that cannot be opened (no credentials), or whose setting was lost
+        with a damaged config.toml that never had a good copy, is a bucket that cannot vouch for
+        any run: nothing is destroyed on that doubt, and the budgets still hold. A state store
+        that was damaged is set aside when it is opened (:meth:`StateStore.open`) and rebuilt here
+        before the pass judges anything (:mod:`.store_rebuild`); the pass reports it.
         """
         import asyncio
 
@@ -271,13 +291,40 @@ class App:
         from .budgets import Budgets
         from .guard import Guard
 
-        try:
-            storage = await asyncio.to_thread(lambda: self.storage)
-        except LoraCloudError as exc:
-            storage = UnavailableStorage(self.settings.storage_url, StorageError(exc.message))
+        settings = await asyncio.to_thread(lambda: self.settings)
+        if self.source.storage_unknown:
+            storage = UnavailableStorage(settings.storage_url, StorageError(self.source.storage_unknown))
+        else:
+            try:
+                storage = await asyncio.to_thread(lambda: self.storage)
+            except LoraCloudError as exc:
+                storage = UnavailableStorage(settings.storage_url, StorageError(exc.message))
+        state = await asyncio.to_thread(lambda: self.state)
         async with self.provider("vast")() as provider:
-            guard = Guard(provider, self.state, lambda: Budgets.from_settings(self.settings), storage=storage,
+            notes = await self._rebuild_state(state, storage, provider)
+            guard = Guard(provider, state, lambda: Budgets.from_settings(self.settings), storage=storage,
                           clock=self.clock, emit=self.emit, grace_s=grace_s, fresh_s=fresh_s,
                           memory=self.guard_memory,
                           recovery=self.recovery.guard(provider, storage, on_step=on_recovery_step))
-            return await guard.run_once(settings_problem=self.settings_problem)
+            return await guard.run_once(settings_problem=self.settings_problem, notes=notes)
+
+    async def _rebuild_state(self, state: StateStore, storage: Storage, provider: Provider) -> list[tuple[str, str, str]]:
+        """A store started in place of a damaged one is refilled from the provider's listing and
+        the bucket before the pass judges anything (:mod:`.store_rebuild`); the pass reports it.
+        Without a listing the rebuild waits for a pass that has one."""
+        import asyncio
+
+        from ..errors import CorruptRecord, LoraCloudError
+        from . import problems as kinds
+        from .guard import provider_charges
+        from .store_rebuild import rebuild
+
+        try:
+            if not await asyncio.to_thread(state.rebuild_due):
+                return []
+            instances = await provider.list()
+            message = await rebuild(state, storage, instances, self.clock(), self.guard_memory.seen,
+                                    charges=provider_charges(provider), max_dph=self.settings.max_dph)
+        except (CorruptRecord, LoraCloudError):
+            return []  # the pass meets the same problem and reports it
+        return [(kinds.STATE_STORE, str(state.path), message)]

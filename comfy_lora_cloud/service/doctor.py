@@ -69,8 +69,13 @@ class Doctor:
 
     async def run(self) -> list[Check]:
         out: list[Check] = []
-        settings = self.app.settings  # App.open has read them: a broken file failed before this
-        out.append(Check("settings", OK, f"read from {settings.home}"))
+        settings = self.app.settings
+        problem = getattr(self.app, "settings_problem", None)
+        if problem:  # a damaged file: the rest is checked with the settings in force instead
+            out.append(Check("settings", FAIL, problem, "fix it with `lora-cloud config set KEY VALUE` or "
+                             f"`config unset KEY` (files: {settings.home})", ConfigError.exit_code))
+        else:
+            out.append(Check("settings", OK, f"read from {settings.home}"))
         storage_ok = await self._storage(out)
         self._gpu_access(out)
         await self._vast(out)

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from ..errors import CorruptRecord, LoraCloudError
 from ..models import Instance
@@ -79,13 +79,17 @@ class Guard:
         self.sessions = SessionGuard(provider, state, storage, clock=clock, grace_s=grace_s, fresh_s=fresh_s,
                                      emit=self.emit)
 
-    async def run_once(self, settings_problem: str | None = None) -> dict[str, Any]:
+    async def run_once(self, settings_problem: str | None = None,
+                       notes: Iterable[tuple[str, str, str]] = ()) -> dict[str, Any]:
         """One pass; returns ``{"ok", "reconcile", "recovery", "sessions", "budgets", "swept", "problems"}``. ``ok`` is
         false when the instances could not be listed (then nothing else was checked).
-        ``settings_problem``: why the settings in force are the last good ones, to report."""
+        ``settings_problem``: why the settings in force are the last good ones, to report;
+        ``notes``: more (kind, subject, message) problems the caller met before the pass."""
         problems = Problems()
         if settings_problem:
             problems.add(kinds.SETTINGS, "settings", settings_problem)
+        for kind, subject, message in notes:
+            problems.add(kind, subject, message)
         now = self.clock()
         report, verdicts, recovered, sessions = ReconcileReport(), [], {}, {}
         try:

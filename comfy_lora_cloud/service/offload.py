@@ -254,8 +254,8 @@ def _rebuild(err: dict[str, Any]) -> Exception:
 
 # ---- the worker's side ---------------------------------------------------------------------------
 def _serve(job: dict[str, Any], out: BinaryIO) -> None:
-    from ..settings import Settings
     from ..storage import open_storage
+    from .settings_files import load_settings
 
     lock = threading.Lock()
 
@@ -264,7 +264,8 @@ def _serve(job: dict[str, Any], out: BinaryIO) -> None:
             _write_frame(out, (kind, value))
 
     try:
-        settings = Settings.load(job["home"]) if job["home"] else Settings.load()
+        # the settings in force in the app that sent the job, a damaged file's last good copy included
+        settings = load_settings(job["home"] or None).settings
         storage = open_storage(job["storage"], settings=settings)
         cache = sync.HashCache(job["cache"]) if job["cache"] else None
         a = job["args"]

@@ -16,6 +16,12 @@ should be (an unknown run state, a spec that is not JSON, a price that is not a 
 :class:`CorruptRecord` from a single get; listings skip it and hand it to ``on_corrupt`` (default: a logged warning), so
 one bad row never hides the others. ``instances.created_at`` is when this controller first
 saw or recorded the instance, on this controller's clock (never the provider's start date).
+
+:meth:`StateStore.open` (what the app uses) heals a damaged store instead: a folder in its place,
+a file SQLite calls no database, or one that fails SQLite's quick check is set aside (renamed to
+``state.db.damaged-<UTC time>``, its ``-wal``/``-shm`` files with it; never deleted) and a new
+store starts, marked :data:`REBUILD_KEY` so the next guard pass refills it from the bucket and the
+provider's listing (``service/store_rebuild.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import math
 import os
 import sqlite3
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -110,10 +117,80 @@ def make_private(path: Path) -> None:
                 os.chmod(p, 0o600)
 
 
+REBUILD_KEY = "state:rebuild_due"  # a store started in place of a damaged one: {"set_aside", "why", "at"}
+SIDE_FILES = ("-wal", "-shm", "-journal")  # SQLite's files beside the database, set aside with it
+
+
+def damage_of(path: Path, timeout: float = 30.0) -> str | None:
+    """Why the store at ``path`` cannot be used as a store (None: it can, or there is none yet).
+    A lock or a full disk is not damage; only what no retry would mend is."""
+    if not os.path.lexists(path):
+        return None
+    if path.is_dir():
+        return "a folder is in its place"
+    if not path.is_file():
+        return "it is not a regular file"
+    try:
+        conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+    except sqlite3.Error as exc:
+        return str(exc) if _is_damage(exc) else None
+    try:
+        rows = conn.execute("PRAGMA quick_check(3)").fetchall()
+    except sqlite3.Error as exc:
+        return str(exc) if _is_damage(exc) else None
+    finally:
+        conn.close()
+    found = [str(r[0]) for r in rows]
+    return None if found == ["ok"] else "SQLite's check found: " + "; ".join(f[:200] for f in found)
+
+
+def set_aside(path: Path, now: float) -> Path:
+    """Rename the store at ``path`` (and its side files) out of the way, never deleting it:
+    ``state.db.damaged-<UTC time>``. Returns where it went."""
+    stamp = datetime.fromtimestamp(now, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    aside = path.with_name(f"{path.name}.damaged-{stamp}")
+    n = 1
+    while os.path.lexists(aside):
+        aside = path.with_name(f"{path.name}.damaged-{stamp}-{n}")
+        n += 1
+    os.replace(path, aside)
+    for side in SIDE_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(path.with_name(path.name + side), aside.with_name(aside.name + side))
+    return aside
+
+
 class StateStore:
+    @classmethod
+    def open(cls, path: str | Path, *, timeout: float = 30.0, clock: Callable[[], float] = time.time) -> "StateStore":
+        """The store at ``path``; a damaged one is set aside and a new one started in its place,
+        marked for a rebuild (:meth:`rebuild_due`)."""
+        path = Path(path)
+        why = damage_of(path, timeout)
+        if why is None:
+            return cls(path, timeout=timeout)
+        now = clock()
+        try:
+            aside = str(set_aside(path, now))
+            store = cls(path, timeout=timeout)
+        except FileNotFoundError:  # another process set it aside first
+            return cls(path, timeout=timeout)
+        except OSError as exc:  # a read-only home: a store of this process's own stands in
+            import tempfile
+
+            aside = f"nowhere: it could not be moved ({exc.strerror or exc}), so this process uses a temporary store"
+            store = cls(Path(tempfile.mkdtemp(prefix="lora-cloud-state-")) / path.name, timeout=timeout)
+            store.stands_for = path
+        store.set_kv(REBUILD_KEY, json.dumps({"set_aside": aside, "why": why, "at": now}))
+        log.warning("the state store %s was damaged (%s): set aside as %s; a new one is rebuilt from the bucket",
+                    path, why, aside)
+        return store
+
     def __init__(self, path: str | Path, *, timeout: float = 30.0):
         self.path = Path(path)
         self.timeout = timeout
+        self.damage: str | None = None  # set when a call met a damaged file (App.state heals it)
+        self.stands_for = self.path  # the home's store this one is (a temporary one may stand in: open)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         make_private(self.path)
         self._migrated = False
@@ -124,6 +201,7 @@ class StateStore:
 
     # ---- plumbing ----------------------------------------------------------------------------
     def _damaged(self, exc: sqlite3.Error) -> CorruptRecord:
+        self.damage = str(exc)
         return CorruptRecord(f"the state store {self.path} is damaged ({exc}); move it aside and "
                              "LoRA Cloud starts a new one (the bucket keeps every run's status)")
 
@@ -317,6 +395,26 @@ class StateStore:
         out = list(_readable(rows, _checked_instance_row, on_corrupt))
         out.sort(key=lambda r: r["created_at"])
         return out
+
+    def seed_sightings(self, seen: dict[str, tuple[Instance, float]]) -> None:
+        """Record when each instance was first seen (instance id -> (instance, time)); a time
+        already recorded is only ever moved earlier, so an age never starts again from zero."""
+        with self.transaction() as conn:
+            for inst, at in seen.values():
+                self._upsert_instance(conn, inst, inst.run_id, at)
+                conn.execute("UPDATE instances SET created_at = MIN(created_at, ?) WHERE provider = ? AND id = ?",
+                             (at, inst.provider, str(inst.id)))
+
+    def rebuild_due(self) -> dict[str, Any] | None:
+        """The note :meth:`open` left when it set a damaged store aside, until the rebuild."""
+        raw = self.get_kv(REBUILD_KEY)
+        if not raw:
+            return None
+        try:
+            note = json.loads(raw)
+        except ValueError:
+            note = None
+        return note if isinstance(note, dict) else {"set_aside": "?", "why": "unknown", "at": None}
 
     # ---- ledger ------------------------------------------------------------------------------
     def add_cost(self, cost: Cost) -> None:

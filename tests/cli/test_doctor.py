@@ -142,8 +142,11 @@ def test_each_check_fails_once_on_purpose(cli, world, case):
     if name == "settings":
         proc = cli("doctor", "--json", check=code, **world["env"])
         data = json.loads(proc.stdout)
-        assert [c["name"] for c in data["checks"]] == ["settings"] and data["checks"][0]["status"] == "fail"
-        assert words in data["checks"][0]["detail"] and "Traceback" not in proc.stderr
+        # the problem and what is in force instead, then the other checks on those settings
+        assert data["checks"][0]["name"] == "settings" and data["checks"][0]["status"] == "fail"
+        assert [c["name"] for c in data["checks"]] == NAMES
+        assert words in data["checks"][0]["detail"] and "in force" in data["checks"][0]["detail"]
+        assert "Traceback" not in proc.stderr
         return
     checks, data = doctor(cli, world["env"], code)
     assert checks[name]["status"] == status, checks[name]

@@ -18,6 +18,7 @@ from .harness import HOUR, World
 from .registry import scenario
 
 Results = list[dict[str, Any]]
+DAMAGED_HOME = 9  # `instances reconcile` did its job on a damaged home (settings or state store)
 PRICEY = "H200"  # about $2.7/hr in the fake's offer book; the cheapest offers cost about $0.11/hr
 
 
@@ -234,7 +235,7 @@ def _damaged_store(w: World, damage: Callable[[Any], None]) -> None:
     w.treasure(["mine", "pricey"])
     ours(w, "mine", "ours, but the store that says so is damaged: doubt")
     pricey_run(w)
-    w.instance("stray", "keep", "no owner can be matched in a damaged store: not destroyed for ownership")
+    w.instance("stray", "die", "no run anywhere: the store is set aside and rebuilt, and the orphan judged as usual")
     w.store.list_runs()  # every connection closed: the WAL is folded into state.db
     path = w.home / "state.db"
     for extra in ("state.db-wal", "state.db-shm"):
@@ -242,15 +243,14 @@ def _damaged_store(w: World, damage: Callable[[Any], None]) -> None:
     damage(path)
 
 
-@scenario("db_truncated", "state.db cut short (a full disk, a crash mid-copy): max $/hr still holds",
-          budgets={"max_dph": 1.0}, check=all_of(problem("state_store", text="damaged"), breach("max_dph", "pricey"),
-                                                  problem("budget", "month")))
+@scenario("db_truncated", "state.db cut short (a full disk, a crash mid-copy): set aside and rebuilt, max $/hr holds",
+          budgets={"max_dph": 1.0}, expect_exit=DAMAGED_HOME, check=all_of(problem("state_store", text="set aside"), breach("max_dph", "pricey")))
 def _db_truncated(w: World) -> None:
     _damaged_store(w, lambda path: path.write_bytes(path.read_bytes()[:1024]))
 
 
-@scenario("db_overwritten", "state.db overwritten with garbage: max $/hr still holds",
-          budgets={"max_dph": 1.0}, check=all_of(problem("state_store", text="damaged"), breach("max_dph", "pricey")))
+@scenario("db_overwritten", "state.db overwritten with garbage: set aside and rebuilt, max $/hr holds",
+          budgets={"max_dph": 1.0}, expect_exit=DAMAGED_HOME, check=all_of(problem("state_store", text="set aside"), breach("max_dph", "pricey")))
 def _db_overwritten(w: World) -> None:
     _damaged_store(w, lambda path: path.write_bytes(b"this is not a database " * 400))
 
@@ -551,17 +551,22 @@ def _zero_off(w: World) -> None:
     w.status("mine")
 
 
-@scenario("zero_hours_refused", "max_run_hours 0 is refused with a clear error, nothing is touched",
-          budgets={"max_run_hours": 0}, expect_exit=2,
-          check=stderr_says("max_run_hours"))
+# An invalid LORA_CLOUD_* value must not switch the guard off: the pass runs on what the files (or
+# the built-in limits) say, names the variable and exits 9; the commands that do not guard still
+# refuse it (exit 2, tests/cli).
+@scenario("zero_hours_refused", "max_run_hours 0 in the environment is refused: the guard runs on the built-in "
+          "limit, names the variable and exits 9", budgets={"max_run_hours": 0}, expect_exit=DAMAGED_HOME,
+          check=all_of(stderr_says("LORA_CLOUD_MAX_RUN_HOURS"), problem("settings", text="max_run_hours = 6.0"),
+                       reported("destroyed", lambda w: [w.orphan])))
 def _zero_hours(w: World) -> None:
     w.treasure([])
-    w.instance("orphan", "keep", "the settings are refused before any pass")
+    w.orphan = w.instance("orphan", "die", "no run owns it: the guard still runs")
 
 
-@scenario("nan_budget_refused", "max_dph NaN (it compares false with everything) is refused",
-          budgets={"max_dph": "nan"}, expect_exit=2,
-          check=stderr_says("finite"))
+@scenario("nan_budget_refused", "max_dph NaN in the environment (it compares false with everything) is refused: "
+          "the guard runs on the built-in limit", budgets={"max_dph": "nan"}, expect_exit=DAMAGED_HOME,
+          check=all_of(stderr_says("finite"), problem("settings", text="max_dph = 2.0"),
+                       reported("destroyed", lambda w: [w.orphan])))
 def _nan_budget(w: World) -> None:
     w.treasure([])
-    w.instance("orphan", "keep", "the settings are refused before any pass")
+    w.orphan = w.instance("orphan", "die", "no run owns it: the guard still runs")

@@ -17,7 +17,7 @@ from comfy_lora_cloud.providers.base import run_label
 
 from .harness import HOUR, World, entry_point
 from .registry import scenario
-from .scenarios_guard import PRICEY, all_of, breach, no_verdicts, problem
+from .scenarios_guard import DAMAGED_HOME, PRICEY, all_of, breach, no_verdicts, problem
 
 
 def damage_store(w: World) -> None:
@@ -63,8 +63,8 @@ def live_run(w: World, run_id: str, fate: str, why: str, **kwargs) -> str:
 @scenario("db_damaged_month_from_charges", "state.db is damaged and this month's bill, as /charges/ shows it, is "
           "over max_month_usd (an instance destroyed earlier cost $6 of a $5 month)",
           budgets={"max_month_usd": 5.0, "max_dph": 0},
-          check=all_of(breach("max_month_usd", "spender"), problem("state_store", text="damaged"),
-                       problem("budget", "month", "enforced from vast.ai's /charges/ ($6.")))
+          expect_exit=DAMAGED_HOME,
+          check=all_of(breach("max_month_usd", "spender"), problem("state_store", text="1 instance(s) gone before")))
 def _db_damaged_month_from_charges(w: World) -> None:
     damaged(w, "spender", "die", "the month is over budget by the provider's bill; the store cannot say so",
             ("charges", {"extra_rows": [earlier_charge(w, 6.0, run_label("earlier"))]}))
@@ -73,7 +73,8 @@ def _db_damaged_month_from_charges(w: World) -> None:
 @scenario("db_damaged_month_counts_only_ours", "state.db is damaged; /charges/ bills $1000 for an instance that is "
           "not ours (the user's own machine): the month budget counts only our instances",
           budgets={"max_month_usd": 50.0},
-          check=all_of(no_verdicts("max_month_usd"), problem("budget", "month", "enforced from vast.ai's /charges/ ($0."),
+          expect_exit=DAMAGED_HOME,
+          check=all_of(no_verdicts("max_month_usd"), problem("state_store", text="0 instance(s) gone before"),
                        lambda w, r: not_suspect(r, "990002")))
 def _db_damaged_month_counts_only_ours(w: World) -> None:
     damaged(w, "mine", "keep", "a live run of ours; the $1000 is not ours",
@@ -83,7 +84,8 @@ def _db_damaged_month_counts_only_ours(w: World) -> None:
 @scenario("db_damaged_and_charges_unavailable", "state.db is damaged and /charges/ answers 503 through every retry: "
           "the month budget cannot be checked (and says so), max $/hr still holds",
           budgets={"max_dph": 1.0},
-          check=all_of(problem("budget", "month", "could not be read either"), breach("max_dph", "pricey")))
+          expect_exit=DAMAGED_HOME,
+          check=all_of(problem("state_store", text="charges could not be read"), breach("max_dph", "pricey")))
 def _db_damaged_and_charges_unavailable(w: World) -> None:
     damaged(w, "pricey", "die", "above max_dph",
             ("faults", {"n": 6, "status": 503, "path_contains": "/charges", "retry_after": 0.01}), gpu=PRICEY)
@@ -92,8 +94,9 @@ def _db_damaged_and_charges_unavailable(w: World) -> None:
 @scenario("db_damaged_charges_partial", "state.db is damaged and /charges/ paging never ends: the rows it did show "
           "($6 of a $5 month) are a lower bound, and already over budget",
           budgets={"max_month_usd": 5.0, "max_dph": 0},
+          expect_exit=DAMAGED_HOME,
           check=all_of(breach("max_month_usd", "spender"), problem("charges", text="repeats"),
-                       problem("budget", "month", "at least that much")))
+                       problem("state_store", text="a lower bound")))
 def _db_damaged_charges_partial(w: World) -> None:
     damaged(w, "spender", "die", "the part of the bill that could be read is over the month's budget",
             ("charges", {"next_token": "same", "extra_rows": [earlier_charge(w, 6.0, run_label("earlier"))]}))
@@ -164,8 +167,9 @@ def _charges_huge_still_counts(w: World) -> None:
 @scenario("db_damaged_huge_charge", "state.db is damaged and /charges/ bills $1e9 for an instance destroyed earlier "
           "(no rate known): it is held to max_dph for its span, and the month budget holds without destroying",
           budgets={"max_month_usd": 50.0},
+          expect_exit=DAMAGED_HOME,
           check=all_of(no_verdicts("max_month_usd"), problem("charges", "/charges/instance-990003", "counted as"),
-                       problem("budget", "month", "enforced from vast.ai's /charges/")))
+                       problem("state_store", text="1 instance(s) gone before")))
 def _db_damaged_huge_charge(w: World) -> None:
     row = earlier_charge(w, 1e9, run_label("earlier"), 990003)
     row["start"] = w.now - HOUR  # an hour at max_dph ($20) x1.5 + $1: $31, under the $50 month
