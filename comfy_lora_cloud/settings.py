@@ -19,6 +19,7 @@ import os
 import re
 import sys
 import threading
+import time
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from urllib.parse import urlsplit
 from typing import Any, Iterator, Literal, Mapping
@@ -539,7 +540,10 @@ def set_value(home: Path, key: str, value: str | None) -> bool:
     """Persist one setting (``None`` removes it). Returns True when ``key`` is a secret.
 
     Secrets go to ``secrets.toml`` (0600); the rest to ``config.toml``. The value is validated
-    first, so a bad value never reaches the file.
+    first, on its own, so a bad value never reaches the file and a broken value elsewhere does
+    not stop this one. This is how a damaged file is repaired: one that cannot be read at all is
+    moved aside (``<name>.damaged-<time>``, kept for the user) and the setting is written into
+    its last good copy (else into an empty file).
     """
     key = key.strip().lower().replace("-", "_")
     if key == "home" or key not in Settings.model_fields:
@@ -547,22 +551,56 @@ def set_value(home: Path, key: str, value: str | None) -> bool:
         raise ConfigError(f"unknown setting {key!r}; known: {known}")
     is_secret = key in SECRET_KEYS
     if value is not None:
-        Settings.load(home, **{key: value})  # validation only
+        _validate_alone(home, key, value)
     filename, mode = (SECRETS_FILE, 0o600) if is_secret else (CONFIG_FILE, 0o644)
     path = home / filename
-    data = _read_toml(path)
+    try:
+        data = _read_toml(path)
+    except ConfigError:
+        data = _set_damaged_aside(home, path)
     if value is None:
         data.pop(key, None)
     else:
         field = Settings.model_fields[key]
         ann = field.annotation
         if ann is bool:
-            data[key] = Settings.load(home, **{key: value}).model_dump()[key]  # "off", "0", "false"...
+            data[key] = _validate_alone(home, key, value)  # "off", "0", "false"...
         else:
             data[key] = float(value) if ann is float else int(value) if ann is int else value
     _write_toml_private(path, data, mode)
     remember_if_clean(home)
     return is_secret
+
+
+def _validate_alone(home: Path, key: str, value: str) -> Any:
+    """``value`` as ``key`` would hold it, checked with nothing else from the files (the other
+    values are theirs to be right or wrong); a :class:`ConfigError` naming what is wrong."""
+    try:
+        return getattr(Settings.from_tables(home, {}, **{key: value}), key)
+    except ValidationError as exc:
+        raise ConfigError(describe_invalid(exc)) from None
+
+
+def _set_damaged_aside(home: Path, path: Path) -> dict[str, Any]:
+    """Move a settings file that cannot be read aside (never deleted: it may hold the only copy of
+    a key) and return the table of its last good copy to write the new value into."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    aside = path.with_name(f"{path.name}.damaged-{stamp}")
+    try:
+        os.replace(path, aside)
+    except OSError as exc:
+        raise ConfigError(f"cannot repair {path.name}: it cannot be read and cannot be moved aside "
+                          f"({exc.strerror or exc})") from None
+    if path.name == SECRETS_FILE:
+        with contextlib.suppress(OSError):
+            os.chmod(aside, 0o600)
+    log.warning("%s could not be read; moved aside to %s and rewritten from its last good copy",
+                path.name, aside.name)
+    copy = LastGood(home).read(path.name)
+    try:
+        return parse_toml(path.name, copy) if copy is not None else {}
+    except ConfigError:
+        return {}
 
 
 class RedactingFilter(logging.Filter):

@@ -231,3 +231,38 @@ def test_config_show_names_the_problem_and_what_is_in_force(clean_env):
     assert r.exit_code == 2
     data = json.loads(r.stdout)
     assert data["max_dph"] == 1.5 and "cannot read config.toml" in data["problems"][0]
+
+
+# ---- repairing a damaged file --------------------------------------------------------------------
+def test_config_set_repairs_a_file_that_cannot_be_read(clean_env):
+    home_with(clean_env, {"max_dph": 1.5, "max_run_usd": 7.0}, {"vast_api_key": KEY})
+    load_settings(clean_env)
+    (clean_env / "config.toml").write_text("max_run_usd = 2.0 oops\n")
+    assert set_value(clean_env, "max_run_usd", "2.0") is False
+    loaded = load_settings(clean_env)
+    assert loaded.problems == ()
+    assert (loaded.settings.max_dph, loaded.settings.max_run_usd) == (1.5, 2.0)  # the rest from the copy
+    aside = [p for p in clean_env.iterdir() if p.name.startswith("config.toml.damaged-")]
+    assert len(aside) == 1 and aside[0].read_text() == "max_run_usd = 2.0 oops\n"  # kept for the user
+
+
+def test_config_set_repairs_a_damaged_secrets_file_from_its_copy_keeping_the_keys(clean_env):
+    home_with(clean_env, {}, {"vast_api_key": KEY})
+    load_settings(clean_env)
+    (clean_env / "secrets.toml").write_bytes(b"\xff\xfe not toml")
+    set_value(clean_env, "hf_token", "hf_" + "a" * 30)
+    loaded = load_settings(clean_env)
+    assert loaded.problems == () and loaded.settings.secret("vast_api_key") == KEY
+    assert (clean_env / "secrets.toml").stat().st_mode & 0o777 == 0o600
+    aside = next(p for p in clean_env.iterdir() if p.name.startswith("secrets.toml.damaged-"))
+    assert aside.stat().st_mode & 0o777 == 0o600
+
+
+def test_one_refused_value_does_not_stop_setting_another(clean_env):
+    home_with(clean_env, {"max_month_usd": -5})
+    set_value(clean_env, "max_dph", "3")  # validated on its own, not with the file's -5
+    set_value(clean_env, "max_month_usd", None)  # and the bad one can be removed
+    loaded = load_settings(clean_env)
+    assert loaded.problems == () and loaded.settings.max_dph == 3.0
+    with pytest.raises(ConfigError, match="max_dph"):
+        set_value(clean_env, "max_dph", "-1")
