@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import time
 import unicodedata
 from dataclasses import dataclass, field
@@ -50,6 +51,43 @@ def validate_name(name: str, kind: str = "name") -> str:
             f"(starting with a letter or digit, at most {MAX_NAME} characters)"
         )
     return name
+
+
+#: the largest whole number a count, a size or a port may be: what JavaScript (the sidebar) and a
+#: float (our arithmetic) both hold exactly
+MAX_EXACT_INT = 2 ** 53
+
+
+def is_number(value: Any) -> bool:
+    """A real number we can do arithmetic with: an int or float (never a bool), finite, and an
+    int no bigger than :data:`MAX_EXACT_INT` (``float(10**400)`` raises in the middle of a sum)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -MAX_EXACT_INT <= value <= MAX_EXACT_INT
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def check_number(name: str, value: Any, low: float, high: float, *, above: bool = False,
+                 integer: bool = False) -> Any:
+    """``value`` when it is a number in ``[low, high]`` (``(low, high]`` with ``above``), a whole one
+    with ``integer``; else a :class:`ConfigError` naming ``name`` and the range. The one range
+    check for a number from a body, a file, the bucket or a flag, before any arithmetic."""
+    kind = "a whole number" if integer else "a number"
+    bounds = f"{'above' if above else 'at least'} {low:g} and at most {high:g}"
+    if not is_number(value) or (integer and isinstance(value, float) and not value.is_integer()):
+        raise ConfigError(f"{name} must be {kind} {bounds}, not {shown(value)}")
+    if not (low < value if above else low <= value) or value > high:
+        raise ConfigError(f"{name} must be {bounds}, not {shown(value)}")
+    return int(value) if integer else value
+
+
+def shown(value: Any) -> str:
+    """A value as an error shows it: short, whatever it is (a 401-digit integer is not printed)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_EXACT_INT:
+        return f"an integer of {len(str(abs(value))) if value.bit_length() < 4000 else 'over 1200'} digits"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class Record:

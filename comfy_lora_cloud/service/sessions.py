@@ -39,9 +39,10 @@ from ..errors import (
     BudgetExceeded, ConfigError, CorruptRecord, LoraCloudError, ObjectNotFound, ProviderError, StorageError,
     TunnelError,
 )
-from ..models import Instance, InstanceState, Listed, Problem, Session, SessionState, validate_name
+from ..models import (MAX_EXACT_INT, Instance, InstanceState, Listed, Problem, Session, SessionState, check_number,
+                      validate_name)
 from ..providers.base import LaunchSpec, OfferRequest, Provider, session_label
-from ..settings import MAX_SESSION_HOURS
+from ..settings import MAX_SESSION_HOURS, MIN_HOURS
 from ..storage import layout
 from ..training import inference
 from ..training.launch import hub_token_env
@@ -66,6 +67,11 @@ _UNOWNED = "sessions:unowned_since:"
 _KEEPER = "sessions:keeper:"
 GUARD_SLACK_S = 60.0  # the image stops itself first; the guard acts this much later
 BOOT_GRACE_S = 1800.0  # how long an instance may boot before a session without any report is given up
+
+
+# what a session request's numbers may be: (low, high), low exclusive but for max_hours (a minute)
+_REQUEST_RANGES = {"vram_gb": (0.0, 1024.0), "idle_minutes": (0.0, MAX_SESSION_HOURS * 60),
+                   "max_hours": (MIN_HOURS, MAX_SESSION_HOURS)}
 
 
 @dataclass
@@ -99,25 +105,22 @@ class SessionRequest:
             value = body.get(key)
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{key} must be a number")
-            out[key] = float(value)
+            out[key] = float(check_number(key, value, *_REQUEST_RANGES[key], above=key != "max_hours"))
         return cls(**out).checked()
 
     def checked(self, default_max_hours: float | None = None) -> "SessionRequest":
         """Checked, with ``max_hours`` filled from ``default_max_hours`` (the settings') when unset."""
         if self.max_hours is None and default_max_hours is not None:
             self.max_hours = float(default_max_hours)
-        for name in ("vram_gb", "idle_minutes", "max_hours"):
+        if isinstance(self.max_hours, (int, float)) and not isinstance(self.max_hours, bool) \
+                and MAX_SESSION_HOURS < self.max_hours <= MAX_EXACT_INT:
+            raise ConfigError(f"max_hours is at most {MAX_SESSION_HOURS:g}: a session is for generating, not for "
+                              "keeping")
+        for name, (low, high) in _REQUEST_RANGES.items():
             value = getattr(self, name)
             if value is None and name == "max_hours":
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or value <= 0:
-                raise ConfigError(f"{name} must be a number above 0, not {value!r}")
-        if self.max_hours is not None and self.max_hours > MAX_SESSION_HOURS:
-            raise ConfigError(f"max_hours is at most {MAX_SESSION_HOURS:g}: a session is for generating, not for "
-                              "keeping")
+            setattr(self, name, float(check_number(name, value, low, high, above=name != "max_hours")))
         inference.model_files(self.precision)  # fp8 or fp16
         return self
 
