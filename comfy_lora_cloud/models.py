@@ -263,6 +263,7 @@ class Cost(Record):
     start: float
     end: float
     source: str = "estimate"  # "estimate" | "charges"
+    seq: int | None = None  # its row number in the state store's ledger (to name it in a report)
 
 
 @dataclass

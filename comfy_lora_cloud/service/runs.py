@@ -33,6 +33,7 @@ from ..training.presets import load_preset, pick_tier, plan_steps
 from ..training.spec import RunSpec
 from ..training.status import StatusReporter, read_status
 from .budgets import Budgets
+from .costs import CostLedger
 from .events import RUN_EVENT
 from .launch import launch_run
 from .library import download_lora, require_trainable
@@ -485,7 +486,7 @@ class Runs:
             view["error"] = status.error or view["error"]
         view.setdefault("state", RunState.PENDING.value)
         view["live"] = not RunState(view["state"]).is_terminal
-        view["cost_usd"] = round(sum(c.usd for c in self.app.state.costs(run_id=run_id)), 4)
+        view["cost_usd"] = round(CostLedger(self.app.state, self.app.clock).run_usd(run_id), 4)
         return view
 
     async def status(self, run_id: str) -> RunStatus:

@@ -294,7 +294,7 @@ class Sessions:
         row = rows[0]
         end = row.get("destroyed_at") or now
         if row["state"] == "destroyed":
-            spent = sum(c.usd for c in self.app.state.costs() if c.instance_id == row["id"])
+            spent = CostLedger(self.app.state, self.app.clock).instance_usd(row["id"])
         else:
             spent = CostLedger(self.app.state, self.app.clock).live_usd(
                 row["id"], row["state"], row["dph_total"], row["storage_dph"], row["created_at"], now)
