@@ -164,12 +164,14 @@ class TrainConfigs:
             spec: dict[str, Any] | None = record.spec if record is not None and record.spec else None
             if spec is None:
                 key = run_key(run_id, "spec.json")
-                try:  # a rented host can write it: parsed within bounds, a CorruptRecord otherwise
+                try:  # a rented host can write it: parsed within bounds, its problem shown (never a 5xx)
                     spec = parse_json_record(read_record_bytes(self.app.storage, key, MAX_SPEC_BYTES), key)
                 except ObjectNotFound:
                     raise ObjectNotFound(f"run {run_id!r} has no spec.json") from None
+                except CorruptRecord as exc:
+                    return {"run_id": run_id, "config": {"problem": exc.message[:300]}}
             if not isinstance(spec, dict):
-                raise CorruptRecord(f"the spec.json of run {run_id} is not a JSON object")
+                return {"run_id": run_id, "config": {"problem": f"the spec.json of run {run_id} is not a JSON object"}}
             overrides = spec.get("overrides") if isinstance(spec.get("overrides"), dict) else {}
             config: dict[str, Any] = {"lora_type": spec.get("lora_type"), "dataset": spec.get("dataset"),
                                       "trigger": spec.get("trigger"), "vram_gb": spec.get("vram_gb")}
