@@ -22,7 +22,7 @@ counted at that most (never less than the rate could have billed), reported as a
 guard problem naming the row, and listed under ``suspect_charges`` in the cost summary
 (``lora-cloud costs``, the sidebar) until the provider's bill no longer says it. An instance of
 ours we know no rate for is held to ``max_dph``, or to :data:`UNKNOWN_DPH` (the most ``max_dph``
-may be) while that budget is off: no row is believed without a bound.
+may be) over the whole window while that budget is off: no row is believed without a bound.
 
 The ledger's own lines are held to the same rule when they are summed (:meth:`CostLedger.lines`):
 a line that books more than its instance's $/h allows over the hours the line can cover
@@ -157,21 +157,25 @@ def cap_charges(rows: Iterable[dict[str, Any]], rates: dict[str, float], *, now:
 
     ``rates``: instance id -> $/h as we know it (listed now, or last seen in the state store);
     an instance of ours (by its row's label) we know no rate for is held to ``fallback_dph``
-    (max_dph: the watchdog destroys anything above it), or to :data:`UNKNOWN_DPH` when that is 0
-    (off). Rows of instances that are not ours count for nothing, and are left as they
-    are. A row's span
-    counts from ``since`` (the start of the answer's window) at the earliest; a row without a
-    readable span is held to the whole window."""
+    (max_dph: the watchdog destroys anything above it); when that is 0 (off), to
+    :data:`UNKNOWN_DPH` over the whole window (nothing says when or at what rate it ran, but a
+    bound there is: a realistic bill is believed, $1e9 or $1e308 is not). Rows of instances that
+    are not ours count for nothing, and are left as they are. A row's span counts from ``since``
+    (the start of the answer's window) at the earliest; a row without a readable span is held to
+    the whole window."""
     out: list[dict[str, Any]] = []
     suspects: list[SuspectCharge] = []
     for row in rows:
         src = str(row.get("source") or "")
         iid = src[len("instance-"):] if src.startswith("instance-") else None
-        dph = (rates.get(iid) or ((fallback_dph or UNKNOWN_DPH) if _our_charge(row, set()) else 0.0)) if iid else 0.0
+        unbounded = bool(iid) and not rates.get(iid) and not fallback_dph and _our_charge(row, set())
+        dph = (rates.get(iid) or (fallback_dph if _our_charge(row, set()) else 0.0)) if iid else 0.0
+        if unbounded:
+            dph = UNKNOWN_DPH
         if not dph or dph <= 0:
             out.append(row)
             continue
-        start, end = _charge_span(row, now) or (since, now)
+        start, end = (since, now) if unbounded else (_charge_span(row, now) or (since, now))
         hours = max(end - max(start, since), 0.0) / 3600.0
         most = dph * hours * CHARGE_MARGIN + CHARGE_SLACK_USD
         amount = float(row.get("amount") or 0.0)
