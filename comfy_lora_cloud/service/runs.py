@@ -636,7 +636,7 @@ class Runs:
         price = dph if dph is not None else (book.best.offer.dph_total if book is not None and
                                               book.best.offer.gpu_name == gpu_name else TYPICAL_DPH.get(gpu_name))
         spec = RunSpec(run_id="planned", dataset=dataset, lora_type=lora_type, lora_name=name or dataset,
-                       trigger=trigger or "", vram_gb=vram or gpu_vram, overrides=overrides)
+                       trigger=trigger or "", vram_gb=vram or gpu_vram or float(preset.tier), overrides=overrides)
         job = TrainJob(preset=preset, plan=steps, output_name=spec.lora_name, trigger=spec.trigger)
 
         def write() -> Any:

@@ -44,7 +44,7 @@ from ..errors import (
 from ..models import (MAX_EXACT_INT, Instance, InstanceState, Listed, Problem, Session, SessionState, check_number,
                       shown, validate_name)
 from ..providers.base import LaunchSpec, OfferRequest, Provider, session_label
-from ..settings import MAX_SESSION_HOURS, MIN_HOURS
+from ..settings import MAX_SESSION_HOURS
 from ..storage import layout
 from ..training import inference
 from ..training.launch import hub_token_env
@@ -71,9 +71,10 @@ GUARD_SLACK_S = 60.0  # the image stops itself first; the guard acts this much l
 BOOT_GRACE_S = 1800.0  # how long an instance may boot before a session without any report is given up
 
 
-# what a session request's numbers may be: (low, high), low exclusive but for max_hours (a minute)
+# what a session request's numbers may be: (low, high), low exclusive (a session's hours may be
+# seconds: the image and the guard end it at once, nothing bills on)
 _REQUEST_RANGES = {"vram_gb": (0.0, 1024.0), "idle_minutes": (0.0, MAX_SESSION_HOURS * 60),
-                   "max_hours": (MIN_HOURS, MAX_SESSION_HOURS)}
+                   "max_hours": (0.0, MAX_SESSION_HOURS)}
 
 
 @dataclass
@@ -107,7 +108,7 @@ class SessionRequest:
             value = body.get(key)
             if value is None:
                 continue
-            out[key] = float(check_number(key, value, *_REQUEST_RANGES[key], above=key != "max_hours"))
+            out[key] = float(check_number(key, value, *_REQUEST_RANGES[key], above=True))
         return cls(**out).checked()
 
     def checked(self, default_max_hours: float | None = None) -> "SessionRequest":
@@ -122,7 +123,7 @@ class SessionRequest:
             value = getattr(self, name)
             if value is None and name == "max_hours":
                 continue
-            setattr(self, name, float(check_number(name, value, low, high, above=name != "max_hours")))
+            setattr(self, name, float(check_number(name, value, low, high, above=True)))
         inference.model_files(self.precision)  # fp8 or fp16
         return self
 
