@@ -81,3 +81,17 @@ def test_reconciling_charges_ignores_lines_it_cannot_believe(ledger):
 def test_usd_in_does_not_overflow_on_a_huge_span():
     line = Cost("1", None, "gpu", 1e300, -1e308, 1e308)
     assert math.isfinite(usd_in([line], NOW - HOUR, NOW))
+
+
+def test_lora_cloud_costs_says_which_lines_it_did_not_count(tmp_path, clean_env):
+    import os
+    import subprocess
+
+    from tests.cli.conftest import _entry_point
+
+    state = StateStore(clean_env / "state.db")
+    state.add_cost(Cost("1", "r1", "gpu", 1e308, NOW - HOUR, NOW))
+    proc = subprocess.run(_entry_point() + ["costs", "--offline"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "LORA_CLOUD_HOME": str(clean_env)})
+    assert proc.returncode == 0, proc.stderr
+    assert "not counted: ledger line 1 books $1e+308" in proc.stdout and "inf" not in proc.stdout
