@@ -10,7 +10,8 @@ not to ``max_run_hours``: a session has hours of its own (``comfy start --max-ho
 
 A limit is a finite number. ``0`` means the same everywhere (here, the offer picker in
 ``providers/pricing.py`` and the launch path): that $ limit is off. Hours must be at least a
-minute (``MIN_HOURS``): there is no "run forever", and no limit shorter than a guard round. :class:`Budgets` refuses anything else, whoever builds it.
+minute (``MIN_HOURS``): there is no "run forever", and no limit shorter than a guard round.
+:class:`Budgets` refuses anything else, whoever builds it.
 
 A run may carry its own ``max_run_usd`` (``train start``'s request, the Launch node's
 ``max_usd``; kept in its record's spec): it replaces the setting for that run, in the watchdog

@@ -41,7 +41,7 @@ from ..errors import (
     BudgetExceeded, ConfigError, CorruptRecord, LoraCloudError, ObjectNotFound, ProviderError, StorageError,
     TunnelError,
 )
-from ..models import (MAX_EXACT_INT, Instance, InstanceState, Listed, Problem, Session, SessionState, check_number,
+from ..models import (Instance, InstanceState, Listed, Problem, Session, SessionState, check_number, is_number,
                       shown, validate_name)
 from ..providers.base import LaunchSpec, OfferRequest, Provider, session_label
 from ..settings import MAX_SESSION_HOURS
@@ -115,8 +115,7 @@ class SessionRequest:
         """Checked, with ``max_hours`` filled from ``default_max_hours`` (the settings') when unset."""
         if self.max_hours is None and default_max_hours is not None:
             self.max_hours = float(default_max_hours)
-        if isinstance(self.max_hours, (int, float)) and not isinstance(self.max_hours, bool) \
-                and MAX_SESSION_HOURS < self.max_hours <= MAX_EXACT_INT:
+        if is_number(self.max_hours) and self.max_hours > MAX_SESSION_HOURS:
             raise ConfigError(f"max_hours is at most {MAX_SESSION_HOURS:g}: a session is for generating, not for "
                               "keeping")
         for name, (low, high) in _REQUEST_RANGES.items():
@@ -943,18 +942,18 @@ class SessionGuard:
         fields = {w.split(" ", 1)[0] for w in wrong}
         if "created_at" not in fields:
             born = min(born, session.created_at)
-        problems.add(kinds.CORRUPT_ROW, _KEY + sid, f"the record of session {sid} cannot be read "
-                                                    f"({'; '.join(wrong)[:300] or 'it names another session'}): its instance {iid} "
-                                                    f"is held to {session.max_hours:g} h from {_clock(born)}")
+        why = "; ".join(wrong)[:300] or "it names another session"
+        problems.add(kinds.CORRUPT_ROW, _KEY + sid, f"the record of session {sid} cannot be read ({why}): its "
+                                                    f"instance {iid} is held to {session.max_hours:g} h from "
+                                                    f"{_clock(born)}")
         if now - born < session.max_hours * 3600:
             return
         session.instance_id, session.created_at = iid, born
         report["doubt"].remove(iid)
+        limit = "the most a session may have" if "max_hours" in fields else "its max hours"
         await self._end(session, inst, SessionState.TIMED_OUT,
-                        f"reached {session.max_hours:g} h, " + ("the most a session may have (its record is damaged)"
-                                                                 if "max_hours" in fields else
-                                                                 "its max hours (its record is damaged)"),
-                        report["timed_out"], report, problems)
+                        f"reached {session.max_hours:g} h, {limit} (its record is damaged)", report["timed_out"],
+                        report, problems)
 
     def _written(self, session_id: str, fallback: float) -> float:
         """When the status was written, on the bucket's clock (not the rented host's)."""

@@ -10,14 +10,13 @@ with it: a spec 50,000 levels deep or with a 400-digit number is a :class:`Corru
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
 from .. import jsonsafe
 from ..errors import ConfigError, CorruptRecord, ObjectNotFound
-from ..models import validate_name
+from ..models import check_number, validate_name
 from ..storage.base import Storage, parse_json_record
 from ..storage.layout import run_key
 from .presets import PRESET_TYPES
@@ -50,16 +49,11 @@ class RunSpec:
         if self.lora_type not in PRESET_TYPES:
             raise ConfigError(f"unknown LoRA type {self.lora_type!r}; choose one of {', '.join(PRESET_TYPES)}")
         for name, (low, high) in NUMBER_RANGES.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or not low < value <= high:
-                raise ConfigError(f"{name} must be a number above {low:g} and at most {high:g}, not {str(value)[:40]}")
-            setattr(self, name, float(value))
+            setattr(self, name, float(check_number(name, getattr(self, name), low, high, above=True)))
         if not isinstance(self.overrides, dict):
             raise ConfigError("overrides must be an object")
-        for name in ("trigger",):
-            if not isinstance(getattr(self, name), str):
-                raise ConfigError(f"{name} must be text")
+        if not isinstance(self.trigger, str):
+            raise ConfigError("trigger must be text")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -101,7 +101,8 @@ async def test_a_damaged_record_still_has_its_hours(world):
     null_start = await _rent(app, clock, "session-null", created_at=None)  # its own 4 h, from first sight
     clock.advance(60)
     first = await app.guard_pass()
-    assert first["sessions"]["destroyed"] == [] and sorted(first["sessions"]["doubt"]) == sorted([text_hours, null_start])
+    assert first["sessions"]["destroyed"] == []
+    assert sorted(first["sessions"]["doubt"]) == sorted([text_hours, null_start])
     damaged = {p["subject"]: p["message"] for p in first["problems"] if p["kind"] == "corrupt_row"}
     assert "max_hours is '4'" in damaged["session:session-text"] and "held to 72 h" in damaged["session:session-text"]
     assert "created_at is None" in damaged["session:session-null"] and "held to 4 h" in damaged["session:session-null"]
