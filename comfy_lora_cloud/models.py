@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import time
 import unicodedata
 from dataclasses import dataclass, field
@@ -50,6 +51,43 @@ def validate_name(name: str, kind: str = "name") -> str:
             f"(starting with a letter or digit, at most {MAX_NAME} characters)"
         )
     return name
+
+
+#: the largest whole number a count, a size or a port may be: what JavaScript (the sidebar) and a
+#: float (our arithmetic) both hold exactly
+MAX_EXACT_INT = 2 ** 53
+
+
+def is_number(value: Any) -> bool:
+    """A real number we can do arithmetic with: an int or float (never a bool), finite, and an
+    int no bigger than :data:`MAX_EXACT_INT` (``float(10**400)`` raises in the middle of a sum)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -MAX_EXACT_INT <= value <= MAX_EXACT_INT
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def check_number(name: str, value: Any, low: float, high: float, *, above: bool = False,
+                 integer: bool = False) -> Any:
+    """``value`` when it is a number in ``[low, high]`` (``(low, high]`` with ``above``), a whole one
+    with ``integer``; else a :class:`ConfigError` naming ``name`` and the range. The one range
+    check for a number from a body, a file, the bucket or a flag, before any arithmetic."""
+    kind = "a whole number" if integer else "a number"
+    bounds = f"{'above' if above else 'at least'} {low:g} and at most {high:g}"
+    if not is_number(value) or (integer and isinstance(value, float) and not value.is_integer()):
+        raise ConfigError(f"{name} must be {kind} {bounds}, not {shown(value)}")
+    if not (low < value if above else low <= value) or value > high:
+        raise ConfigError(f"{name} must be {bounds}, not {shown(value)}")
+    return int(value) if integer else value
+
+
+def shown(value: Any) -> str:
+    """A value as an error shows it: short, whatever it is (a 401-digit integer is not printed)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_EXACT_INT:
+        return f"an integer of {len(str(abs(value))) if value.bit_length() < 4000 else 'over 1200'} digits"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class Record:
@@ -225,6 +263,7 @@ class Cost(Record):
     start: float
     end: float
     source: str = "estimate"  # "estimate" | "charges"
+    seq: int | None = None  # its row number in the state store's ledger (to name it in a report)
 
 
 @dataclass
@@ -303,6 +342,69 @@ class Session(Record):
     def __post_init__(self) -> None:
         if not isinstance(self.state, SessionState):
             self.state = SessionState(self.state)
+
+    @classmethod
+    def from_record(cls, data: Any, *, max_hours: float,
+                    fallback: dict[str, Any] | None = None) -> "tuple[Session, list[str]]":
+        """A stored record checked field by field, as a run's row is: ``(session, wrong)``, where
+        ``wrong`` names each field that is not what it should be ("max_hours is '4', not a
+        number"). A wrong field takes ``fallback[name]`` when given, else its default, so a
+        caller that must still act on a damaged record (the guard enforcing its hours) can; a
+        caller that must not (``_decode``) refuses any ``wrong``. ``max_hours``: the most a
+        session may have (the settings' ceiling). The fields a guard needs (id, state, created_at,
+        max_hours) must be there; the others default when missing (older records)."""
+        fallback = fallback or {}
+        if not isinstance(data, dict):
+            return cls(**{"id": "?", **fallback}), [f"a JSON {type(data).__name__}, not an object"]
+        wrong: list[str] = []
+        clean: dict[str, Any] = {}
+        for name, check in _session_checks(max_hours).items():
+            if name not in data:
+                if name in _SESSION_REQUIRED:
+                    wrong.append(f"{name} is missing")
+                continue
+            value = data[name]
+            if check(value):
+                clean[name] = float(value) if name in _SESSION_FLOATS and value is not None else value
+            else:
+                wrong.append(f"{name} is {shown(value)}, {_SESSION_WANTS[name]}")
+        bad = {w.split(" ", 1)[0] for w in wrong}
+        clean.update({k: v for k, v in fallback.items() if k in bad})
+        clean.setdefault("id", str(fallback.get("id", "?")))
+        return cls(**clean), wrong
+
+
+def _is_time(value: Any) -> bool:
+    return is_number(value) and 0 <= value < 1e11  # 1e11 s is the year 5138: not a clock, a payload
+
+
+def _is_port(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
+
+
+def _session_checks(max_hours: float) -> dict[str, Any]:
+    text = lambda v: isinstance(v, str)  # noqa: E731
+    text_or_none = lambda v: v is None or isinstance(v, str)  # noqa: E731
+    return {
+        "id": lambda v: isinstance(v, str) and bool(v), "state": lambda v: v in {s.value for s in SessionState},
+        "provider": text, "instance_id": text_or_none, "gpu": text, "precision": text,
+        "ssh_host": text_or_none, "error": text_or_none,
+        "dph": lambda v: is_number(v) and v >= 0, "idle_minutes": lambda v: is_number(v) and v > 0,
+        "max_hours": lambda v: is_number(v) and 0 < v <= max_hours,
+        "remote_port": _is_port, "ssh_port": lambda v: v is None or _is_port(v),
+        "created_at": _is_time, "updated_at": _is_time, "ready_at": lambda v: v is None or _is_time(v),
+    }
+
+
+_SESSION_REQUIRED = frozenset({"id", "state", "created_at", "max_hours"})
+_SESSION_FLOATS = frozenset({"dph", "idle_minutes", "max_hours", "created_at", "updated_at", "ready_at"})
+_SESSION_WANTS = {
+    "id": "not a session id", "state": "not a session state", "provider": "not text", "instance_id": "not text",
+    "gpu": "not text", "precision": "not text", "ssh_host": "not text", "error": "not text",
+    "dph": "not a price", "idle_minutes": "not a number of minutes above 0",
+    "max_hours": "not a number of hours in range", "remote_port": "not a port", "ssh_port": "not a port",
+    "created_at": "not a time", "updated_at": "not a time", "ready_at": "not a time",
+}
 
 
 @dataclass

@@ -50,6 +50,9 @@ MAX_DPH = 500.0
 MAX_RUN_USD = 100_000.0
 MAX_MONTH_USD = 1_000_000.0
 MAX_RUN_HOURS = 24.0 * 31
+# the shortest hours a run or a session may be given: a minute (1e-300 h is a typo, and a limit
+# shorter than one guard round is no limit anyone meant)
+MIN_HOURS = 1 / 60
 MAX_SESSION_HOURS = 72.0  # a remote ComfyUI session is for generating, not for keeping
 
 _home_override: contextvars.ContextVar[Path | None] = contextvars.ContextVar("lora_cloud_home", default=None)
@@ -157,9 +160,10 @@ class Settings(BaseSettings):
     max_month_usd: float = Field(50.0, ge=0, le=MAX_MONTH_USD, allow_inf_nan=False,
                                  description="budget: the most $ per calendar month "
                                              f"(0 = no limit; at most {MAX_MONTH_USD:g})")
-    max_run_hours: float = Field(6.0, gt=0, le=MAX_RUN_HOURS, allow_inf_nan=False,
+    max_run_hours: float = Field(6.0, ge=MIN_HOURS, le=MAX_RUN_HOURS, allow_inf_nan=False,
                                  description="budget: destroy a run's instance after this many hours "
-                                             f"(above 0, at most {MAX_RUN_HOURS:g}; there is no 'no limit')")
+                                             f"(at least a minute, {MIN_HOURS:.4f}; at most {MAX_RUN_HOURS:g}; "
+                                             "there is no 'no limit')")
 
     # Preemption recovery (service/recovery.py); a run can override each of these (train start).
     preempt_wait_minutes: float = Field(10.0, ge=0, le=24 * 60, allow_inf_nan=False,
@@ -182,7 +186,7 @@ class Settings(BaseSettings):
                                  description="Docker image of the remote ComfyUI (lora-cloud comfy start)")
     ssh_user: str = Field("root", pattern=r"^[a-z_][a-z0-9_.-]{0,31}$",
                           description="the user SSH logs in as on a rented instance")
-    session_max_hours: float = Field(4.0, gt=0, le=MAX_SESSION_HOURS, allow_inf_nan=False,
+    session_max_hours: float = Field(4.0, ge=MIN_HOURS, le=MAX_SESSION_HOURS, allow_inf_nan=False,
                                      description="remote ComfyUI sessions: destroy the instance after this many "
                                                  "hours unless the start asks otherwise (comfy start --max-hours); "
                                                  f"at most {MAX_SESSION_HOURS:g}. The runs' max_run_hours does not "

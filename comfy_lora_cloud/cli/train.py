@@ -23,17 +23,25 @@ else:  # pragma: no cover
 app = typer.Typer(no_args_is_help=True)  # its help: cli/main.py NOUNS
 
 
+MAX_SET_CHARS = 10_000  # a --set value is a number, a word or a short list; more is a mistake
+
+
 def parse_set(items: list[str]) -> dict[str, Any]:
-    """``key=value`` pairs; values are TOML (``3e-4``, ``true``, ``[1,2]``, ``"x"``), else a string."""
+    """``key=value`` pairs; values are TOML (``3e-4``, ``true``, ``[1,2]``, ``"x"``), else a string.
+    The numbers are range-checked where the preset is resolved (``training/presets.py``)."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set expects key=value, got {item!r}")
+            raise ConfigError(f"--set expects key=value, got {item[:80]!r}")
+        if len(raw) > MAX_SET_CHARS:
+            raise ConfigError(f"--set {key.strip()[:80]}: the value is {len(raw)} characters (at most {MAX_SET_CHARS})")
         try:
             value = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
             value = raw
+        except (ValueError, RecursionError):  # an integer past Python's 4300 digits, lists nested too deep
+            raise ConfigError(f"--set {key.strip()[:80]}: the value is not a number or a list we can read") from None
         out[key.strip()] = value
     return out
 

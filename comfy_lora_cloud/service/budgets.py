@@ -9,8 +9,9 @@ not to ``max_run_hours``: a session has hours of its own (``comfy start --max-ho
 :data:`WARN_AT` of a limit, ``breach`` at the limit (the watchdog then destroys the instance).
 
 A limit is a finite number. ``0`` means the same everywhere (here, the offer picker in
-``providers/pricing.py`` and the launch path): that $ limit is off. Hours must be above 0:
-there is no "run forever". :class:`Budgets` refuses anything else, whoever builds it.
+``providers/pricing.py`` and the launch path): that $ limit is off. Hours must be at least a
+minute (``MIN_HOURS``): there is no "run forever", and no limit shorter than a guard round.
+:class:`Budgets` refuses anything else, whoever builds it.
 
 A run may carry its own ``max_run_usd`` (``train start``'s request, the Launch node's
 ``max_usd``; kept in its record's spec): it replaces the setting for that run, in the watchdog
@@ -25,6 +26,7 @@ from typing import Any, Iterable
 
 from ..errors import BudgetExceeded, ConfigError
 from ..models import Instance
+from ..settings import MIN_HOURS
 
 WARN_AT = 0.8
 USD_LIMITS = ("max_dph", "max_run_usd", "max_month_usd")
@@ -41,9 +43,10 @@ class Budgets:
         for name, value in asdict(self).items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ConfigError(f"budget {name} must be a finite number, not {value!r}")
-            if value < 0 or (name == "max_run_hours" and value == 0):
-                raise ConfigError(f"budget {name} must be {'above' if name == 'max_run_hours' else 'at least'} 0 "
-                                  f"(0 turns a $ limit off), not {value!r}")
+            if name == "max_run_hours" and value < MIN_HOURS:
+                raise ConfigError(f"budget max_run_hours must be at least a minute ({MIN_HOURS:.4f} h), not {value!r}")
+            if value < 0:
+                raise ConfigError(f"budget {name} must be at least 0 (0 turns a $ limit off), not {value!r}")
 
     @classmethod
     def from_settings(cls, settings: Any) -> "Budgets":

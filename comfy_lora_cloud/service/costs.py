@@ -20,7 +20,17 @@ live run either. A row above :data:`CHARGE_MARGIN` times the instance's $/h over
 plus :data:`CHARGE_SLACK_USD` (bandwidth is billed outside ``dph_total``), is *suspect*: it is
 counted at that most (never less than the rate could have billed), reported as a ``charges``
 guard problem naming the row, and listed under ``suspect_charges`` in the cost summary
-(``lora-cloud costs``, the sidebar) until the provider's bill no longer says it.
+(``lora-cloud costs``, the sidebar) until the provider's bill no longer says it. An instance of
+ours we know no rate for is held to ``max_dph``, or to :data:`UNKNOWN_DPH` (the most ``max_dph``
+may be) over the whole window while that budget is off: no row is believed without a bound.
+
+The ledger's own lines are held to the same rule when they are summed (:meth:`CostLedger.lines`):
+a line that books more than its instance's $/h allows over the hours the line can cover
+(:func:`line_cap`: its span, no longer than the instance has lived here plus the charges' window;
+a point ``charge`` line, a correction, either way) is a corrupt row, a state.db written behind
+our back or by a bug: it is handed to ``on_corrupt`` (the guard reports it) and never summed. So
+every sum of money is finite and no larger than the rates allow: two lines of $1e308 must not
+make a month of $inf that destroys every live instance.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from typing import Any, Callable, Iterable
 from ..errors import CorruptRecord
 from ..models import Cost, Instance, InstanceState
 from ..providers.base import LABEL_PREFIX
+from ..settings import MAX_DPH
 from .state import OnCorrupt, StateStore
 
 log = logging.getLogger(__name__)
@@ -46,6 +57,10 @@ _CHARGED = "ledger:charged:"  # kv key prefix -> provider-billed $ already booke
 
 def _log(exc: CorruptRecord) -> None:
     log.warning("%s; accruing from first sight", exc.message)
+
+
+def _log_line(exc: CorruptRecord) -> None:
+    log.warning("skipped: %s", exc.message)
 
 
 def _skip(on_corrupt: OnCorrupt | None) -> dict[str, OnCorrupt]:
@@ -68,8 +83,8 @@ def usd_in(costs: Iterable[Cost], start: float, end: float) -> float:
     for c in costs:
         if c.end > c.start:
             overlap = min(c.end, end) - max(c.start, start)
-            if overlap > 0:
-                total += c.usd * overlap / (c.end - c.start)
+            if overlap > 0:  # the fraction first: usd * overlap of two huge finite numbers is inf
+                total += c.usd * (overlap / (c.end - c.start))
         elif start <= c.start <= end:
             total += c.usd
     return total
@@ -110,6 +125,8 @@ def _charge_span(row: dict[str, Any], now: float) -> tuple[float, float] | None:
 #: a charge row is suspect above CHARGE_MARGIN x (its instance's $/h x the row's span) + CHARGE_SLACK_USD
 CHARGE_MARGIN = 1.5
 CHARGE_SLACK_USD = 1.0
+#: the $/h an instance of ours with no known rate is held to while max_dph is off: the most max_dph may be
+UNKNOWN_DPH = MAX_DPH
 
 
 @dataclass(frozen=True)
@@ -140,21 +157,25 @@ def cap_charges(rows: Iterable[dict[str, Any]], rates: dict[str, float], *, now:
 
     ``rates``: instance id -> $/h as we know it (listed now, or last seen in the state store);
     an instance of ours (by its row's label) we know no rate for is held to ``fallback_dph``
-    (max_dph: the watchdog destroys anything above it), and its rows are taken as they are when
-    that is 0 (off). Rows of instances that are not ours count for nothing, and are left as they
-    are. A row's span
-    counts from ``since`` (the start of the answer's window) at the earliest; a row without a
-    readable span is held to the whole window."""
+    (max_dph: the watchdog destroys anything above it); when that is 0 (off), to
+    :data:`UNKNOWN_DPH` over the whole window (nothing says when or at what rate it ran, but a
+    bound there is: a realistic bill is believed, $1e9 or $1e308 is not). Rows of instances that
+    are not ours count for nothing, and are left as they are. A row's span counts from ``since``
+    (the start of the answer's window) at the earliest; a row without a readable span is held to
+    the whole window."""
     out: list[dict[str, Any]] = []
     suspects: list[SuspectCharge] = []
     for row in rows:
         src = str(row.get("source") or "")
         iid = src[len("instance-"):] if src.startswith("instance-") else None
+        unbounded = bool(iid) and not rates.get(iid) and not fallback_dph and _our_charge(row, set())
         dph = (rates.get(iid) or (fallback_dph if _our_charge(row, set()) else 0.0)) if iid else 0.0
+        if unbounded:
+            dph = UNKNOWN_DPH
         if not dph or dph <= 0:
             out.append(row)
             continue
-        start, end = _charge_span(row, now) or (since, now)
+        start, end = (since, now) if unbounded else (_charge_span(row, now) or (since, now))
         hours = max(end - max(start, since), 0.0) / 3600.0
         most = dph * hours * CHARGE_MARGIN + CHARGE_SLACK_USD
         amount = float(row.get("amount") or 0.0)
@@ -179,6 +200,63 @@ def month_usd_from_charges(rows: Iterable[dict[str, Any]], now: float, listed: I
 
 
 CHARGES_WINDOW_S = 32 * 86400  # how far back the ledger reads /charges/: the month, and a day more
+LEDGER_HORIZON_S = 400 * 86400  # the longest a line of an instance we know nothing of may cover
+
+
+@dataclass(frozen=True)
+class Lifetime:
+    """What the state store knows of an instance for judging its ledger lines: its highest
+    known $/h (0: none), when this controller first saw it and when it was destroyed."""
+
+    dph: float = 0.0
+    born: float | None = None
+    died: float | None = None
+
+
+def lifetimes(rows: Iterable[dict[str, Any]]) -> dict[str, Lifetime]:
+    """Instance id -> :class:`Lifetime`, from the state store's checked instance rows."""
+    rows = list(rows)
+    rates = known_rates((), rows)
+    out: dict[str, Lifetime] = {}
+    for row in rows:
+        iid = str(row["id"])
+        born, died = row.get("created_at"), row.get("destroyed_at")
+        earlier = out.get(iid)
+        if earlier is not None and earlier.born is not None:
+            born = min(born, earlier.born)
+        if died is None and earlier is not None:
+            died = earlier.died
+        out[iid] = Lifetime(rates.get(iid, 0.0), born, died)
+    return out
+
+
+def line_cap(line: Cost, life: Lifetime | None, now: float) -> float:
+    """The most a ledger line can book (module docstring): CHARGE_MARGIN x its instance's $/h
+    (:data:`UNKNOWN_DPH` when no rate is known) x the hours it can cover, plus CHARGE_SLACK_USD. A
+    line covers its own span, no longer than the instance has lived on this controller's clock
+    plus the charges' window (``/charges/`` may bill it from before we first saw it); a point
+    line (a charge correction) covers that whole lifetime."""
+    dph = life.dph if life is not None and life.dph > 0 else UNKNOWN_DPH
+    if life is not None and life.born is not None:
+        lived = max(0.0, min(life.died if life.died is not None else now, now) - life.born) + CHARGES_WINDOW_S
+    else:
+        lived = LEDGER_HORIZON_S
+    span = line.end - line.start
+    return dph * (min(span, lived) if span > 0 else lived) / 3600.0 * CHARGE_MARGIN + CHARGE_SLACK_USD
+
+
+def line_problem(line: Cost, life: Lifetime | None, now: float) -> CorruptRecord | None:
+    """Why a ledger line cannot be summed, or None: more than :func:`line_cap` allows, or an
+    estimate below 0 (a charge correction may be negative, down to minus the cap)."""
+    cap = line_cap(line, life, now)
+    low = -cap if line.source == "charges" else 0.0
+    if low <= line.usd <= cap:
+        return None
+    what = f"ledger line {line.seq}" if line.seq is not None else "a ledger line"
+    rate = f"${life.dph:.3f}/h" if life is not None and life.dph > 0 else f"no known rate (held to ${UNKNOWN_DPH:g}/h)"
+    return CorruptRecord(f"{what} books ${line.usd:,.6g} for instance {str(line.instance_id)[:40]} ({line.kind}), "
+                         f"outside what its {rate} allows over the hours it covers (${low:,.2f} to ${cap:,.2f}): "
+                         "not counted", line=line.seq)
 
 
 def known_rates(instances: Iterable[Instance], rows: Iterable[dict[str, Any]] = ()) -> dict[str, float]:
@@ -252,7 +330,7 @@ class CostLedger:
         for sc in suspects:
             flagged.setdefault(sc.instance_id, []).append(sc.to_dict())
         booked = 0.0
-        ledger = self.state.costs()
+        ledger = self.lines(now=now)
         for iid, billed in by_instance.items():
             if iid not in run_of:
                 continue
@@ -284,27 +362,60 @@ class CostLedger:
         """An instance's spend so far: what the ledger booked, plus what it bills since the last
         accrual at :func:`billed_rates` (so the sidebar's figure is the ledger's, a poll early)."""
         now = self.clock() if now is None else now
-        lines = [c for c in self.state.costs() if c.instance_id == str(instance_id)]
+        lines = [c for c in self.lines(now=now) if c.instance_id == str(instance_id)]
         booked_until = max([c.end for c in lines if c.source == "estimate"] + [started])
         pending = max(0.0, now - booked_until) / 3600.0 * sum(billed_rates(state, dph_total, storage_dph).values())
         return sum(c.usd for c in lines) + pending
 
+    def lines(self, *, since: float = 0.0, run_id: str | None = None, now: float | None = None,
+              on_corrupt: OnCorrupt | None = None) -> list[Cost]:
+        """The ledger's lines that may be summed: each within what its instance's rate allows
+        (:func:`line_problem`); the others, and rows that are not numbers, go to ``on_corrupt``
+        (default: a logged warning) and count for nothing. Every sum of money goes through here."""
+        now = self.clock() if now is None else now
+        report = on_corrupt or _log_line
+        found = self.state.costs(since=since, run_id=run_id, **_skip(on_corrupt))
+        if not found:
+            return found
+        # an instance row that cannot be read is reported where instances are read; its lines are
+        # then held to UNKNOWN_DPH and the horizon, still a bound
+        lives = lifetimes(self.state.list_instances(include_destroyed=True, on_corrupt=lambda exc: None))
+        out: list[Cost] = []
+        for line in found:
+            problem = line_problem(line, lives.get(str(line.instance_id)), now)
+            if problem is None:
+                out.append(line)
+            else:
+                report(problem)
+        return out
+
     def month_usd(self, now: float | None = None, *, on_corrupt: OnCorrupt | None = None) -> float:
         now = self.clock() if now is None else now
         start = month_start(now)
-        return usd_in(self.state.costs(since=start, **_skip(on_corrupt)), start, now)
+        return usd_in(self.lines(since=start, now=now, on_corrupt=on_corrupt), start, now)
 
     def run_usd(self, run_id: str, *, on_corrupt: OnCorrupt | None = None) -> float:
-        return sum(c.usd for c in self.state.costs(run_id=run_id, **_skip(on_corrupt)))
+        return sum(c.usd for c in self.lines(run_id=run_id, on_corrupt=on_corrupt))
+
+    def instance_usd(self, instance_id: str) -> float:
+        """What the ledger booked for one instance (lines it cannot believe left out)."""
+        return sum(c.usd for c in self.lines() if c.instance_id == str(instance_id))
 
     def summary(self, now: float | None = None) -> dict[str, Any]:
-        """Today, this month (local calendar) and per run, in $."""
+        """Today, this month (local calendar) and per run, in $; ``corrupt_lines`` says which
+        ledger lines were left out (:meth:`lines`)."""
         now = self.clock() if now is None else now
         m0, d0 = month_start(now), day_start(now)
-        lines = self.state.costs(since=m0)
+        corrupt: dict[str, str] = {}
+
+        def skip(exc: CorruptRecord) -> None:
+            corrupt.setdefault(exc.message, exc.message)
+
+        every = self.lines(now=now, on_corrupt=skip)
+        lines = [c for c in every if c.end >= m0]
         runs: dict[str, float] = {}
         instances: dict[str, float] = {}
-        for c in self.state.costs():
+        for c in every:
             instances[c.instance_id] = instances.get(c.instance_id, 0.0) + c.usd
             if c.run_id:
                 runs[c.run_id] = runs.get(c.run_id, 0.0) + c.usd
@@ -315,6 +426,7 @@ class CostLedger:
             "per_instance_usd": {k: round(v, 4) for k, v in sorted(instances.items())},
             "reconciled_with_charges": any(c.source == "charges" for c in lines),
             "suspect_charges": self.suspect_charges(),
+            "corrupt_lines": list(corrupt.values()),
         }
 
 

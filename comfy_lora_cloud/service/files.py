@@ -8,6 +8,7 @@ import json
 import struct
 from typing import Any
 
+from .. import jsonsafe
 from ..errors import ConfigError, DatasetError
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit for the JSON header
@@ -40,10 +41,10 @@ def parse_safetensors_header(data: bytes) -> dict[str, Any]:
     (length,) = struct.unpack("<Q", data[:8])
     if length == 0 or length > MAX_HEADER_BYTES or 8 + length > len(data):
         raise DatasetError("not a safetensors file: bad header length")
-    try:
-        header = json.loads(data[8 : 8 + length])
-    except (ValueError, RecursionError):
-        raise DatasetError("not a safetensors file: the header is not JSON") from None
+    try:  # a bucket object anyone with the key wrote: within bounds (depth, numbers)
+        header = jsonsafe.loads(data[8 : 8 + length], max_bytes=MAX_HEADER_BYTES)
+    except ValueError as exc:
+        raise DatasetError(f"not a safetensors file we can read: the header is {exc}") from None
     if not isinstance(header, dict):
         raise DatasetError("not a safetensors file: the header is not a JSON object")
     meta = header.get("__metadata__") or {}

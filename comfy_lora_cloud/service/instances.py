@@ -61,7 +61,7 @@ class Instances:
             if row["state"] in BILLING_STATES or row["state"] in ("stopped", "exited"):
                 spent = ledger.live_usd(row["id"], row["state"], row["dph_total"], row["storage_dph"], started, now)
             else:  # destroyed, offline or unknown: only what was booked
-                spent = sum(c.usd for c in self.app.state.costs() if c.instance_id == row["id"])
+                spent = ledger.instance_usd(row["id"])
             out.append({
                 "id": row["id"], "provider": row["provider"], "label": row["label"], "run_id": row["run_id"],
                 "state": row["state"], "gpu_name": row["gpu_name"], "num_gpus": data.get("num_gpus", 1),

@@ -602,7 +602,7 @@ class Recoveries:
         try:
             rows = [r for r in self.app.state.list_instances(include_destroyed=True) if r["run_id"] == run_id]
             instances = [r["id"] for r in sorted(rows, key=lambda r: r["created_at"])]
-            lines = self.app.state.costs(run_id=run_id)
+            lines = CostLedger(self.app.state, self.app.clock).lines(run_id=run_id)
             if lines or rows:
                 costs = {iid: 0.0 for iid in instances}
                 for c in lines:

@@ -20,6 +20,7 @@ from ..errors import ConfigError, ObjectNotFound, redact
 from ..models import Run, RunState, validate_name
 from ..storage.base import read_record_bytes
 from ..storage.layout import run_key
+from .costs import CostLedger
 
 MAX_LOG_BYTES = 32 * 1024 * 1024  # the trainer re-uploads its whole console log; a bigger one is not ours
 # C0 controls but tab and newline, DEL, C1 controls (ESC sequences recolour or rewrite a terminal)
@@ -94,7 +95,7 @@ class RunOutputs:
         record: Run | None = self.app.state.get_run(run_id)
         if record is None:
             return None
-        booked = sum(c.usd for c in self.app.state.costs(run_id=run_id))
+        booked = CostLedger(self.app.state, self.app.clock).run_usd(run_id)
         end = record.updated_at if record.state.is_terminal else (now if now is not None else time.time())
         running = record.dph * max(0.0, end - record.created_at) / 3600.0 if record.state not in (
             RunState.PENDING,) else 0.0

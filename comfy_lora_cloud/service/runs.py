@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any, AsyncContextManager, Awaitable, Callable
 
 from ..errors import BudgetExceeded, ConfigError, CorruptRecord, ObjectNotFound, StorageError, TrainingError
-from ..models import InstanceState, Listed, Problem, Run, RunState, RunStatus, validate_name
+from ..models import InstanceState, Listed, Problem, Run, RunState, RunStatus, check_number, validate_name
 from ..providers import pricing
 from ..providers.base import OfferRequest, Provider
-from ..settings import Settings
+from ..settings import MAX_DPH, MAX_RUN_HOURS, MAX_RUN_USD, MIN_HOURS, Settings
 from ..storage import Storage
 from ..storage.layout import lora_key
 from ..training.estimate import interruptible_overrides, resolve_gpu
@@ -33,6 +33,7 @@ from ..training.presets import load_preset, pick_tier, plan_steps
 from ..training.spec import RunSpec
 from ..training.status import StatusReporter, read_status
 from .budgets import Budgets
+from .costs import CostLedger
 from .events import RUN_EVENT
 from .launch import launch_run
 from .library import download_lora, require_trainable
@@ -74,8 +75,6 @@ class TrainRequest:
     def from_body(cls, body: Any) -> "TrainRequest":
         """A request from a JSON body (the sidebar's quick launch), checked strictly: known keys
         only, strings where strings go, real booleans and finite numbers."""
-        import math
-
         if not isinstance(body, dict):
             raise ConfigError("the request body must be a JSON object")
         allowed = {"dataset", "lora_type", "lora_name", "trigger", "gpu", "provider", "interruptible",
@@ -95,13 +94,12 @@ class TrainRequest:
             if not isinstance(body["interruptible"], bool):
                 raise ConfigError("interruptible must be true or false")
             out["interruptible"] = body["interruptible"]
-        for key in ("max_run_usd", "max_dph", "max_hours"):
+        for key in ("max_run_usd", "max_dph", "max_hours"):  # a body has no 'off': above 0
             value = body.get(key)
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ConfigError(f"{key} must be a positive number")
-            out[key] = float(value)
+            low, high = _REQUEST_RANGES[key]
+            out[key] = float(check_number(key, value, low, high, above=low == 0))
         if body.get("config") is not None:  # the sidebar's config editor: rank, learning rate, steps...
             from .train_config import editor_overrides
 
@@ -118,7 +116,18 @@ class TrainRequest:
         return cls(**out).checked()
 
     def checked(self) -> "TrainRequest":
-        """Names and choices valid, or a clear ConfigError before anything is read or rented."""
+        """Names, choices and numbers valid, or a clear ConfigError before anything is read or
+        rented: every number in range before any arithmetic (the CLI's flags, the Launch node's
+        inputs and a body alike; a 401-digit ``--max-attempts`` must not reach ``float()``)."""
+        for name, (low, high) in _REQUEST_RANGES.items():
+            value = getattr(self, name)
+            if value is None or (name in _ZERO_IS_DEFAULT and value == 0 and not isinstance(value, bool)):
+                continue
+            setattr(self, name, check_number(name, value, low, high, integer=name in _WHOLE))
+        if not isinstance(self.interruptible, bool):
+            raise ConfigError("interruptible must be true or false")
+        if not isinstance(self.overrides, dict):
+            raise ConfigError("overrides must be an object")
         self.dataset = validate_name(self.dataset, "dataset name")  # NFC: the name the bucket uses
         if self.lora_name is not None:
             self.lora_name = validate_name(self.lora_name, "LoRA name")
@@ -127,6 +136,16 @@ class TrainRequest:
         if self.provider not in ("vast", "local"):
             raise ConfigError(f"provider must be vast or local, not {self.provider!r}")
         return self
+
+
+# what each number of a request may be (low, high); max_hours is at least a minute (MIN_HOURS)
+_REQUEST_RANGES: dict[str, tuple[float, float]] = {
+    "vram_gb": (1.0, 1024.0), "max_run_usd": (0.0, MAX_RUN_USD), "max_dph": (0.0, MAX_DPH),
+    "max_hours": (MIN_HOURS, MAX_RUN_HOURS), "resume_wait_minutes": (0.0, 24 * 60.0), "max_attempts": (1, 50),
+    "on_demand_after": (0, 50),
+}
+_WHOLE = ("max_attempts", "on_demand_after")
+_ZERO_IS_DEFAULT = ("max_hours",)  # 0 hours: the settings' max_run_hours (start_run's ``or``)
 
 
 @dataclass
@@ -467,7 +486,7 @@ class Runs:
             view["error"] = status.error or view["error"]
         view.setdefault("state", RunState.PENDING.value)
         view["live"] = not RunState(view["state"]).is_terminal
-        view["cost_usd"] = round(sum(c.usd for c in self.app.state.costs(run_id=run_id)), 4)
+        view["cost_usd"] = round(CostLedger(self.app.state, self.app.clock).run_usd(run_id), 4)
         return view
 
     async def status(self, run_id: str) -> RunStatus:
@@ -617,7 +636,7 @@ class Runs:
         price = dph if dph is not None else (book.best.offer.dph_total if book is not None and
                                               book.best.offer.gpu_name == gpu_name else TYPICAL_DPH.get(gpu_name))
         spec = RunSpec(run_id="planned", dataset=dataset, lora_type=lora_type, lora_name=name or dataset,
-                       trigger=trigger or "", vram_gb=vram or gpu_vram, overrides=overrides)
+                       trigger=trigger or "", vram_gb=vram or gpu_vram or float(preset.tier), overrides=overrides)
         job = TrainJob(preset=preset, plan=steps, output_name=spec.lora_name, trigger=spec.trigger)
 
         def write() -> Any:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -35,11 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine
 
+from .. import jsonsafe
 from ..errors import (
     BudgetExceeded, ComfyUIError, ConfigError, CorruptRecord, LoraCloudError, ObjectNotFound, ProviderError,
     StorageError, TunnelError,
 )
-from ..models import Instance, InstanceState, Listed, Problem, Session, SessionState, validate_name
+from ..models import (Instance, InstanceState, Listed, Problem, Session, SessionState, check_number, is_number,
+                      shown, validate_name)
 from ..providers.base import LaunchSpec, OfferRequest, Provider, session_label
 from ..settings import MAX_SESSION_HOURS
 from ..storage import layout
@@ -66,6 +69,12 @@ _UNOWNED = "sessions:unowned_since:"
 _KEEPER = "sessions:keeper:"
 GUARD_SLACK_S = 60.0  # the image stops itself first; the guard acts this much later
 BOOT_GRACE_S = 1800.0  # how long an instance may boot before a session without any report is given up
+
+
+# what a session request's numbers may be: (low, high), low exclusive (a session's hours may be
+# seconds: the image and the guard end it at once, nothing bills on)
+_REQUEST_RANGES = {"vram_gb": (0.0, 1024.0), "idle_minutes": (0.0, MAX_SESSION_HOURS * 60),
+                   "max_hours": (0.0, MAX_SESSION_HOURS)}
 
 
 @dataclass
@@ -99,25 +108,21 @@ class SessionRequest:
             value = body.get(key)
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{key} must be a number")
-            out[key] = float(value)
+            out[key] = float(check_number(key, value, *_REQUEST_RANGES[key], above=True))
         return cls(**out).checked()
 
     def checked(self, default_max_hours: float | None = None) -> "SessionRequest":
         """Checked, with ``max_hours`` filled from ``default_max_hours`` (the settings') when unset."""
         if self.max_hours is None and default_max_hours is not None:
             self.max_hours = float(default_max_hours)
-        for name in ("vram_gb", "idle_minutes", "max_hours"):
+        if is_number(self.max_hours) and self.max_hours > MAX_SESSION_HOURS:
+            raise ConfigError(f"max_hours is at most {MAX_SESSION_HOURS:g}: a session is for generating, not for "
+                              "keeping")
+        for name, (low, high) in _REQUEST_RANGES.items():
             value = getattr(self, name)
             if value is None and name == "max_hours":
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or value <= 0:
-                raise ConfigError(f"{name} must be a number above 0, not {value!r}")
-        if self.max_hours is not None and self.max_hours > MAX_SESSION_HOURS:
-            raise ConfigError(f"max_hours is at most {MAX_SESSION_HOURS:g}: a session is for generating, not for "
-                              "keeping")
+            setattr(self, name, float(check_number(name, value, low, high, above=True)))
         inference.model_files(self.precision)  # fp8 or fp16
         return self
 
@@ -137,22 +142,65 @@ def new_session_id(clock: Callable[[], float] = time.time) -> str:
 
 
 # ---- the records ------------------------------------------------------------------------------
-def _decode(key: str, raw: str) -> Session:
+# A record is checked field by field as a run's row is (``Session.from_record``): one that is not
+# what it should be (``max_hours`` as text, ``created_at`` null, a 401-digit port) is a
+# CorruptRecord, reported, never a TypeError in the middle of the guard or a view. Its instance
+# still has hours: the guard holds it to the record's own max_hours when that can be read, else
+# the most any session may have (MAX_SESSION_HOURS), counted from the earlier of its recorded
+# start (when readable) and its instance's first sighting here, so it cannot bill forever
+# (:meth:`SessionGuard._damaged_hours`); the views list it as damaged (:func:`salvage`).
+_FIELDS = tuple(f.name for f in dataclasses.fields(Session))
+
+
+def _record_data(key: str, raw: str | None) -> tuple[Any, str]:
+    """The record's JSON (within jsonsafe's bounds), or None and why not."""
     try:
-        data = json.loads(raw)
-        if not isinstance(data, dict):
-            raise ValueError("not an object")
-        return Session.from_dict(data)
-    except (ValueError, TypeError) as exc:
-        raise CorruptRecord(f"the record of session {key[len(_KEY):][:100]} in the state store cannot be read "
-                            f"({exc})", session_id=key[len(_KEY):]) from None
+        return jsonsafe.loads(raw or ""), ""
+    except ValueError as exc:
+        return None, str(exc)
+
+
+def _decode(key: str, raw: str) -> Session:
+    sid = key[len(_KEY):]
+    data, why = _record_data(key, raw)
+    wrong = [why] if why else Session.from_record(data, max_hours=MAX_SESSION_HOURS)[1]
+    if not wrong and data.get("id") != sid:
+        wrong = [f"it names session {shown(data.get('id'))}"]
+    if wrong:
+        raise CorruptRecord(f"the record of session {sid[:100]} in the state store cannot be read "
+                            f"({'; '.join(wrong)[:400]})", session_id=sid)
+    return Session.from_record(data, max_hours=MAX_SESSION_HOURS)[0]
+
+
+def salvage(key: str, raw: str | None, *, born: float) -> tuple[Session, list[str]]:
+    """A damaged record as far as it can be read: ``(session, wrong)``. Fields that can be read
+    are kept; max_hours falls back to the most a session may have, the times to ``born`` (its
+    instance's first sighting here), an unreadable state to starting (it may still bill)."""
+    sid = key[len(_KEY):]
+    data, why = _record_data(key, raw)
+    fallback = {"id": sid, "max_hours": MAX_SESSION_HOURS, "created_at": born, "updated_at": born,
+                "state": SessionState.STARTING}
+    session, wrong = Session.from_record(data, max_hours=MAX_SESSION_HOURS, fallback=fallback)
+    session.id = sid
+    return session, [why] if why else wrong
+
+
+def first_seen(state: Any, provider: str, instance_id: str | None) -> float | None:
+    """When this controller first saw the instance (the state store's ``created_at``, our clock)."""
+    if not instance_id:
+        return None
+    for row in state.list_instances(include_destroyed=True, on_corrupt=lambda exc: None):
+        if row["id"] == instance_id and row["provider"] == provider:
+            return row["created_at"]
+    return None
 
 
 def _is_live(raw: str) -> bool:
-    try:
-        return not _decode(_KEY, raw).state.is_terminal
-    except CorruptRecord:
+    data, why = _record_data(_KEY, raw)
+    if why:
         return False
+    session, wrong = Session.from_record(data, max_hours=MAX_SESSION_HOURS)
+    return not wrong and not session.state.is_terminal
 
 
 class TunnelLoop:
@@ -249,7 +297,35 @@ class Sessions:
 
     # ---- views -------------------------------------------------------------------------------
     async def list(self, limit: int = 20) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(lambda: [self._view(s) for s in self.records()[:limit]])
+        """The views of the newest ``limit`` sessions recorded here. A record that cannot be read
+        is listed too, as damaged (``damaged``: why; what can be read of it), never left out
+        silently nor a failed listing."""
+        return await asyncio.to_thread(self._list, limit)
+
+    def _list(self, limit: int) -> list[dict[str, Any]]:
+        found: list[tuple[Session, str, bool]] = []  # (session, why it is damaged, its state unreadable)
+        for key, raw in self.app.state.kv_items(_KEY):
+            try:
+                found.append((_decode(key, raw), "", False))
+            except CorruptRecord as exc:
+                log.warning("%s", exc.message)
+                session, wrong = salvage(key, raw, born=self.app.clock())
+                fields = {w.split(" ", 1)[0] for w in wrong}
+                if "created_at" in fields:
+                    session.created_at = first_seen(self.app.state, session.provider, session.instance_id) \
+                        or session.created_at
+                unreadable = bool(wrong) and not fields & set(_FIELDS)  # not JSON, or not an object
+                found.append((session, exc.message, "state" in fields or unreadable))
+        found.sort(key=lambda f: f[0].created_at, reverse=True)
+        views = []
+        for session, damaged, unknown_state in found[:limit]:
+            view = self._view(session)
+            if damaged:
+                view.update(damaged=damaged, error=damaged)
+                if unknown_state:
+                    view["state"] = "damaged"
+            views.append(view)
+        return views
 
     async def get(self, session_id: str | None = None) -> dict[str, Any]:
         """One session's view (default: the live one)."""
@@ -291,7 +367,7 @@ class Sessions:
         row = rows[0]
         end = row.get("destroyed_at") or now
         if row["state"] == "destroyed":
-            spent = sum(c.usd for c in self.app.state.costs() if c.instance_id == row["id"])
+            spent = CostLedger(self.app.state, self.app.clock).instance_usd(row["id"])
         else:
             spent = CostLedger(self.app.state, self.app.clock).live_usd(
                 row["id"], row["state"], row["dph_total"], row["storage_dph"], row["created_at"], now)
@@ -884,6 +960,8 @@ class SessionGuard:
         report["why"][iid] = decision.why
         if decision.verdict is Verdict.DOUBT:
             report["doubt"].append(iid)
+            if local.corrupt:  # a damaged record still has hours: it must not bill forever
+                await self._damaged_hours(inst, sid, now, report, problems)
             return
         if decision.verdict is Verdict.UNOWNED:
             await self._unowned(inst, decision.why, now, report, problems)
@@ -916,6 +994,32 @@ class SessionGuard:
         elif status is None and age >= self.boot_grace_s + idle_limit:
             await self._end(session, inst, SessionState.FAILED,
                             f"its ComfyUI never reported in {age / 60:.0f} min", report["failed"], report, problems)
+
+    async def _damaged_hours(self, inst: Instance, sid: str, now: float, report: dict[str, Any],
+                             problems: Problems) -> None:
+        """The hours of a session whose record cannot be read (see "the records" above): its own
+        max_hours when readable, else MAX_SESSION_HOURS, from the earlier of its recorded start
+        (when readable) and its instance's first sighting here; past them, it is timed out."""
+        iid = str(inst.id)
+        raw = await asyncio.to_thread(self.state.get_kv, _KEY + sid)
+        seen = await asyncio.to_thread(first_seen, self.state, inst.provider, iid)
+        born = now if seen is None else seen
+        session, wrong = salvage(_KEY + sid, raw, born=born)
+        fields = {w.split(" ", 1)[0] for w in wrong}
+        if "created_at" not in fields:
+            born = min(born, session.created_at)
+        why = "; ".join(wrong)[:300] or "it names another session"
+        problems.add(kinds.CORRUPT_ROW, _KEY + sid, f"the record of session {sid} cannot be read ({why}): its "
+                                                    f"instance {iid} is held to {session.max_hours:g} h from "
+                                                    f"{_clock(born)}")
+        if now - born < session.max_hours * 3600:
+            return
+        session.instance_id, session.created_at = iid, born
+        report["doubt"].remove(iid)
+        limit = "the most a session may have" if "max_hours" in fields else "its max hours"
+        await self._end(session, inst, SessionState.TIMED_OUT,
+                        f"reached {session.max_hours:g} h, {limit} (its record is damaged)", report["timed_out"],
+                        report, problems)
 
     def _written(self, session_id: str, fallback: float) -> float:
         """When the status was written, on the bucket's clock (not the rented host's)."""
@@ -1009,6 +1113,10 @@ class SessionGuard:
             except CorruptRecord as exc:
                 problems.add(kinds.CORRUPT_ROW, key, exc.message)
         return out
+
+
+def _clock(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t))
 
 
 def _valid_id(session_id: str) -> bool:

@@ -544,4 +544,4 @@ def _row_to_cost(r: sqlite3.Row) -> Cost:
         raise CorruptRecord(f"ledger line {r['seq']} (instance {str(r['instance_id'])[:40]}) has an amount or "
                             "time that is not a number")
     usd, start, end = numbers
-    return Cost(r["instance_id"], r["run_id"], r["kind"], usd, start, end, r["source"])
+    return Cost(r["instance_id"], r["run_id"], r["kind"], usd, start, end, r["source"], seq=r["seq"])

@@ -14,13 +14,11 @@ prints it.
 from __future__ import annotations
 
 import asyncio
-import math
 from typing import Any, Mapping
 
-from .. import jsonsafe
 from ..errors import ConfigError, CorruptRecord, LoraCloudError, ObjectNotFound
-from ..models import validate_name
-from ..storage.base import read_record_bytes
+from ..models import is_number, validate_name
+from ..storage.base import parse_json_record, read_record_bytes
 from ..storage.layout import run_key
 from ..training.estimate import DEFAULT_IMAGES, TYPICAL_DPH, estimate, resolve_gpu
 from ..training.presets import LIMITS, PRESET_TYPES, check_override_range, load_preset, plan_steps
@@ -32,7 +30,7 @@ MAX_SPEC_BYTES = 256 * 1024
 
 
 def _number(field: str, value: Any, *, integer: bool) -> float | int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not is_number(value):  # a bool, NaN, inf, or an integer past 2**53 (float() of it may raise)
         raise ConfigError(f"{field} must be a number")
     if integer:
         if float(value) != int(value):
@@ -165,15 +163,15 @@ class TrainConfigs:
             record = self.app.state.get_run(run_id)
             spec: dict[str, Any] | None = record.spec if record is not None and record.spec else None
             if spec is None:
-                try:  # a rented host can write the bucket: bounded depth and numbers, no RecursionError
-                    spec = jsonsafe.loads(read_record_bytes(self.app.storage, run_key(run_id, "spec.json"),
-                                                            MAX_SPEC_BYTES))
+                key = run_key(run_id, "spec.json")
+                try:  # a rented host can write it: parsed within bounds, its problem shown (never a 5xx)
+                    spec = parse_json_record(read_record_bytes(self.app.storage, key, MAX_SPEC_BYTES), key)
                 except ObjectNotFound:
                     raise ObjectNotFound(f"run {run_id!r} has no spec.json") from None
-                except ValueError as exc:
-                    raise CorruptRecord(f"the spec.json of run {run_id} is damaged ({exc})") from None
+                except CorruptRecord as exc:
+                    return {"run_id": run_id, "config": {"problem": exc.message[:300]}}
             if not isinstance(spec, dict):
-                raise CorruptRecord(f"the spec.json of run {run_id} is not a JSON object")
+                return {"run_id": run_id, "config": {"problem": f"the spec.json of run {run_id} is not a JSON object"}}
             overrides = spec.get("overrides") if isinstance(spec.get("overrides"), dict) else {}
             config: dict[str, Any] = {"lora_type": spec.get("lora_type"), "dataset": spec.get("dataset"),
                                       "trigger": spec.get("trigger"), "vram_gb": spec.get("vram_gb")}

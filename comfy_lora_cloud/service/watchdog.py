@@ -168,8 +168,9 @@ class Watchdog:
         """$ per run of the listed instances, and this month's $ (None: unknown). From the ledger;
         without one, from ``/charges/``: a run's spend is what it billed the run's listed
         instances, the month's what it billed our instances this month."""
-        def skip(exc: CorruptRecord) -> None:
-            problems.add(kinds.CORRUPT_ROW, "ledger", exc.message)
+        def skip(exc: CorruptRecord) -> None:  # each line past what its rate allows on its own
+            line = exc.details.get("line")
+            problems.add(kinds.CORRUPT_ROW, "ledger" if line is None else f"ledger line {line}", exc.message)
 
         run_ids = {i.run_id for i in instances if i.run_id}
         if store_ok:

@@ -14,11 +14,11 @@ has that ComfyUI's node definitions (``Sessions.generate`` fetches them through 
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import jsonsafe
 from ..errors import ConfigError
 from ..models import validate_name
 from .workflow_convert import Converted, is_canvas, to_api
@@ -36,10 +36,12 @@ def parse_workflow(data: Any, where: str = "the workflow") -> dict[str, Any]:
     if isinstance(data, (str, bytes)):
         if len(data) > MAX_WORKFLOW_BYTES:
             raise ConfigError(f"{where} is over {MAX_WORKFLOW_BYTES // 2**20} MB")
-        try:
-            data = json.loads(data)
+        try:  # within bounds: a workflow nested 50,000 deep or with a 401-digit number is refused here
+            data = jsonsafe.loads(data, max_bytes=MAX_WORKFLOW_BYTES)
         except ValueError as exc:
-            raise ConfigError(f"{where} is not JSON: {exc}") from None
+            raise ConfigError(f"{where} is not a workflow we can read: {exc}") from None
+    elif jsonsafe.depth(data) > jsonsafe.MAX_DEPTH:  # a decoded one (a node input): the same bound
+        raise ConfigError(f"{where} is nested deeper than {jsonsafe.MAX_DEPTH} levels")
     if isinstance(data, dict) and "prompt" in data and isinstance(data["prompt"], dict) and "nodes" not in data:
         data = data["prompt"]  # a /prompt body
     if is_canvas(data):
@@ -91,8 +93,8 @@ def parse_assignment(text: str) -> tuple[str, str, Any]:
     if not sep or not dot or not node or not name:
         raise ConfigError(f"--set {text!r}: write NODE.INPUT=VALUE (e.g. 3.seed=42 or KSampler.steps=20)")
     try:
-        value: Any = json.loads(raw)
-    except ValueError:
+        value: Any = jsonsafe.loads(raw)
+    except ValueError:  # not JSON, or JSON past our bounds: the text as it is
         value = raw
     return node.strip(), name.strip(), value
 

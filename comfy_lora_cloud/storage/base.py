@@ -14,7 +14,6 @@ import base64
 import contextlib
 import functools
 import hashlib
-import json
 import os
 import re
 import threading
@@ -30,6 +29,7 @@ except ImportError:  # pragma: no cover - Windows
 
 import google_crc32c
 
+from .. import jsonsafe
 from ..errors import ConfigError, CorruptRecord, StorageError
 
 CHUNK = 1024 * 1024
@@ -475,12 +475,13 @@ def read_json_record(storage: "Storage", key: str, max_bytes: int = MAX_RECORD_B
 
 
 def parse_json_record(data: bytes, key: str) -> Any:
-    """A record's bytes as JSON: :class:`CorruptRecord` for bytes that are not UTF-8 JSON, that
-    nest past the parser's limit, or that use NaN/Infinity."""
+    """A record's bytes as JSON (:func:`~..jsonsafe.loads`): :class:`CorruptRecord` for bytes
+    that are not UTF-8 JSON, that nest deeper than a record does, or that hold a number our
+    arithmetic cannot take (NaN, Infinity, 1e400, a 401-digit integer)."""
     try:
-        return json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
-    except (ValueError, RecursionError):
-        raise CorruptRecord(f"{key} is not valid JSON") from None
+        return jsonsafe.loads(data)
+    except ValueError as exc:
+        raise CorruptRecord(f"{key} is not valid JSON ({exc})") from None
 
 
 def read_listed_record(storage: "Storage", info: ObjectInfo, max_bytes: int = MAX_RECORD_BYTES) -> bytes:
@@ -509,6 +510,3 @@ def read_record_bytes(storage: "Storage", key: str, max_bytes: int = MAX_RECORD_
         raise CorruptRecord(f"{key} is {info.size} bytes, more than a record may be ({max_bytes})")
     return storage.read_bytes(key)
 
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")

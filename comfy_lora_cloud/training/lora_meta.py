@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .. import jsonsafe
 from ..models import Record
 
 PREFIX = "lora_cloud."
@@ -89,8 +90,8 @@ def from_header(metadata: Mapping[str, Any]) -> dict[str, Any]:
             out[name] = raw
             continue
         try:
-            out[name] = json.loads(raw)
-        except (ValueError, RecursionError):
+            out[name] = jsonsafe.loads(raw)
+        except ValueError:
             continue
     return out
 
@@ -105,7 +106,10 @@ def _read_header(f) -> tuple[int, dict[str, Any]]:
     raw = f.read(length)
     if len(raw) != length:
         raise ValueError("not a safetensors file: truncated header")
-    header = json.loads(raw)
+    try:  # a downloaded file is anyone's: within bounds, so a deep header is a clear error, not a crash
+        header = jsonsafe.loads(raw, max_bytes=MAX_HEADER_BYTES)
+    except ValueError as exc:
+        raise ValueError(f"not a safetensors file we can read: the header is {exc}") from None
     if not isinstance(header, dict):
         raise ValueError("not a safetensors file: the header is not a JSON object")
     return length, header

@@ -21,6 +21,7 @@ from importlib import resources
 from typing import Any, Mapping
 
 from ..errors import ConfigError
+from ..models import MAX_EXACT_INT, is_number, shown
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -148,7 +149,8 @@ def apply_overrides(resolved: dict[str, dict[str, Any]], overrides: Mapping[str,
         target = resolved[section]
         if value is None:
             target.pop(key, None)
-        else:
+        else:  # the range first: _coerce's float() of a 401-digit integer would raise OverflowError
+            value = check_override_range(raw_key, key, value)
             target[key] = check_override_range(raw_key, key, _coerce(raw_key, target.get(key), value))
 
 
@@ -174,15 +176,13 @@ LIMITS: dict[str, tuple[float, float]] = {
 
 
 def check_override_range(raw_key: str, key: str, value: Any) -> Any:
-    """The one range check of an override's number (``--set``, the sidebar's config editor)."""
+    """The one range check of an override's number (``--set``, the sidebar's config editor): a
+    key of :data:`LIMITS` within its range, any other within what a float holds exactly."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return value
-    if not math.isfinite(value):
-        raise ConfigError(f"override {raw_key}: {value!r} is not a finite number")
-    limits = LIMITS.get(key)
-    if limits is None:
-        return value
-    low, high = limits
+    if not is_number(value):  # NaN, inf, or an integer beyond 2**53 (never converted to float here)
+        raise ConfigError(f"override {raw_key}: {shown(value)} is not a finite number in range")
+    low, high = LIMITS.get(key, (-MAX_EXACT_INT, MAX_EXACT_INT))
     if not (math.isfinite(value) and low <= value <= high):
         raise ConfigError(f"override {raw_key}: {value!r} is outside {low:g}..{high:g}")
     if key == "resolution" and value % 64:

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import jsonsafe
 from ..errors import CorruptRecord, ObjectNotFound, StorageError, redact
 from ..models import RunState, RunStatus
 from ..storage import sync
@@ -157,10 +158,6 @@ _OPTIONAL_TEXT = ("last_checkpoint", "lora", "error")
 _MAX_COUNT = 2 ** 53  # the largest integer JavaScript (the sidebar) holds exactly
 
 
-def _no_constants(name: str) -> float:
-    raise ValueError(f"{name} is not a number JSON allows")
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -176,8 +173,8 @@ def parse_status(body: bytes, run_id: str) -> RunStatus:
         return CorruptRecord(f"status of run {run_id} is not a valid status: {why}")
 
     try:
-        data = json.loads(body.decode("utf-8"), parse_constant=_no_constants)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        data = jsonsafe.loads(body)
+    except ValueError as exc:  # jsonsafe: malformed, too deep, a number past what we count
         raise corrupt(f"not JSON ({str(exc)[:80]})") from None
     if not isinstance(data, dict):
         raise corrupt(f"a JSON {type(data).__name__}, not an object")
@@ -262,8 +259,8 @@ def read_events(storage: Storage, run_id: str, since: int = 0) -> list[dict[str,
     events = []
     for line in body.splitlines():
         try:
-            event = json.loads(line, parse_constant=_no_constants)
-        except (ValueError, RecursionError):
+            event = jsonsafe.loads(line)
+        except ValueError:
             continue
         if (isinstance(event, dict) and isinstance(event.get("kind"), str) and _is_number(event.get("t", 0))
                 and len(line) <= 64 * 1024):

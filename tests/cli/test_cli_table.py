@@ -142,6 +142,11 @@ def world(tmp_path_factory, gcs_emulator):
     d["corrupt_home"] = root / "corrupt-home"
     d["corrupt_home"].mkdir()
     (d["corrupt_home"] / "state.db").write_bytes(b"this is not a SQLite database" * 64)
+    d["deep_workflow"] = root / "deep.json"  # the standard parser's RecursionError: "a bug", exit 1
+    d["deep_workflow"].write_text("[" * 50_000 + "]" * 50_000)
+    header = b'{"__metadata__": {"x": ' + b"[" * 50_000 + b"]" * 50_000 + b"}}"
+    d["deep_header"] = root / "deep.safetensors"
+    d["deep_header"].write_bytes(struct.pack("<Q", len(header)) + header)
 
     # the local world: the tiny dataset uploaded, a dataset without captions, a failed run
     env = w.env("local")
@@ -254,6 +259,17 @@ CASES: list[tuple[str, list[str], int, str, str, str | None]] = [
                                       "{ROOT}/out"], 2, "is outside", "local", None),
     ("plan: rank 0", ["train", "plan", "--dataset", "tiny", "--set", "network_dim=0", "--out", "{ROOT}/out"], 2,
      "is outside", "local", None),
+    ("plan: --set network_dim of 401 digits", ["train", "plan", "--dataset", "tiny", "--set",
+                                               "network_dim=" + "9" * 401, "--out", "{ROOT}/out"], 2, "401 digits",
+     "local", None),
+    ("plan: --set of 5000 digits", ["train", "plan", "--dataset", "tiny", "--set", "network_dim=" + "9" * 5000, "--out",
+                                    "{ROOT}/out"], 2, "not a number or a list we can read", "local", None),
+    ("plan: --set nested 4000 deep", ["train", "plan", "--dataset", "tiny", "--set",
+                                      "network_args=" + "[" * 4000 + "]" * 4000, "--out", "{ROOT}/out"], 2,
+     "not a number or a list we can read", "local", None),
+    ("comfy run: a workflow nested 50,000 deep", ["comfy", "run", "{deep_workflow}"], 2, "nested deeper", "local",
+     None),
+    ("lora show: a header nested 50,000 deep", ["lora", "show", "{deep_header}"], 6, "nested deeper", "local", None),
     ("plan: --set without a value", ["train", "plan", "--dataset", "tiny", "--set", "novalue", "--out", "{ROOT}/out"], 2,
      "key=value", "local", None),
     ("plan: --set of the wrong type", ["train", "plan", "--dataset", "tiny", "--set", 'resolution="big"', "--out",

@@ -277,6 +277,21 @@ async def test_run_config_is_resolved_for_comparison(client, seeded):
     assert (await client.get(f"{A}/runs/nope/config")).status == 404
 
 
+@pytest.mark.parametrize("body, words", [
+    (b"[" * 50_000 + b"]" * 50_000, "nested deeper"),
+    (b'{"lora_type": "character", "vram_gb": ' + b"9" * 401 + b"}", "401 digits"),
+    (b'{"lora_type": "character", "vram_gb": 1e400}', "out of range"),
+    (b'{"lora_type": "character", "overrides": {"network_dim": 100000000000000000}}', "not a finite number"),
+    (b"[1, 2]", "not a JSON object"),
+])
+async def test_run_config_of_a_hostile_spec_shows_its_problem(client, seeded, body, words):
+    """spec.json is written by a rented host: 50,000 deep or a huge number is a problem, not a 5xx."""
+    seeded.storage.write_bytes(layout.run_key("run-host", "spec.json"), body)
+    resp = await client.get(f"{A}/runs/run-host/config")
+    assert resp.status == 200, await resp.text()
+    assert words in (await resp.json())["config"]["problem"]
+
+
 # ---- notifications -----------------------------------------------------------------------------------
 async def test_notification_settings_and_a_test_notification(client, seeded):
     import asyncio

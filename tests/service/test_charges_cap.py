@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from comfy_lora_cloud.models import Instance
-from comfy_lora_cloud.service.costs import CHARGE_MARGIN, CHARGE_SLACK_USD, CostLedger, cap_charges, known_rates
+from comfy_lora_cloud.service.costs import (CHARGE_MARGIN, CHARGE_SLACK_USD, UNKNOWN_DPH, CostLedger, cap_charges,
+                                            known_rates)
 from comfy_lora_cloud.service.state import StateStore
 
 NOW = 1_700_000_000.0
@@ -52,8 +53,10 @@ def test_without_a_known_rate_ours_are_held_to_max_dph_and_others_are_left_alone
     rows, suspects = cap_charges([ours, theirs], {}, now=NOW, since=SINCE, fallback_dph=2.0)
     assert rows[0]["amount"] == pytest.approx(most(2.0, 1.0)) and rows[1]["amount"] == 1e9
     assert [s.instance_id for s in suspects] == ["7"]
-    rows, suspects = cap_charges([ours], {}, now=NOW, since=SINCE, fallback_dph=0.0)  # max_dph off: no bound known
-    assert rows[0]["amount"] == 1e9 and suspects == []
+    # max_dph off: held to the most max_dph may be (UNKNOWN_DPH) over the whole window, never without a bound
+    rows, suspects = cap_charges([ours, row("9", 6.0, hours=None)], {}, now=NOW, since=SINCE, fallback_dph=0.0)
+    assert rows[0]["amount"] == pytest.approx(most(UNKNOWN_DPH, 32 * 24)) and [s.instance_id for s in suspects] == ["7"]
+    assert rows[1]["amount"] == 6.0  # a realistic bill is believed
 
 
 def test_rates_are_the_highest_known_and_ignore_nonsense():

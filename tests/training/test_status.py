@@ -104,10 +104,12 @@ def test_readers_on_an_empty_run(tmp_path):
     (b"\xff\xfe\x00", "not JSON"),
     (b"[1, 2]", "not an object"),
     (b'{"state": "paused_for_v2"}', "unknown state"),
-    (b'{"state": "training", "step": 1e400}', "not a count"),
+    (b'{"state": "training", "step": 1e400}', "out of range"),  # refused by the bounded parser
     (b'{"state": "training", "step": -1}', "not a count"),
     (b'{"state": "training", "step": true}', "not a count"),
-    (b'{"state": "training", "total_steps": 1000000000000000000000}', "not a count"),
+    (b'{"state": "training", "total_steps": 1000000000000000000000}', "22 digits"),
+    (b'{"state": "training", "total_steps": 100000000000000000}', "not a count"),  # 18 digits: read, then refused
+    (b'{"state": "training", "loss": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "nested deeper"),
     (b'{"state": "training", "loss": NaN}', "not JSON"),
     (b'{"state": "training", "loss": "low"}', "not a finite number"),
     (b'{"state": "training", "message": 12}', "not text"),

@@ -68,7 +68,9 @@ def test_redact_masks_private_keys_and_bearer_tokens():
 @pytest.mark.parametrize("key, value, words", [
     ("max_dph", "nan", "finite"), ("max_run_usd", "inf", "finite"), ("max_month_usd", "1e309", "finite"),
     ("max_dph", "-1", "greater than or equal to 0"), ("max_dph", "5000", "less than or equal to 500"),
-    ("max_run_hours", "0", "greater than 0"), ("max_run_hours", "100000", "less than or equal to 744"),
+    ("max_run_hours", "0", "greater than or equal to 0.0166"), ("max_run_hours", "100000", "less than or equal to 744"),
+    ("max_run_hours", "1e-300", "greater than or equal to 0.0166"),  # at least a minute
+    ("session_max_hours", "1e-300", "greater than or equal to 0.0166"),
 ])
 def test_budgets_are_finite_numbers_in_a_sane_range(clean_env, key, value, words):
     with pytest.raises(ConfigError, match=words):
@@ -91,5 +93,6 @@ def test_zero_turns_a_dollar_limit_off_everywhere(clean_env):
     for bad in (float("nan"), float("inf"), -1.0):
         with pytest.raises(ConfigError):
             Budgets(max_dph=bad)
-    with pytest.raises(ConfigError, match="above 0"):
-        Budgets(max_run_hours=0)
+    for short in (0, 1e-300):
+        with pytest.raises(ConfigError, match="at least a minute"):
+            Budgets(max_run_hours=short)
