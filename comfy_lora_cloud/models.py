@@ -15,6 +15,7 @@ from .errors import ConfigError
 T = TypeVar("T")
 
 MAX_NAME = 100
+MAX_TRIGGER = 200  # a trigger word is a word or a short phrase, placed in every caption
 _NAME_PUNCT = frozenset("._- ")
 
 
@@ -51,6 +52,18 @@ def validate_name(name: str, kind: str = "name") -> str:
             f"(starting with a letter or digit, at most {MAX_NAME} characters)"
         )
     return name
+
+
+def check_trigger(trigger: Any) -> str | None:
+    """A trigger word as every edge takes it (the CLI's ``--trigger``, the sidebar's upload and
+    config editor): one printable line of at most :data:`MAX_TRIGGER` characters, stripped; None
+    for none."""
+    if trigger is None or trigger == "":
+        return None
+    if not isinstance(trigger, str) or len(trigger) > MAX_TRIGGER or not trigger.strip() \
+            or not trigger.isprintable():
+        raise ConfigError(f"the trigger word must be one line of at most {MAX_TRIGGER} printable characters")
+    return trigger.strip()
 
 
 #: the largest whole number a count, a size or a port may be: what JavaScript (the sidebar) and a

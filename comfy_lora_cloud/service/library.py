@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from ..errors import ConfigError, CorruptRecord, DatasetError, DatasetExists, DatasetInUse, ObjectNotFound, StorageError
-from ..models import Dataset, Listed, Lora, Problem, validate_name
+from ..models import MAX_TRIGGER, Dataset, Listed, Lora, Problem, check_trigger, validate_name
 from ..storage import Storage
 from ..storage import layout
 from ..storage import lock as leases
@@ -63,7 +63,6 @@ Progress = Callable[[Any], None]  # receives storage.sync.Progress events
 # its own, skips one it cannot read and reports it in ``problems``; it never fails as a whole.
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_SIDECAR_BYTES = 1024 * 1024
-MAX_TRIGGER = 200
 MAX_CAPTION_BYTES = 64 * 1024  # a caption is a line or two; a bigger .txt is not read
 MAX_LORA_READ_BYTES = 4 * 1024**3  # a safetensors header needs the whole file (no ranged read): cap it
 LORA_TYPES = ("character", "style", "concept")
@@ -688,6 +687,7 @@ class Library:
         from ..dataset.pipeline import PrepareOptions
 
         name = validate_name(name, "dataset name")
+        trigger = check_trigger(trigger)
         settings = self.app.settings
         if isinstance(resolution, bool) or not isinstance(resolution, int) or not 256 <= resolution <= 2048 \
                 or resolution % 64:  # the training resolution's range (training.presets.LIMITS)

@@ -17,14 +17,13 @@ import asyncio
 from typing import Any, Mapping
 
 from ..errors import ConfigError, CorruptRecord, LoraCloudError, ObjectNotFound
-from ..models import is_number, validate_name
+from ..models import check_trigger, is_number, validate_name
 from ..storage.base import parse_json_record, read_record_bytes
 from ..storage.layout import run_key
 from ..training.estimate import DEFAULT_IMAGES, TYPICAL_DPH, estimate, resolve_gpu
 from ..training.presets import LIMITS, PRESET_TYPES, check_override_range, load_preset, plan_steps
 
 FIELDS = ("rank", "learning_rate", "steps", "resolution")
-MAX_TRIGGER = 200
 DEFAULT_GPU = "RTX 4090"
 MAX_SPEC_BYTES = 256 * 1024
 
@@ -63,14 +62,6 @@ def editor_overrides(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[di
             overrides["network_alpha"] = float(number)  # alpha = rank, as every preset has it
     return overrides, errors
 
-
-def check_trigger(trigger: Any) -> str | None:
-    if trigger is None or trigger == "":
-        return None
-    if not isinstance(trigger, str) or len(trigger) > MAX_TRIGGER or not trigger.strip() \
-            or not trigger.isprintable():
-        raise ConfigError(f"the trigger word must be one line of at most {MAX_TRIGGER} printable characters")
-    return trigger.strip()
 
 
 def _editor_values(preset: Any, plan: Any) -> dict[str, Any]:

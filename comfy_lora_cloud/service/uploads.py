@@ -35,11 +35,10 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from ..errors import ConfigError, DatasetError, ImageLoadError, LockHeld, ObjectNotFound
-from ..models import validate_name
+from ..models import check_trigger, validate_name
 from ..storage.layout import CAPTION_SUFFIX, IMAGE_SUFFIXES, MANIFEST
 from .captions import clean_caption
 from .files import check_file_name
-from .train_config import check_trigger
 
 MAX_FILE_BYTES = 40 * 1024 * 1024  # one photo; a bigger file is not a training image
 MAX_CAPTION_BYTES = 64 * 1024
@@ -195,7 +194,7 @@ class Uploads:
         name = self._name(name)
         lora_type = body.get("lora_type", "character")
         caption = body.get("caption", "none")
-        trigger = check_trigger(body.get("trigger"))  # the config editor's bound: one short printable line
+        trigger = check_trigger(body.get("trigger"))
         overwrite_captions = _flag(body, "overwrite_captions")
         if caption not in CAPTION_MODELS:
             raise ConfigError(f"caption must be one of {', '.join(CAPTION_MODELS)}")

@@ -222,6 +222,8 @@ CASES: list[tuple[str, list[str], int, str, str, str | None]] = [
      "local", None),
     ("prepare: bad --caption", ["dataset", "prepare", "{TINY}", "--name", "x", "--caption", "gpt"], 2,
      "unknown caption model", "local", None),
+    ("prepare: a 60,000-character --trigger", ["dataset", "prepare", "{TINY}", "--name", "x", "--trigger", "t" * 60_000],
+     2, "at most 200 printable characters", "local", None),
     ("prepare: --resolution 100000", ["dataset", "prepare", "{TINY}", "--name", "x", "--resolution", "100000"], 2,
      "--resolution", "local", None),
     ("prepare: --resolution 100", ["dataset", "prepare", "{TINY}", "--name", "x", "--resolution", "100"], 2,
