@@ -1,5 +1,5 @@
 """ownership.decide (who owns a labelled instance) as a table, and bucket_view's freshness on the
-controller's clock, over a real local bucket."""
+bucket's clock, over a real local bucket."""
 
 from __future__ import annotations
 
@@ -41,6 +41,9 @@ LIVE_HERE, ENDED_HERE = Local(run=_run(RunState.TRAINING)), Local(run=_run(RunSt
     ("r", Local(), _view(Bucket.UNREADABLE), Verdict.DOUBT),
     ("r", Local(), _view(Bucket.CORRUPT), Verdict.DOUBT),
     ("r", ENDED_HERE, _view(Bucket.ABSENT), Verdict.UNOWNED),
+    ("r", Local(), _view(Bucket.UNDATED), Verdict.DOUBT),  # the bucket's clock unknown: not judged stale
+    ("r", ENDED_HERE, _view(Bucket.UNDATED), Verdict.DOUBT),
+    ("r", LIVE_HERE, _view(Bucket.UNDATED), Verdict.OWNED),
     ("r", Local(), _view(Bucket.STALE), Verdict.UNOWNED),
     ("r", Local(), _view(Bucket.ABSENT), Verdict.UNOWNED),
 ])
@@ -56,24 +59,30 @@ def _write(storage: LocalStorage, body: dict | str, mtime: float | None = None) 
         os.utime(storage.root / run_key("r", "status.json"), (mtime, mtime))
 
 
-def test_bucket_view_judges_freshness_on_our_clock(tmp_path):
+def test_bucket_view_judges_freshness_on_the_buckets_clock(tmp_path):
+    """How recent a report is: the object's write time (the file system's, a local bucket's clock)
+    against the bucket's now; the host-written updated_at never counts, nor does our clock."""
     storage = LocalStorage(tmp_path / "b")
     assert bucket_view(storage, "r", NOW, 1800).kind is Bucket.ABSENT
-    _write(storage, {"run_id": "r", "state": "training", "updated_at": NOW - 60})
-    assert bucket_view(storage, "r", NOW, 1800).kind is Bucket.LIVE
-    _write(storage, {"run_id": "r", "state": "training", "updated_at": NOW + 1800})  # host clock a bit ahead
-    assert bucket_view(storage, "r", NOW, 1800).kind is Bucket.LIVE
-    # hours ahead: believed only because the bucket wrote it a minute ago
-    _write(storage, {"run_id": "r", "state": "training", "updated_at": NOW + 7 * 3600}, mtime=NOW - 60)
-    assert bucket_view(storage, "r", NOW, 1800).kind is Bucket.LIVE
-    # host clock 7 h behind, but the bucket wrote the object a minute ago (on a clock like ours)
+    # host clock 7 h behind, but the bucket wrote the object a minute ago
     _write(storage, {"run_id": "r", "state": "training", "updated_at": NOW - 7 * 3600}, mtime=NOW - 60)
     assert bucket_view(storage, "r", NOW, 1800).kind is Bucket.LIVE
-    _write(storage, {"run_id": "r", "state": "training", "updated_at": NOW - 7 * 3600}, mtime=NOW - 7200)
-    assert bucket_view(storage, "r", NOW, 1800).kind is Bucket.STALE  # nobody has written it for 2 h
+    # a fresh-looking updated_at on an object nobody wrote for 2 h: stale
+    _write(storage, {"run_id": "r", "state": "training", "updated_at": NOW}, mtime=NOW - 7200)
+    assert bucket_view(storage, "r", NOW, 1800).kind is Bucket.STALE
     # a status dated years ahead is only as fresh as its last write: it cannot keep an instance alive
     _write(storage, {"run_id": "r", "state": "training", "updated_at": NOW + 10 * 365 * 86400}, mtime=NOW - 7200)
     assert bucket_view(storage, "r", NOW, 1800).kind is Bucket.STALE
+    # the same object judged by a home whose bucket clock reads 40 min less: live (the bucket's
+    # now is all that moves the verdict, never this machine's)
+    _write(storage, {"run_id": "r", "state": "training", "updated_at": NOW}, mtime=NOW - 600)
+    assert bucket_view(storage, "r", NOW, 1800).kind is Bucket.LIVE
+    assert bucket_view(storage, "r", NOW + 2400, 1800).kind is Bucket.STALE
+    # the bucket's clock unknown this round: nothing is judged stale
+    _write(storage, {"run_id": "r", "state": "training", "updated_at": NOW}, mtime=NOW - 7200)
+    view = bucket_view(storage, "r", None, 1800)
+    assert view.kind is Bucket.UNDATED and "clock" in view.reason
+    assert decide("r", Local(), view).verdict is Verdict.DOUBT
     _write(storage, {"run_id": "r", "state": "done", "updated_at": NOW - 9 * 3600}, mtime=NOW - 9 * 3600)
     assert bucket_view(storage, "r", NOW, 1800).kind is Bucket.ENDED
     _write(storage, "[]")
