@@ -36,6 +36,7 @@ from .budgets import Budgets
 from .events import RUN_EVENT
 from .launch import launch_run
 from .library import download_lora, require_trainable
+from .ownership import launch_bucket_id
 from .preflight import require_ready
 from .recovery import Policy, announce_attempt
 from .state import StateStore
@@ -171,7 +172,9 @@ async def start_run(
     preset = load_preset(req.lora_type, tier, overrides)  # bad overrides fail before renting
     steps = plan_steps(preset, info.images)
     digest = await asyncio.to_thread(config_hash, spec, storage)
-    spec.run_id = new_run_id(spec.lora_name, clock)
+    # the label says which bucket the run lives in, so only homes that read it ever judge it
+    bucket_id = await asyncio.to_thread(launch_bucket_id, storage, state)
+    spec.run_id = new_run_id(spec.lora_name, clock, bucket_id=bucket_id)
     run = Run(id=spec.run_id, dataset=req.dataset, preset=req.lora_type, lora_name=spec.lora_name,
               config_hash=digest, provider=req.provider, state=RunState.PENDING, spec=spec.to_dict())
     existing = await asyncio.to_thread(state.find_run_by_hash, digest)
@@ -324,7 +327,7 @@ def mark_stopped_in_bucket(storage: Storage, run_id: str) -> None:
 
 RUN_LIST_LIMIT = 50
 _READ_IT: Any = object()
-_ID_TIME = re.compile(r"-(\d{8}-\d{6})-[0-9a-f]{4}$")
+_ID_TIME = re.compile(r"-(\d{8}-\d{6})-[0-9a-f]{4}(?:\.b[0-9a-f]{12})?$")  # and the bucket's id, when tagged
 
 
 def _launched(run_id: str, record: Any, status: Any) -> tuple[float, str]:

@@ -40,7 +40,7 @@ from ..errors import (
     TunnelError,
 )
 from ..models import Instance, InstanceState, Listed, Problem, Session, SessionState, validate_name
-from ..providers.base import LaunchSpec, OfferRequest, Provider, session_label
+from ..providers.base import LaunchSpec, OfferRequest, Provider, session_label, with_bucket_tag
 from ..settings import MAX_SESSION_HOURS
 from ..storage import layout
 from ..training import inference
@@ -50,7 +50,8 @@ from .budgets import Budgets, check_launch
 from .costs import CostLedger
 from .events import SESSION_EVENT
 from .ownership import (Attributed, Attribution, Bucket, BucketFacts, Decision, LocalSession, Verdict,
-                        attribute_all, decide_session, learn_bucket, report_attribution, report_facts,
+                        attribute_all, decide_session, launch_bucket_id, learn_bucket, report_attribution,
+                        report_facts,
                         session_bucket_view, written_at)
 from .problems import Problems
 
@@ -134,8 +135,11 @@ def session_event(view: dict[str, Any], message: str | None = None) -> dict[str,
     return data
 
 
-def new_session_id(clock: Callable[[], float] = time.time) -> str:
-    return f"session-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(clock()))}-{secrets.token_hex(2)}"
+def new_session_id(clock: Callable[[], float] = time.time, *, bucket_id: str | None = None) -> str:
+    """``session-<UTC time>-<4 hex>``, ending with ``.b<bucket id>`` when given (every start
+    gives its bucket's: the label then says which bucket the session lives in)."""
+    sid = f"session-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(clock()))}-{secrets.token_hex(2)}"
+    return with_bucket_tag(sid, bucket_id) if bucket_id else sid
 
 
 # ---- the records ------------------------------------------------------------------------------
@@ -350,10 +354,11 @@ class Sessions:
         req.checked(settings.session_max_hours)
         clock = self.app.clock
         gpu_name, gpu_vram = resolve_gpu(req.gpu) if req.gpu else (None, None)
-        session = Session(id=new_session_id(clock), idle_minutes=req.idle_minutes, max_hours=req.max_hours,
-                          precision=req.precision, remote_port=settings.comfy_remote_port,
-                          created_at=clock(), updated_at=clock())
         storage = await asyncio.to_thread(lambda: self.app.storage)
+        bucket_id = await asyncio.to_thread(launch_bucket_id, storage, self.app.state)
+        session = Session(id=new_session_id(clock, bucket_id=bucket_id), idle_minutes=req.idle_minutes,
+                          max_hours=req.max_hours, precision=req.precision, remote_port=settings.comfy_remote_port,
+                          created_at=clock(), updated_at=clock())
         env = await asyncio.to_thread(self._instance_env, session, storage)  # clear errors before renting
         key = await asyncio.to_thread(self.ssh_key)
         budgets = Budgets.from_settings(settings)
