@@ -34,7 +34,7 @@ from ..training.spec import RunSpec
 from ..training.status import StatusReporter, read_status
 from .budgets import Budgets
 from .events import RUN_EVENT
-from .launch import launch_run
+from .launch import UNFINISHED, launch_run, launcher, settle_unfinished_launch
 from .library import download_lora, require_trainable
 from .ownership import launch_bucket_id
 from .preflight import require_ready
@@ -176,7 +176,8 @@ async def start_run(
     bucket_id = await asyncio.to_thread(launch_bucket_id, storage, state)
     spec.run_id = new_run_id(spec.lora_name, clock, bucket_id=bucket_id)
     run = Run(id=spec.run_id, dataset=req.dataset, preset=req.lora_type, lora_name=spec.lora_name,
-              config_hash=digest, provider=req.provider, state=RunState.PENDING, spec=spec.to_dict())
+              config_hash=digest, provider=req.provider, state=RunState.PENDING,
+              spec={**spec.to_dict(), "launcher": launcher()})
     existing = await asyncio.to_thread(state.find_run_by_hash, digest)
     if existing is not None and not existing.state.is_terminal:
         existing = await _settle_stale(existing, storage=storage, state=state, open_provider=open_provider,
@@ -192,6 +193,13 @@ async def start_run(
         existing, created = await asyncio.to_thread(state.claim_run, run, reuse_finished=req.reuse_finished)
     else:
         created, warnings = False, []
+    if not created and existing.state in UNFINISHED and not existing.instance_id:
+        # the same launch started a moment ago elsewhere: attach once it has an instance
+        existing = await _settle_stale(existing, storage=storage, state=state, open_provider=open_provider,
+                                       clock=clock)
+        if existing.state.is_terminal:
+            raise TrainingError(f"the same launch, started at the same moment as run {existing.id}, ended "
+                                f"{existing.state.value}: {existing.error or 'no reason given'}; start it again")
     if not created:
         return StartResult(existing.id, True, existing.state.value, existing.lora_name, existing.instance_id,
                            existing.gpu, existing.dph, plan=steps.to_dict())
@@ -234,8 +242,15 @@ async def start_run(
 
 async def _settle_stale(run: Run, *, storage: Storage, state: StateStore, open_provider: OpenProvider,
                         clock: Callable[[], float]) -> Run:
-    """A live record whose run has in fact ended must not block a new start: take the bucket's
-    terminal state when the trainer reported one, and fail a local run whose process is gone."""
+    """A live record whose run has in fact ended must not block a new start: a launch that died
+    before its create call (:func:`~.launch.settle_unfinished_launch`: never attached to with no
+    instance), the bucket's terminal state when the trainer reported one, and a local run whose
+    process is gone."""
+    if run.state in UNFINISHED and not run.instance_id:
+        async with open_provider(run.provider)() as provider:
+            run = await settle_unfinished_launch(run, state=state, storage=storage, provider=provider, clock=clock)
+        if run.state.is_terminal:
+            return run
     try:
         reported = await asyncio.to_thread(read_status, storage, run.id)
     except StorageError:
