@@ -54,7 +54,7 @@ from . import problems as kinds
 from .budgets import Budgets
 from .events import GUARD_EVENT, Emit
 from .guard_memory import GuardMemory
-from .ownership import Attribution, attribute_all, learn_bucket, report_attribution, report_facts
+from .ownership import Attribution, BucketFacts, attribute_all, learn_bucket, report_attribution, report_facts
 from .problems import Problems
 from .reconcile import ReconcileReport, Reconciler
 from .state import StateStore
@@ -105,8 +105,12 @@ class Guard:
             instances = None
         if instances is not None:
             first_seen = await self._first_seen(instances, now, problems)
-            facts = await asyncio.to_thread(learn_bucket, self.storage, self.state, clock=self.clock,
-                                            memory=self.memory)
+            try:
+                facts = await asyncio.to_thread(learn_bucket, self.storage, self.state, clock=self.clock,
+                                                memory=self.memory)
+            except Exception as exc:  # noqa: BLE001 - a bucket nobody can vouch for: nothing tagged is ours
+                why = f"the bucket cannot be read: {type(exc).__name__}: {exc}"
+                facts = BucketFacts(self.storage.url, id_problem=why, clock_problem=why)
             report_facts(facts, problems)
             try:
                 attributed = await asyncio.to_thread(attribute_all, instances, facts, self.storage,

@@ -120,10 +120,10 @@ def own_bucket_ids(storage: Storage, state: Any) -> tuple[frozenset[str], str]:
         current = read_bucket_id(storage)
         if current is None and remembered:
             current = ensure_bucket_id(storage, prefer=remembered[-1])
-    except (StorageError, LoraCloudError) as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever the storage raised, the id is unknown, not a crash
         if remembered:  # ours still: ids this home read from this very storage
             return frozenset(remembered), ""
-        return frozenset(), f"the bucket's id cannot be read: {exc.message}"
+        return frozenset(), f"the bucket's id cannot be read: {_reason(exc)}"
     if current is not None and current not in remembered:
         if remembered:
             log.warning("the bucket %s changed its id from %s to %s; both are treated as its own", storage.url,
@@ -131,6 +131,10 @@ def own_bucket_ids(storage: Storage, state: Any) -> tuple[frozenset[str], str]:
         _remember(state, key, [*remembered, current])
         remembered = [*remembered, current]
     return frozenset(remembered), ""
+
+
+def _reason(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, LoraCloudError) else f"{type(exc).__name__}: {exc}"
 
 
 def launch_bucket_id(storage: Storage, state: Any) -> str:
@@ -178,11 +182,11 @@ def learn_bucket(storage: Storage, state: Any, *, clock: Callable[[], float] = t
     try:
         if known is None or known[0] != storage.url or not 0 <= mono - known[2] < BUCKET_CLOCK_EVERY_S:
             known = (storage.url, bucket_time(storage, clock), mono)
-    except (StorageError, LoraCloudError) as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever the storage raised, the time is unknown, not a crash
         known = None
         return BucketFacts(storage.url, ids, id_problem, None,
                            f"the bucket's clock cannot be read, so no report is judged stale this round: "
-                           f"{exc.message}")
+                           f"{_reason(exc)}")
     finally:
         if memory is not None:
             memory.bucket_time = known
