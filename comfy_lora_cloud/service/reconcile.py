@@ -6,8 +6,8 @@ labelled instances:
 * only this bucket's instances are judged (:func:`ownership.attribute`): one of another
   bucket (``foreign``) or one whose bucket cannot be told (``unattributed``) is kept and
   reported, whatever else is known about it;
-* each of this bucket's instances gets a verdict from :func:`ownership.decide` (the store and the bucket as
-  witnesses): OWNED is kept, DOUBT is kept and reported, UNOWNED is destroyed once it has been
+* each of this bucket's instances gets a verdict from :func:`ownership.decide` (the store and
+  the bucket as witnesses): OWNED is kept, DOUBT is kept and reported, UNOWNED is destroyed once it has been
   unowned for ``grace_s`` (a launch in another process may be between create and record);
   every destroy is confirmed by reading the instance back;
 * a run has one instance: of several with its label, the one the run records is kept (else the

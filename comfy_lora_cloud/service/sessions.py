@@ -51,8 +51,7 @@ from .costs import CostLedger
 from .events import SESSION_EVENT
 from .ownership import (Attributed, Attribution, Bucket, BucketFacts, Decision, LocalSession, Verdict,
                         attribute_all, decide_session, launch_bucket_id, learn_bucket, report_attribution,
-                        report_facts,
-                        session_bucket_view, written_at)
+                        report_facts, session_bucket_view, written_at)
 from .problems import Problems
 
 if TYPE_CHECKING:
@@ -805,15 +804,15 @@ class SessionGuard:
         report: dict[str, Any] = {"owned": [], "adopted": [], "destroyed": [], "waiting": [], "doubt": [],
                                   "foreign": [], "unattributed": [], "idle": [], "timed_out": [], "lost": [],
                                   "failed": [], "ended": [], "why": {}}
-        ours = [i for i in instances if i.session_id]
+        labelled = [i for i in instances if i.session_id]
         if facts is None:
             facts = await asyncio.to_thread(learn_bucket, self.storage, self.state, clock=self.clock)
             report_facts(facts, problems)
         if attributed is None:
-            attributed = await asyncio.to_thread(attribute_all, ours, facts, self.storage,
+            attributed = await asyncio.to_thread(attribute_all, labelled, facts, self.storage,
                                                  run_known=lambda rid: None, session_known=self.known_here)
-            report_attribution(attributed, ours, problems)
-        for inst in ours:
+            report_attribution(attributed, labelled, problems)
+        for inst in labelled:
             iid = str(inst.id)
             whose = attributed.get(iid) or Attributed(Attribution.UNKNOWN, "not attributed this round")
             if whose.kind in (Attribution.FOREIGN, Attribution.UNKNOWN):  # never judged here

@@ -74,7 +74,8 @@ def test_a_retry_after_a_launch_killed_before_its_create_starts_afresh(setup):
 
     again = _start()  # at once: the launching process is gone, so no waiting out a window
     assert again["attached"] is False and again["instance_id"] is not None and again["run_id"] != dead
-    assert fake.state.created_count == 1 and fake.state.get(int(again["instance_id"])).label == run_label(again["run_id"])
+    assert fake.state.created_count == 1
+    assert fake.state.get(int(again["instance_id"])).label == run_label(again["run_id"])
     state = StateStore(Settings.load().state_db)
     assert state.get_run(dead).state is RunState.FAILED and "interrupted" in state.get_run(dead).error
     assert read_status(storage, dead).state is RunState.FAILED  # every home sees the dead start ended
