@@ -172,24 +172,25 @@ async def start_run(
     preset = load_preset(req.lora_type, tier, overrides)  # bad overrides fail before renting
     steps = plan_steps(preset, info.images)
     digest = await asyncio.to_thread(config_hash, spec, storage)
-    # the label says which bucket the run lives in, so only homes that read it ever judge it
-    bucket_id = await asyncio.to_thread(launch_bucket_id, storage, state)
-    spec.run_id = new_run_id(spec.lora_name, clock, bucket_id=bucket_id)
-    run = Run(id=spec.run_id, dataset=req.dataset, preset=req.lora_type, lora_name=spec.lora_name,
-              config_hash=digest, provider=req.provider, state=RunState.PENDING,
-              spec={**spec.to_dict(), "launcher": launcher()})
     existing = await asyncio.to_thread(state.find_run_by_hash, digest)
     if existing is not None and not existing.state.is_terminal:
         existing = await _settle_stale(existing, storage=storage, state=state, open_provider=open_provider,
                                        clock=clock)
     if existing is None or not _reusable(existing, req):
         # what the instance needs is checked before anything is recorded: a missing key or a
-        # local bucket is a clear error and leaves no failed run behind
-        env = trainer_env(spec, settings, storage, remote=req.provider != "local")
+        # local bucket is a clear error and leaves no failed run behind (nor a bucket id)
+        trainer_env(spec, settings, storage, remote=req.provider != "local")
         # checks before money: a dataset that would fail on the GPU is refused here, with the reasons
         ready = await asyncio.to_thread(require_ready, storage, req.dataset, lora_type=req.lora_type,
                                         trigger=spec.trigger)
         warnings = ready.warnings
+        # the run's id (so its label) says which bucket it lives in: only homes that read it judge it
+        bucket_id = await asyncio.to_thread(launch_bucket_id, storage, state)
+        spec.run_id = new_run_id(spec.lora_name, clock, bucket_id=bucket_id)
+        env = trainer_env(spec, settings, storage, remote=req.provider != "local")
+        run = Run(id=spec.run_id, dataset=req.dataset, preset=req.lora_type, lora_name=spec.lora_name,
+                  config_hash=digest, provider=req.provider, state=RunState.PENDING,
+                  spec={**spec.to_dict(), "launcher": launcher()})
         existing, created = await asyncio.to_thread(state.claim_run, run, reuse_finished=req.reuse_finished)
     else:
         created, warnings = False, []

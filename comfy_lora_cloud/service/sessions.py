@@ -353,12 +353,14 @@ class Sessions:
         req.checked(settings.session_max_hours)
         clock = self.app.clock
         gpu_name, gpu_vram = resolve_gpu(req.gpu) if req.gpu else (None, None)
-        storage = await asyncio.to_thread(lambda: self.app.storage)
-        bucket_id = await asyncio.to_thread(launch_bucket_id, storage, self.app.state)
-        session = Session(id=new_session_id(clock, bucket_id=bucket_id), idle_minutes=req.idle_minutes,
-                          max_hours=req.max_hours, precision=req.precision, remote_port=settings.comfy_remote_port,
+        session = Session(id=new_session_id(clock), idle_minutes=req.idle_minutes, max_hours=req.max_hours,
+                          precision=req.precision, remote_port=settings.comfy_remote_port,
                           created_at=clock(), updated_at=clock())
-        env = await asyncio.to_thread(self._instance_env, session, storage)  # clear errors before renting
+        storage = await asyncio.to_thread(lambda: self.app.storage)
+        await asyncio.to_thread(self._instance_env, session, storage)  # clear errors before renting (or writing)
+        # the session's id (so its label) says which bucket it lives in: only homes that read it judge it
+        session.id = with_bucket_tag(session.id, await asyncio.to_thread(launch_bucket_id, storage, self.app.state))
+        env = await asyncio.to_thread(self._instance_env, session, storage)
         key = await asyncio.to_thread(self.ssh_key)
         budgets = Budgets.from_settings(settings)
         async with self.app.provider("vast")() as provider:
