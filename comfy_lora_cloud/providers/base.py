@@ -7,11 +7,20 @@ is declared in ``capabilities`` so callers check up front instead of catching
 
 Every instance we create carries a label naming its run (:func:`run_label`); the label is how a
 restarted controller finds its instances again, so it is the only link reconcile relies on.
+
+Every label this pack makes, in any version, is ``lora-cloud:<run id>`` or
+``lora-cloud:session:<session id>`` with an id that passes ``models.validate_name``: a home reads
+any other ``lora-cloud:`` label as naming no run at all (one it may destroy), so a new form must
+stay inside these two. That is why the bucket an instance belongs to travels in the id itself:
+ids made from now on end with ``.b<bucket id>`` (:func:`with_bucket_tag`, the id of
+``storage/identity.py``, which says nothing about the bucket's name), and an older home that
+shares the bucket still reads the whole id as the run's and finds it in ``runs/<id>/`` as before.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -34,6 +43,20 @@ def run_id_from_label(label: str | None) -> str | None:
 
 
 SESSION_LABEL_PREFIX = f"{LABEL_PREFIX}session:"
+
+_BUCKET_TAG = re.compile(r"\.b([0-9a-f]{12})\Z")
+
+
+def with_bucket_tag(ident: str, bucket_id: str) -> str:
+    """A run or session id that says which bucket it lives in (see the module docstring)."""
+    return f"{ident}.b{bucket_id}"
+
+
+def bucket_tag(ident: str | None) -> str | None:
+    """The bucket id a run or session id carries, or None for an id made before tags (or not an
+    id of ours at all)."""
+    m = _BUCKET_TAG.search(ident) if isinstance(ident, str) else None
+    return m.group(1) if m else None
 
 
 def session_label(session_id: str) -> str:

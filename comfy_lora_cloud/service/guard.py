@@ -6,6 +6,14 @@ reconcile`` (and cron) runs it once. Every caller builds it the same way, with t
 owns an instance is decided with the bucket as a witness (:mod:`ownership`), so no caller can
 build a guard that destroys another machine's live run.
 
+Only the home that can vouch for a run may end it: each pass first learns its bucket's ids and
+clock (:func:`~.ownership.learn_bucket`) and sorts the listing by whose each instance is
+(:func:`~.ownership.attribute_all`). Reconcile, the sessions' rules, the watchdog and the
+recovery then touch only this bucket's instances; another bucket's (``foreign_bucket``) and
+those whose bucket cannot be told (``unattributed``) are kept and reported. How recent a report
+is is judged on the bucket's clock; a local clock off by more than a few minutes is a ``clock``
+problem.
+
 The pass fails safe, record by record:
 
 * one listing serves both halves; a failed listing is reported (``ok`` false) and nothing is
@@ -46,6 +54,7 @@ from . import problems as kinds
 from .budgets import Budgets
 from .events import GUARD_EVENT, Emit
 from .guard_memory import GuardMemory
+from .ownership import Attribution, BucketFacts, attribute_all, learn_bucket, report_attribution, report_facts
 from .problems import Problems
 from .reconcile import ReconcileReport, Reconciler
 from .state import StateStore
@@ -101,17 +110,38 @@ class Guard:
         if instances is not None:
             first_seen = await self._first_seen(instances, now, problems)
             try:
-                report = await self.reconciler.run_once(instances, now=now, first_seen=first_seen, problems=problems)
+                facts = await asyncio.to_thread(learn_bucket, self.storage, self.state, clock=self.clock,
+                                                memory=self.memory)
+            except Exception as exc:  # noqa: BLE001 - a bucket nobody can vouch for: nothing tagged is ours
+                why = f"the bucket cannot be read: {type(exc).__name__}: {exc}"
+                facts = BucketFacts(self.storage.url, id_problem=why, clock_problem=why)
+            report_facts(facts, problems)
+            try:
+                attributed = await asyncio.to_thread(attribute_all, instances, facts, self.storage,
+                                                     run_known=self.reconciler.known_here,
+                                                     session_known=self.sessions.known_here)
+            except Exception as exc:  # noqa: BLE001 - then nothing is ours this round: nothing touched
+                problems.add(kinds.UNEXPECTED, "attribution", f"could not tell whose the instances are, so none "
+                                                              f"was touched: {type(exc).__name__}: {exc}")
+                attributed = {}
+            report_attribution(attributed, instances, problems)
+            try:
+                report = await self.reconciler.run_once(instances, now=now, first_seen=first_seen, problems=problems,
+                                                        facts=facts, attributed=attributed)
             except Exception as exc:  # noqa: BLE001 - the watchdog must run whatever reconcile did
                 problems.add(kinds.UNEXPECTED, "reconcile", f"reconcile stopped: {type(exc).__name__}: {exc}")
             try:
-                sessions = await self.sessions.run_once(instances, now=now, problems=problems)
+                sessions = await self.sessions.run_once(instances, now=now, problems=problems, facts=facts,
+                                                        attributed=attributed)
             except Exception as exc:  # noqa: BLE001 - the watchdog must run whatever happened here
                 problems.add(kinds.UNEXPECTED, "sessions", f"the session guard stopped: {type(exc).__name__}: {exc}")
             gone = set(report.destroyed) | set(sessions.get("destroyed", ()))
             remaining = [i for i in instances if str(i.id) not in gone]
+            # the budgets hold for this bucket's instances only: another home guards the rest (the
+            # recovery below sees the whole listing, but moves only runs this home launched)
+            ours = [i for i in remaining if getattr(attributed.get(str(i.id)), "kind", None) is Attribution.OURS]
             try:
-                verdicts = await self.watchdog.poll_once(remaining, now=now, first_seen=first_seen,
+                verdicts = await self.watchdog.poll_once(ours, now=now, first_seen=first_seen,
                                                          problems=problems)
             except Exception as exc:  # noqa: BLE001 - reported, and the next pass tries again
                 problems.add(kinds.UNEXPECTED, "watchdog", f"watchdog stopped: {type(exc).__name__}: {exc}")

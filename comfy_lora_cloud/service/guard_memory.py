@@ -8,6 +8,7 @@ keeps enforcing and stays quiet about what it already said, round after round.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from .budgets import Budgets
 
@@ -24,3 +25,6 @@ class GuardMemory:
     budgets: Budgets = field(default_factory=Budgets)
     # when the pass last swept a local bucket's partial files (guard.PARTIALS_EVERY_S)
     partials_swept_at: float = float("-inf")
+    # (storage url, storage.identity.BucketTime, time.monotonic() then): the bucket's clock as last
+    # learnt, reused for ownership.BUCKET_CLOCK_EVERY_S
+    bucket_time: tuple[str, Any, float] | None = None

@@ -26,6 +26,9 @@ DESTROY = "destroy"  # a destroy failed                       instance id
 BUDGET = "budget"  # a budget could not be checked            run id or "month"
 RECOVERY = "recovery"  # a preempted run could not be moved yet (no offer, launch failed)   run id
 SETTINGS = "settings"  # a settings file cannot be read: the last good ones hold   "settings"
+FOREIGN = "foreign_bucket"  # an instance of another bucket's run or session: kept   instance id
+UNATTRIBUTED = "unattributed"  # an instance whose bucket cannot be told: kept        instance id
+CLOCK = "clock"  # this machine's clock is off the bucket's, or the bucket's cannot be read   "clock"
 UNEXPECTED = "unexpected"  # a bug: one record or phase failed     what
 
 

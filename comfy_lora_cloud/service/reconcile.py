@@ -3,8 +3,11 @@
 At start and periodically (:meth:`Reconciler.run_once`), over one complete listing of our
 labelled instances:
 
-* each instance gets a verdict from :func:`ownership.decide` (the store and the bucket as
-  witnesses): OWNED is kept, DOUBT is kept and reported, UNOWNED is destroyed once it has been
+* only this bucket's instances are judged (:func:`ownership.attribute`): one of another
+  bucket (``foreign``) or one whose bucket cannot be told (``unattributed``) is kept and
+  reported, whatever else is known about it;
+* each of this bucket's instances gets a verdict from :func:`ownership.decide` (the store and
+  the bucket as witnesses): OWNED is kept, DOUBT is kept and reported, UNOWNED is destroyed once it has been
   unowned for ``grace_s`` (a launch in another process may be between create and record);
   every destroy is confirmed by reading the instance back;
 * a run has one instance: of several with its label, the one the run records is kept (else the
@@ -37,7 +40,9 @@ from ..providers.base import Provider
 from ..storage.base import Storage
 from ..training.status import end_run_in_bucket
 from . import problems as kinds
-from .ownership import Bucket, BucketView, Decision, Local, Verdict, bucket_view, decide, is_run_id
+from .ownership import (Attributed, Attribution, Bucket, BucketFacts, BucketView, Decision, Local, Verdict,
+                        attribute_all, bucket_view, decide, is_run_id, learn_bucket, report_attribution,
+                        report_facts)
 from .problems import Problems
 from .state import StateStore
 
@@ -54,6 +59,8 @@ class ReconcileReport:
     destroyed: list[str] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)  # unowned, inside the grace period
     doubt: list[str] = field(default_factory=list)  # kept: a witness could not be read
+    foreign: list[str] = field(default_factory=list)  # kept: another bucket's ("belongs to another bucket")
+    unattributed: list[str] = field(default_factory=list)  # kept: whose it is cannot be told
     lost_runs: list[str] = field(default_factory=list)
     ended_runs: list[str] = field(default_factory=list)  # instance gone after the trainer reported the end
     failed_runs: list[str] = field(default_factory=list)
@@ -75,13 +82,23 @@ class Reconciler:
         self.fresh_s = fresh_s
 
     async def run_once(self, instances: list[Instance] | None = None, *, now: float | None = None,
-                       first_seen: dict[str, float] | None = None,
-                       problems: Problems | None = None) -> ReconcileReport:
-        """One pass over ``instances`` (default: list them now; a failed listing raises)."""
+                       first_seen: dict[str, float] | None = None, problems: Problems | None = None,
+                       facts: BucketFacts | None = None,
+                       attributed: dict[str, Attributed] | None = None) -> ReconcileReport:
+        """One pass over ``instances`` (default: list them now; a failed listing raises).
+        ``facts`` and ``attributed``: the guard pass's (default: learnt here)."""
         problems = problems if problems is not None else Problems()
         now = self.clock() if now is None else now
         if instances is None:
             instances = await self.provider.list()
+        if facts is None:
+            facts = await asyncio.to_thread(learn_bucket, self.storage, self.state, clock=self.clock)
+            report_facts(facts, problems)
+        if attributed is None:
+            runs_only = [i for i in instances if not i.session_id]
+            attributed = await asyncio.to_thread(attribute_all, runs_only, facts, self.storage,
+                                                 run_known=self.known_here, session_known=lambda sid: None)
+            report_attribution(attributed, runs_only, problems)
         if first_seen is None:
             first_seen = await self._first_seen(instances, now, problems)
         report = ReconcileReport()
@@ -89,11 +106,16 @@ class Reconciler:
         for inst in instances:
             if inst.session_id:  # a remote ComfyUI session's: sessions.SessionGuard decides
                 continue
+            whose = attributed.get(str(inst.id)) or Attributed(Attribution.UNKNOWN, "not attributed this round")
+            if whose.kind in (Attribution.FOREIGN, Attribution.UNKNOWN):  # never judged here
+                (report.foreign if whose.kind is Attribution.FOREIGN else report.unattributed).append(str(inst.id))
+                report.why[str(inst.id)] = whose.why
+                continue
             try:
                 local = await asyncio.to_thread(self._local, inst.run_id)
                 view = None
                 if inst.run_id and not local.damaged:
-                    view = await asyncio.to_thread(self._bucket, inst.run_id, now)
+                    view = await asyncio.to_thread(self._bucket, inst.run_id, facts.now)
                 decisions[str(inst.id)] = (inst, self._decide(inst, local, view, problems), local)
             except CorruptRecord as exc:
                 problems.add_corrupt(exc, self.state.path)
@@ -109,7 +131,7 @@ class Reconciler:
             except Exception as exc:  # noqa: BLE001 - one record must never stop the pass
                 problems.add(kinds.UNEXPECTED, iid, f"instance {iid}: {type(exc).__name__}: {exc}")
         if not any(d.damaged for _, _, d in decisions.values()):
-            await self._settle_runs({str(i.id) for i in instances}, now, report, problems)
+            await self._settle_runs({str(i.id) for i in instances}, now, facts, report, problems)
         return report
 
     # ---- verdicts ------------------------------------------------------------------------------
@@ -130,10 +152,16 @@ class Reconciler:
                 return Local(corrupt=exc.message)
             return Local(damaged=exc.message)
 
-    def _bucket(self, run_id: str, now: float) -> BucketView:
+    def known_here(self, run_id: str) -> bool | None:
+        """Whether this home's store has run ``run_id`` (a row it cannot read counts); None when
+        the store itself cannot be read."""
+        local = self._local(run_id)
+        return None if local.damaged else (local.run is not None or bool(local.corrupt))
+
+    def _bucket(self, run_id: str, bucket_now: float | None) -> BucketView:
         if not is_run_id(run_id):
             return BucketView(Bucket.ABSENT)
-        return bucket_view(self.storage, run_id, now, self.fresh_s)
+        return bucket_view(self.storage, run_id, bucket_now, self.fresh_s)
 
     def _decide(self, inst: Instance, local: Local, view: BucketView | None, problems: Problems) -> Decision:
         if local.damaged:
@@ -218,7 +246,8 @@ class Reconciler:
         self.state.update_run(run.id, **fields)
 
     # ---- runs whose instance is gone -----------------------------------------------------------
-    async def _settle_runs(self, listed: set[str], now: float, report: ReconcileReport, problems: Problems) -> None:
+    async def _settle_runs(self, listed: set[str], now: float, facts: BucketFacts, report: ReconcileReport,
+                           problems: Problems) -> None:
         try:
             runs = await asyncio.to_thread(
                 self.state.list_runs, live_only=True, limit=100_000,
@@ -231,7 +260,7 @@ class Reconciler:
                 continue
             try:
                 if run.instance_id and run.instance_id not in listed:
-                    await self._instance_gone(run, now, report, problems)
+                    await self._instance_gone(run, now, facts, report, problems)
                 elif not run.instance_id and run.state in LAUNCH_STATES and now - run.updated_at >= self.grace_s \
                         and is_relaunch(run):  # the controller died mid-recovery: recovery tries again
                     await asyncio.to_thread(self.state.update_run, run.id, state=RunState.PREEMPTED)
@@ -246,7 +275,8 @@ class Reconciler:
             except Exception as exc:  # noqa: BLE001 - one run must never stop the others
                 problems.add(kinds.UNEXPECTED, run.id, f"run {run.id}: {type(exc).__name__}: {exc}")
 
-    async def _instance_gone(self, run: Run, now: float, report: ReconcileReport, problems: Problems) -> None:
+    async def _instance_gone(self, run: Run, now: float, facts: BucketFacts, report: ReconcileReport,
+                             problems: Problems) -> None:
         if run.state is RunState.PREEMPTED:
             return  # the guard's recovery moves it (a vanished instance is one it need not destroy)
         iid = str(run.instance_id)
@@ -258,7 +288,7 @@ class Reconciler:
             return
         if still is not None:
             return
-        view = await asyncio.to_thread(self._bucket, run.id, now)
+        view = await asyncio.to_thread(self._bucket, run.id, facts.now)
         if view.kind is Bucket.UNREADABLE:
             problems.add(kinds.BUCKET, run.id, f"run {run.id} lost its instance; its status is unreadable, "
                                                f"so it is settled next round: {view.reason}")

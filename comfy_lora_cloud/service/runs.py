@@ -35,8 +35,9 @@ from ..training.status import StatusReporter, read_status
 from .budgets import Budgets
 from .costs import CostLedger
 from .events import RUN_EVENT
-from .launch import launch_run
+from .launch import UNFINISHED, launch_run, launcher, settle_unfinished_launch
 from .library import download_lora, require_trainable
+from .ownership import launch_bucket_id
 from .preflight import require_ready
 from .recovery import Policy, announce_attempt
 from .state import StateStore
@@ -190,24 +191,35 @@ async def start_run(
     preset = load_preset(req.lora_type, tier, overrides)  # bad overrides fail before renting
     steps = plan_steps(preset, info.images)
     digest = await asyncio.to_thread(config_hash, spec, storage)
-    spec.run_id = new_run_id(spec.lora_name, clock)
-    run = Run(id=spec.run_id, dataset=req.dataset, preset=req.lora_type, lora_name=spec.lora_name,
-              config_hash=digest, provider=req.provider, state=RunState.PENDING, spec=spec.to_dict())
     existing = await asyncio.to_thread(state.find_run_by_hash, digest)
     if existing is not None and not existing.state.is_terminal:
         existing = await _settle_stale(existing, storage=storage, state=state, open_provider=open_provider,
                                        clock=clock)
     if existing is None or not _reusable(existing, req):
         # what the instance needs is checked before anything is recorded: a missing key or a
-        # local bucket is a clear error and leaves no failed run behind
-        env = trainer_env(spec, settings, storage, remote=req.provider != "local")
+        # local bucket is a clear error and leaves no failed run behind (nor a bucket id)
+        trainer_env(spec, settings, storage, remote=req.provider != "local")
         # checks before money: a dataset that would fail on the GPU is refused here, with the reasons
         ready = await asyncio.to_thread(require_ready, storage, req.dataset, lora_type=req.lora_type,
                                         trigger=spec.trigger)
         warnings = ready.warnings
+        # the run's id (so its label) says which bucket it lives in: only homes that read it judge it
+        bucket_id = await asyncio.to_thread(launch_bucket_id, storage, state)
+        spec.run_id = new_run_id(spec.lora_name, clock, bucket_id=bucket_id)
+        env = trainer_env(spec, settings, storage, remote=req.provider != "local")
+        run = Run(id=spec.run_id, dataset=req.dataset, preset=req.lora_type, lora_name=spec.lora_name,
+                  config_hash=digest, provider=req.provider, state=RunState.PENDING,
+                  spec={**spec.to_dict(), "launcher": launcher()})
         existing, created = await asyncio.to_thread(state.claim_run, run, reuse_finished=req.reuse_finished)
     else:
         created, warnings = False, []
+    if not created and existing.state in UNFINISHED and not existing.instance_id:
+        # the same launch started a moment ago elsewhere: attach once it has an instance
+        existing = await _settle_stale(existing, storage=storage, state=state, open_provider=open_provider,
+                                       clock=clock)
+        if existing.state.is_terminal:
+            raise TrainingError(f"the same launch, started at the same moment as run {existing.id}, ended "
+                                f"{existing.state.value}: {existing.error or 'no reason given'}; start it again")
     if not created:
         return StartResult(existing.id, True, existing.state.value, existing.lora_name, existing.instance_id,
                            existing.gpu, existing.dph, plan=steps.to_dict())
@@ -250,8 +262,15 @@ async def start_run(
 
 async def _settle_stale(run: Run, *, storage: Storage, state: StateStore, open_provider: OpenProvider,
                         clock: Callable[[], float]) -> Run:
-    """A live record whose run has in fact ended must not block a new start: take the bucket's
-    terminal state when the trainer reported one, and fail a local run whose process is gone."""
+    """A live record whose run has in fact ended must not block a new start: a launch that died
+    before its create call (:func:`~.launch.settle_unfinished_launch`: never attached to with no
+    instance), the bucket's terminal state when the trainer reported one, and a local run whose
+    process is gone."""
+    if run.state in UNFINISHED and not run.instance_id:
+        async with open_provider(run.provider)() as provider:
+            run = await settle_unfinished_launch(run, state=state, storage=storage, provider=provider, clock=clock)
+        if run.state.is_terminal:
+            return run
     try:
         reported = await asyncio.to_thread(read_status, storage, run.id)
     except StorageError:
@@ -343,7 +362,7 @@ def mark_stopped_in_bucket(storage: Storage, run_id: str) -> None:
 
 RUN_LIST_LIMIT = 50
 _READ_IT: Any = object()
-_ID_TIME = re.compile(r"-(\d{8}-\d{6})-[0-9a-f]{4}$")
+_ID_TIME = re.compile(r"-(\d{8}-\d{6})-[0-9a-f]{4}(?:\.b[0-9a-f]{12})?$")  # and the bucket's id, when tagged
 
 
 def _launched(run_id: str, record: Any, status: Any) -> tuple[float, str]:

@@ -43,7 +43,7 @@ from ..errors import (
 )
 from ..models import (Instance, InstanceState, Listed, Problem, Session, SessionState, check_number, is_number,
                       shown, validate_name)
-from ..providers.base import LaunchSpec, OfferRequest, Provider, session_label
+from ..providers.base import LaunchSpec, OfferRequest, Provider, session_label, with_bucket_tag
 from ..settings import MAX_SESSION_HOURS
 from ..storage import layout
 from ..training import inference
@@ -52,7 +52,9 @@ from . import problems as kinds
 from .budgets import Budgets, check_launch
 from .costs import CostLedger
 from .events import SESSION_EVENT
-from .ownership import Bucket, Decision, LocalSession, Verdict, decide_session, session_bucket_view
+from .ownership import (Attributed, Attribution, Bucket, BucketFacts, Decision, LocalSession, Verdict,
+                        attribute_all, decide_session, launch_bucket_id, learn_bucket, report_attribution,
+                        report_facts, session_bucket_view, written_at)
 from .problems import Problems
 
 if TYPE_CHECKING:
@@ -137,8 +139,11 @@ def session_event(view: dict[str, Any], message: str | None = None) -> dict[str,
     return data
 
 
-def new_session_id(clock: Callable[[], float] = time.time) -> str:
-    return f"session-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(clock()))}-{secrets.token_hex(2)}"
+def new_session_id(clock: Callable[[], float] = time.time, *, bucket_id: str | None = None) -> str:
+    """``session-<UTC time>-<4 hex>``, ending with ``.b<bucket id>`` when given (every start
+    gives its bucket's: the label then says which bucket the session lives in)."""
+    sid = f"session-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(clock()))}-{secrets.token_hex(2)}"
+    return with_bucket_tag(sid, bucket_id) if bucket_id else sid
 
 
 # ---- the records ------------------------------------------------------------------------------
@@ -428,7 +433,10 @@ class Sessions:
                           precision=req.precision, remote_port=settings.comfy_remote_port,
                           created_at=clock(), updated_at=clock())
         storage = await asyncio.to_thread(lambda: self.app.storage)
-        env = await asyncio.to_thread(self._instance_env, session, storage)  # clear errors before renting
+        await asyncio.to_thread(self._instance_env, session, storage)  # clear errors before renting (or writing)
+        # the session's id (so its label) says which bucket it lives in: only homes that read it judge it
+        session.id = with_bucket_tag(session.id, await asyncio.to_thread(launch_bucket_id, storage, self.app.state))
+        env = await asyncio.to_thread(self._instance_env, session, storage)
         key = await asyncio.to_thread(self.ssh_key)
         budgets = Budgets.from_settings(settings)
         async with self.app.provider("vast")() as provider:
@@ -926,13 +934,37 @@ class SessionGuard:
         session.updated_at = self.clock()
         self.state.set_kv(_KEY + session.id, json.dumps(session.to_dict(), sort_keys=True))
 
-    async def run_once(self, instances: list[Instance], *, now: float, problems: Problems) -> dict[str, Any]:
+    def known_here(self, session_id: str) -> bool | None:
+        """Whether this home's store has the session (a record it cannot read counts); None when
+        the store itself cannot be read."""
+        local = self._record(session_id)
+        return None if local.damaged else (local.session is not None or bool(local.corrupt))
+
+    async def run_once(self, instances: list[Instance], *, now: float, problems: Problems,
+                       facts: BucketFacts | None = None,
+                       attributed: dict[str, Attributed] | None = None) -> dict[str, Any]:
+        """The sessions' share of a pass; ``facts`` and ``attributed`` are the pass's (default:
+        learnt here). Only this bucket's sessions are judged (``ownership.attribute``)."""
         report: dict[str, Any] = {"owned": [], "adopted": [], "destroyed": [], "waiting": [], "doubt": [],
-                                  "idle": [], "timed_out": [], "lost": [], "failed": [], "ended": [], "why": {}}
-        for inst in [i for i in instances if i.session_id]:
+                                  "foreign": [], "unattributed": [], "idle": [], "timed_out": [], "lost": [],
+                                  "failed": [], "ended": [], "why": {}}
+        labelled = [i for i in instances if i.session_id]
+        if facts is None:
+            facts = await asyncio.to_thread(learn_bucket, self.storage, self.state, clock=self.clock)
+            report_facts(facts, problems)
+        if attributed is None:
+            attributed = await asyncio.to_thread(attribute_all, labelled, facts, self.storage,
+                                                 run_known=lambda rid: None, session_known=self.known_here)
+            report_attribution(attributed, labelled, problems)
+        for inst in labelled:
             iid = str(inst.id)
+            whose = attributed.get(iid) or Attributed(Attribution.UNKNOWN, "not attributed this round")
+            if whose.kind in (Attribution.FOREIGN, Attribution.UNKNOWN):  # never judged here
+                report["foreign" if whose.kind is Attribution.FOREIGN else "unattributed"].append(iid)
+                report["why"][iid] = whose.why
+                continue
             try:
-                await self._one(inst, now, report, problems)
+                await self._one(inst, now, facts, report, problems)
             except CorruptRecord as exc:
                 problems.add(kinds.CORRUPT_ROW, iid, exc.message)
             except Exception as exc:  # noqa: BLE001 - one record must never stop the pass
@@ -943,12 +975,13 @@ class SessionGuard:
             problems.add(kinds.STATE_STORE, self.state.path, exc.message)
         return report
 
-    async def _one(self, inst: Instance, now: float, report: dict[str, Any], problems: Problems) -> None:
+    async def _one(self, inst: Instance, now: float, facts: BucketFacts, report: dict[str, Any],
+                   problems: Problems) -> None:
         iid, sid = str(inst.id), str(inst.session_id)
         local = await asyncio.to_thread(self._record, sid)
         view = None
         if not local.damaged:
-            view = await asyncio.to_thread(session_bucket_view, self.storage, sid, now, self.fresh_s) \
+            view = await asyncio.to_thread(session_bucket_view, self.storage, sid, facts.now, self.fresh_s) \
                 if _valid_id(sid) else None
             if view is not None and view.kind is Bucket.CORRUPT:
                 problems.add(kinds.CORRUPT_STATUS, sid, view.reason)
@@ -977,7 +1010,8 @@ class SessionGuard:
                 fields["state"] = SessionState.STARTING
             await asyncio.to_thread(self._save, session, **fields)
             report["adopted"].append(iid)
-        status = view.status if view is not None and view.kind in (Bucket.LIVE, Bucket.STALE) else None
+        status = view.status if view is not None and view.kind in (Bucket.LIVE, Bucket.STALE, Bucket.UNDATED) \
+            else None
         age = now - session.created_at
         if age >= session.max_hours * 3600:
             await self._end(session, inst, SessionState.TIMED_OUT,
@@ -986,7 +1020,7 @@ class SessionGuard:
             return
         idle_limit = session.idle_minutes * 60 + GUARD_SLACK_S
         if status is not None and status.state is SessionState.READY:
-            idle = status.idle_s + max(0.0, now - self._written(sid, status.updated_at))
+            idle = status.idle_s + await asyncio.to_thread(self._since_report, sid, facts)
             if idle >= idle_limit:
                 await self._end(session, inst, SessionState.IDLE,
                                 f"idle for {idle / 60:.0f} min (idle limit {session.idle_minutes:g} min)",
@@ -1021,13 +1055,13 @@ class SessionGuard:
                         f"reached {session.max_hours:g} h, {limit} (its record is damaged)", report["timed_out"],
                         report, problems)
 
-    def _written(self, session_id: str, fallback: float) -> float:
-        """When the status was written, on the bucket's clock (not the rented host's)."""
-        try:
-            written = self.storage.stat(inference.status_key(session_id)).updated
-        except LoraCloudError:
-            written = None
-        return written if written is not None else fallback
+    def _since_report(self, session_id: str, facts: BucketFacts) -> float:
+        """How long ago the status was written, both ends on the bucket's clock (never the rented
+        host's, never ours); 0 when that cannot be told this round (nothing is judged on it)."""
+        written = written_at(self.storage, inference.status_key(session_id))
+        if written is None or facts.now is None:
+            return 0.0
+        return max(0.0, facts.now - written)
 
     async def _unowned(self, inst: Instance, why: str, now: float, report: dict[str, Any], problems: Problems) -> None:
         iid = str(inst.id)

@@ -1,9 +1,10 @@
 """The watchdog: every poll it books costs, checks the budgets and destroys what breaks one.
 
 One poll (:meth:`Watchdog.poll_once`) takes our labelled instances (listed by the caller, or
-listed now), accrues the ledger, books the provider's ``/charges/`` against it, evaluates
-:mod:`budgets` and destroys each instance with a breach, so a budget is enforced within one poll
-interval. A warning at 80 % of a limit is emitted once per instance and budget. Events go to an
+listed now; the guard hands it only its own bucket's, ``ownership.attribute``: another home's
+instances are held to that home's budgets, never to ours), accrues the ledger, books the
+provider's ``/charges/`` against it, evaluates :mod:`budgets` and destroys each instance with a
+breach, so a budget is enforced within one poll interval. A warning at 80 % of a limit is emitted once per instance and budget. Events go to an
 injectable callback ``emit(event_name, data)`` (ComfyUI sends them to the sidebar). A run whose
 record carries its own max_run_usd (``train start``'s request, the Launch node's ``max_usd``) is
 held to that instead of the setting (:func:`~.budgets.run_limit`).

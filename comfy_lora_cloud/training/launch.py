@@ -15,7 +15,7 @@ import time
 from typing import Callable
 
 from ..errors import ConfigError
-from ..providers.base import LaunchSpec, run_label
+from ..providers.base import LaunchSpec, run_label, with_bucket_tag
 from ..settings import Settings
 from ..storage.base import Storage
 from ..storage.layout import dataset_prefix
@@ -28,10 +28,13 @@ ENTRYPOINT = "-m comfy_lora_cloud.worker.entrypoint --workdir \"${LORA_CLOUD_WOR
 DISK_GB = 80.0  # weights ~34 GB + image ~15 GB + dataset caches + two states + the LoRA, with headroom
 
 
-def new_run_id(lora_name: str, clock: Callable[[], float] = time.time) -> str:
-    """``<name>-<UTC time>-<4 hex>``: unique per launch, readable in listings and labels."""
+def new_run_id(lora_name: str, clock: Callable[[], float] = time.time, *, bucket_id: str | None = None) -> str:
+    """``<name>-<UTC time>-<4 hex>``: unique per launch, readable in listings and labels; with
+    ``bucket_id`` (every launch passes its bucket's, ``storage/identity.py``) it ends with
+    ``.b<bucket id>``, so the label says which bucket the run lives in (``providers/base.py``)."""
     slug = "".join(c if (c.isascii() and c.isalnum()) or c in "-_" else "-" for c in lora_name.lower()).strip("-_")[:40] or "run"
-    return f"{slug}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(clock()))}-{secrets.token_hex(2)}"
+    run_id = f"{slug}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(clock()))}-{secrets.token_hex(2)}"
+    return with_bucket_tag(run_id, bucket_id) if bucket_id else run_id
 
 
 def config_hash(spec: RunSpec, storage: Storage) -> str:

@@ -11,9 +11,10 @@ import pytest
 from comfy_lora_cloud.comfy.events import guard_forever
 from comfy_lora_cloud.comfy.routes import PREFIX as A
 from comfy_lora_cloud.models import InstanceState, Run, RunState, RunStatus
-from comfy_lora_cloud.providers.base import LaunchSpec, OfferRequest
+from comfy_lora_cloud.providers.base import LaunchSpec, OfferRequest, with_bucket_tag
 from comfy_lora_cloud.providers.vast import VastClient, VastProvider
 from comfy_lora_cloud.storage import layout
+from comfy_lora_cloud.storage.identity import ensure_bucket_id
 
 from tests.comfy.conftest import NOW, SECRETS, token_headers
 from tests.comfy.vast_helpers import launch_for, no_sleep, provider_factory, vast  # noqa: F401
@@ -129,7 +130,8 @@ async def test_reconcile_and_watchdog_loop(seeded, tmp_path):
                 yield VastProvider(client)
 
         seeded.app.providers["vast"] = open_provider
-        ghost = await launch_for(open_provider, clock, "ghost")
+        # this bucket's orphan (its id carries the bucket's); an untagged one known nowhere is only kept
+        ghost = await launch_for(open_provider, clock, with_bucket_tag("ghost", ensure_bucket_id(seeded.storage)))
         theirs = await launch_for(open_provider, clock, "elsewhere")
         ours = await launch_for(open_provider, clock, "run-9")
         seeded.state.put_run(Run(id="run-9", dataset="cats", preset="character", lora_name="x",

@@ -6,7 +6,8 @@
 * this controller's state store (``<home>/state.db``), seeded as a launch would have left it;
 * the controller: ``lora-cloud --json instances reconcile`` through its installed entry point,
   with ``LORA_CLOUD_HOME``, ``LORA_CLOUD_VAST_URL``, ``LORA_CLOUD_VAST_API_KEY`` and
-  ``LORA_CLOUD_STORAGE`` in its environment.
+  ``LORA_CLOUD_STORAGE`` in its environment; on a clock running ahead of everyone else's when a
+  row asks (Debian's ``faketime``).
 
 :func:`run_scenario` sets a row up, runs its passes, then counts what it observed into
 :data:`~tests.faults.registry.OBSERVED` before the row's own checks.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -26,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from comfy_lora_cloud.models import Instance, InstanceState, Run, RunState, RunStatus
-from comfy_lora_cloud.providers.base import run_label
+from comfy_lora_cloud.providers.base import run_label, with_bucket_tag
 from comfy_lora_cloud.service.state import StateStore
 from comfy_lora_cloud.storage.gcs import GcsStorage
+from comfy_lora_cloud.storage.identity import ensure_bucket_id
 from comfy_lora_cloud.storage.layout import run_key
 from comfy_lora_cloud.training.status import read_events, read_status
 
@@ -73,6 +76,19 @@ class World:
     ends: dict[str, RunState] = field(default_factory=dict)  # runs the guard must end, in the bucket
     may_change: set[str] = field(default_factory=set)  # bucket keys the guard may rewrite
     _store: StateStore | None = None
+    _bucket_id: str | None = None
+
+    # ---- the bucket's id -----------------------------------------------------------------------
+    @property
+    def bucket_id(self) -> str:
+        """The scenario bucket's id, as the first launch from it makes it."""
+        if self._bucket_id is None:
+            self._bucket_id = ensure_bucket_id(self.storage)
+        return self._bucket_id
+
+    def tagged(self, ident: str) -> str:
+        """``ident`` as a launch from this bucket names it today (``<id>.b<bucket id>``)."""
+        return with_bucket_tag(ident, self.bucket_id)
 
     # ---- the provider --------------------------------------------------------------------------
     def instance(self, run_id: str | None, fate: str, why: str, *, label: str | None = None, age_h: float = 0.0,
@@ -150,15 +166,30 @@ class World:
         return status.state if status else None
 
     # ---- the controller ------------------------------------------------------------------------
-    def reconcile(self, grace_s: float = 0.0, **env: str) -> tuple[int, dict[str, Any] | None, str]:
-        """One guard pass in a real process: (exit code, its JSON result or None, stderr)."""
-        proc = subprocess.run(entry_point() + ["--json", "instances", "reconcile", "--grace", str(grace_s)],
-                              capture_output=True, text=True, env={**self.env, **env}, timeout=120)
+    def reconcile(self, grace_s: float = 0.0, clock_ahead_s: float = 0.0,
+                  **env: str) -> tuple[int, dict[str, Any] | None, str]:
+        """One guard pass in a real process: (exit code, its JSON result or None, stderr);
+        ``clock_ahead_s``: the process's clock runs that far ahead of the bucket's and the
+        provider's (``faketime``)."""
+        command = entry_point() + ["--json", "instances", "reconcile", "--grace", str(grace_s)]
+        if clock_ahead_s:
+            command = [faketime(), "-f", f"{clock_ahead_s:+.0f}", *command]
+        proc = subprocess.run(command, capture_output=True, text=True, env={**self.env, **env}, timeout=120)
         try:
             result = json.loads(proc.stdout) if proc.stdout.strip() else None
         except ValueError:
             result = None
         return proc.returncode, result, proc.stderr
+
+
+def faketime() -> str:
+    """Debian's ``faketime`` (apt-get install faketime; .ci/run installs it)."""
+    exe = shutil.which("faketime")
+    if exe is None:
+        from tests.fixtures.prerequisites import missing
+
+        missing("faketime (apt-get install faketime) runs a guard pass on a clock that is off")
+    return exe
 
 
 def make_world(fake: FakeControl, bucket: str, home: Path, emulator_url: str, budgets: dict[str, Any]) -> World:
@@ -196,7 +227,7 @@ def run_scenario(sc: Scenario, world: World) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     exits: list[tuple[int, str]] = []
     for i in range(sc.passes):
-        code, result, stderr = world.reconcile(sc.grace_s, **sc.env)
+        code, result, stderr = world.reconcile(sc.grace_s, sc.clock_ahead_s, **sc.env)
         exits.append((code, stderr))
         results.append({**(result or {}), "stderr": stderr})
         if sc.between is not None and i + 1 < sc.passes:

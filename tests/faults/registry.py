@@ -44,6 +44,7 @@ class Scenario:
     budgets: dict[str, Any] = field(default_factory=dict)  # over DEFAULT_BUDGETS, as env values
     env: dict[str, str] = field(default_factory=dict)  # more environment for the passes
     between: Setup | None = None  # after each pass but the last (heal a fault, say)
+    clock_ahead_s: float = 0.0  # the passes run on a clock this far ahead of the bucket's (faketime)
 
 
 @dataclass

@@ -100,7 +100,8 @@ def ours(w: World, run_id: str, why: str = "a live run of ours") -> str:
 
 
 def orphan(w: World, run_id: str = "orphan") -> str:
-    return w.instance(run_id, "die", "no run owns it anywhere")
+    """An instance of this bucket (its id carries the bucket's) that no run owns anywhere."""
+    return w.instance(w.tagged(run_id), "die", "this bucket's, and no run owns it anywhere")
 
 
 # ---- status.json that is not a status ---------------------------------------------------------------
@@ -470,7 +471,9 @@ def _live_elsewhere(w: World) -> None:
 @scenario("bucket_unreachable", "the bucket cannot be read: nobody's run is destroyed on that doubt, and "
           "max $/hr still holds", budgets={"max_dph": 1.0},
           env={"LORA_CLOUD_STORAGE": "gs://no-such-bucket-for-lora-cloud"},
-          check=all_of(problem("bucket", "laptop2"), breach("max_dph", "pricey")))
+          check=all_of(problem("unattributed", text="run laptop2 is (its label predates bucket ids) while the "
+                                                     "bucket cannot be read"),
+                       problem("bucket", "bucket id", "cannot be read"), breach("max_dph", "pricey")))
 def _bucket_unreachable(w: World) -> None:
     w.treasure(["laptop2"])
     w.instance("laptop2", "keep", "the bucket cannot vouch for it: doubt")
@@ -494,8 +497,8 @@ def _hostile_labels(w: World) -> None:
                                                reported("destroyed", lambda w: [w.old])))
 def _grace(w: World) -> None:
     w.treasure([])
-    w.young = w.instance("fresh-orphan", "keep", "unowned for 0 s of a 120 s grace period")
-    w.old = w.instance("old-orphan", "die", "unowned for 200 s of a 120 s grace period")
+    w.young = w.instance(w.tagged("fresh-orphan"), "keep", "unowned for 0 s of a 120 s grace period")
+    w.old = w.instance(w.tagged("old-orphan"), "die", "unowned for 200 s of a 120 s grace period")
     w.store.set_kv(f"reconcile:unowned_since:{w.old}", repr(w.now - 200))
 
 

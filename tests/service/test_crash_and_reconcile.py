@@ -13,11 +13,12 @@ import pytest
 
 from comfy_lora_cloud.errors import LoraCloudError
 from comfy_lora_cloud.models import Run, RunState
-from comfy_lora_cloud.providers.base import LaunchSpec, run_label
+from comfy_lora_cloud.providers.base import LaunchSpec, run_label, with_bucket_tag
 from comfy_lora_cloud.providers.vast import VastClient, VastProvider, offer_from_vast
 from comfy_lora_cloud.service.launch import launch_run
 from comfy_lora_cloud.service.reconcile import Reconciler
 from comfy_lora_cloud.service.state import StateStore
+from comfy_lora_cloud.storage.identity import ensure_bucket_id
 from comfy_lora_cloud.storage.local import LocalStorage
 from comfy_lora_cloud.training.status import StatusReporter
 from tests.fakes.vast.server import FakeVast
@@ -77,18 +78,25 @@ async def test_reconcile_grace_vanished_and_foreign(fake, clock, tmp_path):
     async with VastClient(fake.url, API_KEY) as client:
         provider = VastProvider(client)
         rows = await client.search_offers({"order": [["dph_total", "asc"]], "limit": 3})
-        orphan = await client.create_instance(rows[0]["id"], image="i", label=run_label("ghost"), disk_gb=10)
+        bucket = LocalStorage(tmp_path / "bucket")
+        ghost = with_bucket_tag("ghost", ensure_bucket_id(bucket))  # this bucket's, known nowhere
+        orphan = await client.create_instance(rows[0]["id"], image="i", label=run_label(ghost), disk_gb=10)
         foreign = await client.create_instance(rows[1]["id"], image="i", label="someone-else", disk_gb=10)
+        # a label from before bucket ids, known neither here nor in this bucket: whose it is cannot
+        # be told (another bucket's, maybe), so it is kept
+        legacy = await client.create_instance(rows[2]["id"], image="i", label=run_label("ghost"), disk_gb=10)
         state.put_run(Run(id="gone", dataset="d", preset="character", lora_name="l", state=RunState.TRAINING,
                           instance_id="12345"))
-        rec = Reconciler(provider, state, LocalStorage(tmp_path / "bucket"), clock=clock, grace_s=120)
+        rec = Reconciler(provider, state, bucket, clock=clock, grace_s=120)
         report = await rec.run_once()
         assert report.waiting == [str(orphan["new_contract"])] and report.destroyed == []
+        assert report.unattributed == [str(legacy["new_contract"])]
         assert report.lost_runs == ["gone"] and state.get_run("gone").state is RunState.LOST
         clock.advance(121)
         report = await rec.run_once()
         assert report.destroyed == [str(orphan["new_contract"])]
-        assert list(fake.state.instances) == [foreign["new_contract"]]  # not ours: untouched
+        # not ours, or not provably ours: untouched
+        assert sorted(fake.state.instances) == sorted([foreign["new_contract"], legacy["new_contract"]])
 
 
 @pytest.mark.parametrize("attempts", [6, 2])
@@ -139,7 +147,8 @@ async def test_periodic_reconcile_respects_runs_live_elsewhere(fake, tmp_path):
     async with VastClient(fake.url, API_KEY) as client:
         rows = await client.search_offers({"order": [["dph_total", "asc"]], "limit": 2})
         kept = await client.create_instance(rows[0]["id"], image="i", label=run_label("laptop-2"), disk_gb=10)
-        await client.create_instance(rows[1]["id"], image="i", label=run_label("nobody"), disk_gb=10)
+        nobody = with_bucket_tag("nobody", ensure_bucket_id(bucket))
+        await client.create_instance(rows[1]["id"], image="i", label=run_label(nobody), disk_gb=10)
         rec = Reconciler(VastProvider(client), state, bucket, grace_s=0)
         stop = asyncio.Event()
         task = asyncio.create_task(rec.run(stop, interval=0.05))

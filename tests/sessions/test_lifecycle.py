@@ -8,7 +8,9 @@ import json
 import os
 import signal
 
+from comfy_lora_cloud.providers.base import bucket_tag, session_label
 from comfy_lora_cloud.service.state import StateStore
+from comfy_lora_cloud.storage.identity import read_bucket_id
 
 from .conftest import flux_workflow, wait_for
 
@@ -21,6 +23,8 @@ def test_idle_minutes_and_the_deadline_destroy_the_instance(stack, tmp_path):
     wait_for(lambda: not stack.live_instances(), what="the idle session to destroy itself")
     [gone] = [i for i in stack.fake.state.destroyed.values() if i.label.endswith(idle["id"])]
     assert gone.env["LORA_CLOUD_MAX_HOURS"] == "6"  # the image's own deadline
+    # its label says which bucket it lives in (the bucket's id, not its name)
+    assert bucket_tag(idle["id"]) == read_bucket_id(stack.storage) and gone.label == session_label(idle["id"])
     report = stack.json("instances", "reconcile")
     assert report["sessions"]["ended"] == [idle["id"]]
     assert stack.json("comfy", "status", idle["id"])["state"] == "idle"

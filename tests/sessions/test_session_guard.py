@@ -7,15 +7,17 @@ for an image that did not stop itself."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from comfy_lora_cloud.errors import ConfigError
 from comfy_lora_cloud.models import Session, SessionState, SessionStatus
-from comfy_lora_cloud.providers.base import LaunchSpec, OfferRequest, session_label
+from comfy_lora_cloud.providers.base import LaunchSpec, OfferRequest, session_label, with_bucket_tag
 from comfy_lora_cloud.service.app import App
 from comfy_lora_cloud.service.events import SESSION_EVENT
 from comfy_lora_cloud.service.notify import notices_for
+from comfy_lora_cloud.service.ownership import launch_bucket_id
 from comfy_lora_cloud.settings import Settings, set_value
 from comfy_lora_cloud.storage.local import LocalStorage
 from comfy_lora_cloud.training.inference import read_session_status, status_key
@@ -58,6 +60,14 @@ def _report(storage, sid: str, clock, **fields) -> None:
     storage.write_bytes(status_key(sid), json.dumps(status.to_dict()).encode())
 
 
+def _age_report(storage, sid: str, seconds: float) -> None:
+    """The report was written ``seconds`` earlier on the bucket's clock (the folder's file times):
+    how long a ComfyUI has been silent is judged there, not on the test's clock."""
+    path = storage.root / status_key(sid)
+    written = path.stat().st_mtime - seconds
+    os.utime(path, (written, written))
+
+
 async def test_idle_and_max_hours_are_enforced_by_the_guard_too(world):
     app, fake, clock, storage = world
     idle = await _rent(app, clock, "session-idle", idle_minutes=20)
@@ -69,6 +79,7 @@ async def test_idle_and_max_hours_are_enforced_by_the_guard_too(world):
 
     # 3 more minutes without a word from its ComfyUI (an image that does not stop itself)
     clock.advance(180)
+    _age_report(storage, "session-idle", 180)
     _report(storage, "session-busy", clock, idle_s=0)
     second = await app.guard_pass()
     assert second["sessions"]["idle"] == ["session-idle"] and second["sessions"]["destroyed"] == [idle]
@@ -158,8 +169,13 @@ async def test_a_controller_crash_mid_start_is_reconciled(world):
 
 async def test_ownership_of_session_instances(world):
     app, fake, clock, storage = world
-    orphan = await _rent(app, clock, "session-orphan")
-    app.state.set_kv("session:session-orphan", "")  # no record here (another machine's, or lost)
+    tag = launch_bucket_id(storage, app.state)
+    orphan_id = with_bucket_tag("session-orphan", tag)  # this bucket's, but known nowhere
+    orphan = await _rent(app, clock, orphan_id)
+    app.state.set_kv(f"session:{orphan_id}", "")  # no record here (lost)
+    legacy = await _rent(app, clock, "session-legacy")  # untagged and known nowhere: whose it is is unknown
+    app.state.set_kv("session:session-legacy", "")
+    foreign = await _rent(app, clock, with_bucket_tag("session-theirs", "0123456789ab"))  # another bucket's
     elsewhere = await _rent(app, clock, "session-other")
     app.state.set_kv("session:session-other", "")
     _report(storage, "session-other", clock)  # but its ComfyUI reports: another controller's live session
@@ -170,6 +186,9 @@ async def test_ownership_of_session_instances(world):
     first = await app.guard_pass(grace_s=60)
     s = first["sessions"]
     assert orphan in s["waiting"] and elsewhere in s["owned"] and broken in s["doubt"]
+    assert s["unattributed"] == [legacy] and s["foreign"] == [foreign]
+    assert {("unattributed", legacy), ("foreign_bucket", foreign)} <= {(p["kind"], p["subject"])
+                                                                      for p in first["problems"]}
     assert any(p["kind"] == "corrupt_row" for p in first["problems"])
     assert first["reconcile"]["destroyed"] == []  # the runs' reconcile leaves session instances alone
 
@@ -180,4 +199,5 @@ async def test_ownership_of_session_instances(world):
     s = second["sessions"]
     assert s["destroyed"] == [orphan] and s["lost"] == ["session-gone"]
     assert fake.state.get(int(elsewhere)) is not None and fake.state.get(int(broken)) is not None
+    assert fake.state.get(int(legacy)) is not None and fake.state.get(int(foreign)) is not None
     assert app.sessions._get("session-gone").state is SessionState.LOST

@@ -27,7 +27,7 @@ LAYER = {  # layer -> layers it may import (design.md: edges -> service -> adapt
 BASE_MODULES = {"models", "errors", "settings", "__init__"}  # what "base" may mean: nothing else
 # the public face of each adapter package: another package imports these modules, never the rest
 ADAPTER_PUBLIC = {
-    "storage": {"storage", "storage.base", "storage.layout", "storage.sync", "storage.local"},
+    "storage": {"storage", "storage.base", "storage.layout", "storage.sync", "storage.local", "storage.identity"},
     "providers": {"providers", "providers.base", "providers.pricing", "providers.vast", "providers.local"},
     "dataset": {"dataset", "dataset.bucket", "dataset.pipeline", "dataset.validate", "dataset.load",
                 "dataset.caption"},

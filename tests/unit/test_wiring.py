@@ -23,10 +23,12 @@ from comfy_lora_cloud.cli.main import app as cli_app
 from comfy_lora_cloud.comfy.events import guard_forever
 from comfy_lora_cloud.comfy.wiring import AppHolder, holder
 from comfy_lora_cloud.models import RunState, RunStatus
+from comfy_lora_cloud.providers.base import with_bucket_tag
 from comfy_lora_cloud.service.app import App
 from comfy_lora_cloud.service.state import StateStore
 from comfy_lora_cloud.settings import Settings
 from comfy_lora_cloud.storage import LocalStorage, layout
+from comfy_lora_cloud.storage.identity import ensure_bucket_id
 from tests.comfy.vast_helpers import KEY, launch_for, provider_factory_for
 from tests.fakes.vast.server import FakeVast
 from tests.fakes.vast.state import ManualClock
@@ -88,8 +90,12 @@ def world(tmp_path, clean_env, monkeypatch):
     storage.write_bytes(layout.run_key("elsewhere", "status.json"), json.dumps(live.to_dict()).encode())
     opener = provider_factory_for(fake)
 
+    # the orphan is this bucket's (its id carries the bucket's): one known nowhere is only kept
+    orphan = with_bucket_tag("orphan", ensure_bucket_id(storage))
+
     async def launch_all():
-        return {name: await launch_for(opener, clock, name) for name in ("orphan", "elsewhere")}
+        return {name: await launch_for(opener, clock, run_id) for name, run_id in (("orphan", orphan),
+                                                                                  ("elsewhere", "elsewhere"))}
 
     instances = asyncio.run(launch_all())
     yield fake, instances
