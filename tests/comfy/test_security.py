@@ -216,27 +216,26 @@ class Attacker:
             data = await resp.read()
             self.record(plan.category, what, resp.status, dict(resp.headers), data, check, plan.path)
 
-    async def send_raw(self, category: str, request: str) -> None:
-        """Bytes on a socket, for what an HTTP client will not send (no Host, two Hosts)."""
+    async def _raw(self, request: str) -> tuple[int, bytes]:
+        """Bytes on a socket, for what an HTTP client will not send; (status, body), a connection
+        closed unanswered counting as a 400 (refused)."""
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
         writer.write(request.encode())
         await writer.drain()
         raw = await reader.read()
         writer.close()
         head, _, data = raw.partition(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1])
+        return (int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 400), data
+
+    async def send_raw(self, category: str, request: str) -> None:
+        """A raw request that must be refused (no Host, two Hosts)."""
+        status, data = await self._raw(request)
         self.record(category, f"{category}: raw {request[:80]!r}", status, {}, data,
                     refused(statuses=(400, 403)), "/token")
 
     async def send_raw_checked(self, category: str, request: str) -> None:
-        """Bytes on a socket, answered by anything but a 5xx (the server may take or refuse them)."""
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        writer.write(request.encode())
-        await writer.drain()
-        raw = await reader.read()
-        writer.close()
-        head, _, data = raw.partition(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 400  # closed unanswered: refused
+        """A raw request answered by anything but a 5xx (the server may take or refuse it)."""
+        status, data = await self._raw(request)
         self.record(category, f"{category}: raw {request[-90:]!r}", status, {}, data, not_5xx, A + "/budgets")
 
     def record(self, category: str, what: str, status: int, hdrs: dict[str, str], data: bytes, check: Check,

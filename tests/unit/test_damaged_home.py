@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from comfy_lora_cloud.comfy.events import guard_forever
 from comfy_lora_cloud.errors import ConfigError
 from comfy_lora_cloud.models import Instance, RunState, RunStatus
 from comfy_lora_cloud.providers.base import run_label
@@ -23,7 +22,7 @@ from comfy_lora_cloud.service.state import REBUILD_KEY, StateStore
 from comfy_lora_cloud.service.store_rebuild import first_sightings
 from comfy_lora_cloud.settings import LAST_GOOD_DIR, LastGood, set_value
 from comfy_lora_cloud.storage import LocalStorage, layout
-from tests.unit.test_wiring import world  # noqa: F401 - the fake vast.ai with an orphan and a live run
+from tests.unit.test_wiring import one_guard_round, world  # noqa: F401 - world: the fake vast.ai with an orphan and a live run
 
 KEY = "vast-key-0123456789abcdef"
 
@@ -185,17 +184,7 @@ def test_a_fresh_app_over_a_damaged_home_still_guards(world, clean_env):  # noqa
     clean_env.mkdir(parents=True, exist_ok=True)
     (clean_env / "config.toml").write_text("max_run_usd = 2.0 oops\n")
     (clean_env / "state.db").mkdir()
-    events: list[tuple[str, dict]] = []
-    app = App.open(clean_env, emit=lambda e, d: events.append((e, d)))  # as ComfyUI builds it
-
-    async def get_app():
-        return app
-
-    async def stop_after_one_round(_seconds):
-        raise asyncio.CancelledError
-
-    with pytest.raises(asyncio.CancelledError):
-        asyncio.run(guard_forever(get_app, grace_s=0.0, sleep=stop_after_one_round))
+    app, events = one_guard_round(clean_env)
     assert fake.state.get(int(instances["orphan"].id)) is None
     assert fake.state.get(int(instances["elsewhere"].id)) is not None
     told = {d.get("problem") for e, d in events if d.get("kind") == "problem"}

@@ -112,10 +112,11 @@ def test_cli_reconcile_protects_a_run_live_elsewhere(world):
     assert fake.state.get(int(instances["orphan"].id)) is None
 
 
-def test_comfy_guard_loop_makes_the_same_decisions_as_the_cli(world, clean_env):
-    fake, instances = world
+def one_guard_round(home) -> tuple[App, list[tuple[str, dict]]]:
+    """One round of ComfyUI's guard loop over an app built as ComfyUI builds it: the app, and the
+    events the round sent."""
     events: list[tuple[str, dict]] = []
-    app = App.open(clean_env, emit=lambda e, d: events.append((e, d)))
+    app = App.open(home, emit=lambda e, d: events.append((e, d)))
 
     async def get_app():
         return app
@@ -125,6 +126,12 @@ def test_comfy_guard_loop_makes_the_same_decisions_as_the_cli(world, clean_env):
 
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(guard_forever(get_app, grace_s=0.0, sleep=stop_after_one_round))
+    return app, events
+
+
+def test_comfy_guard_loop_makes_the_same_decisions_as_the_cli(world, clean_env):
+    fake, instances = world
+    one_guard_round(clean_env)
     assert fake.state.get(int(instances["elsewhere"].id)) is not None
     assert fake.state.get(int(instances["orphan"].id)) is None
     assert StateStore(Settings.load(clean_env).state_db).list_instances(include_destroyed=True)
