@@ -67,7 +67,7 @@ from ..errors import ConfigError, CorruptRecord, LoraCloudError, StorageError
 from ..models import Instance, Run, RunState, RunStatus, Session, validate_name
 from ..providers.base import bucket_tag
 from ..storage.base import Storage
-from ..storage.identity import ensure_bucket_id, is_bucket_id, read_bucket_id
+from ..storage.identity import ID_KEY, ensure_bucket_id, is_bucket_id, read_bucket_id
 from ..storage.layout import run_key
 from ..training.status import STATUS, read_status
 
@@ -110,10 +110,15 @@ class BucketFacts:
 
 
 def own_bucket_ids(storage: Storage, state: Any) -> tuple[frozenset[str], str]:
-    """The ids this bucket answers to, and why they could not be read ('' when they could): the
-    id in the bucket plus every id this home read from the same storage before. A bucket with no
-    id gets back the one this home remembers (its id object was deleted); a guard pass never
-    makes up a new one."""
+    """The ids this bucket answers to, and a problem to report ('' when none): the ids this home
+    read from the same storage before, else (first contact) the one in the bucket. A bucket with
+    no id gets back the one this home remembers (its id object was deleted); a guard pass never
+    makes up a new one.
+
+    An id that changed under a home that remembers another is reported and NOT adopted: a rented
+    host can write the bucket, and an id it copied from another bucket would otherwise make that
+    bucket's instances look like ours, unknown to us, and so destroyed. Instances tagged with the
+    new id are kept (the worst it can cost is a run this home does not judge), never the reverse."""
     key = _IDS_KEY + storage.url
     remembered = _remembered(state, key)
     try:
@@ -126,10 +131,11 @@ def own_bucket_ids(storage: Storage, state: Any) -> tuple[frozenset[str], str]:
         return frozenset(), f"the bucket's id cannot be read: {_reason(exc)}"
     if current is not None and current not in remembered:
         if remembered:
-            log.warning("the bucket %s changed its id from %s to %s; both are treated as its own", storage.url,
-                        remembered[-1], current)
-        _remember(state, key, [*remembered, current])
-        remembered = [*remembered, current]
+            return frozenset(remembered), (f"the bucket's id ({ID_KEY}) reads {current}, not the {remembered[-1]} "
+                                           "this home knows it by; instances tagged with the new id are kept, not "
+                                           "judged. Put the old id back if nobody meant to change it")
+        _remember(state, key, [current])
+        remembered = [current]
     return frozenset(remembered), ""
 
 
@@ -144,8 +150,9 @@ def launch_bucket_id(storage: Storage, state: Any) -> str:
     key = _IDS_KEY + storage.url
     remembered = _remembered(state, key)
     current = ensure_bucket_id(storage, prefer=remembered[-1] if remembered else None)
-    if current not in remembered:
-        _remember(state, key, [*remembered, current])
+    if remembered:  # the id this home's guard answers to, even when the bucket's changed under it
+        return remembered[-1]
+    _remember(state, key, [current])
     return current
 
 

@@ -8,10 +8,18 @@ import os
 
 import pytest
 
-from comfy_lora_cloud.models import Run, RunState, RunStatus
-from comfy_lora_cloud.service.ownership import Bucket, BucketView, Local, Verdict, bucket_view, decide
+from comfy_lora_cloud.errors import StorageError
+from comfy_lora_cloud.models import Run, RunState, RunStatus, validate_name
+from comfy_lora_cloud.providers.base import (bucket_tag, run_id_from_label, run_label, session_id_from_label,
+                                             session_label, with_bucket_tag)
+from comfy_lora_cloud.service.ownership import (Attribution, Bucket, BucketFacts, BucketView, Local, Verdict,
+                                                attribute, bucket_view, decide, launch_bucket_id, own_bucket_ids)
+from comfy_lora_cloud.service.sessions import new_session_id
+from comfy_lora_cloud.service.state import StateStore
+from comfy_lora_cloud.storage.identity import ID_KEY, ensure_bucket_id
 from comfy_lora_cloud.storage.layout import run_key
 from comfy_lora_cloud.storage.local import LocalStorage
+from comfy_lora_cloud.training.launch import new_run_id
 
 NOW = 1_800_000_000.0
 
@@ -91,16 +99,6 @@ def test_bucket_view_judges_freshness_on_the_buckets_clock(tmp_path):
 
 
 # ---- bucket tags in ids, and whose an instance is ---------------------------------------------------
-from comfy_lora_cloud.errors import StorageError  # noqa: E402
-from comfy_lora_cloud.models import validate_name  # noqa: E402
-from comfy_lora_cloud.providers.base import (bucket_tag, run_id_from_label, run_label,  # noqa: E402
-                                             session_id_from_label, session_label, with_bucket_tag)
-from comfy_lora_cloud.service.ownership import (Attribution, BucketFacts, attribute,  # noqa: E402
-                                                launch_bucket_id, own_bucket_ids)
-from comfy_lora_cloud.service.sessions import new_session_id  # noqa: E402
-from comfy_lora_cloud.service.state import StateStore  # noqa: E402
-from comfy_lora_cloud.storage.identity import ID_KEY, ensure_bucket_id  # noqa: E402
-from comfy_lora_cloud.training.launch import new_run_id  # noqa: E402
 
 BID = "0123456789ab"
 
@@ -177,10 +175,16 @@ def test_the_ids_a_bucket_answers_to_outlive_its_id_object(tmp_path):
     assert own_bucket_ids(storage, state) == (frozenset({first}), "") and ensure_bucket_id(storage) == first
     storage.delete(ID_KEY)  # rewritten by someone else (a rented host can write the bucket)
     other = ensure_bucket_id(storage, prefer="fedcba987654")
-    assert own_bucket_ids(storage, state) == (frozenset({first, other}), "")  # this home's runs stay its own
+    ids, problem = own_bucket_ids(storage, state)
+    assert ids == frozenset({first})  # this home's runs stay its own; the new id is not adopted
+    assert other in problem and first in problem
+    assert launch_bucket_id(storage, state) == first  # and its launches stay guarded by it
+    tagged = BucketFacts("b", ids, problem)
+    got = attribute("run", with_bucket_tag("r", other), tagged, known_here=lambda: False, recorded=lambda: False)
+    assert got.kind is Attribution.UNKNOWN  # another bucket's id copied in: kept, never judged as ours
     # a bucket that cannot be read: the ids this home read from it before
     (tmp_path / "b").rename(tmp_path / "gone")
     (tmp_path / "b").write_text("not a folder")
-    assert own_bucket_ids(storage, state) == (frozenset({first, other}), "")
+    assert own_bucket_ids(storage, state) == (frozenset({first}), "")
     ids, problem = own_bucket_ids(storage, StateStore(tmp_path / "fresh.db"))
     assert ids == frozenset() and "cannot be read" in problem
