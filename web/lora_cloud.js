@@ -22,7 +22,7 @@ import { h, toast } from "./ui.js";
 
 const TAB_ID = "lora-cloud";
 const EVENTS = { run: "lora_cloud.run", instance: "lora_cloud.instance", budget: "lora_cloud.budget",
-                 notify: "lora_cloud.notify" };
+                 notify: "lora_cloud.notify", guard: "lora_cloud.guard" };
 
 export const SECTIONS = [instancesSection, datasetsSection, trainingSection, lorasSection, generateSection];
 
@@ -148,6 +148,12 @@ app.registerExtension({
     api.addEventListener(EVENTS.notify, (event) => {
       const n = event.detail || {};
       toast(n.severity || "info", n.title || "LoRA Cloud", n.message || "");
+    });
+    // what the guard could not do or had to work around (a damaged settings file, a clock off the
+    // bucket's, an instance of another bucket kept): the server sends each once, until it clears
+    api.addEventListener(EVENTS.guard, (event) => {
+      const g = event.detail || {};
+      if (g.kind === "problem" && g.message) toast("warn", "LoRA Cloud guard", g.message);
     });
     api.addEventListener(EVENTS.instance, (event) => {
       state.set({ instances: event.detail.instances || [] });

@@ -18,7 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 from comfy_lora_cloud.models import Run, RunState, RunStatus
-from comfy_lora_cloud.service.events import RUN_EVENT
+from comfy_lora_cloud.service.events import GUARD_EVENT, RUN_EVENT
 from comfy_lora_cloud.storage import layout
 
 from tests.browser.conftest import Broadcaster, build_app
@@ -345,4 +345,29 @@ async def test_notification_channels_and_a_test_toast(browser, aiohttp_server, t
     await expect(block.locator('[data-notify="notify_toast"]')).not_to_be_checked()
     assert "notify_toast = false" in (seeded.settings.home / "config.toml").read_text()
     assert seeded.app.settings.notify_toast is False
+    assert errors == []
+
+
+async def test_a_guard_problem_reaches_the_user_as_a_warning(browser, aiohttp_server, tmp_path, clean_env):
+    """The guard works around a damaged settings file, but the ComfyUI user must hear of it: the
+    problem the guard announces (once, service/guard.py) is a warning toast."""
+    from playwright.async_api import expect
+
+    seeded = seed(tmp_path, clean_env)
+    broadcaster = Broadcaster()
+    loop = asyncio.get_running_loop()
+    seeded.app.sink = lambda e, d: loop.call_soon_threadsafe(broadcaster.send, e, d)
+    page, root, errors = await open_sidebar(browser, aiohttp_server, seeded, broadcaster)
+    for _ in range(200):
+        if broadcaster.sockets:
+            break
+        await asyncio.sleep(0.05)
+    assert broadcaster.sockets, "the page never opened its websocket"
+    message = "config.toml: cannot read config.toml; in force: its last good copy"
+    seeded.app.emit(GUARD_EVENT, {"kind": "problem", "problem": "settings", "subject": "config.toml",
+                                  "message": message})
+    await expect(page.locator(".toast-warn")).to_contain_text(message)
+    seeded.app.emit(GUARD_EVENT, {"kind": "resolved", "message": "not a problem"})  # only problems are shown
+    await page.wait_for_timeout(300)
+    await expect(page.locator(".toast-warn")).to_have_count(1)
     assert errors == []
