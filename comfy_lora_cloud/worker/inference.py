@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from .. import jsonsafe
 from ..errors import ConfigError, LoraCloudError, redact, register_secret
 from ..models import SessionState
 from ..storage import sync
@@ -220,7 +221,7 @@ class Supervisor:
 
     def _get(self, path: str, timeout: float = 5.0) -> object:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=timeout) as resp:
-            return json.loads(resp.read() or b"null")
+            return jsonsafe.loads(resp.read(jsonsafe.MAX_BYTES + 1) or b"null")  # too long: refused, not read on
 
     def _wait_ready(self) -> None:
         end = self.clock() + self.ready_timeout_s
@@ -324,8 +325,8 @@ class Supervisor:
                 data = path.read_bytes()
                 meta = {"session": self.session_id, "file": rel, "size": len(data)}
                 for k, v in png_text(data).items():
-                    try:
-                        meta[k] = json.loads(v)
+                    try:  # a workflow in the PNG's text: whatever a custom node put there
+                        meta[k] = jsonsafe.loads(v)
                     except ValueError:
                         meta[k] = v
                 self.storage.write_bytes(key, data, content_type=_content_type(name))
