@@ -162,7 +162,8 @@ def _config_never_good(w: World) -> None:
 
 @scenario("home_config_never_good_storage_unknown", "config.toml, which named the bucket, is broken and was never "
           "good: the bucket is unknown, so nothing is destroyed as unowned, and the built-in limits hold", **ROW,
-          check=all_of(problem("settings", text="no last good copy"), problem("bucket", "orphan"),
+          check=all_of(problem("settings", text="no last good copy"), problem("bucket", "bucket id"),
+                       problem("unattributed", text="nothing is destroyed as unowned"),
                        breach("max_run_hours", "late"), reported("destroyed", lambda w: [])))
 def _config_never_good_no_storage(w: World) -> None:
     budgets_from_files(w)

@@ -236,7 +236,8 @@ def _damaged_store(w: World, damage: Callable[[Any], None]) -> None:
     w.treasure(["mine", "pricey"])
     ours(w, "mine", "ours, but the store that says so is damaged: doubt")
     pricey_run(w)
-    w.instance("stray", "die", "no run anywhere: the store is set aside and rebuilt, and the orphan judged as usual")
+    w.instance(w.tagged("stray"), "die", "no run anywhere: the store is set aside and rebuilt, and the orphan "
+                                         "judged as usual")
     w.store.list_runs()  # every connection closed: the WAL is folded into state.db
     path = w.home / "state.db"
     for extra in ("state.db-wal", "state.db-shm"):
@@ -245,13 +246,15 @@ def _damaged_store(w: World, damage: Callable[[Any], None]) -> None:
 
 
 @scenario("db_truncated", "state.db cut short (a full disk, a crash mid-copy): set aside and rebuilt, max $/hr holds",
-          budgets={"max_dph": 1.0}, expect_exit=DAMAGED_HOME, check=all_of(problem("state_store", text="set aside"), breach("max_dph", "pricey")))
+          budgets={"max_dph": 1.0}, expect_exit=DAMAGED_HOME,
+          check=all_of(problem("state_store", text="set aside"), breach("max_dph", "pricey")))
 def _db_truncated(w: World) -> None:
     _damaged_store(w, lambda path: path.write_bytes(path.read_bytes()[:1024]))
 
 
 @scenario("db_overwritten", "state.db overwritten with garbage: set aside and rebuilt, max $/hr holds",
-          budgets={"max_dph": 1.0}, expect_exit=DAMAGED_HOME, check=all_of(problem("state_store", text="set aside"), breach("max_dph", "pricey")))
+          budgets={"max_dph": 1.0}, expect_exit=DAMAGED_HOME,
+          check=all_of(problem("state_store", text="set aside"), breach("max_dph", "pricey")))
 def _db_overwritten(w: World) -> None:
     _damaged_store(w, lambda path: path.write_bytes(b"this is not a database " * 400))
 
@@ -563,7 +566,7 @@ def _zero_off(w: World) -> None:
                        reported("destroyed", lambda w: [w.orphan])))
 def _zero_hours(w: World) -> None:
     w.treasure([])
-    w.orphan = w.instance("orphan", "die", "no run owns it: the guard still runs")
+    w.orphan = orphan(w)
 
 
 @scenario("nan_budget_refused", "max_dph NaN in the environment (it compares false with everything) is refused: "
@@ -572,4 +575,4 @@ def _zero_hours(w: World) -> None:
                        reported("destroyed", lambda w: [w.orphan])))
 def _nan_budget(w: World) -> None:
     w.treasure([])
-    w.orphan = w.instance("orphan", "die", "no run owns it: the guard still runs")
+    w.orphan = orphan(w)
