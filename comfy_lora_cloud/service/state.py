@@ -38,6 +38,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import ConfigError, CorruptRecord
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: the second look below still narrows the race
+    fcntl = None  # type: ignore[assignment]
 from ..models import Cost, Instance, InstanceState, Run, RunState
 
 MIGRATIONS: list[str] = [
@@ -144,6 +149,20 @@ def damage_of(path: Path, timeout: float = 30.0) -> str | None:
     return None if found == ["ok"] else "SQLite's check found: " + "; ".join(f[:200] for f in found)
 
 
+@contextlib.contextmanager
+def _repairing(path: Path) -> Iterator[None]:
+    """One process at a time looks again and sets a damaged store aside: without it, a process
+    that saw the damage a moment late (ComfyUI's loop and a cron reconcile at once) would set
+    aside the fresh store the other had just started, and what that one wrote there with it."""
+    if fcntl is None:
+        yield
+        return
+    with open(path.with_name(path.name + ".repair-lock"), "a+") as f:
+        with contextlib.suppress(OSError):  # a file system without locks: the second look still helps
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 def set_aside(path: Path, now: float) -> Path:
     """Rename the store at ``path`` (and its side files) out of the way, never deleting it:
     ``state.db.damaged-<UTC time>``. Returns where it went."""
@@ -166,22 +185,26 @@ class StateStore:
         """The store at ``path``; a damaged one is set aside and a new one started in its place,
         marked for a rebuild (:meth:`rebuild_due`)."""
         path = Path(path)
-        why = damage_of(path, timeout)
-        if why is None:
+        if damage_of(path, timeout) is None:
             return cls(path, timeout=timeout)
-        now = clock()
-        try:
-            aside = str(set_aside(path, now))
-            store = cls(path, timeout=timeout)
-        except FileNotFoundError:  # another process set it aside first
-            return cls(path, timeout=timeout)
-        except OSError as exc:  # a read-only home: a store of this process's own stands in
-            import tempfile
+        with _repairing(path):
+            why = damage_of(path, timeout)  # again: another process may have set it aside meanwhile
+            if why is None:
+                return cls(path, timeout=timeout)
+            now = clock()
+            try:
+                aside = str(set_aside(path, now))
+                store = cls(path, timeout=timeout)
+            except FileNotFoundError:  # another process set it aside first
+                return cls(path, timeout=timeout)
+            except OSError as exc:  # a read-only home: a store of this process's own stands in
+                import tempfile
 
-            aside = f"nowhere: it could not be moved ({exc.strerror or exc}), so this process uses a temporary store"
-            store = cls(Path(tempfile.mkdtemp(prefix="lora-cloud-state-")) / path.name, timeout=timeout)
-            store.stands_for = path
-        store.set_kv(REBUILD_KEY, json.dumps({"set_aside": aside, "why": why, "at": now}))
+                aside = (f"nowhere: it could not be moved ({exc.strerror or exc}), so this process uses a "
+                         "temporary store")
+                store = cls(Path(tempfile.mkdtemp(prefix="lora-cloud-state-")) / path.name, timeout=timeout)
+                store.stands_for = path
+            store.set_kv(REBUILD_KEY, json.dumps({"set_aside": aside, "why": why, "at": now}))
         log.warning("the state store %s was damaged (%s): set aside as %s; a new one is rebuilt from the bucket",
                     path, why, aside)
         return store

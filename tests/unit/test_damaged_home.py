@@ -156,6 +156,23 @@ def test_a_healthy_store_is_left_alone(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if "damaged" in p.name] == []
 
 
+def test_a_store_another_process_just_replaced_is_not_set_aside_again(tmp_path, monkeypatch):
+    """Two processes saw the damage; the first set it aside and started a fresh store. The second
+    looks again under the repair lock and uses that store, with what the first wrote there."""
+    import comfy_lora_cloud.service.state as state_module
+
+    path = tmp_path / "state.db"
+    path.write_bytes(b"not a database " * 300)
+    first = StateStore.open(path)
+    first.set_kv("intent", "a launch recorded by the first process")
+    looks = iter(["database disk image is malformed"])  # what the second process saw a moment ago
+    real = state_module.damage_of
+    monkeypatch.setattr(state_module, "damage_of", lambda p, timeout=30.0: next(looks, None) or real(p, timeout))
+    second = StateStore.open(path)
+    assert second.get_kv("intent") == "a launch recorded by the first process"
+    assert len([p for p in tmp_path.iterdir() if ".damaged-" in p.name and not p.name.endswith(("-wal", "-shm"))]) == 1
+
+
 def test_first_seen_comes_back_from_the_bucket_clock(tmp_path):
     """The run's age is the time between its spec's write and its last status write (both the
     bucket's clock); an instance with no run there counts from now."""
