@@ -224,6 +224,7 @@ class Watchdog:
         rebuilt = store_ok and self._rebuilt_since(now - MAX_RUN_HOURS * 3600.0)
         for run_id in sorted(run_ids):
             launched_here: bool | None = None  # None: the store cannot tell
+            run = None
             if store_ok:
                 try:
                     run = self.state.get_run(run_id)
@@ -232,7 +233,6 @@ class Watchdog:
                     problems.add_corrupt(exc, self.state.path)
                     if exc.details.get("run_id") == run_id:
                         launched_here = True  # its row is here: this home's, held to the settings
-                        run = None
             if launched_here:
                 if run is not None:
                     limits[run_id] = dataclasses.replace(budgets, max_run_usd=run_limit(run.spec, budgets.max_run_usd))
