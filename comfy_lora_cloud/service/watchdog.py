@@ -218,7 +218,9 @@ class Watchdog:
     def _run_limits(self, run_ids: Any, budgets: Budgets, store_ok: bool, now: float,
                     problems: Problems) -> tuple[dict[str, Budgets], dict[str, str]]:
         """The budgets each run is held to (the module docstring), and the runs held to limits
-        not this home's: run id -> "recorded" | "none" (no limits of its own: the hard maxima)."""
+        not this home's: run id -> "recorded" (another home's run, its recorded limits),
+        "unsure" (a rebuilt store cannot say whose; its recorded limits) or "none" (another home's
+        run with no limits that can be read: the hard maxima)."""
         limits: dict[str, Budgets] = {}
         elsewhere: dict[str, str] = {}
         rebuilt = store_ok and self._rebuilt_since(now - MAX_RUN_HOURS * 3600.0)
