@@ -16,6 +16,11 @@ minute (``MIN_HOURS``): there is no "run forever", and no limit shorter than a g
 A run may carry its own ``max_run_usd`` (``train start``'s request, the Launch node's
 ``max_usd``; kept in its record's spec): it replaces the setting for that run, in the watchdog
 (:func:`evaluate`'s ``run_limits``) and in the recovery's move check alike (:func:`run_limit`).
+
+Whose limits hold a run depends on the home (``service/watchdog.py``): the one that launched it
+holds it to its current settings; every other home to the limits the run was launched under
+(``runs/<id>/spec.json``, ``training/spec.py:RunLimits``). Either way they reach
+:func:`evaluate` as that run's own :class:`Budgets` in ``run_limits``; the month is each home's.
 """
 
 from __future__ import annotations
@@ -111,25 +116,26 @@ def _grade(budget: str, value: float, limit: float, inst: Instance) -> Verdict |
 
 def evaluate(budgets: Budgets, instances: Iterable[Instance], *, run_usd: dict[str, float], month_usd: float | None,
              now: float, first_seen: dict[str, float] | None = None,
-             run_limits: dict[str, float] | None = None) -> list[Verdict]:
+             run_limits: dict[str, Budgets] | None = None) -> list[Verdict]:
     """Verdicts for every instance (breaches first). ``run_usd`` maps run id -> $ spent so far
     (a run missing from it is not checked); ``month_usd`` None skips the month budget;
-    ``run_limits`` maps run id -> its own max_run_usd (:func:`run_limit`; others: the setting).
+    ``run_limits`` maps run id -> the budgets that run is held to (its max $/hr, $ and hours;
+    others: ``budgets``). The month is always ``budgets``'.
 
     An instance's age is ``now - first_seen[id]``, both on this controller's clock; without
     ``first_seen`` the instance's own ``created_at`` stands in (callers that have no store)."""
     out: list[Verdict] = []
     for inst in instances:
         born = first_seen.get(str(inst.id)) if first_seen is not None else (inst.created_at or None)
-        checks = [("max_dph", inst.dph_total, budgets.max_dph)]
+        own = (run_limits or {}).get(inst.run_id, budgets) if inst.run_id is not None else budgets
+        checks = [("max_dph", inst.dph_total, own.max_dph)]
         if not inst.session_id:  # a session's hours are its own (module docstring)
             checks.append(("max_run_hours", max(now - born, 0.0) / 3600.0 if born is not None else 0.0,
-                           budgets.max_run_hours))
+                           own.max_run_hours))
         if month_usd is not None:
             checks.append(("max_month_usd", month_usd, budgets.max_month_usd))
         if inst.run_id is not None and inst.run_id in run_usd:
-            checks.append(("max_run_usd", run_usd[inst.run_id],
-                           (run_limits or {}).get(inst.run_id, budgets.max_run_usd)))
+            checks.append(("max_run_usd", run_usd[inst.run_id], own.max_run_usd))
         for budget, value, limit in checks:
             if budget == "max_dph":  # a price is over or not; no 80 % warning for it
                 if limit and value > limit:

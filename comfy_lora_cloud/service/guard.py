@@ -16,6 +16,9 @@ problem.
 
 The pass fails safe, record by record:
 
+* first, the ends of runs whose bucket write failed last round are written again, the bucket
+  before the store (:meth:`~.watchdog.Watchdog.finish_ends`), so reconcile never calls such a
+  run ``lost``;
 * one listing serves both halves; a failed listing is reported (``ok`` false) and nothing is
   destroyed on its basis;
 * a record that cannot be read (status.json, a state-store row, a ``/charges/`` row) is skipped,
@@ -101,6 +104,8 @@ class Guard:
             problems.add(kind, subject, message)
         now = self.clock()
         report, verdicts, recovered, sessions = ReconcileReport(), [], {}, {}
+        # ends of runs the bucket did not take last round, before reconcile judges those runs
+        await self.watchdog.finish_ends(problems)
         try:
             instances: list[Instance] | None = await self.provider.list()
         except LoraCloudError as exc:

@@ -28,6 +28,7 @@ RECOVERY = "recovery"  # a preempted run could not be moved yet (no offer, launc
 SETTINGS = "settings"  # a settings file cannot be read: the last good ones hold   "settings"
 FOREIGN = "foreign_bucket"  # an instance of another bucket's run or session: kept   instance id
 UNATTRIBUTED = "unattributed"  # an instance whose bucket cannot be told: kept        instance id
+RUN_LIMITS = "run_limits"  # another home's run held to its own limits, not this home's (or to the hard maxima)   run id
 CLOCK = "clock"  # this machine's clock is off the bucket's, or the bucket's cannot be read   "clock"
 UNEXPECTED = "unexpected"  # a bug: one record or phase failed     what
 

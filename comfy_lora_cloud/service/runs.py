@@ -30,7 +30,7 @@ from ..storage.layout import lora_key
 from ..training.estimate import interruptible_overrides, resolve_gpu
 from ..training.launch import config_hash, launch_spec, new_run_id, trainer_env
 from ..training.presets import load_preset, pick_tier, plan_steps
-from ..training.spec import RunSpec
+from ..training.spec import RunLimits, RunSpec
 from ..training.status import StatusReporter, read_status
 from .budgets import Budgets
 from .costs import CostLedger
@@ -40,6 +40,7 @@ from .library import download_lora, require_trainable
 from .ownership import launch_bucket_id
 from .preflight import require_ready
 from .recovery import Policy, announce_attempt
+from .run_end import end_run
 from .state import StateStore
 
 log = logging.getLogger(__name__)
@@ -236,6 +237,8 @@ async def start_run(
             # what the guard's recovery needs to rent the rest of the run again
             run.spec = {**run.spec, "job": job, "gpu_name": gpu_name, "max_run_usd": req.max_run_usd,
                         "recovery": recovery, "attempt": 1}
+            # recorded with the run: a home that did not launch it holds it to these, not its own
+            spec.limits = RunLimits(max_dph, max_run_usd, spec.max_hours).to_dict()
             await asyncio.to_thread(spec.save, storage)
             await asyncio.to_thread(announce_attempt, storage, spec.run_id, 1, offer, req.interruptible, fresh=True)
             py = python or (sys.executable if req.provider == "local" else "python")
@@ -349,15 +352,6 @@ def fetch_lora(storage: Storage, status: RunStatus, dest_dir: str | Path, lora_n
         raise TrainingError(f"run {status.run_id} names an unexpected LoRA location {status.lora!r} "
                             f"(launched as {lora_name!r}); not downloading it")
     return download_lora(storage, lora_name, dest_dir)
-
-
-def mark_stopped_in_bucket(storage: Storage, run_id: str) -> None:
-    """Tell every reader of ``runs/<id>/status.json`` that the user stopped the run, unless its
-    trainer reported an end first (a run that finished keeps its word)."""
-    reporter = StatusReporter(storage, run_id)
-    previous = reporter.resume_from_bucket()
-    if previous is None or not previous.state.is_terminal:
-        reporter.update(state=RunState.STOPPED, message="stopped by the user", eta_seconds=None)
 
 
 RUN_LIST_LIMIT = 50
@@ -722,7 +716,13 @@ class Runs:
         if record is not None and not record.state.is_terminal:
             await asyncio.to_thread(self.app.state.update_run, run_id, state=RunState.STOPPED,
                                     error="stopped by the user")
-        await asyncio.to_thread(mark_stopped_in_bucket, self.app.storage, run_id)
+        # the bucket too (a status.json that is not a status is replaced); one it cannot take now
+        # is written again by the next guard round
+        ended = await asyncio.to_thread(end_run, self.app.state, self.app.storage, run_id, RunState.STOPPED,
+                                        "stopped by the user")
+        if ended.problem:
+            log.warning("run %s stopped; the bucket could not be told yet (retried by the guard): %s", run_id,
+                        ended.problem)
         view = await self.get(run_id)
         self.app.emit(RUN_EVENT, view)
         if destroyed:

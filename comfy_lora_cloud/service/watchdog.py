@@ -5,9 +5,27 @@ listed now; the guard hands it only its own bucket's, ``ownership.attribute``: a
 instances are held to that home's budgets, never to ours), accrues the ledger, books the
 provider's ``/charges/`` against it, evaluates :mod:`budgets` and destroys each instance with a
 breach, so a budget is enforced within one poll interval. A warning at 80 % of a limit is emitted once per instance and budget. Events go to an
-injectable callback ``emit(event_name, data)`` (ComfyUI sends them to the sidebar). A run whose
-record carries its own max_run_usd (``train start``'s request, the Launch node's ``max_usd``) is
-held to that instead of the setting (:func:`~.budgets.run_limit`).
+injectable callback ``emit(event_name, data)`` (ComfyUI sends them to the sidebar).
+
+Whose limits hold a run (:meth:`Watchdog._run_limits`):
+
+* the home that launched it (its store has the run) holds it to its current settings, so a
+  ``budget set`` reaches its running runs; a run whose record carries its own max_run_usd
+  (``train start``'s request, the Launch node's ``max_usd``) is held to that instead
+  (:func:`~.budgets.run_limit`);
+* every other home holds it to the limits it was launched under, recorded in its
+  ``spec.json`` (:func:`~..training.spec.read_limits`). Where this home's own settings would
+  have destroyed it, a ``run_limits`` problem names both limits instead: another home's
+  budget is not this home's to enforce. A run that records none (an older version launched
+  it) or whose record cannot be believed is held only to the hard maxima of ``settings.py``,
+  and reported the same way;
+* a home that cannot tell (its store cannot be read, or was rebuilt after damage less than
+  the longest a run may live ago, ``settings.MAX_RUN_HOURS``, so a run missing from it may be
+  one it launched): the recorded limits where there are some, else its own settings.
+
+The month budget is each home's own. A breach destroys the instance and ends its run through
+:mod:`.run_end`: the bucket first, then the store; an end the bucket did not take is written
+again every guard round (:meth:`Watchdog.finish_ends`) until both say it, with one event.
 
 Every budget that can be checked is checked, whatever else fails: a ``/charges/`` answer that
 cannot be read leaves the ledger's estimate standing; a damaged state store leaves max $/hr and
@@ -23,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import time
 from typing import Any, Awaitable, Callable
@@ -30,8 +49,9 @@ from typing import Any, Awaitable, Callable
 from ..errors import CorruptRecord, LoraCloudError, StorageError
 from ..models import Instance, RunState
 from ..providers.base import Provider
+from ..settings import MAX_RUN_HOURS
 from ..storage.base import Storage
-from ..training.status import end_run_in_bucket
+from ..training.spec import RunLimits, read_limits
 from . import problems as kinds
 from .budgets import Budgets, Verdict, evaluate, run_limit
 from .costs import (CHARGES_WINDOW_S, CostLedger, billed_by_instance, cap_charges, known_rates,
@@ -39,7 +59,9 @@ from .costs import (CHARGES_WINDOW_S, CostLedger, billed_by_instance, cap_charge
 from .events import BUDGET_EVENT, Emit
 from .guard_memory import GuardMemory
 from .problems import Problems
+from .run_end import end_run, finish_pending
 from .state import StateStore
+from .store_rebuild import REBUILT_KEY
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +116,12 @@ class Watchdog:
             store_ok = await self._accrue(instances, now, first_seen, problems)
         report = await self._charges(instances, now, store_ok, budgets, problems)
         run_usd, month_usd = await asyncio.to_thread(self._spend, instances, now, store_ok, report, problems)
-        limits = await asyncio.to_thread(self._run_limits, run_usd, budgets, problems) if store_ok else {}
+        run_ids = {i.run_id for i in instances if i.run_id}
+        limits, elsewhere = await asyncio.to_thread(self._run_limits, run_ids, budgets, store_ok, now, problems)
         verdicts = evaluate(budgets, instances, run_usd=run_usd, month_usd=month_usd, now=now, first_seen=first_seen,
                             run_limits=limits)
+        self._report_held(instances, verdicts, budgets, limits, elsewhere, run_usd=run_usd, now=now,
+                          first_seen=first_seen, problems=problems)
         destroyed: set[str] = set()
         for v in verdicts:
             if v.level == "breach" and v.instance_id not in destroyed:
@@ -190,19 +215,92 @@ class Watchdog:
             problems.add(kinds.BUDGET, run_id, f"max_run_usd of run {run_id} not checked: no ledger and no charges")
         return run_usd, self._month_from_charges(instances, now, report, problems)
 
-    def _run_limits(self, run_ids: Any, budgets: Budgets, problems: Problems) -> dict[str, float]:
-        """Each run's own max_run_usd where its record has one (:func:`~.budgets.run_limit`); a
-        run whose record cannot be read is held to the setting (and reported)."""
-        limits: dict[str, float] = {}
+    def _run_limits(self, run_ids: Any, budgets: Budgets, store_ok: bool, now: float,
+                    problems: Problems) -> tuple[dict[str, Budgets], dict[str, str]]:
+        """The budgets each run is held to (the module docstring), and the runs held to limits
+        not this home's: run id -> "recorded" (another home's run, its recorded limits),
+        "unsure" (a rebuilt store cannot say whose; its recorded limits) or "none" (another home's
+        run with no limits that can be read: the hard maxima)."""
+        limits: dict[str, Budgets] = {}
+        elsewhere: dict[str, str] = {}
+        rebuilt = store_ok and self._rebuilt_since(now - MAX_RUN_HOURS * 3600.0)
         for run_id in sorted(run_ids):
-            try:
-                run = self.state.get_run(run_id)
-            except CorruptRecord as exc:
-                problems.add_corrupt(exc, self.state.path)
+            launched_here: bool | None = None  # None: the store cannot tell
+            run = None
+            if store_ok:
+                try:
+                    run = self.state.get_run(run_id)
+                    launched_here = True if run is not None else None if rebuilt else False
+                except CorruptRecord as exc:
+                    problems.add_corrupt(exc, self.state.path)
+                    if exc.details.get("run_id") == run_id:
+                        launched_here = True  # its row is here: this home's, held to the settings
+            if launched_here:
+                if run is not None:
+                    limits[run_id] = dataclasses.replace(budgets, max_run_usd=run_limit(run.spec, budgets.max_run_usd))
                 continue
-            if run is not None:
-                limits[run_id] = run_limit(run.spec, budgets.max_run_usd)
-        return limits
+            if self.storage is None:
+                continue
+            recorded, why = self._recorded(run_id)
+            if recorded is None and launched_here is None:  # nothing to go by but this home's settings
+                if why:
+                    problems.add(kinds.RUN_LIMITS, run_id, f"the limits run {run_id} was launched under cannot be "
+                                                           f"read ({why}); this home cannot tell whether it launched "
+                                                           "it, so its own settings hold it")
+                continue
+            if why:
+                problems.add(kinds.RUN_LIMITS, run_id, f"the limits run {run_id} was launched under cannot be read "
+                                                       f"({why}): held to the hard maxima, not to this home's "
+                                                       "settings")
+            held = recorded or RunLimits.hard_maxima()
+            limits[run_id] = Budgets(held.max_dph, held.max_run_usd, budgets.max_month_usd, held.max_hours)
+            elsewhere[run_id] = "none" if recorded is None else "recorded" if launched_here is False else "unsure"
+        return limits, elsewhere
+
+    def _rebuilt_since(self, since: float) -> bool:
+        """Whether this home's store was started afresh after damage since ``since``."""
+        try:
+            raw = self.state.get_kv(REBUILT_KEY)
+            at = json.loads(raw).get("rebuilt_at") if raw else None
+        except (CorruptRecord, ValueError, AttributeError):
+            return False
+        return isinstance(at, (int, float)) and not isinstance(at, bool) and at >= since
+
+    def _recorded(self, run_id: str) -> tuple[RunLimits | None, str]:
+        """The run's recorded limits (None: none recorded), and why they cannot be read ('')."""
+        try:
+            return read_limits(self.storage, run_id), ""
+        except StorageError as exc:  # CorruptRecord too: a host-written spec that cannot be believed
+            return None, exc.message
+
+    def _report_held(self, instances: list[Instance], verdicts: list[Verdict], budgets: Budgets,
+                     limits: dict[str, Budgets], elsewhere: dict[str, str], *, run_usd: dict[str, float], now: float,
+                     first_seen: dict[str, float], problems: Problems) -> None:
+        """A ``run_limits`` problem for each run of another home that this home's own settings
+        would have destroyed, naming both limits: it is held to its own instead."""
+        breached = {(v.instance_id, v.budget) for v in verdicts if v.level == "breach"}
+        for inst in instances:
+            kind = elsewhere.get(inst.run_id or "")
+            if kind is None:
+                continue
+            held = limits[str(inst.run_id)]
+            mine = [v for v in evaluate(budgets, [inst], run_usd=run_usd, month_usd=None, now=now,
+                                        first_seen=first_seen)
+                    if v.level == "breach" and (v.instance_id, v.budget) not in breached]
+            if not mine:
+                continue
+            differences = "; ".join(f"this home's {v.budget} is {_amount(v.budget, v.limit)}, the run's "
+                                    f"{_amount(v.budget, getattr(held, v.budget))} (now {_amount(v.budget, v.value)})"
+                                    for v in mine)
+            whose = {"recorded": "another home launched it, and the limits it was launched under hold it",
+                     "unsure": "this home's store was rebuilt and cannot say it launched it, so the limits it was "
+                               "launched under hold it",
+                     "none": "another home launched it and it records no limits of its own (an older version "
+                             "launched it, or they cannot be read), so only the hard maxima hold it"}[kind]
+            problems.add(kinds.RUN_LIMITS, inst.run_id,
+                         f"run {inst.run_id} (instance {inst.id}) is kept: {whose}; {differences}. Another home's "
+                         f"budget is not this home's to enforce: stop it with `lora-cloud train stop {inst.run_id}` "
+                         "if it should not go on")
 
     @staticmethod
     def _month_from_charges(instances: list[Instance], now: float, report: Any | None,
@@ -234,27 +332,44 @@ class Watchdog:
             self.emit(BUDGET_EVENT, {"kind": "enforce_failed", **v.to_dict(), "error": exc.message})
             return
         self.emit(BUDGET_EVENT, {"kind": "enforced", "action": "destroyed", **v.to_dict()})
-        message = f"stopped by the watchdog: {v.message}"
         try:
-            await asyncio.to_thread(self._end_locally, v, message)
+            await asyncio.to_thread(self.state.mark_instance_destroyed, self.provider.name, v.instance_id,
+                                    self.clock())
         except CorruptRecord as exc:
             problems.add_corrupt(exc, self.state.path)
-        if v.run_id and self.storage is not None:
-            try:
-                await asyncio.to_thread(end_run_in_bucket, self.storage, v.run_id, RunState.FAILED, message)
-            except (StorageError, LoraCloudError) as exc:
-                problems.add(kinds.BUCKET, v.run_id, f"could not mark run {v.run_id} failed in the bucket: "
-                                                     f"{exc.message}")
+        if v.run_id:
+            await self._end(v.run_id, f"stopped by the watchdog: {v.message}", problems)
 
-    def _end_locally(self, v: Verdict, message: str) -> None:
-        self.state.mark_instance_destroyed(self.provider.name, v.instance_id, self.clock())
-        if v.run_id and self.state.get_run(v.run_id) is not None:
-            self.state.update_run(v.run_id, state=RunState.FAILED, error=message)
+    async def _end(self, run_id: str, message: str, problems: Problems) -> None:
+        """End the run FAILED: the bucket first, then the store (:func:`~.run_end.end_run`)."""
+        try:
+            ended = await asyncio.to_thread(end_run, self.state, self.storage, run_id, RunState.FAILED, message)
+        except CorruptRecord as exc:  # the bucket has the end; the store could not take it
+            problems.add_corrupt(exc, self.state.path)
+            return
+        if ended.problem:
+            problems.add(kinds.BUCKET, run_id, f"could not mark run {run_id} failed in the bucket ({ended.problem}): "
+                                               "it stays live in this home's records, and the end is written "
+                                               "again next round")
+
+    async def finish_ends(self, problems: Problems) -> None:
+        """Write again the ends of runs the bucket did not take (:func:`~.run_end.finish_pending`);
+        the guard calls it first in each round, before reconcile judges those runs."""
+        try:
+            ended = await asyncio.to_thread(finish_pending, self.state, self.storage)
+        except CorruptRecord as exc:
+            problems.add_corrupt(exc, self.state.path)
+            return
+        for e in ended:
+            if e.problem:
+                problems.add(kinds.BUCKET, e.run_id, f"the end of run {e.run_id} still cannot be written to the "
+                                                     f"bucket ({e.problem}): written again next round")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop`` is set; a failing poll is logged and retried next interval."""
         while not stop.is_set():
             try:
+                await self.finish_ends(Problems())
                 await self.poll_once()
             except LoraCloudError as exc:
                 log.warning("watchdog poll failed: %s", exc.message)
@@ -262,3 +377,9 @@ class Watchdog:
                 await asyncio.wait_for(stop.wait(), timeout=self.interval)
             except asyncio.TimeoutError:
                 pass
+
+
+def _amount(budget: str, value: float) -> str:
+    if budget == "max_run_hours":
+        return f"{value:.2f} h"
+    return f"${value:.2f}/hr" if budget == "max_dph" else f"${value:.2f}"

@@ -39,9 +39,11 @@ def new_run_id(lora_name: str, clock: Callable[[], float] = time.time, *, bucket
 
 def config_hash(spec: RunSpec, storage: Storage) -> str:
     """Same dataset contents + same training choices = same hash, whatever the run id: a
-    re-queued graph finds the live run by it instead of renting a second machine."""
+    re-queued graph finds the live run by it instead of renting a second machine. The limits it
+    is launched under are no training choice (and runs recorded before them keep their hash)."""
     files = sorted((o.key, o.md5 or str(o.size)) for o in storage.list(dataset_prefix(spec.dataset)).objects)
-    choice = {k: v for k, v in spec.to_dict().items() if k not in ("run_id", "status_interval", "log_interval")}
+    choice = {k: v for k, v in spec.to_dict().items()
+              if k not in ("run_id", "status_interval", "log_interval", "limits")}
     blob = json.dumps({"dataset_files": files, "spec": choice}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 

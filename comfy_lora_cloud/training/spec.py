@@ -5,6 +5,11 @@ It holds no secret: tokens and keys reach the trainer as environment variables o
 host can write ``spec.json`` (its key writes the run's folder), so it is read within bounds
 (:func:`~..jsonsafe.loads`) and every number is range-checked before a reader does arithmetic
 with it: a spec 50,000 levels deep or with a 400-digit number is a :class:`CorruptRecord`.
+
+The spec also records the limits the run was launched under (:class:`RunLimits`: max $/hr, $ per
+run, hours), so a home that did not launch it holds it to those, not to its own settings
+(``service/watchdog.py``). Being host-writable, they are read back through :func:`read_limits`,
+range-checked, and never looser than the hard maxima of ``settings.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from typing import Any, Mapping
 from .. import jsonsafe
 from ..errors import ConfigError, CorruptRecord, ObjectNotFound
 from ..models import check_number, validate_name
-from ..storage.base import Storage, parse_json_record
+from ..settings import MAX_DPH, MAX_RUN_HOURS, MAX_RUN_USD, MIN_HOURS
+from ..storage.base import Storage, parse_json_record, read_record_bytes
 from ..storage.layout import run_key
 from .presets import PRESET_TYPES
 
@@ -25,6 +31,43 @@ SPEC = "spec.json"
 # the ranges a spec's numbers may take: (low, high), low exclusive; beyond them a typo or a payload
 NUMBER_RANGES = {"vram_gb": (0.0, 1024.0), "max_hours": (0.0, 24.0 * 31), "status_interval": (0.0, 3600.0),
                  "log_interval": (0.0, 86400.0)}
+
+MAX_SPEC_BYTES = 256 * 1024  # a spec is a few KB; the guard reads no more to learn a run's limits
+# what a recorded limit may be (low, high): a $ limit of 0 is "off", which reads as the hard maximum
+LIMIT_RANGES = {"max_dph": (0.0, MAX_DPH), "max_run_usd": (0.0, MAX_RUN_USD), "max_hours": (MIN_HOURS, MAX_RUN_HOURS)}
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    """The limits a run was launched under. A $ limit of 0 (off where it was launched) is held
+    to the hard maximum instead: no record, whoever wrote it, makes a run limitless."""
+
+    max_dph: float
+    max_run_usd: float
+    max_hours: float
+
+    def __post_init__(self) -> None:
+        for name, (low, high) in LIMIT_RANGES.items():
+            value = float(check_number(f"limit {name}", getattr(self, name), low, high))
+            object.__setattr__(self, name, value or high)
+
+    @classmethod
+    def parse(cls, data: Any) -> "RunLimits":
+        """Limits from a record (ConfigError for anything but the three numbers, each in range)."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"limits must be an object, not a JSON {type(data).__name__}")
+        missing = sorted(set(LIMIT_RANGES) - set(data))
+        if missing:
+            raise ConfigError(f"limits lack {', '.join(missing)}")
+        return cls(**{name: data[name] for name in LIMIT_RANGES})
+
+    @classmethod
+    def hard_maxima(cls) -> "RunLimits":
+        """What a run is held to where no limit of its own can be read: the most any may have."""
+        return cls(MAX_DPH, MAX_RUN_USD, MAX_RUN_HOURS)
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
 
 
 @dataclass
@@ -41,6 +84,7 @@ class RunSpec:
     cache_weights: bool = True  # upload Hugging Face downloads to the bucket's models/ for the next run
     status_interval: float = 10.0  # seconds between status.json writes (state changes write at once)
     log_interval: float = 60.0  # seconds between log uploads
+    limits: dict[str, float] | None = None  # RunLimits.to_dict(): what the run was launched under
 
     def __post_init__(self) -> None:
         validate_name(self.run_id, "run id")
@@ -54,6 +98,8 @@ class RunSpec:
             raise ConfigError("overrides must be an object")
         if not isinstance(self.trigger, str):
             raise ConfigError("trigger must be text")
+        if self.limits is not None:
+            self.limits = RunLimits.parse(self.limits).to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,3 +140,25 @@ def load_spec(storage: Storage, env: Mapping[str, str] | None = None, run_id: st
         return RunSpec.from_dict(data)
     except ConfigError as exc:
         raise CorruptRecord(f"{key} is not a valid run spec: {exc.message}", run_id=run_id) from None
+
+
+def read_limits(storage: Storage, run_id: str) -> RunLimits | None:
+    """The limits run ``run_id`` was launched under, from its ``spec.json`` (blocking); None when
+    it has no spec or its spec records none (launched by an older version).
+
+    Raises :class:`CorruptRecord` for a spec or limits that cannot be believed (not JSON, too
+    big, a limit that is not a number in range), :class:`StorageError` when the bucket cannot be
+    read."""
+    key = run_key(run_id, SPEC)
+    try:
+        data = parse_json_record(read_record_bytes(storage, key, MAX_SPEC_BYTES), key)
+    except ObjectNotFound:
+        return None
+    if not isinstance(data, Mapping):
+        raise CorruptRecord(f"{key} is a JSON {type(data).__name__}, not a run spec", run_id=run_id)
+    if data.get("limits") is None:
+        return None
+    try:
+        return RunLimits.parse(data["limits"])
+    except ConfigError as exc:
+        raise CorruptRecord(f"the limits in {key} cannot be believed: {exc.message}", run_id=run_id) from None

@@ -219,9 +219,11 @@ def end_run_in_bucket(storage: Storage, run_id: str, state: RunState, message: s
     """Write a terminal ``state`` to the run's status for every reader, unless the trainer
     reported an end first (a run that finished keeps its word). Returns whether it wrote.
 
-    A status that is not a valid one is replaced (its trainer cannot speak any more); the
-    events log is kept and extended. Raises :class:`StorageError` when the bucket cannot be
-    read or written, so a caller can try again on its next round."""
+    The one way a controller ends a run in the bucket (the guard, a failed launch, ``train
+    stop``). A status that is not a valid one is replaced (its trainer cannot speak any more);
+    the events log is kept and extended by one ``state`` event: a retry after a write that
+    landed the events but not the status adds no second one. Raises :class:`StorageError` when
+    the bucket cannot be read or written, so a caller can try again on its next round."""
     reporter = StatusReporter(storage, run_id)
     try:
         previous = reporter.resume_from_bucket()
@@ -231,7 +233,8 @@ def end_run_in_bucket(storage: Storage, run_id: str, state: RunState, message: s
     if previous is not None and previous.state.is_terminal:
         return False
     status = reporter.status
-    if status.state is not state:
+    told = [e for e in reporter.events if e.get("kind") == "state"]
+    if status.state is not state and not (told and told[-1].get("state") == state.value):
         reporter.event("state", state=state.value, message=message)
     status.state, status.message, status.eta_seconds = state, message, None
     if state is not RunState.STOPPED:
