@@ -142,7 +142,8 @@ class Settings(BaseSettings):
     gcs_project: str | None = Field(None, description="GCP project for the storage client")
     vast_url: str = Field(VAST_URL, description="vast.ai API base URL")
     ssh_key_path: str | None = Field(None, description="private key used to reach instances")
-    comfyui_loras_dir: str | None = Field(None, description="where downloaded LoRAs go (ComfyUI models/loras)")
+    comfyui_loras_dir: str | None = Field(None, description="ComfyUI's models/loras: downloaded LoRAs go into "
+                                                            "its lora_cloud/ folder")
     comfyui_url: str = Field("http://127.0.0.1:8188", description="the ComfyUI `lora test` queues on from a shell "
                                                                  "(inside ComfyUI, that ComfyUI itself)")
     allowed_hosts: str = Field(

@@ -9,7 +9,9 @@ import pytest
 
 pytest_plugins = ["tests.fixtures.gcs_emulator", "tests.fixtures.sshd"]
 
-_LEAKY = ("VAST_API_KEY", "HF_TOKEN", "STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS", "VAST_URL")
+# COMFYUI_PATH: a developer's own ComfyUI would otherwise receive the tests' LoRA downloads
+_LEAKY = ("VAST_API_KEY", "HF_TOKEN", "STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS", "VAST_URL",
+          "COMFYUI_PATH")
 
 
 @pytest.fixture(autouse=True)

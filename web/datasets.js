@@ -23,7 +23,27 @@ export async function publishOrAskToForce(name, body, ask = (text) => window.con
   }
 }
 
-const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._\- ]{0,99}$/;
+// The name rule of the CLI (models.validate_name), mirrored so the sidebar refuses what `dataset
+// upload` refuses and accepts what it accepts (café, 猫); the server checks again and decides.
+// NFC first, as the server does: café typed on a Mac (NFD) is the same name and the same length.
+const NAME_CHARS = /^[\p{L}\p{N}][\p{L}\p{N}\p{M}._\- ]*$/u;
+const MAX_NAME = 100;
+
+// Why `name` (trimmed) cannot be a dataset name, in the server's words; null when it can.
+function datasetNameProblem(name) {
+  if (!name) return "Name the dataset first";
+  const nfc = name.normalize("NFC");
+  if (/[\u0000-\u001f\u007f]/.test(nfc)) return `dataset name "${nfc}" must not contain control characters`;
+  if (nfc.includes("..") || nfc.includes("/") || nfc.includes("\\")) {
+    return `dataset name "${nfc}" must not contain '..', '/' or '\\'`;
+  }
+  if ([...nfc].length > MAX_NAME || !NAME_CHARS.test(nfc)) {
+    return `dataset name "${nfc}" may use only letters, digits, '.', '_', '-' and spaces `
+      + `(starting with a letter or digit, at most ${MAX_NAME} characters)`;
+  }
+  return null;
+}
+
 const DATASET_FILE = /\.(jpe?g|jpe|png|webp|bmp|gif|tiff?|txt)$/i;
 const PARALLEL = 3;
 
@@ -85,8 +105,9 @@ async function addFiles(picked) {
   if (document.activeElement?.tagName === "INPUT") document.activeElement.blur();
   const u = upload();
   const name = u.name.trim();
-  if (!NAME_RE.test(name)) {
-    toast("error", "LoRA Cloud", "Name the dataset first: letters, digits, '.', '_', '-' and spaces");
+  const problem = datasetNameProblem(name);
+  if (problem) {
+    toast("error", "LoRA Cloud", problem);
     return;
   }
   if (u.running) return;
@@ -138,7 +159,7 @@ async function addFiles(picked) {
 async function lookUpStaged() {
   const u = upload();
   const name = u.name.trim();
-  if (!NAME_RE.test(name) || u.running) return;
+  if (datasetNameProblem(name) || u.running) return;
   try {
     u.staged = await stagedFor(name);
     state.changed();

@@ -180,13 +180,13 @@ def download(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="LoRA name."),
     dest: Optional[Path] = typer.Option(
-        None, "--to", help="Folder (default: comfyui_loras_dir setting, else the current folder)."
+        None, "--to", help="Folder (default: where Await LoRA and the sidebar put LoRAs: lora_cloud/ under "
+                           "the comfyui_loras_dir setting, else under the ComfyUI this package is installed "
+                           "in (or COMFYUI_PATH), else <home>/loras)."
     ),
 ) -> None:
     """Download a LoRA (checksum verified; written through a temporary name)."""
-    settings = ctx_obj(ctx).settings
-    folder = dest or (Path(settings.comfyui_loras_dir) if settings.comfyui_loras_dir else Path.cwd())
-    data = run(ctx_obj(ctx).app.library.download_lora(name, folder))
+    data = run(ctx_obj(ctx).app.library.download_lora(name, dest))
     emit(ctx, {"lora": name, "path": data["path"], "size": data["size"]}, f"saved {data['path']}")
 
 

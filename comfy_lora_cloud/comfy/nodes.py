@@ -65,12 +65,6 @@ def _interrupted() -> bool:
     return False
 
 
-def _loras_dir() -> Path:
-    import folder_paths
-
-    return Path(folder_paths.get_folder_paths("loras")[0])
-
-
 def _check(value: str, options: list[str], what: str) -> str:
     if value not in options:  # V3 combos are not validated by ComfyUI itself (contract §4)
         raise ConfigError(f"{what} must be one of {', '.join(options)}, not {value!r}")
@@ -421,7 +415,9 @@ class LoraCloudAwaitLora(io.ComfyNode):
     @classmethod
     async def execute(cls, run) -> io.NodeOutput:
         app, storage, _work = await _app()
-        name, path = await graph.await_lora(run, storage=storage, loras_dir=_loras_dir(),
+        # app.loras_dir: the one rule the sidebar and the CLI use too (it reads the settings file)
+        dest_dir = await asyncio.to_thread(lambda: app.loras_dir)
+        name, path = await graph.await_lora(run, storage=storage, dest_dir=dest_dir,
                                             progress=_progress(cls.hidden.unique_id), interrupted=_interrupted,
                                             poll_s=2.0)
         return io.NodeOutput(name, ui={"text": [f"{name} ({path.stat().st_size // 1024} KB)"]})
@@ -456,7 +452,7 @@ class LoraCloudLoraLoader(io.ComfyNode):
         import comfy.utils
 
         app, storage, _work = await _app()
-        path = await asyncio.to_thread(graph.ensure_local_lora, storage, lora_name, _loras_dir())
+        path = await asyncio.to_thread(lambda: graph.ensure_local_lora(storage, lora_name, app.loras_dir))
         lora = await asyncio.to_thread(comfy.utils.load_torch_file, str(path), True)
         model_lora, clip_lora = comfy.sd.load_lora_for_models(model, clip, lora, strength_model,
                                                               strength_clip if clip is not None else 0)

@@ -2,8 +2,9 @@
 
 Built on first use in a worker thread (reading settings and opening a GCS client may block), with
 ComfyUI's websocket as the event sink and ComfyUI's ``models/loras/lora_cloud`` as the LoRA
-folder. The app holds no loop-bound object, so the server loop, each prompt's loop and the pack's
-own loop all use the same one, and so the same settings, storage and guard.
+folder (unless the ``comfyui_loras_dir`` setting names another: :attr:`App.loras_dir`). The app
+holds no loop-bound object, so the server loop, each prompt's loop and the pack's own loop all
+use the same one, and so the same settings, storage and guard.
 """
 
 from __future__ import annotations

@@ -228,12 +228,22 @@ class App:
 
     @property
     def loras_dir(self) -> Path:
-        """Where downloaded LoRAs go: the ``comfyui_loras_dir`` setting, else the folder the app was
-        built with (ComfyUI's ``models/loras/lora_cloud``), else ``<home>/loras``."""
+        """The one rule for where a downloaded LoRA goes and where it is looked for, so what Await
+        LoRA puts on disk the sidebar and ``lora download`` find: the pack's folder
+        (``lora_cloud/``) under the ``comfyui_loras_dir`` setting (``<ComfyUI>/models/loras``);
+        else the folder the app was built with (inside ComfyUI: its own ``models/loras/lora_cloud``);
+        else the same folder of the ComfyUI this package is installed in (the CLI beside the
+        nodes); else ``<home>/loras``."""
+        from .doctor import find_comfyui
+        from .library import comfy_lora_folder
+
         settings = self.settings
         if settings.comfyui_loras_dir:
-            return Path(settings.comfyui_loras_dir).expanduser()
-        return self._loras_dir or settings.home / "loras"
+            return comfy_lora_folder(Path(settings.comfyui_loras_dir).expanduser())
+        if self._loras_dir:
+            return self._loras_dir
+        comfyui = find_comfyui()
+        return comfy_lora_folder(comfyui / "models" / "loras") if comfyui else settings.home / "loras"
 
     @property
     def work_dir(self) -> Path:

@@ -24,7 +24,7 @@ from ..models import validate_name
 from ..storage import Storage
 from ..storage.base import checksum_file
 from ..storage.layout import IMAGE_SUFFIXES, MANIFEST, dataset_prefix
-from .library import comfy_lora_folder, describe_dataset, download_dataset, download_lora, upload_dataset
+from .library import COMFY_LORA_FOLDER, describe_dataset, download_dataset, download_lora, upload_dataset
 
 Progress = Callable[[int, int], None]  # (done, total)
 _DONE = ".lora-cloud-complete"
@@ -322,12 +322,13 @@ async def launch(dataset: DatasetRef, request: Any, *, runs: Any, storage_url: s
     return RunRef(result.run_id, result.lora_name, storage_url, result.attached, summary)
 
 
-async def await_lora(run: RunRef, *, storage: Storage, loras_dir: str | os.PathLike[str],
+async def await_lora(run: RunRef, *, storage: Storage, dest_dir: str | os.PathLike[str],
                      progress: Callable[[int, int], None] | None = None,
                      interrupted: Callable[[], bool] | None = None, poll_s: float = 5.0,
                      sleep: Any = None) -> tuple[str, Path]:
-    """Wait for the run, then bring its LoRA into ``loras_dir/lora_cloud/``. Returns (the name
-    ComfyUI's LoRA loaders use, the file). ``interrupted`` stops the wait, never the run."""
+    """Wait for the run, then bring its LoRA into ``dest_dir`` (the app's ``loras_dir``: the one
+    rule for where LoRAs go). Returns (the name ComfyUI's LoRA loaders use, the file).
+    ``interrupted`` stops the wait, never the run."""
     import asyncio
 
     from .runs import fetch_lora, wait_for_run
@@ -339,15 +340,13 @@ async def await_lora(run: RunRef, *, storage: Storage, loras_dir: str | os.PathL
     kwargs = {"sleep": sleep} if sleep is not None else {}
     status = await wait_for_run(storage, run.run_id, poll_s=poll_s, on_status=on_status,
                                 should_stop=interrupted, **kwargs)
-    dest_dir = comfy_lora_folder(loras_dir)
-    path = await asyncio.to_thread(fetch_lora, storage, status, dest_dir, run.lora_name)
-    return f"{dest_dir.name}/{path.name}", path
+    path = await asyncio.to_thread(fetch_lora, storage, status, Path(dest_dir), run.lora_name)
+    return f"{COMFY_LORA_FOLDER}/{path.name}", path
 
 
-def ensure_local_lora(storage: Storage, name: str, loras_dir: str | os.PathLike[str]) -> Path:
+def ensure_local_lora(storage: Storage, name: str, dest_dir: str | os.PathLike[str]) -> Path:
     """The Cloud LoRA Loader's download-on-demand: ``name`` is ``lora_cloud/<n>.safetensors``,
     ``<n>.safetensors`` or ``<n>``; the file is fetched (:func:`.library.download_lora`) when
-    missing or different."""
-    folder = comfy_lora_folder(loras_dir)
-    stem = name.strip().removeprefix(f"{folder.name}/").removesuffix(".safetensors")
-    return download_lora(storage, validate_name(stem, "LoRA name"), folder)
+    missing or different, in ``dest_dir`` (the app's ``loras_dir``)."""
+    stem = name.strip().removeprefix(f"{COMFY_LORA_FOLDER}/").removesuffix(".safetensors")
+    return download_lora(storage, validate_name(stem, "LoRA name"), dest_dir)

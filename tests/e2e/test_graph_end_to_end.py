@@ -74,7 +74,7 @@ async def _queue_graph(photos_dir, florence, app, storage, work, loras, progress
     req = TrainRequest(dataset="astro", lora_type="character", gpu="4090",
                        overrides={"subset.num_repeats": 1, "max_train_epochs": 2})
     run = await graph.launch(dataset, req, runs=app.runs, storage_url=storage.url)
-    name, path = await graph.await_lora(run, storage=storage, loras_dir=loras, poll_s=0.2,
+    name, path = await graph.await_lora(run, storage=storage, dest_dir=app.loras_dir, poll_s=0.2,
                                         progress=lambda d, t: progress.append((d, t)))
     return images, cropped, captioned, dataset, run, name, path
 
@@ -85,9 +85,10 @@ async def test_photos_to_lora_file_and_requeue_rents_nothing(world, tmp_path, ti
     photos_dir = _photos(tmp_path / "photos", tiny_photos)
     florence = build_florence(tmp_path / "florence")
     state = StateStore(settings.state_db)
-    app = App(settings, storage=storage, state=state, python=sys.executable)
-    work = graph.WorkArea(settings.home / "work")
     loras = tmp_path / "ComfyUI" / "models" / "loras"
+    # built as inside ComfyUI (comfy/wiring.py): the nodes download where app.loras_dir says
+    app = App(settings, storage=storage, state=state, python=sys.executable, loras_dir=loras / "lora_cloud")
+    work = graph.WorkArea(settings.home / "work")
     progress: list[tuple[int, int]] = []
 
     images, cropped, captioned, dataset, run, name, path = await _queue_graph(

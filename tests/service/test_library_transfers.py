@@ -250,7 +250,7 @@ def test_every_lora_caller_goes_through_the_one_download(bucket, tmp_path):
     loras = tmp_path / "models" / "loras"
     target = library.comfy_lora_folder(loras)
     stale = _dead_partial(target, "cat.safetensors")
-    assert graph.ensure_local_lora(bucket, "lora_cloud/cat.safetensors", loras) == target / "cat.safetensors"
+    assert graph.ensure_local_lora(bucket, "lora_cloud/cat.safetensors", target) == target / "cat.safetensors"
     assert not stale.exists()
     stale = _dead_partial(target, "cat.safetensors")
     done = RunStatus(run_id="r1", state=RunState.DONE, lora="loras/cat.safetensors")
