@@ -239,7 +239,10 @@ class App:
 
         settings = self.settings
         if settings.comfyui_loras_dir:
-            return comfy_lora_folder(Path(settings.comfyui_loras_dir).expanduser())
+            configured = Path(settings.comfyui_loras_dir).expanduser()
+            # older versions took the setting as the download folder itself: one that already names
+            # the pack's folder is kept as it is, never nested (lora_cloud/lora_cloud/)
+            return configured if configured.name == comfy_lora_folder(".").name else comfy_lora_folder(configured)
         if self._loras_dir:
             return self._loras_dir
         comfyui = find_comfyui()

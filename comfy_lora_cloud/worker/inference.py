@@ -15,8 +15,8 @@ LoRAs: every ``loras/*.safetensors`` is pulled at start and again every ``lora_s
 listing; unchanged files are skipped by checksum), or at once when ``<workdir>/.sync-loras``
 appears, so a LoRA trained while the session runs shows up without a restart. The pack itself is
 installed in the remote ComfyUI, so its LoRA loader node and its ``/lora_cloud/api/loras/<name>/
-download`` route fetch one on demand too (``LORA_CLOUD_COMFYUI_LORAS_DIR`` points it at the
-same folder).
+download`` route fetch one on demand too (``LORA_CLOUD_COMFYUI_LORAS_DIR`` names its
+``models/loras``, so the pack downloads into the same folder).
 
 Idle: no prompt queued or running, and no new output, for ``idle_minutes``.
 """
@@ -209,7 +209,7 @@ class Supervisor:
                "--database-url", f"sqlite:///{folders['user'] / 'comfyui.db'}",
                "--extra-model-paths-config", str(self._model_paths()), "--disable-auto-launch"]
         env = {k: v for k, v in self.child_env.items() if k not in _NOT_FOR_COMFY}
-        env.update({"LORA_CLOUD_COMFYUI_LORAS_DIR": str(self.loras_dir), "LORA_CLOUD_REMOTE": "1",
+        env.update({"LORA_CLOUD_COMFYUI_LORAS_DIR": str(self.loras_dir.parent), "LORA_CLOUD_REMOTE": "1",
                     "LORA_CLOUD_HOME": str(self.workdir / "lora-cloud-home")})
         log_path = self.workdir / "logs" / "comfyui.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)

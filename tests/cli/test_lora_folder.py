@@ -90,3 +90,13 @@ def test_the_nodes_download_where_the_app_says():
     for fn in callers:
         assert "app.loras_dir" in ast.unparse(fn), fn.name
     assert 'get_folder_paths("loras")' not in source
+
+
+def test_a_setting_that_already_names_the_pack_folder_is_not_nested(clean_env, tmp_path):
+    """Older versions took comfyui_loras_dir as the download folder itself (the remote ComfyUI's
+    supervisor set it so): a value ending in lora_cloud/ stays the folder, never lora_cloud/lora_cloud/."""
+    from comfy_lora_cloud.settings import set_value
+
+    folder = tmp_path / "ComfyUI" / "models" / "loras" / "lora_cloud"
+    set_value(clean_env, "comfyui_loras_dir", str(folder))
+    assert App.open(clean_env).loras_dir == folder
