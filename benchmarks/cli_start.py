@@ -1,4 +1,4 @@
-"""Benchmark: how long the `lora-cloud` CLI takes to start (issue 17), against a bare interpreter.
+"""Benchmark: how long the `lora-cloud` CLI takes to start, against a bare interpreter.
 
 Interleaved rounds of: ``python -c pass`` (the floor), ``lora-cloud --help``, ``lora-cloud
 dataset list`` over a local bucket of 20 datasets (settings, storage and the listing: a real

@@ -1,4 +1,4 @@
-"""Benchmark: listing 10 / 100 / 1,000 datasets through a 30 ms-per-request proxy (issue 17).
+"""Benchmark: listing 10 / 100 / 1,000 datasets through a 30 ms-per-request proxy.
 
 Each dataset holds two images, one caption and its manifest (4 objects). Measured in one run,
 interleaved, on the same bucket and the same real ``storage.Client``:
@@ -52,7 +52,7 @@ def seed(storage: GcsStorage, n: int) -> None:
 
 
 def old_list(storage: GcsStorage) -> int:
-    """Before issue 17: one listing, then a stat and a read per manifest, in sequence."""
+    """The old way: one listing, then a stat and a read per manifest, in sequence."""
     names = set()
     for o in storage.list(layout.DATASETS).objects:
         name, sep, _ = o.key[len(layout.DATASETS):].partition("/")

@@ -1,5 +1,5 @@
-"""Benchmark: planning a 10,000-file sync, cold and warm, against a plain list + walk + stat
-(issue 17). The same GCS emulator bucket (no proxy: planning is the client's work), interleaved
+"""Benchmark: planning a 10,000-file sync, cold and warm, against a plain list + walk + stat.
+The same GCS emulator bucket (no proxy: planning is the client's work), interleaved
 rounds, medians.
 
 * baseline: ``storage.list(prefix)`` + ``os.walk`` + ``os.stat`` of every file (the least any

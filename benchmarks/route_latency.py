@@ -1,4 +1,4 @@
-"""Benchmark: does heavy work started through the pack stall ComfyUI's server loop? (issue 17)
+"""Benchmark: does heavy work started through the pack stall ComfyUI's server loop?
 
 Serves the pack's real routes on an aiohttp server (as ComfyUI does, same process) over GCS (the
 emulator behind a 30 ms-per-request proxy) and measures a cheap route (GET /budgets, every

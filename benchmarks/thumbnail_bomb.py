@@ -2,7 +2,7 @@
 
 Compared in one run, on the same bytes, each case in a fresh subprocess (peak memory is the
 child's maximum resident set):
-  plain   what the thumbnail route did before issue 10: Pillow open, EXIF transpose, thumbnail
+  plain   what the thumbnail route did before its bomb checks: Pillow open, EXIF transpose, thumbnail
   ours    service.media.make_thumbnail: allowlisted formats, pixel limit from the header,
           JPEG draft scaling
 on a 12000x12000 PNG of zeros (about 0.45 MB on disk, 432 MB of pixels) and, as the everyday

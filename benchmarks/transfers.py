@@ -1,5 +1,5 @@
-"""Benchmark: push and pull against google-cloud-storage's ``transfer_manager`` and ``gcsfs``
-(issue 17), on the same emulator behind the same 30 ms-per-request proxy.
+"""Benchmark: push and pull against google-cloud-storage's ``transfer_manager`` and ``gcsfs``,
+on the same emulator behind the same 30 ms-per-request proxy.
 
 Two cases: 1,000 files of 50 KB and 20 files of 20 MB. Each round starts a fresh emulator and
 proxy, then runs every tool in turn (the order rotates from round to round), each into its own

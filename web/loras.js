@@ -1,7 +1,7 @@
 // LoRA Cloud sidebar section "LoRAs": the LoRAs in the bucket; download into ComfyUI, delete.
 // No side effects at import.
 //
-// Hook for other features on a LoRA's card (issue 12's test button): add a function to
+// Hook for other features on a LoRA's card (the LoRA test button): add a function to
 // `loraCardExtras`; each gets the LoRA record and returns a Node (or null) for the card's actions.
 import { app } from "../../scripts/app.js";
 import { loraCloudApi as lc } from "./api.js";

@@ -70,7 +70,7 @@ export function runCard(run) {
       run.live && typeof run.eta_seconds === "number" ? ` · ETA ${duration(run.eta_seconds)}` : ""),
     loss.length >= 2 ? lineChart([{ points: loss, name: run.id }]) : null,
     run.error ? h("div", { class: "lcl-error" }, run.error) : null,
-    attemptsBlock(run, { h, money, duration }), // issue 16: the instances a preempted run ran on
+    attemptsBlock(run, { h, money, duration }), // the instances a preempted run ran on
     run.live && run.instance_id != null
       ? h("div", { class: "lcl-actions" },
           dangerButton(`stop-run:${run.id}`, "Stop run", "Stop? Progress since the last checkpoint is lost",

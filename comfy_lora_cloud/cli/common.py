@@ -36,7 +36,7 @@ T = TypeVar("T")
 
 class _LazyConsole:
     """A rich ``Console`` made on first use: importing rich (and the services) is deferred to the
-    commands that print, so ``lora-cloud --help`` starts quickly (issue 17)."""
+    commands that print, so ``lora-cloud --help`` starts quickly."""
 
     def __init__(self, **kwargs: Any):
         self._kwargs = kwargs

@@ -114,6 +114,6 @@ def _size(n: int) -> str:
     return str(n)
 
 
-from .dataset_prepare import register as _reg  # noqa: E402  (prepare / validate: issue 5)
+from .dataset_prepare import register as _reg  # noqa: E402  (prepare / validate)
 
 _reg(app)

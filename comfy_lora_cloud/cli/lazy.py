@@ -1,4 +1,4 @@
-"""Command groups whose nouns are imported when they are used (issue 17).
+"""Command groups whose nouns are imported when they are used.
 
 ``lora-cloud --help`` lists every noun from a table (name -> module below ``cli/``, one-line
 help) without importing the modules or building their click commands, which together were half

@@ -24,8 +24,8 @@ NOUNS: dict[str, Noun] = {
     "costs": ("costs", "What LoRA Cloud has spent: today, this month, per run."),
     "budget": ("budget", "Spending limits: max $/hr, $ per run, $ per month, hours per run."),
     "comfy": ("comfy", "A ComfyUI on a rented GPU: start, status, open, run a workflow, stop."),
-    "doctor": ("doctor", "Check every setting and credential against the real services, with fixes."),  # issue 14
-    "models": ("models", "Base weights (flux, ae, clip_l, t5xxl) cached in the bucket's models/."),  # issue 14
+    "doctor": ("doctor", "Check every setting and credential against the real services, with fixes."),
+    "models": ("models", "Base weights (flux, ae, clip_l, t5xxl) cached in the bucket's models/."),
 }
 
 app = typer.Typer(
@@ -34,7 +34,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    # plain help: rich's help renderer costs more start-up than the rest of `--help` (issue 17)
+    # plain help: rich's help renderer costs more start-up than the rest of `--help`
     rich_markup_mode=None,
     cls=lazy_group(NOUNS, rich_markup_mode=None),
 )

@@ -245,6 +245,6 @@ def stop(ctx: typer.Context, run_id: str = typer.Argument(..., metavar="RUN", he
     emit(ctx, data, f"stopped run {run_id}" + (f" (instance {destroyed} destroyed)" if destroyed else ""))
 
 
-from .train_outputs import register as _register_outputs  # noqa: E402  (logs, samples: issue 14)
+from .train_outputs import register as _register_outputs  # noqa: E402  (logs, samples)
 
 _register_outputs(app)

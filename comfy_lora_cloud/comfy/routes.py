@@ -5,7 +5,7 @@ JSON.
 :func:`register_routes` adds them to any ``RouteTableDef``, so tests run them on a plain aiohttp
 app and ComfyUI gets them through :func:`install`.
 
-Safety (reference/comfyui-contract.md §2, §6; issue 10):
+Safety:
 
 - every route, GETs and the token included, first passes :mod:`.http_guard`: an allowed Host
   (loopback, ComfyUI's ``--listen`` address, the ``allowed_hosts`` setting: no DNS rebinding), an
@@ -145,7 +145,7 @@ def _int_param(request: web.Request, name: str, default: int) -> int:
 
 
 #: entries a listing route answers with when not told: a page, so a bucket of 1,000 datasets
-#: costs one listing plus a page of manifest reads (issue 17); ?offset= pages on
+#: costs one listing plus a page of manifest reads; ?offset= pages on
 LIST_PAGE = 100
 
 

@@ -1,6 +1,6 @@
 """The per-install token that routes which spend money or delete data require.
 
-ComfyUI gives routes no CSRF protection worth the name (reference/comfyui-contract.md §2): any
+ComfyUI gives routes no CSRF protection worth the name: any
 local process may call them, and a page can send ``Origin: null``. So mutating routes want
 ``X-LoRA-Cloud-Token``, which only a same-origin page can read (``GET /lora_cloud/api/token``).
 The file lives in the lora-cloud home with mode 0600, never in ComfyUI's ``user/`` folder, which

@@ -1,6 +1,6 @@
 """Captions: Florence-2 (transformers' native classes, detailed-caption task) or BLIP-2, from a
 local model folder, batched, on the best available device; then the trigger word is placed the
-way the LoRA type wants it (reference/kohya-flux.md §10):
+way the LoRA type wants it:
 
 - character: trigger first, then the caption with the identity words taken out (the trigger has
   to carry who it is; clothes, pose and background stay described);

@@ -19,7 +19,7 @@ from .bucket import BucketConfig, bucket_resolutions, nearest_bucket
 from .dedupe import find_duplicates, image_hash
 from .load import IMAGE_EXTENSIONS, load_image
 
-# Recommended image counts per LoRA type (reference/kohya-flux.md §10).
+# Recommended image counts per LoRA type.
 RECOMMENDED_COUNT = {"character": (10, 30), "style": (30, 150), "concept": (15, 60)}
 
 

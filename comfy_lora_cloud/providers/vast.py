@@ -69,7 +69,7 @@ def _is_search_quota(resp: httpx.Response) -> bool:
 
 
 class VastClient:
-    """Thin async client for the vast.ai endpoints we use (reference/vast-api.md §2)."""
+    """Thin async client for the vast.ai endpoints we use."""
 
     def __init__(
         self,

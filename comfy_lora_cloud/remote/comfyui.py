@@ -1,5 +1,6 @@
 """ComfyUI's API as a client sees it: queue a prompt, follow it, fetch its images
-(reference/comfyui-contract.md §2, §4). The one ComfyUI client of the pack: for a remote
+(``/prompt``, ``/history``, ``/view``, ``/queue``, the ``/ws`` progress events). The one ComfyUI
+client of the pack: for a remote
 session's ComfyUI through the tunnel (``service/sessions.py``) and for any ComfyUI by URL, the one
 the pack runs in included (the LoRA tests of ``service/templates.py``).
 

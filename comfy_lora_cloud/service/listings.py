@@ -1,5 +1,5 @@
 """Listings that cost O(pages), not O(items): the one home of paging a listing and of reading
-the details of the entries shown (issue 17).
+the details of the entries shown.
 
 How datasets, LoRAs and runs are listed (:func:`.library.list_datasets`,
 :func:`.library.list_loras`, :meth:`.runs.Runs.listing`):

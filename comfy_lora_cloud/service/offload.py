@@ -1,5 +1,5 @@
 """Where heavy work runs: in a worker process when it is started from ComfyUI, so the server's
-event loop never waits for it (issue 17). The one home of that decision.
+event loop never waits for it. The one home of that decision.
 
 ComfyUI runs the pack's routes on its server loop and the nodes on a thread of the same
 process: a 1,000-file sync or a dataset preparation there holds the GIL for its Python work

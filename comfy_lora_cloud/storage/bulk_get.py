@@ -1,4 +1,4 @@
-"""Many small GETs at once from one origin, on one asyncio loop (issue 17).
+"""Many small GETs at once from one origin, on one asyncio loop.
 
 A pull of a thousand small files is bound by what each request costs the client, not by the
 network: threads pay it in GIL hand-offs and futex calls (64 threads on 2 cores spent more

@@ -50,7 +50,7 @@ T = TypeVar("T")
 #: refuses bytes that differ); a larger one through a resumable session in pieces of this size
 #: (a multiple of 256 KiB, a GCS rule), so a dropped connection costs at most one chunk. The
 #: client's own rule (multipart only up to 8 MiB, then 8 MiB chunks) cost a 20 MB file four
-#: requests where one does (issue 17: 82 requests for 20 files against transfer_manager's 41).
+#: requests where one does (82 requests for 20 files against transfer_manager's 41).
 CHUNK_SIZE = 32 * 1024 * 1024
 #: the client's multipart limit, which one request always covers
 CLIENT_MULTIPART_MAX = 8 * 1024 * 1024
@@ -66,7 +66,7 @@ PAGE_SIZE = 1000
 #: (:attr:`GcsStorage.max_parallel`)
 POOL_SIZE = 64
 #: GETs :meth:`GcsStorage.fetch_many` keeps in flight: one event loop carries many more than
-#: threads could (issue 17), and a connection each is within any machine's file limit
+#: threads could, and a connection each is within any machine's file limit
 #: (:func:`_descriptor_room`)
 BULK_IN_FLIGHT = 128
 _RETRIABLE_STATUS = {408, 429, 500, 502, 503, 504}
@@ -405,7 +405,7 @@ class GcsStorage:
         TLS settings: requests' work around each call (preparing the request, merging the
         environment's settings, cookies, hooks, building a ``Response``) was 40% of a small
         download's CPU, and parallel downloads of small files are bound by that CPU, not by the
-        network (issue 17). Where the session would do more than that (a proxy, mutual TLS,
+        network. Where the session would do more than that (a proxy, mutual TLS,
         an adapter of its own, a requests without the pool API), its own ``request`` does."""
         headers = {"Accept-Encoding": "gzip"}
         pool = self._media_pool(url)
@@ -469,7 +469,7 @@ class GcsStorage:
 
     def fetch_many(self, keys: list[str], land: Callable[[int, bytes, ObjectInfo], None], *,
                    in_flight: int, max_size: int) -> list[int]:
-        """The fast way to read many small objects (issue 17): up to ``in_flight`` GETs at once
+        """The fast way to read many small objects: up to ``in_flight`` GETs at once
         on one event loop (:mod:`.bulk_get`), each answer's bytes checked against its
         ``X-Goog-Hash`` crc32c, then handed to ``land(index, data, info)`` (on a landing thread;
         what it raises stops the run and is raised). Returns the indexes it did not land, in
@@ -556,7 +556,7 @@ class GcsStorage:
         metadata: one more request).
 
         One GET (:meth:`_media_get`): the client's own download reads 8 KB at a time, which under
-        16 parallel downloads makes the GIL, not the network, the limit (issue 17). The stored
+        16 parallel downloads makes the GIL, not the network, the limit. The stored
         bytes are read as stored (no transcoding), so their checksum applies; a retry starts
         the file over."""
         from urllib.parse import quote

@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 #: a file below this size costs a round trip more than bandwidth: while such files are moving,
 #: up to SMALL_FANOUT x ``workers`` go at once (capped by the storage's ``max_parallel``, its
-#: connection pool), larger ones stay at ``workers`` (issue 17: 1,000 files of 50 KB)
+#: connection pool), larger ones stay at ``workers`` (1,000 files of 50 KB)
 SMALL_FILE = 1024 * 1024
 SMALL_FANOUT = 4
 #: a pull of small files from a storage with ``fetch_many`` (GCS) keeps up to this many x

@@ -93,8 +93,8 @@ def _coerce(key: str, old: Any, new: Any) -> Any:
 
 
 # Keys an override may add that no preset sets: kohya options that matter for a Flux LoRA
-# (shared/reference/kohya-flux.md §2 and §4). Anything else is refused, so a typo such as
-# ``lerning_rate`` fails here instead of being written into kohya's TOML and silently ignored.
+# (network and optimizer arguments kohya reads for Flux). Anything else is refused, so a typo
+# such as ``lerning_rate`` fails here instead of being written into kohya's TOML and silently ignored.
 EXTRA_KEYS: dict[str, frozenset[str]] = {
     "training": frozenset({
         "network_dropout", "network_args", "network_weights", "dim_from_weights", "training_comment",

@@ -1,7 +1,7 @@
 """A page that stands in for ComfyUI's frontend shell, served with the real routes over a real
 App, and Debian's Chromium driven by Playwright.
 
-The server does what ComfyUI's does for a pack (reference/comfyui-contract.md §2, §7): every
+The server does what ComfyUI's does for a pack: every
 route answers at ``/path`` and ``/api/path``, the pack's ``web/`` is served at
 ``/extensions/comfy_lora_cloud/``, ``/api/extensions`` lists every ``.js`` there, and ``/ws``
 carries ``{"type", "data"}`` messages (what ``PromptServer.send_sync`` broadcasts).

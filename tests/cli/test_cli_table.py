@@ -1,5 +1,6 @@
-"""The CLI's bad-input table: every wrong command a newcomer is likely to type (and the cases of
-issue 14), each through the installed entry point in a subprocess, each asserting
+"""The CLI's bad-input table: every wrong command a newcomer is likely to type (and the cases
+the doctor and models commands meet), each through the installed entry point in a subprocess,
+each asserting
 
 * the exit code of errors.py's table (2 configuration/usage, 3 storage, 4 provider, 6 dataset,
   7 training),

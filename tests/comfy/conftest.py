@@ -134,7 +134,7 @@ def write_status(storage, **fields) -> None:
 
 def comfy_style_app(get_app, listen=("127.0.0.1",)) -> web.Application:
     """The routes as ComfyUI serves them: ``PromptServer.add_routes`` registers every route at
-    ``/path`` and again at ``/api/path`` (reference/comfyui-contract.md §2)."""
+    ``/path`` and again at ``/api/path``."""
     routes = web.RouteTableDef()
     register_routes(routes, get_app, listen=listen)
     api_routes = web.RouteTableDef()  # what PromptServer.add_routes does, GET routes answering HEAD too

@@ -50,10 +50,10 @@ GET_ROUTES = ["/token", "/instances", "/instances?all=1", "/instances/77/logs", 
               "/runs/run-1", "/runs/run-1/events", "/runs/run-1/samples", "/runs/run-1/samples/s_0250.png",
               "/datasets", "/datasets/cats/images", "/datasets/cats/captions", "/datasets/cats/images/001.png",
               "/datasets/cats/thumbs/001.png", "/loras", "/loras/cat-v1/metadata",
-              # issue 13: the dashboard's editors
+              # the dashboard's editors
               "/datasets/cats/editor", "/datasets/cats/validate", "/uploads/cats", "/uploads/cats/review",
               "/uploads/cats/files/a.png", "/train/presets", "/runs/run-1/config", "/notify",
-              # issue 11: the Generate section
+              # the Generate section
               "/sessions", "/outputs", "/outputs/session-1/a.png", "/templates/basic_txt2img"]
 MUTATIONS = [("POST", "/instances/77/stop", {}), ("POST", "/instances/77/destroy", {}),
              ("POST", "/budgets", {"max_dph": 0.5}), ("POST", "/runs", {"dataset": "cats"}),

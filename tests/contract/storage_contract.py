@@ -112,7 +112,7 @@ class StorageContract:
         assert storage.list("a/b/").objects[0].size == 5
 
     def test_match_glob_lists_one_file_per_folder(self, storage: Storage) -> None:
-        """``runs/*/status.json``: every run's status in one listing, none of the rest (issue 17)."""
+        """``runs/*/status.json``: every run's status in one listing, none of the rest."""
         for key in ("runs/r1/status.json", "runs/r2/status.json", "runs/r2/samples/status.json",
                     "runs/r3/spec.json", "runs/r4/status.json.bak", "other/r5/status.json", "runs/status.json"):
             storage.write_bytes(key, b"{}")

@@ -1,7 +1,7 @@
 """Buckets: our sizes must be ones kohya trains on without cropping again.
 
 ``kohya_select`` restates kohya sd-scripts' ``BucketManager.select_bucket`` (both modes) from its
-documented rules (reference/kohya-flux.md §4), so the tests check our output against what the
+documented rules, so the tests check our output against what the
 trainer will do with it, not against our own code.
 """
 

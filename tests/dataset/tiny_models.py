@@ -1,6 +1,6 @@
 """Tiny Florence-2 and BLIP-2 checkpoints built locally (random weights, a tokenizer trained on a
 few sentences), saved with ``save_pretrained`` so the code under test loads them exactly as it
-would load a real checkpoint folder. Recipe: reference/deps-here.md §3. No hub access."""
+would load a real checkpoint folder. No hub access."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A fake ComfyUI that speaks the API a client uses (reference/comfyui-contract.md §2, §4), for what
+"""A fake ComfyUI that speaks the API a client uses, for what
 cannot run here (Flux on a GPU): the one stand-in for a ComfyUI, in-process or as a process.
 
 - ``GET /object_info[/{class}]`` serves the node definitions recorded from a real ComfyUI 0.3.64

@@ -1,4 +1,4 @@
-"""Fault scenarios for the guard (reconcile + budget watchdog), part of issue 9.
+"""Fault scenarios for the guard (reconcile + budget watchdog).
 
 Each row breaks one thing the way an attacker, a crash or a flaky provider would, next to
 records that are fine, and declares what the guard must do to every instance. Most rows also

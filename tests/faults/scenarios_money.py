@@ -1,5 +1,5 @@
-"""Fault scenarios for the money the guard counts when its own records fail it (the leftovers
-of issue 9): the month budget with a damaged ``state.db``, held to vast.ai's ``/charges/``; and
+"""Fault scenarios for the money the guard counts when its own records fail it (cases the
+first guard scenarios did not cover): the month budget with a damaged ``state.db``, held to vast.ai's ``/charges/``; and
 a huge but finite charge row, counted at the most its instance's rate allows
 (``service/costs.py:cap_charges``).
 

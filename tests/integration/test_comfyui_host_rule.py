@@ -1,4 +1,4 @@
-"""Opt-in: the Host rule on a real ComfyUI started with ``--listen`` (issue 10).
+"""Opt-in: the Host rule on a real ComfyUI started with ``--listen``.
 
 ComfyUI's own origin middleware only looks at requests whose Host is a loopback name, so a page
 on a rebound DNS name reaches a pack's routes unchecked; the pack's guard must refuse it. Checked

@@ -1,4 +1,4 @@
-"""Listings cost O(pages), not O(items) (issue 17): datasets, LoRAs and runs come from one paged
+"""Listings cost O(pages), not O(items): datasets, LoRAs and runs come from one paged
 listing of their prefix; only the page shown has its details read, one request each, in
 parallel, remembered by generation. Counted in HTTP requests the real GCS client sends to the
 emulator (through a recording transport), so "how many requests" is a fact, not a timing."""

@@ -1,4 +1,4 @@
-"""Heavy work started from ComfyUI runs in a worker process (issue 17): the sync engine's planning
+"""Heavy work started from ComfyUI runs in a worker process: the sync engine's planning
 and transfers and a dataset preparation go to ``python -m comfy_lora_cloud.service.offload``,
 their progress comes back to the same callbacks, their errors come back as themselves. Proven
 by poisoning the engine in this process: whatever still works ran elsewhere."""

@@ -42,7 +42,7 @@ async def test_the_node_path_rents_renders_and_cancels(stack, monkeypatch):
     assert [i["filename"] for i in result["images"]] == ["basic_00001_.png"] and result["ignored"] == []
     ran = json.loads(Image.open(io.BytesIO(result["images"][0]["data"])).text["prompt"])
     assert ran["6"]["inputs"]["text"] == "ohwx owl" and ran["10"]["inputs"]["seed"] == 8
-    url = await app.sessions.comfy_url()  # where other callers queue (the LoRA test of issue 12)
+    url = await app.sessions.comfy_url()  # where other callers queue (the LoRA test)
     assert url == (await app.sessions.tunnel()).url and url.startswith("http://127.0.0.1:")
 
     # Cancel mid-run: the remote prompt is interrupted, the error reaches the caller

@@ -1,4 +1,4 @@
-"""Downloads at least as fast as gcsfs (issue 17): a download's GET goes straight on the
+"""Downloads at least as fast as gcsfs: a download's GET goes straight on the
 authorised session's connection pool, not through requests' per-call machinery, with the same
 credentials, retries and checksum checks; where the session would do more (a proxy, an adapter
 of its own) the session sends it. And a sync of small files keeps more requests in flight: many

@@ -1,4 +1,4 @@
-"""Uploads at least as fast as transfer_manager (issue 17): one request for a file up to a chunk,
+"""Uploads at least as fast as transfer_manager: one request for a file up to a chunk,
 with its checksums in the request; chunks above; the file read once. Counted in the requests
 the real client sends to the emulator, not in seconds."""
 

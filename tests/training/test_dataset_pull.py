@@ -1,4 +1,4 @@
-"""The trainer's dataset pull goes through the sync engine (issue 17): one listing, parallel
+"""The trainer's dataset pull goes through the sync engine: one listing, parallel
 verified transfers, files already there with the same checksum kept, only the top level."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The trainer's checkpoint and sample pushes go through the sync engine (issue 17: one transfer
+"""The trainer's checkpoint and sample pushes go through the sync engine (one transfer
 path): files in parallel, each verified, read once; what a failed try landed is not sent again."""
 
 from __future__ import annotations

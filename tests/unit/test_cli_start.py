@@ -1,6 +1,6 @@
 """`lora-cloud --help` starts quickly because the CLI's main module imports no heavy package:
 settings (pydantic-settings), rich, the GCS client, aiohttp and the services are imported by the
-commands that use them (issue 17). Checked by what a fresh interpreter has in ``sys.modules``,
+commands that use them. Checked by what a fresh interpreter has in ``sys.modules``,
 not by a timing."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Secret hygiene (issue 10, part 4): redact() covers a service-account key however it is written,
+"""Secret hygiene: redact() covers a service-account key however it is written,
 files with secrets or cost records are 0600, typed settings are parsed strictly."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The fake vast.ai HTTP API (aiohttp), faithful to ../shared/reference/vast-api.md §9.
+"""The fake vast.ai HTTP API (aiohttp), faithful enough that the official ``vastai`` CLI works against it.
 
 ``FakeVast`` wraps :class:`FakeVastState` in an aiohttp application; ``FakeVast.start_in_thread``
 serves it on 127.0.0.1 from a private thread and event loop, so synchronous tests, the official

@@ -1,5 +1,5 @@
 // Test stand-in for ComfyUI's /scripts/api.js: the members the sidebar uses, behaving as
-// ComfyUI frontend 1.27 does (reference/comfyui-contract.md §2, §7):
+// ComfyUI frontend 1.27 does:
 // - fetchApi(route, init) requests "/api" + route with cache "no-cache" (headers are the caller's);
 // - apiURL(route) = api_base + "/api" + route; fileURL(route) = api_base + route;
 // - a websocket on /ws delivers {"type", "data"} messages; a custom type reaches listeners only

@@ -1,6 +1,6 @@
 // Test stand-in for ComfyUI's /scripts/app.js: registerExtension, and the extensionManager
 // members the sidebar uses (registerSidebarTab, toast.add, command.execute), behaving as
-// frontend 1.27 does (reference/comfyui-contract.md §7): render(el) gets a fresh element each
+// frontend 1.27 does: render(el) gets a fresh element each
 // time the tab is shown; switching to another tab drops the element without calling destroy;
 // closing the tab calls destroy. Tab buttons carry "<id>-tab-button" (1.27) and aria-label.
 import { api } from "./api.js";
