@@ -28,3 +28,7 @@ class GuardMemory:
     # (storage url, storage.identity.BucketTime, time.monotonic() then): the bucket's clock as last
     # learnt, reused for ownership.BUCKET_CLOCK_EVERY_S
     bucket_time: tuple[str, Any, float] | None = None
+    # (storage url, run id) -> the limits a run recorded at launch, as first read: they never change
+    # legitimately, so each is read once per process, and a host that rewrites its spec.json later
+    # cannot loosen what it is held to
+    run_limits: dict[tuple[str, str], Any] = field(default_factory=dict)

@@ -268,10 +268,16 @@ class Watchdog:
 
     def _recorded(self, run_id: str) -> tuple[RunLimits | None, str]:
         """The run's recorded limits (None: none recorded), and why they cannot be read ('')."""
+        key = (self.storage.url, run_id)
+        if key in self.memory.run_limits:
+            return self.memory.run_limits[key], ""
         try:
-            return read_limits(self.storage, run_id), ""
+            limits = read_limits(self.storage, run_id)
         except StorageError as exc:  # CorruptRecord too: a host-written spec that cannot be believed
             return None, exc.message
+        if limits is not None:
+            self.memory.run_limits[key] = limits
+        return limits, ""
 
     def _report_held(self, instances: list[Instance], verdicts: list[Verdict], budgets: Budgets,
                      limits: dict[str, Budgets], elsewhere: dict[str, str], *, run_usd: dict[str, float], now: float,
