@@ -139,6 +139,12 @@ class RunState(str, enum.Enum):
     def is_terminal(self) -> bool:
         return self in (RunState.DONE, RunState.FAILED, RunState.TIMED_OUT, RunState.STOPPED, RunState.LOST)
 
+    @property
+    def is_launching(self) -> bool:
+        """Nothing rented yet, or an instance asked for and not yet recorded: the states a crash
+        can leave behind mid-launch."""
+        return self in (RunState.PENDING, RunState.LAUNCHING)
+
 
 class InstanceState(str, enum.Enum):
     CREATING = "creating"

@@ -49,9 +49,6 @@ from .state import StateStore
 log = logging.getLogger(__name__)
 
 _SEEN = "reconcile:unowned_since:"
-LAUNCH_STATES = (RunState.PENDING, RunState.LAUNCHING)
-
-
 @dataclass
 class ReconcileReport:
     owned: list[str] = field(default_factory=list)
@@ -241,7 +238,7 @@ class Reconciler:
 
     def _adopt(self, run: Run, inst: Instance) -> None:
         fields: dict[str, Any] = {"instance_id": str(inst.id), "gpu": inst.gpu_name, "dph": inst.dph_total}
-        if run.state in LAUNCH_STATES:
+        if run.state.is_launching:
             fields["state"] = RunState.STARTING
         self.state.update_run(run.id, **fields)
 
@@ -261,11 +258,11 @@ class Reconciler:
             try:
                 if run.instance_id and run.instance_id not in listed:
                     await self._instance_gone(run, now, facts, report, problems)
-                elif not run.instance_id and run.state in LAUNCH_STATES and now - run.updated_at >= self.grace_s \
+                elif not run.instance_id and run.state.is_launching and now - run.updated_at >= self.grace_s \
                         and is_relaunch(run):  # the controller died mid-recovery: recovery tries again
                     await asyncio.to_thread(self.state.update_run, run.id, state=RunState.PREEMPTED)
                     report.requeued.append(run.id)
-                elif not run.instance_id and run.state in LAUNCH_STATES and now - run.updated_at >= self.grace_s:
+                elif not run.instance_id and run.state.is_launching and now - run.updated_at >= self.grace_s:
                     message = "the launch was interrupted before an instance was created"
                     if await self._tell_bucket(run.id, RunState.FAILED, message, problems):
                         await asyncio.to_thread(self.state.update_run, run.id, state=RunState.FAILED, error=message)

@@ -63,7 +63,6 @@ from .costs import CostLedger
 from .events import PREEMPTION_EVENT, RUN_EVENT
 from .launch import launch_run
 from .problems import Problems
-from .reconcile import LAUNCH_STATES
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +188,7 @@ class Recovery:
             return report
         listed = {str(i.id): i for i in instances}
         for run in runs:
-            if run.provider != self.provider.name or run.state in LAUNCH_STATES:
+            if run.provider != self.provider.name or run.state.is_launching:
                 continue  # a launch (first or re-) in flight is reconcile's until it has an instance
             try:
                 await self._one(run, listed, now, report, problems)
