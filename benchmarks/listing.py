@@ -30,9 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from comfy_lora_cloud.service import library  # noqa: E402
-from comfy_lora_cloud.service.listings import Page, RecordCache  # noqa: E402
-from comfy_lora_cloud.service import listings  # noqa: E402
+from comfy_lora_cloud.service.library import store as library
+from comfy_lora_cloud.service.library.listings import Page, RecordCache  # noqa: E402
+from comfy_lora_cloud.service.library import listings
 from comfy_lora_cloud.storage import layout  # noqa: E402
 from comfy_lora_cloud.storage.gcs import GcsStorage  # noqa: E402
 from benchmarks.common import start_proxy, timed  # noqa: E402

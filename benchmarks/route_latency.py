@@ -40,7 +40,7 @@ from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
 
 from benchmarks.common import make_files, start_proxy  # noqa: E402
 from comfy_lora_cloud.comfy.routes import PREFIX, register_routes  # noqa: E402
-from comfy_lora_cloud.service import offload  # noqa: E402
+from comfy_lora_cloud.service.library import offload
 from comfy_lora_cloud.service.app import App  # noqa: E402
 from comfy_lora_cloud.settings import Settings  # noqa: E402
 from comfy_lora_cloud.storage import open_storage  # noqa: E402

@@ -58,7 +58,7 @@ def plain(data: bytes) -> str:
 
 def ours(data: bytes) -> str:
     from comfy_lora_cloud.errors import DatasetError
-    from comfy_lora_cloud.service.media import make_thumbnail
+    from comfy_lora_cloud.service.library.media import make_thumbnail
 
     try:
         make_thumbnail(data, 256)
@@ -70,7 +70,7 @@ def ours(data: bytes) -> str:
 def child(case: str, path: str) -> None:
     import PIL.Image  # noqa: F401  (imports are not what is measured)
 
-    import comfy_lora_cloud.service.media  # noqa: F401
+    import comfy_lora_cloud.service.library.media  # noqa: F401
 
     data = Path(path).read_bytes()
     base_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -131,7 +131,7 @@ class RunState(str, enum.Enum):
     STOPPED = "stopped"  # stopped by the user
     LOST = "lost"  # the instance vanished and no status says why
     # the instance was stopped under the run (outbid, or exited while we want it running): not an
-    # end. The guard's recovery (service/recovery.py) resumes it in place or on a new instance, from
+    # end. The guard's recovery (service/runs/recovery.py) resumes it in place or on a new instance, from
     # the bucket's last checkpoint, until it is done or stops for good (budget, max attempts)
     PREEMPTED = "preempted"
 

@@ -112,7 +112,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
     return {} if raw is None else parse_toml(path.name, raw)
 
 
-# The files' tables to use instead of reading the files (service/settings_files.py: a damaged
+# The files' tables to use instead of reading the files (service/home/settings_files.py: a damaged
 # file's last good copy); None: read the files.
 _given_files: contextvars.ContextVar[Mapping[str, Mapping[str, Any]] | None] = contextvars.ContextVar(
     "lora_cloud_given_files", default=None)
@@ -166,7 +166,7 @@ class Settings(BaseSettings):
                                              f"(at least a minute, {MIN_HOURS:.4f}; at most {MAX_RUN_HOURS:g}; "
                                              "there is no 'no limit')")
 
-    # Preemption recovery (service/recovery.py); a run can override each of these (train start).
+    # Preemption recovery (service/runs/recovery.py); a run can override each of these (train start).
     preempt_wait_minutes: float = Field(10.0, ge=0, le=24 * 60, allow_inf_nan=False,
                                         description="recovery: minutes to wait for a preempted instance to "
                                                     "resume (its disk holds the state) before moving the run")
@@ -526,7 +526,7 @@ class LastGood:
 
 def remember_if_clean(home: Path) -> None:
     """After a settings file was written: keep both files as their last good copies when they load
-    cleanly together (service/settings_files.py judges each file on its own at every load)."""
+    cleanly together (service/home/settings_files.py judges each file on its own at every load)."""
     try:
         raws = {name: read_settings_file(home / name) for name in (SECRETS_FILE, CONFIG_FILE)}
         tables = {name: parse_toml(name, raw) if raw is not None else {} for name, raw in raws.items()}

@@ -5,7 +5,7 @@
 # comfy_lora_cloud/worker/inference.py (tested as such): weights, LoRAs, ComfyUI on 127.0.0.1
 # only, outputs to the bucket, idle stop and deadline, self-destroy.
 #
-# Environment: the controller's (service/sessions.py; worker/inference.py main() lists it), plus
+# Environment: the controller's (service/sessions/control.py; worker/inference.py main() lists it), plus
 #   LORA_CLOUD_PYTHON   the interpreter (default: python, the image's venv)
 #   LORA_CLOUD_WORKDIR  where weights, outputs and logs go (default: the current folder;
 #                       /workspace in the image)

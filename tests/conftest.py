@@ -33,6 +33,6 @@ def no_offload_after_the_test():
     process-wide: later tests' transfers would go to a worker started with that test's
     environment (its home, its emulator). Each test ends with it off again."""
     yield
-    from comfy_lora_cloud.service import offload
+    from comfy_lora_cloud.service.library import offload
 
     offload._state.update(enabled=False, home=None)

@@ -1,7 +1,7 @@
 // The attempts of a run that was preempted, for its card in the Runs section: one line per
 // instance it ran on (GPU, $/hr, interruptible or not, steps, cost, how it ended), then the
 // preemptions, the time they cost and the total. Nothing for a run that ran once, undisturbed.
-// The data is the run view's "attempts" (service/recovery.py:history); every text from the bucket
+// The data is the run view's "attempts" (service/runs/recovery.py:history); every text from the bucket
 // goes in as a text node (the helpers are the sidebar's own, passed in).
 const STYLE = `
 .lcl-preempted{background:#9a4a12}

@@ -70,7 +70,7 @@ function costsBlock() {
       h("strong", { "data-cost": "month" }, `${money(c.month_usd)} of ${money(cap)}`)),
     h("div", { class: "lcl-bar", title: `${Math.round(fraction * 100)}% of the monthly budget` },
       h("div", { class: `lcl-fill lcl-${level}`, style: `width:${(fraction * 100).toFixed(1)}%` })),
-    // a bill above what an instance's $/hr allows is counted at that most (service/costs.py:cap_charges)
+    // a bill above what an instance's $/hr allows is counted at that most (service/money/costs.py:cap_charges)
     (c.suspect_charges || []).map((s) => h("div", { class: "lcl-warning", "data-cost": "suspect" },
       `Suspect bill: instance ${s.instance_id} billed ${money(s.billed_usd)}, counted ${money(s.counted_usd)} `
       + `(the most ${money(s.dph)}/hr allows); check it on vast.ai`)),

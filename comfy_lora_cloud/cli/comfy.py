@@ -1,5 +1,5 @@
 """`lora-cloud comfy`: a ComfyUI on a rented GPU, for people without one: start, status, open,
-run a workflow, stop. The same sessions (``service/sessions.py``) as the sidebar's Generate
+run a workflow, stop. The same sessions (``service/sessions/control.py``) as the sidebar's Generate
 section and the Remote Generate node.
 
 A forwarded port lives as long as the process that holds it, so ``start`` and ``open`` leave a
@@ -23,7 +23,7 @@ import typer
 from ..errors import ConfigError, TunnelError
 from .common import ctx_obj, emit, err_console, handle_errors, out_console, run
 
-# service/sessions.py's default (the CLI imports the services only when a command runs)
+# service/sessions/control.py's default (the CLI imports the services only when a command runs)
 DEFAULT_IDLE_MINUTES = 20.0
 
 app = typer.Typer(no_args_is_help=True)  # its help: cli/main.py NOUNS
@@ -135,7 +135,7 @@ def start(
 ) -> None:
     """Rent a GPU running ComfyUI (with the six packs of the plan and LoRA Cloud) and open a tunnel
     to it. Your LoRAs are synced onto it; every image it saves lands in the bucket's outputs/."""
-    from ..service.sessions import SessionRequest
+    from ..service.sessions.control import SessionRequest
 
     c = ctx_obj(ctx)
     req = SessionRequest(gpu=gpu, vram_gb=vram, idle_minutes=idle_minutes, max_hours=max_hours, precision=precision)
@@ -220,7 +220,7 @@ def run_(
     its images. The images also land in the bucket (outputs/<session>/). A workflow saved from the
     canvas is converted against the remote ComfyUI's node definitions. A dropped link is
     reconnected; Ctrl-C interrupts the prompt on the remote side."""
-    from ..service.workflow_api import load_workflow, resolve_workflow
+    from ..service.templates.workflow_api import load_workflow, resolve_workflow
 
     c = ctx_obj(ctx)
     path = Path(workflow).expanduser()

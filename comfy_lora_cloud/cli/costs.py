@@ -28,9 +28,9 @@ def costs(ctx: typer.Context, offline: bool = typer.Option(False, help="Do not a
         out_console.print(f"this month  ${d['month_usd']:.2f} of ${b['max_month_usd']:g}", markup=False)
         for run_id, usd in d["per_run_usd"].items():
             out_console.print(f"  run {run_id}: ${usd:.2f} (max ${b['max_run_usd']:g})", markup=False)
-        for s in d.get("suspect_charges", []):  # service/costs.py:cap_charges
+        for s in d.get("suspect_charges", []):  # service/money/costs.py:cap_charges
             out_console.print(f"suspect: {s['message']}", markup=False)
-        for message in d.get("corrupt_lines", []):  # service/costs.py:CostLedger.lines
+        for message in d.get("corrupt_lines", []):  # service/money/costs.py:CostLedger.lines
             out_console.print(f"not counted: {message}", markup=False)
         if d["credit_usd"] is not None:
             out_console.print(f"vast.ai credit ${d['credit_usd']:.2f}", markup=False)

@@ -1,4 +1,4 @@
-"""`lora-cloud models`: the base weights in the bucket's models/ (service/models_cache.py)."""
+"""`lora-cloud models`: the base weights in the bucket's models/ (service/library/models_cache.py)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 `train status RUN --follow` (step, loss, ETA, $ so far).
 
 Added to the `train` noun by :func:`register`; the service side is ``app.outputs``
-(service/run_outputs.py) and ``app.runs.follow``.
+(service/runs/outputs.py) and ``app.runs.follow``.
 """
 
 from __future__ import annotations

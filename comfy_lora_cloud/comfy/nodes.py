@@ -19,7 +19,7 @@ from comfy_api.latest import io
 from ..errors import ConfigError
 from ..service import graph
 from ..service.app import App
-from ..service.offers import gpu_choices
+from ..service.money.offers import gpu_choices
 from .wiring import holder
 
 IMAGES = io.Custom("LORA_CLOUD_IMAGES")
@@ -364,7 +364,7 @@ class LoraCloudLaunchTrainer(io.ComfyNode):
                                          "its last checkpoint."),
                 io.Combo.Input("provider", options=["vast", "local"], default="vast",
                                tooltip="vast: a rented GPU. local: this machine's GPU (24 GB or more)."),
-                # the per-run preemption policy, as `train start` has it (service/recovery.py)
+                # the per-run preemption policy, as `train start` has it (service/runs/recovery.py)
                 io.Float.Input("resume_wait_minutes", default=-1.0, min=-1.0, max=24 * 60.0, step=1.0,
                                optional=True,
                                tooltip="Minutes to wait for a preempted instance to resume before moving the run "

@@ -22,7 +22,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 from ..errors import LoraCloudError
-from ..service.sessions import SessionRequest
+from ..service.sessions.control import SessionRequest
 
 log = logging.getLogger(__name__)
 _background: set[asyncio.Task[Any]] = set()

@@ -14,7 +14,7 @@ import threading
 from typing import Callable
 
 from ..service.app import App
-from ..service.library import comfy_lora_folder
+from ..service.library.store import comfy_lora_folder
 
 
 class AppHolder:
@@ -38,7 +38,7 @@ class AppHolder:
 def _comfy_app() -> App:
     import folder_paths  # ComfyUI's module
 
-    from ..service import offload
+    from ..service.library import offload
     from .events import comfy_send
 
     app = App.open(emit=comfy_send, loras_dir=comfy_lora_folder(folder_paths.get_folder_paths("loras")[0]))

@@ -8,6 +8,6 @@
                  ``/object_info``) through that port
 
 asyncssh is imported inside the functions that use it (an optional dependency must not stop the
-pack from loading). Nothing here knows about runs, sessions or the bucket: ``service/sessions.py``
+pack from loading). Nothing here knows about runs, sessions or the bucket: ``service/sessions/control.py``
 wires it.
 """

@@ -1,8 +1,8 @@
 """ComfyUI's API as a client sees it: queue a prompt, follow it, fetch its images
 (``/prompt``, ``/history``, ``/view``, ``/queue``, the ``/ws`` progress events). The one ComfyUI
 client of the pack: for a remote
-session's ComfyUI through the tunnel (``service/sessions.py``) and for any ComfyUI by URL, the one
-the pack runs in included (the LoRA tests of ``service/templates.py``).
+session's ComfyUI through the tunnel (``service/sessions/control.py``) and for any ComfyUI by URL, the one
+the pack runs in included (the LoRA tests of ``service/templates/catalog.py``).
 
 :meth:`ComfyClient.run` queues one prompt under its own ``client_id`` and follows it over
 ``/ws`` (progress, executing, success, error, interrupted), checking ``/history/<id>`` as well,

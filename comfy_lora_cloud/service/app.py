@@ -28,22 +28,18 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, AsyncContextManager, AsyncIterator, Callable, Mapping
+from typing import Any, AsyncIterator, Callable, Mapping
 
 from ..errors import ConfigError
 from ..providers.base import Provider
 from ..settings import CONFIG_FILE, SECRETS_FILE, Settings, default_home
 from ..storage import Storage
+from .core import Clock, ProviderFactory
 from .events import Emit, no_emit
-from .state import StateStore
+from .home.state import StateStore
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], float]
-# A fresh provider per use: the vast.ai client holds an httpx.AsyncClient, which is bound to the
-# loop it first ran on, and one App serves several loops (ComfyUI's server loop, each prompt's
-# loop, the pack's own loop).
-ProviderFactory = Callable[[], AsyncContextManager[Provider]]
 PROVIDERS = ("vast", "local")
 
 
@@ -90,7 +86,7 @@ class SettingsSource:
         return tuple(sig)
 
     def current(self) -> Settings:
-        from .settings_files import load_settings
+        from .home.settings_files import load_settings
 
         with self._lock:
             now = self.clock()
@@ -123,18 +119,22 @@ class App:
                  state: StateStore | None = None, emit: Emit | None = None, clock: Clock = time.time,
                  loras_dir: str | Path | None = None, providers: Mapping[str, ProviderFactory] | None = None,
                  python: str | None = None):
-        from .costs import Costs
-        from .instances import Instances
-        from .library import Library
-        from .mirror import Mirror
-        from .offers import Offers
-        from .recovery import Recoveries
         from .doctor import Doctor
-        from .models_cache import ModelsCache
-        from .run_outputs import RunOutputs
-        from .runs import Runs
-        from .templates import Templates
-        from .sessions import Sessions
+        from .library.captions import Captions
+        from .library.mirror import Mirror
+        from .library.models_cache import ModelsCache
+        from .library.store import Library
+        from .library.uploads import Uploads
+        from .money.costs import Costs
+        from .money.instances import Instances
+        from .money.offers import Offers
+        from .notify import Notifier
+        from .runs.control import Runs
+        from .runs.outputs import RunOutputs
+        from .runs.recovery import Recoveries
+        from .runs.train_config import TrainConfigs
+        from .sessions.control import Sessions
+        from .templates.catalog import Templates
 
         self.source = settings if isinstance(settings, SettingsSource) else SettingsSource(settings.home, initial=settings)
         self._fixed_storage = storage
@@ -147,30 +147,27 @@ class App:
         self.python = python  # the trainer's interpreter for local runs (tests); None: this one
         self._lock = threading.Lock()
         self._storage: tuple[tuple[Any, ...], Storage] | None = None
-        from .guard_memory import GuardMemory
+        from .guard.memory import GuardMemory
 
         self.guard_memory = GuardMemory()  # what the guard remembers from one pass to the next
 
-        self.runs = Runs(self)
-        self.instances = Instances(self)
+        # each service gets the shared parts (this app, as a Core) and the neighbours it calls
+        self.notify = Notifier(self)  # the one notifier: sees every event emit() sends
         self.library = Library(self)
+        self.instances = Instances(self)
         self.costs = Costs(self)
         self.offers = Offers(self)
-        self.mirror = Mirror(self)
-        self.recovery = Recoveries(self)
-        self.templates = Templates(self)  # workflow templates by name, LoRA tests
-        self.sessions = Sessions(self)  # remote ComfyUI on a rented GPU
-        from .notify import Notifier
-
-        self.notify = Notifier(self)  # the one notifier: sees every event emit() sends
-        from .captions import Captions
-        from .train_config import TrainConfigs
-        from .uploads import Uploads
-
+        self.mirror = Mirror(self, self.library)
+        self.recovery = Recoveries(self, self.instances, describe_run=lambda run_id: self.runs.get(run_id))
+        self.runs = Runs(self, library=self.library, instances=self.instances, offers=self.offers,
+                         recovery=self.recovery, notify=self.notify)
+        self.sessions = Sessions(self, self.instances)  # remote ComfyUI on a rented GPU
+        # workflow templates by name, and LoRA tests (on this home's remote ComfyUI when one runs)
+        self.templates = Templates(self, remote_comfy_url=lambda: self.sessions.comfy_url())
         self.captions = Captions(self)  # caption edits over generations (the sidebar's editor)
-        self.uploads = Uploads(self)  # the sidebar's staged uploads and preparation reviews
-        self.train_config = TrainConfigs(self)  # the config editor: presets, checks, estimates
-        self.outputs = RunOutputs(self)  # a run's log, samples and spend so far
+        self.uploads = Uploads(self, self.library)  # the sidebar's staged uploads and preparation reviews
+        self.train_config = TrainConfigs(self, self.library)  # the config editor: presets, checks, estimates
+        self.outputs = RunOutputs(self, self.runs)  # a run's log, samples and spend so far
         self.doctor = Doctor(self)  # every setting and credential against the real services
         self.models = ModelsCache(self)  # base weights into the bucket's models/
 
@@ -235,7 +232,7 @@ class App:
         else the same folder of the ComfyUI this package is installed in (the CLI beside the
         nodes); else ``<home>/loras``."""
         from .doctor import find_comfyui
-        from .library import comfy_lora_folder
+        from .library.store import comfy_lora_folder
 
         settings = self.settings
         if settings.comfyui_loras_dir:
@@ -301,8 +298,8 @@ class App:
 
         from ..errors import LoraCloudError, StorageError
         from ..storage.base import UnavailableStorage
-        from .budgets import Budgets
-        from .guard import Guard
+        from .money.budgets import Budgets
+        from .guard.guard import Guard
 
         settings = await asyncio.to_thread(lambda: self.settings)
         if self.source.storage_unknown:
@@ -328,9 +325,9 @@ class App:
         import asyncio
 
         from ..errors import CorruptRecord, LoraCloudError
-        from . import problems as kinds
-        from .guard import provider_charges
-        from .store_rebuild import rebuild
+        from .money import problems as kinds
+        from .guard.guard import provider_charges
+        from .guard.store_rebuild import rebuild
 
         try:
             if not await asyncio.to_thread(state.rebuild_due):

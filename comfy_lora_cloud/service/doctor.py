@@ -24,11 +24,14 @@ import secrets
 import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TYPE_CHECKING
 
 from ..errors import ConfigError, LoraCloudError, StorageError
 from ..training.kohya_config import GATED_REPOS
 from ..training.weights import missing_weights
+
+if TYPE_CHECKING:
+    from .core import Core
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 PROBE_PREFIX = ".lora-cloud-doctor/"
@@ -56,21 +59,21 @@ class Doctor:
     """Runs the checks with the app's current settings. ``hub`` builds the Hugging Face client from
     a token (default: :class:`~.hub.HttpHub`); tests give a fake."""
 
-    def __init__(self, app: Any, hub: Callable[[str | None], Any] | None = None):
-        self.app = app
+    def __init__(self, core: Core, hub: Callable[[str | None], Any] | None = None):
+        self.core = core
         self.hub = hub
 
     def _hub(self, token: str | None) -> Any:
         if self.hub is not None:
             return self.hub(token)
-        from .hub import HttpHub
+        from .library.hub import HttpHub
 
         return HttpHub(token)
 
     async def run(self) -> list[Check]:
         out: list[Check] = []
-        settings = self.app.settings
-        problem = getattr(self.app, "settings_problem", None)
+        settings = self.core.settings
+        problem = self.core.settings_problem
         if problem:  # a damaged file: the rest is checked with the settings in force instead
             out.append(Check("settings", FAIL, problem, "fix it with `lora-cloud config set KEY VALUE` or "
                              f"`config unset KEY` (files: {settings.home})", ConfigError.exit_code))
@@ -86,12 +89,12 @@ class Doctor:
 
     # ---- storage -------------------------------------------------------------------------------
     async def _storage(self, out: list[Check]) -> bool:
-        url = self.app.settings.storage_url
+        url = self.core.settings.storage_url
         fix = ("create the bucket, give the service account 'Storage Object Admin' on it, and check "
                "gcs_service_account_json (docs/setup.md)" if url.startswith("gs://") else
                "make the folder writable, or set storage to another folder")
         try:
-            storage = await asyncio.to_thread(lambda: self.app.storage)
+            storage = await asyncio.to_thread(lambda: self.core.storage)
             detail = await asyncio.to_thread(self._probe, storage)
         except Exception as exc:  # noqa: BLE001 - a check reports, it never stops the others
             out.append(_fail("storage", exc, fix))
@@ -116,7 +119,7 @@ class Doctor:
         return f"{storage.url}: list, write, read and delete work"
 
     def _gpu_access(self, out: list[Check]) -> None:
-        s = self.app.settings
+        s = self.core.settings
         if not s.storage_url.startswith("gs://"):
             out.append(Check("gpu access", WARN, f"storage is the local folder {s.storage_url}: fine for trying "
                              "things out, but a rented GPU cannot reach it, so `train start` on vast.ai is refused",
@@ -136,7 +139,7 @@ class Doctor:
 
     # ---- vast.ai -------------------------------------------------------------------------------
     async def _vast(self, out: list[Check]) -> None:
-        if not self.app.has_vast_key():
+        if not self.core.has_vast_key():
             out.append(Check("vast.ai key", FAIL, "no vast.ai API key is set",
                              "create one at https://cloud.vast.ai/manage-keys/ and run "
                              "`lora-cloud config set vast_api_key` (docs/setup.md)", ConfigError.exit_code))
@@ -144,7 +147,7 @@ class Doctor:
                 out.append(Check(name, SKIP, "needs the vast.ai key"))
             return
         try:
-            async with self.app.provider("vast")() as provider:
+            async with self.core.provider("vast")() as provider:
                 client = getattr(provider, "client", None)
                 if client is None:
                     out.append(Check("vast.ai key", SKIP, f"provider {type(provider).__name__} has no account API"))
@@ -157,7 +160,7 @@ class Doctor:
             status = getattr(exc, "status", None)
             fix = ("the key is refused: make a new one at https://cloud.vast.ai/manage-keys/ and "
                    "`lora-cloud config set vast_api_key`" if status in (401, 403) else
-                   f"check vast_url ({self.app.settings.vast_url}) and the network")
+                   f"check vast_url ({self.core.settings.vast_url}) and the network")
             out.append(_fail("vast.ai key", exc, fix))
             for name in ("credit", "ssh key"):
                 out.append(Check(name, SKIP, "needs a working vast.ai key"))
@@ -169,7 +172,7 @@ class Doctor:
             credit = float(user.get("credit") or 0.0)
         except (TypeError, ValueError):
             return Check("credit", WARN, "vast.ai did not say how much credit the account has")
-        run_usd = self.app.settings.max_run_usd
+        run_usd = self.core.settings.max_run_usd
         fix = "add credit at https://cloud.vast.ai/billing/ (docs/setup.md)"
         if credit <= 0:
             return Check("credit", FAIL, f"${credit:.2f}: vast.ai stops instances of an account without credit",
@@ -184,9 +187,9 @@ class Doctor:
         keys = await client.ssh_keys()
         registered = {_key_id(str(k.get("public_key") or k.get("ssh_key") or k.get("key") or ""))
                       for k in keys if isinstance(k, dict)} - {""}
-        path = self.app.settings.ssh_key_path
+        path = self.core.settings.ssh_key_path
         add = "add it at https://cloud.vast.ai/manage-keys/ (SSH is for people and remote ComfyUI sessions)"
-        own = self.app.settings.home / "ssh" / "id_ed25519"  # the pack's own key (remote/keys.py), made on first use
+        own = self.core.settings.home / "ssh" / "id_ed25519"  # the pack's own key (remote/keys.py), made on first use
         if not path and own.is_file():
             path = str(own)
         if path:
@@ -211,7 +214,7 @@ class Doctor:
             out.append(Check("base weights", SKIP, "needs working storage"))
             return every
         try:
-            missing = [f for f, _ in await asyncio.to_thread(lambda: missing_weights(self.app.storage))]
+            missing = [f for f, _ in await asyncio.to_thread(lambda: missing_weights(self.core.storage))]
         except LoraCloudError as exc:
             out.append(_fail("base weights", exc, "see the storage line"))
             return every
@@ -224,7 +227,7 @@ class Doctor:
         return missing
 
     async def _hugging_face(self, out: list[Check], weights_missing: list[str]) -> None:
-        token = self.app.settings.secret("hf_token")
+        token = self.core.settings.secret("hf_token")
         fix_token = ("make a read token at https://huggingface.co/settings/tokens and `lora-cloud config set hf_token`")
         if not token:
             if weights_missing:
@@ -254,7 +257,7 @@ class Doctor:
 
     # ---- ComfyUI -------------------------------------------------------------------------------
     def _comfyui(self) -> Check:
-        found = find_comfyui(self.app.settings.comfyui_loras_dir)
+        found = find_comfyui(self.core.settings.comfyui_loras_dir)
         if found is None:
             return Check("comfyui", WARN, "no ComfyUI found (needed only for the nodes and the sidebar; the CLI "
                          "works without it)", "clone this repository into ComfyUI/custom_nodes/comfy_lora_cloud "

@@ -13,7 +13,7 @@ tests pass their own sink or none. Each name is defined here and nowhere else.
                           when it ended for idleness (a notification, service/notify.py)
     lora_cloud.preemption {"kind": "preempted"|"resumed"|"relaunched"|"gave_up", "run_id",
                           "instance_id", "message", ...}: a run's instance was preempted and what the
-                          guard's recovery (service/recovery.py) did about it
+                          guard's recovery (service/runs/recovery.py) did about it
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from ..models import validate_name
 from ..storage import Storage
 from ..storage.base import checksum_file
 from ..storage.layout import IMAGE_SUFFIXES, MANIFEST, dataset_prefix
-from .library import COMFY_LORA_FOLDER, describe_dataset, download_dataset, download_lora, upload_dataset
+from .library.store import COMFY_LORA_FOLDER, describe_dataset, download_dataset, download_lora, upload_dataset
 
 Progress = Callable[[int, int], None]  # (done, total)
 _DONE = ".lora-cloud-complete"
@@ -292,9 +292,9 @@ def launch_request(dataset: DatasetRef, *, lora_type: str, lora_name: str, trigg
                    resume_wait_minutes: float = -1.0, max_attempts: int = 0, on_demand_after: int = -1) -> Any:
     """The Launch node's inputs as the :class:`~.runs.TrainRequest` ``train start`` builds: empty
     strings and ``auto`` are the defaults, and the preemption policy is the same per-run policy as
-    ``--resume-wait/--max-attempts/--on-demand-after`` (service/recovery.py:Policy), a
+    ``--resume-wait/--max-attempts/--on-demand-after`` (service/runs/recovery.py:Policy), a
     :data:`FROM_SETTINGS` value standing for a left-out option (the settings')."""
-    from .runs import TrainRequest
+    from .runs.control import TrainRequest
 
     policy = {"resume_wait_minutes": resume_wait_minutes, "max_attempts": max_attempts,
               "on_demand_after": on_demand_after}
@@ -307,7 +307,7 @@ def launch_request(dataset: DatasetRef, *, lora_type: str, lora_name: str, trigg
 async def launch(dataset: DatasetRef, request: Any, *, runs: Any, storage_url: str) -> RunRef:
     """Start (or re-attach to) the run for this dataset + settings through the app's runs
     service. Returns at once: the run goes on without ComfyUI. The summary ends with the dataset
-    checks' warnings (service/preflight.py), one ``warning:`` line each, as ``train start`` prints them."""
+    checks' warnings (service/runs/preflight.py), one ``warning:`` line each, as ``train start`` prints them."""
     if request.dataset != dataset.name:
         request = replace(request, dataset=dataset.name)
     request = replace(request, reuse_finished=True)  # a re-queued graph must not pay twice
@@ -331,7 +331,7 @@ async def await_lora(run: RunRef, *, storage: Storage, dest_dir: str | os.PathLi
     ``interrupted`` stops the wait, never the run."""
     import asyncio
 
-    from .runs import fetch_lora, wait_for_run
+    from .runs.control import fetch_lora, wait_for_run
 
     def on_status(st):
         if progress and st.total_steps:

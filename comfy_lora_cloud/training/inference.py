@@ -1,4 +1,4 @@
-"""The inference image's contract, shared by the controller (``service/sessions.py``) and the
+"""The inference image's contract, shared by the controller (``service/sessions/control.py``) and the
 image's supervisor (``worker/inference.py``): the environment a session's instance gets, the
 base weights it loads, and the status it reports to the bucket.
 

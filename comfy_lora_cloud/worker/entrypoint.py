@@ -13,7 +13,7 @@ the one thing users cannot forgive. The run's deadline counts from the first sta
 One exception: SIGTERM (the platform stopping the container: an outbid interruptible instance, a
 ``docker stop``) is a preemption, not an end. kohya is killed (it saves nothing on a signal), the
 newest whole checkpoint not yet in the bucket is uploaded, the status says ``preempted`` with the
-logs, and the instance is left to the controller's recovery (``service/recovery.py``), which
+logs, and the instance is left to the controller's recovery (``service/runs/recovery.py``), which
 resumes it in place or moves the run; all of that within the platform's grace period, since it is
 no more than the last checkpoint's upload and two small writes.
 

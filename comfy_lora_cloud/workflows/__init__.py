@@ -1,5 +1,5 @@
 """ComfyUI workflows as data: the graph builder (:mod:`.graph`) and the six templates
-(:mod:`.templates`). Pure Python, no I/O: the service (:mod:`comfy_lora_cloud.service.templates`)
+(:mod:`.templates`). Pure Python, no I/O: the service (:mod:`comfy_lora_cloud.service.templates.catalog`)
 fills them in and queues them; ``example_workflows/build_templates.py`` writes them to files.
 """
 

@@ -350,7 +350,7 @@ async def test_notification_channels_and_a_test_toast(browser, aiohttp_server, t
 
 async def test_a_guard_problem_reaches_the_user_as_a_warning(browser, aiohttp_server, tmp_path, clean_env):
     """The guard works around a damaged settings file, but the ComfyUI user must hear of it: the
-    problem the guard announces (once, service/guard.py) is a warning toast."""
+    problem the guard announces (once, service/guard/guard.py) is a warning toast."""
     from playwright.async_api import expect
 
     seeded = seed(tmp_path, clean_env)

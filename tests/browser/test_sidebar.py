@@ -12,7 +12,7 @@ from pathlib import Path
 from comfy_lora_cloud.comfy.events import EventPoller
 from comfy_lora_cloud.comfy.token import TOKEN_FILE
 from comfy_lora_cloud.models import Cost
-from comfy_lora_cloud.service.costs import SuspectCharge
+from comfy_lora_cloud.service.money.costs import SuspectCharge
 
 from tests.browser.conftest import Broadcaster, build_app, open_sidebar
 from tests.comfy.conftest import HTML_CAPTION, NOW, SECRETS, seed, write_status
@@ -44,7 +44,7 @@ async def test_sidebar_end_to_end(browser, aiohttp_server, tmp_path, clean_env, 
     seeded.state.mark_instance_destroyed("vast", "77", at=NOW - 1800)  # the seed's placeholder
     _record(seeded.state, inst)
     iid = str(inst.id)
-    # the last /charges/ answer had an absurd row for the destroyed placeholder (service/costs.py:cap_charges)
+    # the last /charges/ answer had an absurd row for the destroyed placeholder (service/money/costs.py:cap_charges)
     seeded.state.set_kv("ledger:charged:77", json.dumps({"billed": 1.0, "at": NOW, "suspect": [
         SuspectCharge("77", 1e9, 1.0, 0.4, 0.0).to_dict()]}))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from comfy_lora_cloud.models import Session, SessionState
-from comfy_lora_cloud.service.state import StateStore
+from comfy_lora_cloud.service.home.state import StateStore
 
 
 def test_status_all_lists_a_damaged_session(cli, clean_env):

@@ -11,7 +11,7 @@ import time
 from PIL import Image
 
 from comfy_lora_cloud.models import Run, RunState
-from comfy_lora_cloud.service.state import StateStore
+from comfy_lora_cloud.service.home.state import StateStore
 from comfy_lora_cloud.storage import LocalStorage
 from comfy_lora_cloud.training.status import StatusReporter
 

@@ -24,7 +24,7 @@ from PIL import Image
 
 from comfy_lora_cloud.comfy.routes import PREFIX, register_routes
 from comfy_lora_cloud.service.app import App
-from comfy_lora_cloud.service.media import make_thumbnail
+from comfy_lora_cloud.service.library.media import make_thumbnail
 from comfy_lora_cloud.settings import Settings
 from comfy_lora_cloud.storage import LocalStorage, layout
 

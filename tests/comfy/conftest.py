@@ -18,7 +18,7 @@ from comfy_lora_cloud.comfy.routes import PREFIX, register_routes
 from comfy_lora_cloud.comfy.token import HEADER
 from comfy_lora_cloud.models import Cost, Instance, InstanceState, Run, RunState, RunStatus
 from comfy_lora_cloud.service.app import App
-from comfy_lora_cloud.service.state import StateStore
+from comfy_lora_cloud.service.home.state import StateStore
 from comfy_lora_cloud.settings import Settings
 from comfy_lora_cloud.storage import LocalStorage
 from comfy_lora_cloud.storage import layout

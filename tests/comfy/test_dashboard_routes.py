@@ -13,7 +13,7 @@ from PIL import Image
 
 from comfy_lora_cloud.comfy.routes import PREFIX
 from comfy_lora_cloud.service.app import App
-from comfy_lora_cloud.service.runs import TrainRequest
+from comfy_lora_cloud.service.runs.control import TrainRequest
 from comfy_lora_cloud.storage import layout
 
 from tests.comfy.conftest import HTML_CAPTION, png_bytes, token_headers
@@ -100,7 +100,7 @@ def test_caption_precondition_on_gcs(gcs_env, gcs_bucket, tmp_path, clean_env):
     import asyncio
 
     from comfy_lora_cloud.errors import PreconditionFailed
-    from comfy_lora_cloud.service.captions import CaptionConflict
+    from comfy_lora_cloud.service.library.captions import CaptionConflict
     from comfy_lora_cloud.settings import Settings
     from comfy_lora_cloud.storage.gcs import GcsStorage, make_retry
     from tests.contract.gcs_transports import GcsSemantics, session_with

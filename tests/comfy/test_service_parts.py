@@ -13,8 +13,8 @@ from PIL import Image
 
 from comfy_lora_cloud.comfy.token import TOKEN_FILE, load_or_create_token, token_matches
 from comfy_lora_cloud.errors import ConfigError, DatasetError
-from comfy_lora_cloud.service.files import check_file_name, parse_safetensors_header
-from comfy_lora_cloud.service.media import make_thumbnail
+from comfy_lora_cloud.service.library.files import check_file_name, parse_safetensors_header
+from comfy_lora_cloud.service.library.media import make_thumbnail
 
 from tests.comfy.conftest import safetensors_bytes
 

@@ -1,5 +1,5 @@
 """A fake Hugging Face Hub on 127.0.0.1: the three answers the controller's client reads
-(service/hub.py), with huggingface.co's status codes and ``X-Error-Code`` headers.
+(service/library/hub.py), with huggingface.co's status codes and ``X-Error-Code`` headers.
 
     GET /api/whoami-v2                      200 {"name"} | 401
     GET /api/models/<org>/<repo>/auth-check 200 | 401 RepoNotFound (no/bad token) | 403 GatedRepo

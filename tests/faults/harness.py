@@ -29,7 +29,7 @@ from typing import Any
 
 from comfy_lora_cloud.models import Instance, InstanceState, Run, RunState, RunStatus
 from comfy_lora_cloud.providers.base import run_label, with_bucket_tag
-from comfy_lora_cloud.service.state import StateStore
+from comfy_lora_cloud.service.home.state import StateStore
 from comfy_lora_cloud.storage.gcs import GcsStorage
 from comfy_lora_cloud.storage.identity import ensure_bucket_id
 from comfy_lora_cloud.storage.layout import run_key

@@ -1,7 +1,7 @@
 """Fault scenarios for the money the guard counts when its own records fail it (cases the
 first guard scenarios did not cover): the month budget with a damaged ``state.db``, held to vast.ai's ``/charges/``; and
 a huge but finite charge row, counted at the most its instance's rate allows
-(``service/costs.py:cap_charges``).
+(``service/money/costs.py:cap_charges``).
 
 Each row damages the store the way a full disk or a crash would, scripts the fake vast.ai's
 ``/charges/`` answer, and declares what the guard must do to every instance.

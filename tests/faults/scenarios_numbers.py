@@ -3,10 +3,10 @@ ledger lines of $1e308 (two of them sum to infinity, and a month of $inf used to
 live instance), and session records with a field of the wrong type (``max_hours`` as text,
 ``created_at`` null), whose sessions used to outlive their hours.
 
-A ledger line is believed only within what its instance's rate allows (``service/costs.py``
+A ledger line is believed only within what its instance's rate allows (``service/money/costs.py``
 ``line_cap``): outside it, it is reported line by line and never summed, and a run over budget by
 its real spend is still caught. A damaged session record still has hours
-(``service/sessions.py`` ``SessionGuard._damaged_hours``): its own max_hours when readable, else
+(``service/sessions/control.py`` ``SessionGuard._damaged_hours``): its own max_hours when readable, else
 the most a session may have, from its instance's first sighting here.
 """
 

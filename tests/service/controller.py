@@ -18,9 +18,9 @@ import sys
 from comfy_lora_cloud.models import InstanceState, Run
 from comfy_lora_cloud.providers.base import LaunchSpec
 from comfy_lora_cloud.providers.vast import VastClient, VastProvider, offer_from_vast
-from comfy_lora_cloud.service.launch import launch_run
-from comfy_lora_cloud.service.reconcile import Reconciler
-from comfy_lora_cloud.service.state import StateStore
+from comfy_lora_cloud.service.runs.launch import launch_run
+from comfy_lora_cloud.service.guard.reconcile import Reconciler
+from comfy_lora_cloud.service.home.state import StateStore
 from comfy_lora_cloud.storage.local import LocalStorage
 
 

@@ -1,4 +1,4 @@
-"""A charge row bigger than its instance could have billed (service/costs.py:cap_charges): counted
+"""A charge row bigger than its instance could have billed (service/money/costs.py:cap_charges): counted
 at the most the rate allows, never less, and never dropped; the ledger keeps it as suspect until
 the provider's bill no longer says it. The guard's side runs in tests/faults/scenarios_money.py."""
 
@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from comfy_lora_cloud.models import Instance
-from comfy_lora_cloud.service.costs import (CHARGE_MARGIN, CHARGE_SLACK_USD, UNKNOWN_DPH, CostLedger, cap_charges,
+from comfy_lora_cloud.service.money.costs import (CHARGE_MARGIN, CHARGE_SLACK_USD, UNKNOWN_DPH, CostLedger, cap_charges,
                                             known_rates)
-from comfy_lora_cloud.service.state import StateStore
+from comfy_lora_cloud.service.home.state import StateStore
 
 NOW = 1_700_000_000.0
 HOUR = 3600.0

@@ -6,9 +6,9 @@ import pytest
 
 from comfy_lora_cloud.errors import BudgetExceeded
 from comfy_lora_cloud.models import Instance, InstanceState
-from comfy_lora_cloud.service.budgets import Budgets, check_launch, evaluate
-from comfy_lora_cloud.service.costs import CostLedger
-from comfy_lora_cloud.service.state import StateStore
+from comfy_lora_cloud.service.money.budgets import Budgets, check_launch, evaluate
+from comfy_lora_cloud.service.money.costs import CostLedger
+from comfy_lora_cloud.service.home.state import StateStore
 
 
 def test_accrual_bills_gpu_only_while_running_and_nothing_offline(tmp_path):

@@ -15,9 +15,9 @@ from comfy_lora_cloud.errors import LoraCloudError
 from comfy_lora_cloud.models import Run, RunState
 from comfy_lora_cloud.providers.base import LaunchSpec, run_label, with_bucket_tag
 from comfy_lora_cloud.providers.vast import VastClient, VastProvider, offer_from_vast
-from comfy_lora_cloud.service.launch import launch_run
-from comfy_lora_cloud.service.reconcile import Reconciler
-from comfy_lora_cloud.service.state import StateStore
+from comfy_lora_cloud.service.runs.launch import launch_run
+from comfy_lora_cloud.service.guard.reconcile import Reconciler
+from comfy_lora_cloud.service.home.state import StateStore
 from comfy_lora_cloud.storage.identity import ensure_bucket_id
 from comfy_lora_cloud.storage.local import LocalStorage
 from comfy_lora_cloud.training.status import StatusReporter

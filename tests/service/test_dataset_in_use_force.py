@@ -1,4 +1,4 @@
-"""``--force`` wherever a dataset can be replaced (service/dataset_use.py:require_unused): ``dataset
+"""``--force`` wherever a dataset can be replaced (service/library/dataset_use.py:require_unused): ``dataset
 prepare --replace`` and the Save Dataset node's ``force`` input (service/graph.py:save_dataset)
 refuse a dataset a live run trains on, and change it when forced. ``dataset upload`` and the
 refusal itself: tests/service/test_dataset_in_use.py; the sidebar's publish route:

@@ -15,8 +15,8 @@ from comfy_lora_cloud.cli.main import app as cli_app
 from comfy_lora_cloud.errors import ConfigError
 from comfy_lora_cloud.models import Instance, InstanceState, Offer, RunState
 from comfy_lora_cloud.providers.base import Capability, LaunchSpec, OfferRequest
-from comfy_lora_cloud.service.costs import CostLedger, billed_rates
-from comfy_lora_cloud.service.runs import INTERRUPTED, TrainRequest
+from comfy_lora_cloud.service.money.costs import CostLedger, billed_rates
+from comfy_lora_cloud.service.runs.control import INTERRUPTED, TrainRequest
 from comfy_lora_cloud.training.status import read_status
 from tests.comfy.conftest import NOW, seed
 from tests.comfy.vast_helpers import KEY, provider_factory, vast  # noqa: F401

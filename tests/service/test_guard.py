@@ -10,9 +10,9 @@ from comfy_lora_cloud.errors import ConfigError
 from comfy_lora_cloud.models import Run, RunState
 from comfy_lora_cloud.providers.base import run_label
 from comfy_lora_cloud.providers.vast import VastClient, VastProvider
-from comfy_lora_cloud.service.budgets import Budgets
-from comfy_lora_cloud.service.guard import Guard
-from comfy_lora_cloud.service.state import StateStore
+from comfy_lora_cloud.service.money.budgets import Budgets
+from comfy_lora_cloud.service.guard.guard import Guard
+from comfy_lora_cloud.service.home.state import StateStore
 from comfy_lora_cloud.storage.local import LocalStorage
 from comfy_lora_cloud.training.status import StatusReporter, read_status
 from tests.comfy.vast_helpers import vast  # noqa: F401

@@ -20,7 +20,7 @@ from comfy_lora_cloud.cli.main import app
 from comfy_lora_cloud.models import RunState
 from comfy_lora_cloud.providers.base import LaunchSpec, OfferRequest, bucket_tag, run_label
 from comfy_lora_cloud.providers.vast import VastClient, VastProvider
-from comfy_lora_cloud.service.state import StateStore
+from comfy_lora_cloud.service.home.state import StateStore
 from comfy_lora_cloud.settings import Settings
 from comfy_lora_cloud.storage import open_storage
 from comfy_lora_cloud.storage.identity import read_bucket_id

@@ -1,5 +1,5 @@
 """The ledger's lines are summed only within what their instance's rate allows
-(service/costs.py ``CostLedger.lines``, ``line_cap``): a line outside it is a corrupt row, handed
+(service/money/costs.py ``CostLedger.lines``, ``line_cap``): a line outside it is a corrupt row, handed
 to ``on_corrupt`` and never summed, so every sum of money is finite and bounded by the rates."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import math
 import pytest
 
 from comfy_lora_cloud.models import Cost, Instance, InstanceState
-from comfy_lora_cloud.service.costs import (CHARGE_MARGIN, CHARGE_SLACK_USD, CHARGES_WINDOW_S, UNKNOWN_DPH, CostLedger,
+from comfy_lora_cloud.service.money.costs import (CHARGE_MARGIN, CHARGE_SLACK_USD, CHARGES_WINDOW_S, UNKNOWN_DPH, CostLedger,
                                             Lifetime, line_cap, usd_in)
-from comfy_lora_cloud.service.state import StateStore
+from comfy_lora_cloud.service.home.state import StateStore
 
 NOW = 1_750_000_000.0  # mid-month
 HOUR = 3600.0

@@ -1,4 +1,4 @@
-"""The one dataset upload, the one dataset download and the one LoRA download (service/library.py),
+"""The one dataset upload, the one dataset download and the one LoRA download (service/library/store.py),
 and the callers that must go through them (graph nodes, runs.fetch_lora), on a local bucket."""
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from PIL import Image
 
 from comfy_lora_cloud.errors import CorruptRecord, DatasetError, DatasetExists, LockHeld, ObjectNotFound
 from comfy_lora_cloud.models import RunState, RunStatus
-from comfy_lora_cloud.service import graph, library
-from comfy_lora_cloud.service.runs import fetch_lora
+from comfy_lora_cloud.service import graph
+from comfy_lora_cloud.service.library import store as library
+from comfy_lora_cloud.service.runs.control import fetch_lora
 from comfy_lora_cloud.storage import LocalStorage, layout
 from comfy_lora_cloud.storage import lock as leases
 from comfy_lora_cloud.storage.base import PARTIAL

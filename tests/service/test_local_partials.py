@@ -22,9 +22,9 @@ from PIL import Image
 from comfy_lora_cloud.models import Run, RunState
 from comfy_lora_cloud.providers.base import run_label
 from comfy_lora_cloud.providers.vast import VastClient, VastProvider
-from comfy_lora_cloud.service.budgets import Budgets
-from comfy_lora_cloud.service.guard import Guard
-from comfy_lora_cloud.service.state import StateStore
+from comfy_lora_cloud.service.money.budgets import Budgets
+from comfy_lora_cloud.service.guard.guard import Guard
+from comfy_lora_cloud.service.home.state import StateStore
 from comfy_lora_cloud.storage import LocalStorage
 from comfy_lora_cloud.storage.base import PARTIAL, sweep_partials
 from comfy_lora_cloud.storage.layout import DATASET_LOCK

@@ -1,4 +1,4 @@
-"""service/media.py: bucket files typed by their bytes, and thumbnails that a hostile image cannot
+"""service/library/media.py: bucket files typed by their bytes, and thumbnails that a hostile image cannot
 turn into a denial of service (byte and pixel limits, a bounded decoding pool, a cache)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from comfy_lora_cloud.errors import DatasetError
-from comfy_lora_cloud.service.media import (ImageSniffer, Thumbnailer, make_thumbnail, served_file, sniff_image)
+from comfy_lora_cloud.service.library.media import (ImageSniffer, Thumbnailer, make_thumbnail, served_file, sniff_image)
 from comfy_lora_cloud.storage import LocalStorage
 
 from tests.comfy import hostile

@@ -1,5 +1,5 @@
 """Heavy work started from ComfyUI runs in a worker process: the sync engine's planning
-and transfers and a dataset preparation go to ``python -m comfy_lora_cloud.service.offload``,
+and transfers and a dataset preparation go to ``python -m comfy_lora_cloud.service.library.offload``,
 their progress comes back to the same callbacks, their errors come back as themselves. Proven
 by poisoning the engine in this process: whatever still works ran elsewhere."""
 
@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from comfy_lora_cloud.errors import DatasetError, StorageError
-from comfy_lora_cloud.service import offload
+from comfy_lora_cloud.service.library import offload
 from comfy_lora_cloud.service.app import App
 from comfy_lora_cloud.settings import Settings
 from comfy_lora_cloud.storage import LocalStorage, layout, sync

@@ -12,10 +12,10 @@ from comfy_lora_cloud.errors import StorageError
 from comfy_lora_cloud.models import Run, RunState, RunStatus, validate_name
 from comfy_lora_cloud.providers.base import (bucket_tag, run_id_from_label, run_label, session_id_from_label,
                                              session_label, with_bucket_tag)
-from comfy_lora_cloud.service.ownership import (Attribution, Bucket, BucketFacts, BucketView, Local, Verdict,
+from comfy_lora_cloud.service.money.ownership import (Attribution, Bucket, BucketFacts, BucketView, Local, Verdict,
                                                 attribute, bucket_view, decide, launch_bucket_id, own_bucket_ids)
-from comfy_lora_cloud.service.sessions import new_session_id
-from comfy_lora_cloud.service.state import StateStore
+from comfy_lora_cloud.service.sessions.control import new_session_id
+from comfy_lora_cloud.service.home.state import StateStore
 from comfy_lora_cloud.storage.identity import ID_KEY, ensure_bucket_id
 from comfy_lora_cloud.storage.layout import run_key
 from comfy_lora_cloud.storage.local import LocalStorage
@@ -107,7 +107,7 @@ BID = "0123456789ab"
 def test_new_ids_carry_the_bucket_and_stay_ids_every_version_reads(lora_name):
     """A tagged id is still a valid name: an older home reads ``lora-cloud:<id>`` as run <id> and
     finds it in its bucket, never as "a label no run could have" (which it would destroy)."""
-    from comfy_lora_cloud.service.runs import _id_time
+    from comfy_lora_cloud.service.runs.control import _id_time
 
     for ident, label, parse in ((new_run_id(lora_name, lambda: NOW, bucket_id=BID), run_label, run_id_from_label),
                                 (new_session_id(lambda: NOW, bucket_id=BID), session_label, session_id_from_label)):

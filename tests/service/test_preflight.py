@@ -1,4 +1,4 @@
-"""Checks before money (service/preflight.py): what makes a dataset unfit to train, and that
+"""Checks before money (service/runs/preflight.py): what makes a dataset unfit to train, and that
 every way to start a run (``train start``, the Launch node, the sidebar's quick launch) refuses
 it with the reasons before anything is recorded or rented, on a GCS bucket (the emulator) with
 the fake vast.ai server ready to rent."""
@@ -14,8 +14,8 @@ from PIL import Image
 from comfy_lora_cloud.errors import DatasetError
 from comfy_lora_cloud.service import graph
 from comfy_lora_cloud.service.app import App
-from comfy_lora_cloud.service.preflight import check_dataset, require_ready
-from comfy_lora_cloud.service.runs import TrainRequest
+from comfy_lora_cloud.service.runs.preflight import check_dataset, require_ready
+from comfy_lora_cloud.service.runs.control import TrainRequest
 from comfy_lora_cloud.settings import Settings
 from comfy_lora_cloud.storage import LocalStorage, open_storage
 from comfy_lora_cloud.training.kohya_config import MODEL_FILES

@@ -1,5 +1,5 @@
 """Ending a run: the bucket first, then the store; an end the bucket refused is kept and written
-again until both say it, with one end event (service/run_end.py), and the guard does that before
+again until both say it, with one end event (service/runs/lifecycle.py), and the guard does that before
 reconcile could call the run lost."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import pytest
 
 from comfy_lora_cloud.errors import StorageError
 from comfy_lora_cloud.models import Run, RunState
-from comfy_lora_cloud.service.run_end import PENDING, end_run, finish_pending
-from comfy_lora_cloud.service.state import StateStore
+from comfy_lora_cloud.service.runs.lifecycle import PENDING, end_run, finish_pending
+from comfy_lora_cloud.service.home.state import StateStore
 from comfy_lora_cloud.storage.local import LocalStorage
 from comfy_lora_cloud.training.status import StatusReporter, read_events, read_status
 

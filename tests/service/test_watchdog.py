@@ -7,11 +7,11 @@ import pytest
 from comfy_lora_cloud.models import Run, RunState
 from comfy_lora_cloud.providers.base import LaunchSpec
 from comfy_lora_cloud.providers.vast import VastClient, VastProvider, offer_from_vast
-from comfy_lora_cloud.service.budgets import Budgets
-from comfy_lora_cloud.service.costs import CostLedger
-from comfy_lora_cloud.service.launch import launch_run
-from comfy_lora_cloud.service.state import StateStore
-from comfy_lora_cloud.service.watchdog import BUDGET_EVENT, Watchdog
+from comfy_lora_cloud.service.money.budgets import Budgets
+from comfy_lora_cloud.service.money.costs import CostLedger
+from comfy_lora_cloud.service.runs.launch import launch_run
+from comfy_lora_cloud.service.home.state import StateStore
+from comfy_lora_cloud.service.guard.watchdog import BUDGET_EVENT, Watchdog
 from tests.service.conftest import API_KEY
 
 

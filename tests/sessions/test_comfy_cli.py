@@ -11,7 +11,7 @@ import stat
 
 import httpx
 
-from comfy_lora_cloud.service.state import StateStore
+from comfy_lora_cloud.service.home.state import StateStore
 from comfy_lora_cloud.training.inference import read_session_status
 
 from .conftest import REPO, VAST_KEY, WAIT, flux_workflow, wait_for
@@ -71,7 +71,7 @@ def test_start_run_stop(stack, tmp_path):
     assert sorted(os.path.basename(p) for p in pair["images"]) == ["twin_00001_-2.png", "twin_00001_.png"]
     assert all(open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n" for p in pair["images"])
 
-    # one of the pack's templates by name (service/templates.py fills in the LoRA and the prompt)
+    # one of the pack's templates by name (service/templates/catalog.py fills in the LoRA and the prompt)
     templated = stack.json("comfy", "run", "basic_txt2img", "--lora", "fresh", "--prompt", "ohwx dog",
                            "--set", "KSampler.steps=2", "--out", str(out))
     assert [os.path.basename(p) for p in templated["images"]] == ["basic_00001_.png"]

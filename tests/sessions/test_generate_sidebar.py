@@ -9,7 +9,7 @@ import json
 
 from comfy_lora_cloud.service.app import App
 from comfy_lora_cloud.comfy.token import TOKEN_FILE
-from comfy_lora_cloud.service.workflow_api import prepare
+from comfy_lora_cloud.service.templates.workflow_api import prepare
 from tests.browser.conftest import Broadcaster, browser, build_app, chromium_path, open_sidebar  # noqa: F401
 from tests.sessions.conftest import flux_workflow, wait_for
 

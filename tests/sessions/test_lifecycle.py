@@ -9,7 +9,7 @@ import os
 import signal
 
 from comfy_lora_cloud.providers.base import bucket_tag, session_label
-from comfy_lora_cloud.service.state import StateStore
+from comfy_lora_cloud.service.home.state import StateStore
 from comfy_lora_cloud.storage.identity import read_bucket_id
 
 from .conftest import flux_workflow, wait_for

@@ -122,7 +122,7 @@ def test_comfy_run_and_the_remote_node_against_real_comfyui(stack, local_comfyui
     # a shipped template in its canvas form: the real ComfyUI (with the pack, and the session's
     # stand-in weights listed) takes the converted prompt without node_errors
     from comfy_lora_cloud.remote.comfyui import ComfyClient
-    from comfy_lora_cloud.service.workflow_api import resolve_workflow
+    from comfy_lora_cloud.service.templates.workflow_api import resolve_workflow
 
     async def queue_template() -> str:
         async with ComfyClient(url) as client:

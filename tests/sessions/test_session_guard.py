@@ -1,4 +1,4 @@
-"""The guard's session rules (service/sessions.py SessionGuard), through the App's one guard pass
+"""The guard's session rules (service/sessions/control.py SessionGuard), through the App's one guard pass
 against the fake vast.ai server on a clock the test moves: a session's instance is owned like a
 run's (its record here, its status in the bucket), a controller that crashed mid-start is
 reconciled (adopted, or failed), and idle minutes and max hours are enforced from this side too,
@@ -17,7 +17,7 @@ from comfy_lora_cloud.providers.base import LaunchSpec, OfferRequest, session_la
 from comfy_lora_cloud.service.app import App
 from comfy_lora_cloud.service.events import SESSION_EVENT
 from comfy_lora_cloud.service.notify import notices_for
-from comfy_lora_cloud.service.ownership import launch_bucket_id
+from comfy_lora_cloud.service.money.ownership import launch_bucket_id
 from comfy_lora_cloud.settings import Settings, set_value
 from comfy_lora_cloud.storage.local import LocalStorage
 from comfy_lora_cloud.training.inference import read_session_status, status_key
@@ -126,7 +126,7 @@ async def test_a_session_keeps_its_own_max_hours_whatever_max_run_hours_says(fou
 
 
 def test_a_sessions_hours_default_to_their_own_setting(clean_env):
-    from comfy_lora_cloud.service.sessions import SessionRequest
+    from comfy_lora_cloud.service.sessions.control import SessionRequest
 
     set_value(clean_env, "max_run_hours", "2")
     set_value(clean_env, "session_max_hours", "7.5")

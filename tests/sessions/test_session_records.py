@@ -1,4 +1,4 @@
-"""A session record is checked like a run's row (models.Session.from_record, service/sessions.py
+"""A session record is checked like a run's row (models.Session.from_record, service/sessions/control.py
 ``_decode``): one with a wrong field type is a CorruptRecord that names the field, never a
 TypeError in the guard or a view. Its instance still has hours (its own max_hours when readable,
 else the most a session may have, from its instance's first sighting here), and the views list
@@ -14,7 +14,7 @@ from comfy_lora_cloud.errors import CorruptRecord
 from comfy_lora_cloud.models import Session, SessionState
 from comfy_lora_cloud.providers.base import LaunchSpec, OfferRequest, session_label
 from comfy_lora_cloud.service.app import App
-from comfy_lora_cloud.service.sessions import _decode, salvage
+from comfy_lora_cloud.service.sessions.control import _decode, salvage
 from comfy_lora_cloud.settings import MAX_SESSION_HOURS, Settings
 from comfy_lora_cloud.storage.local import LocalStorage
 from tests.comfy.vast_helpers import KEY, provider_factory_for

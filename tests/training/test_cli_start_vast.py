@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from comfy_lora_cloud.cli.main import app
-from comfy_lora_cloud.service.state import StateStore
+from comfy_lora_cloud.service.home.state import StateStore
 from comfy_lora_cloud.settings import Settings
 from comfy_lora_cloud.storage import open_storage
 from comfy_lora_cloud.training.status import read_status

@@ -58,7 +58,7 @@ async def test_trained_lora_round_trip_through_the_bucket(tmp_path, gcs_bucket, 
     storage = open_storage(url)
     seed_bucket(storage)
     small_spec().save(storage)
-    # the controller announced the rented GPU half an hour ago (service/recovery.py: announce_attempt)
+    # the controller announced the rented GPU half an hour ago (service/runs/recovery.py: announce_attempt)
     announced = StatusReporter(storage, "run1", clock=lambda: time.time() - 1800)
     announced.event("attempt", n=1, gpu="RTX 4090", dph=0.4, interruptible=False, offer_id="o-1")
     announced.update(state=RunState.LAUNCHING, message="renting RTX 4090")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from comfy_lora_cloud.models import RunState
-from comfy_lora_cloud.service.state import StateStore
+from comfy_lora_cloud.service.home.state import StateStore
 from comfy_lora_cloud.settings import Settings
 from comfy_lora_cloud.training.launch import config_hash
 from comfy_lora_cloud.training.spec import RunSpec, read_limits

@@ -17,9 +17,9 @@ from comfy_lora_cloud.errors import ConfigError
 from comfy_lora_cloud.models import Instance, RunState, RunStatus
 from comfy_lora_cloud.providers.base import run_label
 from comfy_lora_cloud.service.app import App
-from comfy_lora_cloud.service.settings_files import load_settings
-from comfy_lora_cloud.service.state import REBUILD_KEY, StateStore
-from comfy_lora_cloud.service.store_rebuild import first_sightings
+from comfy_lora_cloud.service.home.settings_files import load_settings
+from comfy_lora_cloud.service.home.state import REBUILD_KEY, StateStore
+from comfy_lora_cloud.service.guard.store_rebuild import first_sightings
 from comfy_lora_cloud.settings import LAST_GOOD_DIR, LastGood, set_value
 from comfy_lora_cloud.storage import LocalStorage, layout
 from tests.unit.test_wiring import one_guard_round, world  # noqa: F401 - world: the fake vast.ai with an orphan and a live run
@@ -159,7 +159,7 @@ def test_a_healthy_store_is_left_alone(tmp_path):
 def test_a_store_another_process_just_replaced_is_not_set_aside_again(tmp_path, monkeypatch):
     """Two processes saw the damage; the first set it aside and started a fresh store. The second
     looks again under the repair lock and uses that store, with what the first wrote there."""
-    import comfy_lora_cloud.service.state as state_module
+    import comfy_lora_cloud.service.home.state as state_module
 
     path = tmp_path / "state.db"
     path.write_bytes(b"not a database " * 300)

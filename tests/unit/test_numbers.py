@@ -11,11 +11,11 @@ import pytest
 
 from comfy_lora_cloud.errors import ConfigError, CorruptRecord, DatasetError
 from comfy_lora_cloud.models import MAX_EXACT_INT, check_number, is_number
-from comfy_lora_cloud.service.files import parse_safetensors_header
-from comfy_lora_cloud.service.runs import TrainRequest
-from comfy_lora_cloud.service.sessions import SessionRequest
-from comfy_lora_cloud.service.train_config import editor_overrides
-from comfy_lora_cloud.service.workflow_api import parse_assignment, parse_workflow
+from comfy_lora_cloud.service.library.files import parse_safetensors_header
+from comfy_lora_cloud.service.runs.control import TrainRequest
+from comfy_lora_cloud.service.sessions.control import SessionRequest
+from comfy_lora_cloud.service.runs.train_config import editor_overrides
+from comfy_lora_cloud.service.templates.workflow_api import parse_assignment, parse_workflow
 from comfy_lora_cloud.storage.base import parse_json_record
 from comfy_lora_cloud.storage.local import LocalStorage
 from comfy_lora_cloud.training.lora_meta import from_header, read_safetensors_metadata

@@ -12,7 +12,7 @@ import pytest
 
 from comfy_lora_cloud.errors import ConfigError, redact
 from comfy_lora_cloud.models import Cost
-from comfy_lora_cloud.service.state import StateStore
+from comfy_lora_cloud.service.home.state import StateStore
 from comfy_lora_cloud.settings import Settings, set_value
 
 SA = {

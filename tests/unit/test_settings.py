@@ -81,7 +81,7 @@ def test_budgets_are_finite_numbers_in_a_sane_range(clean_env, key, value, words
 def test_zero_turns_a_dollar_limit_off_everywhere(clean_env):
     from comfy_lora_cloud.models import Instance
     from comfy_lora_cloud.providers.pricing import Job
-    from comfy_lora_cloud.service.budgets import Budgets, check_launch, evaluate
+    from comfy_lora_cloud.service.money.budgets import Budgets, check_launch, evaluate
 
     for key in ("max_dph", "max_run_usd", "max_month_usd"):
         set_value(clean_env, key, "0")

@@ -2,7 +2,7 @@ import multiprocessing
 import sqlite3
 
 from comfy_lora_cloud.models import Cost, Instance, InstanceState, Run, RunState
-from comfy_lora_cloud.service.state import SCHEMA_VERSION, StateStore
+from comfy_lora_cloud.service.home.state import SCHEMA_VERSION, StateStore
 
 
 def test_schema_is_versioned_and_wal(tmp_path):

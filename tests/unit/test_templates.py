@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from comfy_lora_cloud.errors import ConfigError
-from comfy_lora_cloud.service.templates import describe_templates, load_template, split_prompts, ui_template
+from comfy_lora_cloud.service.templates.catalog import describe_templates, load_template, split_prompts, ui_template
 from comfy_lora_cloud.workflows import TEMPLATES
 from tests.fixtures.object_info import all_variants, check_api, check_graph, load, needed_types
 

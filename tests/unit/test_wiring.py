@@ -25,7 +25,7 @@ from comfy_lora_cloud.comfy.wiring import AppHolder, holder
 from comfy_lora_cloud.models import RunState, RunStatus
 from comfy_lora_cloud.providers.base import with_bucket_tag
 from comfy_lora_cloud.service.app import App
-from comfy_lora_cloud.service.state import StateStore
+from comfy_lora_cloud.service.home.state import StateStore
 from comfy_lora_cloud.settings import Settings
 from comfy_lora_cloud.storage import LocalStorage, layout
 from comfy_lora_cloud.storage.identity import ensure_bucket_id

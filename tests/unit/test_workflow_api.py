@@ -1,4 +1,4 @@
-"""Editing API-format workflows from outside the graph (service/workflow_api.py): the prompt is the
+"""Editing API-format workflows from outside the graph (service/templates/workflow_api.py): the prompt is the
 text node the sampler's positive input leads to (through guidance nodes), the LoRA goes into every
 LoRA loader with the pack's folder, NODE.INPUT=VALUE finds nodes by id, title or class; a canvas
 workflow is taken, and made into the API form against the target's node definitions."""
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from comfy_lora_cloud.errors import ConfigError
-from comfy_lora_cloud.service.workflow_api import parse_assignment, parse_workflow, prepare, resolve_workflow
+from comfy_lora_cloud.service.templates.workflow_api import parse_assignment, parse_workflow, prepare, resolve_workflow
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -81,6 +81,6 @@ def test_a_template_by_name_gets_the_lora_prompt_and_seed():
 
 def test_the_cli_defaults_are_the_services():
     from comfy_lora_cloud.cli import comfy
-    from comfy_lora_cloud.service import sessions
+    from comfy_lora_cloud.service.sessions import control as sessions
 
     assert comfy.DEFAULT_IDLE_MINUTES == sessions.DEFAULT_IDLE_MINUTES

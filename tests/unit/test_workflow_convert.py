@@ -1,5 +1,5 @@
 """A canvas workflow (what ComfyUI saves) made into the API form /prompt takes
-(service/workflow_convert.py), against node definitions recorded from a real ComfyUI with the packs
+(service/templates/convert.py), against node definitions recorded from a real ComfyUI with the packs
 (tests/data/object_info.json):
 
 - every shipped workflow in example_workflows/ converts to exactly the API form the builder writes
@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from comfy_lora_cloud.errors import ConfigError
-from comfy_lora_cloud.service.workflow_convert import to_api, widget_names
+from comfy_lora_cloud.service.templates.convert import to_api, widget_names
 from tests.fixtures.object_info import check_api, load
 
 REPO = Path(__file__).resolve().parents[2]

@@ -123,7 +123,7 @@ def _run_notices(run: Mapping[str, Any], now: float) -> list[Notice]:
 
 
 def _preemption_notices(data: Mapping[str, Any], now: float) -> list[Notice]:
-    """What the guard's recovery (service/recovery.py) announces: ``preempted``, then ``resumed``
+    """What the guard's recovery (service/runs/recovery.py) announces: ``preempted``, then ``resumed``
     (the instance came back) or ``relaunched`` (moved to another); ``gave_up`` ends the run, which
     its run event announces as failed."""
     run_id = data.get("run_id")

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, TYPE_CHECKING
 
 from ...errors import LoraCloudError
 from . import desktop
@@ -20,6 +20,9 @@ from .ledger import DAMAGED, Ledger
 from .notices import EVENTS, KINDS, Notice, clean_text, notices_for
 from .webhook import Resolver, WebhookPolicy, post_webhook, system_resolve
 from .worker import ChannelWorker
+
+if TYPE_CHECKING:
+    from ..core import Core
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +55,11 @@ class Notifier:
     ``history`` keeps the last deliveries of this process (newest last).
     """
 
-    def __init__(self, app: Any, *, run_command: desktop.Runner = subprocess.run, platform: str = sys.platform,
+    def __init__(self, core: Core, *, run_command: desktop.Runner = subprocess.run, platform: str = sys.platform,
                  webhook_policy: WebhookPolicy | None = None, webhook_transport: Any = None,
                  webhook_resolve: Resolver = system_resolve, sleep: Callable[[float], None] = time.sleep,
                  rng: random.Random | None = None, idle_exit_s: float = IDLE_EXIT_S, queue_size: int = QUEUE_SIZE):
-        self.app = app
+        self.core = core
         self.run_command = run_command
         self.platform = platform
         self.webhook_policy = webhook_policy or WebhookPolicy()
@@ -65,7 +68,7 @@ class Notifier:
         self.sleep = sleep
         self.rng = rng
         self.history: list[Delivery] = []
-        self.records = Ledger(lambda: app.state)
+        self.records = Ledger(lambda: core.state)
         self._history_lock = threading.Lock()
         self._atexit = threading.Lock()
         self._atexit_registered = False
@@ -100,7 +103,7 @@ class Notifier:
         if kind not in KINDS:
             raise ValueError(f"unknown notification kind {kind!r}; one of {', '.join(KINDS)}")
         self._dispatch(Notice(kind, key, clean_text(title, 200), clean_text(message),
-                              at if at is not None else self.app.clock(), dict(subject or {})))
+                              at if at is not None else self.core.clock(), dict(subject or {})))
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until everything queued so far is delivered (or given up) on every channel; False
@@ -111,7 +114,7 @@ class Notifier:
 
     def _read_event(self, item: tuple[str, Any]) -> None:
         event, data = item
-        for n in notices_for(event, data, self.app.clock()):
+        for n in notices_for(event, data, self.core.clock()):
             self._dispatch(n)
 
     def _dispatch(self, n: Notice) -> None:
@@ -134,7 +137,7 @@ class Notifier:
         def handle(item: tuple[str, Any]) -> None:
             kind, n = item
             try:
-                settings = self.app.settings
+                settings = self.core.settings
                 if not self._enabled(channel, settings):
                     return
                 if kind == "stale":
@@ -169,7 +172,7 @@ class Notifier:
             del self.history[:-HISTORY]
 
     def _send_toast(self, n: Notice, settings: Any) -> tuple[str, str]:
-        self.app.sink(NOTIFY_EVENT, {"id": n.id, "kind": n.kind, "title": n.title, "message": n.message,
+        self.core.sink(NOTIFY_EVENT, {"id": n.id, "kind": n.kind, "title": n.title, "message": n.message,
                                      "severity": n.severity, "subject": n.subject})
         return "sent", ""
 
@@ -189,7 +192,7 @@ class Notifier:
         """The channels as set now, whether a webhook is configured and signed (never its URL or
         secret), the latest deliveries and how many ledger rows are damaged. Blocks (reads the
         state store): call it in a thread."""
-        s = self.app.settings
+        s = self.core.settings
         entries = self.records.entries()
         return {"toast": s.notify_toast, "desktop": s.notify_desktop, "webhook": s.notify_webhook,
                 "webhook_format": s.webhook_format, "webhook_configured": bool(s.secret("webhook_url")),
@@ -220,11 +223,11 @@ class Notifier:
                 if not isinstance(value, bool):
                     raise ConfigError(f"{key} must be true or false")
                 clean[key] = "true" if value else "false"
-        home = self.app.settings.home
+        home = self.core.settings.home
         Settings.load(home, **clean)  # validate them all before writing any
         for key, value in clean.items():
             set_value(home, key, value)
-        self.app.source.invalidate()
+        self.core.source.invalidate()
         return self.summary()
 
     def test(self) -> str:
