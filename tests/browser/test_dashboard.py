@@ -266,7 +266,7 @@ async def test_reload_during_a_run_brings_the_loss_graph_back(browser, aiohttp_s
     # the run finishes: a notification arrives as a toast (once), and the card says done
     status = RunStatus(run_id="run-1", state=RunState.DONE, step=1000, total_steps=1000, loss=0.05, updated_at=NOW)
     seeded.storage.write_bytes(layout.run_key("run-1", "status.json"), json.dumps(status.to_dict()).encode())
-    seeded.app.notify.app.clock = lambda: NOW + 60
+    seeded.app.notify.core.clock = lambda: NOW + 60
     seeded.app.emit(RUN_EVENT, await seeded.app.runs.get("run-1"))
     assert await asyncio.to_thread(seeded.app.notify.flush, 30)
     await expect(page.locator(".toast-success")).to_contain_text("LoRA ready: cat-v1")
