@@ -217,6 +217,14 @@ def real(check, *args) -> list[str]:
 P = rules.PACKAGE
 
 
+def test_the_rules_read_the_source_and_import_nothing_of_the_package():
+    """So they judge a tree that does not import, and a planted tree never touches the real one."""
+    source = ast.parse((REPO / "tests" / "unit" / "layout_rules.py").read_text())
+    imported = [n.module or "" for n in ast.walk(source) if isinstance(n, ast.ImportFrom)] + \
+        [a.name for n in ast.walk(source) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in imported if m.startswith(rules.PACKAGE)]
+
+
 # (a) import cycles
 
 def test_an_import_cycle_is_caught_with_its_ring(tmp_path):
@@ -367,6 +375,10 @@ def test_a_terminal_state_written_outside_the_lifecycle_home_is_caught(tmp_path)
                 session.state = SessionState.FAILED
                 tunnel.state = "failed"
                 conn.execute("SELECT * FROM runs WHERE state=?", (RunState.DONE.value,))
+                name = rid.replace("-", "_")
+                ended = replace(run, state=RunState("failed"))
+                status["state"] = RunState.LOST.value
+                body = {"state": RunState.FAILED.value, "message": m}
                 return state.list_runs(state=RunState.DONE)
             ''',
         f"{P}/service/runs/lifecycle.py": "def end_run(state, storage, rid, end, m):\n"
@@ -376,7 +388,7 @@ def test_a_terminal_state_written_outside_the_lifecycle_home_is_caught(tmp_path)
         f"{P}/worker/trainer.py": "def f(r):\n    r.update(state=RunState.FAILED)\n",
     })
     found = rules.check_terminal_writes(root)
-    assert where(found) == [f"{P}/service/guard/watchdog.py:{n}" for n in (7, 8, 9, 10, 11, 12, 13, 14)]
+    assert where(found) == [f"{P}/service/guard/watchdog.py:{n}" for n in (7, 8, 9, 10, 11, 12, 13, 14, 24, 25, 26)]
     assert "FAILED" in found[0].message and "lifecycle.py" in found[0].message
 
 
@@ -398,6 +410,7 @@ def test_an_event_name_outside_the_events_module_is_caught(tmp_path):
             NOTIFY_EVENT = "lora_cloud.notify"  # the toast channel
             ALIAS_EVENT = RUN_EVENT
             log = logging.getLogger("comfy_lora_cloud.notify")
+            SAVED = "lora_cloud.json"  # a file name
             def f(emit):
                 # emit("lora_cloud.run", {}) was here
                 emit(RUN_EVENT, {})
@@ -405,7 +418,7 @@ def test_an_event_name_outside_the_events_module_is_caught(tmp_path):
             ''',
     })
     found = rules.check_event_names(root)
-    assert where(found) == [f"{P}/service/notify/notifier.py:4", f"{P}/service/notify/notifier.py:10"]
+    assert where(found) == [f"{P}/service/notify/notifier.py:4", f"{P}/service/notify/notifier.py:11"]
     assert "NOTIFY_EVENT" in found[0].message and "'lora_cloud.toast'" in found[1].message
 
 
@@ -419,8 +432,8 @@ def test_every_event_name_is_defined_in_the_events_module():
 def test_a_settings_file_written_outside_its_module_is_caught(tmp_path):
     root = plant(tmp_path, {
         f"{P}/service/money/costs.py": '''
-            import os
-            from ...settings import CONFIG_FILE, set_value
+            import os, shutil
+            from ...settings import CONFIG_FILE, LAST_GOOD_DIR, set_value
             def save(home, data, raw):
                 (home / "config.toml").write_text(data)
                 path = home / CONFIG_FILE
@@ -434,6 +447,9 @@ def test_a_settings_file_written_outside_its_module_is_caught(tmp_path):
                 shown = str(home / "config.toml")
                 _keep(home / ".last-good" / "config.toml", raw)
                 _keep(home / "notes.txt", raw)
+                (home / "secrets.toml").rename(home / "secrets.toml.damaged")
+                shutil.copy(raw, home / LAST_GOOD_DIR / "config.toml")
+                shutil.copy(home / "config.toml", home / "backup.toml")  # copying one out is reading it
             def _keep(target, raw):
                 target.write_bytes(raw)
             ''',
@@ -441,7 +457,7 @@ def test_a_settings_file_written_outside_its_module_is_caught(tmp_path):
         f"{P}/settings/files.py": "def write(home, v):\n    (home / 'secrets.toml').write_text(v)\n",
     })
     found = rules.check_settings_writes(root)
-    assert where(found) == [f"{P}/service/money/costs.py:{n}" for n in (4, 7, 8, 14)]
+    assert where(found) == [f"{P}/service/money/costs.py:{n}" for n in (4, 7, 8, 14, 16, 17)]
 
 
 def test_settings_files_are_written_by_the_settings_module_only():
