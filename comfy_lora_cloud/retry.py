@@ -1,4 +1,5 @@
-"""The one retry policy for HTTP APIs we call (vast.ai from the controller and from the rented GPU):
+"""The one retry policy for what we call over the network (vast.ai from the controller and from the
+rented GPU, webhooks, the SSH tunnel's reconnects):
 which answers are worth another try, and how long to wait before it.
 
 Throttling (429) and server errors (5xx) are retried; ``Retry-After`` is honoured up to a minute;

@@ -27,13 +27,13 @@ import asyncio
 import contextlib
 import errno
 import logging
-import random
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import TunnelError
+from ..retry import backoff
 from .hostkeys import HostKeyChanged, HostKeyStore
 
 log = logging.getLogger(__name__)
@@ -243,7 +243,7 @@ class Tunnel:
                     return
                 except TunnelError as exc:
                     self.last_error = exc.message
-                    delay = min(self.retry_cap, self.retry_base * 2 ** attempt) * (0.5 + random.random() / 2)
+                    delay = backoff(attempt, base=self.retry_base, cap=self.retry_cap)
                     attempt += 1
                     await asyncio.sleep(delay)
                     continue

@@ -10,10 +10,12 @@ tests pass their own sink or none. Each name is defined here and nowhere else.
                           file it could not read; enforcement went on for everything else
     lora_cloud.session    {"kind", "id", "session": <view>, "message"?}: a remote ComfyUI session
                           started, became ready or ended; ``kind`` is its state, ``idle_stopped``
-                          when it ended for idleness (a notification, service/notify.py)
+                          when it ended for idleness (a notification, service/notify/)
     lora_cloud.preemption {"kind": "preempted"|"resumed"|"relaunched"|"gave_up", "run_id",
                           "instance_id", "message", ...}: a run's instance was preempted and what the
                           guard's recovery (service/runs/recovery.py) did about it
+    lora_cloud.notify     {"id", "kind", "title", "message", "severity"}: a notice's toast
+                          (service/notify/)
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ BUDGET_EVENT = "lora_cloud.budget"
 GUARD_EVENT = "lora_cloud.guard"
 SESSION_EVENT = "lora_cloud.session"
 PREEMPTION_EVENT = "lora_cloud.preemption"
+NOTIFY_EVENT = "lora_cloud.notify"
 
 Emit = Callable[[str, dict[str, Any]], None]
 

@@ -422,7 +422,6 @@ def test_an_event_name_outside_the_events_module_is_caught(tmp_path):
     assert "NOTIFY_EVENT" in found[0].message and "'lora_cloud.toast'" in found[1].message
 
 
-@pytest.mark.xfail(strict=True, reason="NOTIFY_EVENT is defined in service/notify/notifier.py")
 def test_every_event_name_is_defined_in_the_events_module():
     assert real(rules.check_event_names) == []
 

@@ -12,9 +12,10 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ...errors import LoraCloudError
+from ..events import NOTIFY_EVENT
 from . import desktop
 from .ledger import DAMAGED, Ledger
 from .notices import EVENTS, KINDS, Notice, clean_text, notices_for
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NOTIFY_EVENT = "lora_cloud.notify"  # the toast channel: {"id", "kind", "title", "message", "severity"}
 SETTING_KEYS = ("notify_toast", "notify_desktop", "notify_webhook", "webhook_format")
 # the toast first: it is local (the state store and the sink), so a notice's toast never waits for
 # anything that crosses a network
