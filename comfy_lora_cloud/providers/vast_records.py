@@ -2,10 +2,9 @@
 into :class:`~..models.Offer` / :class:`~..models.Instance`, an :class:`~.base.OfferRequest`
 written as vast.ai's search filter, and the ``/charges/`` pages checked before anything is booked.
 
-vast.ai's answers are parsed defensively, here and nowhere else: ``/charges/`` rows are checked
-by :func:`parse_charges` (an amount that is not a finite, non-negative number is refused and
-reported, never booked); a listed instance whose numbers are garbage keeps its id and label with
-those numbers read as 0.
+Rows are read defensively: ``/charges/`` rows are checked by :func:`parse_charges` (an amount
+that is not a finite, non-negative number is refused and reported, never booked); a listed
+instance whose numbers are garbage keeps its id and label with those numbers read as 0.
 """
 
 from __future__ import annotations
