@@ -24,7 +24,8 @@ a ComfyUI by URL (``remote=False``).
 
 A remote ComfyUI runs on a machine someone else owns, so its answers are untrusted input: every
 body is read streamed and refused past a limit for its kind (:data:`MAX_ANSWER_BYTES`), JSON is
-parsed by :func:`~..jsonsafe.loads` and checked for the shape this client reads, an image by
+parsed by :func:`~..jsonsafe.loads` and checked for the shape this client reads (the records, the
+limits and the shape checks are in :mod:`.comfyui_answers`), an image by
 ``/view`` is refused past :data:`MAX_VIEW_BYTES` and a prompt's images past
 :data:`MAX_OUTPUT_IMAGES` / :data:`MAX_RESULT_BYTES` together. Anything malformed (not JSON, an
 HTML page, the wrong types, a websocket message that is not JSON) is a
@@ -38,7 +39,6 @@ import contextlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 from urllib.parse import quote
 
@@ -46,87 +46,24 @@ import aiohttp
 
 from .. import jsonsafe
 from ..errors import ComfyUIError, LoraCloudError, ObjectNotFound, TunnelError, WorkflowRejected
-from ..models import Record
+from .comfyui_answers import (
+    MAX_ANSWER_BYTES, MAX_OUTPUT_IMAGES, MAX_RESULT_BYTES, MAX_SMALL_ANSWER_BYTES, MAX_VIEW_BYTES,
+    MAX_WS_MESSAGE_BYTES, MiB, OutputImage, PromptResult, PromptStatus, completed, describe_node_errors, failure_of,
+    history_entry_problem, images_of, is_progress_count, object_info_problem, queue_problem,
+)
+
+__all__ = [
+    "MAX_ANSWER_BYTES", "MAX_OUTPUT_IMAGES", "MAX_RESULT_BYTES", "MAX_SMALL_ANSWER_BYTES", "MAX_VIEW_BYTES",
+    "MAX_WS_MESSAGE_BYTES", "ComfyClient", "OutputImage", "PromptResult", "PromptStatus", "describe_node_errors",
+    "failure_of",
+]
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str | None], Any]  # (value, max, node id)
 _NETWORK_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ServerDisconnectedError, asyncio.TimeoutError,
                    ConnectionError, aiohttp.ClientPayloadError)
-MAX_ERROR_LINES = 12
-MAX_ERROR_LINE = 500
-
-MiB = 1024 * 1024
-# The most each answer may be. A real /object_info (478 core nodes, a dozen packs, long model
-# lists) is 2-4 MB; one prompt's /history entry holds its API prompt and the canvas workflow
-# (tens to hundreds of KB); /queue every waiting prompt's. Past these it is not ComfyUI talking.
-MAX_ANSWER_BYTES: dict[str, int] = {"/object_info": 32 * MiB, "/history": 8 * MiB, "/queue": 16 * MiB}
-MAX_SMALL_ANSWER_BYTES = 4 * MiB  # /prompt, /system_stats, the pack's routes, error pages
-MAX_VIEW_BYTES = 64 * MiB  # one output image: a 16-megapixel PNG of noise is ~50 MB
-MAX_OUTPUT_IMAGES = 256  # one prompt's images (a big batch is a few dozen)
-MAX_RESULT_BYTES = 512 * MiB  # all of one prompt's images together, held in memory
-MAX_WS_MESSAGE_BYTES = 4 * MiB  # ComfyUI's events are small; previews come as binary frames
-MAX_FILE_NAME = 255
-MAX_PROGRESS = 10**9  # steps of one progress bar; past this it is not a count
 _JSON_TYPES = ("application/json", "text/json")
-_IMAGE_KINDS = ("output", "temp", "input")
-
-
-@dataclass
-class OutputImage(Record):
-    """An image a prompt made, as ComfyUI's history names it (``data`` once fetched)."""
-
-    filename: str
-    subfolder: str = ""
-    type: str = "output"  # "output" (SaveImage) or "temp" (previews)
-    node: str = ""
-    data: bytes = field(repr=False, default=b"")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"filename": self.filename, "subfolder": self.subfolder, "type": self.type, "node": self.node}
-
-
-@dataclass
-class PromptResult:
-    prompt_id: str
-    images: list[OutputImage]
-    seconds: float
-
-
-@dataclass
-class PromptStatus(Record):
-    """Where one queued prompt is: ``queued``, ``running``, ``done``, ``failed`` or ``unknown``
-    (not in the queue nor the history: that ComfyUI restarted, or the id is not its)."""
-
-    prompt_id: str
-    state: str
-    images: list[OutputImage] = field(default_factory=list)
-    error: str | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.state in ("done", "failed", "unknown")
-
-
-def describe_node_errors(body: Any) -> str:
-    """ComfyUI's 400 answer to ``/prompt`` as lines a person can act on: the error, then each
-    node's problems."""
-    if not isinstance(body, dict):
-        return str(body)[:500] or "ComfyUI refused the workflow"
-    error = body.get("error") if isinstance(body.get("error"), dict) else {}
-    lines = []
-    if error.get("message") or error.get("type"):
-        lines.append(str(error.get("message") or error.get("type")) + (f": {error['details']}" if error.get("details")
-                                                                        else ""))
-    node_errors = body.get("node_errors") if isinstance(body.get("node_errors"), dict) else {}
-    for nid, entry in node_errors.items():
-        errors = entry.get("errors") if isinstance(entry, dict) else None
-        for err in errors if isinstance(errors, list) else []:
-            if isinstance(err, dict):
-                detail = f": {err['details']}" if err.get("details") else ""
-                lines.append(f"node {nid} ({entry.get('class_type', '?')}): {err.get('message', '?')}{detail}")
-    # each line cut: a remote's answer may be megabytes, a message is for a person
-    return "\n".join(line[:MAX_ERROR_LINE] for line in lines[:MAX_ERROR_LINES]) or "ComfyUI refused the workflow"
 
 
 class ComfyClient:
@@ -232,21 +169,9 @@ class ComfyClient:
         status, body = await self._json("GET", "/object_info" + (f"/{quote(node)}" if node else ""))
         if status != 200:
             raise ComfyUIError(f"{self.name} answered /object_info with HTTP {status}")
-        return self._checked_object_info(body)
-
-    def _checked_object_info(self, body: Any) -> dict[str, Any]:
-        """``/object_info`` with the shape the workflow converter reads: an object of node
-        definitions, each an object whose ``input`` and ``input_order`` hold objects and lists."""
-        if not isinstance(body, dict):
-            raise self.malformed("/object_info", "not a JSON object")
-        for name, definition in body.items():
-            inputs = definition.get("input", {}) if isinstance(definition, dict) else None
-            order = definition.get("input_order", {}) if isinstance(definition, dict) else None
-            if not (isinstance(inputs, dict) and isinstance(order, dict)
-                    and all(isinstance(v, dict) for v in inputs.values())
-                    and all(isinstance(v, list) for v in order.values())):
-                raise self.malformed("/object_info", f"the definition of {str(name)[:80]!r} is not one ComfyUI "
-                                                     "writes")
+        why = object_info_problem(body)
+        if why:
+            raise self.malformed("/object_info", why)
         return body
 
     async def queue_prompt(self, prompt: dict[str, Any], client_id: str | None = None,
@@ -278,28 +203,11 @@ class ComfyClient:
         if not isinstance(data, dict):
             raise self.malformed(path, "not a JSON object")
         entry = data.get(prompt_id)
-        return None if entry is None else self._checked_entry(path, entry)
-
-    def _checked_entry(self, path: str, entry: Any) -> dict[str, Any]:
-        """A history entry with the shape :func:`failure_of` and :func:`_images_of` read."""
-        if not isinstance(entry, dict):
-            raise self.malformed(path, "the prompt's entry is not a JSON object")
-        status, outputs = entry.get("status", {}), entry.get("outputs", {})
-        if not isinstance(status, dict) or not isinstance(outputs, dict):
-            raise self.malformed(path, "'status' and 'outputs' must be JSON objects")
-        messages = status.get("messages", [])
-        if not isinstance(messages, list) or not all(
-                isinstance(m, list) and len(m) == 2 and isinstance(m[0], str) for m in messages):
-            raise self.malformed(path, "'status.messages' must be a list of [event, data] pairs")
-        for node, ui in outputs.items():
-            images = ui.get("images", []) if isinstance(ui, dict) else None
-            if not isinstance(images, list):
-                raise self.malformed(path, f"the output of node {str(node)[:40]!r} is not an object with a list "
-                                           "of images")
-            for item in images:
-                why = _bad_image_item(item)
-                if why:
-                    raise self.malformed(path, f"an image of node {str(node)[:40]!r}: {why}")
+        if entry is None:
+            return None
+        why = history_entry_problem(entry)  # the shape failure_of and images_of read
+        if why:
+            raise self.malformed(path, why)
         return entry
 
     async def status(self, prompt_id: str) -> PromptStatus:
@@ -309,9 +217,9 @@ class ComfyClient:
         entry = await self.history(prompt_id)
         if entry is None:
             status, queue = await self._json("GET", "/queue")
-            if status == 200 and not (isinstance(queue, dict) and all(
-                    isinstance(queue.get(k, []), list) for k in ("queue_running", "queue_pending"))):
-                raise self.malformed("/queue", "'queue_running' and 'queue_pending' must be lists")
+            why = queue_problem(queue) if status == 200 else None
+            if why:
+                raise self.malformed("/queue", why)
             for key, state in (("queue_running", "running"), ("queue_pending", "queued")):
                 for item in queue.get(key, []) if status == 200 else []:
                     if isinstance(item, list) and len(item) > 1 and item[1] == prompt_id:
@@ -320,8 +228,8 @@ class ComfyClient:
         if entry is None:
             return PromptStatus(prompt_id, "unknown", error=f"{self.name} does not know the prompt (was it restarted?)")
         failure = failure_of(entry)
-        state = "failed" if failure else "done" if _completed(entry) else "running"
-        return PromptStatus(prompt_id, state, _images_of(entry), failure)
+        state = "failed" if failure else "done" if completed(entry) else "running"
+        return PromptStatus(prompt_id, state, images_of(entry), failure)
 
     async def interrupt(self, prompt_id: str) -> None:
         """Stop the prompt if it runs, and drop it from the queue if it waits (best effort)."""
@@ -383,7 +291,7 @@ class ComfyClient:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self.interrupt(prompt_id)), 10)
             raise
-        images = _images_of(entry)
+        images = images_of(entry)
         if len(images) > MAX_OUTPUT_IMAGES:
             raise self.malformed(f"/history/{prompt_id}", f"{len(images)} images, more than the "
                                                           f"{MAX_OUTPUT_IMAGES} one prompt may bring back")
@@ -466,7 +374,7 @@ class ComfyClient:
                     kind = event.get("type")
                     if kind == "progress" and progress is not None and data.get("prompt_id") == prompt_id:
                         value, top, node = data.get("value", 0), data.get("max", 0), data.get("node")
-                        if not (_count(value) and _count(top) and (node is None or isinstance(node, str))):
+                        if not (is_progress_count(value) and is_progress_count(top) and (node is None or isinstance(node, str))):
                             raise self.malformed("/ws", "a progress event without a numeric value and max")
                         result = progress(int(value), int(top), node)
                         if asyncio.iscoroutine(result):
@@ -490,63 +398,3 @@ class ComfyClient:
                 return entry
             await self.sleep(0.1)
         return None
-
-
-def _status(entry: dict[str, Any]) -> dict[str, Any]:
-    return entry.get("status") if isinstance(entry.get("status"), dict) else {}
-
-
-def _completed(entry: dict[str, Any]) -> bool:
-    status = _status(entry)
-    return bool(status.get("completed")) or status.get("status_str") == "success"
-
-
-def failure_of(entry: dict[str, Any]) -> str | None:
-    """Why a prompt in the history failed (the node and ComfyUI's message), or None."""
-    status = _status(entry)
-    if status.get("status_str") != "error" and status.get("completed") is not False:
-        return None
-    for kind, data in reversed(status.get("messages") or []):
-        if kind == "execution_error" and isinstance(data, dict):
-            return (f"node {data.get('node_id')} ({data.get('node_type')}): "
-                    f"{str(data.get('exception_message', '')).strip()}")[:2000]
-        if kind == "execution_interrupted":
-            return "interrupted"
-    return "the workflow failed"
-
-
-def _count(value: Any) -> bool:
-    """A progress number (jsonsafe already refused NaN and infinities)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= MAX_PROGRESS
-
-
-def _bad_image_item(item: Any) -> str | None:
-    """Why an entry of an output's ``images`` is not one ComfyUI writes, or None. ComfyUI names
-    an output file by its name alone (folders go in ``subfolder``), so a name with a separator,
-    ``..`` or a control character is a trick, not an image."""
-    if not isinstance(item, dict):
-        return "not a JSON object"
-    name, subfolder, kind = item.get("filename"), item.get("subfolder") or "", item.get("type") or "output"
-    if not isinstance(name, str) or not 0 < len(name) <= MAX_FILE_NAME:
-        return "no file name"
-    if "/" in name or "\\" in name or name in (".", "..") or not name.isprintable():
-        return f"the file name {name[:80]!r} is not a plain file name"
-    if not isinstance(subfolder, str) or len(subfolder) > 1024 or not subfolder.isprintable():
-        return "the subfolder is not a folder name"
-    if kind not in _IMAGE_KINDS:
-        return f"the type {str(kind)[:20]!r} is not one of {', '.join(_IMAGE_KINDS)}"
-    return None
-
-
-def _images_of(entry: dict[str, Any]) -> list[OutputImage]:
-    """The images in a history entry, the saved ones (``output``) before the previews."""
-    out: list[OutputImage] = []
-    for node, ui in (entry.get("outputs") or {}).items():
-        if not isinstance(ui, dict):
-            continue
-        for item in ui.get("images") or []:
-            if _bad_image_item(item) is None:
-                out.append(OutputImage(item["filename"], item.get("subfolder") or "", item.get("type") or "output",
-                                       str(node)))
-    out.sort(key=lambda i: i.type != "output")
-    return out

@@ -5,7 +5,7 @@ and settings made it.
 The one home of the LoRA's metadata fields (:class:`LoraInfo`), of writing them into a
 safetensors header (:func:`stamp_safetensors`, kohya's ``ss_*`` and ``modelspec.*`` keys kept;
 ours under :data:`PREFIX`) and of reading them back (:func:`from_header`). The trainer builds
-and writes them (``worker/entrypoint.py``); the library, the CLI and the sidebar read them.
+and writes them (``worker/publish.py``); the library, the CLI and the sidebar read them.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class LoraInfo(Record):
     final_loss: float | None = None
     gpu: str | None = None
     dph: float | None = None  # the last instance's $/hr
-    cost_usd: float | None = None  # estimated: each attempt's $/hr x its hours (worker/entrypoint.py)
+    cost_usd: float | None = None  # estimated: each attempt's $/hr x its hours (worker/publish.py)
     created_at: float | None = None  # epoch seconds
     date: str | None = None  # the same, ISO 8601 UTC, for people
 

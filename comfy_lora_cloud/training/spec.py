@@ -9,7 +9,7 @@ with it: a spec 50,000 levels deep or with a 400-digit number is a :class:`Corru
 The spec also records the limits the run was launched under (:class:`RunLimits`: max $/hr, $ per
 run, hours), so a home that did not launch it holds it to those, not to its own settings
 (``service/guard/watchdog.py``). Being host-writable, they are read back through :func:`read_limits`,
-range-checked, and never looser than the hard maxima of ``settings.py``.
+range-checked, and never looser than the hard maxima of ``settings/model.py``.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import pytest
 from comfy_lora_cloud.errors import TrainingError
 from comfy_lora_cloud.models import RunState
 from comfy_lora_cloud.storage.local import LocalStorage
-from comfy_lora_cloud.worker.entrypoint import Trainer
+from comfy_lora_cloud.worker.trainer import Trainer
 from comfy_lora_cloud.worker.weights import gated_message
 from tests.training.trainer_helpers import FAKE_KOHYA, read_json, seed_bucket, small_spec
 

@@ -98,21 +98,15 @@ async def test_trained_lora_round_trip_through_the_bucket(tmp_path, gcs_bucket, 
     assert json.loads(header[PREFIX + "overrides"]) == sidecar["overrides"]
 
 
-def test_a_moved_run_costs_each_attempts_price_for_its_time(tmp_path):
+def test_a_moved_run_costs_each_attempts_price_for_its_time():
     """A run preempted and moved: each attempt's $/hr counts from its announcement to the next."""
-    import sys
+    from comfy_lora_cloud.worker.publish import attempt_costs
 
-    from comfy_lora_cloud.storage.local import LocalStorage
-    from comfy_lora_cloud.worker.entrypoint import Trainer
-
-    t = Trainer(spec=small_spec(), storage=LocalStorage(tmp_path / "b"), workdir=tmp_path / "w", weights=None,
-                destroy=lambda: True, launcher=[sys.executable], clock=lambda: 10_800.0)
-    t.report.events = [
+    events = [
         {"t": 0.0, "kind": "attempt", "n": 1, "gpu": "RTX 4090", "dph": 0.4},
         {"t": 100.0, "kind": "state", "state": "training"},
         {"t": 3600.0, "kind": "attempt", "n": 2, "gpu": "A100 PCIE", "dph": 1.2},
         {"t": 7200.0, "kind": "attempt", "n": "junk", "dph": "free"},  # untrusted: skipped
     ]
-    assert t._attempt_costs(10_800.0) == ("A100 PCIE", 1.2, round(0.4 + 1.2 * 2, 4))
-    t.report.events = []
-    assert t._attempt_costs(10_800.0) == (None, None, None)
+    assert attempt_costs(events, 10_800.0) == ("A100 PCIE", 1.2, round(0.4 + 1.2 * 2, 4))
+    assert attempt_costs([], 10_800.0) == (None, None, None)
