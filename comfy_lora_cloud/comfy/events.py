@@ -4,12 +4,12 @@ The event names and what each carries are in :mod:`comfy_lora_cloud.service.even
 subscribes with ``api.addEventListener(name, ...)``.
 
 The sender is injectable. In ComfyUI it is ``PromptServer.instance.send_sync(event, data,
-sid=None)``: thread-safe, a broadcast to every open tab (contract §2), imported lazily so this
+sid=None)``: thread-safe, a broadcast to every open tab, imported lazily so this
 module loads without ComfyUI.
 
 The poller and the guard (the app's one guard pass: reconcile and the budget watchdog) run on :class:`PackLoop`, a daemon thread with its
 own asyncio loop that the pack starts once. Nodes run on per-prompt loops and routes on the
-server loop (contract §3); long-lived work belongs to neither. ComfyUI never runs shutdown hooks, so nothing here needs one.
+server loop; long-lived work belongs to neither. ComfyUI never runs shutdown hooks, so nothing here needs one.
 """
 
 from __future__ import annotations

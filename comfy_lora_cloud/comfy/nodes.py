@@ -66,7 +66,7 @@ def _interrupted() -> bool:
 
 
 def _check(value: str, options: list[str], what: str) -> str:
-    if value not in options:  # V3 combos are not validated by ComfyUI itself (contract §4)
+    if value not in options:  # V3 combos are not validated by ComfyUI itself
         raise ConfigError(f"{what} must be one of {', '.join(options)}, not {value!r}")
     return value
 

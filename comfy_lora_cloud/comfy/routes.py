@@ -308,7 +308,7 @@ def install() -> bool:
     """Register the routes on ComfyUI's server and start the pack's background loop, once.
 
     Returns False (and does nothing) outside ComfyUI. Must run while ComfyUI imports packs: the
-    router is frozen once the server starts (contract §2).
+    router is frozen once the server starts.
     """
     global _installed
     if _installed:

@@ -142,7 +142,7 @@ def instance_from_vast(row: dict[str, Any]) -> Instance:
 
 
 def offer_query(req: OfferRequest) -> dict[str, Any]:
-    """The vast.ai filter object for ``req`` (reference §3)."""
+    """The vast.ai filter object for ``req``."""
     q: dict[str, Any] = {"rentable": {"eq": True}, "external": {"eq": False}, "rented": {"eq": False},
                          "num_gpus": {"eq": req.num_gpus}, "type": "bid" if req.interruptible else "on-demand",
                          "order": [["dph_total", "asc"]], "limit": req.limit}

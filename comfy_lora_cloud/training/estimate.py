@@ -22,8 +22,8 @@ TYPICAL_DPH = {  # $/hr, inferred typical vast.ai on-demand prices; the live off
     "A40": 0.45, "L40S": 0.85, "RTX 6000Ada": 0.80, "A100 PCIE": 0.80, "A100 SXM4": 1.10, "H100 PCIE": 1.80,
     "H100 SXM": 2.20, "H200": 3.00, "RTX 4060 Ti": 0.15,
 }
-DEFAULT_IMAGES = {"character": 20, "style": 100, "concept": 40}  # typical dataset sizes (kohya-flux.md §10)
-SAMPLE_SECONDS = 40.0  # reference §11: 20-60 s per 1024^2 sample image
+DEFAULT_IMAGES = {"character": 20, "style": 100, "concept": 40}  # typical dataset sizes
+SAMPLE_SECONDS = 40.0  # 20-60 s per 1024^2 sample image
 
 
 def _norm(name: str) -> str:
@@ -93,7 +93,7 @@ def interruptible_overrides(lora_type: str, tier: int, overrides: dict, images: 
                             gpu_name: str | None = None) -> dict[str, int]:
     """Overrides that keep one epoch (one checkpoint) of an interruptible run within ``minutes`` of
     training, so that a preemption loses no more (kohya resumes whole epochs only: a mid-epoch
-    resume hits its step-counter bug, reference §9).
+    resume hits its step-counter bug).
 
     Sized on the slowest GPU the run may rent: ``gpu_name`` when the user chose one, else the
     slowest the throughput table knows for the tier, so the bound holds on whatever GPU a recovery

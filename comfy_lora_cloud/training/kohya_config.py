@@ -1,7 +1,7 @@
 """Build what kohya's ``flux_train_network.py`` reads: the training TOML, the dataset TOML, the
 sample-prompt file and the command line.
 
-kohya flattens the training TOML's tables (reference §1), so the sections written here are only
+kohya flattens the training TOML's tables, so the sections written here are only
 for people reading the file. The dataset TOML is strict (voluptuous), so only dataset/subset keys
 go there. Paths default to the trainer image's layout under ``/workspace``.
 """
@@ -63,7 +63,7 @@ class TrainPaths:
 
     root: str = "/workspace"
     kohya_dir: str = "/opt/sd-scripts"
-    # CLIP-L and T5 tokenizers baked into the image; else kohya fetches them from the Hub at start (reference §0)
+    # CLIP-L and T5 tokenizers baked into the image; else kohya fetches them from the Hub at start
     tokenizer_dir: str | None = "/opt/tokenizers"
 
     def _p(self, *parts: str) -> str:
@@ -111,7 +111,7 @@ class ConfigFiles:
 
 
 def sample_prompt_lines(job: TrainJob) -> list[str]:
-    """One kohya prompt line per prompt (reference §5): ``text --w W --h H --s S --g G --d SEED``."""
+    """One kohya prompt line per prompt: ``text --w W --h H --s S --g G --d SEED``."""
     p = job.preset.plan
     prompts = job.sample_prompts if job.sample_prompts is not None else list(p.get("sample_prompts", []))
     size, steps, guidance, seed = p.get("sample_size", 1024), p.get("sample_steps", 20), \
@@ -144,7 +144,7 @@ def training_config(job: TrainJob, config_dir: str | None = None) -> dict[str, A
         flat["training_comment"] = f"lora-cloud run {job.run_id}, preset {job.preset.name}, tier {job.preset.tier} GB"
     if sample_prompt_lines(job):
         flat["sample_prompts"] = join(cfg_dir, "prompts.txt")
-    else:  # kohya crashes at the first sample without a prompt file (reference §2)
+    else:  # kohya crashes at the first sample without a prompt file
         for key in ("sample_every_n_epochs", "sample_every_n_steps", "sample_at_first"):
             flat.pop(key, None)
     out: dict[str, dict[str, Any]] = {}
@@ -174,7 +174,7 @@ def kohya_command(
 
     Resume passes ``--initial_epoch`` next to ``--resume``: kohya then starts at that epoch's
     first batch and ignores the step count in ``train_state.json``, which is relative after an
-    earlier resume (reference §9), and ``skip_until_initial_step`` is never used.
+    earlier resume, and ``skip_until_initial_step`` is never used.
     """
     if launcher is None:
         launcher = ["accelerate", "launch", "--num_cpu_threads_per_process", "1", "--mixed_precision", "bf16",

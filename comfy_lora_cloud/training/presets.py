@@ -7,7 +7,7 @@ package and reads them from here). Resolution order, later wins::
 
 Overrides are flat ``{"learning_rate": 3e-4, "dataset.resolution": 512}``: a bare key goes to
 the section that already has it (training when none does), ``section.key`` names it. kohya
-never type-checks its TOML (reference §1), so an override whose type differs from the preset
+never type-checks its TOML, so an override whose type differs from the preset
 value is refused here instead of failing hours later on a paid GPU.
 """
 
@@ -206,7 +206,7 @@ def load_preset(name: str, vram_gb: float = 24, overrides: Mapping[str, Any] | N
 
 
 def _swap_blocks_if_needed(resolved: dict[str, dict[str, Any]], user: Mapping[str, Any]) -> None:
-    """24 GB tier: block swap only when the rank is large (reference §10), and never when the
+    """24 GB tier: block swap only when the rank is large, and never when the
     user chose ``blocks_to_swap`` or ``cpu_offload_checkpointing`` (kohya asserts they exclude
     each other)."""
     plan, training = resolved["plan"], resolved["training"]

@@ -1,4 +1,4 @@
-"""Parse kohya's console output into events (reference §6).
+"""Parse kohya's console output into events.
 
 kohya's tqdm bar redraws itself with ``\\r`` and never ends a line, while its log lines end with
 ``\\n``: the parser splits on both and keeps an unfinished tail for the next chunk, so it can be

@@ -6,7 +6,7 @@
 ``latest.json`` is written only after every file of its state dir is uploaded and verified,
 so it always names a whole checkpoint; a kill during an upload leaves the previous one in
 force. A local state dir counts only when it has ``train_state.json`` and ``model.safetensors``
-(kohya killed mid-save leaves a partial one, reference §9).
+(kohya killed mid-save leaves a partial one).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Bring a dataset from the bucket onto the training machine and check it minimally.
 
-kohya writes its latent and text-encoder caches next to the images (reference §0), so the
+kohya writes its latent and text-encoder caches next to the images, so the
 images go into a writable local folder, flat. The check here is the least kohya needs (images,
 each with a non-empty ``.txt`` caption); the fuller validator lives in ``comfy_lora_cloud.dataset``
 and runs before upload.

@@ -35,7 +35,7 @@ def pump_output(stream, out: "queue.Queue[str | None]") -> None:
 
 
 def kill_tree(proc: subprocess.Popen) -> None:
-    """kohya does not handle SIGTERM (reference §8) and ``accelerate launch`` starts it as a child:
+    """kohya does not handle SIGTERM and ``accelerate launch`` starts it as a child:
     SIGKILL the whole tree. kohya stays in the trainer's process group on purpose, so whatever
     kills the trainer's group (a container stop, the local provider's destroy) kills kohya too."""
     for pid in [*_descendants(proc.pid), proc.pid]:

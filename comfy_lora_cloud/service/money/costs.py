@@ -3,7 +3,7 @@
 Between two polls an instance is assumed to stay in the state it was seen in; each poll
 (:meth:`CostLedger.accrue`) appends one ``gpu`` line (while running, at the GPU part of
 ``dph_total``) and one ``storage`` line (every state but offline) per instance, from the last
-accrual to now. vast.ai bills per second on the same meters (reference §6), so the estimate
+accrual to now. vast.ai bills per second on the same meters, so the estimate
 is close; :meth:`CostLedger.reconcile_charges` then books the difference with the provider's
 ``/charges/`` as one ``charge`` line per instance, so the ledger converges on what was billed.
 
@@ -107,7 +107,7 @@ def billed_by_instance(charges: Iterable[dict[str, Any]]) -> dict[str, float]:
 
 def _our_charge(row: dict[str, Any], listed: set[str]) -> bool:
     """Whether a charge row is one of ours: its instance is listed as ours now, or the row's
-    label (``metadata.label``, reference §6) is one this pack gives (runs and sessions)."""
+    label (``metadata.label``) is one this pack gives (runs and sessions)."""
     src = str(row.get("source") or "")
     if src.startswith("instance-") and src[len("instance-"):] in listed:
         return True
