@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ..models import Instance, Offer, Record
 
@@ -119,10 +119,28 @@ class LaunchSpec(Record):
     ports: list[int] = field(default_factory=list)
 
 
+class Account(Protocol):
+    """A provider's account API, for a provider that bills an account (vast.ai): who the key
+    belongs to, its SSH keys, and what it was charged."""
+
+    async def current_user(self) -> dict[str, Any]:
+        """The account the key belongs to (its name, its credit)."""
+
+    async def ssh_keys(self) -> list[dict[str, Any]]:
+        """The public keys registered with the account."""
+
+    async def charges(self, start: float, end: float) -> list[dict[str, Any]]:
+        """What each instance was charged between ``start`` and ``end``."""
+
+    async def charge_report(self, start: float, end: float) -> Any:
+        """:meth:`charges`, checked: the rows and whether the listing was complete."""
+
+
 @runtime_checkable
 class Provider(Protocol):
     name: str
     capabilities: frozenset[Capability]
+    account: Account | None  # None: nothing bills an account (the local provider)
 
     async def search(self, req: OfferRequest) -> list[Offer]:
         """Offers that meet every constraint in ``req`` (unordered)."""

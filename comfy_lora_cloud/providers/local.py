@@ -26,6 +26,7 @@ from .base import LABEL_PREFIX, Capability, LaunchSpec, OfferRequest, run_id_fro
 class LocalProvider:
     name = "local"
     capabilities = frozenset({Capability.LOGS})
+    account = None  # nothing bills
 
     def __init__(self, workdir: str | Path, *, gpu_name: str = "local GPU", vram_gb: float = 24.0,
                  ram_gb: float = 64.0, disk_gb: float = 500.0):

@@ -34,6 +34,7 @@ class VastProvider:
 
     def __init__(self, client: VastClient):
         self.client = client
+        self.account = client  # the same API client answers for the account
 
     async def search(self, req: OfferRequest) -> list[Offer]:
         rows = await self.client.search_offers(offer_query(req))

@@ -148,7 +148,7 @@ class Doctor:
             return
         try:
             async with self.core.provider("vast")() as provider:
-                client = getattr(provider, "client", None)
+                client = provider.account
                 if client is None:
                     out.append(Check("vast.ai key", SKIP, f"provider {type(provider).__name__} has no account API"))
                     return

@@ -61,6 +61,7 @@ class _InterruptedProvider:
 
     name = "local"
     capabilities = frozenset({Capability.STOP, Capability.LOGS})
+    account = None
 
     async def search(self, req):
         return [Offer(id="local", gpu_name="test GPU", gpu_ram_gb=24.0, provider="local")]

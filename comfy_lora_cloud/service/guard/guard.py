@@ -68,7 +68,7 @@ PARTIALS_EVERY_S = 300.0  # how often a pass sweeps a local bucket for killed up
 
 def provider_charges(provider: Provider):
     """The provider's checked charges report, when it has one (vast.ai), for the ledger."""
-    return getattr(getattr(provider, "client", None), "charge_report", None)
+    return provider.account.charge_report if provider.account is not None else None
 
 
 class Guard:

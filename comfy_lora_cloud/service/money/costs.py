@@ -465,16 +465,16 @@ class Costs:
             now = self.core.clock()
             first_seen = await asyncio.to_thread(state.record_sightings, instances, now)
             await asyncio.to_thread(ledger.accrue, instances, now, first_seen=first_seen)
-            client = getattr(provider, "client", None)
-            if client is None:
+            account = provider.account
+            if account is None:
                 return None
             rows = await asyncio.to_thread(state.list_instances, include_destroyed=True)
             since = now - CHARGES_WINDOW_S
-            charges, suspects = cap_charges(await client.charges(since, now), known_rates(instances, rows), now=now,
+            charges, suspects = cap_charges(await account.charges(since, now), known_rates(instances, rows), now=now,
                                             since=since, fallback_dph=self.core.settings.max_dph)
             await asyncio.to_thread(ledger.reconcile_charges, charges, {r["id"]: r["run_id"] for r in rows}, now,
                                     suspects=suspects)
-            return (await client.current_user()).get("credit")
+            return (await account.current_user()).get("credit")
 
     def budgets(self) -> dict[str, float]:
         from .budgets import Budgets
