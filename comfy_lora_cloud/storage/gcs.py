@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, NoReturn, T
 import google_crc32c
 
 from ..errors import BucketNotFound, ChecksumMismatch, ConfigError, ObjectNotFound, PreconditionFailed, StorageError
-from .base import (Checksums, Listing, ObjectInfo, checksum_bytes, checksum_file, clean_key, clean_prefix,
-                   landing_file)
+from .base import Checksums, Listing, ObjectInfo, checksum_bytes, checksum_file, clean_key, clean_prefix
+from .landing import landing_file
 
 if TYPE_CHECKING:
     import ssl

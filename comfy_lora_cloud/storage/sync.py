@@ -14,7 +14,7 @@ Why it works this way:
 * Each file lands atomically (the storage's temporary-file-and-rename, or GCS's all-or-nothing
   upload), so an interrupted sync leaves whole old files or whole new files, and the next run
   simply plans the rest. A pull's files are made durable in batches (one ``syncfs`` per 16 MiB
-  on a thread of its own, :class:`~.base.DurableBatch`), not with an fsync each, and all of them
+  on a thread of its own, :class:`~.landing.DurableBatch`), not with an fsync each, and all of them
   before :func:`apply` returns or the hash cache vouches for them.
 * Extras on the destination are deleted only when ``delete=True``, and only after every transfer
   succeeded. A mirror with deletes must name a folder below the top level (``datasets/cat/``,
@@ -42,9 +42,8 @@ from pathlib import Path
 from typing import Callable, Iterator, Literal, NamedTuple
 
 from ..errors import ConfigError, ObjectNotFound, StorageError
-from .base import (Checksums, DurableBatch, ObjectInfo, Storage, checksum_file, clean_key, clean_prefix,
-                   landing_file)
-from .base import PARTIAL
+from .base import Checksums, ObjectInfo, Storage, checksum_file, clean_key, clean_prefix
+from .landing import PARTIAL, DurableBatch, landing_file
 from .layout import TOP_LEVEL
 from .local import META_DIR
 
