@@ -44,7 +44,8 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")  # else a 60
 
 from benchmarks.common import make_files, start_proxy  # noqa: E402
 from comfy_lora_cloud.storage import sync  # noqa: E402
-from comfy_lora_cloud.storage.gcs import POOL_SIZE, GcsStorage  # noqa: E402
+from comfy_lora_cloud.storage.gcs import GcsStorage  # noqa: E402
+from comfy_lora_cloud.storage.gcs_client import POOL_SIZE  # noqa: E402
 from tests.fixtures.gcs_emulator import GcsEmulator, start_emulator, stop_emulator  # noqa: E402
 
 WORKERS = 16

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .base import AsyncStorage, Checksums, Listing, ObjectInfo, Storage, checksum_bytes, checksum_file
+from .landing import sweep_partials
 from .local import LocalStorage
 
 if TYPE_CHECKING:
@@ -12,7 +13,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AsyncStorage", "Checksums", "Listing", "LocalStorage", "ObjectInfo", "Storage",
-    "checksum_bytes", "checksum_file", "open_storage",
+    "checksum_bytes", "checksum_file", "open_storage", "sweep_partials",
 ]
 
 

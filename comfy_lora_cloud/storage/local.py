@@ -6,10 +6,10 @@ object's size and mtime, so listing does not re-hash unchanged files. Writes go 
 file and are renamed into place, under a lock, so a reader never sees half an object and a
 generation precondition is checked atomically.
 
-The temporary file is a hidden partial beside the object (``storage/base.py:partial_path``),
+The temporary file is a hidden partial beside the object (``storage/landing.py:partial_path``),
 locked by its writer while it writes. A writer killed mid-way leaves it behind; the next write
 into that folder (at most once a minute per folder) and the guard pass (:meth:`LocalStorage.sweep_partials`)
-remove the partials no live writer owns (``storage/base.py:sweep_partials``), never one whose
+remove the partials no live writer owns (``storage/landing.py:sweep_partials``), never one whose
 writer still holds its lock.
 """
 
@@ -25,22 +25,9 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import ChecksumMismatch, ObjectNotFound, PreconditionFailed, StorageError
-from .base import (
-    Checksums,
-    Listing,
-    ObjectInfo,
-    checksum_bytes,
-    checksum_file,
-    clean_key,
-    clean_prefix,
-    PARTIAL,
-    copy_stream,
-    glob_regex,
-    landing_file,
-    partial_path,
-    sweep_partials,
-    writing_partial,
-)
+from .base import (Checksums, Listing, ObjectInfo, checksum_bytes, checksum_file, clean_key, clean_prefix, copy_stream,
+                   glob_regex)
+from .landing import PARTIAL, landing_file, partial_path, sweep_partials, writing_partial
 
 META_DIR = ".lora-cloud-meta"
 SWEEP_EVERY_S = 60.0  # a folder's partials are swept at its first write, then at most this often

@@ -102,7 +102,8 @@ def test_caption_precondition_on_gcs(gcs_env, gcs_bucket, tmp_path, clean_env):
     from comfy_lora_cloud.errors import PreconditionFailed
     from comfy_lora_cloud.service.library.captions import CaptionConflict
     from comfy_lora_cloud.settings import Settings
-    from comfy_lora_cloud.storage.gcs import GcsStorage, make_retry
+    from comfy_lora_cloud.storage.gcs import GcsStorage
+    from comfy_lora_cloud.storage.gcs_errors import make_retry
     from tests.contract.gcs_transports import GcsSemantics, session_with
 
     client = gcs_env.client(session_with(GcsSemantics(gcs_env.url)))

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from comfy_lora_cloud.storage.gcs import GcsStorage, make_retry
+from comfy_lora_cloud.storage.gcs import GcsStorage
+from comfy_lora_cloud.storage.gcs_errors import make_retry
 from tests.contract.gcs_transports import GcsSemantics, session_with
 from tests.contract.storage_contract import StorageContract
 

@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 
 from comfy_lora_cloud.storage import LocalStorage
-from comfy_lora_cloud.storage.base import PARTIAL
+from comfy_lora_cloud.storage.landing import PARTIAL
 from tests.cli.conftest import Cli, _entry_point
 from tests.faults.registry import OBSERVED
 

@@ -21,7 +21,7 @@ from comfy_lora_cloud.service.library import store as library
 from comfy_lora_cloud.service.runs.control import fetch_lora
 from comfy_lora_cloud.storage import LocalStorage, layout
 from comfy_lora_cloud.storage import lock as leases
-from comfy_lora_cloud.storage.base import PARTIAL
+from comfy_lora_cloud.storage.landing import PARTIAL
 
 MANIFEST = "datasets/cat/dataset.json"
 LOCK = "datasets/cat/.lora-cloud-lock.json"

@@ -19,7 +19,8 @@ from comfy_lora_cloud.service.app import App
 from comfy_lora_cloud.service.library.listings import RECORDS, Page, RecordCache, read_records
 from comfy_lora_cloud.settings import Settings
 from comfy_lora_cloud.storage import layout
-from comfy_lora_cloud.storage.gcs import GcsStorage, make_retry
+from comfy_lora_cloud.storage.gcs import GcsStorage
+from comfy_lora_cloud.storage.gcs_errors import make_retry
 from tests.contract.gcs_transports import GcsSemantics, session_with
 
 ROOT = Path(__file__).resolve().parents[2]

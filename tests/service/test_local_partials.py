@@ -1,6 +1,6 @@
 """A local upload killed mid-way leaves a hidden partial file in the bucket folder; the next write
 into that folder and the guard pass remove it, and neither ever removes the partial of an upload
-that is still writing, however old it looks (storage/base.py:writing_partial, sweep_partials;
+that is still writing, however old it looks (storage/landing.py:writing_partial, sweep_partials;
 storage/local.py:LocalStorage.sweep_partials).
 
 The uploads are the real `lora-cloud dataset upload` in a subprocess, held mid-copy by a gate
@@ -26,7 +26,7 @@ from comfy_lora_cloud.service.money.budgets import Budgets
 from comfy_lora_cloud.service.guard.guard import Guard
 from comfy_lora_cloud.service.home.state import StateStore
 from comfy_lora_cloud.storage import LocalStorage
-from comfy_lora_cloud.storage.base import PARTIAL, sweep_partials
+from comfy_lora_cloud.storage.landing import PARTIAL, sweep_partials
 from comfy_lora_cloud.storage.layout import DATASET_LOCK
 from tests.cli.conftest import Cli
 from tests.faults.test_data_safety import wait_until

@@ -25,7 +25,9 @@ from comfy_lora_cloud.errors import (
 from comfy_lora_cloud.settings import Settings
 from comfy_lora_cloud.storage import open_storage, sync
 from comfy_lora_cloud.storage.base import checksum_bytes
-from comfy_lora_cloud.storage.gcs import GcsStorage, make_client, make_retry
+from comfy_lora_cloud.storage.gcs import GcsStorage
+from comfy_lora_cloud.storage.gcs_client import make_client
+from comfy_lora_cloud.storage.gcs_errors import make_retry
 from tests.contract.gcs_transports import InterceptingAdapter, Reply, Sent, session_with
 
 FAST_RETRY = dict(initial=0.001, maximum=0.01, timeout=10)
@@ -322,7 +324,7 @@ def test_resumable_upload_survives_a_dropped_chunk(gcs_env, gcs_bucket, tmp_path
 def test_retry_policy_covers_throttling_server_errors_and_resets():
     from google.api_core import exceptions as api
 
-    from comfy_lora_cloud.storage.gcs import is_retriable
+    from comfy_lora_cloud.storage.gcs_errors import is_retriable
 
     for exc in (api.TooManyRequests("slow down"), api.ServiceUnavailable("x"), api.InternalServerError("x"),
                 api.BadGateway("x"), api.GatewayTimeout("x"), requests.ConnectionError("reset"),

@@ -22,7 +22,8 @@ import pytest
 from google.auth import credentials
 
 from comfy_lora_cloud.storage import sync
-from comfy_lora_cloud.storage.gcs import GcsStorage, make_retry
+from comfy_lora_cloud.storage.gcs import GcsStorage
+from comfy_lora_cloud.storage.gcs_errors import make_retry
 from comfy_lora_cloud.storage.local import LocalStorage
 
 FAST_RETRY = dict(initial=0.001, maximum=0.01, timeout=10)

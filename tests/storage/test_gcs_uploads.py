@@ -12,7 +12,9 @@ import pytest
 from comfy_lora_cloud.errors import ChecksumMismatch
 from comfy_lora_cloud.storage import sync
 from comfy_lora_cloud.storage.base import checksum_bytes, checksum_file
-from comfy_lora_cloud.storage.gcs import CHUNK_SIZE, GcsStorage, _MemoryBudget, make_retry
+from comfy_lora_cloud.storage.gcs import GcsStorage
+from comfy_lora_cloud.storage.gcs_errors import make_retry
+from comfy_lora_cloud.storage.gcs_upload import CHUNK_SIZE, MemoryBudget
 from tests.contract.gcs_transports import InterceptingAdapter, Sent, session_with
 
 
@@ -120,7 +122,7 @@ def test_push_of_new_files_reads_each_file_once(gcs_env, gcs_bucket, tmp_path, m
 
 
 def test_memory_budget_bounds_what_is_held_at_once():
-    budget = _MemoryBudget(100)
+    budget = MemoryBudget(100)
     held, peak, lock = [0], [0], threading.Lock()
     barrier = threading.Barrier(4)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from comfy_lora_cloud.storage.base import PARTIAL, landing_file, partial_path, sweep_partials
+from comfy_lora_cloud.storage.landing import PARTIAL, landing_file, partial_path, sweep_partials
 
 
 def _dead_pid() -> int:
@@ -58,7 +58,7 @@ def test_sweep_by_age_uses_the_given_clock(tmp_path):
 
 
 def test_a_durable_batch_flushes_as_bytes_add_up_and_the_rest_at_finish(tmp_path):
-    from comfy_lora_cloud.storage.base import DurableBatch
+    from comfy_lora_cloud.storage.landing import DurableBatch
 
     flushed: list[list[str]] = []
     batch = DurableBatch(every=100, flush=lambda paths: flushed.append([p.name for p in paths]))
@@ -71,7 +71,7 @@ def test_a_durable_batch_flushes_as_bytes_add_up_and_the_rest_at_finish(tmp_path
 
 
 def test_a_flush_that_failed_is_raised_by_finish(tmp_path):
-    from comfy_lora_cloud.storage.base import DurableBatch
+    from comfy_lora_cloud.storage.landing import DurableBatch
 
     def flush(paths: list[Path]) -> None:
         raise OSError(5, "Input/output error")
@@ -83,10 +83,10 @@ def test_a_flush_that_failed_is_raised_by_finish(tmp_path):
 
 
 def test_make_durable_takes_files_that_went_missing(tmp_path):
-    from comfy_lora_cloud.storage import base
+    from comfy_lora_cloud.storage import landing
 
     kept = tmp_path / "kept"
     kept.write_bytes(b"x")
-    base.make_durable([kept, tmp_path / "gone"])  # syncfs on Linux
+    landing.make_durable([kept, tmp_path / "gone"])  # syncfs on Linux
     if sys.platform.startswith("linux"):
-        assert base._syncfs() is not None
+        assert landing._syncfs() is not None

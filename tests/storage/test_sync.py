@@ -9,6 +9,7 @@ import pytest
 
 from comfy_lora_cloud.errors import ConfigError, StorageError
 from comfy_lora_cloud.storage import sync
+from comfy_lora_cloud.storage.base import checksum_file
 from comfy_lora_cloud.storage.local import LocalStorage
 from tests.contract.storage_contract import TREE, CountingStorage, make_tree, read_tree
 
@@ -220,7 +221,7 @@ def test_a_first_upload_plan_asks_the_cache_nothing_and_keeps_one_object_per_fil
     sync.apply(plan, store)
     warm = Counting()
     for f in sync.scan_local(src):
-        warm.put(f.path, f, sync.checksum_file(f.path))
+        warm.put(f.path, f, checksum_file(f.path))
     Counting.calls = 0
     assert len(sync.plan_push(store, src, "d/", cache=warm).skips) == n
     assert Counting.calls == 2 * n  # a cache that knows the files is asked (checksums, its lookup) per file

@@ -7,7 +7,7 @@ import json
 import threading
 
 from comfy_lora_cloud.errors import StorageError
-from comfy_lora_cloud.storage import sync
+from comfy_lora_cloud.storage import hash_cache, sync
 from comfy_lora_cloud.storage.base import checksum_file
 from comfy_lora_cloud.storage.local import LocalStorage
 from comfy_lora_cloud.training.status import StatusReporter
@@ -54,8 +54,8 @@ def test_a_checkpoint_goes_up_in_parallel_and_each_file_is_read_once(tmp_path, m
     d = state_dir(tmp_path)
     storage = Uploads(tmp_path / "bucket", meet=4)  # four uploads inside at once, or the barrier breaks
     hashed = []
-    real = sync.checksum_file
-    monkeypatch.setattr(sync, "checksum_file", lambda p: hashed.append(p) or real(p))
+    real = hash_cache.checksum_file
+    monkeypatch.setattr(hash_cache, "checksum_file", lambda p: hashed.append(p) or real(p))
     cp = upload_checkpoint(storage, "run1", d, epoch=2, step=12, workers=4)
     assert sorted(storage.sent) == sorted(f"runs/run1/checkpoints/{d.name}/{n}" for n in STATE)
     assert hashed == []  # the manifest's md5s are what the uploads hashed

@@ -41,12 +41,12 @@ from typing import Any, Callable, Literal, TYPE_CHECKING
 
 from ...errors import ConfigError, CorruptRecord, DatasetError, DatasetExists, DatasetInUse, ObjectNotFound, StorageError
 from ...models import MAX_TRIGGER, Dataset, Listed, Lora, Problem, check_trigger, validate_name
-from ...storage import Storage
+from ...storage import Storage, sweep_partials
 from ...storage import layout
 from ...storage import lock as leases
 from ...storage import sync
 from . import offload
-from ...storage.base import ObjectInfo, checksum_file, parse_json_record, read_json_record, sweep_partials
+from ...storage.base import ObjectInfo, checksum_file, parse_json_record, read_json_record
 from ...storage.layout import CAPTION_SUFFIX, IMAGE_SUFFIXES, MANIFEST, is_dataset_file, is_image
 from ...dataset.load import check_image_files
 
