@@ -30,7 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from comfy_lora_cloud.service.library import store as library
+from comfy_lora_cloud.service import library  # noqa: E402
+from comfy_lora_cloud.service.library import manifests  # noqa: E402
 from comfy_lora_cloud.service.library.listings import Page, RecordCache  # noqa: E402
 from comfy_lora_cloud.service.library import listings
 from comfy_lora_cloud.storage import layout  # noqa: E402
@@ -59,7 +60,7 @@ def old_list(storage: GcsStorage) -> int:
         if sep:
             names.add(name)
     for name in sorted(names):
-        library._manifest_fields(storage, layout.dataset_prefix(name) + layout.MANIFEST)
+        manifests.manifest_fields(storage, layout.dataset_prefix(name) + layout.MANIFEST)
     return len(names)
 
 

@@ -40,7 +40,7 @@ from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
 
 from benchmarks.common import make_files, start_proxy  # noqa: E402
 from comfy_lora_cloud.comfy.routes import PREFIX, register_routes  # noqa: E402
-from comfy_lora_cloud.service.library import offload
+from comfy_lora_cloud.service.library import Offload
 from comfy_lora_cloud.service.app import App  # noqa: E402
 from comfy_lora_cloud.settings import Settings  # noqa: E402
 from comfy_lora_cloud.storage import open_storage  # noqa: E402
@@ -96,31 +96,36 @@ async def run(args: argparse.Namespace, tmp: Path, url: str) -> None:
     make_photos(photos, args.photos)
     home = tmp / "home"
     settings = Settings.load(home)
-    app = App(settings, storage=open_storage(url, settings=settings))
+    storage = open_storage(url, settings=settings)
+    # the same home and bucket, with its heavy work in this process or in the pack's worker
+    apps = {False: App(settings, storage=storage, offload=Offload.here()),
+            True: App(settings, storage=storage, offload=Offload.in_workers(home))}
+    current = {"app": apps[False]}
     routes = web.RouteTableDef()
-    register_routes(routes, lambda: app)
+    register_routes(routes, lambda: current["app"])
     server_app = web.Application()
     server_app.add_routes(routes)
     n = {"i": 0}
 
     def on(flag: bool):
-        offload.enable(flag, home=home)
+        current["app"] = apps[flag]
 
     async def idle():
         await asyncio.sleep(3.0)
 
     async def sync_load():
         n["i"] += 1
+        app = current["app"]
         plan = await app.mirror.plan_push(src, f"bench/sync-{n['i']}/")
         await app.mirror.apply(plan)
 
     async def prepare_load():
         n["i"] += 1
-        await app.library.prepare(str(photos), f"prep-{n['i']}", lora_type="style", trigger="sks", resolution=512)
+        await current["app"].library.prepare(str(photos), f"prep-{n['i']}", lora_type="style", trigger="sks", resolution=512)
 
     async def upload_load():  # a plain folder (no dataset.json): decoded, hashed, then published
         n["i"] += 1
-        await app.library.upload_dataset(photos, f"plain-{n['i']}")
+        await current["app"].library.upload_dataset(photos, f"plain-{n['i']}")
 
     scenarios = [("idle", False, idle), ("sync, in the server process", False, sync_load),
                  ("sync, through the worker", True, sync_load),
@@ -143,6 +148,7 @@ async def run(args: argparse.Namespace, tmp: Path, url: str) -> None:
             took_all[label] = took_all.get(label, 0.0) + took
     results = {label: (summary(ms), took_all[label]) for label, ms in samples.items()}
     on(False)
+    apps[True].offload.close()
     idle_s = results["idle"][0]
     print(f"\n{args.files} files x 50 KB, {args.photos} photos 1280x960, {args.delay_ms:.0f} ms/request proxy, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")

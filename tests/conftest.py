@@ -25,14 +25,3 @@ def clean_env(tmp_path, monkeypatch):
     # test_notify.py turns it on where it checks it)
     monkeypatch.setenv("LORA_CLOUD_NOTIFY_DESKTOP", "false")
     return home
-
-
-@pytest.fixture(autouse=True)
-def no_offload_after_the_test():
-    """``offload.enable()`` (ComfyUI's wiring, reached by a test that installs the pack) is
-    process-wide: later tests' transfers would go to a worker started with that test's
-    environment (its home, its emulator). Each test ends with it off again."""
-    yield
-    from comfy_lora_cloud.service.library import offload
-
-    offload._state.update(enabled=False, home=None)

@@ -112,9 +112,9 @@ class LoraCloudLoadImages(io.ComfyNode):
             import folder_paths
 
             input_dir = folder_paths.get_input_directory()
-        _, storage, work = await _app()
+        app, storage, work = await _app()
         images = await asyncio.to_thread(graph.load_images, source, path, storage=storage, work=work,
-                                         input_dir=input_dir)
+                                         input_dir=input_dir, transfers=app.offload)
         return io.NodeOutput(images, f"{images.count} images in {images.folder}")
 
 
@@ -290,7 +290,7 @@ class LoraCloudSaveDataset(io.ComfyNode):
     async def execute(cls, images, name: str, replace: bool, force: bool = False) -> io.NodeOutput:
         app, storage, _work = await _app()
         ref = await asyncio.to_thread(graph.save_dataset, images, name, storage=storage, replace_existing=replace,
-                                      force=force, progress=_progress(cls.hidden.unique_id))
+                                      force=force, progress=_progress(cls.hidden.unique_id), transfers=app.offload)
         summary = f"dataset {ref.name}: {ref.images} images, {ref.captioned} captioned, in {ref.storage_url}"
         return io.NodeOutput(ref, summary, ui={"text": [summary]})
 

@@ -14,7 +14,7 @@ import threading
 from typing import Callable
 
 from ..service.app import App
-from ..service.library.store import comfy_lora_folder
+from ..service.library import Offload, comfy_lora_folder
 
 
 class AppHolder:
@@ -38,12 +38,13 @@ class AppHolder:
 def _comfy_app() -> App:
     import folder_paths  # ComfyUI's module
 
-    from ..service.library import offload
+    from ..settings import default_home
     from .events import comfy_send
 
-    app = App.open(emit=comfy_send, loras_dir=comfy_lora_folder(folder_paths.get_folder_paths("loras")[0]))
+    home = default_home()
+    app = App.open(home, emit=comfy_send, loras_dir=comfy_lora_folder(folder_paths.get_folder_paths("loras")[0]),
+                   offload=Offload.in_workers(home))  # heavy transfers and preparation: never on the server's GIL
     app.templates.local_url = own_url()  # a LoRA test from the sidebar queues on this ComfyUI
-    offload.enable(home=app.settings.home)  # heavy transfers and preparation: never on the server's GIL
     return app
 
 

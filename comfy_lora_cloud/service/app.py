@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Mapping
 
 from ..errors import ConfigError
 from ..providers.base import Provider
@@ -37,6 +37,9 @@ from ..storage import Storage
 from .core import Clock, ProviderFactory
 from .events import Emit, no_emit
 from .home.state import StateStore
+
+if TYPE_CHECKING:
+    from .library import Offload
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +121,9 @@ class App:
     def __init__(self, settings: Settings | SettingsSource, *, storage: Storage | None = None,
                  state: StateStore | None = None, emit: Emit | None = None, clock: Clock = time.time,
                  loras_dir: str | Path | None = None, providers: Mapping[str, ProviderFactory] | None = None,
-                 python: str | None = None):
+                 python: str | None = None, offload: Offload | None = None):
         from .doctor import Doctor
-        from .library.captions import Captions
-        from .library.mirror import Mirror
-        from .library.models_cache import ModelsCache
-        from .library.store import Library
-        from .library.uploads import Uploads
+        from .library import Captions, Library, Mirror, ModelsCache, Offload, Uploads
         from .money.costs import Costs
         from .money.instances import Instances
         from .money.offers import Offers
@@ -153,11 +152,14 @@ class App:
 
         # each service gets the shared parts (this app, as a Core) and the neighbours it calls
         self.notify = Notifier(self)  # the one notifier: sees every event emit() sends
-        self.library = Library(self)
+        # where heavy transfers and a preparation run: worker processes when ComfyUI built this
+        # app (its wiring passes them in), this process for the CLI and tests
+        self.offload = offload or Offload.here()
+        self.library = Library(self, self.offload)
         self.instances = Instances(self)
         self.costs = Costs(self)
         self.offers = Offers(self)
-        self.mirror = Mirror(self, self.library)
+        self.mirror = Mirror(self, self.library, self.offload)
         self.recovery = Recoveries(self, self.instances, describe_run=lambda run_id: self.runs.get(run_id))
         self.runs = Runs(self, library=self.library, instances=self.instances, offers=self.offers,
                          recovery=self.recovery, notify=self.notify)
@@ -232,7 +234,7 @@ class App:
         else the same folder of the ComfyUI this package is installed in (the CLI beside the
         nodes); else ``<home>/loras``."""
         from .doctor import find_comfyui
-        from .library.store import comfy_lora_folder
+        from .library import comfy_lora_folder
 
         settings = self.settings
         if settings.comfyui_loras_dir:

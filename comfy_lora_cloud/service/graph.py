@@ -24,7 +24,8 @@ from ..models import validate_name
 from ..storage import Storage
 from ..storage.base import checksum_file
 from ..storage.layout import IMAGE_SUFFIXES, MANIFEST, dataset_prefix
-from .library.store import COMFY_LORA_FOLDER, describe_dataset, download_dataset, download_lora, upload_dataset
+from .library import (COMFY_LORA_FOLDER, IN_PROCESS, Transfers, describe_dataset, download_dataset, download_lora,
+                      upload_dataset)
 
 Progress = Callable[[int, int], None]  # (done, total)
 _DONE = ".lora-cloud-complete"
@@ -97,9 +98,10 @@ class WorkArea:
 
 # ---- Load Images -----------------------------------------------------------------------------
 def load_images(source: str, path: str, *, storage: Storage | None, work: WorkArea,
-                input_dir: str | None = None) -> ImageSet:
+                input_dir: str | None = None, transfers: Transfers = IN_PROCESS) -> ImageSet:
     """``source``: ``folder`` (any folder, only read), ``input`` (a subfolder of ComfyUI's input
-    folder) or ``dataset`` (a dataset in storage, downloaded once into the work area)."""
+    folder) or ``dataset`` (a dataset in storage, downloaded once into the work area, through
+    ``transfers``: the app's offload)."""
     if source == "folder":
         folder = Path(path).expanduser()
     elif source == "input":
@@ -119,7 +121,7 @@ def load_images(source: str, path: str, *, storage: Storage | None, work: WorkAr
         key = digest("dataset", storage.url, name, sorted((o.key, o.md5) for o in objs))
         folder, done = work.folder("download", key)
         if not done:
-            download_dataset(storage, name, folder)
+            download_dataset(storage, name, folder, transfers=transfers)
             WorkArea.complete(folder)
     else:
         raise DatasetError(f"unknown source {source!r}; use folder, input or dataset")
@@ -250,16 +252,17 @@ def preview(images: ImageSet, limit: int = 16) -> list[tuple[Path, str]]:
 
 # ---- Save Dataset ----------------------------------------------------------------------------
 def save_dataset(images: ImageSet, name: str, *, storage: Storage, replace_existing: bool = True,
-                 force: bool = False, progress: Progress | None = None) -> DatasetRef:
+                 force: bool = False, progress: Progress | None = None,
+                 transfers: Transfers = IN_PROCESS) -> DatasetRef:
     """Upload to ``datasets/<name>/`` through :func:`.library.upload_dataset` (the one upload:
     manifest last, one writer at a time). ``replace_existing`` makes an existing dataset exactly
     these images; without it an existing dataset is refused. Saving the same folder again moves
-    nothing. A dataset a live run trains on is not changed (:class:`DatasetInUse`) unless ``force``."""
+    nothing. The transfers run through ``transfers`` (the app's offload). A dataset a live run trains on is not changed (:class:`DatasetInUse`) unless ``force``."""
     name = validate_name(name.strip(), "dataset name")
     if not images.prepared:
         raise DatasetError("save a prepared dataset: put 'Crop for Training' between 'Load Images' and "
                            "'Save Dataset' so the images fit kohya's buckets")
-    upload_dataset(storage, images.folder, name, replace=replace_existing, force=force,
+    upload_dataset(storage, images.folder, name, replace=replace_existing, force=force, transfers=transfers,
                    progress=(lambda e: progress(e.files_done, e.files_total)) if progress else None,
                    remedy="turn on 'replace' to make it exactly these images, or choose another name")
     d = describe_dataset(storage, name)

@@ -16,7 +16,7 @@ import pytest
 from comfy_lora_cloud.models import RunState, RunStatus
 from comfy_lora_cloud.service import graph
 from comfy_lora_cloud.service.app import App
-from comfy_lora_cloud.service.library.store import comfy_lora_folder
+from comfy_lora_cloud.service.library import comfy_lora_folder
 from comfy_lora_cloud.storage import LocalStorage, layout
 
 REPO = Path(__file__).resolve().parents[2]

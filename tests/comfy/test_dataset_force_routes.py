@@ -1,7 +1,7 @@
 """The sidebar's publish (``POST /uploads/{name}/publish``) onto a dataset a live run trains on:
 409 naming the runs (so the sidebar can offer "replace anyway"), nothing changed; with
 ``"force": true`` it goes through (service/library/uploads.py:Uploads.publish ->
-service/library/store.py:upload_dataset -> service/library/dataset_use.py:require_unused)."""
+service/library/datasets.py:upload_dataset -> service/library/dataset_use.py:require_unused)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import pytest
 from comfy_lora_cloud.comfy.routes import PREFIX
 from comfy_lora_cloud.errors import CorruptRecord, StorageError
 from comfy_lora_cloud.models import RunState, RunStatus
-from comfy_lora_cloud.service.library import store as library
+from comfy_lora_cloud.service import library
 from comfy_lora_cloud.storage import layout
 from comfy_lora_cloud.training.status import StatusReporter, read_events, read_status
 

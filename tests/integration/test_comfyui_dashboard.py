@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from comfy_lora_cloud.models import Cost, Run, RunState, RunStatus
-from comfy_lora_cloud.service.library.store import upload_dataset
+from comfy_lora_cloud.service.library import upload_dataset
 from comfy_lora_cloud.service.home.state import StateStore
 from comfy_lora_cloud.storage import LocalStorage, layout
 

@@ -1,5 +1,5 @@
 """A dataset a live run trains on is not replaced or merged into unless forced
-(service/library/dataset_use.py, called by service/library/store.py:upload_dataset): the runs in the bucket's
+(service/library/dataset_use.py, called by service/library/datasets.py:upload_dataset): the runs in the bucket's
 runs/ are the witness, whichever machine launched them. The trainer's side (a pull that notices
 a change) is tests/training/test_dataset_pull_changes.py."""
 
@@ -15,7 +15,7 @@ import pytest
 from comfy_lora_cloud.errors import DatasetInUse
 from comfy_lora_cloud.models import RunState, RunStatus
 from comfy_lora_cloud.service.library.dataset_use import DatasetUser, live_runs_using
-from comfy_lora_cloud.service.library.store import upload_dataset
+from comfy_lora_cloud.service.library import upload_dataset
 from comfy_lora_cloud.storage import LocalStorage
 from comfy_lora_cloud.storage.layout import run_key
 from comfy_lora_cloud.training.spec import RunSpec

@@ -17,7 +17,7 @@ from PIL import Image
 from comfy_lora_cloud.errors import CorruptRecord, DatasetError, DatasetExists, LockHeld, ObjectNotFound
 from comfy_lora_cloud.models import RunState, RunStatus
 from comfy_lora_cloud.service import graph
-from comfy_lora_cloud.service.library import store as library
+from comfy_lora_cloud.service import library
 from comfy_lora_cloud.service.runs.control import fetch_lora
 from comfy_lora_cloud.storage import LocalStorage, layout
 from comfy_lora_cloud.storage import lock as leases

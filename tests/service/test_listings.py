@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from comfy_lora_cloud.models import Run, RunState, RunStatus
-from comfy_lora_cloud.service.library import store as library
+from comfy_lora_cloud.service import library
 from comfy_lora_cloud.service.app import App
 from comfy_lora_cloud.service.library.listings import RECORDS, Page, RecordCache, read_records
 from comfy_lora_cloud.settings import Settings

@@ -14,7 +14,7 @@ from PIL import Image
 
 from comfy_lora_cloud.errors import DatasetError
 from comfy_lora_cloud.models import RunState
-from comfy_lora_cloud.service.library.store import upload_dataset
+from comfy_lora_cloud.service.library import upload_dataset
 from comfy_lora_cloud.storage import LocalStorage, layout
 from comfy_lora_cloud.worker.dataset_pull import pull_dataset
 from tests.training.test_entrypoint_steps import FakeHub, _trainer

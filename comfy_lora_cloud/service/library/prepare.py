@@ -18,7 +18,7 @@ from ...errors import DatasetError, DatasetExists, ObjectNotFound
 from ...models import validate_name
 from ...storage import Storage, layout
 from .dataset_use import require_unused
-from .store import download_dataset, upload_dataset
+from .datasets import download_dataset, upload_dataset
 
 
 def prepare_to_storage(storage: Storage, source: str, name: str, options: PrepareOptions, *,

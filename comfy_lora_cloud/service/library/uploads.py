@@ -2,7 +2,7 @@
 run through the preparation pipeline and reviewed, then published by the one dataset upload.
 
 The one home of "the sidebar's upload and preparation"; what it publishes goes through
-:meth:`Library.upload_dataset <comfy_lora_cloud.service.library.store.Library.upload_dataset>` (manifest
+:meth:`Library.upload_dataset <comfy_lora_cloud.service.library.control.Library.upload_dataset>` (manifest
 last, one writer at a time, replace or merge), and the preparation is
 :func:`~comfy_lora_cloud.dataset.pipeline.prepare_dataset`, the same as ``lora-cloud dataset
 prepare``. Stages, each a route:
@@ -42,7 +42,7 @@ from .files import check_file_name
 
 if TYPE_CHECKING:
     from ..core import Core
-    from .store import Library
+    from .control import Library
 
 MAX_FILE_BYTES = 40 * 1024 * 1024  # one photo; a bigger file is not a training image
 MAX_CAPTION_BYTES = 64 * 1024

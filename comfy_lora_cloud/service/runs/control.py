@@ -36,7 +36,7 @@ from ..money.budgets import Budgets
 from ..money.costs import CostLedger
 from ..events import RUN_EVENT
 from .launch import UNFINISHED, launch_run, launcher, settle_unfinished_launch
-from ..library.store import download_lora, require_trainable
+from ..library import download_lora, require_trainable
 from ..money.ownership import launch_bucket_id
 from .preflight import require_ready
 from .recovery import Policy, announce_attempt
@@ -45,7 +45,7 @@ from ..home.state import StateStore
 
 if TYPE_CHECKING:
     from ..core import Core
-    from ..library.store import Library
+    from ..library import Library
     from ..money.instances import Instances
     from ..money.offers import Offers
     from ..notify import Notifier

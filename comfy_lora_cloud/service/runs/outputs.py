@@ -75,7 +75,7 @@ class RunOutputs:
             raise ObjectNotFound(self._nothing_yet(run_id, "no sample images"))
 
         def fetch() -> list[str]:
-            from ..library.store import _matches  # the one checksum rule
+            from ..library import matches_object as _matches  # the one checksum rule
 
             storage = self.core.storage
             dest.mkdir(parents=True, exist_ok=True)

@@ -52,7 +52,7 @@ def check_dataset(storage: Storage, name: str, *, lora_type: str, trigger: str |
     """Download ``datasets/<name>/`` into a temporary folder and judge it for a ``lora_type`` run
     with ``trigger`` (None or empty: no trigger word)."""
     from ...dataset.validate import validate_folder
-    from ..library.store import download_dataset
+    from ..library import download_dataset
 
     out = Readiness(dataset=name)
     with tempfile.TemporaryDirectory(prefix="lora-cloud-preflight-", dir=workdir) as tmp:

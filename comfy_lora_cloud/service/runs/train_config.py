@@ -25,7 +25,7 @@ from ...training.presets import LIMITS, PRESET_TYPES, check_override_range, load
 
 if TYPE_CHECKING:
     from ..core import Core
-    from ..library.store import Library
+    from ..library import Library
 
 FIELDS = ("rank", "learning_rate", "steps", "resolution")
 DEFAULT_GPU = "RTX 4090"

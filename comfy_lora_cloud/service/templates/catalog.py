@@ -145,7 +145,7 @@ class Templates:
     async def lora_facts(self, name: str) -> dict[str, Any]:
         """What the bucket says about a LoRA (its ``<name>.json``): trigger word and type for the
         prompt. :class:`ObjectNotFound` when there is no such LoRA."""
-        from ..library.store import read_lora_sidecar
+        from ..library import read_lora_sidecar
 
         validate_name(name, "LoRA name")
         storage = await asyncio.to_thread(lambda: self.core.storage)
