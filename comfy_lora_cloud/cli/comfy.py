@@ -135,7 +135,7 @@ def start(
 ) -> None:
     """Rent a GPU running ComfyUI (with the six packs of the plan and LoRA Cloud) and open a tunnel
     to it. Your LoRAs are synced onto it; every image it saves lands in the bucket's outputs/."""
-    from ..service.sessions.control import SessionRequest
+    from ..service.sessions import SessionRequest
 
     c = ctx_obj(ctx)
     req = SessionRequest(gpu=gpu, vram_gb=vram, idle_minutes=idle_minutes, max_hours=max_hours, precision=precision)

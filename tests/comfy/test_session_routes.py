@@ -5,8 +5,6 @@ against a bucket a rented GPU cannot reach (a clear 400, nothing rented)."""
 
 from __future__ import annotations
 
-import json
-
 from comfy_lora_cloud.comfy.routes import PREFIX
 
 from tests.comfy.conftest import png_bytes, token_headers
@@ -46,14 +44,15 @@ async def test_templates_and_a_refused_start(client, seeded):
 async def test_a_damaged_session_record_is_listed_as_damaged_not_a_500(client, seeded):
     """A record with max_hours as text and created_at null used to make GET /sessions a 500."""
     from comfy_lora_cloud.models import Session, SessionState
+    from tests.sessions.rows import plant, plant_unread
 
-    record = {**Session(id="session-bad", state=SessionState.READY).to_dict(), "max_hours": "4", "created_at": None}
-    seeded.app.state.set_kv("session:session-bad", json.dumps(record))
-    seeded.app.state.set_kv("session:session-deep", "[" * 50_000 + "]" * 50_000)
+    record = {**Session(id="session-bad", state=SessionState.READY).to_dict(), "max_hours": "four", "created_at": None}
+    plant(seeded.app.state, record)
+    plant_unread(seeded.app.state, "session-deep", "[" * 50_000 + "]" * 50_000)
     resp = await client.get(f"{PREFIX}/sessions")
     assert resp.status == 200
     body = await resp.json()
     views = {v["id"]: v for v in body["sessions"]}
     assert set(views) == {"session-bad", "session-deep"} and body["current"] is None
-    assert "max_hours is '4'" in views["session-bad"]["damaged"] and views["session-bad"]["state"] == "ready"
+    assert "max_hours is 'four'" in views["session-bad"]["damaged"] and views["session-bad"]["state"] == "ready"
     assert "nested deeper" in views["session-deep"]["damaged"] and views["session-deep"]["state"] == "damaged"
