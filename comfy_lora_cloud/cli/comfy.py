@@ -23,7 +23,7 @@ import typer
 from ..errors import ConfigError, TunnelError
 from .common import ctx_obj, emit, err_console, handle_errors, out_console, run
 
-# service/sessions/control.py's default (the CLI imports the services only when a command runs)
+# service/sessions/request.py's default (the CLI imports the services only when a command runs)
 DEFAULT_IDLE_MINUTES = 20.0
 
 app = typer.Typer(no_args_is_help=True)  # its help: cli/main.py NOUNS
