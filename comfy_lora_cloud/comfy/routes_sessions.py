@@ -27,9 +27,7 @@ from ..service.sessions import REQUEST_RANGES, SessionRequest
 
 log = logging.getLogger(__name__)
 _background: set[asyncio.Task[Any]] = set()
-
-
-_REQUEST_FIELDS = ("gpu", "vram_gb", "idle_minutes", "max_hours", "precision")
+_REQUEST_FIELDS = ("gpu", "vram_gb", "idle_minutes", "max_hours", "precision")  # a SessionRequest's
 
 
 def session_request(body: Any) -> SessionRequest:
@@ -39,7 +37,8 @@ def session_request(body: Any) -> SessionRequest:
         raise ConfigError("the request body must be a JSON object")
     unknown = sorted(set(body) - set(_REQUEST_FIELDS))
     if unknown:
-        raise ConfigError(f"unknown field(s) {', '.join(map(str, unknown))}; known: {', '.join(sorted(_REQUEST_FIELDS))}")
+        raise ConfigError(f"unknown field(s) {', '.join(map(str, unknown))}; "
+                          f"known: {', '.join(sorted(_REQUEST_FIELDS))}")
     out: dict[str, Any] = {}
     for key in ("gpu", "precision"):
         value = body.get(key)
