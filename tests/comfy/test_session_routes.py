@@ -39,6 +39,11 @@ async def test_templates_and_a_refused_start(client, seeded):
     assert (await (await client.get(f"{PREFIX}/sessions")).json())["sessions"] == []
     bad = await client.post(f"{PREFIX}/sessions", json={"idle_minutes": "lots"}, headers=await token_headers(client))
     assert bad.status == 400 and "idle_minutes must be a number" in (await bad.json())["message"]
+    typo = await client.post(f"{PREFIX}/sessions", json={"gpus": "4090"}, headers=await token_headers(client))
+    assert typo.status == 400 and "unknown field(s) gpus" in (await typo.json())["message"]  # never the default GPU
+    listed = await client.post(f"{PREFIX}/sessions", json=[1], headers=await token_headers(client))
+    assert listed.status == 400 and "must be a JSON object" in (await listed.json())["message"]
+    assert (await (await client.get(f"{PREFIX}/sessions")).json())["sessions"] == []  # nothing was recorded
 
 
 async def test_a_damaged_session_record_is_listed_as_damaged_not_a_500(client, seeded):
