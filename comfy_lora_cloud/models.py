@@ -369,7 +369,7 @@ class Session(Record):
         ``wrong`` names each field that is not what it should be ("max_hours is '4', not a
         number"). A wrong field takes ``fallback[name]`` when given, else its default, so a
         caller that must still act on a damaged record (the guard enforcing its hours) can; a
-        caller that must not (``_decode``) refuses any ``wrong``. ``max_hours``: the most a
+        caller that must not (``row_to_session``) refuses any ``wrong``. ``max_hours``: the most a
         session may have (the settings' ceiling). The fields a guard needs (id, state, created_at,
         max_hours) must be there; the others default when missing (older records)."""
         fallback = fallback or {}

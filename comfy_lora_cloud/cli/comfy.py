@@ -23,7 +23,7 @@ import typer
 from ..errors import ConfigError, TunnelError
 from .common import ctx_obj, emit, err_console, handle_errors, out_console, run
 
-# service/sessions/control.py's default (the CLI imports the services only when a command runs)
+# service/sessions/request.py's default (the CLI imports the services only when a command runs)
 DEFAULT_IDLE_MINUTES = 20.0
 
 app = typer.Typer(no_args_is_help=True)  # its help: cli/main.py NOUNS
@@ -135,7 +135,7 @@ def start(
 ) -> None:
     """Rent a GPU running ComfyUI (with the six packs of the plan and LoRA Cloud) and open a tunnel
     to it. Your LoRAs are synced onto it; every image it saves lands in the bucket's outputs/."""
-    from ..service.sessions.control import SessionRequest
+    from ..service.sessions import SessionRequest
 
     c = ctx_obj(ctx)
     req = SessionRequest(gpu=gpu, vram_gb=vram, idle_minutes=idle_minutes, max_hours=max_hours, precision=precision)

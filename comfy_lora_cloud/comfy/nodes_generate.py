@@ -13,7 +13,7 @@ import asyncio
 
 from comfy_api.latest import io
 
-from ..service.sessions.control import SessionRequest, decode_output_images
+from ..service.sessions import SessionRequest, decode_output_images
 from ..service.templates.workflow_api import resolve_workflow
 from .nodes import CATEGORY, _progress, _interrupted
 from .wiring import holder

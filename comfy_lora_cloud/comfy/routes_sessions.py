@@ -21,11 +21,38 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from ..errors import LoraCloudError
-from ..service.sessions.control import SessionRequest
+from ..errors import ConfigError, LoraCloudError
+from ..models import check_number
+from ..service.sessions import REQUEST_RANGES, SessionRequest
 
 log = logging.getLogger(__name__)
 _background: set[asyncio.Task[Any]] = set()
+_REQUEST_FIELDS = ("gpu", "vram_gb", "idle_minutes", "max_hours", "precision")  # a SessionRequest's
+
+
+def session_request(body: Any) -> SessionRequest:
+    """A session request from the sidebar's JSON body, checked strictly: an unknown field, a
+    number as text or out of range is a clear 400, never a default that rents something else."""
+    if not isinstance(body, dict):
+        raise ConfigError("the request body must be a JSON object")
+    unknown = sorted(set(body) - set(_REQUEST_FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown field(s) {', '.join(map(str, unknown))}; "
+                          f"known: {', '.join(sorted(_REQUEST_FIELDS))}")
+    out: dict[str, Any] = {}
+    for key in ("gpu", "precision"):
+        value = body.get(key)
+        if value in (None, "", "auto"):
+            continue
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string")
+        out[key] = value
+    for key in ("vram_gb", "idle_minutes", "max_hours"):
+        value = body.get(key)
+        if value is None:
+            continue
+        out[key] = float(check_number(key, value, *REQUEST_RANGES[key], above=True))
+    return SessionRequest(**out).checked()
 
 
 def register(routes: web.RouteTableDef, r: Any) -> None:
@@ -47,7 +74,7 @@ def register(routes: web.RouteTableDef, r: Any) -> None:
         from . import http_guard
 
         app = await r.app()
-        view = await app.sessions.start(SessionRequest.from_body(await http_guard.read_json_body(request)))
+        view = await app.sessions.start(session_request(await http_guard.read_json_body(request)))
         if view["live"] and view["state"] != "ready":
             _in_background(app.sessions.wait_ready(view["id"]), f"session {view['id']}")
         return web.json_response(view)

@@ -132,7 +132,7 @@ class App:
         from .runs.outputs import RunOutputs
         from .runs.recovery import Recoveries
         from .runs.train_config import TrainConfigs
-        from .sessions.control import Sessions
+        from .sessions import Sessions
         from .templates.catalog import Templates
 
         self.source = settings if isinstance(settings, SettingsSource) else SettingsSource(settings.home, initial=settings)

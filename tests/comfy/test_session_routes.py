@@ -5,8 +5,6 @@ against a bucket a rented GPU cannot reach (a clear 400, nothing rented)."""
 
 from __future__ import annotations
 
-import json
-
 from comfy_lora_cloud.comfy.routes import PREFIX
 
 from tests.comfy.conftest import png_bytes, token_headers
@@ -41,19 +39,25 @@ async def test_templates_and_a_refused_start(client, seeded):
     assert (await (await client.get(f"{PREFIX}/sessions")).json())["sessions"] == []
     bad = await client.post(f"{PREFIX}/sessions", json={"idle_minutes": "lots"}, headers=await token_headers(client))
     assert bad.status == 400 and "idle_minutes must be a number" in (await bad.json())["message"]
+    typo = await client.post(f"{PREFIX}/sessions", json={"gpus": "4090"}, headers=await token_headers(client))
+    assert typo.status == 400 and "unknown field(s) gpus" in (await typo.json())["message"]  # never the default GPU
+    listed = await client.post(f"{PREFIX}/sessions", json=[1], headers=await token_headers(client))
+    assert listed.status == 400 and "must be a JSON object" in (await listed.json())["message"]
+    assert (await (await client.get(f"{PREFIX}/sessions")).json())["sessions"] == []  # nothing was recorded
 
 
 async def test_a_damaged_session_record_is_listed_as_damaged_not_a_500(client, seeded):
     """A record with max_hours as text and created_at null used to make GET /sessions a 500."""
     from comfy_lora_cloud.models import Session, SessionState
+    from tests.sessions.rows import plant, plant_unread
 
-    record = {**Session(id="session-bad", state=SessionState.READY).to_dict(), "max_hours": "4", "created_at": None}
-    seeded.app.state.set_kv("session:session-bad", json.dumps(record))
-    seeded.app.state.set_kv("session:session-deep", "[" * 50_000 + "]" * 50_000)
+    record = {**Session(id="session-bad", state=SessionState.READY).to_dict(), "max_hours": "four", "created_at": None}
+    plant(seeded.app.state, record)
+    plant_unread(seeded.app.state, "session-deep", "[" * 50_000 + "]" * 50_000)
     resp = await client.get(f"{PREFIX}/sessions")
     assert resp.status == 200
     body = await resp.json()
     views = {v["id"]: v for v in body["sessions"]}
     assert set(views) == {"session-bad", "session-deep"} and body["current"] is None
-    assert "max_hours is '4'" in views["session-bad"]["damaged"] and views["session-bad"]["state"] == "ready"
+    assert "max_hours is 'four'" in views["session-bad"]["damaged"] and views["session-bad"]["state"] == "ready"
     assert "nested deeper" in views["session-deep"]["damaged"] and views["session-deep"]["state"] == "damaged"

@@ -6,13 +6,12 @@ live instance), and session records with a field of the wrong type (``max_hours`
 A ledger line is believed only within what its instance's rate allows (``service/money/costs.py``
 ``line_cap``): outside it, it is reported line by line and never summed, and a run over budget by
 its real spend is still caught. A damaged session record still has hours
-(``service/sessions/control.py`` ``SessionGuard._damaged_hours``): its own max_hours when readable, else
+(``service/sessions/guard.py`` ``SessionGuard._damaged_hours``): its own max_hours when readable, else
 the most a session may have, from its instance's first sighting here.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -89,7 +88,7 @@ def damaged_session(w: World, sid: str, fate: str, why: str, *, age_h: float, **
     born = w.now - age_h * HOUR
     session = Session(id=sid, state=SessionState.READY, instance_id=iid, created_at=born, updated_at=born,
                       max_hours=4.0)
-    w.store.set_kv(f"session:{sid}", json.dumps({**session.to_dict(), **fields}))
+    w.store.put_session({**session.to_dict(), **fields})  # as given: the store checks on reading
     w.store.put_instance(Instance(id=iid, label=session_label(sid), state=InstanceState.RUNNING), None, seen_at=born)
     return iid
 
@@ -98,22 +97,22 @@ def timed_out(*session_ids: str):
     def check(w: World, results: Results) -> None:
         assert sorted(results[-1]["sessions"]["timed_out"]) == sorted(session_ids), results[-1]["sessions"]
         for sid in session_ids:
-            record = json.loads(w.store.get_kv(f"session:{sid}"))
-            assert record["state"] == "timed_out", record  # the record is whole again, and ended
+            record = w.store.get_session(sid)  # the record is whole again (readable), and ended
+            assert record is not None and record.state.value == "timed_out", record
     return check
 
 
 @scenario("session_record_wrong_types", "session records with max_hours as text and created_at null: their hours "
           "still hold (the record's own when readable, else the most a session may have)",
           check=all_of(timed_out("session-old", "session-nullstart"),
-                       problem("corrupt_row", "session:session-old", f"held to {MAX_SESSION_HOURS:g} h"),
-                       problem("corrupt_row", "session:session-young", "max_hours is '4'"),
-                       problem("corrupt_row", "session:session-nullstart", "created_at is None")))
+                       problem("corrupt_session", "session-old", f"held to {MAX_SESSION_HOURS:g} h"),
+                       problem("corrupt_session", "session-young", "max_hours is 'four'"),
+                       problem("corrupt_session", "session-nullstart", "created_at is None")))
 def _session_record_wrong_types(w: World) -> None:
     w.treasure([])
     damaged_session(w, "session-old", "die", f"max_hours unreadable and {MAX_SESSION_HOURS + 8:g} h old: past "
-                    f"the most a session may have", age_h=MAX_SESSION_HOURS + 8, max_hours="4")
+                    f"the most a session may have", age_h=MAX_SESSION_HOURS + 8, max_hours="four")
     damaged_session(w, "session-nullstart", "die", "created_at null, its own 4 h: 5 h since its instance was first "
                     "seen", age_h=5, created_at=None)
     damaged_session(w, "session-young", "keep", "max_hours unreadable and created_at null, an hour old: young",
-                    age_h=1, max_hours="4", created_at=None)
+                    age_h=1, max_hours="four", created_at=None)

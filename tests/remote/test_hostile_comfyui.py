@@ -22,7 +22,7 @@ from PIL import Image
 from comfy_lora_cloud.errors import ComfyUIError, WorkflowRejected
 from comfy_lora_cloud.remote import comfyui
 from comfy_lora_cloud.remote.comfyui import ComfyClient
-from comfy_lora_cloud.service.sessions.control import decode_output_image, decode_output_images, save_output
+from comfy_lora_cloud.service.sessions import decode_output_image, decode_output_images, save_output
 
 MiB = 1024 * 1024
 REPO = Path(__file__).resolve().parents[2]
@@ -313,7 +313,7 @@ def test_a_144_megapixel_image_is_refused_from_its_header():
 
 
 def test_a_batch_of_big_one_colour_images_is_refused_before_any_is_decoded(monkeypatch):
-    from comfy_lora_cloud.service.sessions import control as sessions
+    from comfy_lora_cloud.service.sessions import images as sessions
 
     decoded: list[str] = []
     monkeypatch.setattr(sessions, "decode_output_image", lambda data, name: decoded.append(name))
@@ -327,7 +327,7 @@ def test_a_batch_of_big_one_colour_images_is_refused_before_any_is_decoded(monke
 
 def test_png_jpeg_and_webp_decode_to_rgb():
     from comfy_lora_cloud.dataset.load import DECODABLE_FORMATS
-    from comfy_lora_cloud.service.sessions.control import OUTPUT_IMAGE_FORMATS
+    from comfy_lora_cloud.service.sessions import OUTPUT_IMAGE_FORMATS
 
     assert OUTPUT_IMAGE_FORMATS <= DECODABLE_FORMATS  # a narrowing of the loader's allowlist, not a second one
     for fmt in ("PNG", "JPEG", "WEBP"):

@@ -14,7 +14,7 @@ from comfy_lora_cloud.providers.base import (bucket_tag, run_id_from_label, run_
                                              session_label, with_bucket_tag)
 from comfy_lora_cloud.service.money.ownership import (Attribution, Bucket, BucketFacts, BucketView, Local, Verdict,
                                                 attribute, bucket_view, decide, launch_bucket_id, own_bucket_ids)
-from comfy_lora_cloud.service.sessions.control import new_session_id
+from comfy_lora_cloud.service.sessions import new_session_id
 from comfy_lora_cloud.service.home.state import StateStore
 from comfy_lora_cloud.storage.identity import ID_KEY, ensure_bucket_id
 from comfy_lora_cloud.storage.layout import run_key

@@ -54,8 +54,8 @@ def test_a_controller_killed_mid_start_leaves_nothing_billing(stack):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     store = StateStore(stack.home / "state.db")
-    [(key, raw)] = store.kv_items("session:")
-    assert json.loads(raw)["state"] == "launching" and json.loads(raw)["instance_id"] is None
+    [row] = store.session_rows()
+    assert row["state"] == "launching" and row["instance_id"] is None
 
     report = stack.json("instances", "reconcile", "--grace", "0")  # adopted into its session, not doubled
     [inst] = stack.live_instances()
@@ -63,5 +63,5 @@ def test_a_controller_killed_mid_start_leaves_nothing_billing(stack):
     # nobody uses it: its idle minutes end it, and the next pass settles the record
     wait_for(lambda: not stack.live_instances(), what="the unused session to stop itself")
     report = stack.json("instances", "reconcile", "--grace", "0")
-    assert report["sessions"]["ended"] == [key[len("session:"):]]
+    assert report["sessions"]["ended"] == [row["id"]]
     assert stack.live_instances() == [] and stack.fake.state.created_count == 1

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from comfy_lora_cloud.service.app import App
-from comfy_lora_cloud.service.sessions.control import SessionRequest
+from comfy_lora_cloud.service.sessions import SessionRequest
 from comfy_lora_cloud.service.templates.workflow_api import prepare, resolve_workflow
 from tests.sessions.conftest import REPO, flux_workflow, wait_for
 

@@ -1,4 +1,4 @@
-"""The guard's session rules (service/sessions/control.py SessionGuard), through the App's one guard pass
+"""The guard's session rules (service/sessions/guard.py SessionGuard), through the App's one guard pass
 against the fake vast.ai server on a clock the test moves: a session's instance is owned like a
 run's (its record here, its status in the bucket), a controller that crashed mid-start is
 reconciled (adopted, or failed), and idle minutes and max hours are enforced from this side too,
@@ -22,6 +22,7 @@ from comfy_lora_cloud.settings import Settings, set_value
 from comfy_lora_cloud.storage.local import LocalStorage
 from comfy_lora_cloud.training.inference import read_session_status, status_key
 from tests.comfy.vast_helpers import KEY, provider_factory_for
+from tests.sessions.rows import forget, plant_unread
 from tests.fakes.vast.server import FakeVast
 from tests.fakes.vast.state import ManualClock
 
@@ -126,14 +127,15 @@ async def test_a_session_keeps_its_own_max_hours_whatever_max_run_hours_says(fou
 
 
 def test_a_sessions_hours_default_to_their_own_setting(clean_env):
-    from comfy_lora_cloud.service.sessions.control import SessionRequest
+    from comfy_lora_cloud.comfy.routes_sessions import session_request
+    from comfy_lora_cloud.service.sessions import SessionRequest
 
     set_value(clean_env, "max_run_hours", "2")
     set_value(clean_env, "session_max_hours", "7.5")
     settings = Settings.load(clean_env)
     assert SessionRequest().checked(settings.session_max_hours).max_hours == 7.5
     assert SessionRequest(max_hours=3).checked(settings.session_max_hours).max_hours == 3
-    assert SessionRequest.from_body({"idle_minutes": 5}).checked(settings.session_max_hours).max_hours == 7.5
+    assert session_request({"idle_minutes": 5}).checked(settings.session_max_hours).max_hours == 7.5
     assert Settings.load(clean_env / "other").session_max_hours == 4.0  # the default: 4 h
     with pytest.raises(ConfigError, match="at most 72"):
         SessionRequest(max_hours=73).checked(4.0)
@@ -172,15 +174,15 @@ async def test_ownership_of_session_instances(world):
     tag = launch_bucket_id(storage, app.state)
     orphan_id = with_bucket_tag("session-orphan", tag)  # this bucket's, but known nowhere
     orphan = await _rent(app, clock, orphan_id)
-    app.state.set_kv(f"session:{orphan_id}", "")  # no record here (lost)
+    forget(app.state, orphan_id)  # no record here (lost)
     legacy = await _rent(app, clock, "session-legacy")  # untagged and known nowhere: whose it is is unknown
-    app.state.set_kv("session:session-legacy", "")
+    forget(app.state, "session-legacy")
     foreign = await _rent(app, clock, with_bucket_tag("session-theirs", "0123456789ab"))  # another bucket's
     elsewhere = await _rent(app, clock, "session-other")
-    app.state.set_kv("session:session-other", "")
+    forget(app.state, "session-other")
     _report(storage, "session-other", clock)  # but its ComfyUI reports: another controller's live session
     broken = await _rent(app, clock, "session-broken")
-    app.state.set_kv("session:session-broken", "{not json")
+    plant_unread(app.state, "session-broken", "{not json")
     vanished = await _rent(app, clock, "session-gone")
 
     first = await app.guard_pass(grace_s=60)
@@ -189,7 +191,7 @@ async def test_ownership_of_session_instances(world):
     assert s["unattributed"] == [legacy] and s["foreign"] == [foreign]
     assert {("unattributed", legacy), ("foreign_bucket", foreign)} <= {(p["kind"], p["subject"])
                                                                       for p in first["problems"]}
-    assert any(p["kind"] == "corrupt_row" for p in first["problems"])
+    assert ("corrupt_session", "session-broken") in {(p["kind"], p["subject"]) for p in first["problems"]}
     assert first["reconcile"]["destroyed"] == []  # the runs' reconcile leaves session instances alone
 
     fake.state.destroy(int(vanished))

@@ -9,12 +9,13 @@ import struct
 
 import pytest
 
+from comfy_lora_cloud.comfy.routes_sessions import session_request
 from comfy_lora_cloud.errors import ConfigError, CorruptRecord, DatasetError
 from comfy_lora_cloud.models import MAX_EXACT_INT, check_number, is_number
 from comfy_lora_cloud.service.library.files import parse_safetensors_header
 from comfy_lora_cloud.service.runs.control import TrainRequest
-from comfy_lora_cloud.service.sessions.control import SessionRequest
 from comfy_lora_cloud.service.runs.train_config import editor_overrides
+from comfy_lora_cloud.service.sessions import SessionRequest
 from comfy_lora_cloud.service.templates.workflow_api import parse_assignment, parse_workflow
 from comfy_lora_cloud.storage.base import parse_json_record
 from comfy_lora_cloud.storage.local import LocalStorage
@@ -114,7 +115,7 @@ def test_train_request_zero_hours_still_means_the_settings():
 ])
 def test_session_request_bodies_are_range_checked(body, words):
     with pytest.raises(ConfigError, match=words):
-        SessionRequest.from_body(body)
+        session_request(body)
 
 
 def test_session_requests_from_flags_are_range_checked():

@@ -81,6 +81,6 @@ def test_a_template_by_name_gets_the_lora_prompt_and_seed():
 
 def test_the_cli_defaults_are_the_services():
     from comfy_lora_cloud.cli import comfy
-    from comfy_lora_cloud.service.sessions import control as sessions
+    from comfy_lora_cloud.service import sessions
 
     assert comfy.DEFAULT_IDLE_MINUTES == sessions.DEFAULT_IDLE_MINUTES

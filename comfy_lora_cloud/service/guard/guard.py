@@ -86,7 +86,7 @@ class Guard:
         self.memory = memory if memory is not None else GuardMemory()  # what outlives this pass
         self.watchdog = Watchdog(provider, state, budgets, clock=clock, emit=emit,
                                  charges=provider_charges(provider), storage=storage, memory=self.memory)
-        from ..sessions.control import SessionGuard
+        from ..sessions import SessionGuard
 
         self.sessions = SessionGuard(provider, state, storage, clock=clock, grace_s=grace_s, fresh_s=fresh_s,
                                      emit=self.emit)

@@ -2,7 +2,7 @@
 
 A remote ComfyUI session's instance is held to the $/hr and month budgets like any other, but
 not to ``max_run_hours``: a session has hours of its own (``comfy start --max-hours``, default the
-``session_max_hours`` setting), enforced by its image and by ``SessionGuard`` (service/sessions/control.py).
+``session_max_hours`` setting), enforced by its image and by ``SessionGuard`` (service/sessions/guard.py).
 
 :func:`check_launch` refuses a launch that would break one up front (BudgetExceeded);
 :func:`evaluate` turns the current spend into verdicts for the watchdog: ``warn`` at

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 LISTING = "listing"  # instances could not be listed      the provider
 STATE_STORE = "state_store"  # state.db is damaged         the store's path
 CORRUPT_RUN = "corrupt_run"  # a run row cannot be read     run id
+CORRUPT_SESSION = "corrupt_session"  # a session row cannot be read     session id
 CORRUPT_ROW = "corrupt_row"  # an instance / ledger / kv row    row
 CORRUPT_STATUS = "corrupt_status"  # runs/<id>/status.json is not a status   run id
 BUCKET = "bucket"  # the bucket could not be read or written  run id
@@ -56,11 +57,14 @@ class Problems:
             self._items[key] = Problem(kind, str(subject), message)
 
     def add_corrupt(self, exc: Any, store: Any) -> None:
-        """A :class:`CorruptRecord` from the state store: one run's row (``details["run_id"]``) or
-        the store itself."""
+        """A :class:`CorruptRecord` from the state store: one run's row (``details["run_id"]``),
+        one session's (``details["session_id"]``) or the store itself."""
         run_id = exc.details.get("run_id")
+        session_id = exc.details.get("session_id")
         if run_id is not None:
             self.add(CORRUPT_RUN, run_id, exc.message)
+        elif session_id is not None:
+            self.add(CORRUPT_SESSION, session_id, exc.message)
         else:
             self.add(STATE_STORE, store, exc.message)
 

@@ -1,0 +1,118 @@
+"""This process's tunnels to the sessions' ComfyUIs.
+
+A tunnel (``remote.tunnel.Tunnel``: a local port forward over SSH with keepalive and reconnect)
+is bound to an event loop, and one App serves several (ComfyUI's server loop, each prompt's
+loop); so every tunnel of the process lives on one private loop thread (:class:`TunnelLoop`) and
+any loop may ask for one (:class:`Tunnels`). A process that holds a tunnel for others (the
+CLI's ``comfy tunnel``, so a URL outlives the command) is recorded as the session's keeper
+(:func:`keeper`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import threading
+from pathlib import Path
+from typing import Any, Coroutine
+
+from ...models import Session
+
+KEEPER_KEY = "sessions:keeper:"  # + session id: {"pid", "port", "url"} of the process holding its tunnel
+
+
+class TunnelLoop:
+    """A daemon thread running the loop every tunnel of this process lives on."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    def _start(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._loop.is_closed():
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+
+                def main() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    loop.run_forever()
+
+                threading.Thread(target=main, name="lora-cloud-tunnels", daemon=True).start()
+                ready.wait()
+                self._loop = loop
+            return self._loop
+
+    async def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Await ``coro`` on the tunnel loop from any loop (or on it, directly)."""
+        loop = self._start()
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+
+    def run_blocking(self, coro: Coroutine[Any, Any, Any], timeout: float = 30.0) -> Any:
+        fut: concurrent.futures.Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._start())
+        return fut.result(timeout)
+
+
+class Tunnels:
+    """The open tunnels, by session id, all on one :class:`TunnelLoop`."""
+
+    def __init__(self) -> None:
+        self.loop = TunnelLoop()
+        self._open: dict[str, Any] = {}  # session id -> remote.tunnel.Tunnel (on the tunnel loop)
+
+    def get(self, session_id: str) -> Any | None:
+        return self._open.get(session_id)
+
+    def alive(self, session_id: str) -> bool:
+        tunnel = self._open.get(session_id)
+        return tunnel is not None and tunnel.alive
+
+    async def open(self, session: Session, key_path: Path, ssh_user: str, host_keys: Any) -> Any:
+        """The session's tunnel: the one open when it still goes to the session's host, else a new one."""
+        return await self.loop.run(self._open_tunnel(session, key_path, ssh_user, host_keys))
+
+    async def _open_tunnel(self, session: Session, key_path: Path, ssh_user: str, host_keys: Any) -> Any:
+        from ...remote.tunnel import SshTarget, Tunnel
+
+        current = self._open.get(session.id)
+        target = SshTarget(str(session.ssh_host), int(session.ssh_port or 22), ssh_user,
+                           f"{session.provider}:{session.instance_id}")
+        if current is not None and current.alive and current.target == target:
+            return current
+        if current is not None:
+            await current.close()
+        tunnel = await Tunnel(target, key_path, host_keys, session.remote_port).start()
+        self._open[session.id] = tunnel
+        return tunnel
+
+    async def close(self, session_id: str) -> None:
+        tunnel = self._open.pop(session_id, None)
+        if tunnel is not None:
+            await self.loop.run(tunnel.close())
+
+
+def keeper(state: Any, session_id: str) -> dict[str, Any] | None:
+    """The live tunnel keeper of a session: ``{"pid", "port", "url"}``, or None."""
+    from ...storage.base import pid_alive
+
+    raw = state.get_kv(KEEPER_KEY + session_id)
+    try:
+        data = json.loads(raw) if raw else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("pid"), int) or not pid_alive(data["pid"]):
+        return None
+    return data
+
+
+def record_keeper(state: Any, session_id: str, pid: int | None, port: int | None = None) -> None:
+    value = json.dumps({"pid": pid, "port": port, "url": f"http://127.0.0.1:{port}"}) if pid else ""
+    state.set_kv(KEEPER_KEY + session_id, value)
