@@ -433,7 +433,7 @@ def _main_thread() -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Environment (set by the controller, ``service/sessions/control.py``): ``LORA_CLOUD_STORAGE``,
+    """Environment (set by the controller, ``service/sessions/launch.py``): ``LORA_CLOUD_STORAGE``,
     ``LORA_CLOUD_SESSION_ID``, ``LORA_CLOUD_IDLE_MINUTES``, ``LORA_CLOUD_MAX_HOURS``,
     ``LORA_CLOUD_FLUX_PRECISION`` (fp8 | fp16), ``LORA_CLOUD_COMFY_PORT``; optional ``HF_TOKEN``
     (only while the bucket lacks the weights), ``LORA_CLOUD_WORKDIR`` (default /workspace),
