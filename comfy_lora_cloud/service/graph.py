@@ -294,7 +294,7 @@ def launch_request(dataset: DatasetRef, *, lora_type: str, lora_name: str, trigg
     strings and ``auto`` are the defaults, and the preemption policy is the same per-run policy as
     ``--resume-wait/--max-attempts/--on-demand-after`` (service/runs/recovery.py:Policy), a
     :data:`FROM_SETTINGS` value standing for a left-out option (the settings')."""
-    from .runs.control import TrainRequest
+    from .runs import TrainRequest
 
     policy = {"resume_wait_minutes": resume_wait_minutes, "max_attempts": max_attempts,
               "on_demand_after": on_demand_after}
@@ -331,7 +331,7 @@ async def await_lora(run: RunRef, *, storage: Storage, dest_dir: str | os.PathLi
     ``interrupted`` stops the wait, never the run."""
     import asyncio
 
-    from .runs.control import fetch_lora, wait_for_run
+    from .runs import fetch_lora, wait_for_run
 
     def on_status(st):
         if progress and st.total_steps:

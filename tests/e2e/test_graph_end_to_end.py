@@ -20,7 +20,7 @@ from comfy_lora_cloud.models import RunState
 from comfy_lora_cloud.service import graph
 from comfy_lora_cloud.service.app import App
 from comfy_lora_cloud.service.money.costs import CostLedger
-from comfy_lora_cloud.service.runs.control import TrainRequest
+from comfy_lora_cloud.service.runs import TrainRequest
 from comfy_lora_cloud.service.home.state import StateStore
 from comfy_lora_cloud.settings import Settings
 from comfy_lora_cloud.storage import open_storage

@@ -9,7 +9,7 @@ import pytest
 
 from comfy_lora_cloud.errors import ConfigError
 from comfy_lora_cloud.service import graph
-from comfy_lora_cloud.service.runs.recovery import Policy
+from comfy_lora_cloud.service.runs import Policy
 from tests.service.test_recovery import world  # noqa: F401  (a fixture)
 
 NODE_DEFAULTS = dict(lora_type="character", lora_name="", trigger="", gpu="4090", provider="vast",

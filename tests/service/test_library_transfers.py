@@ -18,7 +18,7 @@ from comfy_lora_cloud.errors import CorruptRecord, DatasetError, DatasetExists, 
 from comfy_lora_cloud.models import RunState, RunStatus
 from comfy_lora_cloud.service import graph
 from comfy_lora_cloud.service.library import store as library
-from comfy_lora_cloud.service.runs.control import fetch_lora
+from comfy_lora_cloud.service.runs import fetch_lora
 from comfy_lora_cloud.storage import LocalStorage, layout
 from comfy_lora_cloud.storage import lock as leases
 from comfy_lora_cloud.storage.base import PARTIAL

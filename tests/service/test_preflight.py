@@ -12,10 +12,11 @@ import pytest
 from PIL import Image
 
 from comfy_lora_cloud.errors import DatasetError
+from comfy_lora_cloud.comfy.routes_training import train_request
 from comfy_lora_cloud.service import graph
 from comfy_lora_cloud.service.app import App
 from comfy_lora_cloud.service.runs.preflight import check_dataset, require_ready
-from comfy_lora_cloud.service.runs.control import TrainRequest
+from comfy_lora_cloud.service.runs import TrainRequest
 from comfy_lora_cloud.settings import Settings
 from comfy_lora_cloud.storage import LocalStorage, open_storage
 from comfy_lora_cloud.training.kohya_config import MODEL_FILES
@@ -92,7 +93,7 @@ async def test_every_way_to_start_refuses_before_renting(world):
     ref = graph.DatasetRef(name="nocap", storage_url=storage.url, images=4, captioned=0, trigger="ohwx")
     starts = {
         "train start": lambda: app.runs.start(TrainRequest(dataset="nocap", lora_type="style")),
-        "quick launch": lambda: app.runs.start_from_body({"dataset": "nocap", "lora_type": "style"}),
+        "quick launch": lambda: app.runs.start(train_request({"dataset": "nocap", "lora_type": "style"})),
         "Launch node": lambda: graph.launch(ref, TrainRequest(dataset="nocap", lora_type="style"), runs=app.runs,
                                             storage_url=storage.url),
     }
