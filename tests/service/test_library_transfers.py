@@ -16,6 +16,7 @@ from PIL import Image
 
 from comfy_lora_cloud.errors import CorruptRecord, DatasetError, DatasetExists, LockHeld, ObjectNotFound
 from comfy_lora_cloud.models import RunState, RunStatus
+from comfy_lora_cloud.comfy.node_runs import library_lora_name
 from comfy_lora_cloud.service import graph
 from comfy_lora_cloud.service.library import store as library
 from comfy_lora_cloud.service.runs import fetch_lora
@@ -245,13 +246,14 @@ def test_download_lora_keeps_an_identical_file_and_sweeps_dead_partials(bucket, 
 
 
 def test_every_lora_caller_goes_through_the_one_download(bucket, tmp_path):
-    """Await LoRA (runs.fetch_lora) and the Cloud LoRA Loader (graph.ensure_local_lora) land the
+    """Await LoRA (runs.fetch_lora) and the Cloud LoRA Loader (library.download_lora) land the
     file at the same place with the same rule, and sweep a killed download's partial."""
     bucket.write_bytes("loras/cat.safetensors", b"lora")
     loras = tmp_path / "models" / "loras"
     target = library.comfy_lora_folder(loras)
     stale = _dead_partial(target, "cat.safetensors")
-    assert graph.ensure_local_lora(bucket, "lora_cloud/cat.safetensors", target) == target / "cat.safetensors"
+    loader_name = library_lora_name("lora_cloud/cat.safetensors")  # as Await LoRA outputs it
+    assert library.download_lora(bucket, loader_name, target) == target / "cat.safetensors"
     assert not stale.exists()
     stale = _dead_partial(target, "cat.safetensors")
     done = RunStatus(run_id="r1", state=RunState.DONE, lora="loras/cat.safetensors")

@@ -25,7 +25,7 @@ from ...training.spec import RunSpec
 from ...training.status import read_status
 from ..events import RUN_EVENT
 from ..money.costs import CostLedger
-from .follow import wait_for_run
+from .follow import fetch_lora, wait_for_run
 from .lifecycle import end_run
 from .request import TrainRequest
 from .start import StartResult, start_run
@@ -424,6 +424,14 @@ class Runs:
         """Follow the run until it ends (see :func:`wait_for_run`)."""
         storage = await asyncio.to_thread(lambda: self.core.storage)
         return await wait_for_run(storage, run_id, **kwargs)
+
+    async def fetch_lora(self, run_id: str, lora_name: str, **wait: Any) -> Path:
+        """Follow the run to its end (:meth:`wait`, whose ``should_stop`` stops the waiting, never
+        the run), then bring its LoRA into the app's LoRA folder (``loras_dir``: where the sidebar
+        and ``lora download`` look too), checksum verified. ``lora_name``: the name it was launched
+        with (:func:`~.follow.fetch_lora` refuses a status naming another)."""
+        status = await self.wait(run_id, **wait)
+        return await asyncio.to_thread(lambda: fetch_lora(self.core.storage, status, self.core.loras_dir, lora_name))
 
     async def follow(self, run_id: str, *, interval: float = 15.0,
                      sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep):
