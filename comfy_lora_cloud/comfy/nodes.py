@@ -291,9 +291,9 @@ class LoraCloudSaveDataset(io.ComfyNode):
 
     @classmethod
     async def execute(cls, images, name: str, replace: bool, force: bool = False) -> io.NodeOutput:
-        app, storage, _work = await _app()
-        ref = await asyncio.to_thread(graph.save_dataset, images, name, storage=storage, replace_existing=replace,
-                                      force=force, progress=_progress(cls.hidden.unique_id))
+        app, _storage, _work = await _app()
+        ref = await graph.save_dataset(images, name, library=app.library, replace_existing=replace, force=force,
+                                       progress=_progress(cls.hidden.unique_id))
         summary = f"dataset {ref.name}: {ref.images} images, {ref.captioned} captioned, in {ref.storage_url}"
         return io.NodeOutput(ref, summary, ui={"text": [summary]})
 

@@ -10,6 +10,7 @@ options: queueing the same graph again reuses them instead of redoing the work.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -17,14 +18,17 @@ import shutil
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..dataset.load import SIDECAR_EXTENSIONS
 from ..errors import DatasetError
 from ..models import validate_name
 from ..storage import Storage
 from ..storage.layout import IMAGE_SUFFIXES, MANIFEST, dataset_prefix
-from .library.store import describe_dataset, download_dataset, upload_dataset
+from .library.store import download_dataset
+
+if TYPE_CHECKING:
+    from .library.store import Library
 
 Progress = Callable[[int, int], None]  # (done, total)
 _DONE = ".lora-cloud-complete"
@@ -249,18 +253,20 @@ def preview(images: ImageSet, limit: int = 16) -> list[tuple[Path, str]]:
 
 
 # ---- Save Dataset ----------------------------------------------------------------------------
-def save_dataset(images: ImageSet, name: str, *, storage: Storage, replace_existing: bool = True,
-                 force: bool = False, progress: Progress | None = None) -> DatasetRef:
-    """Upload to ``datasets/<name>/`` through :func:`.library.upload_dataset` (the one upload:
-    manifest last, one writer at a time). ``replace_existing`` makes an existing dataset exactly
-    these images; without it an existing dataset is refused. Saving the same folder again moves
-    nothing. A dataset a live run trains on is not changed (:class:`DatasetInUse`) unless ``force``."""
+async def save_dataset(images: ImageSet, name: str, *, library: Library, replace_existing: bool = True,
+                       force: bool = False, progress: Progress | None = None) -> DatasetRef:
+    """Upload to ``datasets/<name>/`` through the App's library (:meth:`.library.store.Library.upload_dataset`,
+    the upload ``dataset upload`` and the sidebar make: manifest last, one writer at a time).
+    ``replace_existing`` makes an existing dataset exactly these images; without it an existing
+    dataset is refused. Saving the same folder again moves nothing. A dataset a live run trains
+    on is not changed (:class:`DatasetInUse`) unless ``force``."""
     name = validate_name(name.strip(), "dataset name")
     if not images.prepared:
         raise DatasetError("save a prepared dataset: put 'Crop for Training' between 'Load Images' and "
                            "'Save Dataset' so the images fit kohya's buckets")
-    upload_dataset(storage, images.folder, name, replace=replace_existing, force=force,
-                   progress=(lambda e: progress(e.files_done, e.files_total)) if progress else None,
-                   remedy="turn on 'replace' to make it exactly these images, or choose another name")
-    d = describe_dataset(storage, name)
-    return DatasetRef(name, storage.url, d.images, d.captioned, d.trigger, d.lora_type)
+    await library.upload_dataset(images.folder, name, replace=replace_existing, force=force,
+                                 progress=(lambda e: progress(e.files_done, e.files_total)) if progress else None,
+                                 remedy="turn on 'replace' to make it exactly these images, or choose another name")
+    d = await library.describe(name)
+    storage_url = await asyncio.to_thread(lambda: library.core.storage.url)
+    return DatasetRef(name, storage_url, d.images, d.captioned, d.trigger, d.lora_type)

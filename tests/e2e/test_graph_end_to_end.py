@@ -71,7 +71,7 @@ async def _queue_graph(photos_dir, florence, app, storage, work, loras, progress
                                       workers=1)
     captioned = graph.caption_images(cropped, model="florence", model_path=str(florence), trigger="ohwx",
                                      work=work)
-    dataset = graph.save_dataset(captioned, "astro", storage=storage)
+    dataset = await graph.save_dataset(captioned, "astro", library=app.library)
     # the Launch node's request (node_runs.launch_request) with the test's small overrides
     req = TrainRequest(dataset=dataset.name, lora_type="character", gpu="4090", reuse_finished=True,
                        overrides={"subset.num_repeats": 1, "max_train_epochs": 2})
