@@ -216,7 +216,7 @@ def start(
 ) -> None:
     """Rent a GPU and train. Launching the same dataset and settings again re-attaches to the live run.
     A preempted run resumes in place or moves to a new GPU from its last checkpoint (the guard does it)."""
-    from ..service.runs.control import TrainRequest
+    from ..service.runs import TrainRequest
 
     req = TrainRequest(dataset=dataset, lora_type=lora_type, lora_name=name, trigger=trigger, gpu=gpu, vram_gb=vram,
                        overrides=parse_set(sets), provider=provider_name, interruptible=interruptible,

@@ -1,7 +1,9 @@
 """The pack's nodes (ComfyUI V3 API).
 
 Each node is a thin shell over the pack's one :class:`App` (``comfy/wiring.py``, shared with the
-routes and the background loop) and :mod:`comfy_lora_cloud.service.graph`: it reads its inputs,
+routes and the background loop): the training nodes call its nouns (``app.runs``, ``app.library``)
+as the CLI and the routes do, the dataset nodes its image-folder steps
+(:mod:`comfy_lora_cloud.service.graph`). A node reads its inputs,
 hands ComfyUI's progress bar and interrupt flag to the step as plain callables, runs blocking
 work in a thread and lets a :class:`LoraCloudError` propagate so ComfyUI shows its message.
 No node takes a secret as an input: keys live in the lora-cloud home (``lora-cloud config``).
@@ -18,6 +20,7 @@ from comfy_api.latest import io
 
 from ..errors import ConfigError
 from ..service import graph
+from . import node_runs
 from ..service.app import App
 from ..service.money.offers import gpu_choices
 from .wiring import holder
@@ -288,9 +291,9 @@ class LoraCloudSaveDataset(io.ComfyNode):
 
     @classmethod
     async def execute(cls, images, name: str, replace: bool, force: bool = False) -> io.NodeOutput:
-        app, storage, _work = await _app()
-        ref = await asyncio.to_thread(graph.save_dataset, images, name, storage=storage, replace_existing=replace,
-                                      force=force, progress=_progress(cls.hidden.unique_id), transfers=app.offload)
+        app, _storage, _work = await _app()
+        ref = await graph.save_dataset(images, name, library=app.library, replace_existing=replace, force=force,
+                                       progress=_progress(cls.hidden.unique_id))
         summary = f"dataset {ref.name}: {ref.images} images, {ref.captioned} captioned, in {ref.storage_url}"
         return io.NodeOutput(ref, summary, ui={"text": [summary]})
 
@@ -389,11 +392,12 @@ class LoraCloudLaunchTrainer(io.ComfyNode):
         _check(provider, ["vast", "local"], "provider")
         _check(gpu, _gpu_options(), "gpu")
         app, storage, _work = await _app()
-        req = graph.launch_request(dataset, lora_type=lora_type, lora_name=lora_name, trigger=trigger, gpu=gpu,
-                                   provider=provider, interruptible=interruptible, max_usd=max_usd, max_dph=max_dph,
-                                   max_hours=max_hours, resume_wait_minutes=resume_wait_minutes,
-                                   max_attempts=max_attempts, on_demand_after=on_demand_after)
-        run = await graph.launch(dataset, req, runs=app.runs, storage_url=storage.url)
+        req = node_runs.launch_request(dataset, lora_type=lora_type, lora_name=lora_name, trigger=trigger, gpu=gpu,
+                                       provider=provider, interruptible=interruptible, max_usd=max_usd,
+                                       max_dph=max_dph, max_hours=max_hours, resume_wait_minutes=resume_wait_minutes,
+                                       max_attempts=max_attempts, on_demand_after=on_demand_after)
+        # the same start as `train start` and the sidebar; returns at once, the run goes on without ComfyUI
+        run = node_runs.run_ref(await app.runs.start(req), storage.url)
         return io.NodeOutput(run, run.summary, ui={"text": [run.summary]})
 
 
@@ -414,12 +418,11 @@ class LoraCloudAwaitLora(io.ComfyNode):
 
     @classmethod
     async def execute(cls, run) -> io.NodeOutput:
-        app, storage, _work = await _app()
-        # app.loras_dir: the one rule the sidebar and the CLI use too (it reads the settings file)
-        dest_dir = await asyncio.to_thread(lambda: app.loras_dir)
-        name, path = await graph.await_lora(run, storage=storage, dest_dir=dest_dir,
-                                            progress=_progress(cls.hidden.unique_id), interrupted=_interrupted,
-                                            poll_s=2.0)
+        app, _storage, _work = await _app()
+        # into app.loras_dir: the one rule the sidebar and the CLI use too; Cancel stops the wait only
+        path = await app.runs.fetch_lora(run.run_id, run.lora_name, poll_s=2.0, should_stop=_interrupted,
+                                         on_status=node_runs.step_progress(_progress(cls.hidden.unique_id)))
+        name = node_runs.comfy_lora_name(path)
         return io.NodeOutput(name, ui={"text": [f"{name} ({path.stat().st_size // 1024} KB)"]})
 
 
@@ -451,8 +454,10 @@ class LoraCloudLoraLoader(io.ComfyNode):
         import comfy.sd
         import comfy.utils
 
-        app, storage, _work = await _app()
-        path = await asyncio.to_thread(lambda: graph.ensure_local_lora(storage, lora_name, app.loras_dir))
+        app, _storage, _work = await _app()
+        # fetched into app.loras_dir when missing or different
+        got = await app.library.download_lora(node_runs.library_lora_name(lora_name))
+        path = Path(got["path"])
         lora = await asyncio.to_thread(comfy.utils.load_torch_file, str(path), True)
         model_lora, clip_lora = comfy.sd.load_lora_for_models(model, clip, lora, strength_model,
                                                               strength_clip if clip is not None else 0)

@@ -220,10 +220,6 @@ def register_routes(routes: web.RouteTableDef, get_app: GetApp, *, listen: Itera
     async def run(request: web.Request) -> web.Response:
         return web.json_response(await (await r.app()).runs.get(request.match_info["run_id"]))
 
-    @mutate("POST", "/runs")
-    async def start_run(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.app()).runs.start_from_body(await http_guard.read_json_body(request)))
-
     @mutate("POST", "/runs/{run_id}/stop")
     async def stop_run(request: web.Request) -> web.Response:
         return web.json_response(await (await r.app()).runs.stop(request.match_info["run_id"]))

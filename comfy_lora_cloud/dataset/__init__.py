@@ -10,7 +10,7 @@
     pipeline.py    all of the above over a folder, in parallel, writing dataset.json
 
 Folder in, folder out: moving datasets to and from storage is the service's (one upload, one
-download, in ``service/library/store.py``; ``service/library/prepare.py`` puts the pipeline between them).
+download, in ``service/library/datasets.py``; ``service/library/prepare.py`` puts the pipeline between them).
 The ComfyUI nodes, the CLI and the trainer image all call these. Importing this package is
 cheap: OpenCV, dlib, rembg, torch and transformers are imported inside the functions that use them.
 """

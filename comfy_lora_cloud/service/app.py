@@ -128,10 +128,7 @@ class App:
         from .money.instances import Instances
         from .money.offers import Offers
         from .notify import Notifier
-        from .runs.control import Runs
-        from .runs.outputs import RunOutputs
-        from .runs.recovery import Recoveries
-        from .runs.train_config import TrainConfigs
+        from .runs import Recoveries, RunOutputs, Runs, TrainConfigs
         from .sessions import Sessions
         from .templates.catalog import Templates
 

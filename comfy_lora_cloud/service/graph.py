@@ -1,7 +1,8 @@
-"""What each ComfyUI node does, without ComfyUI: photos -> prepared folder -> captions ->
-dataset in storage -> run -> LoRA file. ``comfy/nodes.py`` wraps these in V3 schemas and passes
-ComfyUI's progress bar and interrupt flag in as plain callables, so the whole chain is tested
-end to end without a ComfyUI server.
+"""What the dataset nodes do, without ComfyUI: photos -> prepared folder -> captions -> dataset
+in storage. ``comfy/nodes.py`` wraps these in V3 schemas and passes ComfyUI's progress bar and
+interrupt flag in as plain callables, so the chain is tested end to end without a ComfyUI server.
+The training nodes call the App's nouns directly (``app.runs``, ``app.library``; their plain
+parts are ``comfy/node_runs.py``).
 
 Intermediate folders live under ``<home>/work/`` and are named by a digest of their input and
 options: queueing the same graph again reuses them instead of redoing the work.
@@ -9,6 +10,7 @@ options: queueing the same graph again reuses them instead of redoing the work.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -16,16 +18,17 @@ import shutil
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..dataset.load import SIDECAR_EXTENSIONS
 from ..errors import DatasetError
 from ..models import validate_name
 from ..storage import Storage
-from ..storage.base import checksum_file
 from ..storage.layout import IMAGE_SUFFIXES, MANIFEST, dataset_prefix
-from .library import (COMFY_LORA_FOLDER, IN_PROCESS, Transfers, describe_dataset, download_dataset, download_lora,
-                      upload_dataset)
+from .library import IN_PROCESS, Transfers, download_dataset
+
+if TYPE_CHECKING:
+    from .library import Library
 
 Progress = Callable[[int, int], None]  # (done, total)
 _DONE = ".lora-cloud-complete"
@@ -251,105 +254,20 @@ def preview(images: ImageSet, limit: int = 16) -> list[tuple[Path, str]]:
 
 
 # ---- Save Dataset ----------------------------------------------------------------------------
-def save_dataset(images: ImageSet, name: str, *, storage: Storage, replace_existing: bool = True,
-                 force: bool = False, progress: Progress | None = None,
-                 transfers: Transfers = IN_PROCESS) -> DatasetRef:
-    """Upload to ``datasets/<name>/`` through :func:`.library.upload_dataset` (the one upload:
-    manifest last, one writer at a time). ``replace_existing`` makes an existing dataset exactly
-    these images; without it an existing dataset is refused. Saving the same folder again moves
-    nothing. The transfers run through ``transfers`` (the app's offload). A dataset a live run trains on is not changed (:class:`DatasetInUse`) unless ``force``."""
+async def save_dataset(images: ImageSet, name: str, *, library: Library, replace_existing: bool = True,
+                       force: bool = False, progress: Progress | None = None) -> DatasetRef:
+    """Upload to ``datasets/<name>/`` through the App's library (:meth:`.library.Library.upload_dataset`,
+    the upload ``dataset upload`` and the sidebar make: manifest last, one writer at a time).
+    ``replace_existing`` makes an existing dataset exactly these images; without it an existing
+    dataset is refused. Saving the same folder again moves nothing. A dataset a live run trains
+    on is not changed (:class:`DatasetInUse`) unless ``force``."""
     name = validate_name(name.strip(), "dataset name")
     if not images.prepared:
         raise DatasetError("save a prepared dataset: put 'Crop for Training' between 'Load Images' and "
                            "'Save Dataset' so the images fit kohya's buckets")
-    upload_dataset(storage, images.folder, name, replace=replace_existing, force=force, transfers=transfers,
-                   progress=(lambda e: progress(e.files_done, e.files_total)) if progress else None,
-                   remedy="turn on 'replace' to make it exactly these images, or choose another name")
-    d = describe_dataset(storage, name)
-    return DatasetRef(name, storage.url, d.images, d.captioned, d.trigger, d.lora_type)
-
-
-def lora_file_checksum(path: Path) -> str:
-    return checksum_file(path).md5
-
-
-# ---- Launch / Await --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RunRef:
-    """A training run, as the Launch node hands it to Await LoRA."""
-
-    run_id: str
-    lora_name: str
-    storage_url: str
-    attached: bool = False
-    summary: str = ""
-
-
-#: the Launch node's "follow the settings" value of each preemption policy input (``train start``
-#: leaves the option out): -1 minutes, 0 attempts, -1 preemptions
-FROM_SETTINGS = {"resume_wait_minutes": -1.0, "max_attempts": 0, "on_demand_after": -1}
-
-
-def launch_request(dataset: DatasetRef, *, lora_type: str, lora_name: str, trigger: str, gpu: str, provider: str,
-                   interruptible: bool, max_usd: float, max_dph: float, max_hours: float,
-                   resume_wait_minutes: float = -1.0, max_attempts: int = 0, on_demand_after: int = -1) -> Any:
-    """The Launch node's inputs as the :class:`~.runs.TrainRequest` ``train start`` builds: empty
-    strings and ``auto`` are the defaults, and the preemption policy is the same per-run policy as
-    ``--resume-wait/--max-attempts/--on-demand-after`` (service/runs/recovery.py:Policy), a
-    :data:`FROM_SETTINGS` value standing for a left-out option (the settings')."""
-    from .runs.control import TrainRequest
-
-    policy = {"resume_wait_minutes": resume_wait_minutes, "max_attempts": max_attempts,
-              "on_demand_after": on_demand_after}
-    return TrainRequest(dataset=dataset.name, lora_type=lora_type, lora_name=lora_name.strip() or None,
-                        trigger=trigger.strip() or None, gpu=None if gpu == "auto" else gpu, provider=provider,
-                        interruptible=interruptible, max_run_usd=max_usd, max_dph=max_dph, max_hours=max_hours,
-                        **{k: None if v == FROM_SETTINGS[k] else v for k, v in policy.items()})
-
-
-async def launch(dataset: DatasetRef, request: Any, *, runs: Any, storage_url: str) -> RunRef:
-    """Start (or re-attach to) the run for this dataset + settings through the app's runs
-    service. Returns at once: the run goes on without ComfyUI. The summary ends with the dataset
-    checks' warnings (service/runs/preflight.py), one ``warning:`` line each, as ``train start`` prints them."""
-    if request.dataset != dataset.name:
-        request = replace(request, dataset=dataset.name)
-    request = replace(request, reuse_finished=True)  # a re-queued graph must not pay twice
-    result = await runs.start(request)
-    if result.attached:
-        summary = f"run {result.run_id} already exists ({result.state}): not renting again"
-    else:
-        cost = f", about ${result.expected_usd:.2f} expected" if result.expected_usd is not None else ""
-        summary = (f"run {result.run_id}: {result.gpu} at ${result.dph:.3f}/hr{cost}; "
-                   f"{result.plan.get('total_steps', '?')} steps")
-    summary = "\n".join([summary, *(f"warning: {line}" for line in result.warnings)])
-    return RunRef(result.run_id, result.lora_name, storage_url, result.attached, summary)
-
-
-async def await_lora(run: RunRef, *, storage: Storage, dest_dir: str | os.PathLike[str],
-                     progress: Callable[[int, int], None] | None = None,
-                     interrupted: Callable[[], bool] | None = None, poll_s: float = 5.0,
-                     sleep: Any = None) -> tuple[str, Path]:
-    """Wait for the run, then bring its LoRA into ``dest_dir`` (the app's ``loras_dir``: the one
-    rule for where LoRAs go). Returns (the name ComfyUI's LoRA loaders use, the file).
-    ``interrupted`` stops the wait, never the run."""
-    import asyncio
-
-    from .runs.control import fetch_lora, wait_for_run
-
-    def on_status(st):
-        if progress and st.total_steps:
-            progress(min(st.step, st.total_steps), st.total_steps)
-
-    kwargs = {"sleep": sleep} if sleep is not None else {}
-    status = await wait_for_run(storage, run.run_id, poll_s=poll_s, on_status=on_status,
-                                should_stop=interrupted, **kwargs)
-    path = await asyncio.to_thread(fetch_lora, storage, status, Path(dest_dir), run.lora_name)
-    return f"{COMFY_LORA_FOLDER}/{path.name}", path
-
-
-def ensure_local_lora(storage: Storage, name: str, dest_dir: str | os.PathLike[str]) -> Path:
-    """The Cloud LoRA Loader's download-on-demand: ``name`` is ``lora_cloud/<n>.safetensors``,
-    ``<n>.safetensors`` or ``<n>``; the file is fetched (:func:`.library.download_lora`) when
-    missing or different, in ``dest_dir`` (the app's ``loras_dir``)."""
-    stem = name.strip().removeprefix(f"{COMFY_LORA_FOLDER}/").removesuffix(".safetensors")
-    return download_lora(storage, validate_name(stem, "LoRA name"), dest_dir)
+    await library.upload_dataset(images.folder, name, replace=replace_existing, force=force,
+                                 progress=(lambda e: progress(e.files_done, e.files_total)) if progress else None,
+                                 remedy="turn on 'replace' to make it exactly these images, or choose another name")
+    d = await library.describe(name)
+    storage_url = await asyncio.to_thread(lambda: library.core.storage.url)
+    return DatasetRef(name, storage_url, d.images, d.captioned, d.trigger, d.lora_type)

@@ -11,7 +11,7 @@ import pytest
 
 from comfy_lora_cloud.errors import ConfigError
 from comfy_lora_cloud.models import RunState, RunStatus, validate_name
-from comfy_lora_cloud.service import graph
+from comfy_lora_cloud.comfy.node_runs import comfy_lora_name
 from comfy_lora_cloud.settings import set_value
 from comfy_lora_cloud.storage import layout
 
@@ -71,8 +71,8 @@ async def test_a_lora_await_lora_put_in_comfyui_loras_dir_shows_as_downloaded(br
     seeded.storage.write_bytes(layout.run_key("run-2", "status.json"), json.dumps(done.to_dict()).encode())
 
     # what the Await LoRA node does: wait for the run, download to the app's LoRA folder
-    name, path = await graph.await_lora(graph.RunRef("run-2", "cat-v1", seeded.storage.url),
-                                        storage=seeded.storage, dest_dir=seeded.app.loras_dir, poll_s=0.01)
+    path = await seeded.app.runs.fetch_lora("run-2", "cat-v1", poll_s=0.01)
+    name = comfy_lora_name(path)
     # under the setting, where ComfyUI lists it by the name the node returns
     assert path == comfy_loras / name and name == "lora_cloud/cat-v1.safetensors"
 

@@ -3,7 +3,7 @@ Loader download there, the sidebar's LoRA listing looks there for its ``local`` 
 mark, and ``lora download`` without ``--to`` downloads there, with ``comfyui_loras_dir`` set or
 not. The CLI runs through its entry point; the nodes' calls are the service functions they make
 (ComfyUI's ``comfy_api`` is not importable here), and a check on ``comfy/nodes.py`` pins that the
-nodes pass the app's folder to them."""
+nodes leave the folder to the app's nouns."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from comfy_lora_cloud.models import RunState, RunStatus
-from comfy_lora_cloud.service import graph
+from comfy_lora_cloud.comfy.node_runs import comfy_lora_name, library_lora_name
 from comfy_lora_cloud.service.app import App
 from comfy_lora_cloud.service.library import comfy_lora_folder
 from comfy_lora_cloud.storage import LocalStorage, layout
@@ -55,15 +55,16 @@ async def test_nodes_sidebar_and_cli_agree_on_the_lora_folder(cli, clean_env, tm
     assert [(lo["name"], lo["local"]) for lo in listed["loras"]] == [("cat", False)]
 
     # Await LoRA
-    name, path = await graph.await_lora(graph.RunRef("r1", "cat", app.storage.url), storage=app.storage,
-                                        dest_dir=app.loras_dir, poll_s=0.01)
+    path = await app.runs.fetch_lora("r1", "cat", poll_s=0.01)
+    name = comfy_lora_name(path)
     assert (name, path) == ("lora_cloud/cat.safetensors", expected / "cat.safetensors")
     # the sidebar's listing now says it is in ComfyUI
     listed = await app.library.lora_listing()
     assert [(lo["name"], lo["local"]) for lo in listed["loras"]] == [("cat", True)]
     # the Cloud LoRA Loader finds it there (and downloads there when missing)
     path.unlink()
-    assert graph.ensure_local_lora(app.storage, name, app.loras_dir) == path and path.read_bytes() == LORA
+    got = await app.library.download_lora(library_lora_name(name))
+    assert Path(got["path"]) == path and path.read_bytes() == LORA
 
     # `lora download` without --to puts it at the same place
     path.unlink()
@@ -79,16 +80,16 @@ def test_without_the_setting_or_a_comfyui_the_cli_downloads_into_the_home(cli, c
 
 
 def test_the_nodes_download_where_the_app_says():
-    """Await LoRA and the Cloud LoRA Loader take their folder from ``app.loras_dir``, never from
-    ComfyUI's folder_paths (a second rule that ignored ``comfyui_loras_dir``)."""
+    """Await LoRA and the Cloud LoRA Loader call the app's nouns (``app.runs.fetch_lora``,
+    ``app.library.download_lora``) without a folder, so the file lands in ``app.loras_dir``, never
+    in ComfyUI's folder_paths (a second rule that ignored ``comfyui_loras_dir``)."""
     source = (REPO / "comfy_lora_cloud" / "comfy" / "nodes.py").read_text()
-    tree = ast.parse(source)
-    callers = [fn for fn in ast.walk(tree) if isinstance(fn, ast.AsyncFunctionDef | ast.FunctionDef)
-               and any(isinstance(c, ast.Attribute) and c.attr in ("await_lora", "ensure_local_lora")
-                       for c in ast.walk(fn))]
-    assert len(callers) == 2
-    for fn in callers:
-        assert "app.loras_dir" in ast.unparse(fn), fn.name
+    calls = [c for c in ast.walk(ast.parse(source)) if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute)
+             and c.func.attr in ("fetch_lora", "download_lora")]
+    assert sorted(ast.unparse(c.func) for c in calls) == ["app.library.download_lora", "app.runs.fetch_lora"]
+    for call in calls:  # (run id, LoRA name) and (LoRA name): no folder of their own
+        assert len(call.args) == (2 if call.func.attr == "fetch_lora" else 1), ast.unparse(call)
+        assert "dest_dir" not in [k.arg for k in call.keywords], ast.unparse(call)
     assert 'get_folder_paths("loras")' not in source
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from comfy_lora_cloud.comfy.routes import PREFIX
 from comfy_lora_cloud.service.app import App
-from comfy_lora_cloud.service.runs.control import TrainRequest
+from comfy_lora_cloud.comfy.routes_training import train_request
 from comfy_lora_cloud.storage import layout
 
 from tests.comfy.conftest import HTML_CAPTION, png_bytes, token_headers
@@ -258,14 +258,14 @@ async def test_config_check_estimates_and_field_errors(client):
 
 
 def test_start_body_takes_the_editor_config_with_the_same_rules():
-    req = TrainRequest.from_body({"dataset": "cats", "config": {"rank": 8, "steps": 500}})
+    req = train_request({"dataset": "cats", "config": {"rank": 8, "steps": 500}})
     assert req.overrides == {"network_dim": 8, "network_alpha": 8.0, "max_train_steps": 500}
     from comfy_lora_cloud.errors import ConfigError
 
     with pytest.raises(ConfigError, match="rank"):
-        TrainRequest.from_body({"dataset": "cats", "config": {"rank": 100000}})
+        train_request({"dataset": "cats", "config": {"rank": 100000}})
     with pytest.raises(ConfigError):
-        TrainRequest.from_body({"dataset": "cats", "config": {"epochs": 3}})
+        train_request({"dataset": "cats", "config": {"epochs": 3}})
 
 
 async def test_run_config_is_resolved_for_comparison(client, seeded):

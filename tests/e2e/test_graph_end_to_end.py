@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 from PIL import ImageOps
 
+from comfy_lora_cloud.comfy import node_runs
 from comfy_lora_cloud.models import RunState
 from comfy_lora_cloud.service import graph
 from comfy_lora_cloud.service.app import App
 from comfy_lora_cloud.service.money.costs import CostLedger
-from comfy_lora_cloud.service.runs.control import TrainRequest
+from comfy_lora_cloud.service.runs import TrainRequest
 from comfy_lora_cloud.service.home.state import StateStore
 from comfy_lora_cloud.settings import Settings
 from comfy_lora_cloud.storage import open_storage
@@ -70,12 +71,14 @@ async def _queue_graph(photos_dir, florence, app, storage, work, loras, progress
                                       workers=1)
     captioned = graph.caption_images(cropped, model="florence", model_path=str(florence), trigger="ohwx",
                                      work=work)
-    dataset = graph.save_dataset(captioned, "astro", storage=storage)
-    req = TrainRequest(dataset="astro", lora_type="character", gpu="4090",
+    dataset = await graph.save_dataset(captioned, "astro", library=app.library)
+    # the Launch node's request (node_runs.launch_request) with the test's small overrides
+    req = TrainRequest(dataset=dataset.name, lora_type="character", gpu="4090", reuse_finished=True,
                        overrides={"subset.num_repeats": 1, "max_train_epochs": 2})
-    run = await graph.launch(dataset, req, runs=app.runs, storage_url=storage.url)
-    name, path = await graph.await_lora(run, storage=storage, dest_dir=app.loras_dir, poll_s=0.2,
-                                        progress=lambda d, t: progress.append((d, t)))
+    run = node_runs.run_ref(await app.runs.start(req), storage.url)
+    path = await app.runs.fetch_lora(run.run_id, run.lora_name, poll_s=0.2,
+                                     on_status=node_runs.step_progress(lambda d, t: progress.append((d, t))))
+    name = node_runs.comfy_lora_name(path)
     return images, cropped, captioned, dataset, run, name, path
 
 

@@ -27,7 +27,7 @@ from comfy_lora_cloud.models import RunState
 from comfy_lora_cloud.service.app import App
 from comfy_lora_cloud.service.money.costs import CostLedger
 from comfy_lora_cloud.service.events import PREEMPTION_EVENT
-from comfy_lora_cloud.service.runs.control import TrainRequest, fetch_lora
+from comfy_lora_cloud.service.runs import TrainRequest, fetch_lora
 from comfy_lora_cloud.service.home.state import StateStore
 from comfy_lora_cloud.settings import Settings
 from comfy_lora_cloud.storage import open_storage

@@ -15,6 +15,8 @@ from PIL import Image
 from comfy_lora_cloud.errors import DatasetInUse
 from comfy_lora_cloud.models import RunState
 from comfy_lora_cloud.service import graph
+from comfy_lora_cloud.service.app import App
+from comfy_lora_cloud.settings import Settings
 from tests.cli.conftest import Cli
 from tests.service.test_dataset_in_use import bucket, objects, run_on  # noqa: F401  (bucket: a fixture)
 from tests.training.test_dataset_pull_changes import folder
@@ -40,13 +42,14 @@ def test_prepare_replace_is_refused_under_a_live_run_before_any_work_and_forced_
         "datasets/cats/c.txt", "datasets/cats/d.txt"]  # exactly the prepared photos now
 
 
-def test_the_save_dataset_node_refuses_unless_its_force_input_is_on(bucket, tmp_path):
+async def test_the_save_dataset_node_refuses_unless_its_force_input_is_on(bucket, clean_env, tmp_path):
     run_on(bucket, "r1", "cats", RunState.PREEMPTED)  # it pulls the dataset again when it moves
     new = folder(tmp_path / "new", ["c"], (0, 0, 200))
     images = graph.ImageSet(str(new), 1, prepared=True)
+    library = App(Settings.load(clean_env), storage=bucket).library  # the App the node reaches
     before = objects(bucket)
     with pytest.raises(DatasetInUse, match=r"used by live run r1 \(preempted\)") as refused:
-        graph.save_dataset(images, "cats", storage=bucket)  # the node's defaults: replace on, force off
+        await graph.save_dataset(images, "cats", library=library)  # the node's defaults: replace on, force off
     assert refused.value.details["runs"] == ["r1"] and objects(bucket) == before
-    ref = graph.save_dataset(images, "cats", storage=bucket, force=True)
+    ref = await graph.save_dataset(images, "cats", library=library, force=True)
     assert ref.name == "cats" and ref.images == 1

@@ -12,11 +12,12 @@ import pytest
 from typer.testing import CliRunner
 
 from comfy_lora_cloud.cli.main import app as cli_app
+from comfy_lora_cloud.comfy.routes_training import train_request
 from comfy_lora_cloud.errors import ConfigError
 from comfy_lora_cloud.models import Instance, InstanceState, Offer, RunState
 from comfy_lora_cloud.providers.base import Capability, LaunchSpec, OfferRequest
 from comfy_lora_cloud.service.money.costs import CostLedger, billed_rates
-from comfy_lora_cloud.service.runs.control import INTERRUPTED, TrainRequest
+from comfy_lora_cloud.service.runs import INTERRUPTED, TrainRequest
 from comfy_lora_cloud.training.status import read_status
 from tests.comfy.conftest import NOW, seed
 from tests.comfy.vast_helpers import KEY, provider_factory, vast  # noqa: F401
@@ -112,9 +113,9 @@ def test_an_interrupted_start_leaves_a_clear_state(tmp_path, clean_env):
 ])
 def test_quick_launch_bodies_are_checked_strictly(body, problem):
     with pytest.raises(ConfigError, match=problem):
-        TrainRequest.from_body(body)
+        train_request(body)
 
 
 def test_quick_launch_body_that_is_fine():
-    req = TrainRequest.from_body({"dataset": "cats", "gpu": "auto", "interruptible": True, "max_dph": 1})
+    req = train_request({"dataset": "cats", "gpu": "auto", "interruptible": True, "max_dph": 1})
     assert (req.dataset, req.gpu, req.interruptible, req.max_dph, req.lora_type) == ("cats", None, True, 1.0, "character")

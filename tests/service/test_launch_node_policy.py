@@ -1,5 +1,5 @@
 """The Launch node's preemption policy inputs (comfy/nodes.py:LoraCloudLaunchTrainer, built by
-service/graph.py:launch_request) reach the run's spec as ``train start``'s options do, through the
+comfy/node_runs.py:launch_request) reach the run's spec as ``train start``'s options do, through the
 same ``app.runs.start``; their defaults leave the policy to the settings. Against the fake vast.ai
 server and the GCS emulator (tests/service/test_recovery.py's world)."""
 
@@ -8,8 +8,9 @@ from __future__ import annotations
 import pytest
 
 from comfy_lora_cloud.errors import ConfigError
+from comfy_lora_cloud.comfy.node_runs import launch_request
 from comfy_lora_cloud.service import graph
-from comfy_lora_cloud.service.runs.recovery import Policy
+from comfy_lora_cloud.service.runs import Policy
 from tests.service.test_recovery import world  # noqa: F401  (a fixture)
 
 NODE_DEFAULTS = dict(lora_type="character", lora_name="", trigger="", gpu="4090", provider="vast",
@@ -18,9 +19,8 @@ NODE_DEFAULTS = dict(lora_type="character", lora_name="", trigger="", gpu="4090"
 
 async def _launch(app, **inputs):
     ref = graph.DatasetRef("cat", app.storage.url, 3, 3)
-    run = await graph.launch(ref, graph.launch_request(ref, **NODE_DEFAULTS, **inputs), runs=app.runs,
-                             storage_url=app.storage.url)
-    return app.state.get_run(run.run_id)
+    result = await app.runs.start(launch_request(ref, **NODE_DEFAULTS, **inputs))  # as the node calls it
+    return app.state.get_run(result.run_id)
 
 
 async def test_the_nodes_policy_choices_reach_the_runs_spec(world):
@@ -38,7 +38,7 @@ async def test_the_nodes_defaults_follow_the_settings_and_0_means_never(world):
     policy = Policy.of(app.settings, run)
     assert (policy.wait_s, policy.max_attempts, policy.on_demand_after) == (
         60 * app.settings.preempt_wait_minutes, app.settings.preempt_max_attempts, app.settings.preempt_on_demand_after)
-    req = graph.launch_request(graph.DatasetRef("cat", "x", 1, 1), **NODE_DEFAULTS, on_demand_after=0,
+    req = launch_request(graph.DatasetRef("cat", "x", 1, 1), **NODE_DEFAULTS, on_demand_after=0,
                                resume_wait_minutes=0.0)
     assert (req.on_demand_after, req.resume_wait_minutes, req.max_attempts) == (0, 0.0, None)
 

@@ -14,11 +14,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from comfy_lora_cloud.comfy.node_runs import library_lora_name
 from comfy_lora_cloud.errors import CorruptRecord, DatasetError, DatasetExists, LockHeld, ObjectNotFound
 from comfy_lora_cloud.models import RunState, RunStatus
 from comfy_lora_cloud.service import graph
 from comfy_lora_cloud.service import library
-from comfy_lora_cloud.service.runs.control import fetch_lora
+from comfy_lora_cloud.service.app import App
+from comfy_lora_cloud.service.runs import fetch_lora
+from comfy_lora_cloud.settings import Settings
 from comfy_lora_cloud.storage import LocalStorage, layout
 from comfy_lora_cloud.storage import lock as leases
 from comfy_lora_cloud.storage.landing import PARTIAL
@@ -245,13 +248,14 @@ def test_download_lora_keeps_an_identical_file_and_sweeps_dead_partials(bucket, 
 
 
 def test_every_lora_caller_goes_through_the_one_download(bucket, tmp_path):
-    """Await LoRA (runs.fetch_lora) and the Cloud LoRA Loader (graph.ensure_local_lora) land the
+    """Await LoRA (runs.fetch_lora) and the Cloud LoRA Loader (library.download_lora) land the
     file at the same place with the same rule, and sweep a killed download's partial."""
     bucket.write_bytes("loras/cat.safetensors", b"lora")
     loras = tmp_path / "models" / "loras"
     target = library.comfy_lora_folder(loras)
     stale = _dead_partial(target, "cat.safetensors")
-    assert graph.ensure_local_lora(bucket, "lora_cloud/cat.safetensors", target) == target / "cat.safetensors"
+    loader_name = library_lora_name("lora_cloud/cat.safetensors")  # as Await LoRA outputs it
+    assert library.download_lora(bucket, loader_name, target) == target / "cat.safetensors"
     assert not stale.exists()
     stale = _dead_partial(target, "cat.safetensors")
     done = RunStatus(run_id="r1", state=RunState.DONE, lora="loras/cat.safetensors")
@@ -277,16 +281,17 @@ def test_load_images_from_a_dataset_uses_the_one_download(bucket, tmp_path):
         graph.load_images("dataset", "half", storage=bucket, work=work)
 
 
-def test_save_dataset_node_refuses_an_existing_dataset_unless_replace(bucket, tmp_path):
+async def test_save_dataset_node_refuses_an_existing_dataset_unless_replace(bucket, clean_env, tmp_path):
+    lib = App(Settings.load(clean_env), storage=bucket).library  # the App's library, as the node reaches it
     first = folder(tmp_path / "a", {"one": "x"}, manifest={"settings": {"trigger": "ohwx"}})
-    graph.save_dataset(graph.ImageSet(str(first), 1, prepared=True), "cat", storage=bucket)
+    await graph.save_dataset(graph.ImageSet(str(first), 1, prepared=True), "cat", library=lib)
     second = folder(tmp_path / "b", {"two": "y"}, manifest={"settings": {"trigger": "sks"}})
     before = snapshot(bucket)
     with pytest.raises(DatasetExists, match="turn on 'replace'"):
-        graph.save_dataset(graph.ImageSet(str(second), 1, prepared=True), "cat", storage=bucket,
-                           replace_existing=False)
+        await graph.save_dataset(graph.ImageSet(str(second), 1, prepared=True), "cat", library=lib,
+                                 replace_existing=False)
     assert snapshot(bucket) == before
-    ref = graph.save_dataset(graph.ImageSet(str(second), 1, prepared=True), "cat", storage=bucket)
+    ref = await graph.save_dataset(graph.ImageSet(str(second), 1, prepared=True), "cat", library=lib)
     assert (ref.images, ref.trigger) == (1, "sks")
     assert {k.rsplit("/", 1)[1] for k in snapshot(bucket)} == {"two.png", "two.txt", "dataset.json"}
 

@@ -12,10 +12,12 @@ import pytest
 from PIL import Image
 
 from comfy_lora_cloud.errors import DatasetError
+from comfy_lora_cloud.comfy.node_runs import launch_request, run_ref
+from comfy_lora_cloud.comfy.routes_training import train_request
 from comfy_lora_cloud.service import graph
 from comfy_lora_cloud.service.app import App
 from comfy_lora_cloud.service.runs.preflight import check_dataset, require_ready
-from comfy_lora_cloud.service.runs.control import TrainRequest
+from comfy_lora_cloud.service.runs import TrainRequest
 from comfy_lora_cloud.settings import Settings
 from comfy_lora_cloud.storage import LocalStorage, open_storage
 from comfy_lora_cloud.training.kohya_config import MODEL_FILES
@@ -92,9 +94,10 @@ async def test_every_way_to_start_refuses_before_renting(world):
     ref = graph.DatasetRef(name="nocap", storage_url=storage.url, images=4, captioned=0, trigger="ohwx")
     starts = {
         "train start": lambda: app.runs.start(TrainRequest(dataset="nocap", lora_type="style")),
-        "quick launch": lambda: app.runs.start_from_body({"dataset": "nocap", "lora_type": "style"}),
-        "Launch node": lambda: graph.launch(ref, TrainRequest(dataset="nocap", lora_type="style"), runs=app.runs,
-                                            storage_url=storage.url),
+        "quick launch": lambda: app.runs.start(train_request({"dataset": "nocap", "lora_type": "style"})),
+        "Launch node": lambda: app.runs.start(launch_request(
+            ref, lora_type="style", lora_name="", trigger="", gpu="auto", provider="vast", interruptible=False,
+            max_usd=10.0, max_dph=2.0, max_hours=6.0)),
     }
     for how, start in starts.items():
         with pytest.raises(DatasetError) as exc:
@@ -110,8 +113,9 @@ async def test_the_launch_node_shows_the_dataset_checks_warnings(world):
     dataset(storage, "cats", {f"{i}.jpg": image((i * 50, 90, 10)) for i in range(4)}
             | {f"{i}.txt": b"a cat on a sofa" for i in range(4)})
     ref = graph.DatasetRef(name="cats", storage_url=storage.url, images=4, captioned=4, trigger=None)
-    run = await graph.launch(ref, TrainRequest(dataset="cats", lora_type="character"), runs=app.runs,
-                             storage_url=storage.url)
+    req = launch_request(ref, lora_type="character", lora_name="", trigger="", gpu="auto", provider="vast",
+                         interruptible=False, max_usd=10.0, max_dph=2.0, max_hours=6.0)
+    run = run_ref(await app.runs.start(req), storage.url)  # as the Launch node does
     first, *warnings = run.summary.splitlines()
     assert first.startswith(f"run {run.run_id}: ") and len(fake.state.instances) == 1  # it did start
     assert any(w.startswith("warning: a character LoRA without a trigger word") for w in warnings), run.summary

@@ -21,7 +21,7 @@ from comfy_lora_cloud.service.app import App
 from comfy_lora_cloud.service.money.costs import CostLedger
 from comfy_lora_cloud.service.events import PREEMPTION_EVENT
 from comfy_lora_cloud.service.runs.recovery import STEPS
-from comfy_lora_cloud.service.runs.control import TrainRequest
+from comfy_lora_cloud.service.runs import TrainRequest
 from comfy_lora_cloud.service.home.state import StateStore
 from comfy_lora_cloud.settings import Settings, set_value
 from comfy_lora_cloud.storage import open_storage

@@ -10,10 +10,11 @@ import struct
 import pytest
 
 from comfy_lora_cloud.comfy.routes_sessions import session_request
+from comfy_lora_cloud.comfy.routes_training import train_request
 from comfy_lora_cloud.errors import ConfigError, CorruptRecord, DatasetError
 from comfy_lora_cloud.models import MAX_EXACT_INT, check_number, is_number
 from comfy_lora_cloud.service.library.files import parse_safetensors_header
-from comfy_lora_cloud.service.runs.control import TrainRequest
+from comfy_lora_cloud.service.runs import TrainRequest
 from comfy_lora_cloud.service.runs.train_config import editor_overrides
 from comfy_lora_cloud.service.sessions import SessionRequest
 from comfy_lora_cloud.service.templates.workflow_api import parse_assignment, parse_workflow
@@ -86,7 +87,7 @@ def test_the_config_editor_refuses_numbers_it_cannot_use(value):
 ])
 def test_train_request_bodies_are_range_checked(body, words):
     with pytest.raises(ConfigError, match=words):
-        TrainRequest.from_body({"dataset": "cats", **body})
+        train_request({"dataset": "cats", **body})
 
 
 @pytest.mark.parametrize("fields, words", [

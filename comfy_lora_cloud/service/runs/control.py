@@ -11,37 +11,24 @@ from __future__ import annotations
 import asyncio
 import calendar
 import contextlib
-import dataclasses
 import logging
 import re
-import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncContextManager, Awaitable, Callable, TYPE_CHECKING
+from typing import Any, Awaitable, Callable, TYPE_CHECKING
 
-from ...errors import BudgetExceeded, ConfigError, CorruptRecord, ObjectNotFound, StorageError, TrainingError
-from ...models import InstanceState, Listed, Problem, Run, RunState, RunStatus, check_number, validate_name
-from ...providers import pricing
-from ...providers.base import OfferRequest, Provider
-from ...settings import MAX_DPH, MAX_RUN_HOURS, MAX_RUN_USD, MIN_HOURS, Settings
-from ...storage import Storage
-from ...storage.layout import lora_key
-from ...training.estimate import interruptible_overrides, resolve_gpu
-from ...training.launch import config_hash, launch_spec, new_run_id, trainer_env
-from ...training.presets import load_preset, pick_tier, plan_steps
-from ...training.spec import RunLimits, RunSpec
-from ...training.status import StatusReporter, read_status
-from ..money.budgets import Budgets
-from ..money.costs import CostLedger
+from ...errors import ConfigError, CorruptRecord, ObjectNotFound, StorageError
+from ...models import Listed, Problem, Run, RunState, RunStatus, validate_name
+from ...training.estimate import resolve_gpu
+from ...training.presets import load_preset, plan_steps
+from ...training.spec import RunSpec
+from ...training.status import read_status
 from ..events import RUN_EVENT
-from .launch import UNFINISHED, launch_run, launcher, settle_unfinished_launch
-from ..library import download_lora, require_trainable
-from ..money.ownership import launch_bucket_id
-from .preflight import require_ready
-from .recovery import Policy, announce_attempt
+from ..money.costs import CostLedger
+from .follow import fetch_lora, wait_for_run
 from .lifecycle import end_run
-from ..home.state import StateStore
+from .request import TrainRequest
+from .start import StartResult, start_run
 
 if TYPE_CHECKING:
     from ..core import Core
@@ -49,317 +36,9 @@ if TYPE_CHECKING:
     from ..money.instances import Instances
     from ..money.offers import Offers
     from ..notify import Notifier
-    from .recovery import Recoveries
+    from .recoveries import Recoveries
 
 log = logging.getLogger(__name__)
-
-ProviderFactory = Callable[[], AsyncContextManager[Provider]]
-OpenProvider = Callable[..., ProviderFactory]  # (name, vram_gb=...) -> factory: App.provider
-LORA_TYPES = ("character", "style", "concept")
-INTERRUPTED = "the launch was interrupted (Ctrl-C or cancel) before it finished; nothing is left billing"
-
-
-@dataclass
-class TrainRequest:
-    """What a user asks for. Everything else (steps, tier, offer) is derived."""
-
-    dataset: str
-    lora_type: str = "character"
-    lora_name: str | None = None  # default: the dataset name
-    trigger: str | None = None  # default: the dataset's
-    gpu: str | None = None  # a GPU model (4090, a100...) or None for the offer picker
-    vram_gb: float | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
-    provider: str = "vast"
-    interruptible: bool = False
-    max_run_usd: float | None = None  # default: the settings' budget
-    max_dph: float | None = None
-    max_hours: float | None = None
-    reuse_finished: bool = False  # a DONE run with the same config counts (ComfyUI re-queues)
-    # preemption recovery for this run (None: the settings'); see service/runs/recovery.py
-    resume_wait_minutes: float | None = None
-    max_attempts: int | None = None
-    on_demand_after: int | None = None
-
-    @classmethod
-    def from_body(cls, body: Any) -> "TrainRequest":
-        """A request from a JSON body (the sidebar's quick launch), checked strictly: known keys
-        only, strings where strings go, real booleans and finite numbers."""
-        if not isinstance(body, dict):
-            raise ConfigError("the request body must be a JSON object")
-        allowed = {"dataset", "lora_type", "lora_name", "trigger", "gpu", "provider", "interruptible",
-                   "max_run_usd", "max_dph", "max_hours", "config"}
-        unknown = sorted(set(body) - allowed)
-        if unknown:
-            raise ConfigError(f"unknown field(s) {', '.join(map(str, unknown))}; known: {', '.join(sorted(allowed))}")
-        out: dict[str, Any] = {}
-        for key in ("dataset", "lora_type", "lora_name", "trigger", "gpu", "provider"):
-            value = body.get(key)
-            if value is None or value == "":
-                continue
-            if not isinstance(value, str):
-                raise ConfigError(f"{key} must be a string")
-            out[key] = value
-        if "interruptible" in body:
-            if not isinstance(body["interruptible"], bool):
-                raise ConfigError("interruptible must be true or false")
-            out["interruptible"] = body["interruptible"]
-        for key in ("max_run_usd", "max_dph", "max_hours"):  # a body has no 'off': above 0
-            value = body.get(key)
-            if value is None:
-                continue
-            low, high = _REQUEST_RANGES[key]
-            out[key] = float(check_number(key, value, low, high, above=low == 0))
-        if body.get("config") is not None:  # the sidebar's config editor: rank, learning rate, steps...
-            from .train_config import editor_overrides
-
-            if not isinstance(body["config"], dict):
-                raise ConfigError("config must be an object")
-            overrides, errors = editor_overrides(body["config"])
-            if errors:
-                raise ConfigError("; ".join(f"{e['field']}: {e['message']}" for e in errors))
-            out["overrides"] = overrides
-        if "dataset" not in out:
-            raise ConfigError("dataset is required")
-        if out.get("gpu") == "auto":
-            del out["gpu"]
-        return cls(**out).checked()
-
-    def checked(self) -> "TrainRequest":
-        """Names, choices and numbers valid, or a clear ConfigError before anything is read or
-        rented: every number in range before any arithmetic (the CLI's flags, the Launch node's
-        inputs and a body alike; a 401-digit ``--max-attempts`` must not reach ``float()``)."""
-        for name, (low, high) in _REQUEST_RANGES.items():
-            value = getattr(self, name)
-            if value is None or (name in _ZERO_IS_DEFAULT and value == 0 and not isinstance(value, bool)):
-                continue
-            setattr(self, name, check_number(name, value, low, high, integer=name in _WHOLE))
-        if not isinstance(self.interruptible, bool):
-            raise ConfigError("interruptible must be true or false")
-        if not isinstance(self.overrides, dict):
-            raise ConfigError("overrides must be an object")
-        self.dataset = validate_name(self.dataset, "dataset name")  # NFC: the name the bucket uses
-        if self.lora_name is not None:
-            self.lora_name = validate_name(self.lora_name, "LoRA name")
-        if self.lora_type not in LORA_TYPES:
-            raise ConfigError(f"lora_type must be one of {', '.join(LORA_TYPES)}, not {self.lora_type!r}")
-        if self.provider not in ("vast", "local"):
-            raise ConfigError(f"provider must be vast or local, not {self.provider!r}")
-        return self
-
-
-# what each number of a request may be (low, high); max_hours is at least a minute (MIN_HOURS)
-_REQUEST_RANGES: dict[str, tuple[float, float]] = {
-    "vram_gb": (1.0, 1024.0), "max_run_usd": (0.0, MAX_RUN_USD), "max_dph": (0.0, MAX_DPH),
-    "max_hours": (MIN_HOURS, MAX_RUN_HOURS), "resume_wait_minutes": (0.0, 24 * 60.0), "max_attempts": (1, 50),
-    "on_demand_after": (0, 50),
-}
-_WHOLE = ("max_attempts", "on_demand_after")
-_ZERO_IS_DEFAULT = ("max_hours",)  # 0 hours: the settings' max_run_hours (start_run's ``or``)
-
-
-@dataclass
-class StartResult:
-    run_id: str
-    attached: bool  # True: an existing run with the same dataset + config was found
-    state: str
-    lora_name: str
-    instance_id: str | None = None
-    gpu: str = ""
-    dph: float = 0.0
-    expected_usd: float | None = None
-    plan: dict[str, Any] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)  # the dataset checks' (service/runs/preflight.py)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-async def start_run(
-    req: TrainRequest, *, settings: Settings, storage: Storage, state: StateStore, open_provider: OpenProvider,
-    python: str | None = None, clock: Callable[[], float] = time.time,
-) -> StartResult:
-    """Rent a GPU and start the trainer, unless the same dataset + config already has a run.
-
-    The engine behind :meth:`Runs.start`; edges call that, not this."""
-    req.checked()
-    recovery = Policy.overrides(wait_minutes=req.resume_wait_minutes, max_attempts=req.max_attempts,
-                                on_demand_after=req.on_demand_after)
-    info = await asyncio.to_thread(require_trainable, storage, req.dataset)  # complete, with images
-    gpu_name, gpu_vram = resolve_gpu(req.gpu) if req.gpu else (None, None)
-    tier = float(pick_tier(req.vram_gb or gpu_vram or 24))
-    overrides = dict(req.overrides)
-    if req.interruptible:  # short epochs: a preemption loses at most one (settings.preempt_checkpoint_minutes)
-        overrides = {**interruptible_overrides(req.lora_type, int(tier), req.overrides, info.images,
-                                               minutes=settings.preempt_checkpoint_minutes, gpu_name=gpu_name),
-                     **overrides}
-    spec = RunSpec(run_id="pending", dataset=req.dataset, lora_type=req.lora_type,
-                   lora_name=req.lora_name or req.dataset,
-                   trigger=req.trigger if req.trigger is not None else (info.trigger or ""), vram_gb=tier,
-                   overrides=overrides, max_hours=req.max_hours or settings.max_run_hours)
-    preset = load_preset(req.lora_type, tier, overrides)  # bad overrides fail before renting
-    steps = plan_steps(preset, info.images)
-    digest = await asyncio.to_thread(config_hash, spec, storage)
-    existing = await asyncio.to_thread(state.find_run_by_hash, digest)
-    if existing is not None and not existing.state.is_terminal:
-        existing = await _settle_stale(existing, storage=storage, state=state, open_provider=open_provider,
-                                       clock=clock)
-    if existing is None or not _reusable(existing, req):
-        # what the instance needs is checked before anything is recorded: a missing key or a
-        # local bucket is a clear error and leaves no failed run behind (nor a bucket id)
-        trainer_env(spec, settings, storage, remote=req.provider != "local")
-        # checks before money: a dataset that would fail on the GPU is refused here, with the reasons
-        ready = await asyncio.to_thread(require_ready, storage, req.dataset, lora_type=req.lora_type,
-                                        trigger=spec.trigger)
-        warnings = ready.warnings
-        # the run's id (so its label) says which bucket it lives in: only homes that read it judge it
-        bucket_id = await asyncio.to_thread(launch_bucket_id, storage, state)
-        spec.run_id = new_run_id(spec.lora_name, clock, bucket_id=bucket_id)
-        env = trainer_env(spec, settings, storage, remote=req.provider != "local")
-        run = Run(id=spec.run_id, dataset=req.dataset, preset=req.lora_type, lora_name=spec.lora_name,
-                  config_hash=digest, provider=req.provider, state=RunState.PENDING,
-                  spec={**spec.to_dict(), "launcher": launcher()})
-        existing, created = await asyncio.to_thread(state.claim_run, run, reuse_finished=req.reuse_finished)
-    else:
-        created, warnings = False, []
-    if not created and existing.state in UNFINISHED and not existing.instance_id:
-        # the same launch started a moment ago elsewhere: attach once it has an instance
-        existing = await _settle_stale(existing, storage=storage, state=state, open_provider=open_provider,
-                                       clock=clock)
-        if existing.state.is_terminal:
-            raise TrainingError(f"the same launch, started at the same moment as run {existing.id}, ended "
-                                f"{existing.state.value}: {existing.error or 'no reason given'}; start it again")
-    if not created:
-        return StartResult(existing.id, True, existing.state.value, existing.lora_name, existing.instance_id,
-                           existing.gpu, existing.dph, plan=steps.to_dict())
-    try:
-        budgets = Budgets.from_settings(settings)
-        max_run_usd = req.max_run_usd if req.max_run_usd is not None else settings.max_run_usd
-        max_dph = req.max_dph if req.max_dph is not None else settings.max_dph
-        async with open_provider(req.provider, vram_gb=tier)() as provider:
-            offer, expected, job = await _choose_offer(provider, req, preset, steps, tier, gpu_name, max_dph,
-                                                       checkpoint_s=60.0 * settings.preempt_checkpoint_minutes)
-            if expected is not None and max_run_usd and expected > max_run_usd:  # 0: no per-run limit
-                raise BudgetExceeded(f"the cheapest fitting offer is expected to cost ${expected:.2f}, over the "
-                                     f"${max_run_usd:.2f} per-run budget (max_run_usd)")
-            # what the guard's recovery needs to rent the rest of the run again
-            run.spec = {**run.spec, "job": job, "gpu_name": gpu_name, "max_run_usd": req.max_run_usd,
-                        "recovery": recovery, "attempt": 1}
-            # recorded with the run: a home that did not launch it holds it to these, not its own
-            spec.limits = RunLimits(max_dph, max_run_usd, spec.max_hours).to_dict()
-            await asyncio.to_thread(spec.save, storage)
-            await asyncio.to_thread(announce_attempt, storage, spec.run_id, 1, offer, req.interruptible, fresh=True)
-            py = python or (sys.executable if req.provider == "local" else "python")
-            inst = await launch_run(provider, state, run, offer,
-                                    launch_spec(spec, settings, env, python=py, interruptible=req.interruptible),
-                                    budgets=budgets if req.provider != "local" else None,
-                                    expected_usd=expected, clock=clock)
-    except BaseException as exc:
-        if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)):
-            message = INTERRUPTED
-        else:
-            message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-        current = await asyncio.to_thread(state.get_run, run.id)
-        if current is not None and not current.state.is_terminal:
-            await asyncio.to_thread(state.update_run, run.id, state=RunState.FAILED, error=message)
-        with contextlib.suppress(Exception):
-            await asyncio.to_thread(StatusReporter(storage, run.id).update, state=RunState.FAILED, error=message,
-                                    message=message)
-        raise
-    return StartResult(run.id, False, RunState.STARTING.value, spec.lora_name, str(inst.id), offer.gpu_name,
-                       offer.dph_total, None if expected is None else round(expected, 2), steps.to_dict(),
-                       warnings=warnings)
-
-
-async def _settle_stale(run: Run, *, storage: Storage, state: StateStore, open_provider: OpenProvider,
-                        clock: Callable[[], float]) -> Run:
-    """A live record whose run has in fact ended must not block a new start: a launch that died
-    before its create call (:func:`~.launch.settle_unfinished_launch`: never attached to with no
-    instance), the bucket's terminal state when the trainer reported one, and a local run whose
-    process is gone."""
-    if run.state in UNFINISHED and not run.instance_id:
-        async with open_provider(run.provider)() as provider:
-            run = await settle_unfinished_launch(run, state=state, storage=storage, provider=provider, clock=clock)
-        if run.state.is_terminal:
-            return run
-    try:
-        reported = await asyncio.to_thread(read_status, storage, run.id)
-    except StorageError:
-        reported = None
-    if reported is not None and reported.state.is_terminal:
-        return await asyncio.to_thread(state.update_run, run.id, state=reported.state,
-                                       error=reported.error or run.error)
-    if run.provider == "local":
-        async with open_provider("local")() as provider:
-            inst = await provider.get(run.instance_id) if run.instance_id else None
-        alive = inst is not None and inst.state is InstanceState.RUNNING
-        launching = run.state in (RunState.PENDING, RunState.LAUNCHING) and clock() - run.updated_at < 120
-        if not alive and not launching:
-            return await asyncio.to_thread(state.update_run, run.id, state=RunState.FAILED,
-                                           error="the local trainer process ended without reporting an end")
-    return run
-
-
-def _reusable(run: Run, req: TrainRequest) -> bool:
-    return not run.state.is_terminal or (req.reuse_finished and run.state is RunState.DONE)
-
-
-async def _choose_offer(provider: Provider, req: TrainRequest, preset, steps, tier: float, gpu_name: str | None,
-                        max_dph: float, checkpoint_s: float = 600.0):
-    """(offer, expected $ or None, the pricing job as a dict for the recovery to price the rest)."""
-    job = pricing.Job(preset=req.lora_type, steps=steps.total_steps * steps.batch_size, tier=int(tier),
-                      max_dph=max_dph, interruptible=req.interruptible,
-                      resolution=int(preset.dataset.get("resolution", 1024)), checkpoint_s=checkpoint_s)
-    if req.provider == "local":
-        offers = await provider.search(OfferRequest(min_vram_gb=pricing.TIER_VRAM_GB[int(tier)]))
-        if not offers:
-            raise ConfigError(f"this machine's GPU is below the {int(tier)} GB tier")
-        return offers[0], None, dataclasses.asdict(job)
-    if gpu_name:
-        offers = await provider.search(OfferRequest(**{**job.request().to_dict(), "gpu_names": [gpu_name]}))
-        pick = pricing.rank_offers(offers, job)
-    else:
-        pick = await pricing.pick_offer(provider, job)
-    return pick.best.offer, pick.best.expected_cost, dataclasses.asdict(job)
-
-
-async def wait_for_run(
-    storage: Storage, run_id: str, *, poll_s: float = 5.0,
-    on_status: Callable[[RunStatus], Awaitable[None] | None] | None = None,
-    should_stop: Callable[[], bool] | None = None, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-) -> RunStatus:
-    """Follow ``runs/<id>/status.json`` until the run ends (or ``should_stop`` says so: the
-    caller stops waiting, the paid run goes on). Returns the last status."""
-    last: RunStatus | None = None
-    while True:
-        if should_stop is not None and should_stop():
-            raise asyncio.CancelledError("stopped waiting")
-        status = await asyncio.to_thread(read_status, storage, run_id)
-        if status is not None:
-            if on_status is not None and (last is None or status.updated_at != last.updated_at
-                                          or status.state != last.state):
-                result = on_status(status)
-                if asyncio.iscoroutine(result):
-                    await result
-            last = status
-            if status.state.is_terminal:
-                return status
-        await sleep(poll_s)
-
-
-def fetch_lora(storage: Storage, status: RunStatus, dest_dir: str | Path, lora_name: str) -> Path:
-    """Download a finished run's LoRA into ``dest_dir`` (through :func:`.library.download_lora`,
-    the one LoRA download: checksum verified, never a half file under the LoRA's name).
-
-    ``lora_name`` is the name this controller launched the run with: the status in the bucket is
-    untrusted (the rented host can write it), so a status that names any other LoRA is refused
-    rather than followed."""
-    if status.state is not RunState.DONE or not status.lora:
-        raise TrainingError(f"run {status.run_id} ended {status.state.value}: {status.error or status.message}")
-    if status.lora != lora_key(lora_name):
-        raise TrainingError(f"run {status.run_id} names an unexpected LoRA location {status.lora!r} "
-                            f"(launched as {lora_name!r}); not downloading it")
-    return download_lora(storage, lora_name, dest_dir)
 
 
 RUN_LIST_LIMIT = 50
@@ -695,15 +374,12 @@ class Runs:
         """Rent a GPU and train, or re-attach to the live run of the same dataset and settings."""
         storage = await asyncio.to_thread(lambda: self.core.storage)
         result = await start_run(req, settings=self.core.settings, storage=storage, state=self.core.state,
-                                 open_provider=self.core.provider, python=self.core.python, clock=self.core.clock)
+                                 open_provider=self.core.provider, python=self.core.python, clock=self.core.clock,
+                                 transfers=self.library.offload)  # the preflight download: off ComfyUI's loop
         self.core.emit(RUN_EVENT, await self.get(result.run_id))
         if not result.attached:
             await self.instances.announce()
         return result
-
-    async def start_from_body(self, body: Any) -> dict[str, Any]:
-        """The sidebar's quick launch: the same path as the Launch node and ``train start``."""
-        return (await self.start(TrainRequest.from_body(body))).to_dict()
 
     # ---- stopping ----------------------------------------------------------------------------
     async def stop(self, run_id: str) -> dict[str, Any]:
@@ -749,6 +425,14 @@ class Runs:
         """Follow the run until it ends (see :func:`wait_for_run`)."""
         storage = await asyncio.to_thread(lambda: self.core.storage)
         return await wait_for_run(storage, run_id, **kwargs)
+
+    async def fetch_lora(self, run_id: str, lora_name: str, **wait: Any) -> Path:
+        """Follow the run to its end (:meth:`wait`, whose ``should_stop`` stops the waiting, never
+        the run), then bring its LoRA into the app's LoRA folder (``loras_dir``: where the sidebar
+        and ``lora download`` look too), checksum verified. ``lora_name``: the name it was launched
+        with (:func:`~.follow.fetch_lora` refuses a status naming another)."""
+        status = await self.wait(run_id, **wait)
+        return await asyncio.to_thread(lambda: fetch_lora(self.core.storage, status, self.core.loras_dir, lora_name))
 
     async def follow(self, run_id: str, *, interval: float = 15.0,
                      sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep):

@@ -25,6 +25,7 @@ from typing import Any
 from ...errors import DatasetError
 from ...storage import Storage
 from ...storage.layout import KOHYA_IMAGE_SUFFIXES
+from ..library import Transfers
 
 #: how many reasons a refusal lists before "and N more"
 SHOWN = 8
@@ -48,15 +49,16 @@ class Readiness:
 
 
 def check_dataset(storage: Storage, name: str, *, lora_type: str, trigger: str | None,
-                  workdir: str | Path | None = None) -> Readiness:
-    """Download ``datasets/<name>/`` into a temporary folder and judge it for a ``lora_type`` run
-    with ``trigger`` (None or empty: no trigger word)."""
+                  workdir: str | Path | None = None, transfers: Transfers | None = None) -> Readiness:
+    """Download ``datasets/<name>/`` into a temporary folder (through ``transfers``: the app's
+    offload; default this process) and judge it for a ``lora_type`` run with ``trigger`` (None or
+    empty: no trigger word)."""
     from ...dataset.validate import validate_folder
-    from ..library import download_dataset
+    from ..library import IN_PROCESS, download_dataset
 
     out = Readiness(dataset=name)
     with tempfile.TemporaryDirectory(prefix="lora-cloud-preflight-", dir=workdir) as tmp:
-        download_dataset(storage, name, tmp, require_complete=True)
+        download_dataset(storage, name, tmp, require_complete=True, transfers=transfers or IN_PROCESS)
         report = validate_folder(Path(tmp), trigger=trigger or None, lora_type=lora_type)
     out.images = report.count
     out.errors.extend(report.errors)
@@ -76,10 +78,10 @@ def check_dataset(storage: Storage, name: str, *, lora_type: str, trigger: str |
 
 
 def require_ready(storage: Storage, name: str, *, lora_type: str, trigger: str | None,
-                  workdir: str | Path | None = None) -> Readiness:
+                  workdir: str | Path | None = None, transfers: Transfers | None = None) -> Readiness:
     """:func:`check_dataset`, raising :class:`DatasetError` with every reason when the dataset
     would fail on the rented GPU. Returns the readiness (its warnings) otherwise."""
-    ready = check_dataset(storage, name, lora_type=lora_type, trigger=trigger, workdir=workdir)
+    ready = check_dataset(storage, name, lora_type=lora_type, trigger=trigger, workdir=workdir, transfers=transfers)
     if not ready.ok:
         shown = "; ".join(ready.errors[:SHOWN]) + (f"; and {len(ready.errors) - SHOWN} more"
                                                     if len(ready.errors) > SHOWN else "")
