@@ -24,7 +24,7 @@ Whose limits hold a run (:meth:`Watchdog._run_limits`):
   one it launched): the recorded limits where there are some, else its own settings.
 
 The month budget is each home's own. A breach destroys the instance and ends its run through
-:mod:`.run_end`: the bucket first, then the store; an end the bucket did not take is written
+:mod:`..runs.lifecycle`: the bucket first, then the store; an end the bucket did not take is written
 again every guard round (:meth:`Watchdog.finish_ends`) until both say it, with one event.
 
 Every budget that can be checked is checked, whatever else fails: a ``/charges/`` answer that
@@ -48,12 +48,13 @@ from typing import Any, Awaitable, Callable
 
 from ...errors import CorruptRecord, LoraCloudError, StorageError
 from ...models import Instance, RunState
-from ...providers.base import Provider
+from ...providers.base import Provider, run_label
 from ...settings import MAX_RUN_HOURS
 from ...storage.base import Storage
 from ...training.spec import RunLimits, read_limits
 from ..money import problems as kinds
 from ..money.budgets import Budgets, Verdict, evaluate, run_limit
+from ..money.destroy import destroy_instance
 from ..money.costs import (CHARGES_WINDOW_S, CostLedger, billed_by_instance, cap_charges, known_rates,
                     month_usd_from_charges)
 from ..events import BUDGET_EVENT, Emit
@@ -330,24 +331,18 @@ class Watchdog:
 
     async def _enforce(self, v: Verdict, problems: Problems) -> None:
         log.warning("budget breach: %s; destroying", v.message)
-        try:
-            await self.provider.destroy(v.instance_id)
-        except LoraCloudError as exc:
-            problems.add(kinds.DESTROY, v.instance_id, f"could not destroy instance {v.instance_id} ({v.message}): "
-                                                       f"{exc.message}")
-            self.emit(BUDGET_EVENT, {"kind": "enforce_failed", **v.to_dict(), "error": exc.message})
+        done = await destroy_instance(self.provider, self.state, v.instance_id, why=v.message,
+                                      label=run_label(v.run_id) if v.run_id else None, clock=self.clock,
+                                      problems=problems)
+        if not done.gone:
+            self.emit(BUDGET_EVENT, {"kind": "enforce_failed", **v.to_dict(), "error": done.error})
             return
         self.emit(BUDGET_EVENT, {"kind": "enforced", "action": "destroyed", **v.to_dict()})
-        try:
-            await asyncio.to_thread(self.state.mark_instance_destroyed, self.provider.name, v.instance_id,
-                                    self.clock())
-        except CorruptRecord as exc:
-            problems.add_corrupt(exc, self.state.path)
         if v.run_id:
             await self._end(v.run_id, f"stopped by the watchdog: {v.message}", problems)
 
     async def _end(self, run_id: str, message: str, problems: Problems) -> None:
-        """End the run FAILED: the bucket first, then the store (:func:`~.run_end.end_run`)."""
+        """End the run FAILED: the bucket first, then the store (:func:`~..runs.lifecycle.end_run`)."""
         try:
             ended = await asyncio.to_thread(end_run, self.state, self.storage, run_id, RunState.FAILED, message)
         except CorruptRecord as exc:  # the bucket has the end; the store could not take it
@@ -359,7 +354,7 @@ class Watchdog:
                                                "again next round")
 
     async def finish_ends(self, problems: Problems) -> None:
-        """Write again the ends of runs the bucket did not take (:func:`~.run_end.finish_pending`);
+        """Write again the ends of runs the bucket did not take (:func:`~..runs.lifecycle.finish_pending`);
         the guard calls it first in each round, before reconcile judges those runs."""
         try:
             ended = await asyncio.to_thread(finish_pending, self.state, self.storage)
