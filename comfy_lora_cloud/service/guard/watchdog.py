@@ -53,10 +53,10 @@ from ...settings import MAX_RUN_HOURS
 from ...storage.base import Storage
 from ...training.spec import RunLimits, read_limits
 from ..money import problems as kinds
-from ..money.budgets import Budgets, Verdict, evaluate, run_limit
+from ..money.budgets import Budgets, Verdict, evaluate, month_level, month_news, run_limit
 from ..money.destroy import destroy_instance
 from ..money.costs import (CHARGES_WINDOW_S, CostLedger, billed_by_instance, cap_charges, known_rates,
-                    month_usd_from_charges)
+                    month_start, month_usd_from_charges)
 from ..events import BUDGET_EVENT, Emit
 from .memory import GuardMemory
 from ..money.problems import Problems
@@ -67,6 +67,7 @@ from .store_rebuild import REBUILT_KEY
 log = logging.getLogger(__name__)
 
 Charges = Callable[[float, float], Awaitable[Any]]  # -> providers.vast.ChargeReport
+MONTH_TOLD = "budget:month_told"  # kv -> [month start, level last told]: the month budget's crossings
 
 
 class Watchdog:
@@ -128,10 +129,39 @@ class Watchdog:
             if v.level == "breach" and v.instance_id not in destroyed:
                 destroyed.add(v.instance_id)
                 await self._enforce(v, problems)
-            elif v.level == "warn" and (v.budget, v.instance_id) not in self.memory.warned:
+            elif v.level == "warn" and v.budget != "max_month_usd" \
+                    and (v.budget, v.instance_id) not in self.memory.warned:  # the month: told whole, below
                 self.memory.warned.add((v.budget, v.instance_id))
                 self.emit(BUDGET_EVENT, {"kind": "warning", **v.to_dict()})
+        await asyncio.to_thread(self._tell_month, budgets, month_usd, now, store_ok)
         return verdicts
+
+    def _tell_month(self, budgets: Budgets, month_usd: float | None, now: float, store_ok: bool) -> None:
+        """The month budget's one event per crossing (80 %, then 100 %), for the month as a whole,
+        whatever the instances: what was told is kept in the store, so neither the next round nor
+        another process (cron, the CLI) tells it again; a fall back below (a raised budget, a new
+        month) lets the next crossing be told."""
+        if month_usd is None:
+            return
+        level = month_level(month_usd, budgets.max_month_usd)
+        now_told = [month_start(now), level]
+        told = self.memory.month_told
+        if store_ok:
+            try:
+                raw = self.state.get_kv(MONTH_TOLD)
+                told = json.loads(raw) if raw else None
+            except (CorruptRecord, ValueError):
+                told = self.memory.month_told
+        if told == now_told:
+            return
+        self.memory.month_told = now_told
+        if store_ok:
+            try:
+                self.state.set_kv(MONTH_TOLD, json.dumps(now_told))
+            except CorruptRecord:
+                pass  # this process remembers it (GuardMemory); the store is reported by whoever met it
+        if level is not None:
+            self.emit(BUDGET_EVENT, month_news(level, month_usd, budgets.max_month_usd))
 
     async def _accrue(self, instances: list[Instance], now: float, first_seen: dict[str, float],
                       problems: Problems) -> bool:

@@ -228,8 +228,10 @@ class Recovery:
             if inst is not None and inst.state is InstanceState.RUNNING:
                 await self._resumed(run, inst, now, report)
             elif ended is not None and ended.state.is_terminal:  # it came back and finished between two rounds
-                await asyncio.to_thread(self.state.update_run, run.id, state=ended.state, error=ended.error)
-                report.ended.append(run.id)
+                done = await asyncio.to_thread(end_run, self.state, self.storage, run.id, ended.state,
+                                               ended.error or ended.message)  # the store follows the bucket
+                if not done.problem:
+                    report.ended.append(run.id)
             elif may_return and now - await asyncio.to_thread(self._preempted_at, run.id, now) < policy.wait_s:
                 report.waiting.append(run.id)
             else:
