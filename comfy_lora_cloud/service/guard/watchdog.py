@@ -213,10 +213,8 @@ class Watchdog:
 
     def _book_charges(self, rows: list[dict[str, Any]], now: float, suspects: list[Any], problems: Problems) -> None:
         try:
-            known = self.state.list_instances(include_destroyed=True,
-                                              on_corrupt=lambda exc: problems.add(kinds.CORRUPT_ROW, "instances",
-                                                                                  exc.message))
-            self.ledger.reconcile_charges(rows, {r["id"]: r["run_id"] for r in known}, now, suspects=suspects)
+            self.ledger.book_charges(rows, now, suspects=suspects,
+                                     on_corrupt=lambda exc: problems.add(kinds.CORRUPT_ROW, "instances", exc.message))
         except CorruptRecord as exc:
             problems.add_corrupt(exc, self.state.path)
 

@@ -50,6 +50,9 @@ def end_run(state: StateStore, storage: Storage | None, run_id: str, end: RunSta
     the end by then)."""
     if not end.is_terminal:
         raise ValueError(f"{end.value} is not the end of a run")
+    first = _pending(state, run_id)
+    if first is not None:  # the end decided first stands: a later round must not turn FAILED into LOST
+        end, message = first
     error: str | None = message
     if storage is not None:
         try:
@@ -72,13 +75,20 @@ def end_run(state: StateStore, storage: Storage | None, run_id: str, end: RunSta
 def pending_end(state: StateStore, run_id: str) -> str | None:
     """The message of an end of ``run_id`` the bucket has not taken yet, or None: a run with
     one has ended, though the store still calls it live until the bucket takes it."""
+    first = _pending(state, run_id)
+    return first[1] if first is not None else None
+
+
+def _pending(state: StateStore, run_id: str) -> tuple[RunState, str] | None:
     raw = state.get_kv(PENDING + run_id)
     if not raw:
         return None
     try:
-        return str(json.loads(raw)["message"])
+        data = json.loads(raw)
+        end, message = RunState(data["state"]), str(data["message"])
     except (ValueError, KeyError, TypeError):
-        return None
+        return None  # finish_pending drops it, saying so
+    return (end, message) if end.is_terminal else None
 
 
 def finish_pending(state: StateStore, storage: Storage | None) -> list[Ended]:
@@ -92,6 +102,8 @@ def finish_pending(state: StateStore, storage: Storage | None) -> list[Ended]:
         try:
             data = json.loads(raw)
             end, message = RunState(data["state"]), str(data["message"])
+            if not end.is_terminal:
+                raise ValueError(f"{end.value} is not an end")
         except (ValueError, KeyError, TypeError):
             log.warning("dropped a pending end of run %s that cannot be read: %r", run_id, raw[:80])
             state.set_kv(key, "")
