@@ -80,7 +80,10 @@ def pending_end(state: StateStore, run_id: str) -> str | None:
 
 
 def _pending(state: StateStore, run_id: str) -> tuple[RunState, str] | None:
-    raw = state.get_kv(PENDING + run_id)
+    try:
+        raw = state.get_kv(PENDING + run_id)
+    except CorruptRecord:  # a damaged store keeps nothing: the bucket still hears the end first
+        return None
     if not raw:
         return None
     try:
