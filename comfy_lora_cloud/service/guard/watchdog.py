@@ -4,8 +4,11 @@ One poll (:meth:`Watchdog.poll_once`) takes our labelled instances (listed by th
 listed now; the guard hands it only its own bucket's, ``ownership.attribute``: another home's
 instances are held to that home's budgets, never to ours), accrues the ledger, books the
 provider's ``/charges/`` against it, evaluates :mod:`budgets` and destroys each instance with a
-breach, so a budget is enforced within one poll interval. A warning at 80 % of a limit is emitted once per instance and budget. Events go to an
-injectable callback ``emit(event_name, data)`` (ComfyUI sends them to the sidebar).
+breach (through :func:`~..money.destroy.destroy_instance`), so a budget is enforced within one poll
+interval. A warning at 80 % of a limit is emitted once per instance and budget; the month budget
+is told as a whole instead, once per crossing of 80 % and of 100 % (:meth:`Watchdog._tell_month`),
+and no edge tells it again. Events go to an injectable callback ``emit(event_name, data)``
+(ComfyUI sends them to the sidebar).
 
 Whose limits hold a run (:meth:`Watchdog._run_limits`):
 
