@@ -121,7 +121,7 @@ class Instances:
         return {"id": instance_id, "destroyed": True, "existed": done.existed}
 
     async def destroy_all_of_run(self, provider: Provider, run_id: str, label: str, *,
-                                 why: str = "the run was stopped") -> list[str]:
+                                 why: str = "the run was stopped by the user") -> list[str]:
         """Destroy every instance of a run: those the store records and those the provider lists
         with the run's label (a second one from a lost create answer included)."""
         rows = await asyncio.to_thread(self.core.state.list_instances)
@@ -129,7 +129,7 @@ class Instances:
         return await self.destroy_labelled(provider, label, ids, why=why)
 
     async def destroy_labelled(self, provider: Provider, label: str, known: list[str] | tuple[str, ...] = (), *,
-                               why: str = "stopped on the user's word") -> list[str]:
+                               why: str = "its run or session ended") -> list[str]:
         """Destroy the instances ``known`` and every instance the provider lists with ``label``
         (through :func:`~.destroy.destroy_instance`; an error is raised to the caller)."""
         ids = [str(i) for i in known]
