@@ -40,20 +40,21 @@ def comfy_send(event: str, data: dict[str, Any]) -> None:
 
 
 class EventPoller:
-    """Reads runs, instances and costs from the app and sends what changed since last time.
+    """Reads runs and instances from the app and sends what changed since last time. Budget
+    events are not the poller's: the guard's watchdog sends each one once (also the month
+    budget's 80 % and 100 %), through the app's sink, whoever runs the guard.
 
     Live runs are read every poll; a full scan (which also finds runs launched from another
     machine) happens every ``full_every`` polls, so a big bucket is not listed every few seconds.
     """
 
-    def __init__(self, app: App, send: Send, *, full_every: int = 12, warn_fraction: float = 0.8):
+    def __init__(self, app: App, send: Send, *, full_every: int = 12):
         self.app, self.send = app, send
-        self.full_every, self.warn_fraction = full_every, warn_fraction
+        self.full_every = full_every
         self._polls = 0
         self._run_sigs: dict[str, tuple[Any, ...]] = {}
         self._live: set[str] = set()
         self._instances_sig: tuple[Any, ...] | None = None
-        self._budget_level: str | None = None
 
     async def poll_once(self) -> list[str]:
         """One round; returns the names of the events sent (tests assert on them)."""
@@ -81,27 +82,7 @@ class EventPoller:
             self._instances_sig = sig
             self.send(INSTANCE, {"instances": instances})
             sent.append(INSTANCE)
-        sent += self._check_budget(await self.app.costs.summary())
         return sent
-
-    def _check_budget(self, costs: dict[str, Any]) -> list[str]:
-        fraction = costs.get("month_fraction")
-        level = None
-        if fraction is not None and fraction >= 1.0:
-            level = "exceeded"
-        elif fraction is not None and fraction >= self.warn_fraction:
-            level = "warning"
-        if level == self._budget_level:
-            return []
-        self._budget_level = level
-        if level is None:
-            return []
-        cap = costs["budgets"]["max_month_usd"]
-        news = {"kind": level, "month_usd": costs["month_usd"], "max_month_usd": cap, "budget": "max_month_usd",
-                "message": f"This month's spend ${costs['month_usd']:.2f} is {fraction:.0%} of the ${cap:.2f} budget"}
-        self.send(BUDGET, news)
-        self.app.notify.observe(BUDGET, news)  # budget at 80% / 100% -> notifications
-        return [BUDGET]
 
 
 class PackLoop:

@@ -13,6 +13,9 @@ from aiohttp import web
 from comfy_lora_cloud.comfy import events as ev
 from comfy_lora_cloud.comfy import routes as routes_mod
 from comfy_lora_cloud.models import Cost, RunState
+from comfy_lora_cloud.service.guard.memory import GuardMemory
+from comfy_lora_cloud.service.guard.watchdog import Watchdog
+from comfy_lora_cloud.service.money.budgets import Budgets
 
 from tests.comfy.conftest import NOW, seed, write_status
 
@@ -46,18 +49,34 @@ async def test_poller_sends_changes_only(seeded):
     assert await poller.poll_once() == []
 
 
-async def test_budget_warning_is_sent_once_per_level(seeded):
+async def test_one_month_budget_crossing_is_one_event(seeded):
+    """The month budget at 80 % is told once, by the guard's watchdog through the app's sink (the
+    sidebar's toast, the notifiers): not again by the next round, by a second process's guard
+    over the same store, nor by the event poller (an edge sends no budget event of its own).
+    Past 100 % it is told once more."""
     sent: list[tuple[str, dict]] = []
     poller = ev.EventPoller(seeded.app, lambda e, d: sent.append((e, d)))
+    budgets = Budgets.from_settings(seeded.settings)
     seeded.state.add_cost(Cost("50", "run-0", "charge", 39.0, NOW - 60, NOW - 60))  # 40.2 of 50
-    assert ev.BUDGET in await poller.poll_once()
-    warning = [d for e, d in sent if e == ev.BUDGET][0]
-    assert warning["kind"] == "warning" and warning["month_usd"] == pytest.approx(40.2)
-    assert "80%" in warning["message"]
-    assert ev.BUDGET not in await poller.poll_once()
+
+    async def rounds() -> None:
+        async with seeded.app.provider("local")() as provider:
+            for memory in (GuardMemory(), GuardMemory()):  # two processes: their own memory, one store
+                dog = Watchdog(provider, seeded.state, budgets, clock=lambda: NOW, emit=seeded.app.emit,
+                               memory=memory)
+                for _ in range(2):
+                    await dog.poll_once([])
+                    assert ev.BUDGET not in await poller.poll_once()
+
+    await rounds()
+    told = [d for e, d in seeded.events if e == ev.BUDGET]
+    assert [d["kind"] for d in told] == ["warning"]
+    assert told[0]["month_usd"] == pytest.approx(40.2) and "80%" in told[0]["message"]
+    assert told[0]["budget"] == "max_month_usd" and "instance_id" not in told[0]
     seeded.state.add_cost(Cost("50", "run-0", "charge", 10.0, NOW - 30, NOW - 30))
-    assert ev.BUDGET in await poller.poll_once()
-    assert [d for e, d in sent if e == ev.BUDGET][-1]["kind"] == "exceeded"
+    await rounds()
+    assert [d["kind"] for e, d in seeded.events if e == ev.BUDGET] == ["warning", "exceeded"]
+    assert not [e for e, _ in sent if e == ev.BUDGET]
 
 
 async def test_poll_forever_survives_failures(seeded):

@@ -8,7 +8,7 @@ import pytest
 
 from comfy_lora_cloud.errors import StorageError
 from comfy_lora_cloud.models import Run, RunState
-from comfy_lora_cloud.service.runs.lifecycle import PENDING, end_run, finish_pending
+from comfy_lora_cloud.service.runs.lifecycle import PENDING, end_run, finish_pending, pending_end
 from comfy_lora_cloud.service.home.state import StateStore
 from comfy_lora_cloud.storage.local import LocalStorage
 from comfy_lora_cloud.training.status import StatusReporter, read_events, read_status
@@ -71,3 +71,25 @@ def test_a_pending_end_that_cannot_be_read_is_dropped(world):
     state.set_kv(PENDING + "r1", "{not json")
     assert finish_pending(state, storage) == []
     assert not state.get_kv(PENDING + "r1") and state.get_run("r1").state is RunState.TRAINING
+
+
+def test_the_end_decided_first_stands_while_the_bucket_refuses(world):
+    """The watchdog's FAILED is refused; a later round that finds the instance gone would call the
+    run LOST: the end decided first is the one written, in both, with one end event."""
+    storage, state = world
+    storage.refuse = True
+    assert end_run(state, storage, "r1", RunState.FAILED, "over budget").problem
+    assert end_run(state, storage, "r1", RunState.LOST, "instance vanished").problem
+    assert pending_end(state, "r1") == "over budget"
+    storage.refuse = False
+    assert end_run(state, storage, "r1", RunState.LOST, "instance vanished").state is RunState.FAILED
+    assert state.get_run("r1").state is RunState.FAILED and state.get_run("r1").error == "over budget"
+    assert read_status(storage, "r1").state is RunState.FAILED and len(ends(storage)) == 1
+    assert pending_end(state, "r1") is None and finish_pending(state, storage) == []
+
+
+def test_only_an_end_is_written(world):
+    storage, state = world
+    with pytest.raises(ValueError):
+        end_run(state, storage, "r1", RunState.PREEMPTED, "not an end")
+    assert state.get_run("r1").state is RunState.TRAINING

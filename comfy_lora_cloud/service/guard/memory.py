@@ -21,6 +21,8 @@ class GuardMemory:
     announced: set[tuple[str, str]] = field(default_factory=set)
     # (budget, instance id) of the 80 % warnings already sent
     warned: set[tuple[str, str]] = field(default_factory=set)
+    # [month start, level] of the month budget as last told, while the state store cannot keep it
+    month_told: list[Any] | None = None
     # the last budgets that could be read: a settings file broken mid-run must not switch enforcement off
     budgets: Budgets = field(default_factory=Budgets)
     # when the pass last swept a local bucket's partial files (guard.PARTIALS_EVERY_S)

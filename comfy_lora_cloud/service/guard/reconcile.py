@@ -8,7 +8,7 @@ labelled instances:
   reported, whatever else is known about it;
 * each of this bucket's instances gets a verdict from :func:`ownership.decide` (the store and
   the bucket as witnesses): OWNED is kept, DOUBT is kept and reported, UNOWNED is destroyed once it has been
-  unowned for ``grace_s`` (a launch in another process may be between create and record);
+  unowned for ``grace_s`` (:class:`~..money.grace.UnownedGrace`, the sessions' rule too);
   every destroy is confirmed by reading the instance back;
 * a run has one instance: of several with its label, the one the run records is kept (else the
   one this controller saw first) and the others are unowned;
@@ -34,21 +34,25 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ...errors import CorruptRecord, LoraCloudError, StorageError
+from ...errors import CorruptRecord, LoraCloudError
 from ...models import Instance, Run, RunState
 from ...providers.base import Provider
 from ...storage.base import Storage
-from ...training.status import end_run_in_bucket
 from ..money import problems as kinds
+from ..money.destroy import destroy_instance
+from ..money.grace import UnownedGrace
 from ..money.ownership import (Attributed, Attribution, Bucket, BucketFacts, BucketView, Decision, Local, Verdict,
                         attribute_all, bucket_view, decide, is_run_id, learn_bucket, report_attribution,
                         report_facts)
 from ..money.problems import Problems
 from ..home.state import StateStore
+from ..runs.lifecycle import end_run
 
 log = logging.getLogger(__name__)
 
-_SEEN = "reconcile:unowned_since:"
+_SEEN = "reconcile:unowned_since:"  # + instance id -> when it was first found unowned (money/grace.py)
+
+
 @dataclass
 class ReconcileReport:
     owned: list[str] = field(default_factory=list)
@@ -77,6 +81,7 @@ class Reconciler:
         self.clock = clock
         self.grace_s = grace_s
         self.fresh_s = fresh_s
+        self.grace = UnownedGrace(state, _SEEN, grace_s)
 
     async def run_once(self, instances: list[Instance] | None = None, *, now: float | None = None,
                        first_seen: dict[str, float] | None = None, problems: Problems | None = None,
@@ -198,43 +203,26 @@ class Reconciler:
         if decision.verdict is not Verdict.UNOWNED:
             (report.owned if decision.verdict is Verdict.OWNED else report.doubt).append(iid)
             if not local.damaged:
-                await asyncio.to_thread(self.state.set_kv, _SEEN + iid, "")
+                await asyncio.to_thread(self.grace.owned, iid)
             run = local.run
             if decision.verdict is Verdict.OWNED and run is not None and run.instance_id != iid \
                     and not run.state.is_terminal:
                 await asyncio.to_thread(self._adopt, run, inst)
                 report.adopted.append(iid)
             return
-        since = await asyncio.to_thread(self._unowned_since, iid, now, problems)
-        if now - since < self.grace_s:
+        if await asyncio.to_thread(self.grace.waiting, iid, now, problems):
             report.waiting.append(iid)
             return
-        try:
-            await self.provider.destroy(iid)  # confirms by reading back
-        except LoraCloudError as exc:
-            problems.add(kinds.DESTROY, iid, f"could not destroy instance {iid} ({decision.why}): {exc.message}")
+        done = await destroy_instance(self.provider, self.state, iid, why=decision.why, label=inst.label, at=now,
+                                      problems=problems)
+        if not done.gone:
             return
         report.destroyed.append(iid)
-        log.warning("destroyed instance %s (label %r): %s", iid, inst.label, decision.why)
-        await asyncio.to_thread(self.state.mark_instance_destroyed, self.provider.name, iid, now)
         run = local.run
         if (decision.ended is not None and run is not None and not run.state.is_terminal
                 and run.instance_id in (None, iid)):  # the store learns the end its trainer reported
-            await asyncio.to_thread(self.state.update_run, run.id, state=decision.ended)
-            report.ended_runs.append(run.id)
-
-    def _unowned_since(self, iid: str, now: float, problems: Problems) -> float:
-        try:
-            since = self.state.get_kv_float(_SEEN + iid)
-        except CorruptRecord as exc:
-            if "key" not in exc.details:  # the store itself, not this value
-                raise
-            problems.add(kinds.CORRUPT_ROW, _SEEN + iid, f"{exc.message}; the grace period starts again")
-            since = None
-        if since is None:
-            self.state.set_kv(_SEEN + iid, repr(now))
-            return now
-        return since
+            if await self._end(run.id, decision.ended, decision.why, problems):
+                report.ended_runs.append(run.id)
 
     def _adopt(self, run: Run, inst: Instance) -> None:
         fields: dict[str, Any] = {"instance_id": str(inst.id), "gpu": inst.gpu_name, "dph": inst.dph_total}
@@ -264,8 +252,7 @@ class Reconciler:
                     report.requeued.append(run.id)
                 elif not run.instance_id and run.state.is_launching and now - run.updated_at >= self.grace_s:
                     message = "the launch was interrupted before an instance was created"
-                    if await self._tell_bucket(run.id, RunState.FAILED, message, problems):
-                        await asyncio.to_thread(self.state.update_run, run.id, state=RunState.FAILED, error=message)
+                    if await self._end(run.id, RunState.FAILED, message, problems):
                         report.failed_runs.append(run.id)
             except CorruptRecord as exc:
                 problems.add_corrupt(exc, self.state.path)
@@ -292,24 +279,24 @@ class Reconciler:
             return
         if view.kind is Bucket.ENDED:
             assert view.status is not None
-            await asyncio.to_thread(self.state.update_run, run.id, state=view.status.state)
+            if not await self._end(run.id, view.status.state, view.status.error or view.status.message, problems):
+                return
             report.ended_runs.append(run.id)
         else:
             message = f"instance {iid} vanished (not listed by {run.provider})"
-            if not await self._tell_bucket(run.id, RunState.LOST, message, problems):
+            if not await self._end(run.id, RunState.LOST, message, problems):
                 return
-            await asyncio.to_thread(self.state.update_run, run.id, state=RunState.LOST, error=message)
             report.lost_runs.append(run.id)
         await asyncio.to_thread(self.state.mark_instance_destroyed, run.provider, iid, now)
 
-    async def _tell_bucket(self, run_id: str, state: RunState, message: str, problems: Problems) -> bool:
-        """Write the run's end to the bucket (unless its trainer reported one); False when the
-        bucket could not be written, so the store is left for the next round to settle."""
-        try:
-            await asyncio.to_thread(end_run_in_bucket, self.storage, run_id, state, message)
-        except StorageError as exc:
-            problems.add(kinds.BUCKET, run_id, f"could not mark run {run_id} {state.value} in the bucket: "
-                                               f"{exc.message}")
+    async def _end(self, run_id: str, end: RunState, message: str, problems: Problems) -> bool:
+        """End the run through :func:`~..runs.lifecycle.end_run` (the bucket first, unless its
+        trainer reported an end, then the store); False when the bucket could not be written:
+        the end is written again at the start of the next round."""
+        ended = await asyncio.to_thread(end_run, self.state, self.storage, run_id, end, message)
+        if ended.problem:
+            problems.add(kinds.BUCKET, run_id, f"could not mark run {run_id} {end.value} in the bucket: "
+                                               f"{ended.problem}")
             return False
         return True
 

@@ -4,8 +4,11 @@ One poll (:meth:`Watchdog.poll_once`) takes our labelled instances (listed by th
 listed now; the guard hands it only its own bucket's, ``ownership.attribute``: another home's
 instances are held to that home's budgets, never to ours), accrues the ledger, books the
 provider's ``/charges/`` against it, evaluates :mod:`budgets` and destroys each instance with a
-breach, so a budget is enforced within one poll interval. A warning at 80 % of a limit is emitted once per instance and budget. Events go to an
-injectable callback ``emit(event_name, data)`` (ComfyUI sends them to the sidebar).
+breach (through :func:`~..money.destroy.destroy_instance`), so a budget is enforced within one poll
+interval. A warning at 80 % of a limit is emitted once per instance and budget; the month budget
+is told as a whole instead, once per crossing of 80 % and of 100 % (:meth:`Watchdog._tell_month`),
+and no edge tells it again. Events go to an injectable callback ``emit(event_name, data)``
+(ComfyUI sends them to the sidebar).
 
 Whose limits hold a run (:meth:`Watchdog._run_limits`):
 
@@ -24,7 +27,7 @@ Whose limits hold a run (:meth:`Watchdog._run_limits`):
   one it launched): the recorded limits where there are some, else its own settings.
 
 The month budget is each home's own. A breach destroys the instance and ends its run through
-:mod:`.run_end`: the bucket first, then the store; an end the bucket did not take is written
+:mod:`..runs.lifecycle`: the bucket first, then the store; an end the bucket did not take is written
 again every guard round (:meth:`Watchdog.finish_ends`) until both say it, with one event.
 
 Every budget that can be checked is checked, whatever else fails: a ``/charges/`` answer that
@@ -48,14 +51,15 @@ from typing import Any, Awaitable, Callable
 
 from ...errors import CorruptRecord, LoraCloudError, StorageError
 from ...models import Instance, RunState
-from ...providers.base import Provider
+from ...providers.base import Provider, run_label
 from ...settings import MAX_RUN_HOURS
 from ...storage.base import Storage
 from ...training.spec import RunLimits, read_limits
 from ..money import problems as kinds
-from ..money.budgets import Budgets, Verdict, evaluate, run_limit
+from ..money.budgets import Budgets, Verdict, evaluate, month_level, month_news, run_limit
+from ..money.destroy import destroy_instance
 from ..money.costs import (CHARGES_WINDOW_S, CostLedger, billed_by_instance, cap_charges, known_rates,
-                    month_usd_from_charges)
+                    month_start, month_usd_from_charges)
 from ..events import BUDGET_EVENT, Emit
 from .memory import GuardMemory
 from ..money.problems import Problems
@@ -66,6 +70,7 @@ from .store_rebuild import REBUILT_KEY
 log = logging.getLogger(__name__)
 
 Charges = Callable[[float, float], Awaitable[Any]]  # -> providers.vast.ChargeReport
+MONTH_TOLD = "budget:month_told"  # kv -> [month start, level last told]: the month budget's crossings
 
 
 class Watchdog:
@@ -127,10 +132,39 @@ class Watchdog:
             if v.level == "breach" and v.instance_id not in destroyed:
                 destroyed.add(v.instance_id)
                 await self._enforce(v, problems)
-            elif v.level == "warn" and (v.budget, v.instance_id) not in self.memory.warned:
+            elif v.level == "warn" and v.budget != "max_month_usd" \
+                    and (v.budget, v.instance_id) not in self.memory.warned:  # the month: told whole, below
                 self.memory.warned.add((v.budget, v.instance_id))
                 self.emit(BUDGET_EVENT, {"kind": "warning", **v.to_dict()})
+        await asyncio.to_thread(self._tell_month, budgets, month_usd, now, store_ok)
         return verdicts
+
+    def _tell_month(self, budgets: Budgets, month_usd: float | None, now: float, store_ok: bool) -> None:
+        """The month budget's one event per crossing (80 %, then 100 %), for the month as a whole,
+        whatever the instances: what was told is kept in the store, so neither the next round nor
+        another process (cron, the CLI) tells it again; a fall back below (a raised budget, a new
+        month) lets the next crossing be told."""
+        if month_usd is None:
+            return
+        level = month_level(month_usd, budgets.max_month_usd)
+        now_told = [month_start(now), level]
+        told = self.memory.month_told
+        if store_ok:
+            try:
+                raw = self.state.get_kv(MONTH_TOLD)
+                told = json.loads(raw) if raw else None
+            except (CorruptRecord, ValueError):
+                told = self.memory.month_told
+        if told == now_told:
+            return
+        self.memory.month_told = now_told
+        if store_ok:
+            try:
+                self.state.set_kv(MONTH_TOLD, json.dumps(now_told))
+            except CorruptRecord:
+                pass  # this process remembers it (GuardMemory); the store is reported by whoever met it
+        if level is not None:
+            self.emit(BUDGET_EVENT, month_news(level, month_usd, budgets.max_month_usd))
 
     async def _accrue(self, instances: list[Instance], now: float, first_seen: dict[str, float],
                       problems: Problems) -> bool:
@@ -182,10 +216,8 @@ class Watchdog:
 
     def _book_charges(self, rows: list[dict[str, Any]], now: float, suspects: list[Any], problems: Problems) -> None:
         try:
-            known = self.state.list_instances(include_destroyed=True,
-                                              on_corrupt=lambda exc: problems.add(kinds.CORRUPT_ROW, "instances",
-                                                                                  exc.message))
-            self.ledger.reconcile_charges(rows, {r["id"]: r["run_id"] for r in known}, now, suspects=suspects)
+            self.ledger.book_charges(rows, now, suspects=suspects,
+                                     on_corrupt=lambda exc: problems.add(kinds.CORRUPT_ROW, "instances", exc.message))
         except CorruptRecord as exc:
             problems.add_corrupt(exc, self.state.path)
 
@@ -330,24 +362,18 @@ class Watchdog:
 
     async def _enforce(self, v: Verdict, problems: Problems) -> None:
         log.warning("budget breach: %s; destroying", v.message)
-        try:
-            await self.provider.destroy(v.instance_id)
-        except LoraCloudError as exc:
-            problems.add(kinds.DESTROY, v.instance_id, f"could not destroy instance {v.instance_id} ({v.message}): "
-                                                       f"{exc.message}")
-            self.emit(BUDGET_EVENT, {"kind": "enforce_failed", **v.to_dict(), "error": exc.message})
+        done = await destroy_instance(self.provider, self.state, v.instance_id, why=v.message,
+                                      label=run_label(v.run_id) if v.run_id else None, clock=self.clock,
+                                      problems=problems)
+        if not done.gone:
+            self.emit(BUDGET_EVENT, {"kind": "enforce_failed", **v.to_dict(), "error": done.error})
             return
         self.emit(BUDGET_EVENT, {"kind": "enforced", "action": "destroyed", **v.to_dict()})
-        try:
-            await asyncio.to_thread(self.state.mark_instance_destroyed, self.provider.name, v.instance_id,
-                                    self.clock())
-        except CorruptRecord as exc:
-            problems.add_corrupt(exc, self.state.path)
         if v.run_id:
             await self._end(v.run_id, f"stopped by the watchdog: {v.message}", problems)
 
     async def _end(self, run_id: str, message: str, problems: Problems) -> None:
-        """End the run FAILED: the bucket first, then the store (:func:`~.run_end.end_run`)."""
+        """End the run FAILED: the bucket first, then the store (:func:`~..runs.lifecycle.end_run`)."""
         try:
             ended = await asyncio.to_thread(end_run, self.state, self.storage, run_id, RunState.FAILED, message)
         except CorruptRecord as exc:  # the bucket has the end; the store could not take it
@@ -359,7 +385,7 @@ class Watchdog:
                                                "again next round")
 
     async def finish_ends(self, problems: Problems) -> None:
-        """Write again the ends of runs the bucket did not take (:func:`~.run_end.finish_pending`);
+        """Write again the ends of runs the bucket did not take (:func:`~..runs.lifecycle.finish_pending`);
         the guard calls it first in each round, before reconcile judges those runs."""
         try:
             ended = await asyncio.to_thread(finish_pending, self.state, self.storage)

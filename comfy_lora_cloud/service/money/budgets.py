@@ -7,6 +7,8 @@ not to ``max_run_hours``: a session has hours of its own (``comfy start --max-ho
 :func:`check_launch` refuses a launch that would break one up front (BudgetExceeded);
 :func:`evaluate` turns the current spend into verdicts for the watchdog: ``warn`` at
 :data:`WARN_AT` of a limit, ``breach`` at the limit (the watchdog then destroys the instance).
+The month budget is also told as a whole (:func:`month_level`, :func:`month_news`): the watchdog
+sends it once per crossing, whatever the instances, and no edge sends its own.
 
 A limit is a finite number. ``0`` means the same everywhere (here, the offer picker in
 ``providers/pricing.py`` and the launch path): that $ limit is off. Hours must be at least a
@@ -146,3 +148,22 @@ def evaluate(budgets: Budgets, instances: Iterable[Instance], *, run_usd: dict[s
                 out.append(v)
     out.sort(key=lambda v: v.level != "breach")
     return out
+
+
+def month_level(month_usd: float | None, max_month_usd: float) -> str | None:
+    """How far this month's spend is into the month budget: ``"exceeded"`` (at or past it),
+    ``"warning"`` (from :data:`WARN_AT`), else None (also: unknown spend, or no month budget)."""
+    if month_usd is None or not max_month_usd:
+        return None
+    if month_usd >= max_month_usd:
+        return "exceeded"
+    return "warning" if month_usd >= WARN_AT * max_month_usd else None
+
+
+def month_news(level: str, month_usd: float, max_month_usd: float) -> dict[str, Any]:
+    """The budget event for this month's spend crossing into ``level`` (the sidebar's toast and
+    the notifiers' budget_80 / budget_100 read it)."""
+    return {"kind": level, "month_usd": round(month_usd, 4), "max_month_usd": max_month_usd,
+            "budget": "max_month_usd",
+            "message": f"This month's spend ${month_usd:.2f} is {month_usd / max_month_usd:.0%} of the "
+                       f"${max_month_usd:.2f} budget"}

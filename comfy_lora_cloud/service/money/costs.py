@@ -348,6 +348,14 @@ class CostLedger:
             self.state.set_kv(f"{_CHARGED}{iid}", json.dumps(record))
         return booked
 
+    def book_charges(self, charges: Iterable[dict[str, Any]], now: float | None = None, *,
+                     suspects: Iterable[SuspectCharge] = (), on_corrupt: OnCorrupt | None = None) -> float:
+        """Book the provider's (capped) ``charges`` against every instance the store knows, gone
+        ones included (:meth:`reconcile_charges`); the one way the watchdog and ``lora-cloud
+        costs`` book what was billed. A store row that cannot be read goes to ``on_corrupt``."""
+        known = self.state.list_instances(include_destroyed=True, **_skip(on_corrupt))
+        return self.reconcile_charges(charges, {r["id"]: r["run_id"] for r in known}, now, suspects=suspects)
+
     def suspect_charges(self) -> list[dict[str, Any]]:
         """The suspect rows of the last ``/charges/`` answer, per instance (:func:`cap_charges`)."""
         out: list[dict[str, Any]] = []
@@ -472,8 +480,7 @@ class Costs:
             since = now - CHARGES_WINDOW_S
             charges, suspects = cap_charges(await account.charges(since, now), known_rates(instances, rows), now=now,
                                             since=since, fallback_dph=self.core.settings.max_dph)
-            await asyncio.to_thread(ledger.reconcile_charges, charges, {r["id"]: r["run_id"] for r in rows}, now,
-                                    suspects=suspects)
+            await asyncio.to_thread(ledger.book_charges, charges, now, suspects=suspects)
             return (await account.current_user()).get("credit")
 
     def budgets(self) -> dict[str, float]:

@@ -1,10 +1,10 @@
 """The instances LoRA Cloud rented: list them with what they cost, stop, destroy, read logs.
 
-The one home of "destroy an instance" for every edge (the CLI, the sidebar's button): it refuses an
-id that is unknown or not ours with :class:`ObjectNotFound` (HTTP 404, CLI exit 3), and confirms the
-destroy by reading the instance back (the provider does). Ours: recorded in the state store, or
-listed by vast.ai with our ``lora-cloud:`` label; an instance of the account without it is never
-touched.
+Every edge (the CLI, the sidebar's button) destroys an instance here: an id that is unknown or not
+ours is refused with :class:`ObjectNotFound` (HTTP 404, CLI exit 3); the destroy itself, confirmed
+by reading the instance back, is :func:`~.destroy.destroy_instance`'s, as for every other path.
+Ours: recorded in the state store, or listed by vast.ai with our ``lora-cloud:`` label; an
+instance of the account without it is never touched.
 The live cost shown per instance is the ledger's (:meth:`CostLedger.live_usd`).
 """
 
@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from typing import Any, AsyncIterator, Iterator, TYPE_CHECKING
 
 from ...errors import ConfigError, ObjectNotFound, ProviderAPIError, redact
 from ...models import Instance, validate_name
 from ...providers.base import LABEL_PREFIX, Capability, Provider
 from .costs import CostLedger
+from .destroy import destroy_instance
 from ..events import INSTANCE_EVENT
 
 if TYPE_CHECKING:
@@ -113,26 +115,28 @@ class Instances:
     async def destroy(self, instance_id: str) -> dict[str, Any]:
         """Destroy (billing ends; the disk is gone, the bucket keeps checkpoints and LoRAs)."""
         async with self._ours(instance_id) as (provider, _run_id):
-            existed = await provider.destroy(instance_id)
-            await asyncio.to_thread(self.core.state.mark_instance_destroyed, provider.name, instance_id,
-                                    self.core.clock())
+            done = await destroy_instance(provider, self.core.state, instance_id, why="destroyed on the user's word",
+                                          clock=self.core.clock, level=logging.INFO)
         await self.announce()
-        return {"id": instance_id, "destroyed": True, "existed": existed}
+        return {"id": instance_id, "destroyed": True, "existed": done.existed}
 
-    async def destroy_all_of_run(self, provider: Provider, run_id: str, label: str) -> list[str]:
+    async def destroy_all_of_run(self, provider: Provider, run_id: str, label: str, *,
+                                 why: str = "the run was stopped by the user") -> list[str]:
         """Destroy every instance of a run: those the store records and those the provider lists
         with the run's label (a second one from a lost create answer included)."""
         rows = await asyncio.to_thread(self.core.state.list_instances)
         ids = [r["id"] for r in rows if r["run_id"] == run_id and r["provider"] == provider.name]
-        return await self.destroy_labelled(provider, label, ids)
+        return await self.destroy_labelled(provider, label, ids, why=why)
 
-    async def destroy_labelled(self, provider: Provider, label: str, known: list[str] | tuple[str, ...] = ()) -> list[str]:
-        """Destroy the instances ``known`` and every instance the provider lists with ``label``."""
+    async def destroy_labelled(self, provider: Provider, label: str, known: list[str] | tuple[str, ...] = (), *,
+                               why: str = "its run or session ended") -> list[str]:
+        """Destroy the instances ``known`` and every instance the provider lists with ``label``
+        (through :func:`~.destroy.destroy_instance`; an error is raised to the caller)."""
         ids = [str(i) for i in known]
         ids += [str(i.id) for i in await provider.list(label) if i.label == label and str(i.id) not in ids]
         for iid in ids:
-            await provider.destroy(iid)
-            await asyncio.to_thread(self.core.state.mark_instance_destroyed, provider.name, iid, self.core.clock())
+            await destroy_instance(provider, self.core.state, iid, why=why, label=label, clock=self.core.clock,
+                                   level=logging.INFO)
         return ids
 
     async def logs(self, instance_id: str, tail: int = 200) -> dict[str, Any]:

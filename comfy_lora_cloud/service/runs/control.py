@@ -403,11 +403,8 @@ class Runs:
         provider_name = record.provider if record is not None else "vast"
         async with self.core.provider(provider_name)() as provider:
             destroyed = await self.instances.destroy_all_of_run(provider, run_id, run_label(run_id))
-        if record is not None and not record.state.is_terminal:
-            await asyncio.to_thread(self.core.state.update_run, run_id, state=RunState.STOPPED,
-                                    error="stopped by the user")
-        # the bucket too (a status.json that is not a status is replaced); one it cannot take now
-        # is written again by the next guard round
+        # the bucket first (a status.json that is not a status is replaced), then the store; an end
+        # the bucket cannot take now is written again by the next guard round
         ended = await asyncio.to_thread(end_run, self.core.state, self.core.storage, run_id, RunState.STOPPED,
                                         "stopped by the user")
         if ended.problem:

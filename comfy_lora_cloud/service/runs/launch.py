@@ -24,14 +24,16 @@ import socket
 import time
 from typing import Any, Awaitable, Callable
 
-from ...errors import LoraCloudError, StorageError
+from ...errors import LoraCloudError
 from ...models import Instance, Offer, Run, RunState
 from ...providers.base import LaunchSpec, Provider, run_label
 from ...storage.base import Storage, pid_alive
-from ...training.status import end_run_in_bucket
 from ..money.budgets import Budgets, check_launch
 from ..money.costs import CostLedger
 from ..home.state import StateStore
+from ..money.destroy import destroy_instance
+from ..money.problems import Problems
+from .lifecycle import end_run, pending_end
 
 log = logging.getLogger(__name__)
 
@@ -78,26 +80,29 @@ async def settle_unfinished_launch(run: Run, *, state: StateStore, storage: Stor
         current = await asyncio.to_thread(state.get_run, run.id)
         if current is None or current.state not in UNFINISHED or current.instance_id:
             return current or run
-        why = dead_launch(current, clock(), window_s)
+        # an end the bucket has not taken yet: the launch is over, though the store waits for the bucket
+        why = await asyncio.to_thread(pending_end, state, run.id) or dead_launch(current, clock(), window_s)
         if why is not None:
             label = run_label(run.id)
             created = [i for i in await provider.list(label) if i.label == label]
             if created:
                 await asyncio.to_thread(_record, state, run.id, created[0], clock())
                 return await asyncio.to_thread(state.get_run, run.id) or current
-            try:
-                await asyncio.to_thread(end_run_in_bucket, storage, run.id, RunState.FAILED, why)
-            except StorageError as exc:  # the retry's own launch writes there next, and says so if it cannot
-                log.warning("could not mark run %s failed in the bucket: %s", run.id, exc.message)
-            return await asyncio.to_thread(state.update_run, run.id, state=RunState.FAILED, error=why)
+            return await _fail(state, storage, run.id, why)
         await sleep(poll_s)
 
 
 async def launch_run(provider: Provider, state: StateStore, run: Run, offer: Offer, spec: LaunchSpec, *,
                      budgets: Budgets | None = None, expected_usd: float | None = None,
                      clock: Callable[[], float] = time.time,
-                     on_step: Callable[[str], None] | None = None) -> Instance:
-    """Rent ``offer`` for ``run`` (intent -> create -> record). Returns the instance."""
+                     on_step: Callable[[str], None] | None = None,
+                     storage: Storage | None = None, ends_run: bool = True) -> Instance:
+    """Rent ``offer`` for ``run`` (intent -> create -> record). Returns the instance.
+
+    A create that fails destroys whatever the run's label finds, then (``ends_run``) ends the
+    run FAILED through :func:`~.lifecycle.end_run`: in ``storage`` first when given, then in the
+    store. The recovery's relaunch passes ``ends_run=False``: a failed attempt leaves the run to
+    it (back to PREEMPTED, tried again next round), never ended."""
     step = on_step or (lambda name: None)
     if budgets is not None:
         month = await asyncio.to_thread(CostLedger(state, clock).month_usd)
@@ -110,7 +115,9 @@ async def launch_run(provider: Provider, state: StateStore, run: Run, offer: Off
     try:
         inst = await provider.launch(offer, spec)
     except LoraCloudError as exc:
-        await _clean_up_failed(provider, state, run, exc)
+        await _clean_up_failed(provider, state, run, clock)
+        if ends_run:
+            await _fail(state, storage, run.id, f"launch failed: {exc.message}")
         raise
     step("created")
     inst.run_id = run.id
@@ -124,14 +131,27 @@ def _record(state: StateStore, run_id: str, inst: Instance, now: float) -> None:
     state.update_run(run_id, instance_id=str(inst.id), state=RunState.STARTING)
 
 
-async def _clean_up_failed(provider: Provider, state: StateStore, run: Run, exc: LoraCloudError) -> None:
-    """Destroy anything the failed launch may have created (found by label), then fail the run."""
+async def _clean_up_failed(provider: Provider, state: StateStore, run: Run, clock: Callable[[], float]) -> None:
+    """Destroy anything the failed launch may have created (found by label)."""
     label = run_label(run.id)
+    problems = Problems()
     try:
-        for inst in await provider.list(label):
-            if inst.label == label:
-                await provider.destroy(str(inst.id))
-                await asyncio.to_thread(state.mark_instance_destroyed, provider.name, str(inst.id))
-    except LoraCloudError as cleanup_exc:  # reconcile destroys it later: the run is terminal now
-        log.warning("cleanup after a failed launch of %s failed: %s", run.id, cleanup_exc.message)
-    await asyncio.to_thread(state.update_run, run.id, state=RunState.FAILED, error=f"launch failed: {exc.message}")
+        found = [i for i in await provider.list(label) if i.label == label]
+    except LoraCloudError as exc:  # reconcile destroys it later: the run is terminal now
+        log.warning("cleanup after a failed launch of %s failed: %s", run.id, exc.message)
+        return
+    for inst in found:
+        await destroy_instance(provider, state, str(inst.id), why=f"the launch of run {run.id} failed",
+                               label=label, clock=clock, problems=problems)
+    for problem in problems:  # reconcile destroys it later: the run is terminal now
+        log.warning("cleanup after a failed launch of %s failed: %s", run.id, problem.message)
+
+
+async def _fail(state: StateStore, storage: Storage | None, run_id: str, why: str) -> Run:
+    """End the run FAILED (the bucket first); an end the bucket cannot take now is written again
+    by the next guard round, and the record is returned as it stands meanwhile."""
+    ended = await asyncio.to_thread(end_run, state, storage, run_id, RunState.FAILED, why)
+    if ended.problem:
+        log.warning("could not mark run %s failed in the bucket (written again by the guard): %s", run_id,
+                    ended.problem)
+    return await asyncio.to_thread(state.get_run, run_id)

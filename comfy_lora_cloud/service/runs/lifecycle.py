@@ -1,6 +1,12 @@
 """A controller ends a run: the bucket first, then the state store, and an end the bucket did not
 take is written again every guard round until both say it.
 
+The only code that writes a terminal run state (DONE, FAILED, TIMED_OUT, STOPPED, LOST) into
+the state store or the bucket on a controller's behalf: the budget watchdog, reconcile, the
+preemption recovery giving up, a failed or interrupted launch, a stale record found by a new
+start, and ``train stop`` all end a run through :func:`end_run`. (The trainer on the instance
+writes its own status; that is the run speaking, not a controller.)
+
 Every reader but this home follows the bucket, so the bucket learns the end first
 (:func:`~..training.status.end_run_in_bucket`: a trainer's own end wins, and a retry adds no
 second ``state`` event); the store follows once the bucket has it. When the bucket cannot be
@@ -16,7 +22,7 @@ import logging
 from dataclasses import dataclass
 
 from ...errors import CorruptRecord, StorageError
-from ...models import RunState
+from ...models import RunState, RunStatus
 from ...storage.base import Storage
 from ...training.status import end_run_in_bucket, read_status
 from ..home.state import StateStore
@@ -37,21 +43,55 @@ class Ended:
 
 
 def end_run(state: StateStore, storage: Storage | None, run_id: str, end: RunState, message: str) -> Ended:
-    """End ``run_id`` with ``end`` in the bucket, then in the store (blocking). A store that cannot
-    be read or written raises :class:`CorruptRecord` (the bucket has the end by then)."""
+    """End ``run_id`` with ``end`` in the bucket, then in the store (blocking). When the bucket
+    already holds an end (its trainer's, or an earlier controller's), that end is the one the
+    store records, with the bucket's error. ``storage`` None: a run with no bucket (the store
+    only). A store that cannot be read or written raises :class:`CorruptRecord` (the bucket has
+    the end by then)."""
+    if not end.is_terminal:
+        raise ValueError(f"{end.value} is not the end of a run")
+    first = _pending(state, run_id)
+    if first is not None:  # the end decided first stands: a later round must not turn FAILED into LOST
+        end, message = first
+    error: str | None = message
     if storage is not None:
         try:
             if not end_run_in_bucket(storage, run_id, end, message):
-                end = _bucket_end(storage, run_id) or end  # its trainer's end stands, here too
+                stood = _bucket_end(storage, run_id)  # its trainer's end stands, here too
+                if stood is not None:
+                    end, error = stood.state, stood.error
         except StorageError as exc:
             _remember(state, run_id, end, message)
             return Ended(run_id, problem=exc.message)
     run = state.get_run(run_id)
     if run is not None and not run.state.is_terminal:
-        state.update_run(run_id, state=end, error=message)
+        fields = {"state": end} if error is None else {"state": end, "error": error}
+        state.update_run(run_id, **fields)
     if state.get_kv(PENDING + run_id):
         state.set_kv(PENDING + run_id, "")
     return Ended(run_id, end)
+
+
+def pending_end(state: StateStore, run_id: str) -> str | None:
+    """The message of an end of ``run_id`` the bucket has not taken yet, or None: a run with
+    one has ended, though the store still calls it live until the bucket takes it."""
+    first = _pending(state, run_id)
+    return first[1] if first is not None else None
+
+
+def _pending(state: StateStore, run_id: str) -> tuple[RunState, str] | None:
+    try:
+        raw = state.get_kv(PENDING + run_id)
+    except CorruptRecord:  # a damaged store keeps nothing: the bucket still hears the end first
+        return None
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+        end, message = RunState(data["state"]), str(data["message"])
+    except (ValueError, KeyError, TypeError):
+        return None  # finish_pending drops it, saying so
+    return (end, message) if end.is_terminal else None
 
 
 def finish_pending(state: StateStore, storage: Storage | None) -> list[Ended]:
@@ -65,6 +105,8 @@ def finish_pending(state: StateStore, storage: Storage | None) -> list[Ended]:
         try:
             data = json.loads(raw)
             end, message = RunState(data["state"]), str(data["message"])
+            if not end.is_terminal:
+                raise ValueError(f"{end.value} is not an end")
         except (ValueError, KeyError, TypeError):
             log.warning("dropped a pending end of run %s that cannot be read: %r", run_id, raw[:80])
             state.set_kv(key, "")
@@ -80,9 +122,9 @@ def _remember(state: StateStore, run_id: str, end: RunState, message: str) -> No
         log.warning("could not keep the end of run %s for a retry: %s", run_id, exc.message)
 
 
-def _bucket_end(storage: Storage, run_id: str) -> RunState | None:
+def _bucket_end(storage: Storage, run_id: str) -> RunStatus | None:
     try:
         status = read_status(storage, run_id)
     except StorageError:
         return None
-    return status.state if status is not None and status.state.is_terminal else None
+    return status if status is not None and status.state.is_terminal else None

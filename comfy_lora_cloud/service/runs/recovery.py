@@ -57,13 +57,15 @@ from ...providers.base import OfferRequest, Provider
 from ...storage.base import Storage
 from ...training.launch import launch_spec, trainer_env
 from ...training.spec import RunSpec
-from ...training.status import end_run_in_bucket, read_events, read_status
+from ...training.status import read_events, read_status
 from ..money import problems as kinds
 from ..money.budgets import Budgets, run_limit
 from ..money.costs import CostLedger
 from ..events import PREEMPTION_EVENT, RUN_EVENT
 from .attempts import Policy, announce_attempt, mark_preempted_in_bucket
+from ..money.destroy import destroy_instance
 from .launch import launch_run
+from .lifecycle import end_run
 from ..money.problems import Problems
 
 if TYPE_CHECKING:
@@ -162,8 +164,10 @@ class Recovery:
             if inst is not None and inst.state is InstanceState.RUNNING:
                 await self._resumed(run, inst, now, report)
             elif ended is not None and ended.state.is_terminal:  # it came back and finished between two rounds
-                await asyncio.to_thread(self.state.update_run, run.id, state=ended.state, error=ended.error)
-                report.ended.append(run.id)
+                done = await asyncio.to_thread(end_run, self.state, self.storage, run.id, ended.state,
+                                               ended.error or ended.message)  # the store follows the bucket
+                if not done.problem:
+                    report.ended.append(run.id)
             elif may_return and now - await asyncio.to_thread(self._preempted_at, run.id, now) < policy.wait_s:
                 report.waiting.append(run.id)
             else:
@@ -301,12 +305,13 @@ class Recovery:
             new = await launch_run(self.provider, self.state, run, offer,
                                    launch_spec(spec, settings, env, python=self.core.python or "python",
                                                interruptible=job.interruptible),
-                                   budgets=Budgets.from_settings(settings), clock=self.clock, on_step=self.on_step)
+                                   budgets=Budgets.from_settings(settings), clock=self.clock, on_step=self.on_step,
+                                   ends_run=False)
         except BudgetExceeded as exc:  # max $/hr or the month's budget: no attempt can be rented
             await self._give_up(run, None, f"preempted {preemptions} time(s) and cannot be moved: {exc.message}",
                                 report, problems)
             return
-        except LoraCloudError as exc:  # launch_run failed the run; a relaunch tries again next round
+        except LoraCloudError as exc:  # launch_run cleaned up, the run is ours to requeue: tried again next round
             await asyncio.to_thread(self.state.update_run, run.id, state=RunState.PREEMPTED, instance_id=None,
                                     error=None)
             await asyncio.to_thread(self._remember, run.id, launch_failures=int(memory.get("launch_failures", 0)) + 1)
@@ -364,29 +369,31 @@ class Recovery:
         iid = str(inst.id) if inst is not None else run.instance_id
         if not iid:
             return True
-        try:
-            if inst is None and await self.provider.get(iid) is not None:
-                return False  # not listed, but there: the next round sees it
-            if inst is not None:
-                await self.provider.destroy(iid)
-        except LoraCloudError as exc:
-            problems.add(kinds.DESTROY, iid, f"could not destroy preempted instance {iid} of run {run.id} (the run "
-                                             f"is moved once it is gone): {exc.message}")
-            return False
-        await asyncio.to_thread(self.state.mark_instance_destroyed, self.provider.name, iid, self.clock())
-        return True
+        why = "the run is moved once it is gone"
+        if inst is None:
+            try:
+                if await self.provider.get(iid) is not None:
+                    return False  # not listed, but there: the next round sees it
+            except LoraCloudError as exc:
+                problems.add(kinds.DESTROY, iid, f"could not destroy preempted instance {iid} of run {run.id} "
+                                                 f"({why}): {exc.message}")
+                return False
+            await asyncio.to_thread(self.state.mark_instance_destroyed, self.provider.name, iid, self.clock())
+            return True
+        done = await destroy_instance(self.provider, self.state, iid, why=why,
+                                      what=f"preempted instance {iid} of run {run.id}", label=inst.label,
+                                      clock=self.clock, problems=problems)
+        return done.gone
 
     async def _give_up(self, run: Run, inst: Instance | None, message: str, report: RecoveryReport,
                        problems: Problems) -> None:
         """The run stops for good: its instance goes, the run FAILS here and in the bucket."""
         if inst is not None and not await self._retire(run, inst, problems):
             return
-        try:
-            await asyncio.to_thread(end_run_in_bucket, self.storage, run.id, RunState.FAILED, message)
-        except StorageError as exc:
-            problems.add(kinds.BUCKET, run.id, f"could not mark run {run.id} failed in the bucket: {exc.message}")
+        ended = await asyncio.to_thread(end_run, self.state, self.storage, run.id, RunState.FAILED, message)
+        if ended.problem:  # written again at the start of the next round, before anything judges the run
+            problems.add(kinds.BUCKET, run.id, f"could not mark run {run.id} failed in the bucket: {ended.problem}")
             return
-        await asyncio.to_thread(self.state.update_run, run.id, state=RunState.FAILED, error=message)
         report.gave_up.append(run.id)
         log.warning("run %s: %s", run.id, message)
         await self._announce(run.id, "gave_up", instance_id=str(inst.id) if inst else None, message=message)

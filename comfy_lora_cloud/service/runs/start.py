@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,15 +28,18 @@ from ...training.estimate import interruptible_overrides, resolve_gpu
 from ...training.launch import config_hash, launch_spec, new_run_id, trainer_env
 from ...training.presets import load_preset, pick_tier, plan_steps
 from ...training.spec import RunLimits, RunSpec
-from ...training.status import StatusReporter, read_status
+from ...training.status import read_status
 from ..home.state import StateStore
 from ..library import Transfers, require_trainable
 from ..money.budgets import Budgets
 from ..money.ownership import launch_bucket_id
 from .attempts import Policy, announce_attempt
 from .launch import UNFINISHED, launch_run, launcher, settle_unfinished_launch
+from .lifecycle import end_run
 from .preflight import require_ready
 from .request import TrainRequest
+
+log = logging.getLogger(__name__)
 
 ProviderFactory = Callable[[], AsyncContextManager[Provider]]
 OpenProvider = Callable[..., ProviderFactory]  # (name, vram_gb=...) -> factory: App.provider
@@ -137,18 +141,17 @@ async def start_run(
             inst = await launch_run(provider, state, run, offer,
                                     launch_spec(spec, settings, env, python=py, interruptible=req.interruptible),
                                     budgets=budgets if req.provider != "local" else None,
-                                    expected_usd=expected, clock=clock)
+                                    expected_usd=expected, clock=clock, storage=storage)
     except BaseException as exc:
         if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)):
             message = INTERRUPTED
         else:
             message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-        current = await asyncio.to_thread(state.get_run, run.id)
-        if current is not None and not current.state.is_terminal:
-            await asyncio.to_thread(state.update_run, run.id, state=RunState.FAILED, error=message)
-        with contextlib.suppress(Exception):
-            await asyncio.to_thread(StatusReporter(storage, run.id).update, state=RunState.FAILED, error=message,
-                                    message=message)
+        with contextlib.suppress(Exception):  # the launch's own error is the one to raise
+            ended = await asyncio.to_thread(end_run, state, storage, run.id, RunState.FAILED, message)
+            if ended.problem:
+                log.warning("could not mark run %s failed in the bucket (written again by the guard): %s", run.id,
+                            ended.problem)
         raise
     return StartResult(run.id, False, RunState.STARTING.value, spec.lora_name, str(inst.id), offer.gpu_name,
                        offer.dph_total, None if expected is None else round(expected, 2), steps.to_dict(),
@@ -170,17 +173,19 @@ async def _settle_stale(run: Run, *, storage: Storage, state: StateStore, open_p
         reported = await asyncio.to_thread(read_status, storage, run.id)
     except StorageError:
         reported = None
-    if reported is not None and reported.state.is_terminal:
-        return await asyncio.to_thread(state.update_run, run.id, state=reported.state,
-                                       error=reported.error or run.error)
+    if reported is not None and reported.state.is_terminal:  # the store follows the bucket's end
+        await asyncio.to_thread(end_run, state, storage, run.id, reported.state,
+                                reported.error or run.error or reported.message)
+        return await asyncio.to_thread(state.get_run, run.id) or run
     if run.provider == "local":
         async with open_provider("local")() as provider:
             inst = await provider.get(run.instance_id) if run.instance_id else None
         alive = inst is not None and inst.state is InstanceState.RUNNING
         launching = run.state in (RunState.PENDING, RunState.LAUNCHING) and clock() - run.updated_at < 120
         if not alive and not launching:
-            return await asyncio.to_thread(state.update_run, run.id, state=RunState.FAILED,
-                                           error="the local trainer process ended without reporting an end")
+            await asyncio.to_thread(end_run, state, storage, run.id, RunState.FAILED,
+                                    "the local trainer process ended without reporting an end")
+            return await asyncio.to_thread(state.get_run, run.id) or run
     return run
 
 

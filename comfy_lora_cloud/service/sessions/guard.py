@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from typing import Any, Callable
 
@@ -29,6 +28,8 @@ from ...training import inference
 from ..events import SESSION_EVENT
 from ..home.state import row_to_session, salvage
 from ..money import problems as kinds
+from ..money.destroy import destroy_instance
+from ..money.grace import UnownedGrace
 from ..money.ownership import (Attributed, Attribution, Bucket, BucketFacts, Decision, LocalSession, Verdict,
                                attribute_all, decide_session, learn_bucket, report_attribution, report_facts,
                                session_bucket_view, written_at)
@@ -136,7 +137,7 @@ class SessionGuard:
         if decision.verdict is Verdict.UNOWNED:
             await self._unowned(inst, decision.why, now, report, problems)
             return
-        await asyncio.to_thread(self.state.set_kv, _UNOWNED + iid, "")
+        await asyncio.to_thread(UnownedGrace(self.state, _UNOWNED, self.grace_s).owned, iid)
         report["owned"].append(iid)
         session = local.session
         if session is None or session.state.is_terminal:
@@ -202,39 +203,25 @@ class SessionGuard:
 
     async def _unowned(self, inst: Instance, why: str, now: float, report: dict[str, Any], problems: Problems) -> None:
         iid = str(inst.id)
-        raw = await asyncio.to_thread(self.state.get_kv, _UNOWNED + iid)
-        try:
-            since = float(raw) if raw else None
-        except ValueError:
-            since = None
-        if since is None or not math.isfinite(since):
-            await asyncio.to_thread(self.state.set_kv, _UNOWNED + iid, repr(now))
-            since = now
-        if now - since < self.grace_s:
+        if await asyncio.to_thread(UnownedGrace(self.state, _UNOWNED, self.grace_s).waiting, iid, now, problems):
             report["waiting"].append(iid)
             return
-        try:
-            await self.provider.destroy(iid)
-        except LoraCloudError as exc:
-            problems.add(kinds.DESTROY, iid, f"could not destroy session instance {iid} ({why}): {exc.message}")
-            return
-        report["destroyed"].append(iid)
-        log.warning("destroyed session instance %s (label %r): %s", iid, inst.label, why)
-        await asyncio.to_thread(self.state.mark_instance_destroyed, self.provider.name, iid, now)
+        done = await destroy_instance(self.provider, self.state, iid, why=why, what=f"session instance {iid}",
+                                      label=inst.label, at=now, problems=problems)
+        if done.gone:
+            report["destroyed"].append(iid)
 
     async def _end(self, session: Session, inst: Instance, state: SessionState, why: str, bucket: list[str],
                    report: dict[str, Any], problems: Problems) -> None:
         iid = str(inst.id)
-        try:
-            await self.provider.destroy(iid)
-        except LoraCloudError as exc:
-            problems.add(kinds.DESTROY, iid, f"could not destroy session {session.id} ({why}): {exc.message}")
+        done = await destroy_instance(self.provider, self.state, iid, why=why,
+                                      what=f"instance {iid} of session {session.id}", label=inst.label,
+                                      clock=self.clock, problems=problems)
+        if not done.gone:
             return
-        log.warning("session %s %s: destroyed instance %s", session.id, why, iid)
         report["destroyed"].append(iid)
         bucket.append(session.id)
         report["why"][iid] = why
-        await asyncio.to_thread(self.state.mark_instance_destroyed, self.provider.name, iid, self.clock())
         await asyncio.to_thread(self._save, session, state=state, error=why)
         try:
             await asyncio.to_thread(inference.end_session_in_bucket, self.storage, session.id, state, why)
