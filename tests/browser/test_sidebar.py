@@ -12,7 +12,7 @@ from pathlib import Path
 from comfy_lora_cloud.comfy.events import EventPoller
 from comfy_lora_cloud.comfy.token import TOKEN_FILE
 from comfy_lora_cloud.models import Cost
-from comfy_lora_cloud.service.money.costs import SuspectCharge
+from comfy_lora_cloud.service.money.charges import SuspectCharge
 
 from tests.browser.conftest import Broadcaster, build_app, open_sidebar
 from tests.comfy.conftest import HTML_CAPTION, NOW, SECRETS, seed, write_status

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from comfy_lora_cloud.models import Instance
-from comfy_lora_cloud.service.money.costs import (CHARGE_MARGIN, CHARGE_SLACK_USD, UNKNOWN_DPH, CostLedger, cap_charges,
-                                            known_rates)
+from comfy_lora_cloud.service.money.costs import CostLedger, known_rates
+from comfy_lora_cloud.service.money.charges import CHARGE_MARGIN, CHARGE_SLACK_USD, UNKNOWN_DPH, cap_charges
 from comfy_lora_cloud.service.home.state import StateStore
 
 NOW = 1_700_000_000.0

@@ -10,8 +10,8 @@ import math
 import pytest
 
 from comfy_lora_cloud.models import Cost, Instance, InstanceState
-from comfy_lora_cloud.service.money.costs import (CHARGE_MARGIN, CHARGE_SLACK_USD, CHARGES_WINDOW_S, UNKNOWN_DPH, CostLedger,
-                                            Lifetime, line_cap, usd_in)
+from comfy_lora_cloud.service.money.costs import CostLedger, Lifetime, line_cap, usd_in
+from comfy_lora_cloud.service.money.charges import CHARGE_MARGIN, CHARGE_SLACK_USD, CHARGES_WINDOW_S, UNKNOWN_DPH
 from comfy_lora_cloud.service.home.state import StateStore
 
 NOW = 1_750_000_000.0  # mid-month

@@ -37,7 +37,8 @@ from ...storage.base import Storage
 from ...storage.layout import run_key
 from ...training.spec import SPEC
 from ...training.status import STATUS, read_status
-from ..money.costs import CHARGES_WINDOW_S, CostLedger, _our_charge, cap_charges
+from ..money.costs import CostLedger
+from ..money.charges import CHARGES_WINDOW_S, our_charge, cap_charges
 from ..money.ownership import is_run_id
 from ..home.state import REBUILD_KEY, StateStore
 
@@ -90,7 +91,7 @@ def billed_gone(rows: list[dict[str, Any]], listed: set[str], now: float) -> dic
     out: dict[str, tuple[Instance, float]] = {}
     for row in rows:
         iid = _billed_instance(row)
-        if not iid or iid in listed or not _our_charge(row, listed):
+        if not iid or iid in listed or not our_charge(row, listed):
             continue
         meta = row.get("metadata")
         label = str(meta.get("label") or "") if isinstance(meta, dict) else ""

@@ -58,8 +58,8 @@ from ...training.spec import RunLimits, read_limits
 from ..money import problems as kinds
 from ..money.budgets import Budgets, Verdict, evaluate, month_level, month_news, run_limit
 from ..money.destroy import destroy_instance
-from ..money.costs import (CHARGES_WINDOW_S, CostLedger, billed_by_instance, cap_charges, known_rates,
-                    month_start, month_usd_from_charges)
+from ..money.costs import CostLedger, known_rates, month_start, month_usd_from_charges
+from ..money.charges import CHARGES_WINDOW_S, billed_by_instance, cap_charges
 from ..events import BUDGET_EVENT, Emit
 from .memory import GuardMemory
 from ..money.problems import Problems
