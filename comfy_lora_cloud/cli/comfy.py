@@ -220,7 +220,7 @@ def run_(
     its images. The images also land in the bucket (outputs/<session>/). A workflow saved from the
     canvas is converted against the remote ComfyUI's node definitions. A dropped link is
     reconnected; Ctrl-C interrupts the prompt on the remote side."""
-    from ..service.templates.workflow_api import load_workflow, resolve_workflow
+    from ..service.templates import load_workflow, resolve_workflow
 
     c = ctx_obj(ctx)
     path = Path(workflow).expanduser()

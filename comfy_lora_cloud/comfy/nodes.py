@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from ..service import graph
 from . import node_runs
 from ..service.app import App
-from ..service.money.offers import gpu_choices
+from ..service.money import gpu_choices
 from .wiring import holder
 
 IMAGES = io.Custom("LORA_CLOUD_IMAGES")

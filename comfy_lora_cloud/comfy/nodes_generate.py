@@ -14,7 +14,7 @@ import asyncio
 from comfy_api.latest import io
 
 from ..service.sessions import SessionRequest, decode_output_images
-from ..service.templates.workflow_api import resolve_workflow
+from ..service.templates import resolve_workflow
 from .nodes import CATEGORY, _progress, _interrupted
 from .wiring import holder
 

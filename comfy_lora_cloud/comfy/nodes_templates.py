@@ -9,7 +9,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..errors import ConfigError
-from ..service.templates.catalog import split_prompts
+from ..service.templates import split_prompts
 
 CATEGORY = "LoRA Cloud"
 

@@ -36,8 +36,8 @@ from aiohttp import web
 
 from ..errors import ConfigError, LoraCloudError, redact
 from ..service.app import App
-from ..service.library.files import THUMB_SIZES
-from ..service.library.media import SAFE_HEADERS as SAFE_IMAGE_HEADERS, ServedFile
+from ..service.library import THUMB_SIZES
+from ..service.library import SAFE_HEADERS as SAFE_IMAGE_HEADERS, ServedFile
 from . import http_guard
 from .token import HEADER, load_or_create_token, token_matches
 

@@ -23,8 +23,8 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import ConfigError, RequestTooLarge
-from ..service.library.captions import CaptionConflict
-from ..service.library.uploads import MAX_FILE_BYTES
+from ..service.library import CaptionConflict
+from ..service.library import MAX_FILE_BYTES
 from . import http_guard
 from .routes import PREFIX, _file_response, error_response
 

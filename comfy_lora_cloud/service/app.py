@@ -36,7 +36,7 @@ from ..settings import CONFIG_FILE, SECRETS_FILE, Settings, default_home
 from ..storage import Storage
 from .core import Clock, ProviderFactory
 from .events import Emit, no_emit
-from .home.state import StateStore
+from .home import StateStore
 
 if TYPE_CHECKING:
     from .library import Offload
@@ -89,7 +89,7 @@ class SettingsSource:
         return tuple(sig)
 
     def current(self) -> Settings:
-        from .home.settings_files import load_settings
+        from .home import load_settings
 
         with self._lock:
             now = self.clock()
@@ -124,13 +124,13 @@ class App:
                  python: str | None = None, offload: Offload | None = None):
         from .doctor import Doctor
         from .library import Captions, Library, Mirror, ModelsCache, Offload, Uploads
-        from .money.costs import Costs
-        from .money.instances import Instances
-        from .money.offers import Offers
+        from .money import Costs
+        from .money import Instances
+        from .money import Offers
         from .notify import Notifier
         from .runs import Recoveries, RunOutputs, Runs, TrainConfigs
         from .sessions import Sessions
-        from .templates.catalog import Templates
+        from .templates import Templates
 
         self.source = settings if isinstance(settings, SettingsSource) else SettingsSource(settings.home, initial=settings)
         self._fixed_storage = storage
@@ -143,7 +143,7 @@ class App:
         self.python = python  # the trainer's interpreter for local runs (tests); None: this one
         self._lock = threading.Lock()
         self._storage: tuple[tuple[Any, ...], Storage] | None = None
-        from .guard.memory import GuardMemory
+        from .guard import GuardMemory
 
         self.guard_memory = GuardMemory()  # what the guard remembers from one pass to the next
 
@@ -297,8 +297,8 @@ class App:
 
         from ..errors import LoraCloudError, StorageError
         from ..storage.base import UnavailableStorage
-        from .money.budgets import Budgets
-        from .guard.guard import Guard
+        from .money import Budgets
+        from .guard import Guard
 
         settings = await asyncio.to_thread(lambda: self.settings)
         if self.source.storage_unknown:
@@ -324,9 +324,9 @@ class App:
         import asyncio
 
         from ..errors import CorruptRecord, LoraCloudError
-        from .money import problems as kinds
-        from .guard.guard import provider_charges
-        from .guard.store_rebuild import rebuild
+        from .money import kinds
+        from .guard import provider_charges
+        from .guard import rebuild
 
         try:
             if not await asyncio.to_thread(state.rebuild_due):

@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     from ..providers.base import Provider
     from ..settings import Settings
     from ..storage import Storage
-    from .guard.memory import GuardMemory
-    from .home.state import StateStore
+    from .guard import GuardMemory
+    from .home import StateStore
 
 Clock = Callable[[], float]
 # A fresh provider per use: the vast.ai client holds an httpx.AsyncClient, which is bound to the

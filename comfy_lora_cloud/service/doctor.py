@@ -66,7 +66,7 @@ class Doctor:
     def _hub(self, token: str | None) -> Any:
         if self.hub is not None:
             return self.hub(token)
-        from .library.hub import HttpHub
+        from .library import HttpHub
 
         return HttpHub(token)
 

@@ -53,14 +53,14 @@ from ...errors import CorruptRecord, LoraCloudError
 from ...models import Instance
 from ...providers.base import Provider
 from ...storage import Storage
-from ..money import problems as kinds
-from ..money.budgets import Budgets
+from ..money import kinds
+from ..money import Budgets
 from ..events import GUARD_EVENT, Emit
 from .memory import GuardMemory
-from ..money.ownership import Attribution, BucketFacts, attribute_all, learn_bucket, report_attribution, report_facts
-from ..money.problems import Problems
+from ..money import Attribution, BucketFacts, attribute_all, learn_bucket, report_attribution, report_facts
+from ..money import Problems
 from .reconcile import ReconcileReport, Reconciler
-from ..home.state import StateStore
+from ..home import StateStore
 from .watchdog import Watchdog
 
 PARTIALS_EVERY_S = 300.0  # how often a pass sweeps a local bucket for killed uploads' partials

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..money.budgets import Budgets
+from ..money import Budgets
 
 
 @dataclass

@@ -38,15 +38,15 @@ from ...errors import CorruptRecord, LoraCloudError
 from ...models import Instance, Run, RunState
 from ...providers.base import Provider
 from ...storage.base import Storage
-from ..money import problems as kinds
-from ..money.destroy import destroy_instance
-from ..money.grace import UnownedGrace
-from ..money.ownership import (Attributed, Attribution, Bucket, BucketFacts, BucketView, Decision, Local, Verdict,
+from ..money import kinds
+from ..money import destroy_instance
+from ..money import UnownedGrace
+from ..money import (Attributed, Attribution, Bucket, BucketFacts, BucketView, Decision, Local, Verdict,
                         attribute_all, bucket_view, decide, is_run_id, learn_bucket, report_attribution,
                         report_facts)
-from ..money.problems import Problems
-from ..home.state import StateStore
-from ..runs.lifecycle import end_run
+from ..money import Problems
+from ..home import StateStore
+from ..runs import end_run
 
 log = logging.getLogger(__name__)
 

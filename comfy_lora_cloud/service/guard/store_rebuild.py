@@ -37,10 +37,10 @@ from ...storage.base import Storage
 from ...storage.layout import run_key
 from ...training.spec import SPEC
 from ...training.status import STATUS, read_status
-from ..money.costs import CostLedger
-from ..money.charges import CHARGES_WINDOW_S, our_charge, cap_charges
-from ..money.ownership import is_run_id
-from ..home.state import REBUILD_KEY, StateStore
+from ..money import CostLedger
+from ..money import CHARGES_WINDOW_S, our_charge, cap_charges
+from ..money import is_run_id
+from ..home import REBUILD_KEY, StateStore
 
 REBUILT_KEY = "state:rebuilt"  # {"set_aside", "why", "at", "rebuilt_at"} of the last rebuild
 

@@ -55,16 +55,16 @@ from ...providers.base import Provider, run_label
 from ...settings import MAX_RUN_HOURS
 from ...storage.base import Storage
 from ...training.spec import RunLimits, read_limits
-from ..money import problems as kinds
-from ..money.budgets import Budgets, Verdict, evaluate, month_level, month_news, run_limit
-from ..money.destroy import destroy_instance
-from ..money.costs import CostLedger, known_rates, month_start, month_usd_from_charges
-from ..money.charges import CHARGES_WINDOW_S, billed_by_instance, cap_charges
+from ..money import kinds
+from ..money import Budgets, Verdict, evaluate, month_level, month_news, run_limit
+from ..money import destroy_instance
+from ..money import CostLedger, known_rates, month_start, month_usd_from_charges
+from ..money import CHARGES_WINDOW_S, billed_by_instance, cap_charges
 from ..events import BUDGET_EVENT, Emit
 from .memory import GuardMemory
-from ..money.problems import Problems
-from ..runs.lifecycle import end_run, finish_pending
-from ..home.state import StateStore
+from ..money import Problems
+from ..runs import end_run, finish_pending
+from ..home import StateStore
 from .store_rebuild import REBUILT_KEY
 
 log = logging.getLogger(__name__)

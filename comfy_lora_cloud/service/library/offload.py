@@ -268,7 +268,7 @@ def _rebuild(err: dict[str, Any]) -> Exception:
 # ---- the worker's side ---------------------------------------------------------------------------
 def _serve(job: dict[str, Any], out: BinaryIO) -> None:
     from ...storage import open_storage
-    from ..home.settings_files import load_settings
+    from ..home import load_settings
 
     lock = threading.Lock()
 

@@ -45,7 +45,7 @@ from typing import Any, Callable, Iterable, TYPE_CHECKING
 
 from ...errors import CorruptRecord
 from ...models import Cost, Instance, InstanceState
-from ..home.state import OnCorrupt, StateStore
+from ..home import OnCorrupt, StateStore
 from .charges import CHARGES_WINDOW_S, CHARGE_MARGIN, CHARGE_SLACK_USD, SuspectCharge, UNKNOWN_DPH, billed_by_instance, cap_charges, charge_span, our_charge
 
 if TYPE_CHECKING:

@@ -29,7 +29,7 @@ from typing import Awaitable, Callable
 
 from ...errors import CorruptRecord, LoraCloudError
 from ...providers.base import Provider
-from ..home.state import StateStore
+from ..home import StateStore
 from . import problems as kinds
 from .problems import Problems
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 from ...errors import CorruptRecord
-from ..home.state import StateStore
+from ..home import StateStore
 from . import problems as kinds
 from .problems import Problems
 

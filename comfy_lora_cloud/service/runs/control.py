@@ -24,7 +24,7 @@ from ...training.presets import load_preset, plan_steps
 from ...training.spec import RunSpec
 from ...training.status import read_status
 from ..events import RUN_EVENT
-from ..money.costs import CostLedger
+from ..money import CostLedger
 from .follow import fetch_lora, wait_for_run
 from .lifecycle import end_run
 from .request import TrainRequest
@@ -33,8 +33,8 @@ from .start import StartResult, start_run
 if TYPE_CHECKING:
     from ..core import Core
     from ..library import Library
-    from ..money.instances import Instances
-    from ..money.offers import Offers
+    from ..money import Instances
+    from ..money import Offers
     from ..notify import Notifier
     from .recoveries import Recoveries
 
@@ -79,7 +79,7 @@ class Runs:
 
     def __init__(self, core: Core, *, library: Library, instances: Instances, offers: Offers,
                  recovery: Recoveries, notify: Notifier):
-        from ..library.media import ImageSniffer
+        from ..library import ImageSniffer
 
         self.core = core
         self.library = library
@@ -101,7 +101,7 @@ class Runs:
         without a status). Costs two paged listings (the run folders, their ``status.json``)
         plus the statuses of the page, read in parallel and remembered by generation
         (:mod:`.listings`)."""
-        from ..library.listings import Page
+        from ..library import Page
 
         page = Page(offset, limit)
         found = await asyncio.to_thread(self._list, page)
@@ -111,7 +111,7 @@ class Runs:
     def _list(self, page: Any) -> Listed[dict[str, Any]]:
         from ...storage import layout
         from ...training.status import MAX_STATUS_BYTES, STATUS, parse_status
-        from ..library.listings import read_records
+        from ..library import read_records
 
         state, storage = self.core.state, self.core.storage
         found: Listed[dict[str, Any]] = Listed()
@@ -215,7 +215,7 @@ class Runs:
         by generation (:mod:`.listings`)."""
         from ...storage import layout
         from ...training.status import MAX_STATUS_BYTES, STATUS, parse_status
-        from ..library.listings import Page, read_records
+        from ..library import Page, read_records
 
         page = Page(offset, limit)
 
@@ -267,7 +267,7 @@ class Runs:
 
     def _sample_listing(self, run_id: str) -> Listed[str]:
         from ...storage.layout import is_image, run_key
-        from ..library.files import check_file_name
+        from ..library import check_file_name
 
         storage = self.core.storage
         found: Listed[str] = Listed()
@@ -289,8 +289,8 @@ class Runs:
         """A sample as the browser may get it (a :class:`~.media.ServedFile`): typed by its
         bytes, not its name; anything else as a sandboxed attachment."""
         from ...storage.layout import run_key
-        from ..library.files import check_file_name
-        from ..library.media import read_media, served_file
+        from ..library import check_file_name
+        from ..library import read_media, served_file
 
         check_file_name(file)
         key = run_key(run_id, f"samples/{file}")
@@ -312,7 +312,7 @@ class Runs:
         from ...errors import OfferUnavailable
         from ...training.estimate import TYPICAL_DPH, estimate
         from ...training.kohya_config import TrainJob, format_command, write_configs
-        from ..money.offers import BOOK_SOURCE
+        from ..money import BOOK_SOURCE
         from .preflight import check_dataset
 
         overrides = overrides or {}

@@ -28,11 +28,11 @@ from ...errors import LoraCloudError
 from ...models import Instance, Offer, Run, RunState
 from ...providers.base import LaunchSpec, Provider, run_label
 from ...storage.base import Storage, pid_alive
-from ..money.budgets import Budgets, check_launch
-from ..money.costs import CostLedger
-from ..home.state import StateStore
-from ..money.destroy import destroy_instance
-from ..money.problems import Problems
+from ..money import Budgets, check_launch
+from ..money import CostLedger
+from ..home import StateStore
+from ..money import destroy_instance
+from ..money import Problems
 from .lifecycle import end_run, pending_end
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from ...errors import CorruptRecord, StorageError
 from ...models import RunState, RunStatus
 from ...storage.base import Storage
 from ...training.status import end_run_in_bucket, read_status
-from ..home.state import StateStore
+from ..home import StateStore
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from ...errors import ConfigError, ObjectNotFound, redact
 from ...models import Run, RunState, validate_name
 from ...storage.base import read_record_bytes
 from ...storage.layout import run_key
-from ..money.costs import CostLedger
+from ..money import CostLedger
 
 if TYPE_CHECKING:
     from ..core import Core

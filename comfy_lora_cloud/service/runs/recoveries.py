@@ -11,13 +11,13 @@ from ...errors import CorruptRecord, StorageError
 from ...providers.base import Provider
 from ...storage.base import Storage
 from ...training.status import read_events, read_status
-from ..money.costs import CostLedger
+from ..money import CostLedger
 from .attempts import history
 from .recovery import Recovery, RunView
 
 if TYPE_CHECKING:
     from ..core import Core
-    from ..money.instances import Instances
+    from ..money import Instances
 
 
 class Recoveries:

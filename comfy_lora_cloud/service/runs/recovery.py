@@ -58,19 +58,19 @@ from ...storage.base import Storage
 from ...training.launch import launch_spec, trainer_env
 from ...training.spec import RunSpec
 from ...training.status import read_events, read_status
-from ..money import problems as kinds
-from ..money.budgets import Budgets, run_limit
-from ..money.costs import CostLedger
+from ..money import kinds
+from ..money import Budgets, run_limit
+from ..money import CostLedger
 from ..events import PREEMPTION_EVENT, RUN_EVENT
 from .attempts import Policy, announce_attempt, mark_preempted_in_bucket
-from ..money.destroy import destroy_instance
+from ..money import destroy_instance
 from .launch import launch_run
 from .lifecycle import end_run
-from ..money.problems import Problems
+from ..money import Problems
 
 if TYPE_CHECKING:
     from ..core import Core
-    from ..money.instances import Instances
+    from ..money import Instances
 
 log = logging.getLogger(__name__)
 

@@ -29,10 +29,10 @@ from ...training.launch import config_hash, launch_spec, new_run_id, trainer_env
 from ...training.presets import load_preset, pick_tier, plan_steps
 from ...training.spec import RunLimits, RunSpec
 from ...training.status import read_status
-from ..home.state import StateStore
+from ..home import StateStore
 from ..library import Transfers, require_trainable
-from ..money.budgets import Budgets
-from ..money.ownership import launch_bucket_id
+from ..money import Budgets
+from ..money import launch_bucket_id
 from .attempts import Policy, announce_attempt
 from .launch import UNFINISHED, launch_run, launcher, settle_unfinished_launch
 from .lifecycle import end_run

@@ -26,10 +26,10 @@ from ...models import Instance, InstanceState, Session, SessionState, validate_n
 from ...providers.base import LaunchSpec, Provider, session_label, with_bucket_tag
 from ...training import inference
 from ..events import SESSION_EVENT
-from ..home.state import row_to_session
-from ..money.budgets import Budgets, check_launch
-from ..money.costs import CostLedger
-from ..money.ownership import launch_bucket_id
+from ..home import row_to_session
+from ..money import Budgets, check_launch
+from ..money import CostLedger
+from ..money import launch_bucket_id
 from .images import save_output
 from .launch import DISK_GB, START_SCRIPT, choose_offer, instance_env
 from .outputs import list_outputs, read_output
@@ -41,8 +41,8 @@ from .views import list_views, session_view
 
 if TYPE_CHECKING:
     from ..core import Core
-    from ..money.instances import Instances
-    from ..templates.workflow_api import Workflow
+    from ..money import Instances
+    from ..templates import Workflow
 
 log = logging.getLogger(__name__)
 
@@ -436,7 +436,7 @@ class Sessions:
         nodes it left out). ``lora`` is fetched onto the remote side first. Cancelling the
         coroutine interrupts the prompt remotely. The tunnel reconnects underneath."""
         from ...remote.comfyui import ComfyClient
-        from ..templates.workflow_api import Workflow
+        from ..templates import Workflow
 
         job = workflow if isinstance(workflow, Workflow) else Workflow(workflow)
 

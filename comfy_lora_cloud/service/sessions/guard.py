@@ -26,14 +26,14 @@ from ...models import Instance, Session, SessionState, validate_name
 from ...providers.base import Provider
 from ...training import inference
 from ..events import SESSION_EVENT
-from ..home.state import row_to_session, salvage
-from ..money import problems as kinds
-from ..money.destroy import destroy_instance
-from ..money.grace import UnownedGrace
-from ..money.ownership import (Attributed, Attribution, Bucket, BucketFacts, Decision, LocalSession, Verdict,
+from ..home import row_to_session, salvage
+from ..money import kinds
+from ..money import destroy_instance
+from ..money import UnownedGrace
+from ..money import (Attributed, Attribution, Bucket, BucketFacts, Decision, LocalSession, Verdict,
                                attribute_all, decide_session, learn_bucket, report_attribution, report_facts,
                                session_bucket_view, written_at)
-from ..money.problems import Problems
+from ..money import Problems
 from .request import session_event
 from .store import first_seen, records, save_session
 

@@ -13,8 +13,8 @@ def list_outputs(storage: Any, limit: int) -> dict[str, Any]:
     """``{"outputs": [{"session", "file", "size", "updated"}], "problems"}``: the newest
     images the remote sessions pushed to the bucket (names no route could serve, and files
     that are not images by their bytes, are left out and reported). Blocking."""
-    from ..library.files import check_file_name
-    from ..library.media import ImageSniffer
+    from ..library import check_file_name
+    from ..library import ImageSniffer
 
     found: Listed[dict[str, Any]] = Listed()
     objs = sorted(storage.list(layout.OUTPUTS).objects, key=lambda o: o.updated or 0, reverse=True)
@@ -41,8 +41,8 @@ def list_outputs(storage: Any, limit: int) -> dict[str, Any]:
 
 def read_output(storage: Any, session_id: str, file: str) -> Any:
     """One output image as the browser may get it (:class:`~..library.media.ServedFile`). Blocking."""
-    from ..library.files import check_file_name
-    from ..library.media import read_media, served_file
+    from ..library import check_file_name
+    from ..library import read_media, served_file
 
     check_file_name(file)
     key = layout.output_prefix(session_id) + file

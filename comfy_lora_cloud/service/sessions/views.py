@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from ...errors import CorruptRecord, LoraCloudError, StorageError
 from ...models import Session
 from ...training import inference
-from ..home.state import SESSION_COLUMNS, row_to_session, salvage
-from ..money.costs import CostLedger
+from ..home import SESSION_COLUMNS, row_to_session, salvage
+from ..money import CostLedger
 from .store import first_seen
 
 if TYPE_CHECKING:

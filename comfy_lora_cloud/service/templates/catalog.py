@@ -201,7 +201,7 @@ class Templates:
 
     async def test_image(self, prompt_id: str, index: int = 0) -> Any:
         """Image ``index`` of a finished test as the browser may get it (a :class:`~.media.ServedFile`)."""
-        from ..library.media import MAX_IMAGE_BYTES, served_file
+        from ..library import MAX_IMAGE_BYTES, served_file
 
         test = self._known(prompt_id)
         async with self.client(test.target) as comfy:
