@@ -14,58 +14,21 @@ from __future__ import annotations
 import asyncio
 import math
 from pathlib import Path
-from typing import Any, Callable
 
 from comfy_api.latest import io
 
 from ..errors import ConfigError
 from ..service import graph
 from . import node_runs
-from ..service.app import App
 from ..service.money import gpu_choices
+from .node_plumbing import CATEGORY, app_parts, interrupted, progress_bar
 from .wiring import holder
 
 IMAGES = io.Custom("LORA_CLOUD_IMAGES")
 DATASET = io.Custom("LORA_CLOUD_DATASET")
 RUN = io.Custom("LORA_CLOUD_RUN")
-CATEGORY = "LoRA Cloud"
 LORA_TYPES = ["character", "style", "concept"]
 CROPS = ["auto", "face", "object", "center", "none"]
-
-
-# ---- ComfyUI plumbing ------------------------------------------------------------------------
-async def _app() -> tuple[App, Any, graph.WorkArea]:
-    """The pack's app, its storage and the work folder (reading settings or opening a GCS client
-    may block: done in a thread)."""
-    def parts() -> tuple[App, Any, graph.WorkArea]:
-        app = holder.get_blocking()
-        return app, app.storage, graph.WorkArea(app.work_dir)
-
-    return await asyncio.to_thread(parts)
-
-
-def _progress(node_id: str | None) -> Callable[[int, int], None]:
-    """A (done, total) callback on ComfyUI's progress bar; each update is also an interruption
-    point (ProgressBar.update raises when the user pressed Cancel)."""
-    import comfy.utils
-
-    bars: dict[int, Any] = {}
-
-    def update(done: int, total: int) -> None:
-        if total <= 0:
-            return
-        bar = bars.get(total) or bars.setdefault(total, comfy.utils.ProgressBar(total, node_id=node_id))
-        bar.update_absolute(done, total)
-
-    return update
-
-
-def _interrupted() -> bool:
-    """Raises ComfyUI's InterruptProcessingException once the user pressed Cancel."""
-    import comfy.model_management
-
-    comfy.model_management.throw_exception_if_processing_interrupted()
-    return False
 
 
 def _check(value: str, options: list[str], what: str) -> str:
@@ -115,7 +78,7 @@ class LoraCloudLoadImages(io.ComfyNode):
             import folder_paths
 
             input_dir = folder_paths.get_input_directory()
-        app, storage, work = await _app()
+        app, storage, work = await app_parts()
         images = await asyncio.to_thread(graph.load_images, source, path, storage=storage, work=work,
                                          input_dir=input_dir, transfers=app.offload)
         return io.NodeOutput(images, f"{images.count} images in {images.folder}")
@@ -150,10 +113,10 @@ class LoraCloudCropForTraining(io.ComfyNode):
     async def execute(cls, images, lora_type: str, crop: str, resolution: int, trigger: str) -> io.NodeOutput:
         _check(lora_type, LORA_TYPES, "lora_type")
         _check(crop, CROPS, "crop")
-        _, _, work = await _app()
+        _, _, work = await app_parts()
         out = await asyncio.to_thread(graph.crop_for_training, images, lora_type=lora_type, crop=crop,
                                       resolution=resolution, trigger=trigger.strip() or None, work=work,
-                                      progress=_progress(cls.hidden.unique_id))
+                                      progress=progress_bar(cls.hidden.unique_id))
         return io.NodeOutput(out)
 
 
@@ -180,12 +143,12 @@ class LoraCloudRemoveBackground(io.ComfyNode):
     @classmethod
     async def execute(cls, images, lora_type: str, model_path: str) -> io.NodeOutput:
         _check(lora_type, LORA_TYPES, "lora_type")
-        app, _storage, work = await _app()
+        app, _storage, work = await app_parts()
         out = await asyncio.to_thread(
             graph.crop_for_training, images, lora_type=lora_type, crop="none", trigger=images.trigger,
             resolution=images.resolution or 1024, work=work, remove_background=True,
             background_model=model_path.strip() or app.settings.rembg_model_path,
-            progress=_progress(cls.hidden.unique_id))
+            progress=progress_bar(cls.hidden.unique_id))
         return io.NodeOutput(out)
 
 
@@ -217,11 +180,11 @@ class LoraCloudCaption(io.ComfyNode):
     @classmethod
     async def execute(cls, images, model: str, model_path: str, trigger: str, overwrite: bool) -> io.NodeOutput:
         _check(model, ["florence", "blip2", "none"], "model")
-        app, _storage, work = await _app()
+        app, _storage, work = await app_parts()
         out = await asyncio.to_thread(
             graph.caption_images, images, model=model,
             model_path=model_path.strip() or app.settings.caption_model_path, trigger=trigger.strip() or None,
-            overwrite=overwrite, work=work, progress=_progress(cls.hidden.unique_id))
+            overwrite=overwrite, work=work, progress=progress_bar(cls.hidden.unique_id))
         return io.NodeOutput(out)
 
 
@@ -291,9 +254,9 @@ class LoraCloudSaveDataset(io.ComfyNode):
 
     @classmethod
     async def execute(cls, images, name: str, replace: bool, force: bool = False) -> io.NodeOutput:
-        app, _storage, _work = await _app()
+        app, _storage, _work = await app_parts()
         ref = await graph.save_dataset(images, name, library=app.library, replace_existing=replace, force=force,
-                                       progress=_progress(cls.hidden.unique_id))
+                                       progress=progress_bar(cls.hidden.unique_id))
         summary = f"dataset {ref.name}: {ref.images} images, {ref.captioned} captioned, in {ref.storage_url}"
         return io.NodeOutput(ref, summary, ui={"text": [summary]})
 
@@ -324,7 +287,7 @@ class LoraCloudLoadDataset(io.ComfyNode):
 
     @classmethod
     async def execute(cls, dataset: str) -> io.NodeOutput:
-        app, storage, _work = await _app()
+        app, storage, _work = await app_parts()
         d = await app.library.require_trainable(dataset.strip())  # complete, with images
         ref = graph.DatasetRef(d.name, storage.url, d.images, d.captioned, d.trigger, d.lora_type)
         return io.NodeOutput(ref, f"{d.name}: {d.images} images, {d.captioned} captioned ({storage.url})")
@@ -391,7 +354,7 @@ class LoraCloudLaunchTrainer(io.ComfyNode):
         _check(lora_type, LORA_TYPES, "lora_type")
         _check(provider, ["vast", "local"], "provider")
         _check(gpu, _gpu_options(), "gpu")
-        app, storage, _work = await _app()
+        app, storage, _work = await app_parts()
         req = node_runs.launch_request(dataset, lora_type=lora_type, lora_name=lora_name, trigger=trigger, gpu=gpu,
                                        provider=provider, interruptible=interruptible, max_usd=max_usd,
                                        max_dph=max_dph, max_hours=max_hours, resume_wait_minutes=resume_wait_minutes,
@@ -418,10 +381,10 @@ class LoraCloudAwaitLora(io.ComfyNode):
 
     @classmethod
     async def execute(cls, run) -> io.NodeOutput:
-        app, _storage, _work = await _app()
+        app, _storage, _work = await app_parts()
         # into app.loras_dir: the one rule the sidebar and the CLI use too; Cancel stops the wait only
-        path = await app.runs.fetch_lora(run.run_id, run.lora_name, poll_s=2.0, should_stop=_interrupted,
-                                         on_status=node_runs.step_progress(_progress(cls.hidden.unique_id)))
+        path = await app.runs.fetch_lora(run.run_id, run.lora_name, poll_s=2.0, should_stop=interrupted,
+                                         on_status=node_runs.stepprogress_bar(progress_bar(cls.hidden.unique_id)))
         name = node_runs.comfy_lora_name(path)
         return io.NodeOutput(name, ui={"text": [f"{name} ({path.stat().st_size // 1024} KB)"]})
 
@@ -454,7 +417,7 @@ class LoraCloudLoraLoader(io.ComfyNode):
         import comfy.sd
         import comfy.utils
 
-        app, _storage, _work = await _app()
+        app, _storage, _work = await app_parts()
         # fetched into app.loras_dir when missing or different
         got = await app.library.download_lora(node_runs.library_lora_name(lora_name))
         path = Path(got["path"])

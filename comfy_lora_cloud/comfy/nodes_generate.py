@@ -15,7 +15,7 @@ from comfy_api.latest import io
 
 from ..service.sessions import SessionRequest, decode_output_images
 from ..service.templates import resolve_workflow
-from .nodes import CATEGORY, _progress, _interrupted
+from .node_plumbing import CATEGORY, interrupted, progress_bar
 from .wiring import holder
 
 
@@ -71,7 +71,7 @@ class LoraCloudRemoteGenerate(io.ComfyNode):
         lora = lora_name.strip() or None
         wf = resolve_workflow(workflow, lora=lora, prompt=prompt.strip() or None, seed=None if seed < 0 else seed)
         result = await app.sessions.generate_watched(
-            wf, lora=lora, progress=_progress(cls.hidden.unique_id), interrupted=_interrupted,
+            wf, lora=lora, progress=progress_bar(cls.hidden.unique_id), interrupted=interrupted,
             start=SessionRequest() if start_session else None)
         batch, skipped = await asyncio.to_thread(_to_image_batch,
                                                  [(img["filename"], img["data"]) for img in result["images"]])

@@ -28,7 +28,6 @@ import functools
 import inspect
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Awaitable, Callable, Iterable, Union
 
@@ -37,29 +36,15 @@ from aiohttp import web
 from ..errors import ConfigError, LoraCloudError, redact
 from ..service.app import App
 from ..service.library import THUMB_SIZES
-from ..service.library import SAFE_HEADERS as SAFE_IMAGE_HEADERS, ServedFile
+from ..service.library import SAFE_HEADERS as SAFE_IMAGE_HEADERS
 from . import http_guard
+from .answers import PREFIX, error_response, file_response, int_param, json_error, page_params
 from .token import HEADER, load_or_create_token, token_matches
 
 log = logging.getLogger(__name__)
 
-PREFIX = "/lora_cloud/api"
 GetApp = Callable[[], Union[App, Awaitable[App]]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def json_error(status: int, error: str, message: str) -> web.Response:
-    return web.json_response({"error": error, "message": redact(message), "status": status}, status=status)
-
-
-def error_response(exc: LoraCloudError) -> web.Response:
-    """The one place a pack error becomes an HTTP answer (with its ``public_details``, e.g. the
-    runs a :class:`~comfy_lora_cloud.errors.DatasetInUse` names)."""
-    extra = {k: exc.details[k] for k in exc.public_details if k in exc.details}
-    if not extra:
-        return json_error(exc.http_status, type(exc).__name__, exc.message)
-    return web.json_response({"error": type(exc).__name__, "message": redact(exc.message), "status": exc.http_status,
-                              **extra}, status=exc.http_status)
 
 
 class _Routes:
@@ -130,34 +115,6 @@ class _Routes:
         return handler
 
 
-_INT_RE = re.compile(r"^-?[0-9]{1,9}$")
-
-
-def _int_param(request: web.Request, name: str, default: int) -> int:
-    """A query integer in plain ASCII digits (``int()`` would also take ``1_000``, `` 7`` and
-    other scripts' digits)."""
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if not _INT_RE.match(raw):
-        raise ConfigError(f"{name} must be an integer")
-    return int(raw)
-
-
-#: entries a listing route answers with when not told: a page, so a bucket of 1,000 datasets
-#: costs one listing plus a page of manifest reads; ?offset= pages on
-LIST_PAGE = 100
-
-
-def _page_params(request: web.Request) -> tuple[int, int]:
-    """``?offset=&limit=`` of a listing route (checked by :class:`~..service.listings.Page`)."""
-    return _int_param(request, "offset", 0), _int_param(request, "limit", LIST_PAGE)
-
-
-def _file_response(f: ServedFile, cache: str) -> web.Response:
-    return web.Response(body=f.body, content_type=f.content_type, headers={**f.headers, "Cache-Control": cache})
-
-
 def register_routes(routes: web.RouteTableDef, get_app: GetApp, *, listen: Iterable[str] = ("127.0.0.1",)) -> None:
     """Add every ``/lora_cloud/api/...`` handler to ``routes``, each behind the HTTP guard.
 
@@ -193,7 +150,7 @@ def register_routes(routes: web.RouteTableDef, get_app: GetApp, *, listen: Itera
 
     @get("/instances/{instance_id}/logs")
     async def instance_logs(request: web.Request) -> web.Response:
-        tail = _int_param(request, "tail", 200)
+        tail = int_param(request, "tail", 200)
         return web.json_response(await (await r.app()).instances.logs(request.match_info["instance_id"], tail))
 
     @get("/costs")
@@ -211,10 +168,10 @@ def register_routes(routes: web.RouteTableDef, get_app: GetApp, *, listen: Itera
     # ---- runs ------------------------------------------------------------------------------------
     @get("/runs")
     async def runs(request: web.Request) -> web.Response:
-        limit = _int_param(request, "limit", 50)
+        limit = int_param(request, "limit", 50)
         if not 1 <= limit <= 500:
             raise ConfigError("limit must be between 1 and 500")
-        return web.json_response(await (await r.app()).runs.listing(limit, _int_param(request, "offset", 0)))
+        return web.json_response(await (await r.app()).runs.listing(limit, int_param(request, "offset", 0)))
 
     @get("/runs/{run_id}")
     async def run(request: web.Request) -> web.Response:
@@ -226,7 +183,7 @@ def register_routes(routes: web.RouteTableDef, get_app: GetApp, *, listen: Itera
 
     @get("/runs/{run_id}/events")
     async def run_events(request: web.Request) -> web.Response:
-        since = _int_param(request, "since", 0)
+        since = int_param(request, "since", 0)
         return web.json_response(await (await r.app()).runs.events(request.match_info["run_id"], since))
 
     @get("/runs/{run_id}/samples")
@@ -236,12 +193,12 @@ def register_routes(routes: web.RouteTableDef, get_app: GetApp, *, listen: Itera
     @get("/runs/{run_id}/samples/{file}")
     async def run_sample(request: web.Request) -> web.Response:
         f = await (await r.app()).runs.sample(request.match_info["run_id"], request.match_info["file"])
-        return _file_response(f, "private, max-age=60")
+        return file_response(f, "private, max-age=60")
 
     # ---- datasets --------------------------------------------------------------------------------
     @get("/datasets")
     async def datasets(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.app()).library.dataset_listing(*_page_params(request)))
+        return web.json_response(await (await r.app()).library.dataset_listing(*page_params(request)))
 
     @get("/datasets/{name}/images")
     async def dataset_images(request: web.Request) -> web.Response:
@@ -256,11 +213,11 @@ def register_routes(routes: web.RouteTableDef, get_app: GetApp, *, listen: Itera
     async def dataset_image(request: web.Request) -> web.Response:
         library = (await r.app()).library
         f = await library.dataset_image(request.match_info["name"], request.match_info["file"])
-        return _file_response(f, "private, max-age=60")
+        return file_response(f, "private, max-age=60")
 
     @get("/datasets/{name}/thumbs/{file}")
     async def dataset_thumb(request: web.Request) -> web.Response:
-        size = _int_param(request, "size", THUMB_SIZES[2])
+        size = int_param(request, "size", THUMB_SIZES[2])
         library = (await r.app()).library
         data = await library.dataset_thumbnail(request.match_info["name"], request.match_info["file"], size)
         return web.Response(body=data, content_type="image/jpeg",
@@ -273,7 +230,7 @@ def register_routes(routes: web.RouteTableDef, get_app: GetApp, *, listen: Itera
     # ---- LoRAs -----------------------------------------------------------------------------------
     @get("/loras")
     async def loras(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.app()).library.lora_listing(*_page_params(request)))
+        return web.json_response(await (await r.app()).library.lora_listing(*page_params(request)))
 
     @get("/loras/{name}/metadata")
     async def lora_metadata(request: web.Request) -> web.Response:

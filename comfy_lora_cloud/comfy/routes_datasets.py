@@ -26,7 +26,7 @@ from ..errors import ConfigError, RequestTooLarge
 from ..service.library import CaptionConflict
 from ..service.library import MAX_FILE_BYTES
 from . import http_guard
-from .routes import PREFIX, _file_response, error_response
+from .answers import PREFIX, error_response, file_response
 
 UPLOAD_BODY_BYTES = MAX_FILE_BYTES + 1024
 _SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -110,7 +110,7 @@ def register(routes: web.RouteTableDef, r: Any) -> None:
     async def upload_image(request: web.Request) -> web.Response:
         f = await (await r.app()).uploads.file(request.match_info["name"], request.match_info["stage"],
                                                request.match_info["file"])
-        return _file_response(f, "private, no-cache")
+        return file_response(f, "private, no-cache")
 
     @mutate("POST", "/uploads/{name}/publish")
     async def publish_upload(request: web.Request) -> web.Response:

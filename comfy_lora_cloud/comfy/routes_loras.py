@@ -13,7 +13,7 @@ from aiohttp import web
 
 from ..errors import ConfigError
 from . import http_guard
-from .routes import PREFIX
+from .answers import PREFIX
 
 
 def register(routes: web.RouteTableDef, r: Any) -> None:

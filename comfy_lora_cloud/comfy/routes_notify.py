@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from . import http_guard
-from .routes import PREFIX
+from .answers import PREFIX
 
 
 def register(routes: web.RouteTableDef, r: Any) -> None:

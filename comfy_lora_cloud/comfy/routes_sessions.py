@@ -56,7 +56,7 @@ def session_request(body: Any) -> SessionRequest:
 
 
 def register(routes: web.RouteTableDef, r: Any) -> None:
-    from .routes import PREFIX, _file_response, _int_param
+    from .answers import PREFIX, file_response, int_param
 
     def get(path: str) -> Callable:
         return lambda fn: routes.get(PREFIX + path)(r.wrap(fn, mutating=False))
@@ -90,13 +90,13 @@ def register(routes: web.RouteTableDef, r: Any) -> None:
 
     @get("/outputs")
     async def outputs(request: web.Request) -> web.Response:
-        limit = _int_param(request, "limit", 60)
+        limit = int_param(request, "limit", 60)
         return web.json_response(await (await r.app()).sessions.outputs(max(1, min(limit, 500))))
 
     @get("/outputs/{session_id}/{file}")
     async def output(request: web.Request) -> web.Response:
         f = await (await r.app()).sessions.output(request.match_info["session_id"], request.match_info["file"])
-        return _file_response(f, "private, max-age=300")
+        return file_response(f, "private, max-age=300")
 
     @get("/templates/{name}")
     async def template(request: web.Request) -> web.Response:

@@ -19,7 +19,7 @@ from ..errors import ConfigError
 from ..models import check_number
 from ..service.runs import REQUEST_RANGES, TrainRequest, editor_overrides
 from . import http_guard
-from .routes import PREFIX
+from .answers import PREFIX
 
 
 def train_request(body: Any) -> TrainRequest:

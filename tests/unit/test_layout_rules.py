@@ -181,9 +181,7 @@ def test_pack_entry_point_imports_without_comfyui():
 # --- the rules that replace "the one home of ..." docstrings (tests/unit/layout_rules.py) ---------
 #
 # Each rule runs twice: on a small tree planted in tmp_path with the violation (and the look-alikes
-# it must leave alone), and on the real tree. A real-tree test marked xfail(strict=True) fails today
-# because the restructure is under way; it turns into an error the day its rule holds, and the mark
-# comes off then.
+# it must leave alone), and on the real tree.
 
 # modules allowed over rules.MAX_LINES lines, each with why (path relative to the repository root:
 # "why"). An entry for a module that shrank fails the test, so the list only ever shrinks.
@@ -267,8 +265,6 @@ def test_service_packages_importing_each_other_are_caught(tmp_path):
         in found[0].message
 
 
-@pytest.mark.xfail(strict=True, reason="cycles today: comfy/nodes <-> nodes_generate, comfy/routes <-> "
-                                       "routes_* (imports in install()), service/library offload -> prepare -> store")
 def test_no_import_cycle_in_the_package():
     assert real(rules.check_import_cycles) == []
 
@@ -307,8 +303,6 @@ def test_reaching_into_another_service_package_is_caught(tmp_path):
     assert "comfy_lora_cloud.service.money.costs" in found[2].message
 
 
-@pytest.mark.xfail(strict=True, reason="the service packages have no public faces yet (empty __init__.py): "
-                                       "79 imports of another package's modules")
 def test_service_packages_meet_through_their_public_faces():
     assert real(rules.check_public_faces) == []
 
@@ -342,8 +336,6 @@ def test_a_destroy_outside_the_destroy_home_is_caught(tmp_path):
     assert "self.provider.destroy" in found[1].message
 
 
-@pytest.mark.xfail(strict=True, reason="the provider's destroy is called from 7 places (money/instances x2, "
-                                       "guard/reconcile, guard/watchdog, runs/recovery, runs/launch, sessions x2)")
 def test_only_the_destroy_home_destroys_an_instance():
     assert real(rules.check_destroy_calls) == []
 
@@ -392,8 +384,6 @@ def test_a_terminal_state_written_outside_the_lifecycle_home_is_caught(tmp_path)
     assert "FAILED" in found[0].message and "lifecycle.py" in found[0].message
 
 
-@pytest.mark.xfail(strict=True, reason="runs are ended in the store or the bucket by guard/reconcile, "
-                                       "runs/control, runs/launch and runs/recovery")
 def test_only_the_lifecycle_home_ends_a_run():
     assert real(rules.check_terminal_writes) == []
 
@@ -475,6 +465,5 @@ def test_a_module_over_the_limit_is_caught_unless_allowed(tmp_path):
     assert where(found) == [f"{P}/big.py:501", f"{P}/gone.py:1", f"{P}/shrank.py:1"]
 
 
-@pytest.mark.xfail(strict=True, reason="13 modules over 500 lines, the splits are under way")
 def test_no_module_over_the_limit():
     assert real(rules.check_module_sizes, MODULE_SIZE_ALLOWED) == []
