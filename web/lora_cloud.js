@@ -3,32 +3,49 @@
 //
 // - ONE ComfyUI sidebar tab, registered in setup(); websocket listeners are registered there too,
 //   once. Inside it, one tab per section (Instances, Datasets, Training, LoRAs, Generate), each
-//   its own module exporting {id, title, render() -> [Node], badge?() -> string|null, css?}.
+//   its own module exporting {id, title, render() -> [Node], badge?() -> string|null, load?(), css?}.
 //   To add a section: write web/<section>.js and add it to SECTIONS below (one line).
-// - render(el) runs on every show with a fresh element: it appends one persistent root and
-//   rebuilds it from the state singleton (state.js), so nothing is lost between tab switches.
+// - The data lives in one store per noun (stores.js, built in live.js), which fetch through api.js
+//   and follow the server's events; the view state in state.js. Any change schedules one paint,
+//   which builds the section from them and patches the persistent root (patch.js): only what
+//   changed is touched, so focus, the caret and a half-typed value survive live updates.
 // - Text that comes from the bucket (names, captions, errors) only ever goes in as text nodes.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
-import { refresh, refreshCosts } from "./data.js";
 import { datasetsSection } from "./datasets.js";
-import { dialogCss, dialogElement, paintDialog } from "./dialog.js";
-import { generateSection, onSessionEvent } from "./generate.js";
+import { dialogCss, paintDialog } from "./dialog.js";
+import { generateSection } from "./generate.js";
 import { instancesSection } from "./instances.js";
+import { stores } from "./live.js";
 import { lorasSection } from "./loras.js";
+import { patch } from "./patch.js";
 import { loraCloudState as state } from "./state.js";
+import { listenAll } from "./stores.js";
 import { trainingSection } from "./training.js";
 import { h, toast } from "./ui.js";
 
 const TAB_ID = "lora-cloud";
-const EVENTS = { run: "lora_cloud.run", instance: "lora_cloud.instance", budget: "lora_cloud.budget",
-                 notify: "lora_cloud.notify", guard: "lora_cloud.guard" };
 
+// Each section names the stores it shows ({stores: [...]}) and may load what only it needs
+// ({load()}) when it is shown; render() builds from the stores and never fetches.
 export const SECTIONS = [instancesSection, datasetsSection, trainingSection, lorasSection, generateSection];
+
+// What every section's header needs: the listings and the money.
+export function refresh() {
+  return Promise.all([stores.instances.load(), stores.runs.load(), stores.library.load()]);
+}
+
+function current() {
+  return SECTIONS.find((s) => s.id === state.tab) || SECTIONS[0];
+}
+
+function show(section) {
+  if (section.load) section.load();
+}
 
 // Bucket entries a listing skipped (a rented host can write anything there): said, never hidden.
 function problemsNote() {
-  const problems = state.problems || [];
+  const problems = [...stores.runs.problems, ...stores.library.problems];
   if (!problems.length) return null;
   return h("details", { class: "lcl-warning", "data-problems": problems.length },
     h("summary", null, `${problems.length} item${problems.length > 1 ? "s" : ""} in the bucket could not be read`
@@ -36,52 +53,61 @@ function problemsNote() {
     h("ul", null, problems.slice(0, 20).map((p) => h("li", null, `${p.entry}: ${p.message}`))));
 }
 
+// The section tabs: one tab stop, arrow keys (and Home, End) move between them.
+function selectTab(id, focus) {
+  state.set({ tab: id });
+  show(current());
+  if (focus) root.querySelector(`[data-tab="${id}"]`)?.focus();
+}
+
+function onTabKey(event) {
+  const i = SECTIONS.findIndex((s) => s.id === state.tab);
+  const to = { ArrowRight: i + 1, ArrowDown: i + 1, ArrowLeft: i - 1, ArrowUp: i - 1, Home: 0, End: SECTIONS.length - 1 }[event.key];
+  if (to === undefined) return;
+  event.preventDefault();
+  selectTab(SECTIONS[(to + SECTIONS.length) % SECTIONS.length].id, true);
+}
+
 function tabBar() {
-  return h("nav", { class: "lcl-tabs", role: "tablist" }, SECTIONS.map((s) => {
-    const badge = s.badge ? s.badge() : null;
-    return h("button", {
-      class: `lcl-tab${state.tab === s.id ? " lcl-tab-on" : ""}`, role: "tab", "data-tab": s.id,
-      "aria-selected": state.tab === s.id ? "true" : "false",
-      onclick: () => state.set({ tab: s.id }),
-    }, s.title, badge ? h("span", { class: "lcl-tab-badge" }, badge) : null);
-  }));
+  return h("nav", { class: "lcl-tabs", role: "tablist", "aria-label": "LoRA Cloud sections", onkeydown: onTabKey },
+    SECTIONS.map((s) => {
+      const badge = s.badge ? s.badge() : null;
+      const on = state.tab === s.id;
+      return h("button", {
+        class: `lcl-tab${on ? " lcl-tab-on" : ""}`, role: "tab", "data-tab": s.id, id: `lcl-tab-${s.id}`,
+        "aria-selected": on ? "true" : "false", "aria-controls": "lcl-panel", tabindex: on ? "0" : "-1",
+        onclick: () => selectTab(s.id, false),
+      }, s.title, badge ? h("span", { class: "lcl-tab-badge" }, badge) : null);
+    }));
 }
 
 // ---- the tab ------------------------------------------------------------------------------------
 const root = h("div", { class: "lcl-root" });
 
-let waitingForBlur = false;
-
-function draw() {
-  const focused = document.activeElement;
-  const typing = focused && (focused.tagName === "INPUT" || focused.tagName === "TEXTAREA")
-    && focused.type !== "checkbox" && (root.contains(focused) || dialogElement().contains(focused));
-  if (typing) {
-    // The user is typing: repaint once they have left the field, a little later, so that a
-    // click on Save that took the focus lands on the button it was aimed at.
-    if (!waitingForBlur) {
-      waitingForBlur = true;
-      focused.addEventListener("blur", () => { waitingForBlur = false; setTimeout(draw, 400); }, { once: true });
-    }
-    return;
-  }
-  paintDialog();
-  if (root.isConnected) paint();
+// Changes are painted together once the current task is done: a burst of events is one paint.
+let queued = false;
+function schedule() {
+  if (queued) return;
+  queued = true;
+  queueMicrotask(() => {
+    queued = false;
+    paintDialog();
+    if (root.isConnected) paint();
+  });
 }
 
 function paint() {
-  const scroll = root.scrollTop;
-  const current = SECTIONS.find((s) => s.id === state.tab) || SECTIONS[0];
-  const parts = [
+  const section = current();
+  const error = [stores.instances, stores.runs, stores.library].map((s) => s.error).find(Boolean);
+  patch(root, [
     h("div", { class: "lcl-header" }, h("span", null, "LoRA Cloud"),
-      h("button", { class: "lcl-btn", onclick: refresh, title: "Refresh" }, "↻")),
+      h("button", { class: "lcl-btn", "data-action": "refresh", onclick: refresh, title: "Refresh" }, "↻")),
     tabBar(),
-    state.error ? h("div", { class: "lcl-error", "data-error": "" }, state.error) : null,
+    error ? h("div", { class: "lcl-error", "data-error": "" }, error) : null,
     problemsNote(),
-    h("div", { class: "lcl-body", "data-current": current.id }, current.render()),
-  ];
-  root.replaceChildren(...parts.flat().filter(Boolean));
-  root.scrollTop = scroll;
+    h("div", { class: "lcl-body", "data-current": section.id, "data-key": `body:${section.id}`, role: "tabpanel",
+               id: "lcl-panel", "aria-labelledby": `lcl-tab-${section.id}` }, section.render()),
+  ]);
 }
 
 const STYLE = `
@@ -120,47 +146,16 @@ select.lcl-input{width:auto;max-width:100%}.lcl-wide{flex:1 1 8rem}
 .lcl-logs{max-height:12rem;overflow:auto;font-size:11px;background:#111;padding:.4rem;border-radius:4px;white-space:pre-wrap}
 `;
 
-// Budget news from the pack's poller ("warning", "exceeded", "changed") and from the watchdog
-// ("warning", "enforced", "enforce_failed"): everything but a change of caps is a toast.
-const BUDGET_SEVERITY = { warning: "warn", exceeded: "error", enforced: "error", enforce_failed: "error" };
-
-function onBudget(event) {
-  const data = event.detail || {};
-  const severity = BUDGET_SEVERITY[data.kind];
-  if (severity && data.message) toast(severity, "LoRA Cloud budget", data.message);
-  refreshCosts();
-  if (data.kind === "enforced") refresh(); // an instance was destroyed
-}
-
 app.registerExtension({
   name: "LoraCloud.Sidebar",
   setup() {
     const css = STYLE + dialogCss + SECTIONS.map((s) => s.css || "").join("\n");
     document.head.append(h("style", { "data-lora-cloud": "" }, css));
-    state.addEventListener("change", draw);
-    api.addEventListener(EVENTS.run, (event) => {
-      const before = state.runs.get(event.detail.id);
-      state.upsertRun(event.detail);
-      // a run that just ended took its instance with it: show that now, not a guard round later
-      if (before?.live && event.detail.live === false) refresh();
-    });
-    // notifications (service/notify.py): run done or failed, preempted, budget, idle session
-    api.addEventListener(EVENTS.notify, (event) => {
-      const n = event.detail || {};
-      toast(n.severity || "info", n.title || "LoRA Cloud", n.message || "");
-    });
-    // what the guard could not do or had to work around (a damaged settings file, a clock off the
-    // bucket's, an instance of another bucket kept): the server sends each once, until it clears
-    api.addEventListener(EVENTS.guard, (event) => {
-      const g = event.detail || {};
-      if (g.kind === "problem" && g.message) toast("warn", "LoRA Cloud guard", g.message);
-    });
-    api.addEventListener(EVENTS.instance, (event) => {
-      state.set({ instances: event.detail.instances || [] });
-      refreshCosts();
-    });
-    api.addEventListener(EVENTS.budget, onBudget);
-    api.addEventListener("lora_cloud.session", (event) => onSessionEvent(event.detail)); // generate.js
+    // every change of a store or of the view is painted; the sections' stores follow server events
+    state.addEventListener("change", schedule);
+    for (const store of Object.values(stores)) store.subscribe(schedule);
+    stores.notifications.onNotice((n) => toast(n.severity, n.title, n.message));
+    listenAll(stores, api);
     app.extensionManager.registerSidebarTab({
       id: TAB_ID,
       icon: "pi pi-cloud",
@@ -168,13 +163,14 @@ app.registerExtension({
       tooltip: "LoRA Cloud: GPUs, costs and training runs",
       type: "custom",
       iconBadge: () => {
-        const live = state.liveRuns().length;
+        const live = stores.runs.live().length;
         return live ? String(live) : null;
       },
       render(el) {
         el.append(root);
         paint();
         refresh();
+        show(current());
       },
       destroy() {
         // Not reliable in ComfyUI (contract §7), and nothing needs it: the root and the

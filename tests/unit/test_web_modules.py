@@ -41,3 +41,27 @@ def test_only_the_entry_module_registers_anything():
             continue
         text = path.read_text()
         assert "registerExtension(" not in text and "registerSidebarTab(" not in text, path.name
+
+
+def test_event_names_are_the_servers_and_spelled_in_one_module():
+    """web/events.js holds the names of the live events, the same set as service/events.py; no
+    other module spells one (a renamed event would otherwise go silent in a section)."""
+    from comfy_lora_cloud.service import events
+
+    server = {value for name, value in vars(events).items() if name.endswith("_EVENT")}
+    web = dict(re.findall(r'^\s+(\w+): "(lora_cloud\.\w+)"', (WEB / "events.js").read_text(), re.M))
+    assert set(web.values()) == server
+    assert len(web) == len(server)
+    for path in WEB.rglob("*.js"):
+        if path.name == "events.js":
+            continue
+        spelled = set(re.findall(r"lora_cloud\.[a-z_]+", path.read_text())) & server
+        assert not spelled, f"{path.name} spells {spelled}: take the name from events.js"
+
+
+def test_urls_are_built_in_the_api_module_only():
+    """Every request goes through api.js: no other module names the pack's route prefix."""
+    for path in WEB.rglob("*.js"):
+        if path.name == "api.js":
+            continue
+        assert "/lora_cloud/api" not in path.read_text(), path.name
