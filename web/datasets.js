@@ -373,7 +373,7 @@ async function toggleDataset(name) {
 
 // Focus goes back to the caption once its editor closes (the figure is kept by patch()).
 function focusCaption(figure) {
-  queueMicrotask(() => { if (figure.isConnected) figure.querySelector("figcaption")?.focus(); });
+  queueMicrotask(() => { if (figure.isConnected) figure.querySelector("figcaption button")?.focus(); });
 }
 
 function captionEditor(name, img, big) {
@@ -404,17 +404,11 @@ function captionEditor(name, img, big) {
         h("button", { class: "lcl-btn", "data-action": "cancel-caption", onmousedown: (e) => e.preventDefault(),
                       onclick: (e) => cancel(e.currentTarget) }, "Cancel")));
   }
-  // a button for the keyboard too: Enter or Space opens the editor
-  return h("figcaption", {
-    class: "lcl-caption lcl-editable", title: "click to edit", tabindex: "0", role: "button",
-    "aria-label": `Edit the caption of ${img.file}: ${img.caption ?? "no caption"}`,
-    onclick: () => library.editCaption(name, img.file),
-    onkeydown: (e) => {
-      if (e.key !== "Enter" && e.key !== " ") return;
-      e.preventDefault();
-      library.editCaption(name, img.file);
-    },
-  }, img.caption ?? "(no caption)");
+  // a real button inside: Enter and Space open the editor as a click does
+  return h("figcaption", { class: "lcl-caption" },
+    h("button", { class: "lcl-caption-btn lcl-editable", title: "click to edit", "data-edit-caption": img.file,
+                  "aria-label": `Edit the caption of ${img.file}: ${img.caption ?? "no caption"}`,
+                  onclick: () => library.editCaption(name, img.file) }, img.caption ?? "(no caption)"));
 }
 
 function imageGrid(name, big = false) {
@@ -467,6 +461,8 @@ const css = `
 .lcl-inline{font-weight:400;text-decoration:underline}
 .lcl-refused{margin:.3rem 0 0 1rem;padding:0;font-size:12px;color:#ff7b72;word-break:break-word}
 .lcl-editable{cursor:text;border-radius:3px}.lcl-editable:hover,.lcl-editable:focus-visible{background:rgba(255,255,255,.06)}
+.lcl-caption-btn{all:unset;display:block;width:100%;box-sizing:border-box;white-space:normal;word-break:break-word}
+.lcl-caption-btn:focus-visible{outline:2px solid #58a6ff;outline-offset:1px}
 .lcl-textarea{width:100%;box-sizing:border-box;background:var(--comfy-input-bg,#333);color:inherit;border:1px solid var(--border-color,#555);border-radius:4px;font-size:12px;resize:vertical}
 .lcl-grid-big{grid-template-columns:repeat(auto-fill,minmax(180px,1fr))}.lcl-grid-big .lcl-caption{max-height:none}
 .lcl-report{border-left:3px solid #3fb950;padding:.3rem .5rem;margin-top:.4rem;font-size:12px}.lcl-report-bad{border-color:#f85149}

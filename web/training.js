@@ -63,26 +63,23 @@ export function runCard(run) {
 // A past run opens as its full card, by click or by Enter / Space on its row; focus follows it.
 function openRun(id) {
   state.set({ openRun: id });
-  act(`open-run:${id}`, () => runs.open(id));
+  act(`load-run:${id}`, () => runs.open(id));
   queueMicrotask(() => document.querySelector(`[data-run="${CSS.escape(id)}"] [data-action="close-run:${CSS.escape(id)}"]`)?.focus());
 }
 
 function closeRun(id) {
   state.set({ openRun: null });
-  queueMicrotask(() => document.querySelector(`[data-run-row="${CSS.escape(id)}"]`)?.focus());
+  queueMicrotask(() => document.querySelector(`[data-action="open-run:${CSS.escape(id)}"]`)?.focus());
 }
 
+// The row opens its run on a click anywhere; for the keyboard the run's name is a button.
 function runRow(run) {
-  return h("div", { class: "lcl-run-row", "data-run-row": run.id, role: "button", tabindex: "0",
-                    "aria-label": `Open run ${run.lora_name || run.id}`,
-                    onclick: () => openRun(run.id),
-                    onkeydown: (e) => {
-                      if (e.target !== e.currentTarget || (e.key !== "Enter" && e.key !== " ")) return;
-                      e.preventDefault();
-                      openRun(run.id);
-                    } },
+  return h("div", { class: "lcl-run-row", "data-run-row": run.id,
+                    onclick: (e) => { if (e.target.tagName !== "INPUT" && e.target.tagName !== "BUTTON") openRun(run.id); } },
     h("div", { class: "lcl-row lcl-nowrap" },
-      h("span", { class: "lcl-row-name" }, compareBox(run), " ", run.lora_name || run.id),
+      h("span", { class: "lcl-row-name" }, compareBox(run), " ",
+        h("button", { class: "lcl-run-open", "data-action": `open-run:${run.id}`, "aria-expanded": "false",
+                      onclick: () => openRun(run.id) }, run.lora_name || run.id)),
       h("span", { class: `lcl-badge lcl-${run.state}` }, run.state)),
     h("div", { class: "lcl-meta" }, [run.dataset, when(run.created_at || run.updated_at), money(run.cost_usd)]
       .filter(Boolean).join(" · ")));
@@ -332,7 +329,8 @@ const css = `
 .lcl-field{display:flex;flex-direction:column;gap:.1rem;font-size:11px;opacity:.9;min-width:0}.lcl-field .lcl-input{width:100%}
 .lcl-estimate{margin-top:.4rem;font-size:12px}.lcl-estimate strong{color:#3fb950}
 .lcl-run-row{cursor:pointer;padding:.25rem .3rem;border-bottom:1px solid rgba(255,255,255,.06)}.lcl-nowrap{flex-wrap:nowrap}
-.lcl-run-row:hover,.lcl-run-row:focus-visible{background:rgba(255,255,255,.06)}.lcl-row-name{overflow:hidden;text-overflow:ellipsis;white-space:nowrap;flex:1}
+.lcl-run-row:hover,.lcl-run-row:focus-within{background:rgba(255,255,255,.06)}
+.lcl-run-open{all:unset;cursor:pointer}.lcl-run-open:focus-visible{outline:2px solid #58a6ff;outline-offset:1px}.lcl-row-name{overflow:hidden;text-overflow:ellipsis;white-space:nowrap;flex:1}
 .lcl-compare{margin:0 .2rem 0 0;vertical-align:middle}
 .lcl-loss-big{height:180px}
 .lcl-legend{display:flex;gap:1rem;flex-wrap:wrap;font-size:12px}.lcl-legend .lcl-series-0{color:#58a6ff}

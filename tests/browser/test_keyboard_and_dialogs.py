@@ -119,7 +119,7 @@ async def test_a_caption_edited_by_keyboard_alone(browser, aiohttp_server, tmp_p
         await page.keyboard.press("Tab")
     await expect(toggle).to_be_focused()
     await page.keyboard.press("Enter")
-    caption = card.locator('[data-file="002.png"] figcaption')
+    caption = card.locator('[data-file="002.png"] figcaption button')
     await expect(caption).to_be_visible()
     for _ in range(10):
         if await caption.evaluate("el => el === document.activeElement"):
@@ -155,8 +155,7 @@ async def test_a_past_run_opens_by_keyboard(browser, aiohttp_server, tmp_path, c
     sidebar = await sidebar_for(browser, aiohttp_server, seeded)
     page, root = sidebar.page, sidebar.root
     await root.locator('[data-tab="training"]').click()
-    row = root.locator('[data-run-row="run-0"]')
-    await expect(row).to_have_attribute("role", "button")
+    row = root.locator('[data-run-row="run-0"] [data-action="open-run:run-0"]')
     await row.focus()
     await page.keyboard.press("Enter")
     card = root.locator('[data-run="run-0"]')

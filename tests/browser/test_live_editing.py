@@ -75,7 +75,7 @@ async def test_a_caption_being_typed_survives_live_run_events(browser, aiohttp_s
     await page.keyboard.press("Enter")
     await expect(fig.locator("figcaption")).to_have_text("a cat on a red sofa")
     assert seeded.storage.read_bytes("datasets/cats/002.txt") == b"a cat on a red sofa\n"
-    await expect(fig.locator("figcaption")).to_be_focused()  # focus back where the edit began
+    await expect(fig.locator("figcaption button")).to_be_focused()  # focus back where the edit began
     assert sidebar.errors == []
 
 
