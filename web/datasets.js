@@ -475,4 +475,5 @@ const css = `
 .lcl-crop{position:relative}.lcl-crop-frame{position:absolute;border:2px solid #58a6ff;box-sizing:border-box;pointer-events:none}
 `;
 
-export const datasetsSection = { id: "datasets", title: "Datasets", render, css };
+export const datasetsSection = { id: "datasets", title: "Datasets", render, css,
+  stores: ["library"] };

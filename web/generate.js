@@ -62,7 +62,7 @@ function sessionCard() {
       h("strong", null, s.gpu || "GPU"),
       h("span", { class: `lcl-badge lcl-${ready ? "running" : "starting"}`, "data-session-state": s.state }, s.state)),
     h("div", { class: "lcl-meta", "data-session-cost": "" },
-      `${money(s.dph)}/hr · spent ${money(s.cost_usd)}`
+      `${money(s.dph)}/hr · spent ${money(sessions.costNow())}`
       + (ready && typeof remote.idle_s === "number" ? ` · idle ${Math.round(remote.idle_s / 60)} min` : "")
       + ` · stops after ${s.idle_minutes} idle min`),
     !ready && remote.message ? h("div", { class: "lcl-meta" }, remote.message) : null,
@@ -100,7 +100,7 @@ function render() {
     sessions.problems.length ? h("div", { class: "lcl-meta" }, `${sessions.problems.length} output(s) could not be shown`) : null)];
 }
 
-export const generateSection = { id: "generate", title: "Generate", render,
+export const generateSection = { id: "generate", title: "Generate", render, stores: ["sessions"],
   badge: () => (sessions.current?.live ? "1" : null),
   load: () => (sessions.loaded ? null : sessions.load()),
   css: ".lcg-thumb{width:100%;aspect-ratio:1;object-fit:cover;border-radius:3px}" };

@@ -128,4 +128,5 @@ const css = `
 `;
 
 export const instancesSection = { id: "instances", title: "Instances", render, badge, css,
+  stores: ["instances", "library", "notifications"],
   load: () => notifications.load() };

@@ -3,7 +3,7 @@
 //
 // - ONE ComfyUI sidebar tab, registered in setup(); websocket listeners are registered there too,
 //   once. Inside it, one tab per section (Instances, Datasets, Training, LoRAs, Generate), each
-//   its own module exporting {id, title, render() -> [Node], badge?() -> string|null, load?(), css?}.
+//   its own module exporting {id, title, render() -> [Node], stores, badge?() -> string|null, load?(), css?}.
 //   To add a section: write web/<section>.js and add it to SECTIONS below (one line).
 // - The data lives in one store per noun (stores.js, built in live.js), which fetch through api.js
 //   and follow the server's events; the view state in state.js. Any change schedules one paint,
@@ -26,8 +26,9 @@ import { h, toast } from "./ui.js";
 
 const TAB_ID = "lora-cloud";
 
-// Each section names the stores it shows ({stores: [...]}) and may load what only it needs
-// ({load()}) when it is shown; render() builds from the stores and never fetches.
+// Each section names the stores it shows ({stores: [...]}: it is painted again when one of them
+// changes) and may load what only it needs ({load()}) when it is shown; render() builds from the
+// stores and the view state and never fetches.
 export const SECTIONS = [instancesSection, datasetsSection, trainingSection, lorasSection, generateSection];
 
 // What every section's header needs: the listings and the money.
@@ -82,11 +83,19 @@ function tabBar() {
 }
 
 // ---- the tab ------------------------------------------------------------------------------------
-const root = h("div", { class: "lcl-root" });
+// The header (title, tabs with their badges, errors, skipped entries) and the current section are
+// patched apart: each when a store it shows changed, or the view did.
+const HEADER_STORES = ["instances", "runs", "library", "sessions"];
+const top = h("div", { class: "lcl-top" });
+const body = h("div", { class: "lcl-body", role: "tabpanel", id: "lcl-panel" });
+const root = h("div", { class: "lcl-root" }, top, body);
 
 // Changes are painted together once the current task is done: a burst of events is one paint.
+const dirty = { header: false, body: false };
 let queued = false;
-function schedule() {
+function schedule(parts = { header: true, body: true }) {
+  dirty.header ||= parts.header;
+  dirty.body ||= parts.body;
   if (queued) return;
   queued = true;
   queueMicrotask(() => {
@@ -96,18 +105,30 @@ function schedule() {
   });
 }
 
+// A store changed: the parts of the sidebar that show it are painted again.
+function storeChanged(name) {
+  schedule({ header: HEADER_STORES.includes(name), body: (current().stores || []).includes(name) });
+}
+
 function paint() {
   const section = current();
-  const error = [stores.instances, stores.runs, stores.library].map((s) => s.error).find(Boolean);
-  patch(root, [
-    h("div", { class: "lcl-header" }, h("span", null, "LoRA Cloud"),
-      h("button", { class: "lcl-btn", "data-action": "refresh", onclick: refresh, title: "Refresh" }, "↻")),
-    tabBar(),
-    error ? h("div", { class: "lcl-error", "data-error": "" }, error) : null,
-    problemsNote(),
-    h("div", { class: "lcl-body", "data-current": section.id, "data-key": `body:${section.id}`, role: "tabpanel",
-               id: "lcl-panel", "aria-labelledby": `lcl-tab-${section.id}` }, section.render()),
-  ]);
+  if (dirty.header) {
+    const error = [stores.instances, stores.runs, stores.library].map((s) => s.error).find(Boolean);
+    patch(top, [
+      h("div", { class: "lcl-header" }, h("span", null, "LoRA Cloud"),
+        h("button", { class: "lcl-btn", "data-action": "refresh", onclick: refresh, title: "Refresh" }, "↻")),
+      tabBar(),
+      error ? h("div", { class: "lcl-error", "data-error": "" }, error) : null,
+      problemsNote(),
+    ]);
+  }
+  if (dirty.body || body.getAttribute("data-current") !== section.id) {
+    body.setAttribute("data-current", section.id);
+    body.setAttribute("aria-labelledby", `lcl-tab-${section.id}`);
+    patch(body, [h("div", { class: "lcl-section-body", "data-key": `section:${section.id}` }, section.render())]);
+  }
+  dirty.header = false;
+  dirty.body = false;
 }
 
 const STYLE = `
@@ -117,7 +138,8 @@ const STYLE = `
 .lcl-tab{background:none;border:1px solid transparent;border-radius:4px;color:inherit;cursor:pointer;padding:.15rem .45rem;font-size:12px;opacity:.75}
 .lcl-tab-on{border-color:var(--border-color,#555);background:var(--comfy-input-bg,#333);opacity:1}
 .lcl-tab-badge{margin-left:.3rem;font-size:10px;background:#1f6f3f;border-radius:8px;padding:0 .35rem}
-.lcl-body{display:flex;flex-direction:column;gap:.6rem;min-width:0}
+.lcl-top{display:contents}
+.lcl-body,.lcl-section-body{display:flex;flex-direction:column;gap:.6rem;min-width:0}
 .lcl-section h3{margin:.25rem 0 .4rem;font-size:12px;text-transform:uppercase;letter-spacing:.05em;opacity:.7}
 .lcl-card{border:1px solid var(--border-color,#444);border-radius:6px;padding:.45rem .55rem;margin-bottom:.4rem;background:var(--comfy-menu-bg,#222);min-width:0}
 .lcl-row{display:flex;justify-content:space-between;align-items:center;gap:.5rem;flex-wrap:wrap}
@@ -152,8 +174,8 @@ app.registerExtension({
     const css = STYLE + dialogCss + SECTIONS.map((s) => s.css || "").join("\n");
     document.head.append(h("style", { "data-lora-cloud": "" }, css));
     // every change of a store or of the view is painted; the sections' stores follow server events
-    state.addEventListener("change", schedule);
-    for (const store of Object.values(stores)) store.subscribe(schedule);
+    state.addEventListener("change", () => schedule());
+    for (const [name, store] of Object.entries(stores)) store.subscribe(() => storeChanged(name));
     stores.notifications.onNotice((n) => toast(n.severity, n.title, n.message));
     listenAll(stores, api);
     app.extensionManager.registerSidebarTab({
@@ -168,7 +190,7 @@ app.registerExtension({
       },
       render(el) {
         el.append(root);
-        paint();
+        schedule();
         refresh();
         show(current());
       },

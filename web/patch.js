@@ -93,14 +93,16 @@ function patchChildren(parent, fresh, inserted) {
 }
 
 // Patch `el`'s children to be `children` (Nodes, as a section's render() returns them). A newly
-// shown element that asks for focus (data-autofocus: an editor just opened) gets it.
+// shown element that asks for focus (data-autofocus: an editor just opened) gets it, unless a
+// modal dialog elsewhere holds the focus (the sidebar behind it is painted too).
 export function patch(el, children) {
   const inserted = [];
   patchChildren(el, children.flat(Infinity).filter((c) => c != null && c !== false), inserted);
+  const modal = el.ownerDocument.querySelector('[aria-modal="true"]');
   for (const node of inserted) {
     if (node.nodeType !== 1) continue;
     const target = node.hasAttribute("data-autofocus") ? node : node.querySelector("[data-autofocus]");
-    if (target && target.isConnected) {
+    if (target && target.isConnected && (!modal || modal.contains(target))) {
       target.focus();
       break;
     }

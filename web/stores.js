@@ -394,10 +394,12 @@ export class LibraryStore extends Store {
 
 // ---- sessions: a ComfyUI on a rented GPU, live from EVENTS.session ---------------------------------
 export class SessionsStore extends Store {
-  constructor(api) {
+  constructor(api, { now = () => Date.now() } = {}) {
     super();
     this.api = api;
+    this.now = now;
     this.current = null; // the live session's view, or null
+    this.at = 0; // when `current` arrived: its cost goes on from there at its $/hr
     this.outputs = [];
     this.problems = [];
     this.templates = [];
@@ -410,7 +412,7 @@ export class SessionsStore extends Store {
       const view = data.session;
       if (!view) return;
       const ended = !view.live && this.current?.id === view.id;
-      if (view.live) this.current = { ...(this.current?.id === view.id ? this.current : {}), ...view };
+      if (view.live) this.setCurrent({ ...(this.current?.id === view.id ? this.current : {}), ...view });
       else if (ended) this.current = null;
       this.changed();
       if (ended) this.loadOutputs(); // what it pushed to the bucket before it went
@@ -421,7 +423,7 @@ export class SessionsStore extends Store {
     return this.guarded(async () => {
       const [sessions, outputs, templates] = await Promise.all([
         this.api.sessions(), this.api.outputs(), this.api.templateListing()]);
-      this.current = sessions.current;
+      this.setCurrent(sessions.current);
       this.outputs = outputs.outputs || [];
       this.problems = outputs.problems || [];
       this.templates = templates.templates || [];
@@ -437,8 +439,21 @@ export class SessionsStore extends Store {
     });
   }
 
+  setCurrent(view) {
+    this.current = view || null;
+    this.at = this.now();
+  }
+
+  // What the live session has cost so far: its last answer, plus its $/hr since then (no polling).
+  costNow() {
+    const s = this.current;
+    if (!s || typeof s.cost_usd !== "number") return null;
+    const rate = s.live && typeof s.dph === "number" ? s.dph : 0;
+    return s.cost_usd + (rate * Math.max(0, this.now() - this.at)) / 3_600_000;
+  }
+
   async start(body) {
-    this.current = await this.api.startSession(body);
+    this.setCurrent(await this.api.startSession(body));
     this.changed();
     return this.current;
   }

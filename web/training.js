@@ -338,4 +338,5 @@ const css = `
 .lcl-table img{max-width:200px;width:100%;border-radius:3px}.lcl-diff td{background:rgba(210,153,34,.18)}
 `;
 
-export const trainingSection = { id: "training", title: "Training", render, badge, css, load: loadPresets };
+export const trainingSection = { id: "training", title: "Training", render, badge, css,
+  stores: ["runs", "library"], load: loadPresets };

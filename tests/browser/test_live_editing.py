@@ -76,6 +76,19 @@ async def test_a_caption_being_typed_survives_live_run_events(browser, aiohttp_s
     await expect(fig.locator("figcaption")).to_have_text("a cat on a red sofa")
     assert seeded.storage.read_bytes("datasets/cats/002.txt") == b"a cat on a red sofa\n"
     await expect(fig.locator("figcaption button")).to_be_focused()  # focus back where the edit began
+
+    # the large view is painted again on every change: the same there
+    await card.locator('[data-action="large:cats"]').click()
+    big = page.locator('[data-dialog="dataset:cats"] [data-file="001.png"]')
+    await big.locator("figcaption").click()
+    big_area = big.locator("textarea")
+    await expect(big_area).to_be_focused()
+    await page.keyboard.type(" in the sun")
+    await page.keyboard.press("Control+Home")
+    await live_runs_arrive(broadcaster, root, 5, 2)
+    state = await focus_state(page)
+    assert state["label"] == "Caption of 001.png" and state["value"].endswith(" in the sun")
+    assert state["start"] == state["end"] == 0
     assert sidebar.errors == []
 
 

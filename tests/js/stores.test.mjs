@@ -234,6 +234,17 @@ test("sessions: pushed session events update the current one without any polling
   assert.deepEqual(sessions.outputs, [{ session: "s1", file: "x.png" }]);
 });
 
+test("sessions: the cost goes on at the session's $/hr from its last answer", () => {
+  let now = 1_000;
+  const sessions = new SessionsStore(createApi(fakeTransport({})), { now: () => now });
+  const source = new FakeSource();
+  sessions.listen(source);
+  assert.equal(sessions.costNow(), null);
+  source.send(EVENTS.session, { kind: "ready", id: "s1", session: { id: "s1", live: true, dph: 0.5, cost_usd: 1 } });
+  now += 1_800_000; // half an hour
+  assert.equal(sessions.costNow(), 1.25);
+});
+
 test("sessions: load, start and stop through the api", async () => {
   const t = fakeTransport({ "GET /token": { token: "x" }, "GET /sessions": { current: null },
                             "GET /outputs": { outputs: [], problems: [{ entry: "o" }] }, "GET /templates": { templates: [{ name: "t" }] },
