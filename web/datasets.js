@@ -454,26 +454,5 @@ function render() {
   ];
 }
 
-const css = `
-.lcl-hidden{display:none}
-.lcl-drop{border:1px dashed var(--border-color,#666);border-radius:6px;padding:.8rem .5rem;text-align:center;margin-top:.4rem;opacity:.85}
-.lcl-drop-on{border-color:#58a6ff;background:rgba(88,166,255,.08)}
-.lcl-inline{font-weight:400;text-decoration:underline}
-.lcl-refused{margin:.3rem 0 0 1rem;padding:0;font-size:12px;color:#ff7b72;word-break:break-word}
-.lcl-editable{cursor:text;border-radius:3px}.lcl-editable:hover,.lcl-editable:focus-visible{background:rgba(255,255,255,.06)}
-.lcl-caption-btn{all:unset;display:block;width:100%;box-sizing:border-box;white-space:normal;word-break:break-word}
-.lcl-caption-btn:focus-visible{outline:2px solid #58a6ff;outline-offset:1px}
-.lcl-textarea{width:100%;box-sizing:border-box;background:var(--comfy-input-bg,#333);color:inherit;border:1px solid var(--border-color,#555);border-radius:4px;font-size:12px;resize:vertical}
-.lcl-grid-big{grid-template-columns:repeat(auto-fill,minmax(180px,1fr))}.lcl-grid-big .lcl-caption{max-height:none}
-.lcl-report{border-left:3px solid #3fb950;padding:.3rem .5rem;margin-top:.4rem;font-size:12px}.lcl-report-bad{border-color:#f85149}
-.lcl-steps{display:flex;gap:.8rem;font-size:12px;opacity:.8}.lcl-step-on{font-weight:700;opacity:1;color:#58a6ff}
-.lcl-form{display:flex;flex-wrap:wrap;gap:.6rem;align-items:center}
-.lcl-review-grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(240px,1fr));gap:.6rem}
-.lcl-review{margin:0;border:1px solid var(--border-color,#444);border-radius:6px;padding:.4rem}.lcl-dropped{opacity:.4}
-.lcl-review-images{display:grid;grid-template-columns:1fr 1fr;gap:.3rem;align-items:start}
-.lcl-review-images img{width:100%;border-radius:3px;display:block}
-.lcl-crop{position:relative}.lcl-crop-frame{position:absolute;border:2px solid #58a6ff;box-sizing:border-box;pointer-events:none}
-`;
-
-export const datasetsSection = { id: "datasets", title: "Datasets", render, css,
+export const datasetsSection = { id: "datasets", title: "Datasets", render,
   stores: ["library"] };

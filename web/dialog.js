@@ -96,9 +96,3 @@ export function paintDialog() {
     h("div", { class: "lcl-dialog-body" }, body))]);
 }
 
-export const dialogCss = `
-.lcl-dialog-back{position:fixed;inset:0;background:rgba(0,0,0,.55);z-index:10000;display:flex;align-items:center;justify-content:center}
-.lcl-dialog{background:var(--comfy-menu-bg,#222);color:var(--fg-color,#ddd);border:1px solid var(--border-color,#555);border-radius:8px;width:min(1100px,94vw);max-height:90vh;overflow:auto;padding:.75rem 1rem;font-size:13px;box-sizing:border-box}
-.lcl-dialog:focus{outline:none}
-.lcl-dialog-body{display:flex;flex-direction:column;gap:.6rem;margin-top:.5rem}
-`;

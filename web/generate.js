@@ -3,7 +3,7 @@
 // tunnel, in a new tab), the newest images the sessions pushed to the bucket, and the workflow
 // templates, opened in this canvas. Routes: comfy/routes_sessions.py; service: sessions.py.
 //
-// A section module ({id, title, render, badge, load, css}); no side effects at import. Its data is
+// A section module ({id, title, render, stores, badge, load}); no side effects at import. Its data is
 // the sessions store (stores.js), which follows the session events (EVENTS.session: no polling). Text
 // from the bucket or the server only ever goes in as text nodes.
 import { app } from "../../scripts/app.js";
@@ -102,5 +102,4 @@ function render() {
 
 export const generateSection = { id: "generate", title: "Generate", render, stores: ["sessions"],
   badge: () => (sessions.current?.live ? "1" : null),
-  load: () => (sessions.loaded ? null : sessions.load()),
-  css: ".lcg-thumb{width:100%;aspect-ratio:1;object-fit:cover;border-radius:3px}" };
+  load: () => (sessions.loaded ? null : sessions.load()) };

@@ -122,11 +122,6 @@ function badge() {
   return n ? String(n) : null;
 }
 
-const css = `
-.lcl-toggle{display:inline-flex;align-items:center;gap:.2rem}.lcl-hint{opacity:.7;font-size:11px}
-.lcl-recent{margin:.3rem 0 0 1rem;padding:0;font-size:11px;opacity:.8;word-break:break-word}
-`;
-
-export const instancesSection = { id: "instances", title: "Instances", render, badge, css,
+export const instancesSection = { id: "instances", title: "Instances", render, badge,
   stores: ["instances", "library", "notifications"],
   load: () => notifications.load() };

@@ -3,7 +3,8 @@
 //
 // - ONE ComfyUI sidebar tab, registered in setup(); websocket listeners are registered there too,
 //   once. Inside it, one tab per section (Instances, Datasets, Training, LoRAs, Generate), each
-//   its own module exporting {id, title, render() -> [Node], stores, badge?() -> string|null, load?(), css?}.
+//   its own module exporting {id, title, render() -> [Node], stores, badge?() -> string|null, load?()};
+//   their styles are in lora_cloud.css, the pack's one stylesheet.
 //   To add a section: write web/<section>.js and add it to SECTIONS below (one line).
 // - The data lives in one store per noun (stores.js, built in live.js), which fetch through api.js
 //   and follow the server's events; the view state in state.js. Any change schedules one paint,
@@ -13,7 +14,7 @@
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { datasetsSection } from "./datasets.js";
-import { dialogCss, paintDialog } from "./dialog.js";
+import { paintDialog } from "./dialog.js";
 import { generateSection } from "./generate.js";
 import { instancesSection } from "./instances.js";
 import { stores } from "./live.js";
@@ -131,48 +132,12 @@ function paint() {
   dirty.body = false;
 }
 
-const STYLE = `
-.lcl-root{display:flex;flex-direction:column;gap:.6rem;padding:.5rem .75rem;height:100%;overflow:auto;font-size:13px;color:var(--fg-color,#ddd);box-sizing:border-box;min-width:0}
-.lcl-header{display:flex;justify-content:space-between;align-items:center;font-weight:600;font-size:15px}
-.lcl-tabs{display:flex;flex-wrap:wrap;gap:.25rem;border-bottom:1px solid var(--border-color,#444);padding-bottom:.35rem}
-.lcl-tab{background:none;border:1px solid transparent;border-radius:4px;color:inherit;cursor:pointer;padding:.15rem .45rem;font-size:12px;opacity:.75}
-.lcl-tab-on{border-color:var(--border-color,#555);background:var(--comfy-input-bg,#333);opacity:1}
-.lcl-tab-badge{margin-left:.3rem;font-size:10px;background:#1f6f3f;border-radius:8px;padding:0 .35rem}
-.lcl-top{display:contents}
-.lcl-body,.lcl-section-body{display:flex;flex-direction:column;gap:.6rem;min-width:0}
-.lcl-section h3{margin:.25rem 0 .4rem;font-size:12px;text-transform:uppercase;letter-spacing:.05em;opacity:.7}
-.lcl-card{border:1px solid var(--border-color,#444);border-radius:6px;padding:.45rem .55rem;margin-bottom:.4rem;background:var(--comfy-menu-bg,#222);min-width:0}
-.lcl-row{display:flex;justify-content:space-between;align-items:center;gap:.5rem;flex-wrap:wrap}
-.lcl-meta{opacity:.75;font-size:12px;margin-top:.15rem}
-.lcl-empty{opacity:.6;font-style:italic}
-.lcl-warning{color:#d29922;font-size:12px;word-break:break-word}.lcl-warning ul{margin:.2rem 0 0 1rem;padding:0}
-.lcl-error{color:#ff7b72;font-size:12px;margin-top:.2rem;white-space:pre-wrap}
-.lcl-actions{display:flex;gap:.35rem;align-items:center;margin-top:.35rem;flex-wrap:wrap;min-width:0}
-.lcl-btn{background:var(--comfy-input-bg,#333);color:inherit;border:1px solid var(--border-color,#555);border-radius:4px;padding:.15rem .55rem;cursor:pointer;font-size:12px}
-.lcl-btn:disabled{opacity:.5;cursor:wait}.lcl-btn-on{border-color:#58a6ff;background:rgba(88,166,255,.18)}
-.lcl-danger{border-color:#a33}.lcl-armed{background:#a33;color:#fff}
-.lcl-link{background:none;border:none;color:inherit;cursor:pointer;padding:0;font-weight:600;text-align:left}
-.lcl-input{width:5rem;max-width:100%;min-width:0;background:var(--comfy-input-bg,#333);color:inherit;border:1px solid var(--border-color,#555);border-radius:4px;padding:.1rem .3rem;box-sizing:border-box}
-select.lcl-input{width:auto;max-width:100%}.lcl-wide{flex:1 1 8rem}
-.lcl-badge{font-size:11px;border-radius:10px;padding:0 .45rem;background:#555}
-.lcl-running,.lcl-training{background:#1f6f3f}.lcl-loading,.lcl-creating,.lcl-starting,.lcl-launching,.lcl-uploading,.lcl-pending{background:#7a5b12}
-.lcl-failed,.lcl-lost,.lcl-timed_out{background:#8b2323}.lcl-done{background:#1d4f91}
-.lcl-bar{height:6px;border-radius:3px;background:#444;overflow:hidden;margin-top:.3rem}
-.lcl-fill{height:100%}.lcl-fill.lcl-ok{background:#3fb950}.lcl-fill.lcl-warn{background:#d29922}.lcl-fill.lcl-over{background:#f85149}
-.lcl-loss{width:100%;height:56px;color:#58a6ff;margin-top:.3rem;background:rgba(255,255,255,.03)}
-.lcl-series-1{color:#f0883e}.lcl-series-2{color:#a371f7}.lcl-series-3{color:#3fb950}
-.lcl-samples{display:flex;gap:.3rem;margin-top:.35rem;flex-wrap:wrap}.lcl-samples img{width:56px;height:56px;object-fit:cover;border-radius:3px}
-.lcl-grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(72px,1fr));gap:.4rem;margin-top:.4rem}
-.lcl-figure{margin:0}.lcl-figure img{width:100%;aspect-ratio:1;object-fit:cover;border-radius:3px}
-.lcl-caption{font-size:11px;opacity:.8;word-break:break-word;max-height:4.2em;overflow:hidden}
-.lcl-logs{max-height:12rem;overflow:auto;font-size:11px;background:#111;padding:.4rem;border-radius:4px;white-space:pre-wrap}
-`;
-
 app.registerExtension({
   name: "LoraCloud.Sidebar",
   setup() {
-    const css = STYLE + dialogCss + SECTIONS.map((s) => s.css || "").join("\n");
-    document.head.append(h("style", { "data-lora-cloud": "" }, css));
+    // the pack's one stylesheet, served beside this module
+    document.head.append(h("link", { rel: "stylesheet", href: new URL("./lora_cloud.css", import.meta.url).href,
+                                     "data-lora-cloud": "" }));
     // every change of a store or of the view is painted; the sections' stores follow server events
     state.addEventListener("change", () => schedule());
     for (const [name, store] of Object.entries(stores)) store.subscribe(() => storeChanged(name));

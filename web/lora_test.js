@@ -13,21 +13,6 @@ const { library } = stores;
 const entry = (name) => library.test(name); // {prompt, defaulted, promptId, template, state, error, images, busy}
 const changed = () => library.changed();
 
-const STYLE = `
-.lcl-lora-extra{flex:1 1 100%;min-width:0}
-.lcl-test{margin-top:.35rem}
-.lcl-prompt{width:100%;box-sizing:border-box}
-.lcl-test-image{display:block;width:100%;margin-top:.35rem;border-radius:4px}
-`;
-
-function ensureStyle() {
-  if (document.querySelector("style[data-lora-cloud-test]")) return;
-  const style = document.createElement("style");
-  style.setAttribute("data-lora-cloud-test", "");
-  style.textContent = STYLE;
-  document.head.append(style);
-}
-
 // ---- what made it ---------------------------------------------------------------------------------
 function dateOf(m) {
   if (typeof m.date === "string") return m.date.slice(0, 10);
@@ -91,7 +76,6 @@ const STATE_TEXT = { queued: "queued…", running: "rendering…", done: "done",
 
 // The card's Test / Compare strengths controls and the result.
 export function loraTestPanel(lora) {
-  ensureStyle();
   const t = entry(lora.name);
   const input = h("input", { type: "text", class: "lcl-input lcl-prompt", "aria-label": `Test prompt for ${lora.name}`,
                              placeholder: "a prompt with the trigger word", value: t.prompt ?? "",

@@ -324,19 +324,5 @@ library.subscribe(() => {
   }
 });
 
-const css = `
-.lcl-fields{display:grid;grid-template-columns:repeat(auto-fill,minmax(7.5rem,1fr));gap:.35rem .5rem;margin-top:.4rem}
-.lcl-field{display:flex;flex-direction:column;gap:.1rem;font-size:11px;opacity:.9;min-width:0}.lcl-field .lcl-input{width:100%}
-.lcl-estimate{margin-top:.4rem;font-size:12px}.lcl-estimate strong{color:#3fb950}
-.lcl-run-row{cursor:pointer;padding:.25rem .3rem;border-bottom:1px solid rgba(255,255,255,.06)}.lcl-nowrap{flex-wrap:nowrap}
-.lcl-run-row:hover,.lcl-run-row:focus-within{background:rgba(255,255,255,.06)}
-.lcl-run-open{all:unset;cursor:pointer}.lcl-run-open:focus-visible{outline:2px solid #58a6ff;outline-offset:1px}.lcl-row-name{overflow:hidden;text-overflow:ellipsis;white-space:nowrap;flex:1}
-.lcl-compare{margin:0 .2rem 0 0;vertical-align:middle}
-.lcl-loss-big{height:180px}
-.lcl-legend{display:flex;gap:1rem;flex-wrap:wrap;font-size:12px}.lcl-legend .lcl-series-0{color:#58a6ff}
-.lcl-table{border-collapse:collapse;font-size:12px;width:100%}.lcl-table td,.lcl-table th{border:1px solid rgba(255,255,255,.1);padding:.2rem .35rem;text-align:left;vertical-align:top;word-break:break-word}
-.lcl-table img{max-width:200px;width:100%;border-radius:3px}.lcl-diff td{background:rgba(210,153,34,.18)}
-`;
-
-export const trainingSection = { id: "training", title: "Training", render, badge, css,
+export const trainingSection = { id: "training", title: "Training", render, badge,
   stores: ["runs", "library"], load: loadPresets };

@@ -65,3 +65,12 @@ def test_urls_are_built_in_the_api_module_only():
         if path.name == "api.js":
             continue
         assert "/lora_cloud/api" not in path.read_text(), path.name
+
+
+def test_one_stylesheet_and_no_module_injects_styles():
+    """The styles are the pack's one stylesheet, linked once; no module writes a <style>."""
+    assert (WEB / "lora_cloud.css").is_file()
+    for path in WEB.rglob("*.js"):
+        text = path.read_text()
+        assert 'createElement("style")' not in text and 'h("style"' not in text, path.name
+    assert "lora_cloud.css" in (WEB / ENTRY).read_text()
