@@ -87,7 +87,13 @@ function notifyBlock() {
   if (!n) return section("Notifications", "notify", empty("…"));
   const toggle = (key, label, on, disabled, hint) => h("label", { class: "lcl-meta lcl-toggle", title: hint || "" },
     h("input", { type: "checkbox", checked: on, disabled, "data-notify": key, "aria-label": label,
-                 onchange: (e) => act(`notify:${key}`, () => notifications.set({ [key]: e.target.checked })) }),
+                 onchange: (e) => {
+                   const box = e.target;
+                   act(`notify:${key}`, () => notifications.set({ [key]: box.checked }).catch((err) => {
+                     box.checked = !box.checked; // not changed on the server: the box says so again
+                     throw err;
+                   }));
+                 } }),
     ` ${label}`, hint ? h("span", { class: "lcl-hint" }, ` (${hint})`) : null);
   return section("Notifications", "notify",
     h("div", { class: "lcl-actions" },
