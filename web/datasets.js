@@ -24,27 +24,6 @@ export async function publishOrAskToForce(name, body, ask = (text) => window.con
   }
 }
 
-// The name rule of the CLI (models.validate_name), mirrored so the sidebar refuses what `dataset
-// upload` refuses and accepts what it accepts (café, 猫); the server checks again and decides.
-// NFC first, as the server does: café typed on a Mac (NFD) is the same name and the same length.
-const NAME_CHARS = /^[\p{L}\p{N}][\p{L}\p{N}\p{M}._\- ]*$/u;
-const MAX_NAME = 100;
-
-// Why `name` (trimmed) cannot be a dataset name, in the server's words; null when it can.
-function datasetNameProblem(name) {
-  if (!name) return "Name the dataset first";
-  const nfc = name.normalize("NFC");
-  if (/[\u0000-\u001f\u007f]/.test(nfc)) return `dataset name "${nfc}" must not contain control characters`;
-  if (nfc.includes("..") || nfc.includes("/") || nfc.includes("\\")) {
-    return `dataset name "${nfc}" must not contain '..', '/' or '\\'`;
-  }
-  if ([...nfc].length > MAX_NAME || !NAME_CHARS.test(nfc)) {
-    return `dataset name "${nfc}" may use only letters, digits, '.', '_', '-' and spaces `
-      + `(starting with a letter or digit, at most ${MAX_NAME} characters)`;
-  }
-  return null;
-}
-
 const DATASET_FILE = /\.(jpe?g|jpe|png|webp|bmp|gif|tiff?|txt)$/i;
 const PARALLEL = 3;
 
@@ -102,12 +81,22 @@ async function stagedFor(name) {
 async function addFiles(picked) {
   const u = upload();
   const name = u.name.trim();
-  const problem = datasetNameProblem(name);
-  if (problem) {
-    toast("error", "LoRA Cloud", problem);
+  if (!name) {
+    toast("error", "LoRA Cloud", "Name the dataset first");
     return;
   }
   if (u.running) return;
+  u.running = true;
+  // what an earlier upload already left there (resume); asking also checks the name by the
+  // server's own rule (the CLI's), so a refused name is said in its words before a byte is sent
+  let staged;
+  try {
+    staged = await stagedFor(name);
+  } catch (err) {
+    u.running = false;
+    toast("error", "LoRA Cloud", err.message);
+    return;
+  }
   const files = picked
     .map(({ file, path }) => ({ file, name: flatName(path) }))
     .filter(({ name: n }) => !n.split("_").some((p) => p.startsWith(".")));
@@ -116,10 +105,8 @@ async function addFiles(picked) {
       ? { size: file.size, state: "queued", file }
       : { size: file.size, state: "refused", reason: "not an image or a .txt caption" });
   }
-  u.running = true;
   library.changed();
   try {
-    const staged = await stagedFor(name); // resume: what an earlier upload already left there
     const queue = [...u.files.entries()].filter(([, f]) => f.state === "queued");
     const worker = async () => {
       while (queue.length) {
@@ -156,7 +143,7 @@ async function addFiles(picked) {
 async function lookUpStaged() {
   const u = upload();
   const name = u.name.trim();
-  if (datasetNameProblem(name) || u.running) return;
+  if (!name || u.running) return;
   try {
     u.staged = await stagedFor(name);
     library.changed();
