@@ -3,7 +3,8 @@
 //
 // - ONE ComfyUI sidebar tab, registered in setup(); websocket listeners are registered there too,
 //   once. Inside it, one tab per section (Instances, Datasets, Training, LoRAs, Generate), each
-//   its own module exporting {id, title, render() -> [Node], stores, badge?() -> string|null, load?()};
+//   its own module exporting {id, title, render() -> [Node], stores, badge?() -> string|null, load?(),
+//   setup?() (once, from the extension's setup)};
 //   their styles are in lora_cloud.css, the pack's one stylesheet.
 //   To add a section: write web/<section>.js and add it to SECTIONS below (one line).
 // - The data lives in one store per noun (stores.js, built in live.js), which fetch through api.js
@@ -143,6 +144,7 @@ app.registerExtension({
     for (const [name, store] of Object.entries(stores)) store.subscribe(() => storeChanged(name));
     stores.notifications.onNotice((n) => toast(n.severity, n.title, n.message));
     listenAll(stores, api);
+    for (const section of SECTIONS) if (section.setup) section.setup();
     app.extensionManager.registerSidebarTab({
       id: TAB_ID,
       icon: "pi pi-cloud",

@@ -39,5 +39,5 @@ function render() {
 
 // the default test prompts are asked for when the section is shown, and for LoRAs listed while it is
 export const lorasSection = { id: "loras", title: "LoRAs", render, stores: ["library"],
-  load: () => library.loadTestDefaults() };
-library.subscribe(() => { if (state.tab === "loras") library.loadTestDefaults(); });
+  load: () => library.loadTestDefaults(),
+  setup: () => library.subscribe(() => { if (state.tab === "loras") library.loadTestDefaults(); }) };

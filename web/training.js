@@ -315,14 +315,14 @@ function badge() {
 }
 
 // A complete dataset is picked for the editor once the library has one (a store's news, not a paint).
-library.subscribe(() => {
+function pickDataset() {
   const f = cfg().form;
   const first = library.trainable()[0];
   if (!f.dataset && first) {
     f.dataset = first.name;
     scheduleCheck();
   }
-});
+}
 
 export const trainingSection = { id: "training", title: "Training", render, badge,
-  stores: ["runs", "library"], load: loadPresets };
+  stores: ["runs", "library"], load: loadPresets, setup: () => library.subscribe(pickDataset) };
