@@ -230,6 +230,7 @@ function openPrepare(name) {
 
 async function runPrepare() {
   const r = library.review;
+  if (r.step === "running") return;
   r.step = "running";
   library.changed();
   try {
@@ -318,7 +319,8 @@ function prepareView() {
                                                      oninput: (e) => { o.trigger = e.target.value; } })),
       h("label", null, "Resolution ", select("Resolution", String(o.resolution), ["512", "768", "1024"],
         (v) => { o.resolution = Number(v); })),
-      h("button", { class: "lcl-btn", "data-action": "run-prepare", disabled: r.step === "running", onclick: runPrepare },
+      h("button", { class: "lcl-btn", "data-action": "run-prepare",
+                    "aria-disabled": r.step === "running" ? "true" : null, onclick: runPrepare },
         r.step === "running" ? "Preparing… (crop, bucket, caption)" : "Prepare")));
     return out;
   }

@@ -56,7 +56,7 @@ async function follow(name, promptId) {
 
 async function start(name, compare) {
   const t = entry(name);
-  if (t.busy) return;
+  if (t.busy || t.state === "queued" || t.state === "running") return; // one test of a LoRA at a time
   t.busy = true;
   changed();
   try {
@@ -85,9 +85,9 @@ export function loraTestPanel(lora) {
   return h("div", { class: "lcl-test", "data-lora-test": lora.name },
     input,
     h("div", { class: "lcl-actions" },
-      h("button", { class: "lcl-btn", "data-action": `test:${lora.name}`, disabled: running,
+      h("button", { class: "lcl-btn", "data-action": `test:${lora.name}`, "aria-disabled": running ? "true" : null,
                     onclick: () => start(lora.name, false) }, "Test"),
-      h("button", { class: "lcl-btn", "data-action": `compare:${lora.name}`, disabled: running,
+      h("button", { class: "lcl-btn", "data-action": `compare:${lora.name}`, "aria-disabled": running ? "true" : null,
                     onclick: () => start(lora.name, true) }, "Compare strengths"),
       t.state ? h("span", { class: "lcl-meta", "data-test-state": lora.name },
         `${t.template === "lora_comparison" ? "comparison" : "test"} ${STATE_TEXT[t.state] || t.state}`) : null),

@@ -48,7 +48,8 @@ export function toast(severity, summary, detail) {
   }
 }
 
-// Run an action once at a time per key, show failures as toasts, then repaint.
+// Run an action once at a time per key, show failures as toasts, then repaint. A button in flight
+// says so with aria-disabled, not `disabled`: a disabled button drops the focus to the page body.
 export async function act(key, fn, done) {
   if (state.busy.has(key)) return;
   state.busy.add(key);
@@ -72,8 +73,9 @@ export function dangerButton(key, label, confirmLabel, fn, done) {
   return h("button", {
     class: `lcl-btn lcl-danger${isArmed ? " lcl-armed" : ""}`,
     "data-action": key,
-    disabled: state.busy.has(key),
+    "aria-disabled": state.busy.has(key) ? "true" : null,
     onclick: () => {
+      if (state.busy.has(key)) return;
       if (!state.armed.has(key)) {
         state.armed.add(key);
         disarm.set(key, setTimeout(() => { state.armed.delete(key); disarm.delete(key); state.changed(); }, 4000));
@@ -89,7 +91,7 @@ export function dangerButton(key, label, confirmLabel, fn, done) {
 }
 
 export function button(key, label, fn, done, extra = {}) {
-  return h("button", { class: "lcl-btn", "data-action": key, disabled: state.busy.has(key),
+  return h("button", { class: "lcl-btn", "data-action": key, "aria-disabled": state.busy.has(key) ? "true" : null,
                        onclick: (e) => act(key, () => fn(e), done), ...extra }, label);
 }
 

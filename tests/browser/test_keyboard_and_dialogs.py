@@ -108,6 +108,15 @@ async def test_a_caption_edited_by_keyboard_alone(browser, aiohttp_server, tmp_p
     await page.keyboard.press("End")
     assert (await active(page))["tab"] == "generate"
     await page.keyboard.press("Home")
+
+    # an action keeps the focus where it was (the section is patched, not rebuilt)
+    send = root.locator('[data-action="notify-test"]')
+    await send.focus()
+    await page.keyboard.press("Enter")
+    await expect(page.locator(".toast-success")).to_contain_text("Test notification sent")
+    await expect(send).to_be_enabled()
+    await expect(send).to_be_focused()
+    await root.locator('[data-tab="instances"]').focus()
     await page.keyboard.press("ArrowRight")
 
     # Tab to the dataset, Enter opens it, Tab to its first caption, Enter edits, Enter saves

@@ -106,8 +106,15 @@ async def test_the_config_editor_keeps_what_is_typed_while_runs_arrive(browser, 
     await page.keyboard.type("zkcat")
     await page.keyboard.press("ArrowLeft")
     await page.keyboard.press("ArrowLeft")
+    await page.evaluate("""() => {
+      window.__card = document.querySelector('[data-run="run-1"]');
+      window.__sample = window.__card.querySelector('.lcl-samples img');
+    }""")
 
     await live_runs_arrive(broadcaster, root, 1, 3)
+    # run-1's card was updated where it changed, not built again: the same nodes, its sample not reloaded
+    assert await page.evaluate("""() => document.querySelector('[data-run="run-1"]') === window.__card
+      && window.__card.querySelector('.lcl-samples img') === window.__sample""")
     # the new runs' cards are in the same section, painted above nothing the user is in
     await expect(root.locator('[data-run="live-3"]')).to_contain_text("step 3/100")
     await expect(root.locator('[data-progress="run-1"]')).to_contain_text("step 303/1000")
