@@ -92,7 +92,6 @@ export function createApi(transport) {
     testLora: (name, body) => request(`/loras/${enc(name)}/test`, { method: "POST", body }),
     loraTestStatus: (id) => request(`/lora_tests/${enc(id)}`),
     loraTestImageUrl: (id, index = 0) => url(`/lora_tests/${enc(id)}/images/${index}`),
-    templates: () => request("/templates").then((b) => b.templates),
 
     // dataset editing: captions over their generation (409 CaptionConflict carries `current`)
     datasetEditor: (name) => request(`/datasets/${enc(name)}/editor`),
@@ -129,7 +128,7 @@ export function createApi(transport) {
     openSession: (id) => request(`/sessions/${enc(id)}/open`, { method: "POST" }),
     outputs: (limit = 24) => request(`/outputs?limit=${limit}`),
     outputUrl: (session, file) => url(`/outputs/${enc(session)}/${enc(file)}`),
-    templateListing: () => request("/templates"),
+    templates: () => request("/templates"),
     templateGraph: (name) => request(`/templates/${enc(name)}`),
   };
 }

@@ -1,4 +1,4 @@
-"""The sidebar's modules (web/): one per section, no markup from strings, no side effects at import.
+"""The sidebar's modules (web/): one per section and one per store, no markup from strings, no side effects at import.
 
 ComfyUI imports every .js file under web/ as a top-level module (the
 extension contract), so only the entry module may register anything; and bucket text must only ever become text
@@ -19,7 +19,7 @@ MARKUP_SINKS = re.compile(r"\.(innerHTML|outerHTML)\s*=|insertAdjacentHTML|docum
 
 def test_one_module_per_section_and_the_shared_ones():
     files = {p.name for p in WEB.glob("*.js")}
-    assert {ENTRY, "api.js", "state.js", "ui.js"} <= files
+    assert {ENTRY, "api.js", "events.js", "stores.js", "patch.js", "state.js", "ui.js"} <= files
     for section in SECTIONS:
         assert f"{section}.js" in files
         text = (WEB / f"{section}.js").read_text()
