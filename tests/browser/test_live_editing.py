@@ -68,7 +68,8 @@ async def test_a_caption_being_typed_survives_live_run_events(browser, aiohttp_s
         await page.keyboard.press("ArrowLeft")  # the caret after "a cat on a"
 
     await live_runs_arrive(broadcaster, root, 1, 3)
-    assert await focus_state(page) == {"label": "Caption of 002.png", "value": "a cat on a sofa", "start": 10, "end": 10}
+    assert await focus_state(page) == {"label": "Caption of 002.png", "value": "a cat on a sofa",
+                                       "start": 10, "end": 10}
     await page.keyboard.type(" red")
     await live_runs_arrive(broadcaster, root, 4, 1)
     await expect(area).to_have_value("a cat on a red sofa")
