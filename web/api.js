@@ -65,7 +65,6 @@ export function createApi(transport) {
     budgets: () => request("/budgets"),
     setBudgets: (changes) => request("/budgets", { method: "POST", body: changes }),
 
-    runs: () => request("/runs").then((b) => b.runs),
     // listings answer {items..., problems}: bucket entries they skipped because they cannot be read
     runListing: () => request("/runs"),
     run: (id) => request(`/runs/${enc(id)}`),
@@ -74,14 +73,12 @@ export function createApi(transport) {
     runEvents: (id, since = 0) => request(`/runs/${enc(id)}/events?since=${since}`),
     sampleUrl: (id, file) => url(`/runs/${enc(id)}/samples/${enc(file)}`),
 
-    datasets: () => request("/datasets").then((b) => b.datasets),
     // long listings come a page at a time: {..., total, offset, limit}
     datasetListing: (limit = 100, offset = 0) => request(`/datasets?limit=${limit}&offset=${offset}`),
     datasetImages: (name) => request(`/datasets/${enc(name)}/images`).then((b) => b.images),
     thumbUrl: (name, file, size = 128) => url(`/datasets/${enc(name)}/thumbs/${enc(file)}?size=${size}`),
     deleteDataset: (name) => request(`/datasets/${enc(name)}`, { method: "DELETE" }),
 
-    loras: () => request("/loras").then((b) => b.loras),
     loraListing: (limit = 100, offset = 0) => request(`/loras?limit=${limit}&offset=${offset}`),
     loraMetadata: (name) => request(`/loras/${enc(name)}/metadata`),
     downloadLora: (name) => request(`/loras/${enc(name)}/download`, { method: "POST" }),
