@@ -3,12 +3,6 @@
 // preemptions, the time they cost and the total. Nothing for a run that ran once, undisturbed.
 // The data is the run view's "attempts" (service/runs/recovery.py:history); every text from the bucket
 // goes in as a text node (the helpers are the sidebar's own, passed in).
-const STYLE = `
-.lcl-preempted{background:#9a4a12}
-.lcl-attempts{font-size:11px;opacity:.85;margin-top:.25rem}
-.lcl-attempts ol{margin:.1rem 0 .1rem 1.1rem;padding:0}
-`;
-let styled = false;
 
 function attemptLine(a, money) {
   const kind = a.interruptible === true ? " interruptible" : a.interruptible === false ? " on-demand" : "";
@@ -23,10 +17,6 @@ export function attemptsBlock(run, { h, money, duration }) {
   const history = run && run.attempts;
   if (!history || !Array.isArray(history.attempts)) return null;
   if (history.attempts.length < 2 && !history.preemptions) return null;
-  if (!styled) {
-    document.head.append(h("style", { "data-lora-cloud-attempts": "" }, STYLE));
-    styled = true;
-  }
   const total = typeof history.total_usd === "number" ? ` · total ${money(history.total_usd)}` : "";
   return h("div", { class: "lcl-attempts", "data-attempts": run.id },
     h("ol", null, history.attempts.map((a) => h("li", { "data-attempt": a.n }, attemptLine(a, money)))),

@@ -3,11 +3,12 @@
 // with undo), validation, and the preparation pipeline in the large view:
 // select type -> auto-caption -> review (keep, drop or edit each image, see the crop) -> save.
 // No side effects at import; bucket text only ever becomes text nodes.
-import { loraCloudApi as lc } from "./api.js";
-import { moreButton, refresh } from "./data.js";
 import { closeDialog, openDialog } from "./dialog.js";
+import { loraCloudApi as lc, stores } from "./live.js";
 import { loraCloudState as state } from "./state.js";
-import { act, button, dangerButton, empty, h, section, select, toast } from "./ui.js";
+import { act, button, dangerButton, empty, h, moreButton, section, select, size, toast } from "./ui.js";
+
+const { library } = stores;
 
 // Publish; when a live run trains on the dataset (409 DatasetInUse, with its runs), ask once and
 // resend with force: replacing it could make that run train on a mix of old and new images.
@@ -23,38 +24,15 @@ export async function publishOrAskToForce(name, body, ask = (text) => window.con
   }
 }
 
-// The name rule of the CLI (models.validate_name), mirrored so the sidebar refuses what `dataset
-// upload` refuses and accepts what it accepts (café, 猫); the server checks again and decides.
-// NFC first, as the server does: café typed on a Mac (NFD) is the same name and the same length.
-const NAME_CHARS = /^[\p{L}\p{N}][\p{L}\p{N}\p{M}._\- ]*$/u;
-const MAX_NAME = 100;
-
-// Why `name` (trimmed) cannot be a dataset name, in the server's words; null when it can.
-function datasetNameProblem(name) {
-  if (!name) return "Name the dataset first";
-  const nfc = name.normalize("NFC");
-  if (/[\u0000-\u001f\u007f]/.test(nfc)) return `dataset name "${nfc}" must not contain control characters`;
-  if (nfc.includes("..") || nfc.includes("/") || nfc.includes("\\")) {
-    return `dataset name "${nfc}" must not contain '..', '/' or '\\'`;
-  }
-  if ([...nfc].length > MAX_NAME || !NAME_CHARS.test(nfc)) {
-    return `dataset name "${nfc}" may use only letters, digits, '.', '_', '-' and spaces `
-      + `(starting with a letter or digit, at most ${MAX_NAME} characters)`;
-  }
-  return null;
-}
-
 const DATASET_FILE = /\.(jpe?g|jpe|png|webp|bmp|gif|tiff?|txt)$/i;
 const PARALLEL = 3;
 
-const size = (n) => (n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${Math.ceil(n / 1e3)} KB`);
-
 // ---- upload: drag and drop, staged and checked on arrival, resumable ---------------------------
 function upload() {
-  if (!state.upload) {
-    state.upload = { name: "", files: new Map(), running: false, staged: null, result: null, mode: "create" };
+  if (!library.upload) {
+    library.upload = { name: "", files: new Map(), running: false, staged: null, result: null, mode: "create" };
   }
-  return state.upload;
+  return library.upload;
 }
 
 // A dropped folder's files keep their folder path in the name ("cats/a/1.jpg" -> "a_1.jpg").
@@ -101,16 +79,24 @@ async function stagedFor(name) {
 }
 
 async function addFiles(picked) {
-  // done typing the name: let go of the field, so the sidebar repaints as files arrive
-  if (document.activeElement?.tagName === "INPUT") document.activeElement.blur();
   const u = upload();
   const name = u.name.trim();
-  const problem = datasetNameProblem(name);
-  if (problem) {
-    toast("error", "LoRA Cloud", problem);
+  if (!name) {
+    toast("error", "LoRA Cloud", "Name the dataset first");
     return;
   }
   if (u.running) return;
+  u.running = true;
+  // what an earlier upload already left there (resume); asking also checks the name by the
+  // server's own rule (the CLI's), so a refused name is said in its words before a byte is sent
+  let staged;
+  try {
+    staged = await stagedFor(name);
+  } catch (err) {
+    u.running = false;
+    toast("error", "LoRA Cloud", err.message);
+    return;
+  }
   const files = picked
     .map(({ file, path }) => ({ file, name: flatName(path) }))
     .filter(({ name: n }) => !n.split("_").some((p) => p.startsWith(".")));
@@ -119,16 +105,14 @@ async function addFiles(picked) {
       ? { size: file.size, state: "queued", file }
       : { size: file.size, state: "refused", reason: "not an image or a .txt caption" });
   }
-  u.running = true;
-  state.changed();
+  library.changed();
   try {
-    const staged = await stagedFor(name); // resume: what an earlier upload already left there
     const queue = [...u.files.entries()].filter(([, f]) => f.state === "queued");
     const worker = async () => {
       while (queue.length) {
         const [n, f] = queue.shift();
         f.state = "sending";
-        state.changed();
+        library.changed();
         try {
           const bytes = await f.file.arrayBuffer();
           const digest = await sha256(bytes);
@@ -143,7 +127,7 @@ async function addFiles(picked) {
           Object.assign(f, { state: "failed", reason: err.message });
         }
         delete f.file;
-        state.changed();
+        library.changed();
       }
     };
     await Promise.all(Array.from({ length: PARALLEL }, worker));
@@ -152,17 +136,17 @@ async function addFiles(picked) {
     toast("error", "LoRA Cloud", err.message);
   } finally {
     u.running = false;
-    state.changed();
+    library.changed();
   }
 }
 
 async function lookUpStaged() {
   const u = upload();
   const name = u.name.trim();
-  if (datasetNameProblem(name) || u.running) return;
+  if (!name || u.running) return;
   try {
     u.staged = await stagedFor(name);
-    state.changed();
+    library.changed();
   } catch (err) {
     u.staged = null;
   }
@@ -193,8 +177,11 @@ function uploadCard() {
       addFiles(await droppedFiles(e.dataTransfer));
     },
   }, "Drop a folder or images here, or ",
-  h("button", { class: "lcl-link lcl-inline", onclick: () => input.click() }, "choose files"), " / ",
-  h("button", { class: "lcl-link lcl-inline", onclick: () => folder.click() }, "a folder"), input, folder);
+  // the pickers on the page (patch() keeps them), not the ones this paint built
+  h("button", { class: "lcl-link lcl-inline", onclick: (e) => e.currentTarget.parentElement.querySelector('[aria-label="Choose images"]').click() },
+    "choose files"), " / ",
+  h("button", { class: "lcl-link lcl-inline", onclick: (e) => e.currentTarget.parentElement.querySelector('[aria-label="Choose a folder"]').click() },
+    "a folder"), input, folder);
   return h("div", { class: "lcl-card", "data-upload": "" },
     h("div", { class: "lcl-actions" },
       h("input", { class: "lcl-input lcl-wide", placeholder: "new dataset name", value: u.name,
@@ -214,29 +201,38 @@ function uploadCard() {
         (v) => { u.mode = v; }),
       dangerButton("publish-upload", "Save as dataset", "Save now?", async () => {
         const result = await publishOrAskToForce(u.name.trim(), { mode: u.mode });
-        state.upload = null;
-        await refresh();
+        library.upload = null;
+        library.review = null;
+        await library.load();
         return result;
       }, (r) => `Dataset ${r.dataset} ${r.result}: ${r.report.count} images`
         + (r.report.errors.length ? `, ${r.report.errors.length} problem(s)` : "")),
       button("open-prepare", "Prepare…", () => openPrepare(u.name.trim())),
       dangerButton("discard-upload", "Discard", "Discard staged?", async () => {
         await lc.discardUpload(u.name.trim());
-        state.upload = null;
+        library.upload = null;
+        library.review = null;
       })) : null);
 }
 
 // ---- the preparation pipeline (large view) -------------------------------------------------------
+// A review in progress for this upload is resumed where it was left (closing the dialog keeps it).
 function openPrepare(name) {
-  state.review = { name, step: "options", options: { lora_type: "character", caption: "none", trigger: "", resolution: 1024 },
+  const r = library.review;
+  if (r && r.name === name && r.step !== "saved") {
+    openDialog("prepare", `Prepare “${name}”`, prepareView);
+    return;
+  }
+  library.review = { name, step: "options", options: { lora_type: "character", caption: "none", trigger: "", resolution: 1024 },
                    items: [], decisions: {}, report: null, mode: "create", result: null };
   openDialog("prepare", `Prepare “${name}”`, prepareView);
 }
 
 async function runPrepare() {
-  const r = state.review;
+  const r = library.review;
+  if (r.step === "running") return;
   r.step = "running";
-  state.changed();
+  library.changed();
   try {
     const body = { ...r.options, resolution: Number(r.options.resolution) };
     if (!body.trigger) delete body.trigger;
@@ -247,7 +243,7 @@ async function runPrepare() {
     r.step = "options";
     toast("error", "LoRA Cloud", err.message);
   }
-  state.changed();
+  library.changed();
 }
 
 function reportBox(report) {
@@ -261,26 +257,35 @@ function reportBox(report) {
     (report.warnings || []).map((w) => h("div", { class: "lcl-warning" }, w)));
 }
 
+// The crop's frame over the original, in percent of the original's size, known once it has loaded
+// (kept per URL, so every later paint draws the frame where the first load put it).
+const naturalSizes = new Map(); // image URL -> [width, height]
+
+function frameStyle(box, src) {
+  const known = naturalSizes.get(src);
+  if (!box || !known) return null;
+  const [x0, y0, x1, y1] = box;
+  const [w, hgt] = known;
+  return `left:${(100 * x0 / w).toFixed(2)}%;top:${(100 * y0 / hgt).toFixed(2)}%;`
+    + `width:${(100 * (x1 - x0) / w).toFixed(2)}%;height:${(100 * (y1 - y0) / hgt).toFixed(2)}%`;
+}
+
 function cropFigure(name, item) {
   const box = item.crop_box;
-  const original = h("img", { src: lc.uploadImageUrl(name, "files", item.source), alt: `${item.source} (original)`,
-                              loading: "lazy" });
-  const frame = h("div", { class: "lcl-crop-frame", "data-crop": box ? box.join(",") : "" });
-  const place = () => {
-    if (!box || !original.naturalWidth) return;
-    const [x0, y0, x1, y1] = box;
-    const w = original.naturalWidth;
-    const hgt = original.naturalHeight;
-    frame.style.cssText = `left:${(100 * x0 / w).toFixed(2)}%;top:${(100 * y0 / hgt).toFixed(2)}%;`
-      + `width:${(100 * (x1 - x0) / w).toFixed(2)}%;height:${(100 * (y1 - y0) / hgt).toFixed(2)}%`;
+  const src = lc.uploadImageUrl(name, "files", item.source);
+  const place = (img) => {
+    if (!img.naturalWidth) return;
+    naturalSizes.set(src, [img.naturalWidth, img.naturalHeight]);
+    const style = frameStyle(box, src);
+    if (style) img.nextSibling.setAttribute("style", style);
   };
-  original.addEventListener("load", place);
-  if (original.complete) place();
+  const original = h("img", { src, alt: `${item.source} (original)`, loading: "lazy", onload: (e) => place(e.currentTarget) });
+  const frame = h("div", { class: "lcl-crop-frame", "data-crop": box ? box.join(",") : "", style: frameStyle(box, src) });
   return h("div", { class: "lcl-crop", title: "the original; the frame is the crop" }, original, frame);
 }
 
 function reviewItem(name, item) {
-  const r = state.review;
+  const r = library.review;
   const d = r.decisions[item.image] || {};
   const keep = d.keep !== false;
   return h("figure", { class: `lcl-review${keep ? "" : " lcl-dropped"}`, "data-review": item.image },
@@ -289,7 +294,7 @@ function reviewItem(name, item) {
       cropFigure(name, item)),
     h("label", { class: "lcl-meta" },
       h("input", { type: "checkbox", checked: keep, "aria-label": `Keep ${item.image}`,
-                   onchange: (e) => { r.decisions[item.image] = { ...d, keep: e.target.checked }; state.changed(); } }),
+                   onchange: (e) => { r.decisions[item.image] = { ...(r.decisions[item.image] || {}), keep: e.target.checked }; library.changed(); } }),
       ` keep · ${item.width}×${item.height}` + (item.bucket ? ` → ${item.bucket.join("×")}` : "")
         + (item.crop_method ? ` · ${item.crop_method}` : "")),
     h("textarea", { class: "lcl-textarea", rows: 3, "aria-label": `Caption of ${item.image}`,
@@ -298,7 +303,7 @@ function reviewItem(name, item) {
 }
 
 function prepareView() {
-  const r = state.review;
+  const r = library.review;
   if (!r) return [empty("Nothing to prepare.")];
   const o = r.options;
   const steps = ["1 type", "2 auto-caption", "3 review", "4 save"];
@@ -314,7 +319,8 @@ function prepareView() {
                                                      oninput: (e) => { o.trigger = e.target.value; } })),
       h("label", null, "Resolution ", select("Resolution", String(o.resolution), ["512", "768", "1024"],
         (v) => { o.resolution = Number(v); })),
-      h("button", { class: "lcl-btn", "data-action": "run-prepare", disabled: r.step === "running", onclick: runPrepare },
+      h("button", { class: "lcl-btn", "data-action": "run-prepare",
+                    "aria-disabled": r.step === "running" ? "true" : null, onclick: runPrepare },
         r.step === "running" ? "Preparing… (crop, bucket, caption)" : "Prepare")));
     return out;
   }
@@ -335,8 +341,8 @@ function prepareView() {
       button("save-review", "Save dataset", async () => {
         const result = await publishOrAskToForce(r.name, { mode: r.mode, prepared: true, decisions: r.decisions });
         Object.assign(r, { step: "saved", result });
-        state.upload = null;
-        await refresh();
+        library.upload = null;
+        await library.load();
         return result;
       }, (res) => `Dataset ${res.dataset} ${res.result}`),
       button("back-prepare", "Prepare again", () => { r.step = "options"; })));
@@ -344,86 +350,58 @@ function prepareView() {
 }
 
 // ---- datasets in the bucket: captions edited in place, over their generation, with undo ---------
-async function loadEditor(name) {
-  const listing = await lc.datasetEditor(name);
-  const old = state.editor.get(name);
-  state.editor.set(name, { images: listing.images, undo: old ? old.undo : [], editing: null, conflict: {} });
-  state.changed();
-}
-
 async function toggleDataset(name) {
   if (state.openDataset === name) return state.set({ openDataset: null });
   state.set({ openDataset: name });
   try {
-    await loadEditor(name);
+    await library.loadEditor(name);
   } catch (err) {
     toast("error", "LoRA Cloud", err.message);
   }
 }
 
-async function saveCaption(name, file, text, { undoing = false } = {}) {
-  const ed = state.editor.get(name);
-  const img = ed.images.find((i) => i.file === file);
-  const before = img.caption ?? "";
-  try {
-    const saved = await lc.writeCaption(name, file, text, img.generation);
-    Object.assign(img, { caption: saved.caption, generation: saved.generation });
-    const ds = state.datasets.find((d) => d.name === name);
-    if (ds && !before !== !saved.caption) ds.captioned += saved.caption ? 1 : -1; // the card's count follows
-    delete ed.conflict[file];
-    if (!undoing && before !== saved.caption) ed.undo.push({ file, before, after: saved.caption });
-    ed.editing = null;
-  } catch (err) {
-    if (err.kind === "CaptionConflict" && err.data?.current) {
-      Object.assign(img, { caption: err.data.current.caption, generation: err.data.current.generation });
-      ed.conflict[file] = err.message;
-      ed.editing = null;
-    }
-    toast("error", "LoRA Cloud", err.message);
-    throw err;
-  } finally {
-    // the editor's textarea goes now: let go of its focus, or the sidebar waits for a blur to repaint
-    if (document.activeElement?.tagName === "TEXTAREA") document.activeElement.blur();
-    state.changed();
-  }
-}
-
-async function undo(name) {
-  const ed = state.editor.get(name);
-  const last = ed.undo.pop();
-  if (!last) return;
-  try {
-    await saveCaption(name, last.file, last.before, { undoing: true });
-  } catch (err) {
-    ed.undo.push(last); // still there to try again once the conflict is seen
-  }
+// Focus goes back to the caption once its editor closes (the figure is kept by patch()).
+function focusCaption(figure) {
+  queueMicrotask(() => { if (figure.isConnected) figure.querySelector("figcaption button")?.focus(); });
 }
 
 function captionEditor(name, img, big) {
-  const ed = state.editor.get(name);
+  const ed = library.editor.get(name);
   if (ed.editing === img.file) {
+    const commit = async (from) => {
+      const figure = from.closest("figure");
+      const text = figure.querySelector("textarea").value; // the field on the page, as typed
+      await act(`caption:${name}:${img.file}`, () => library.saveCaption(name, img.file, text));
+      focusCaption(figure);
+    };
+    const cancel = (from) => {
+      const figure = from.closest("figure");
+      ed.editing = null;
+      library.changed();
+      focusCaption(figure);
+    };
     const area = h("textarea", { class: "lcl-textarea", rows: big ? 4 : 3, value: img.caption ?? "",
-                                 "aria-label": `Caption of ${img.file}`,
+                                 "aria-label": `Caption of ${img.file}`, "data-autofocus": "",
                                  onkeydown: (e) => {
-                                   if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); commit(); }
-                                   if (e.key === "Escape") { ed.editing = null; state.changed(); }
+                                   if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); commit(e.currentTarget); }
+                                   if (e.key === "Escape") { e.preventDefault(); e.stopPropagation(); cancel(e.currentTarget); }
                                  } });
-    const commit = () => act(`caption:${name}:${img.file}`, () => saveCaption(name, img.file, area.value));
-    setTimeout(() => area.isConnected && document.activeElement !== area && area.focus(), 0);
     return h("div", { class: "lcl-caption-edit" }, area,
       h("div", { class: "lcl-actions" },
-        h("button", { class: "lcl-btn", "data-action": "save-caption", onmousedown: (e) => e.preventDefault(), onclick: commit }, "Save"),
-        h("button", { class: "lcl-btn", onmousedown: (e) => e.preventDefault(),
-                      onclick: () => { ed.editing = null; state.changed(); } }, "Cancel")));
+        h("button", { class: "lcl-btn", "data-action": "save-caption", onmousedown: (e) => e.preventDefault(),
+                      onclick: (e) => commit(e.currentTarget) }, "Save"),
+        h("button", { class: "lcl-btn", "data-action": "cancel-caption", onmousedown: (e) => e.preventDefault(),
+                      onclick: (e) => cancel(e.currentTarget) }, "Cancel")));
   }
-  return h("figcaption", {
-    class: "lcl-caption lcl-editable", title: "click to edit", tabindex: "0",
-    onclick: () => { ed.editing = img.file; state.changed(); },
-  }, img.caption ?? "(no caption)");
+  // a real button inside: Enter and Space open the editor as a click does
+  return h("figcaption", { class: "lcl-caption" },
+    h("button", { class: "lcl-caption-btn lcl-editable", title: "click to edit", "data-edit-caption": img.file,
+                  "aria-label": `Edit the caption of ${img.file}: ${img.caption ?? "no caption"}`,
+                  onclick: () => library.editCaption(name, img.file) }, img.caption ?? "(no caption)"));
 }
 
 function imageGrid(name, big = false) {
-  const ed = state.editor.get(name);
+  const ed = library.editor.get(name);
   if (!ed) return empty("…");
   return h("div", { class: big ? "lcl-grid lcl-grid-big" : "lcl-grid" }, ed.images.map((img) =>
     h("figure", { class: "lcl-figure", "data-file": img.file },
@@ -433,15 +411,15 @@ function imageGrid(name, big = false) {
 }
 
 function editorActions(name, big) {
-  const ed = state.editor.get(name);
+  const ed = library.editor.get(name);
   const report = ed?.report;
   return [h("div", { class: "lcl-actions" },
-    ed && ed.undo.length ? button(`undo:${name}`, `Undo (${ed.undo.length})`, () => undo(name)) : null,
-    button(`validate:${name}`, "Validate", async () => { ed.report = await lc.validateDataset(name); }),
+    ed && ed.undo.length ? button(`undo:${name}`, `Undo (${ed.undo.length})`, () => library.undo(name)) : null,
+    button(`validate:${name}`, "Validate", () => library.validate(name)),
     big ? null : button(`large:${name}`, "Large view", () => openDialog(`dataset:${name}`, `Dataset “${name}”`, () => [
       ...editorActions(name, true), imageGrid(name, true)])),
     big ? null : dangerButton(`delete-dataset:${name}`, "Delete dataset", "Really delete?",
-      () => lc.deleteDataset(name).then(refresh), "Dataset deleted")),
+      () => library.deleteDataset(name), "Dataset deleted")),
   report ? reportBox(report) : null];
 }
 
@@ -460,28 +438,10 @@ function datasetCard(ds) {
 function render() {
   return [
     section("Upload", "upload", uploadCard()),
-    section("Datasets", "datasets", state.datasets.length ? state.datasets.map(datasetCard) : empty("No datasets."),
-      moreButton("datasets", state.datasets.length)),
+    section("Datasets", "datasets", library.datasets.length ? library.datasets.map(datasetCard) : empty("No datasets."),
+      moreButton("datasets", library.datasets.length, library.totals.datasets, () => library.more("datasets"))),
   ];
 }
 
-const css = `
-.lcl-hidden{display:none}
-.lcl-drop{border:1px dashed var(--border-color,#666);border-radius:6px;padding:.8rem .5rem;text-align:center;margin-top:.4rem;opacity:.85}
-.lcl-drop-on{border-color:#58a6ff;background:rgba(88,166,255,.08)}
-.lcl-inline{font-weight:400;text-decoration:underline}
-.lcl-refused{margin:.3rem 0 0 1rem;padding:0;font-size:12px;color:#ff7b72;word-break:break-word}
-.lcl-editable{cursor:text;border-radius:3px}.lcl-editable:hover{background:rgba(255,255,255,.06)}
-.lcl-textarea{width:100%;box-sizing:border-box;background:var(--comfy-input-bg,#333);color:inherit;border:1px solid var(--border-color,#555);border-radius:4px;font-size:12px;resize:vertical}
-.lcl-grid-big{grid-template-columns:repeat(auto-fill,minmax(180px,1fr))}.lcl-grid-big .lcl-caption{max-height:none}
-.lcl-report{border-left:3px solid #3fb950;padding:.3rem .5rem;margin-top:.4rem;font-size:12px}.lcl-report-bad{border-color:#f85149}
-.lcl-steps{display:flex;gap:.8rem;font-size:12px;opacity:.8}.lcl-step-on{font-weight:700;opacity:1;color:#58a6ff}
-.lcl-form{display:flex;flex-wrap:wrap;gap:.6rem;align-items:center}
-.lcl-review-grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(240px,1fr));gap:.6rem}
-.lcl-review{margin:0;border:1px solid var(--border-color,#444);border-radius:6px;padding:.4rem}.lcl-dropped{opacity:.4}
-.lcl-review-images{display:grid;grid-template-columns:1fr 1fr;gap:.3rem;align-items:start}
-.lcl-review-images img{width:100%;border-radius:3px;display:block}
-.lcl-crop{position:relative}.lcl-crop-frame{position:absolute;border:2px solid #58a6ff;box-sizing:border-box;pointer-events:none}
-`;
-
-export const datasetsSection = { id: "datasets", title: "Datasets", render, css };
+export const datasetsSection = { id: "datasets", title: "Datasets", render,
+  stores: ["library"] };

@@ -1,23 +1,73 @@
-// LoRA Cloud: the large view, a dialog over ComfyUI for the work that needs room (editing a
+// LoRA Cloud: the large view, a modal dialog over ComfyUI for the work that needs room (editing a
 // dataset, reviewing a preparation, comparing runs). One at a time; what it shows lives in the
-// state singleton, so it is rebuilt like the sidebar. No side effects at import.
+// stores and the view state, so it is painted like the sidebar (patched, focus kept).
+// Modal as a dialog should be: focus moves in when it opens, Tab stays inside, Escape closes it
+// from anywhere, focus returns to what opened it. Closing discards nothing: work in it (a
+// preparation review) stays in its store, and opening it again resumes it. No side effects at import.
+import { patch } from "./patch.js";
 import { loraCloudState as state } from "./state.js";
 import { h } from "./ui.js";
 
 const back = h("div", {
   class: "lcl-dialog-back", "data-lcl-dialog": "",
   onmousedown: (e) => { if (e.target === back) closeDialog(); },
-  onkeydown: (e) => { if (e.key === "Escape") closeDialog(); },
 });
+
+const FOCUSABLE = "button:not([disabled]), [href], input:not([disabled]):not([type=hidden]), select:not([disabled]),"
+  + " textarea:not([disabled]), [tabindex]:not([tabindex='-1'])";
+
+function focusables() {
+  return [...back.querySelectorAll(FOCUSABLE)].filter((el) => el.offsetParent !== null || el === document.activeElement);
+}
+
+// Escape closes the dialog wherever focus is; Tab and Shift+Tab go round inside it.
+function onKey(event) {
+  if (!state.dialog) return;
+  if (event.key === "Escape") {
+    event.preventDefault();
+    closeDialog();
+    return;
+  }
+  if (event.key !== "Tab") return;
+  const list = focusables();
+  if (!list.length) return;
+  const first = list[0];
+  const last = list[list.length - 1];
+  const inside = back.contains(document.activeElement);
+  if (!inside || (event.shiftKey && document.activeElement === first) || (!event.shiftKey && document.activeElement === last)) {
+    event.preventDefault();
+    (event.shiftKey ? last : first).focus();
+  }
+}
+
+let listening = false;
 
 // Show `render()` (-> [Node]) under `title`; `id` names it for tests and for reopening.
 export function openDialog(id, title, render) {
-  state.dialog = { id, title, render };
+  if (!listening) {
+    document.addEventListener("keydown", onKey);
+    listening = true;
+  }
+  const active = document.activeElement;
+  const opener = state.dialog?.opener ?? (active && active !== document.body && !back.contains(active) ? active : null);
+  state.dialog = { id, title, render, opener, openerAction: opener?.getAttribute?.("data-action") };
+  paintDialog();
+  const box = back.querySelector(".lcl-dialog");
+  (focusables().find((el) => el.getAttribute("data-action") !== "close-dialog") || box)?.focus();
   state.changed();
 }
 
 export function closeDialog() {
+  const d = state.dialog;
+  if (!d) return;
   state.dialog = null;
+  paintDialog();
+  // back to the opener; a repaint may have replaced it: then to what does the same
+  let target = d.opener;
+  if (!target?.isConnected && d.openerAction) {
+    target = document.querySelector(`.lcl-root [data-action="${CSS.escape(d.openerAction)}"]`);
+  }
+  if (target?.isConnected) target.focus();
   state.changed();
 }
 
@@ -31,24 +81,18 @@ export function paintDialog() {
     back.remove();
     return;
   }
-  const box = back.querySelector(".lcl-dialog");
-  const scroll = box ? box.scrollTop : 0;
   let body;
   try {
     body = d.render();
   } catch (err) {
     body = [h("div", { class: "lcl-error" }, err.message)];
   }
-  back.replaceChildren(h("div", { class: "lcl-dialog", role: "dialog", "aria-label": d.title, "data-dialog": d.id },
-    h("div", { class: "lcl-header" }, h("span", null, d.title),
-      h("button", { class: "lcl-btn", "data-action": "close-dialog", title: "Close", onclick: closeDialog }, "✕")),
-    h("div", { class: "lcl-dialog-body" }, body)));
   if (!back.isConnected) document.body.append(back);
-  back.querySelector(".lcl-dialog").scrollTop = scroll;
+  patch(back, [h("div", { class: "lcl-dialog", role: "dialog", "aria-modal": "true", "aria-labelledby": "lcl-dialog-title",
+                          "data-dialog": d.id, tabindex: "-1" },
+    h("div", { class: "lcl-header" }, h("span", { id: "lcl-dialog-title" }, d.title),
+      h("button", { class: "lcl-btn", "data-action": "close-dialog", title: "Close", "aria-label": "Close",
+                    onclick: closeDialog }, "✕")),
+    h("div", { class: "lcl-dialog-body" }, body))]);
 }
 
-export const dialogCss = `
-.lcl-dialog-back{position:fixed;inset:0;background:rgba(0,0,0,.55);z-index:10000;display:flex;align-items:center;justify-content:center}
-.lcl-dialog{background:var(--comfy-menu-bg,#222);color:var(--fg-color,#ddd);border:1px solid var(--border-color,#555);border-radius:8px;width:min(1100px,94vw);max-height:90vh;overflow:auto;padding:.75rem 1rem;font-size:13px;box-sizing:border-box}
-.lcl-dialog-body{display:flex;flex-direction:column;gap:.6rem;margin-top:.5rem}
-`;

@@ -1,16 +1,16 @@
 // LoRA Cloud sidebar section "Instances": rented GPUs (stop, destroy, logs), what they cost, the
 // monthly budget, and quick launch. No side effects at import.
-import { loraCloudApi as lc } from "./api.js";
-import { refresh, refreshCosts } from "./data.js";
+import { stores } from "./live.js";
 import { loraCloudState as state } from "./state.js";
+import { BILLING } from "./stores.js";
 import { act, button, dangerButton, duration, empty, h, money, section, select } from "./ui.js";
 
-const BILLING = ["running", "loading", "creating"];
+const { instances, library, notifications, runs } = stores;
 
 function instanceCard(inst, since) {
   const running = BILLING.includes(inst.state);
   const uptime = inst.uptime_seconds + (running ? since : 0);
-  const logs = state.logs.get(inst.id);
+  const logs = instances.logs.get(inst.id);
   return h("div", { class: "lcl-card", "data-instance": inst.id },
     h("div", { class: "lcl-row" },
       h("strong", null, inst.num_gpus > 1 ? `${inst.num_gpus}× ${inst.gpu_name}` : inst.gpu_name || "GPU"),
@@ -21,24 +21,19 @@ function instanceCard(inst, since) {
     inst.status_msg ? h("div", { class: "lcl-meta" }, inst.status_msg) : null,
     h("div", { class: "lcl-actions" },
       inst.state === "running"
-        ? button(`stop:${inst.id}`, "Stop", () => lc.stopInstance(inst.id).then(refresh), "Instance stopped")
+        ? button(`stop:${inst.id}`, "Stop", () => instances.stop(inst.id), "Instance stopped")
         : null,
-      dangerButton(`destroy:${inst.id}`, "Destroy", "Really destroy?",
-        () => lc.destroyInstance(inst.id).then(refresh), "Instance destroyed"),
-      button(`logs:${inst.id}`, logs != null ? "Hide logs" : "Logs", async () => {
-        if (state.logs.has(inst.id)) state.logs.delete(inst.id);
-        else state.logs.set(inst.id, await lc.instanceLogs(inst.id));
-      })),
+      dangerButton(`destroy:${inst.id}`, "Destroy", "Really destroy?", () => instances.destroy(inst.id), "Instance destroyed"),
+      button(`logs:${inst.id}`, logs != null ? "Hide logs" : "Logs", () => instances.toggleLogs(inst.id))),
     logs != null ? h("pre", { class: "lcl-logs" }, logs) : null);
 }
 
 // Train a stored dataset on the cheapest fitting vast.ai offer (the same path as the Launch node;
 // launching the same dataset and preset again re-attaches instead of renting twice).
-const quick = { dataset: "", lora_type: "character" };
-
 function quickLaunch() {
+  const quick = state.quick;
   // only complete datasets can be trained (the server refuses the others too)
-  const trainable = state.datasets.filter((d) => d.complete !== false);
+  const trainable = library.trainable();
   if (!trainable.length) return null;
   if (!trainable.some((d) => d.name === quick.dataset)) quick.dataset = trainable[0].name;
   return h("div", { class: "lcl-quick", "data-quick-launch": "" },
@@ -48,8 +43,8 @@ function quickLaunch() {
         { class: "lcl-input lcl-wide" }),
       select("LoRA type", quick.lora_type, ["character", "style", "concept"], (v) => { quick.lora_type = v; }),
       dangerButton("launch", "Train", "Rent a GPU?",
-        () => lc.startRun({ dataset: quick.dataset, lora_type: quick.lora_type }).then(async (r) => {
-          await refresh();
+        () => runs.start({ dataset: quick.dataset, lora_type: quick.lora_type }).then(async (r) => {
+          await instances.load();
           return r;
         }),
         (r) => (r.attached ? `Already running: ${r.run_id}`
@@ -57,13 +52,13 @@ function quickLaunch() {
 }
 
 function costsBlock() {
-  const c = state.costs;
+  const c = instances.costs;
   if (!c) return section("Costs", "costs", empty("…"));
   const cap = c.budgets.max_month_usd;
   const fraction = Math.min(1, c.month_fraction ?? 0);
   const level = (c.month_fraction ?? 0) >= 1 ? "over" : (c.month_fraction ?? 0) >= 0.8 ? "warn" : "ok";
   const input = h("input", { type: "number", min: "0", step: "1", value: cap, class: "lcl-input",
-                             "aria-label": "Monthly budget in dollars" });
+                             "aria-label": "Monthly budget in dollars", "data-key": "budget-input" });
   return section("Costs", "costs",
     h("div", { class: "lcl-row" }, h("span", null, "Today"), h("strong", { "data-cost": "today" }, money(c.today_usd))),
     h("div", { class: "lcl-row" }, h("span", null, "This month"),
@@ -78,36 +73,27 @@ function costsBlock() {
       `Caps: ${money(c.budgets.max_dph)}/hr per GPU · ${money(c.budgets.max_run_usd)} per run · `
       + `${c.budgets.max_run_hours}h per run`),
     h("div", { class: "lcl-actions" }, "Monthly budget $", input,
-      button("budget", "Save", () => {
-        const value = Number(input.value);
+      button("budget", "Save", (e) => {
+        // the field on the page (the one the user typed in), not the one this paint built
+        const value = Number(e.currentTarget.parentElement.querySelector('[data-key="budget-input"]').value);
         if (!isFinite(value) || value < 0) throw new Error("the budget must be a number ≥ 0");
-        return lc.setBudgets({ max_month_usd: value }).then(refreshCosts);
+        return instances.setBudget({ max_month_usd: value });
       }, "Budget saved")));
 }
 
-// Notifications (service/notify.py): which channels are on, a test; the webhook's URL is never shown.
-let notifyLoading = false;
-async function loadNotify() {
-  if (notifyLoading) return;
-  notifyLoading = true;
-  try {
-    state.set({ notify: await lc.notifySettings() });
-  } catch (err) {
-    console.warn("LoRA Cloud: notification settings", err);
-  } finally {
-    notifyLoading = false;
-  }
-}
-
+// Notifications (service/notify/): which channels are on, a test; the webhook's URL is never shown.
 function notifyBlock() {
-  const n = state.notify;
-  if (!n) {
-    loadNotify();
-    return section("Notifications", "notify", empty("…"));
-  }
+  const n = notifications.settings;
+  if (!n) return section("Notifications", "notify", empty("…"));
   const toggle = (key, label, on, disabled, hint) => h("label", { class: "lcl-meta lcl-toggle", title: hint || "" },
     h("input", { type: "checkbox", checked: on, disabled, "data-notify": key, "aria-label": label,
-                 onchange: (e) => act(`notify:${key}`, async () => state.set({ notify: await lc.setNotify({ [key]: e.target.checked }) })) }),
+                 onchange: (e) => {
+                   const box = e.target;
+                   act(`notify:${key}`, () => notifications.set({ [key]: box.checked }).catch((err) => {
+                     box.checked = !box.checked; // not changed on the server: the box says so again
+                     throw err;
+                   }));
+                 } }),
     ` ${label}`, hint ? h("span", { class: "lcl-hint" }, ` (${hint})`) : null);
   return section("Notifications", "notify",
     h("div", { class: "lcl-actions" },
@@ -118,16 +104,16 @@ function notifyBlock() {
           : "lora-cloud config set webhook_url")),
     h("div", { class: "lcl-actions" },
       n.webhook_configured ? select("Webhook format", n.webhook_format, [["json", "JSON"], ["slack", "Slack"], ["discord", "Discord"]],
-        (v) => act("notify:format", async () => state.set({ notify: await lc.setNotify({ webhook_format: v }) }))) : null,
-      button("notify-test", "Send a test", () => lc.testNotify(), "Test notification sent"),
-      button("notify-reload", "↻", loadNotify, null, { title: "Reload the delivery list" })),
+        (v) => act("notify:format", () => notifications.set({ webhook_format: v }))) : null,
+      button("notify-test", "Send a test", () => notifications.test(), "Test notification sent"),
+      button("notify-reload", "↻", () => notifications.load(), null, { title: "Reload the delivery list" })),
     (n.recent || []).length ? h("ul", { class: "lcl-recent", "data-notify-recent": "" }, n.recent.slice(0, 5).map((d) =>
       h("li", null, `${d.channel}: ${d.key} · ${d.state}${d.detail ? ` (${d.detail})` : ""}`))) : null);
 }
 
 function render() {
-  const since = (Date.now() - state.instancesAt) / 1000;
-  const cards = state.instances.map((inst) => instanceCard(inst, since));
+  const since = (Date.now() - instances.at) / 1000;
+  const cards = instances.instances.map((inst) => instanceCard(inst, since));
   return [
     section("Instances", "instances",
       cards.length ? cards : empty("No rented GPUs. Nothing is billing."), quickLaunch()),
@@ -138,13 +124,10 @@ function render() {
 
 // The at-a-glance figure on the section's tab: how many GPUs bill now.
 function badge() {
-  const n = state.instances.filter((i) => BILLING.includes(i.state)).length;
+  const n = instances.billing().length;
   return n ? String(n) : null;
 }
 
-const css = `
-.lcl-toggle{display:inline-flex;align-items:center;gap:.2rem}.lcl-hint{opacity:.7;font-size:11px}
-.lcl-recent{margin:.3rem 0 0 1rem;padding:0;font-size:11px;opacity:.8;word-break:break-word}
-`;
-
-export const instancesSection = { id: "instances", title: "Instances", render, badge, css };
+export const instancesSection = { id: "instances", title: "Instances", render, badge,
+  stores: ["instances", "library", "notifications"],
+  load: () => notifications.load() };

@@ -4,33 +4,14 @@
 // session), "Compare strengths" queues lora_comparison; the card follows the prompt and shows the
 // image. No side effects at import: ComfyUI imports every .js file in this folder as a module.
 import { api } from "../../scripts/api.js";
-import { loraCloudApi as lc } from "./api.js";
-import { loraCloudState as state } from "./state.js";
+import { loraCloudApi as lc, stores } from "./live.js";
 import { h, toast } from "./ui.js";
 
-const POLL_MS = 1500;
+const POLL_MS = 1500; // a test's prompt is followed by asking (the server pushes nothing for it)
 const FINISHED = new Set(["done", "failed", "unknown"]);
-const tests = new Map(); // LoRA name -> {prompt, defaulted, promptId, template, state, error, images, busy}
-
-function entry(name) {
-  if (!tests.has(name)) tests.set(name, { prompt: null, defaulted: false, promptId: null, state: null, images: [] });
-  return tests.get(name);
-}
-
-const STYLE = `
-.lcl-lora-extra{flex:1 1 100%;min-width:0}
-.lcl-test{margin-top:.35rem}
-.lcl-prompt{width:100%;box-sizing:border-box}
-.lcl-test-image{display:block;width:100%;margin-top:.35rem;border-radius:4px}
-`;
-
-function ensureStyle() {
-  if (document.querySelector("style[data-lora-cloud-test]")) return;
-  const style = document.createElement("style");
-  style.setAttribute("data-lora-cloud-test", "");
-  style.textContent = STYLE;
-  document.head.append(style);
-}
+const { library } = stores;
+const entry = (name) => library.test(name); // {prompt, defaulted, promptId, template, state, error, images, busy}
+const changed = () => library.changed();
 
 // ---- what made it ---------------------------------------------------------------------------------
 function dateOf(m) {
@@ -57,19 +38,6 @@ export function loraFacts(lora) {
 }
 
 // ---- trying it ------------------------------------------------------------------------------------
-async function loadDefault(name) {
-  const t = entry(name);
-  t.defaulted = true;
-  try {
-    const defaults = await lc.loraTestDefaults(name);
-    if (t.prompt == null) t.prompt = defaults.prompt;
-    state.changed();
-  } catch (err) {
-    // asked once per LoRA: the placeholder stays, and Test still sends the server's default
-    console.warn("LoRA Cloud: no default prompt for", name, err);
-  }
-}
-
 async function follow(name, promptId) {
   const t = entry(name);
   while (t.promptId === promptId) {
@@ -80,7 +48,7 @@ async function follow(name, promptId) {
     } catch (err) {
       Object.assign(t, { state: "unknown", error: err.message });
     }
-    state.changed();
+    changed();
     if (FINISHED.has(t.state)) return;
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
   }
@@ -88,9 +56,9 @@ async function follow(name, promptId) {
 
 async function start(name, compare) {
   const t = entry(name);
-  if (t.busy) return;
+  if (t.busy || t.state === "queued" || t.state === "running") return; // one test of a LoRA at a time
   t.busy = true;
-  state.changed();
+  changed();
   try {
     const queued = await lc.testLora(name, { prompt: t.prompt || undefined, compare, client_id: api.clientId || undefined });
     Object.assign(t, { promptId: queued.prompt_id, template: queued.template, state: "queued", error: null, images: [] });
@@ -100,7 +68,7 @@ async function start(name, compare) {
     toast("error", "LoRA Cloud", err.message);
   } finally {
     t.busy = false;
-    state.changed();
+    changed();
   }
 }
 
@@ -108,21 +76,18 @@ const STATE_TEXT = { queued: "queued…", running: "rendering…", done: "done",
 
 // The card's Test / Compare strengths controls and the result.
 export function loraTestPanel(lora) {
-  ensureStyle();
   const t = entry(lora.name);
-  if (!t.defaulted) loadDefault(lora.name);
   const input = h("input", { type: "text", class: "lcl-input lcl-prompt", "aria-label": `Test prompt for ${lora.name}`,
-                             placeholder: "a prompt with the trigger word" });
-  input.value = t.prompt ?? "";
-  input.addEventListener("input", () => { t.prompt = input.value; });
+                             placeholder: "a prompt with the trigger word", value: t.prompt ?? "",
+                             oninput: (e) => { t.prompt = e.target.value; } });
   const running = t.busy || t.state === "queued" || t.state === "running";
   const image = t.state === "done" && t.images.length ? lc.loraTestImageUrl(t.promptId, 0) : null;
   return h("div", { class: "lcl-test", "data-lora-test": lora.name },
     input,
     h("div", { class: "lcl-actions" },
-      h("button", { class: "lcl-btn", "data-action": `test:${lora.name}`, disabled: running,
+      h("button", { class: "lcl-btn", "data-action": `test:${lora.name}`, "aria-disabled": running ? "true" : null,
                     onclick: () => start(lora.name, false) }, "Test"),
-      h("button", { class: "lcl-btn", "data-action": `compare:${lora.name}`, disabled: running,
+      h("button", { class: "lcl-btn", "data-action": `compare:${lora.name}`, "aria-disabled": running ? "true" : null,
                     onclick: () => start(lora.name, true) }, "Compare strengths"),
       t.state ? h("span", { class: "lcl-meta", "data-test-state": lora.name },
         `${t.template === "lora_comparison" ? "comparison" : "test"} ${STATE_TEXT[t.state] || t.state}`) : null),

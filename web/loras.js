@@ -4,11 +4,12 @@
 // Hook for other features on a LoRA's card (the LoRA test button): add a function to
 // `loraCardExtras`; each gets the LoRA record and returns a Node (or null) for the card's actions.
 import { app } from "../../scripts/app.js";
-import { loraCloudApi as lc } from "./api.js";
+import { stores } from "./live.js";
 import { loraTestCard } from "./lora_test.js";
-import { moreButton, refresh } from "./data.js";
 import { loraCloudState as state } from "./state.js";
-import { button, dangerButton, empty, h, section } from "./ui.js";
+import { button, dangerButton, empty, h, moreButton, section } from "./ui.js";
+
+const { library } = stores;
 
 export const loraCardExtras = [loraTestCard]; // what made it + Test / Compare strengths (lora_test.js)
 
@@ -19,8 +20,7 @@ function loraCard(lora) {
       h("span", { class: "lcl-meta" }, `${(lora.size / 1e6).toFixed(1)} MB${lora.local ? " · in ComfyUI" : ""}`)),
     h("div", { class: "lcl-actions" },
       lora.local ? null : button(`download:${lora.name}`, "Download", async () => {
-        await lc.downloadLora(lora.name);
-        await refresh();
+        await library.downloadLora(lora.name);
         try {
           await app.extensionManager.command.execute("Comfy.RefreshNodeDefinitions");
         } catch (err) {
@@ -28,13 +28,16 @@ function loraCard(lora) {
         }
       }, `${lora.name} is in models/loras/lora_cloud`),
       dangerButton(`delete-lora:${lora.name}`, "Delete", "Really delete?",
-        () => lc.deleteLora(lora.name).then(refresh), "LoRA deleted from the bucket"),
+        () => library.deleteLora(lora.name), "LoRA deleted from the bucket"),
       loraCardExtras.map((extra) => extra(lora))));
 }
 
 function render() {
-  return [section("LoRAs", "loras", state.loras.length ? state.loras.map(loraCard) : empty("No LoRAs yet."),
-    moreButton("loras", state.loras.length))];
+  return [section("LoRAs", "loras", library.loras.length ? library.loras.map(loraCard) : empty("No LoRAs yet."),
+    moreButton("loras", library.loras.length, library.totals.loras, () => library.more("loras")))];
 }
 
-export const lorasSection = { id: "loras", title: "LoRAs", render };
+// the default test prompts are asked for when the section is shown, and for LoRAs listed while it is
+export const lorasSection = { id: "loras", title: "LoRAs", render, stores: ["library"],
+  load: () => library.loadTestDefaults(),
+  setup: () => library.subscribe(() => { if (state.tab === "loras") library.loadTestDefaults(); }) };

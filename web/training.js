@@ -3,40 +3,15 @@
 // (step, loss graph rebuilt from its events after a reload, samples, stop), and the comparison
 // of runs in the large view (loss overlaid, samples side by side, config differences).
 // No side effects at import.
-import { loraCloudApi as lc } from "./api.js";
+import { loraCloudApi as lc, stores } from "./live.js";
 import { attemptsBlock } from "./attempts.js";
-import { refresh } from "./data.js";
 import { openDialog } from "./dialog.js";
+import { sampleKey } from "./format.js";
 import { loraCloudState as state } from "./state.js";
-import { button, dangerButton, duration, empty, h, lineChart, money, section, select, toast, when } from "./ui.js";
+import { FAILED } from "./stores.js";
+import { act, button, dangerButton, duration, empty, h, lineChart, money, section, select, toast, when } from "./ui.js";
 
-const LIVE_HISTORY_EVERY_MS = 30_000;
-const FAILED = ["failed", "timed_out", "lost"];
-
-// ---- the loss graph, rebuilt from the run's events ----------------------------------------------
-const historyPending = new Set();
-const watched = new Set(); // runs seen live in this page
-const historyAt = new Map();
-
-export async function ensureHistory(id, live, force = false) {
-  if (historyPending.has(id)) return;
-  const fetchedAt = historyAt.get(id);
-  if (!force && fetchedAt && (!live || Date.now() - fetchedAt < LIVE_HISTORY_EVERY_MS)) return;
-  historyPending.add(id);
-  historyAt.set(id, Date.now());
-  try {
-    const since = state.history.get(id) || 0;
-    const answer = await lc.runEvents(id, since);
-    const points = answer.events.filter((e) => e.kind === "progress").map((e) => [e.step, e.loss]);
-    state.history.set(id, answer.next);
-    if (points.length) state.mergeLoss(id, points);
-    state.changed();
-  } catch (err) {
-    console.warn("LoRA Cloud: no events for", id, err);
-  } finally {
-    historyPending.delete(id);
-  }
-}
+const { instances, library, runs } = stores;
 
 function compareBox(run) {
   return h("input", { type: "checkbox", class: "lcl-compare", "data-compare": run.id, checked: state.compare.has(run.id),
@@ -50,11 +25,10 @@ function compareBox(run) {
 }
 
 export function runCard(run) {
-  ensureHistory(run.id, run.live);
   const total = run.total_steps || 0;
   const pct = total ? Math.min(100, (100 * (run.step || 0)) / total) : 0;
   const samples = (run.samples || []).slice(-4);
-  const loss = state.loss.get(run.id) || [];
+  const loss = runs.loss.get(run.id) || [];
   return h("div", { class: "lcl-card", "data-run": run.id },
     h("div", { class: "lcl-row" },
       h("span", null, compareBox(run), " ", h("strong", null, run.lora_name || run.id)),
@@ -74,7 +48,7 @@ export function runCard(run) {
     run.live && run.instance_id != null
       ? h("div", { class: "lcl-actions" },
           dangerButton(`stop-run:${run.id}`, "Stop run", "Stop? Progress since the last checkpoint is lost",
-            () => lc.stopRun(run.id).then(refresh), "Run stopped; its instance is destroyed"))
+            () => runs.stop(run.id).then(() => instances.load()), "Run stopped; its instance is destroyed"))
       : null,
     samples.length
       ? h("div", { class: "lcl-samples" }, samples.map((file) =>
@@ -82,17 +56,30 @@ export function runCard(run) {
             h("img", { src: lc.sampleUrl(run.id, file), alt: file, title: file, loading: "lazy" }))))
       : null,
     !run.live && state.openRun === run.id
-      ? h("button", { class: "lcl-link lcl-meta", onclick: () => state.set({ openRun: null }) }, "▴ less") : null);
+      ? h("button", { class: "lcl-link lcl-meta", "data-action": `close-run:${run.id}`,
+                      onclick: () => closeRun(run.id) }, "▴ less") : null);
 }
 
+// A past run opens as its full card, by click or by Enter / Space on its row; focus follows it.
+function openRun(id) {
+  state.set({ openRun: id });
+  act(`load-run:${id}`, () => runs.open(id));
+  queueMicrotask(() => document.querySelector(`[data-run="${CSS.escape(id)}"] [data-action="close-run:${CSS.escape(id)}"]`)?.focus());
+}
+
+function closeRun(id) {
+  state.set({ openRun: null });
+  queueMicrotask(() => document.querySelector(`[data-action="open-run:${CSS.escape(id)}"]`)?.focus());
+}
+
+// The row opens its run on a click anywhere; for the keyboard the run's name is a button.
 function runRow(run) {
   return h("div", { class: "lcl-run-row", "data-run-row": run.id,
-                    onclick: async () => {
-                      state.set({ openRun: run.id });
-                      try { state.upsertRun(await lc.run(run.id)); } catch (err) { toast("error", "LoRA Cloud", err.message); }
-                    } },
+                    onclick: (e) => { if (e.target.tagName !== "INPUT" && e.target.tagName !== "BUTTON") openRun(run.id); } },
     h("div", { class: "lcl-row lcl-nowrap" },
-      h("span", { class: "lcl-row-name" }, compareBox(run), " ", run.lora_name || run.id),
+      h("span", { class: "lcl-row-name" }, compareBox(run), " ",
+        h("button", { class: "lcl-run-open", "data-action": `open-run:${run.id}`, "aria-expanded": "false",
+                      onclick: () => openRun(run.id) }, run.lora_name || run.id)),
       h("span", { class: `lcl-badge lcl-${run.state}` }, run.state)),
     h("div", { class: "lcl-meta" }, [run.dataset, when(run.created_at || run.updated_at), money(run.cost_usd)]
       .filter(Boolean).join(" · ")));
@@ -129,7 +116,7 @@ function scheduleCheck() {
   checkTimer = setTimeout(checkConfig, 250);
 }
 
-async function checkConfig() {
+export async function checkConfig() {
   const c = cfg();
   const mine = ++c.seq;
   try {
@@ -140,11 +127,10 @@ async function checkConfig() {
     if (mine !== c.seq) return;
     c.result = { ok: false, errors: [{ field: "", message: err.message }] };
   }
-  // shown at once, even while the user is still in a field (the rest repaints once they leave it)
-  for (const node of document.querySelectorAll("[data-config-status]")) node.replaceWith(configStatus());
-  state.changed();
+  state.changed(); // patched in place: the field being typed in keeps its value, caret and focus
 }
 
+// The presets, once, when the section is shown (never from a paint).
 async function loadPresets() {
   const c = cfg();
   if (c.presets || c.loading) return;
@@ -183,9 +169,9 @@ function configStatus() {
     h("div", { class: "lcl-actions" },
       ok ? dangerButton("train-config", "Train", "Rent a GPU?", async () => {
         const body = requestBody();
-        const started = await lc.startRun({ dataset: body.dataset, lora_type: body.lora_type, trigger: body.trigger,
-                                            config: body.config });
-        await refresh();
+        const started = await runs.start({ dataset: body.dataset, lora_type: body.lora_type, trigger: body.trigger,
+                                           config: body.config });
+        await instances.load();
         return started;
       }, (s) => (s.attached ? `Already running: ${s.run_id}`
         : `Run ${s.run_id} on ${s.gpu}` + (s.expected_usd != null ? ` (about ${money(s.expected_usd)})` : "")))
@@ -195,14 +181,9 @@ function configStatus() {
 
 function configEditor() {
   const c = cfg();
-  loadPresets();
   const f = c.form;
   const defaults = c.result?.defaults || {};
-  const datasets = state.datasets.filter((d) => d.complete !== false).map((d) => d.name);
-  if (!f.dataset && datasets.length) {
-    f.dataset = datasets[0];
-    scheduleCheck();
-  }
+  const datasets = library.trainable().map((d) => d.name);
   const presetButtons = (c.presets?.presets || []).map((p) => h("button", {
     class: `lcl-btn${f.lora_type === p.name ? " lcl-btn-on" : ""}`, "data-preset": p.name, title: p.description,
     onclick: () => {
@@ -242,16 +223,14 @@ function matches(run) {
 }
 
 function runsList() {
-  const all = [...state.runs.values()].sort(
-    (a, b) => (b.created_at || b.updated_at || 0) - (a.created_at || a.updated_at || 0));
-  const runs = all.filter(matches);
+  const all = runs.sorted();
+  const shown = all.filter(matches);
   const datasets = [...new Set(all.map((r) => r.dataset).filter(Boolean))].sort();
   const f = state.trainFilter;
-  const picked = [...state.compare].filter((id) => state.runs.has(id));
-  for (const r of runs) if (r.live) watched.add(r.id);
+  const picked = [...state.compare].filter((id) => runs.runs.has(id));
   // a run watched live here keeps its card when it ends (it says done, failed...)
-  const live = runs.filter((r) => r.live || watched.has(r.id));
-  const past = runs.filter((r) => !(r.live || watched.has(r.id)));
+  const live = shown.filter((r) => r.live || runs.watched.has(r.id));
+  const past = shown.filter((r) => !(r.live || runs.watched.has(r.id)));
   return [
     h("div", { class: "lcl-actions", "data-run-filters": "" },
       select("Filter runs by state", f.state, [["all", "all states"], ["live", "live"], ["preempted", "preempted"],
@@ -264,37 +243,16 @@ function runsList() {
     live.length ? live.map(runCard) : null,
     past.length ? h("div", { class: "lcl-history" },
       past.map((run) => (state.openRun === run.id ? runCard(run) : runRow(run)))) : null,
-    !runs.length ? empty(all.length ? "No run matches the filters." : "No training runs yet.") : null,
+    !shown.length ? empty(all.length ? "No run matches the filters." : "No training runs yet.") : null,
   ];
 }
 
 // ---- comparison (large view) ------------------------------------------------------------------------
-// kohya names samples {name}_{000250 | e000002}_{prompt:02d}_{time}.png; ours may be s_0250.png
-export function sampleKey(file) {
-  const m = /_(e?)(\d{6})_(\d{2})_\d{8,}/.exec(file);
-  if (m) return { key: `${m[1] ? "epoch" : "step"} ${Number(m[2])} · prompt ${Number(m[3])}`, order: Number(m[2]) * 100 + Number(m[3]) };
-  const n = /(\d+)(?=\.[A-Za-z0-9]+$)/.exec(file);
-  return n ? { key: `step ${Number(n[1])}`, order: Number(n[1]) * 100 } : { key: file, order: Infinity };
-}
-
 async function openCompare(ids) {
   state.comparison = { ids, configs: {}, samples: {}, loading: true };
   openDialog("compare", "Compare runs", compareView);
-  await Promise.all(ids.map(async (id) => {
-    await ensureHistory(id, false, true);
-    try {
-      state.comparison.configs[id] = (await lc.runConfig(id)).config;
-    } catch (err) {
-      state.comparison.configs[id] = { problem: err.message };
-    }
-    try {
-      state.comparison.samples[id] = (await lc.run(id)).samples || [];
-    } catch (err) {
-      state.comparison.samples[id] = [];
-    }
-  }));
-  state.comparison.loading = false;
-  state.changed();
+  const { configs, samples } = await runs.comparison(ids);
+  state.set({ comparison: { ids, configs, samples, loading: false } });
 }
 
 function show(value) {
@@ -305,14 +263,14 @@ function show(value) {
 function compareView() {
   const cmp = state.comparison;
   if (!cmp) return [empty("Nothing to compare.")];
-  const runs = cmp.ids.map((id) => state.runs.get(id) || { id });
+  const shown = cmp.ids.map((id) => runs.runs.get(id) || { id });
   const name = (r) => r.lora_name || r.id;
-  const series = runs.map((r) => ({ name: r.id, points: state.loss.get(r.id) || [] }));
-  const legend = h("div", { class: "lcl-legend" }, runs.map((r, i) => h("span", { class: `lcl-series-${i}` },
+  const series = shown.map((r) => ({ name: r.id, points: runs.loss.get(r.id) || [] }));
+  const legend = h("div", { class: "lcl-legend" }, shown.map((r, i) => h("span", { class: `lcl-series-${i}` },
     `▬ ${name(r)} (${r.state || "?"}${typeof r.loss === "number" ? `, loss ${r.loss.toFixed(4)}` : ""})`)));
   // samples at the same step, side by side
   const keys = new Map();
-  for (const r of runs) {
+  for (const r of shown) {
     for (const file of cmp.samples[r.id] || []) {
       const k = sampleKey(file);
       if (!keys.has(k.key)) keys.set(k.key, { order: k.order, files: {} });
@@ -321,18 +279,18 @@ function compareView() {
   }
   const rows = [...keys.entries()].sort((a, b) => a[1].order - b[1].order).slice(-12);
   const samples = rows.length ? h("table", { class: "lcl-table", "data-compare-samples": "" },
-    h("tr", null, h("th", null, "sample"), runs.map((r) => h("th", null, name(r)))),
+    h("tr", null, h("th", null, "sample"), shown.map((r) => h("th", null, name(r)))),
     rows.map(([key, row]) => h("tr", { "data-sample-key": key }, h("td", null, key),
-      runs.map((r) => h("td", null, row.files[r.id]
+      shown.map((r) => h("td", null, row.files[r.id]
         ? h("a", { href: lc.sampleUrl(r.id, row.files[r.id]), target: "_blank", rel: "noopener" },
             h("img", { src: lc.sampleUrl(r.id, row.files[r.id]), alt: row.files[r.id], loading: "lazy" }))
         : "–"))))) : empty(cmp.loading ? "…" : "No samples yet.");
   // the configs, differences first
-  const allKeys = [...new Set(runs.flatMap((r) => Object.keys(cmp.configs[r.id] || {})))].sort();
-  const differs = (k) => new Set(runs.map((r) => show((cmp.configs[r.id] || {})[k]))).size > 1;
+  const allKeys = [...new Set(shown.flatMap((r) => Object.keys(cmp.configs[r.id] || {})))].sort();
+  const differs = (k) => new Set(shown.map((r) => show((cmp.configs[r.id] || {})[k]))).size > 1;
   const configRow = (k) => h("tr", { class: differs(k) ? "lcl-diff" : "", "data-config-key": k }, h("td", null, k),
-    runs.map((r) => h("td", null, show((cmp.configs[r.id] || {})[k]))));
-  const header = h("tr", null, h("th", null, "setting"), runs.map((r) => h("th", null, name(r))));
+    shown.map((r) => h("td", null, show((cmp.configs[r.id] || {})[k]))));
+  const header = h("tr", null, h("th", null, "setting"), shown.map((r) => h("th", null, name(r))));
   const diffKeys = allKeys.filter(differs);
   const sameKeys = allKeys.filter((k) => !differs(k));
   return [
@@ -352,21 +310,19 @@ function render() {
 }
 
 function badge() {
-  const live = state.liveRuns().length;
+  const live = runs.live().length;
   return live ? String(live) : null;
 }
 
-const css = `
-.lcl-fields{display:grid;grid-template-columns:repeat(auto-fill,minmax(7.5rem,1fr));gap:.35rem .5rem;margin-top:.4rem}
-.lcl-field{display:flex;flex-direction:column;gap:.1rem;font-size:11px;opacity:.9;min-width:0}.lcl-field .lcl-input{width:100%}
-.lcl-estimate{margin-top:.4rem;font-size:12px}.lcl-estimate strong{color:#3fb950}
-.lcl-run-row{cursor:pointer;padding:.25rem .3rem;border-bottom:1px solid rgba(255,255,255,.06)}.lcl-nowrap{flex-wrap:nowrap}
-.lcl-run-row:hover{background:rgba(255,255,255,.04)}.lcl-row-name{overflow:hidden;text-overflow:ellipsis;white-space:nowrap;flex:1}
-.lcl-compare{margin:0 .2rem 0 0;vertical-align:middle}
-.lcl-loss-big{height:180px}
-.lcl-legend{display:flex;gap:1rem;flex-wrap:wrap;font-size:12px}.lcl-legend .lcl-series-0{color:#58a6ff}
-.lcl-table{border-collapse:collapse;font-size:12px;width:100%}.lcl-table td,.lcl-table th{border:1px solid rgba(255,255,255,.1);padding:.2rem .35rem;text-align:left;vertical-align:top;word-break:break-word}
-.lcl-table img{max-width:200px;width:100%;border-radius:3px}.lcl-diff td{background:rgba(210,153,34,.18)}
-`;
+// A complete dataset is picked for the editor once the library has one (a store's news, not a paint).
+function pickDataset() {
+  const f = cfg().form;
+  const first = library.trainable()[0];
+  if (!f.dataset && first) {
+    f.dataset = first.name;
+    scheduleCheck();
+  }
+}
 
-export const trainingSection = { id: "training", title: "Training", render, badge, css };
+export const trainingSection = { id: "training", title: "Training", render, badge,
+  stores: ["runs", "library"], load: loadPresets, setup: () => library.subscribe(pickDataset) };

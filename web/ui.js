@@ -5,7 +5,10 @@
 // h() appends strings with document.createTextNode and sets attributes with setAttribute;
 // nothing here (or in any section) assigns innerHTML.
 import { app } from "../../scripts/app.js";
+import { dispatch } from "./patch.js";
 import { loraCloudState as state } from "./state.js";
+
+export { duration, money, size, when } from "./format.js";
 
 export const SVG_NS = "http://www.w3.org/2000/svg";
 
@@ -14,8 +17,14 @@ export function h(tag, props, ...children) {
   for (const [key, value] of Object.entries(props || {})) {
     if (value == null || value === false) continue;
     if (key === "class") el.className = value;
-    else if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
-    else if (key === "value" && (tag === "input" || tag === "textarea")) el.value = value;
+    else if (key.startsWith("on")) {
+      // kept on the node, so patch() can hand a kept node the handlers of its newer self
+      (el.__lcl ||= {})[key.slice(2)] = value;
+      el.addEventListener(key.slice(2), dispatch);
+    } else if (key === "value" && (tag === "input" || tag === "textarea")) {
+      el.value = value;
+      el.__lclValue = String(value);
+    }
     else el.setAttribute(key, value === true ? "" : String(value));
   }
   for (const child of children.flat(Infinity)) {
@@ -31,22 +40,6 @@ export function svg(tag, attrs) {
   return el;
 }
 
-export const money = (usd) => (typeof usd === "number" && isFinite(usd) ? `$${usd.toFixed(2)}` : "–");
-
-export function duration(seconds) {
-  if (typeof seconds !== "number" || !isFinite(seconds)) return "–";
-  const s = Math.max(0, Math.round(seconds));
-  const hours = Math.floor(s / 3600);
-  const minutes = Math.floor((s % 3600) / 60);
-  if (hours) return `${hours}h ${String(minutes).padStart(2, "0")}m`;
-  return minutes ? `${minutes}m ${String(s % 60).padStart(2, "0")}s` : `${s}s`;
-}
-
-export function when(epochSeconds) {
-  if (typeof epochSeconds !== "number" || !epochSeconds) return "";
-  return new Date(epochSeconds * 1000).toLocaleString();
-}
-
 export function toast(severity, summary, detail) {
   try {
     app.extensionManager.toast.add({ severity, summary, detail, life: severity === "error" ? 8000 : 4000 });
@@ -55,7 +48,8 @@ export function toast(severity, summary, detail) {
   }
 }
 
-// Run an action once at a time per key, show failures as toasts, then repaint.
+// Run an action once at a time per key, show failures as toasts, then repaint. A button in flight
+// says so with aria-disabled, not `disabled`: a disabled button drops the focus to the page body.
 export async function act(key, fn, done) {
   if (state.busy.has(key)) return;
   state.busy.add(key);
@@ -73,29 +67,32 @@ export async function act(key, fn, done) {
 }
 
 // A button that wants a second click within a few seconds before it spends, destroys or deletes.
-const armed = new Map();
+const disarm = new Map(); // key -> its timer
 export function dangerButton(key, label, confirmLabel, fn, done) {
-  const isArmed = armed.has(key);
+  const isArmed = state.armed.has(key);
   return h("button", {
     class: `lcl-btn lcl-danger${isArmed ? " lcl-armed" : ""}`,
     "data-action": key,
-    disabled: state.busy.has(key),
+    "aria-disabled": state.busy.has(key) ? "true" : null,
     onclick: () => {
-      if (!armed.has(key)) {
-        armed.set(key, setTimeout(() => { armed.delete(key); state.changed(); }, 4000));
+      if (state.busy.has(key)) return;
+      if (!state.armed.has(key)) {
+        state.armed.add(key);
+        disarm.set(key, setTimeout(() => { state.armed.delete(key); disarm.delete(key); state.changed(); }, 4000));
         state.changed();
         return;
       }
-      clearTimeout(armed.get(key));
-      armed.delete(key);
+      clearTimeout(disarm.get(key));
+      disarm.delete(key);
+      state.armed.delete(key);
       act(key, fn, done);
     },
   }, isArmed ? confirmLabel : label);
 }
 
 export function button(key, label, fn, done, extra = {}) {
-  return h("button", { class: "lcl-btn", "data-action": key, disabled: state.busy.has(key),
-                       onclick: () => act(key, fn, done), ...extra }, label);
+  return h("button", { class: "lcl-btn", "data-action": key, "aria-disabled": state.busy.has(key) ? "true" : null,
+                       onclick: (e) => act(key, () => fn(e), done), ...extra }, label);
 }
 
 export function section(title, key, ...body) {
@@ -107,11 +104,13 @@ export function empty(text) {
 }
 
 export function select(label, value, options, onchange, extra = {}) {
-  return h("select", { class: "lcl-input", "aria-label": label, onchange: (e) => onchange(e.target.value), ...extra },
+  const el = h("select", { class: "lcl-input", "aria-label": label, onchange: (e) => onchange(e.target.value), ...extra },
     options.map((o) => {
       const [v, text] = Array.isArray(o) ? o : [o, o];
       return h("option", { value: v, selected: v === value }, text);
     }));
+  el.__lclValue = el.value; // patch() sets a kept select to the value the view shows
+  return el;
 }
 
 // A line chart of one or more [[x, y], ...] series; each series gets its own colour class.
@@ -135,4 +134,10 @@ export function lineChart(seriesList, { width = 240, height = 56, label = "loss 
     chart.append(line);
   });
   return chart;
+}
+
+// "Show more" under a long listing (datasets, loras): asks the store for the next page.
+export function moreButton(key, shown, total, more) {
+  if (shown >= (total || 0)) return null;
+  return button(`more:${key}`, `Show more (${shown} of ${total})`, more);
 }

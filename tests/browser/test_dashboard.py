@@ -341,7 +341,9 @@ async def test_notification_channels_and_a_test_toast(browser, aiohttp_server, t
     await block.locator('[data-action="notify-test"]').click()
     await expect(page.locator(".toast-info")).to_contain_text("LoRA Cloud test notification")
     await shot(page, "instances")
-    await block.locator('[data-notify="notify_toast"]').uncheck()
+    # the checkbox unticks at once; the settings change when the POST has been answered
+    async with page.expect_response(lambda r: r.url.endswith("/notify/settings")):
+        await block.locator('[data-notify="notify_toast"]').uncheck()
     await expect(block.locator('[data-notify="notify_toast"]')).not_to_be_checked()
     assert "notify_toast = false" in (seeded.settings.home / "config.toml").read_text()
     assert seeded.app.settings.notify_toast is False

@@ -53,8 +53,8 @@ async def test_a_name_the_cli_refuses_is_refused_in_its_words(browser, aiohttp_s
     await root.locator('[data-tab="datasets"]').click()
     await root.locator('input[aria-label="New dataset name"]').fill(name)
     await drop_files(page, "[data-drop]", {"a.jpg": jpeg((200, 30, 30))})
-    await expect(page.locator(".toast-error")).to_contain_text("must not contain '..', '/' or '\\'")
-    await expect(page.locator(".toast-error")).to_contain_text(f'dataset name "{name}"')
+    # the server checks the name by the CLI's rule and the sidebar says its message as it is
+    await expect(page.locator(".toast-error")).to_contain_text(refused.value.message)
     assert puts == []  # refused before a byte was sent
     assert errors == []
 
