@@ -36,6 +36,7 @@ class Broadcaster:
     def __init__(self) -> None:
         self.sockets: set[web.WebSocketResponse] = set()
         self.pending: set[asyncio.Task[Any]] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None  # the server's, once a socket opened
 
     async def close_all(self, app: web.Application) -> None:
         """aiohttp's on_shutdown: open sockets would otherwise hold the server's teardown."""
@@ -43,12 +44,28 @@ class Broadcaster:
             await ws.close()
 
     def send(self, event: str, data: dict[str, Any]) -> None:
+        """Thread-safe as ComfyUI's ``send_sync`` is: the guard's watchdog tells a budget crossing
+        from a worker thread."""
+        loop = self.loop
+        if loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._send(event, data)
+        else:
+            loop.call_soon_threadsafe(self._send, event, data)
+
+    def _send(self, event: str, data: dict[str, Any]) -> None:
         for ws in list(self.sockets):
             task = asyncio.get_running_loop().create_task(ws.send_json({"type": event, "data": data}))
             self.pending.add(task)
             task.add_done_callback(self.pending.discard)
 
     async def handler(self, request: web.Request) -> web.WebSocketResponse:
+        self.loop = asyncio.get_running_loop()
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         await ws.send_json({"type": "status", "data": {"sid": request.query.get("clientId", "test-client")}})

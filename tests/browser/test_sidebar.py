@@ -12,6 +12,8 @@ from pathlib import Path
 from comfy_lora_cloud.comfy.events import EventPoller
 from comfy_lora_cloud.comfy.token import TOKEN_FILE
 from comfy_lora_cloud.models import Cost
+from comfy_lora_cloud.service.guard.watchdog import Watchdog
+from comfy_lora_cloud.service.money import Budgets
 from comfy_lora_cloud.service.money.charges import SuspectCharge
 
 from tests.browser.conftest import Broadcaster, build_app, open_sidebar
@@ -106,9 +108,14 @@ async def test_sidebar_end_to_end(browser, aiohttp_server, tmp_path, clean_env, 
     await root.locator('[data-action="budget"]').click()
     await expect(root.locator('[data-cost="month"]')).to_contain_text("of $50.00")
 
-    # a budget warning becomes a toast
+    # a budget warning becomes a toast: the guard's watchdog tells it through the app's sink (the
+    # websocket, as ComfyUI's wiring gives it); the event poller sends no budget event of its own
+    seeded.app.sink = broadcaster.send
     seeded.state.add_cost(Cost("50", "run-0", "charge", 39.0, NOW - 60, NOW - 60))
-    assert "lora_cloud.budget" in await poller.poll_once()
+    async with seeded.app.provider("local")() as provider:
+        await Watchdog(provider, seeded.state, Budgets.from_settings(seeded.app.settings), clock=lambda: NOW,
+                       emit=seeded.app.emit, memory=seeded.app.guard_memory).poll_once([])
+    assert "lora_cloud.budget" not in await poller.poll_once()
     await expect(page.locator(".toast-warn")).to_contain_text("80%")
 
     # a caption with HTML in it is shown as text

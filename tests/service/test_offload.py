@@ -126,15 +126,17 @@ async def test_a_preparation_runs_in_a_worker_with_its_stages(workers, clean_env
         await app.library.prepare(str(tmp_path / "missing"), "other", lora_type="style", workers=1)
 
 
-def test_the_nodes_save_and_load_a_dataset_through_the_apps_offload(workers, tmp_path):
-    """Save Dataset and Load Images (``service/graph.py``) are given the app's offload: with this
-    process's engine poisoned, they still work."""
+async def test_the_nodes_save_and_load_a_dataset_through_the_apps_offload(workers, tmp_path, clean_env):
+    """Save Dataset (through the app's library) and Load Images (``service/graph.py``, given the
+    app's offload) run their transfers in the workers: with this process's engine poisoned, they
+    still work."""
     from comfy_lora_cloud.service import graph
 
     storage = LocalStorage(tmp_path / "bucket")
+    app = App(Settings.load(clean_env), storage=storage, offload=workers)
     work = graph.WorkArea(tmp_path / "work")
     images = graph.load_images("folder", str(folder(tmp_path, 40)), storage=None, work=work)
-    ref = graph.save_dataset(images, "from-node", storage=storage, transfers=workers)
+    ref = await graph.save_dataset(images, "from-node", library=app.library)
     assert (ref.name, ref.images, ref.captioned) == ("from-node", 40, 40)
     loaded = graph.load_images("dataset", "from-node", storage=storage, work=work, transfers=workers)
     assert loaded.count == 40 and loaded.prepared
