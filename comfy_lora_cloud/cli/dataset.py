@@ -38,12 +38,12 @@ def upload(
     with transfer_progress(ctx, f"uploading {name}") as progress:
         result = run(ctx_obj(ctx).app.library.upload_dataset(src, name, replace=replace, merge=merge,
                                                              progress=progress, skip_bad=skip_bad, force=force))
-    for bad in result["bad"]:
+    for bad in result.bad:
         err_console.print(f"warning: left out {bad['reason']}", markup=False)
-    deleted = f", {result['deleted']} deleted" if result["deleted"] else ""
-    emit(ctx, result, f"dataset {name!r} {result['result']}: {result['files']} files uploaded ({result['bytes']} "
-                      f"bytes), {result['skipped']} unchanged{deleted} -> {result['url']}")
-    n = _quote(result["dataset"])
+    deleted = f", {result.deleted} deleted" if result.deleted else ""
+    emit(ctx, result.to_dict(), f"dataset {name!r} {result.result}: {result.files} files uploaded ({result.bytes} "
+                                f"bytes), {result.skipped} unchanged{deleted} -> {result.url}")
+    n = _quote(result.dataset)
     next_steps(ctx, f"lora-cloud dataset validate {n}",
                f"lora-cloud train plan --dataset {n} --type character|style|concept --out plan/")
 
@@ -60,24 +60,24 @@ def list_(
     Entries that cannot be read (bucket content is untrusted) are skipped, with a warning on stderr.
     Long lists come a page at a time (--offset, --limit)."""
     found = run(ctx_obj(ctx).app.library.dataset_listing(*page_options(offset, limit, everything)))
-    items = found["datasets"]
-    report_problems(found["problems"])
+    items = found.datasets
+    report_problems(found.problems)
     report_page(found, "datasets", len(items))
 
-    def human(rows: list[dict]) -> None:
+    def human(_: object) -> None:
         from rich.table import Table
         from rich.text import Text
 
-        if not rows:
+        if not items:
             out_console.print("no datasets yet: lora-cloud dataset upload DIR --name NAME")
             return
         t = Table("name", "images", "captioned", "size", "trigger", "type", "state")
-        for r in rows:
-            t.add_row(r["name"], str(r["images"]), str(r["captioned"]), _size(r["bytes"]),
-                      Text(r["trigger"] or ""), r["lora_type"] or "", "complete" if r["complete"] else "INCOMPLETE")
+        for d in items:
+            t.add_row(d.name, str(d.images), str(d.captioned), _size(d.bytes),
+                      Text(d.trigger or ""), d.lora_type or "", "complete" if d.complete else "INCOMPLETE")
         out_console.print(t)
 
-    emit(ctx, items, human)
+    emit(ctx, [d.to_dict() for d in items], human)
 
 
 @app.command("download")
@@ -90,7 +90,7 @@ def download(
     """Download a dataset into a folder. Files already there and identical are skipped."""
     with transfer_progress(ctx, f"downloading {name}") as progress:
         result = run(ctx_obj(ctx).app.library.download_dataset(name, dest, progress=progress))
-    emit(ctx, result, f"dataset {name!r}: {result['files']} files downloaded to {result['path']}")
+    emit(ctx, result.to_dict(), f"dataset {name!r}: {result.files} files downloaded to {result.path}")
 
 
 @app.command("delete")
@@ -103,7 +103,7 @@ def delete(
     """Delete a dataset from storage."""
     confirm_or_abort(ctx, f"Delete dataset {name!r} and all its files?", yes)
     data = run(ctx_obj(ctx).app.library.delete_dataset(name))
-    emit(ctx, data, f"deleted dataset {name!r} ({data['deleted']} files)")
+    emit(ctx, data.to_dict(), f"deleted dataset {name!r} ({data.deleted} files)")
 
 
 def _size(n: int) -> str:

@@ -69,23 +69,24 @@ def list_(
     """List LoRAs with what made them: trigger word, dataset, steps, rank, final loss, cost, date (a page at a
     time: --offset, --limit)."""
     found = run(ctx_obj(ctx).app.library.lora_listing(*page_options(offset, limit, everything)))
-    items = found["loras"]
-    report_problems(found["problems"])
+    items = found.loras
+    report_problems(found.problems)
     report_page(found, "LoRAs", len(items))
 
-    def human(rows: list[dict]) -> None:
-        if not rows:
+    def human(_: object) -> None:
+        if not items:
             out_console.print("no LoRAs yet")
             return
         t = Table("name", "size", "trigger", "dataset", "steps", "rank", "loss", "cost", "date", "run")
-        for r in rows:
-            m = r["metadata"] if isinstance(r.get("metadata"), dict) else {}
-            t.add_row(Text(r["name"]), _size(r["size"]), _text(m.get("trigger")), _text(m.get("dataset")),
+        for entry in items:
+            lora = entry.lora
+            m = lora.metadata if isinstance(lora.metadata, dict) else {}
+            t.add_row(Text(lora.name), _size(lora.size), _text(m.get("trigger")), _text(m.get("dataset")),
                       _text(m.get("steps")), _text(m.get("rank")), _text(m.get("final_loss")),
                       _money(m.get("cost_usd")), _date(m), _text(m.get("run_id") or m.get("run")))
         out_console.print(t)
 
-    emit(ctx, items, human)
+    emit(ctx, [entry.to_dict() for entry in items], human)
 
 
 @app.command("show")
@@ -101,17 +102,17 @@ def show(ctx: typer.Context, name: str = typer.Argument(..., help="LoRA name, or
         data = run(library.lora_file_metadata(local))
     else:
         data = run(library.lora_metadata(name))
-    report_problems(data.get("problems") or [])
+    report_problems(data.problems)
 
-    def human(d: dict[str, Any]) -> None:
-        ours = {**d.get("lora_cloud", {}), **{k: v for k, v in (d.get("info") or {}).items() if k in SHOWN}}
+    def human(_: object) -> None:
+        ours = {**data.lora_cloud, **{k: v for k, v in data.info.items() if k in SHOWN}}
         t = Table("", "", show_header=False, box=None)
-        t.add_row("name", Text(d["name"]))
-        t.add_row("size", _size(d["size"]))
+        t.add_row("name", Text(data.name))
+        t.add_row("size", _size(data.size))
         for key in SHOWN:
             if ours.get(key) not in (None, "", {}):
                 t.add_row(key, _money(ours[key]) if key == "cost_usd" else _text(ours[key]))
-        kohya = d.get("metadata") or {}
+        kohya = data.metadata
         for key in KOHYA_SHOWN:
             if kohya.get(key):
                 t.add_row(key, _text(kohya[key]))
@@ -119,7 +120,7 @@ def show(ctx: typer.Context, name: str = typer.Argument(..., help="LoRA name, or
         if not ours:
             out_console.print("(no lora-cloud metadata: not made by a lora-cloud run, or made before it was recorded)")
 
-    emit(ctx, data, human)
+    emit(ctx, data.to_dict(), human)
 
 
 @app.command("test")
@@ -148,19 +149,20 @@ def test(
         if not wait:
             return result
         status = await templates.wait(queued.prompt_id, timeout=timeout)
-        result.update(state=status["state"], error=status["error"], images=status["images"])
-        if status["state"] == "failed" or status["state"] == "unknown":
-            raise ComfyUIError(f"the test of {name} failed on {queued.target}: {status['error']}")
-        if status["state"] != "done":
+        images = [image.to_dict() for image in status.images]
+        result.update(state=status.state, error=status.error, images=images)
+        if status.state == "failed" or status.state == "unknown":
+            raise ComfyUIError(f"the test of {name} failed on {queued.target}: {status.error}")
+        if status.state != "done":
             raise ComfyUIError(f"the test of {name} did not finish in {timeout:g} s (prompt {queued.prompt_id} "
                                f"on {queued.target})")
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
-            for i, image in enumerate(status["images"]):
+            for i, image in enumerate(status.images):
                 served = await templates.test_image(queued.prompt_id, i)
-                path = out / Path(image["filename"]).name
+                path = out / Path(image.filename).name
                 path.write_bytes(served.body)
-                image["saved"] = str(path)
+                images[i]["saved"] = str(path)
         return result
 
     data = run(go())
@@ -187,7 +189,7 @@ def download(
 ) -> None:
     """Download a LoRA (checksum verified; written through a temporary name)."""
     data = run(ctx_obj(ctx).app.library.download_lora(name, dest))
-    emit(ctx, {"lora": name, "path": data["path"], "size": data["size"]}, f"saved {data['path']}")
+    emit(ctx, {"lora": name, "path": data.path, "size": data.size}, f"saved {data.path}")
 
 
 @app.command("delete")
@@ -200,4 +202,4 @@ def delete(
     """Delete a LoRA and its metadata from storage."""
     confirm_or_abort(ctx, f"Delete LoRA {name!r}?", yes)
     data = run(ctx_obj(ctx).app.library.delete_lora(name))
-    emit(ctx, {"lora": name, "deleted": data["deleted"]}, f"deleted LoRA {name!r}")
+    emit(ctx, {"lora": name, "deleted": data.deleted}, f"deleted LoRA {name!r}")

@@ -18,13 +18,13 @@ def status(ctx: typer.Context) -> None:
     """Which base-weights files models/ holds."""
     data = run(ctx_obj(ctx).app.models.status())
 
-    def human(d: dict) -> None:
-        for f in d["files"]:
-            out_console.print(f"{'cached ' if f['cached'] else 'MISSING'} {f['file']:<24} ({f['repo']})", markup=False)
-        if not d["complete"]:
+    def human(_: object) -> None:
+        for f in data.files:
+            out_console.print(f"{'cached ' if f.cached else 'MISSING'} {f.file:<24} ({f.repo})", markup=False)
+        if not data.complete:
             out_console.print("next: lora-cloud models cache", markup=False)
 
-    emit(ctx, data, human)
+    emit(ctx, data.to_dict(), human)
 
 
 @app.command("cache")
@@ -45,10 +45,10 @@ def cache(
 
     data = run(ctx_obj(ctx).app.models.cache(local_dirs=from_dirs, work_dir=work_dir, on_file=said))
 
-    def human(d: dict) -> None:
-        for name, origin in d["cached_from"].items():
+    def human(_: object) -> None:
+        for name, origin in (data.cached_from or {}).items():
             out_console.print(f"{name:<24} {'already cached' if origin == 'cached' else 'from ' + origin}",
                               markup=False)
-        out_console.print(f"models/ in {d['storage']} is complete", markup=False)
+        out_console.print(f"models/ in {data.storage} is complete", markup=False)
 
-    emit(ctx, data, human)
+    emit(ctx, data.to_dict(), human)

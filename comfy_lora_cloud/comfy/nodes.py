@@ -420,7 +420,7 @@ class LoraCloudLoraLoader(io.ComfyNode):
         app, _storage, _work = await app_parts()
         # fetched into app.loras_dir when missing or different
         got = await app.library.download_lora(node_runs.library_lora_name(lora_name))
-        path = Path(got["path"])
+        path = Path(got.path)
         lora = await asyncio.to_thread(comfy.utils.load_torch_file, str(path), True)
         model_lora, clip_lora = comfy.sd.load_lora_for_models(model, clip, lora, strength_model,
                                                               strength_clip if clip is not None else 0)

@@ -198,11 +198,13 @@ def register_routes(routes: web.RouteTableDef, get_app: GetApp, *, listen: Itera
     # ---- datasets --------------------------------------------------------------------------------
     @get("/datasets")
     async def datasets(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.app()).library.dataset_listing(*page_params(request)))
+        listing = await (await r.app()).library.dataset_listing(*page_params(request))
+        return web.json_response(listing.to_dict())
 
     @get("/datasets/{name}/images")
     async def dataset_images(request: web.Request) -> web.Response:
-        return web.json_response({"images": await (await r.app()).library.dataset_images(request.match_info["name"])})
+        images = await (await r.app()).library.dataset_images(request.match_info["name"])
+        return web.json_response({"images": [i.to_dict() for i in images]})
 
     @get("/datasets/{name}/captions")
     async def dataset_captions(request: web.Request) -> web.Response:
@@ -225,24 +227,29 @@ def register_routes(routes: web.RouteTableDef, get_app: GetApp, *, listen: Itera
 
     @mutate("DELETE", "/datasets/{name}")
     async def delete_dataset(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.app()).library.delete_dataset(request.match_info["name"]))
+        deleted = await (await r.app()).library.delete_dataset(request.match_info["name"])
+        return web.json_response(deleted.to_dict())
 
     # ---- LoRAs -----------------------------------------------------------------------------------
     @get("/loras")
     async def loras(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.app()).library.lora_listing(*page_params(request)))
+        listing = await (await r.app()).library.lora_listing(*page_params(request))
+        return web.json_response(listing.to_dict())
 
     @get("/loras/{name}/metadata")
     async def lora_metadata(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.app()).library.lora_metadata(request.match_info["name"]))
+        metadata = await (await r.app()).library.lora_metadata(request.match_info["name"])
+        return web.json_response(metadata.to_dict())
 
     @mutate("POST", "/loras/{name}/download")
     async def download_lora(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.app()).library.download_lora(request.match_info["name"]))
+        downloaded = await (await r.app()).library.download_lora(request.match_info["name"])
+        return web.json_response(downloaded.to_dict())
 
     @mutate("DELETE", "/loras/{name}")
     async def delete_lora(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.app()).library.delete_lora(request.match_info["name"]))
+        deleted = await (await r.app()).library.delete_lora(request.match_info["name"])
+        return web.json_response(deleted.to_dict())
 
     # ---- more nouns, one module each -------------------------------------------------------------
     from . import routes_datasets, routes_loras, routes_notify, routes_sessions, routes_training

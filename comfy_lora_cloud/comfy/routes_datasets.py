@@ -54,7 +54,8 @@ def register(routes: web.RouteTableDef, r: Any) -> None:
     # ---- captions ------------------------------------------------------------------------------
     @get("/datasets/{name}/editor")
     async def dataset_editor(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.app()).captions.listing(request.match_info["name"]))
+        listing = await (await r.app()).captions.listing(request.match_info["name"])
+        return web.json_response(listing.to_dict())
 
     @mutate("PUT", "/datasets/{name}/captions/{file}")
     async def write_caption(request: web.Request) -> web.Response:
@@ -65,9 +66,9 @@ def register(routes: web.RouteTableDef, r: Any) -> None:
                                          body.get("caption"), body.get("generation"))
         except CaptionConflict as exc:
             resp = error_response(exc)
-            data = {"error": "CaptionConflict", "message": exc.message, "status": 409, "current": exc.current}
+            data = {"error": "CaptionConflict", "message": exc.message, "status": 409, "current": exc.current.to_dict()}
             return web.json_response(data, status=resp.status)
-        return web.json_response(saved)
+        return web.json_response(saved.to_dict())
 
     @get("/datasets/{name}/validate")
     async def validate_dataset(request: web.Request) -> web.Response:
@@ -77,7 +78,8 @@ def register(routes: web.RouteTableDef, r: Any) -> None:
     # ---- staged uploads ---------------------------------------------------------------------------
     @get("/uploads/{name}")
     async def upload_status(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.app()).uploads.status(request.match_info["name"]))
+        staged = await (await r.app()).uploads.status(request.match_info["name"])
+        return web.json_response(staged.to_dict())
 
     @mutate("PUT", "/uploads/{name}/files/{file}", max_body=UPLOAD_BODY_BYTES, content_type="application/octet-stream")
     async def upload_file(request: web.Request) -> web.Response:
@@ -86,25 +88,28 @@ def register(routes: web.RouteTableDef, r: Any) -> None:
             raise ConfigError("sha256 must be 64 hexadecimal digits")
         data = await read_bytes_body(request, UPLOAD_BODY_BYTES)
         result = await (await r.app()).uploads.put(request.match_info["name"], request.match_info["file"], data, sha256)
-        return web.json_response(result, status=200 if result["ok"] else 422)
+        return web.json_response(result.to_dict(), status=200 if result.ok else 422)
 
     @mutate("DELETE", "/uploads/{name}/files/{file}")
     async def remove_upload_file(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.app()).uploads.remove(request.match_info["name"],
-                                                                      request.match_info["file"]))
+        removed = await (await r.app()).uploads.remove(request.match_info["name"], request.match_info["file"])
+        return web.json_response(removed.to_dict())
 
     @mutate("DELETE", "/uploads/{name}")
     async def discard_upload(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.app()).uploads.discard(request.match_info["name"]))
+        discarded = await (await r.app()).uploads.discard(request.match_info["name"])
+        return web.json_response(discarded.to_dict())
 
     @mutate("POST", "/uploads/{name}/prepare")
     async def prepare_upload(request: web.Request) -> web.Response:
         body = await http_guard.read_json_body(request)
-        return web.json_response(await (await r.app()).uploads.prepare(request.match_info["name"], body))
+        review = await (await r.app()).uploads.prepare(request.match_info["name"], body)
+        return web.json_response(review.to_dict())
 
     @get("/uploads/{name}/review")
     async def review_upload(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.app()).uploads.review(request.match_info["name"]))
+        review = await (await r.app()).uploads.review(request.match_info["name"])
+        return web.json_response(review.to_dict())
 
     @get("/uploads/{name}/{stage}/{file}")
     async def upload_image(request: web.Request) -> web.Response:
@@ -115,4 +120,5 @@ def register(routes: web.RouteTableDef, r: Any) -> None:
     @mutate("POST", "/uploads/{name}/publish")
     async def publish_upload(request: web.Request) -> web.Response:
         body = await http_guard.read_json_body(request, max_bytes=4 * 1024 * 1024)
-        return web.json_response(await (await r.app()).uploads.publish(request.match_info["name"], body))
+        published = await (await r.app()).uploads.publish(request.match_info["name"], body)
+        return web.json_response(published.to_dict())

@@ -28,7 +28,7 @@ def register(routes: web.RouteTableDef, r: Any) -> None:
 
     @get("/templates")
     async def templates(request: web.Request) -> web.Response:
-        return web.json_response({"templates": (await r.app()).templates.describe()})
+        return web.json_response({"templates": [t.to_dict() for t in (await r.app()).templates.describe()]})
 
     @get("/loras/{name}/test")
     async def lora_test_defaults(request: web.Request) -> web.Response:
@@ -53,7 +53,8 @@ def register(routes: web.RouteTableDef, r: Any) -> None:
 
     @get("/lora_tests/{prompt_id}")
     async def lora_test_status(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.app()).templates.test_status(request.match_info["prompt_id"]))
+        status = await (await r.app()).templates.test_status(request.match_info["prompt_id"])
+        return web.json_response(status.to_dict())
 
     @get("/lora_tests/{prompt_id}/images/{index}")
     async def lora_test_image(request: web.Request) -> web.Response:

@@ -52,7 +52,7 @@ async def test_nodes_sidebar_and_cli_agree_on_the_lora_folder(cli, clean_env, tm
     assert app.loras_dir == expected
 
     listed = await app.library.lora_listing()
-    assert [(lo["name"], lo["local"]) for lo in listed["loras"]] == [("cat", False)]
+    assert [(lo.lora.name, lo.local) for lo in listed.loras] == [("cat", False)]
 
     # Await LoRA
     path = await app.runs.fetch_lora("r1", "cat", poll_s=0.01)
@@ -60,11 +60,11 @@ async def test_nodes_sidebar_and_cli_agree_on_the_lora_folder(cli, clean_env, tm
     assert (name, path) == ("lora_cloud/cat.safetensors", expected / "cat.safetensors")
     # the sidebar's listing now says it is in ComfyUI
     listed = await app.library.lora_listing()
-    assert [(lo["name"], lo["local"]) for lo in listed["loras"]] == [("cat", True)]
+    assert [(lo.lora.name, lo.local) for lo in listed.loras] == [("cat", True)]
     # the Cloud LoRA Loader finds it there (and downloads there when missing)
     path.unlink()
     got = await app.library.download_lora(library_lora_name(name))
-    assert Path(got["path"]) == path and path.read_bytes() == LORA
+    assert Path(got.path) == path and path.read_bytes() == LORA
 
     # `lora download` without --to puts it at the same place
     path.unlink()

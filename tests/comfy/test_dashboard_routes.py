@@ -113,13 +113,13 @@ def test_caption_precondition_on_gcs(gcs_env, gcs_bucket, tmp_path, clean_env):
     app = App(Settings.load(clean_env), storage=storage)
 
     async def go():
-        [img] = (await app.captions.listing("dogs"))["images"]
-        assert img["caption"] == "first"
-        saved = await app.captions.write("dogs", "1.png", "second", img["generation"])
+        [img] = (await app.captions.listing("dogs")).images
+        assert img.caption == "first"
+        saved = await app.captions.write("dogs", "1.png", "second", img.generation)
         with pytest.raises(CaptionConflict) as info:
-            await app.captions.write("dogs", "1.png", "stale", img["generation"])
-        assert isinstance(info.value, PreconditionFailed) and info.value.current["caption"] == "second"
-        await app.captions.write("dogs", "1.png", "third", saved["generation"])
+            await app.captions.write("dogs", "1.png", "stale", img.generation)
+        assert isinstance(info.value, PreconditionFailed) and info.value.current.caption == "second"
+        await app.captions.write("dogs", "1.png", "third", saved.generation)
 
     asyncio.run(go())
     assert storage.read_bytes("datasets/dogs/1.txt") == b"third\n"

@@ -71,14 +71,14 @@ def test_replace_and_merge_are_refused_under_a_live_run_and_change_nothing(bucke
         upload_dataset(bucket, new, "cats", **{mode: True})
     assert objects(bucket) == before  # not a file, not the manifest, no lease left behind
     out = upload_dataset(bucket, new, "cats", force=True, **{mode: True})
-    assert out["result"] == {"replace": "replaced", "merge": "merged"}[mode]
+    assert out.result == {"replace": "replaced", "merge": "merged"}[mode]
 
 
 def test_an_ended_run_or_the_same_files_again_need_no_force(bucket, tmp_path):
     run_on(bucket, "r1", "cats", RunState.TRAINING)
-    assert upload_dataset(bucket, tmp_path / "old", "cats")["result"] == "unchanged"  # nothing would change
+    assert upload_dataset(bucket, tmp_path / "old", "cats").result == "unchanged"  # nothing would change
     run_on(bucket, "r1", "cats", RunState.DONE)
-    assert upload_dataset(bucket, folder(tmp_path / "new", ["c"], (0, 0, 9)), "cats", replace=True)["result"] == \
+    assert upload_dataset(bucket, folder(tmp_path / "new", ["c"], (0, 0, 9)), "cats", replace=True).result == \
         "replaced"
 
 

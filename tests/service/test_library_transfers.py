@@ -84,7 +84,7 @@ def test_upload_writes_the_manifest_last_and_leaves_no_lease(bucket, tmp_path):
     src = folder(tmp_path / "a", {"one": "ohwx cat", "two": "ohwx cat on a sofa"})
     rec = Recorder(bucket)
     out = library.upload_dataset(rec, src, "cat")
-    assert out["result"] == "created" and out["files"] == 4
+    assert out.result == "created" and out.files == 4
     assert writes(rec)[-1] == ("write_bytes", MANIFEST)
     assert sorted(k for op, k in writes(rec)[:-1]) == [f"datasets/cat/{n}" for n in
                                                        ("one.png", "one.txt", "two.png", "two.txt")]
@@ -111,14 +111,14 @@ def test_existing_dataset_needs_replace_or_merge(bucket, tmp_path):
     assert snapshot(bucket) == before  # nothing lost, nothing added
 
     merged = library.upload_dataset(bucket, other, "cat", merge=True)
-    assert merged["result"] == "merged" and merged["deleted"] == 0
+    assert merged.result == "merged" and merged.deleted == 0
     keys = {k.rsplit("/", 1)[1] for k in snapshot(bucket)}
     assert keys == {"one.png", "one.txt", "two.png", "two.txt", "three.png", "three.txt", "dataset.json"}
     files = [f["file"] for f in json.loads(bucket.read_bytes(MANIFEST))["files"]]
     assert files == ["one.png", "three.png", "two.png"]
 
     replaced = library.upload_dataset(bucket, other, "cat", replace=True)
-    assert replaced["result"] == "replaced" and replaced["deleted"] == 4
+    assert replaced.result == "replaced" and replaced.deleted == 4
     assert {k.rsplit("/", 1)[1] for k in snapshot(bucket)} == {"three.png", "three.txt", "dataset.json"}
     assert [f["file"] for f in json.loads(bucket.read_bytes(MANIFEST))["files"]] == ["three.png"]
 
@@ -129,7 +129,7 @@ def test_the_same_folder_again_changes_nothing_and_needs_no_flag(bucket, tmp_pat
     before = snapshot(bucket)
     rec = Recorder(bucket)
     out = library.upload_dataset(rec, src, "cat")
-    assert out["result"] == "unchanged" and out["files"] == 0 and writes(rec) == []
+    assert out.result == "unchanged" and out.files == 0 and writes(rec) == []
     assert snapshot(bucket) == before
 
 
@@ -179,7 +179,7 @@ def test_a_failed_upload_is_finished_by_the_same_command(bucket, tmp_path):
         library.upload_dataset(bucket, folder(tmp_path / "b", {"four": "w"}), "cat")
     # ... but the same folder from this machine does, without a flag
     out = library.upload_dataset(bucket, src, "cat")
-    assert out["resumed"] is True and out["files"] == 4  # the two that made it are skipped
+    assert out.resumed is True and out.files == 4  # the two that made it are skipped
     assert library.require_trainable(bucket, "cat").images == 3
 
 
@@ -201,7 +201,7 @@ def test_incomplete_dataset_is_listed_and_cannot_be_trained_or_downloaded(bucket
         library.require_trainable(bucket, "ghost")
     bucket.write_bytes(LOCK, b"{}")  # validate may look at whatever is there; the lease never travels
     got = library.download_dataset(bucket, "cat", tmp_path / "dl", require_complete=False)
-    assert got["files"] == 2 and sorted(p.name for p in (tmp_path / "dl").iterdir()) == ["one.png", "one.txt"]
+    assert got.files == 2 and sorted(p.name for p in (tmp_path / "dl").iterdir()) == ["one.png", "one.txt"]
 
 
 def test_an_unreadable_manifest_is_a_corrupt_record(bucket):

@@ -53,17 +53,17 @@ async def test_a_dataset_upload_and_download_run_in_a_worker_with_progress(worke
     src = folder(tmp_path, 40)
     seen = []
     result = await app.library.upload_dataset(src, "big", progress=seen.append)
-    assert (result["result"], result["files"]) == ("created", 80)
+    assert (result.result, result.files) == ("created", 80)
     # streamed back: one event per file (threads report in any order)
     assert len(seen) == 80 and max(e.files_done for e in seen) == 80 and {e.files_total for e in seen} == {80}
     assert sorted(o.key for o in storage.list("datasets/big/").objects)[:2] == ["datasets/big/000.png",
                                                                                   "datasets/big/000.txt"]
     # the worker's hashes reached this process's cache file: a re-upload plans nothing to send
-    assert (await app.library.upload_dataset(src, "big"))["result"] == "unchanged"
+    assert (await app.library.upload_dataset(src, "big")).result == "unchanged"
 
     got = []
     down = await app.library.download_dataset("big", tmp_path / "down", progress=got.append)
-    assert down["files"] == 81 and len(got) == 81
+    assert down.files == 81 and len(got) == 81
     assert (tmp_path / "down" / "039.txt").read_text() == "caption 39"
 
 

@@ -39,7 +39,7 @@ class ReplacedAtFirstPull(LocalStorage):
                 self._fired.set()
                 result = upload_dataset(LocalStorage(self.root), self.replace_with, self.name, replace=True,
                                         force=True)
-                assert result["result"] == "replaced"
+                assert result.result == "replaced"
         return super().download_file(key, path, **kw)
 
 

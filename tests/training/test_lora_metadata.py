@@ -71,7 +71,7 @@ async def test_trained_lora_round_trip_through_the_bucket(tmp_path, gcs_bucket, 
     sidecar = read_json(storage, "loras/cat.json")
     app = App(Settings(home=tmp_path / "home", storage=url), storage=storage, loras_dir=tmp_path / "loras")
     got = await app.library.download_lora("cat")
-    path = Path(got["path"])
+    path = Path(got.path)
     assert checksum_file(path).md5 == sidecar["md5"] == storage.stat("loras/cat.safetensors").md5
 
     header = read_safetensors_metadata(path)
@@ -93,8 +93,8 @@ async def test_trained_lora_round_trip_through_the_bucket(tmp_path, gcs_bucket, 
     # the library shows the same from the bucket and from the downloaded file
     remote = await app.library.lora_metadata("cat")
     local = await app.library.lora_file_metadata(path)
-    assert remote["lora_cloud"] == local["lora_cloud"] == ours
-    assert remote["info"]["md5"] == sidecar["md5"]
+    assert remote.lora_cloud == local.lora_cloud == ours
+    assert remote.info["md5"] == sidecar["md5"]
     assert json.loads(header[PREFIX + "overrides"]) == sidecar["overrides"]
 
 

@@ -38,7 +38,7 @@ def _builder():
 
 def test_the_six_are_there():
     assert set(TEMPLATES) == SIX
-    assert {d["name"] for d in describe_templates()} == SIX
+    assert {d.name for d in describe_templates()} == SIX
 
 
 def test_checked_in_files_are_what_the_builder_writes():

@@ -9,7 +9,9 @@ edges (routes, nodes, CLI) use. Inside, by responsibility:
   process inside ComfyUI); :mod:`.transfers`, what a dataset transfer needs of it;
 * :mod:`.mirror` (``sync``), :mod:`.uploads` (the sidebar's staged uploads),
   :mod:`.captions`, :mod:`.prepare`, :mod:`.models_cache`, :mod:`.hub`, :mod:`.listings`,
-  :mod:`.media`, :mod:`.files`, :mod:`.dataset_use`.
+  :mod:`.media`, :mod:`.files`, :mod:`.dataset_use`;
+* :mod:`.views`: the typed records the services answer with (the routes send their
+  ``to_dict()``, the CLI reads their attributes).
 
 Names are loaded on first use, not when the package is: the offload worker is started as
 ``python -m comfy_lora_cloud.service.library.offload``, and a package that imported its own
@@ -44,15 +46,25 @@ _HOMES = {
     "THUMB_SIZES": "files", "check_file_name": "files", "parse_safetensors_header": "files",
     "SAFE_HEADERS": "media", "MAX_IMAGE_BYTES": "media", "ImageSniffer": "media", "ServedFile": "media",
     "read_media": "media", "served_file": "media",
+    # the records the library answers with (their to_dict() is the HTTP answer)
+    "Caption": "views", "CaptionListing": "views", "CaptionedImage": "views", "DatasetDeleted": "views",
+    "DatasetDownload": "views", "DatasetImage": "views", "DatasetListing": "views", "DatasetUpload": "views",
+    "LibraryLora": "views", "LoraDeleted": "views", "LoraDownload": "views", "LoraListing": "views",
+    "LoraMetadata": "views", "ModelsStatus": "views", "PreparedReview": "views", "Published": "views",
+    "StagedFile": "views", "StagedPut": "views", "StagedRemoved": "views", "StagedUpload": "views",
+    "StagingDiscarded": "views", "WeightFile": "views",
 }
 __all__ = [
-    "COMFY_LORA_FOLDER", "CaptionConflict", "Captions", "DatasetUser", "HttpHub", "Hub", "IN_PROCESS", "ImageSniffer",
-    "Library", "MAX_FILE_BYTES", "MAX_IMAGE_BYTES", "Mirror", "ModelsCache", "Offload", "Page", "SAFE_HEADERS",
-    "ServedFile", "THUMB_SIZES", "Transfers", "UPLOAD_REMEDY", "Uploads", "check_file_name", "comfy_lora_folder",
-    "delete_dataset", "delete_lora", "describe_dataset", "download_dataset", "download_lora", "list_datasets",
-    "list_loras", "live_runs_using", "matches_object", "normalise_prefix", "parse_safetensors_header",
-    "prepare_to_storage", "read_lora_sidecar", "read_media", "read_records", "require_trainable", "require_unused",
-    "served_file", "upload_dataset",
+    "COMFY_LORA_FOLDER", "Caption", "CaptionConflict", "CaptionListing", "CaptionedImage", "Captions",
+    "DatasetDeleted", "DatasetDownload", "DatasetImage", "DatasetListing", "DatasetUpload", "DatasetUser",
+    "HttpHub", "Hub", "IN_PROCESS", "ImageSniffer", "Library", "LibraryLora", "LoraDeleted", "LoraDownload",
+    "LoraListing", "LoraMetadata", "MAX_FILE_BYTES", "MAX_IMAGE_BYTES", "Mirror", "ModelsCache", "ModelsStatus",
+    "Offload", "Page", "PreparedReview", "Published", "SAFE_HEADERS", "ServedFile", "StagedFile", "StagedPut",
+    "StagedRemoved", "StagedUpload", "StagingDiscarded", "THUMB_SIZES", "Transfers", "UPLOAD_REMEDY", "Uploads",
+    "WeightFile", "check_file_name", "comfy_lora_folder", "delete_dataset", "delete_lora", "describe_dataset",
+    "download_dataset", "download_lora", "list_datasets", "list_loras", "live_runs_using", "matches_object",
+    "normalise_prefix", "parse_safetensors_header", "prepare_to_storage", "read_lora_sidecar", "read_media",
+    "read_records", "require_trainable", "require_unused", "served_file", "upload_dataset",
 ]
 
 if TYPE_CHECKING:
@@ -73,6 +85,10 @@ if TYPE_CHECKING:
     from .prepare import prepare_to_storage
     from .transfers import IN_PROCESS, Transfers
     from .uploads import MAX_FILE_BYTES, Uploads
+    from .views import (Caption, CaptionedImage, CaptionListing, DatasetDeleted, DatasetDownload, DatasetImage,
+                        DatasetListing, DatasetUpload, LibraryLora, LoraDeleted, LoraDownload, LoraListing,
+                        LoraMetadata, ModelsStatus, PreparedReview, Published, StagedFile, StagedPut, StagedRemoved,
+                        StagedUpload, StagingDiscarded, WeightFile)
 
 
 def __getattr__(name: str) -> Any:

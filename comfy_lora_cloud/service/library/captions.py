@@ -23,6 +23,7 @@ from ...models import validate_name
 from ...storage import layout
 from ...storage.layout import CAPTION_SUFFIX, IMAGE_SUFFIXES
 from .files import check_file_name
+from .views import Caption, CaptionedImage, CaptionListing
 
 if TYPE_CHECKING:
     from ..core import Core
@@ -34,7 +35,7 @@ _GENERATION_RE = re.compile(r"^[0-9]{1,20}$")
 class CaptionConflict(PreconditionFailed):
     """Someone else changed the caption since it was read."""
 
-    def __init__(self, message: str, current: dict[str, Any]):
+    def __init__(self, message: str, current: Caption):
         super().__init__(message)
         self.current = current
 
@@ -72,13 +73,13 @@ class Captions:
     def __init__(self, core: Core):
         self.core = core
 
-    async def listing(self, name: str) -> dict[str, Any]:
-        """``{"images": [{file, size, caption, generation}], "dataset"}``: every image with its
-        caption (``None`` without one) and the caption's generation (``"0"`` without one)."""
+    async def listing(self, name: str) -> CaptionListing:
+        """Every image of a dataset with its caption (``None`` without one) and the caption's
+        generation (``"0"`` without one)."""
         validate_name(name, "dataset name")
         return await asyncio.to_thread(self._listing, name)
 
-    def _listing(self, name: str) -> dict[str, Any]:
+    def _listing(self, name: str) -> CaptionListing:
         storage = self.core.storage
         prefix = layout.dataset_prefix(name)
         objs = {o.key: o for o in storage.list(prefix).objects}
@@ -97,8 +98,8 @@ class Captions:
             text, generation = None, "0"
             if cap is not None:
                 text, generation = self._read(storage, cap.key)
-            images.append({"file": file, "size": obj.size, "caption": text, "generation": generation})
-        return {"dataset": name, "images": images}
+            images.append(CaptionedImage(file=file, size=obj.size, caption=text, generation=generation))
+        return CaptionListing(dataset=name, images=tuple(images))
 
     @staticmethod
     def _read(storage: Any, key: str) -> tuple[str | None, str]:
@@ -111,9 +112,9 @@ class Captions:
             return None, "0"
         return data.decode("utf-8", errors="replace").strip(), str(info.generation or 0)
 
-    async def write(self, name: str, file: str, text: Any, generation: Any) -> dict[str, Any]:
-        """Write one caption over ``generation`` (what the editor read). Returns ``{file,
-        caption, generation}`` as stored; :class:`CaptionConflict` when someone else wrote first."""
+    async def write(self, name: str, file: str, text: Any, generation: Any) -> Caption:
+        """Write one caption over ``generation`` (what the editor read). Returns the caption as
+        stored; :class:`CaptionConflict` when someone else wrote first."""
         validate_name(name, "dataset name")
         check_file_name(file)
         if Path(file).suffix.lower() not in IMAGE_SUFFIXES:
@@ -122,7 +123,7 @@ class Captions:
         caption = clean_caption(text)
         return await asyncio.to_thread(self._write, name, file, caption, expected)
 
-    def _write(self, name: str, file: str, caption: str, expected: int) -> dict[str, Any]:
+    def _write(self, name: str, file: str, caption: str, expected: int) -> Caption:
         storage = self.core.storage
         if not storage.exists(layout.dataset_prefix(name) + file):
             raise ObjectNotFound(f"dataset {name!r} has no image {file!r}")
@@ -135,5 +136,5 @@ class Captions:
             raise CaptionConflict(
                 f"the caption of {file} was changed by someone else since you opened it; "
                 "theirs is shown now, edit it again to change it",
-                {"file": file, "caption": text, "generation": generation}) from None
-        return {"file": file, "caption": caption, "generation": str(info.generation or 0)}
+                Caption(file=file, caption=text, generation=generation)) from None
+        return Caption(file=file, caption=caption, generation=str(info.generation or 0))

@@ -21,6 +21,8 @@ from .loras import MAX_LORA_READ_BYTES, delete_lora, download_lora, list_loras, 
 from .manifests import MAX_CAPTION_BYTES, caption_key, describe_dataset, list_datasets, require_trainable, servable
 from .media import Thumbnailer, read_media, served_file
 from .offload import Offload
+from .views import (DatasetDeleted, DatasetDownload, DatasetImage, DatasetListing, DatasetUpload, LibraryLora,
+                    LoraDeleted, LoraDownload, LoraListing, LoraMetadata)
 
 if TYPE_CHECKING:
     from ..core import Core
@@ -42,18 +44,18 @@ class Library:
         self.thumbnails = Thumbnailer()
 
     # ---- datasets ----------------------------------------------------------------------------
-    async def datasets(self) -> list[dict[str, Any]]:
-        return (await self.dataset_listing())["datasets"]
+    async def datasets(self) -> list[Dataset]:
+        return list((await self.dataset_listing()).datasets)
 
-    async def dataset_listing(self, offset: int = 0, limit: int | None = None) -> dict[str, Any]:
-        """``{"datasets", "problems", "total", "offset", "limit"}``: one page of the datasets by
-        name (all of them without ``limit``); entries that cannot be read are skipped and
-        reported. Costs one paged listing plus the manifests of the page (see :mod:`.listings`)."""
+    async def dataset_listing(self, offset: int = 0, limit: int | None = None) -> DatasetListing:
+        """One page of the datasets by name (all of them without ``limit``); entries that cannot
+        be read are skipped and reported in ``problems``. Costs one paged listing plus the
+        manifests of the page (see :mod:`.listings`)."""
         page = Page(offset, limit)
         found = await asyncio.to_thread(lambda: list_datasets(self.core.storage, page,
                                                               workers=self.core.settings.sync_workers))
-        return {"datasets": [d.to_dict() for d in found.items], "problems": [p.to_dict() for p in found.problems],
-                **page.describe(found.total or 0)}
+        return DatasetListing(datasets=tuple(found.items), problems=tuple(found.problems), total=found.total or 0,
+                              offset=page.offset, limit=page.limit)
 
     async def describe(self, name: str) -> Dataset:
         return await asyncio.to_thread(lambda: describe_dataset(self.core.storage, name))
@@ -62,11 +64,11 @@ class Library:
         """The dataset, if it is complete and has images (see :func:`require_trainable`)."""
         return await asyncio.to_thread(lambda: require_trainable(self.core.storage, name))
 
-    async def dataset_images(self, name: str) -> list[dict[str, Any]]:
+    async def dataset_images(self, name: str) -> list[DatasetImage]:
         """Every image of a dataset with its caption (``None`` when it has no .txt)."""
         return await asyncio.to_thread(self._dataset_images, name)
 
-    def _dataset_images(self, name: str) -> list[dict[str, Any]]:
+    def _dataset_images(self, name: str) -> list[DatasetImage]:
         import concurrent.futures
 
         storage = self.core.storage
@@ -86,10 +88,10 @@ class Library:
         # one small read per caption: in parallel, since a bucket answers each in tens of ms
         with concurrent.futures.ThreadPoolExecutor(max_workers=self.core.settings.sync_workers) as pool:
             captions = list(pool.map(caption, [o.key for o in images]))
-        return [{"file": o.key[len(prefix):], "size": o.size, "caption": c} for o, c in zip(images, captions)]
+        return [DatasetImage(file=o.key[len(prefix):], size=o.size, caption=c) for o, c in zip(images, captions)]
 
     async def dataset_captions(self, name: str) -> dict[str, str | None]:
-        return {i["file"]: i["caption"] for i in await self.dataset_images(name)}
+        return {i.file: i.caption for i in await self.dataset_images(name)}
 
     async def dataset_image(self, name: str, file: str) -> Any:
         """An image as the browser may get it (a :class:`~.media.ServedFile`): typed by its bytes,
@@ -116,7 +118,7 @@ class Library:
 
     async def upload_dataset(self, src: str | Path, name: str, *, replace: bool = False, merge: bool = False,
                              progress: Progress | None = None, remedy: str = UPLOAD_REMEDY,
-                             skip_bad: bool = False, force: bool = False) -> dict[str, Any]:
+                             skip_bad: bool = False, force: bool = False) -> DatasetUpload:
         """The one dataset upload (:func:`upload_dataset`): every image decoded first, manifest
         last, one writer at a time, an existing dataset only with ``replace`` or ``merge``, and
         not one a live run trains on unless ``force``."""
@@ -127,16 +129,16 @@ class Library:
             force=force, transfers=self.offload))
 
     async def download_dataset(self, name: str, dest: str | Path, *, progress: Progress | None = None,
-                               require_complete: bool = True) -> dict[str, Any]:
+                               require_complete: bool = True) -> DatasetDownload:
         """The one dataset download (:func:`download_dataset`)."""
         settings = self.core.settings
         return await asyncio.to_thread(lambda: download_dataset(
             self.core.storage, name, dest, workers=settings.sync_workers, progress=progress, cache=self.hash_cache(),
             require_complete=require_complete, transfers=self.offload))
 
-    async def delete_dataset(self, name: str) -> dict[str, Any]:
+    async def delete_dataset(self, name: str) -> DatasetDeleted:
         n = await asyncio.to_thread(lambda: delete_dataset(self.core.storage, name))
-        return {"dataset": name, "deleted": n}
+        return DatasetDeleted(dataset=name, deleted=n)
 
     def hash_cache(self) -> Any:
         """Local file checksums remembered between runs, so a re-sync does not re-hash. One per
@@ -198,33 +200,30 @@ class Library:
         return await asyncio.to_thread(run)
 
     # ---- LoRAs -------------------------------------------------------------------------------
-    async def loras(self) -> list[dict[str, Any]]:
+    async def loras(self) -> list[LibraryLora]:
         """LoRAs in the bucket; ``local`` says whether the LoRA folder has a copy."""
-        return (await self.lora_listing())["loras"]
+        return list((await self.lora_listing()).loras)
 
-    async def lora_listing(self, offset: int = 0, limit: int | None = None) -> dict[str, Any]:
-        """``{"loras", "problems", "total", "offset", "limit"}``: one page of the LoRAs by name
-        (all without ``limit``), their sidecars read for that page only; entries that cannot be
-        read are skipped and reported."""
+    async def lora_listing(self, offset: int = 0, limit: int | None = None) -> LoraListing:
+        """One page of the LoRAs by name (all without ``limit``), their sidecars read for that
+        page only; entries that cannot be read are skipped and reported."""
         page = Page(offset, limit)
 
-        def run() -> dict[str, Any]:
+        def run() -> LoraListing:
             found = list_loras(self.core.storage, page, workers=self.core.settings.sync_workers)
-            out = []
-            for lora in found.items:
-                d = lora.to_dict()
-                d["local"] = (self.core.loras_dir / layout.lora_file_name(lora.name)).is_file()
-                out.append(d)
-            return {"loras": out, "problems": [p.to_dict() for p in found.problems], **page.describe(found.total or 0)}
+            loras = tuple(LibraryLora(lora, (self.core.loras_dir / layout.lora_file_name(lora.name)).is_file())
+                          for lora in found.items)
+            return LoraListing(loras=loras, problems=tuple(found.problems), total=found.total or 0,
+                               offset=page.offset, limit=page.limit)
 
         return await asyncio.to_thread(run)
 
-    async def lora_metadata(self, name: str) -> dict[str, Any]:
+    async def lora_metadata(self, name: str) -> LoraMetadata:
         """The ``__metadata__`` (kohya's ``ss_*`` keys) of a LoRA's safetensors header, plus the
         bucket's ``<name>.json`` sidecar when there is one."""
         return await asyncio.to_thread(self._lora_metadata, name)
 
-    def _lora_metadata(self, name: str) -> dict[str, Any]:
+    def _lora_metadata(self, name: str) -> LoraMetadata:
         storage = self.core.storage
         key = layout.lora_key(name)
         info = storage.stat(key)
@@ -238,23 +237,24 @@ class Library:
             header = parse_safetensors_header(storage.read_bytes(key))
             self._header_cache[cache_key] = header
         sidecar: dict[str, Any] = {}
-        problems: list[dict[str, Any]] = []
+        problems: list[Problem] = []
         try:
             sidecar = read_lora_sidecar(storage, layout.lora_meta_key(name))
         except ObjectNotFound:
             pass
         except StorageError as exc:
-            problems.append(Problem.of(layout.lora_meta_key(name), exc).to_dict())
+            problems.append(Problem.of(layout.lora_meta_key(name), exc))
         from ...training.lora_meta import from_header
 
         # "lora_cloud": what made it, as its own header says (the trainer writes the same fields
         # into the header and the sidecar: the header is what a downloaded file keeps)
-        return {"name": name, "size": info.size, "md5": info.md5, **header, "lora_cloud": from_header(header["metadata"]),
-                "info": sidecar, "problems": problems}
+        return LoraMetadata(name=name, size=info.size, md5=info.md5, metadata=header["metadata"],
+                            tensors=header["tensors"], lora_cloud=from_header(header["metadata"]), info=sidecar,
+                            problems=tuple(problems))
 
-    async def lora_file_metadata(self, path: str | Path) -> dict[str, Any]:
+    async def lora_file_metadata(self, path: str | Path) -> LoraMetadata:
         """The same for a LoRA file on this machine (a download): its header says what made it."""
-        def run() -> dict[str, Any]:
+        def run() -> LoraMetadata:
             from ...training.lora_meta import from_header, read_safetensors_metadata
 
             p = Path(path).expanduser()
@@ -264,21 +264,21 @@ class Library:
                 raise ObjectNotFound(f"cannot read {p}: {exc.strerror or exc}") from None
             except ValueError as exc:
                 raise DatasetError(f"{p.name}: {exc}") from None
-            return {"name": p.name.removesuffix(layout.LORA_SUFFIX), "path": str(p), "size": p.stat().st_size,
-                    "metadata": meta, "lora_cloud": from_header(meta), "info": {}, "problems": []}
+            return LoraMetadata(name=p.name.removesuffix(layout.LORA_SUFFIX), path=str(p), size=p.stat().st_size,
+                                metadata=meta, lora_cloud=from_header(meta))
 
         return await asyncio.to_thread(run)
 
-    async def download_lora(self, name: str, dest_dir: str | Path | None = None) -> dict[str, Any]:
+    async def download_lora(self, name: str, dest_dir: str | Path | None = None) -> LoraDownload:
         """Copy a LoRA into ``dest_dir`` (default: the app's LoRA folder) through the one LoRA
         download (:func:`download_lora`)."""
-        def run() -> dict[str, Any]:
+        def run() -> LoraDownload:
             path = download_lora(self.core.storage, name, dest_dir or self.core.loras_dir)
-            return {"name": name, "path": str(path), "size": path.stat().st_size}
+            return LoraDownload(name=name, path=str(path), size=path.stat().st_size)
 
         return await asyncio.to_thread(run)
 
-    async def delete_lora(self, name: str) -> dict[str, Any]:
+    async def delete_lora(self, name: str) -> LoraDeleted:
         n = await asyncio.to_thread(lambda: delete_lora(self.core.storage, name))
-        return {"name": name, "deleted": n}
+        return LoraDeleted(name=name, deleted=n)
 

@@ -41,6 +41,7 @@ from ...storage.layout import CAPTION_SUFFIX, IMAGE_SUFFIXES, MANIFEST, is_datas
 from .dataset_use import require_unused
 from .manifests import folder_manifest, generated_manifest, merged_manifest, read_manifest, same_manifest, summarise
 from .transfers import IN_PROCESS, Transfers
+from .views import DatasetDownload, DatasetUpload
 
 Progress = Callable[[Any], None]  # receives storage.sync.Progress events
 UPLOAD_REMEDY = ("pass --replace to make it exactly this folder (files it lacks are deleted), or --merge to add "
@@ -52,7 +53,7 @@ def upload_dataset(
     workers: int = 8, progress: Progress | None = None, cache: sync.HashCache | None = None,
     remedy: str = UPLOAD_REMEDY, clock: Callable[[], float] = time.time, lock_stale_s: float = leases.STALE_S,
     skip_bad: bool = False, force: bool = False, transfers: Transfers = IN_PROCESS,
-) -> dict[str, Any]:
+) -> DatasetUpload:
     """Upload a folder of images (+ .txt captions, + its ``dataset.json`` if it has one) to
     ``datasets/<name>/``: the one dataset upload.
 
@@ -163,15 +164,15 @@ def upload_dataset(
         done = "unchanged"
     else:
         done = {"replace": "replaced", "merge": "merged"}[mode] if existing else "created"  # type: ignore[index]
-    return {"dataset": name, "result": done, "resumed": resumed, "files": result.files, "bytes": result.bytes,
-            "skipped": len(plan.skips), "deleted": len(deletes), "seconds": round(clock() - start, 3), "url": url,
-            "bad": bad}
+    return DatasetUpload(dataset=name, result=done, resumed=resumed, files=result.files, bytes=result.bytes,
+                         skipped=len(plan.skips), deleted=len(deletes), seconds=round(clock() - start, 3), url=url,
+                         bad=tuple(bad))
 
 
 def download_dataset(
     storage: Storage, name: str, dest: str | Path, *, workers: int = 8, progress: Progress | None = None,
     cache: sync.HashCache | None = None, require_complete: bool = True, transfers: Transfers = IN_PROCESS,
-) -> dict[str, Any]:
+) -> DatasetDownload:
     """Bring ``datasets/<name>/`` into ``dest`` (images, captions, manifest; files already there
     and identical are skipped): the one dataset download. An incomplete dataset is refused
     unless ``require_complete`` is off (``validate`` looks at whatever is there)."""
@@ -189,8 +190,8 @@ def download_dataset(
     plan.transfers = [t for t in plan.transfers if is_dataset_file(t.rel)]
     plan.skips = [rel for rel in plan.skips if is_dataset_file(rel)]
     result = transfers.apply(plan, storage, workers=workers, progress=progress, cache=cache)
-    return {"dataset": name, "files": result.files, "bytes": result.bytes, "skipped": len(plan.skips),
-            "path": str(dest), "seconds": round(result.seconds, 3)}
+    return DatasetDownload(dataset=name, files=result.files, bytes=result.bytes, skipped=len(plan.skips),
+                           path=str(dest), seconds=round(result.seconds, 3))
 
 
 def delete_dataset(storage: Storage, name: str) -> int:

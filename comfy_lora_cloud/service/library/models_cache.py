@@ -7,6 +7,7 @@ that (reached as ``app.models``); the rules (file names, one file on disk at a t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, TYPE_CHECKING
@@ -15,6 +16,7 @@ from ...errors import ConfigError
 from ...storage.layout import model_key
 from ...training.kohya_config import MODEL_FILES
 from ...training.weights import cache_weights, missing_weights
+from .views import ModelsStatus, WeightFile
 
 if TYPE_CHECKING:
     from ..core import Core
@@ -35,19 +37,19 @@ class ModelsCache:
 
         return HttpHub(token)
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> ModelsStatus:
         """Which base-weights files ``models/`` holds."""
-        def run() -> dict[str, Any]:
+        def run() -> ModelsStatus:
             storage = self.core.storage
             missing = {f for f, _ in missing_weights(storage)}
-            files = [{"file": f, "repo": repo, "cached": f not in missing, "key": model_key(f)}
-                     for f, repo in MODEL_FILES.values()]
-            return {"storage": storage.url, "files": files, "complete": not missing}
+            files = tuple(WeightFile(file=f, repo=repo, cached=f not in missing, key=model_key(f))
+                          for f, repo in MODEL_FILES.values())
+            return ModelsStatus(storage=storage.url, files=files, complete=not missing)
 
         return await asyncio.to_thread(run)
 
     async def cache(self, *, local_dirs: list[Path] | None = None, work_dir: Path | None = None,
-                    on_file: Callable[[str, str], None] | None = None) -> dict[str, Any]:
+                    on_file: Callable[[str, str], None] | None = None) -> ModelsStatus:
         """Upload what ``models/`` lacks: from ``local_dirs`` when a file is there, else from
         Hugging Face (needs ``hf_token`` and the accepted FLUX.1-dev licence)."""
         dirs = [Path(d).expanduser() for d in (local_dirs or [])]
@@ -64,4 +66,4 @@ class ModelsCache:
                 return cache_weights(storage, self._source(), Path(tmp), local_dirs=dirs, on_file=on_file)
 
         done = await asyncio.to_thread(run)
-        return {**(await self.status()), "cached_from": done}
+        return dataclasses.replace(await self.status(), cached_from=done)

@@ -39,6 +39,7 @@ from ...models import check_trigger, validate_name
 from ...storage.layout import CAPTION_SUFFIX, IMAGE_SUFFIXES, MANIFEST
 from .captions import clean_caption
 from .files import check_file_name
+from .views import PreparedReview, Published, StagedFile, StagedPut, StagedRemoved, StagedUpload, StagingDiscarded
 
 if TYPE_CHECKING:
     from ..core import Core
@@ -103,17 +104,17 @@ class Uploads:
                           "go into a dataset")
 
     # ---- 1. stage ------------------------------------------------------------------------------
-    async def put(self, name: str, file: str, data: bytes, sha256: str | None = None) -> dict[str, Any]:
-        """Stage one file. ``{"file", "ok": True, "size", "sha256"}``, or ``{"file", "ok": False,
-        "reason"}`` for a file that is not what a dataset can hold (the others go on)."""
+    async def put(self, name: str, file: str, data: bytes, sha256: str | None = None) -> StagedPut:
+        """Stage one file: kept (``ok``, its size and SHA-256), or refused with the ``reason`` for
+        a file that is not what a dataset can hold (the others go on)."""
         name, kind = self._name(name), self._kind(file)
         folder = self.folder(name) / STAGED
         with self._steps_of(name).shared("staging"):
             return await asyncio.to_thread(self._put, folder, file, kind, data, sha256)
 
-    def _put(self, folder: Path, file: str, kind: str, data: bytes, sha256: str | None) -> dict[str, Any]:
-        def refused(reason: str) -> dict[str, Any]:
-            return {"file": file, "ok": False, "reason": reason}
+    def _put(self, folder: Path, file: str, kind: str, data: bytes, sha256: str | None) -> StagedPut:
+        def refused(reason: str) -> StagedPut:
+            return StagedPut(file=file, ok=False, reason=reason)
 
         if len(data) > MAX_FILE_BYTES:
             return refused(f"{len(data) / 1e6:.1f} MB: larger than the {MAX_FILE_BYTES // 2 ** 20} MB a photo needs")
@@ -148,49 +149,48 @@ class Uploads:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-        out = {"file": file, "ok": True, "size": len(data), "sha256": digest}
         if kind == "image":
-            out.update(width=width, height=height)
-        return out
+            return StagedPut(file=file, ok=True, size=len(data), sha256=digest, width=width, height=height)
+        return StagedPut(file=file, ok=True, size=len(data), sha256=digest)
 
-    async def status(self, name: str) -> dict[str, Any]:
-        """What is staged for ``name`` (for resuming): ``{"files": [{file, size, sha256}], "prepared"}``."""
+    async def status(self, name: str) -> StagedUpload:
+        """What is staged for ``name`` (for resuming), and whether it was prepared."""
         name = self._name(name)
         folder = self.folder(name)
 
-        def run() -> dict[str, Any]:
+        def run() -> StagedUpload:
             staged = folder / STAGED
-            files = [] if not staged.is_dir() else [
-                {"file": p.name, "size": p.stat().st_size, "sha256": _sha256(p)}
-                for p in sorted(staged.iterdir()) if p.is_file() and not p.name.startswith(".")]
-            return {"dataset": name, "files": files, "bytes": sum(f["size"] for f in files),
-                    "prepared": (folder / PREPARED / MANIFEST).is_file()}
+            files = () if not staged.is_dir() else tuple(
+                StagedFile(file=p.name, size=p.stat().st_size, sha256=_sha256(p))
+                for p in sorted(staged.iterdir()) if p.is_file() and not p.name.startswith("."))
+            return StagedUpload(dataset=name, files=files, bytes=sum(f.size for f in files),
+                                prepared=(folder / PREPARED / MANIFEST).is_file())
 
         return await asyncio.to_thread(run)
 
-    async def remove(self, name: str, file: str) -> dict[str, Any]:
+    async def remove(self, name: str, file: str) -> StagedRemoved:
         """Take one staged file out again."""
         name = self._name(name)
         self._kind(file)
         path = self.folder(name) / STAGED / file
         with self._steps_of(name).shared("removing a file"):
             await asyncio.to_thread(lambda: path.unlink(missing_ok=True))
-        return {"dataset": name, "file": file, "removed": True}
+        return StagedRemoved(dataset=name, file=file)
 
-    async def discard(self, name: str) -> dict[str, Any]:
+    async def discard(self, name: str) -> StagingDiscarded:
         """Remove everything staged and prepared for ``name``. Refused (:class:`LockHeld`) while
         it is being staged, prepared or published: a discard in the middle of a publish would
         leave the upload a part of the files to publish as if it were the whole dataset."""
         name = self._name(name)
         with self._steps_of(name).alone("discarding"):
             await asyncio.to_thread(self._remove_staging, name)
-        return {"dataset": name, "discarded": True}
+        return StagingDiscarded(dataset=name)
 
     def _remove_staging(self, name: str) -> None:
         shutil.rmtree(self.folder(name), ignore_errors=True)
 
     # ---- 2. prepare and review -------------------------------------------------------------------
-    async def prepare(self, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def prepare(self, name: str, body: Mapping[str, Any]) -> PreparedReview:
         """Run the preparation pipeline over the staged files (crop for ``lora_type``, bucket,
         auto-caption with ``caption``: none, florence or blip2); returns :meth:`review`."""
         from ...dataset.bucket import BucketConfig
@@ -229,14 +229,14 @@ class Uploads:
             await asyncio.to_thread(run)
         return await self.review(name)
 
-    async def review(self, name: str) -> dict[str, Any]:
-        """The prepared images to review: ``{"items": [{image, source, caption, caption_origin,
-        width, height, bucket, crop_box, warnings}], "skipped", "duplicates", "report",
-        "settings"}``."""
+    async def review(self, name: str) -> PreparedReview:
+        """The prepared images to review (``items``: image, source, caption, caption_origin,
+        width, height, bucket, crop_box, crop_method, faces each), with what was skipped, the
+        duplicates, the warnings, the settings and the validation report."""
         name = self._name(name)
         folder = self.folder(name)
 
-        def run() -> dict[str, Any]:
+        def run() -> PreparedReview:
             from ...dataset.validate import validate_folder
 
             manifest = self._manifest(folder / PREPARED)
@@ -245,10 +245,11 @@ class Uploads:
                 items.append({k: entry.get(k) for k in ("image", "source", "caption", "caption_origin", "width",
                                                          "height", "bucket", "crop_box", "crop_method", "faces")})
             report = validate_folder(folder / PREPARED).to_dict()
-            return {"dataset": name, "items": items, "skipped": manifest.get("skipped", []),
-                    "duplicates": manifest.get("duplicates", []), "warnings": manifest.get("warnings", []),
-                    "settings": {k: manifest.get("settings", {}).get(k) for k in ("lora_type", "trigger", "caption")},
-                    "report": report}
+            return PreparedReview(
+                dataset=name, items=tuple(items), skipped=manifest.get("skipped", []),
+                duplicates=manifest.get("duplicates", []), warnings=manifest.get("warnings", []),
+                settings={k: manifest.get("settings", {}).get(k) for k in ("lora_type", "trigger", "caption")},
+                report=report)
 
         return await asyncio.to_thread(run)
 
@@ -281,7 +282,7 @@ class Uploads:
         return served_file(await asyncio.to_thread(run), file)
 
     # ---- 3. publish ----------------------------------------------------------------------------
-    async def publish(self, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def publish(self, name: str, body: Mapping[str, Any]) -> Published:
         """Publish ``datasets/<name>/``: the prepared images after the review's ``decisions``
         (``{image: {"keep": bool, "caption": str}}``) when ``prepared`` is true, else the staged
         files as they are. ``mode``: ``create`` (refused when the dataset exists), ``replace``
@@ -316,7 +317,7 @@ class Uploads:
                 src, name, replace=mode == "replace", merge=mode == "merge", force=force,
                 remedy="choose replace (it becomes exactly these images) or merge (they are added), or another name")
             await asyncio.to_thread(self._remove_staging, name)
-        return {**result, "report": report}
+        return Published(upload=result, report=report)
 
     @staticmethod
     def _apply_decisions(prepared: Path, decisions: Mapping[str, Any]) -> None:

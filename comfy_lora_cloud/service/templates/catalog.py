@@ -22,10 +22,11 @@ from ...models import Record, validate_name
 from ...settings import check_http_url
 from ...storage import layout
 from ...workflows import TEMPLATES, default_prompt, split_prompts
+from .views import LoraTestStatus, TemplateInfo
 
 if TYPE_CHECKING:  # the client (aiohttp) is imported by what queues, not by every command
     from ..core import Core
-    from ...remote.comfyui import ComfyClient, PromptStatus
+    from ...remote.comfyui import ComfyClient
 
 __all__ = ["NAMES", "LoraTest", "Templates", "default_prompt", "describe_templates", "load_template",
            "split_prompts", "ui_template"]
@@ -72,15 +73,15 @@ def ui_template(name: str, *, lora: str | None = None, prompt: str | None = None
     return _graph(name, lora, prompt, dict(params)).ui()
 
 
-def describe_templates() -> list[dict[str, Any]]:
+def describe_templates() -> list[TemplateInfo]:
     """Every template: name, title, what it does, its parameters and defaults, the packs it needs."""
     out = []
     for t in TEMPLATES.values():
         sig = inspect.signature(t.build)
-        out.append({"name": t.name, "title": t.title, "description": t.description, "packs": list(t.packs),
-                    "takes_image": t.takes_image,
-                    "parameters": {p: (None if v.default is inspect.Parameter.empty else v.default)
-                                   for p, v in sig.parameters.items()}})
+        out.append(TemplateInfo(name=t.name, title=t.title, description=t.description, packs=tuple(t.packs),
+                                takes_image=t.takes_image,
+                                parameters={p: (None if v.default is inspect.Parameter.empty else v.default)
+                                            for p, v in sig.parameters.items()}))
     return out
 
 
@@ -100,11 +101,6 @@ def _trigger_and_type(facts: dict[str, Any]) -> tuple[str, str]:
     trigger = facts.get("trigger") if isinstance(facts.get("trigger"), str) else ""
     lora_type = facts.get("lora_type") if isinstance(facts.get("lora_type"), str) else "character"
     return trigger.strip()[:200], lora_type
-
-
-def status_dict(status: PromptStatus) -> dict[str, Any]:
-    return {"prompt_id": status.prompt_id, "state": status.state, "error": status.error,
-            "images": [i.to_dict() for i in status.images]}
 
 
 class Templates:
@@ -192,12 +188,13 @@ class Templates:
             raise ObjectNotFound(f"no LoRA test {prompt_id!r} was queued here")
         return test
 
-    async def test_status(self, prompt_id: str) -> dict[str, Any]:
-        """``{prompt_id, state, error, images, lora, template}`` of a test queued here."""
+    async def test_status(self, prompt_id: str) -> LoraTestStatus:
+        """Where a test queued here is, and its images so far."""
         test = self._known(prompt_id)
         async with self.client(test.target) as comfy:
             status = await comfy.status(prompt_id)
-        return {**status_dict(status), "lora": test.lora, "template": test.template}
+        return LoraTestStatus(prompt_id=status.prompt_id, state=status.state, error=status.error,
+                              images=tuple(status.images), lora=test.lora, template=test.template)
 
     async def test_image(self, prompt_id: str, index: int = 0) -> Any:
         """Image ``index`` of a finished test as the browser may get it (a :class:`~.media.ServedFile`)."""
@@ -214,12 +211,12 @@ class Templates:
             raise ObjectNotFound(f"image {image.filename!r} is too large to show")
         return served_file(data, image.filename)
 
-    async def wait(self, prompt_id: str, *, timeout: float = 1800.0, poll: float = 0.5) -> dict[str, Any]:
+    async def wait(self, prompt_id: str, *, timeout: float = 1800.0, poll: float = 0.5) -> LoraTestStatus:
         """Poll a test until it finishes (the CLI's ``--wait``)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             status = await self.test_status(prompt_id)
-            if status["state"] in ("done", "failed", "unknown") or loop.time() >= deadline:
+            if status.finished or loop.time() >= deadline:
                 return status
             await asyncio.sleep(poll)
