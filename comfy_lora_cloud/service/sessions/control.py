@@ -36,8 +36,8 @@ from .outputs import list_outputs, read_output
 from .request import SessionRequest, new_session_id, session_event
 from .store import live_record, put_session, update_session
 from .store import records as recorded
-from .tunnels import Tunnels, keeper, record_keeper
-from .views import list_views, session_view
+from .tunnels import TunnelKeeper, Tunnels, keeper, record_keeper
+from .views import SessionView, StartedSession, StoppedSession, list_views, session_view
 
 if TYPE_CHECKING:
     from ..core import Core
@@ -85,30 +85,30 @@ class Sessions:
         return session
 
     # ---- views -------------------------------------------------------------------------------
-    async def list(self, limit: int = 20) -> list[dict[str, Any]]:
+    async def list(self, limit: int = 20) -> list[SessionView]:
         """The views of the newest ``limit`` sessions recorded here. A record that cannot be read
         is listed too, as damaged (``damaged``: why; what can be read of it), never left out
         silently nor a failed listing."""
         return await asyncio.to_thread(self._list, limit)
 
-    def _list(self, limit: int) -> list[dict[str, Any]]:
+    def _list(self, limit: int) -> list[SessionView]:
         return list_views(self.core, limit, self._view)
 
-    async def get(self, session_id: str | None = None) -> dict[str, Any]:
+    async def get(self, session_id: str | None = None) -> SessionView:
         """One session's view (default: the live one)."""
         session = await self._resolve(session_id)
         return await asyncio.to_thread(self._view, session)
 
-    async def current(self) -> dict[str, Any] | None:
+    async def current(self) -> SessionView | None:
         """The live session's view, or None."""
         session = await asyncio.to_thread(self._live_record)
         return await asyncio.to_thread(self._view, session) if session else None
 
-    def _view(self, session: Session) -> dict[str, Any]:
+    def _view(self, session: Session) -> SessionView:
         return session_view(self.core, session, self.tunnels.get(session.id))
 
-    def _emit(self, view: dict[str, Any]) -> None:
-        self.core.emit(SESSION_EVENT, session_event(view))
+    def _emit(self, view: SessionView) -> None:
+        self.core.emit(SESSION_EVENT, session_event(view.to_dict()))
 
     # ---- the SSH key ---------------------------------------------------------------------------
     def ssh_key(self) -> Any:
@@ -127,7 +127,7 @@ class Sessions:
         return HostKeyStore(self.core.settings.home / "ssh" / FILE_NAME)
 
     # ---- starting ----------------------------------------------------------------------------
-    async def start(self, req: SessionRequest) -> dict[str, Any]:
+    async def start(self, req: SessionRequest) -> StartedSession:
         """Rent a GPU for a remote ComfyUI, or return the live session (``attached``). Returns once
         the instance is rented; :meth:`wait_ready` waits for ComfyUI."""
         from ...training.estimate import resolve_gpu
@@ -160,7 +160,7 @@ class Sessions:
             session.gpu, session.dph, session.state = offer.gpu_name, offer.dph_total, SessionState.LAUNCHING
             blocking = await asyncio.to_thread(self.core.state.claim_session, session.to_dict())
             if blocking is not None:  # a live session exists (another click, another process)
-                return {**await asyncio.to_thread(self._view, row_to_session(blocking)), "attached": True}
+                return StartedSession(await asyncio.to_thread(self._view, row_to_session(blocking)), attached=True)
             spec = LaunchSpec(image=settings.inference_image, label=session_label(session.id), disk_gb=DISK_GB,
                               env=env, onstart=START_SCRIPT, runtype="ssh")
             try:
@@ -177,7 +177,7 @@ class Sessions:
         view = await self.get(session.id)
         self._emit(view)
         await self.instances.announce()
-        return {**view, "attached": False, "expected_max_usd": round(expected, 2)}
+        return StartedSession(view, attached=False, expected_max_usd=round(expected, 2))
 
     def _record_instance(self, session_id: str, inst: Instance) -> None:
         self.core.state.put_instance(inst, None, seen_at=self.core.clock())  # its age counts from here
@@ -196,11 +196,12 @@ class Sessions:
 
     # ---- ready -------------------------------------------------------------------------------
     async def wait_ready(self, session_id: str | None = None, *, timeout: float = 1800.0, poll_s: float = 3.0,
-                         on_status: Callable[[dict[str, Any]], Any] | None = None,
-                         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> dict[str, Any]:
+                         on_status: Callable[[SessionView, str], Any] | None = None,
+                         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> SessionView:
         """Until the session's ComfyUI answers through its tunnel. A session that ends, cannot be
         reached safely (a changed host key) or is not ready in ``timeout`` is destroyed (nothing
-        is left billing for a session nobody can use) and the error raised."""
+        is left billing for a session nobody can use) and the error raised. ``on_status`` hears
+        each look that found it not ready yet: its view and what it is waiting for."""
         from ...remote.hostkeys import HostKeyChanged
 
         session = await self._resolve(session_id)
@@ -232,7 +233,7 @@ class Sessions:
                 self._emit(view)
                 return view
             if on_status is not None:
-                result = on_status({**await self.get(session.id), "message": last})
+                result = on_status(await self.get(session.id), last)
                 if asyncio.iscoroutine(result):
                     await result
             if self.core.clock() > deadline:
@@ -329,22 +330,21 @@ class Sessions:
         return (await self.tunnel(session_id)).url
 
     # a process that holds a tunnel for others (the CLI's `comfy tunnel`), so a URL outlives the command
-    def keeper(self, session_id: str) -> dict[str, Any] | None:
-        """The live tunnel keeper of a session: ``{"pid", "port", "url"}``, or None."""
+    def keeper(self, session_id: str) -> TunnelKeeper | None:
+        """The live tunnel keeper of a session, or None."""
         return keeper(self.core.state, session_id)
 
     def record_keeper(self, session_id: str, pid: int | None, port: int | None = None) -> None:
         record_keeper(self.core.state, session_id, pid, port)
 
     # ---- stopping ----------------------------------------------------------------------------
-    async def stop(self, session_id: str | None = None) -> dict[str, Any]:
+    async def stop(self, session_id: str | None = None) -> StoppedSession:
         """Destroy the session's instance (billing ends; its outputs stay in the bucket)."""
         session = await self._resolve(session_id)
         if session.state.is_terminal:
             raise ConfigError(f"session {session.id} has already ended ({session.state.value})")
         destroyed = await self._destroy(session, SessionState.STOPPED, "stopped by the user")
-        view = await self.get(session.id)
-        return {**view, "destroyed_instances": destroyed}
+        return StoppedSession(await self.get(session.id), tuple(destroyed))
 
     async def _destroy(self, session: Session, state: SessionState, message: str) -> list[str]:
         await self._close_tunnel(session.id)
@@ -378,9 +378,9 @@ class Sessions:
             if start is not None:
                 current = await self.current()
                 if current is None:
-                    current = await self.start(start)
-                if current["state"] != SessionState.READY.value:
-                    await self.wait_ready(current["id"])
+                    current = (await self.start(start)).view
+                if current.state != SessionState.READY.value:
+                    await self.wait_ready(current.id)
             return await self.generate(workflow, lora=lora,
                                        progress=lambda v, m, node: state.update(value=v, max=m))
 
