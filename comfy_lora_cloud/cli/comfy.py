@@ -244,12 +244,12 @@ def run_(
 
     result = run(c.app.sessions.generate(wf, session_id=session_id, lora=lora, out_dir=out, progress=progress))
     bar(None, None, None)
-    if result.get("ignored") and not c.json_output:
+    if result.ignored and not c.json_output:
         err_console.print("left out (the remote ComfyUI lacks them, nothing needs them): "
-                          + ", ".join(result["ignored"]), markup=False)
-    data = {k: v for k, v in result.items() if k != "images"}
-    data["images"] = [img.get("path") for img in result["images"]]
-    emit(ctx, data, lambda d: [out_console.print(p, markup=False) for p in d["images"]]
+                          + ", ".join(result.ignored), markup=False)
+    data = {k: v for k, v in result.to_dict().items() if k != "images"}
+    data["images"] = [img.path for img in result.images]  # where they were written, not their bytes
+    emit(ctx, data, lambda _d: [out_console.print(img.path, markup=False) for img in result.images]
          or err_console.print("the workflow ran but saved no images"))
 
 

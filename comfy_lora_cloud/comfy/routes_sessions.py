@@ -94,7 +94,7 @@ def register(routes: web.RouteTableDef, r: Any) -> None:
     @get("/outputs")
     async def outputs(request: web.Request) -> web.Response:
         limit = int_param(request, "limit", 60)
-        return web.json_response(await (await r.app()).sessions.outputs(max(1, min(limit, 500))))
+        return web.json_response((await (await r.app()).sessions.outputs(max(1, min(limit, 500)))).to_dict())
 
     @get("/outputs/{session_id}/{file}")
     async def output(request: web.Request) -> web.Response:

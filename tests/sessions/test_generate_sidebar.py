@@ -58,7 +58,7 @@ async def test_generate_section_end_to_end(stack, browser, aiohttp_server, monke
 
     # a generation (as the node or `comfy run` would do) lands in the gallery
     result = await app.sessions.generate(prepare(flux_workflow(prefix="gallery/pic"), lora="first"), lora="first")
-    assert len(result["images"]) == 1
+    assert len(result.images) == 1
     wait_for(lambda: stack.storage.exists(f"outputs/{sid}/gallery_pic_00001_.png.json"), what="the output")
     await section.locator('[data-action="refresh-generate"]').click()
     img = section.locator("[data-gallery] img")

@@ -14,11 +14,13 @@ from .guard import BOOT_GRACE_S, GUARD_SLACK_S, SessionGuard
 from .images import (MAX_OUTPUT_BATCH_PIXELS, MAX_OUTPUT_PIXELS, OUTPUT_IMAGE_FORMATS, decode_output_image,
                      decode_output_images, save_output)
 from .tunnels import TunnelKeeper
-from .views import SessionView, StartedSession, StoppedSession
+from .views import (Gallery, GalleryImage, GeneratedImage, Generation, SessionView, StartedSession,
+                    StoppedSession)
 from .request import (DEFAULT_IDLE_MINUTES, DEFAULT_VRAM_GB, REQUEST_RANGES, SessionRequest, new_session_id,
                       session_event)
 
-__all__ = ["BOOT_GRACE_S", "DEFAULT_IDLE_MINUTES", "DEFAULT_VRAM_GB", "GUARD_SLACK_S", "MAX_OUTPUT_BATCH_PIXELS",
-           "MAX_OUTPUT_PIXELS", "OUTPUT_IMAGE_FORMATS", "REQUEST_RANGES", "SessionGuard", "SessionRequest",
-           "SessionView", "Sessions", "StartedSession", "StoppedSession", "TunnelKeeper", "decode_output_image",
-           "decode_output_images", "new_session_id", "save_output", "session_event"]
+__all__ = ["BOOT_GRACE_S", "DEFAULT_IDLE_MINUTES", "DEFAULT_VRAM_GB", "GUARD_SLACK_S", "Gallery", "GalleryImage",
+           "GeneratedImage", "Generation", "MAX_OUTPUT_BATCH_PIXELS", "MAX_OUTPUT_PIXELS", "OUTPUT_IMAGE_FORMATS",
+           "REQUEST_RANGES", "SessionGuard", "SessionRequest", "SessionView", "Sessions", "StartedSession",
+           "StoppedSession", "TunnelKeeper", "decode_output_image", "decode_output_images", "new_session_id",
+           "save_output", "session_event"]

@@ -37,7 +37,8 @@ from .request import SessionRequest, new_session_id, session_event
 from .store import live_record, put_session, update_session
 from .store import records as recorded
 from .tunnels import TunnelKeeper, Tunnels, keeper, record_keeper
-from .views import SessionView, StartedSession, StoppedSession, list_views, session_view
+from .views import (Gallery, GeneratedImage, Generation, SessionView, StartedSession, StoppedSession, list_views,
+                    session_view)
 
 if TYPE_CHECKING:
     from ..core import Core
@@ -366,7 +367,7 @@ class Sessions:
     async def generate_watched(self, workflow: "dict[str, Any] | Workflow", *, lora: str | None = None,
                                progress: Callable[[int, int], Any] | None = None,
                                interrupted: Callable[[], Any] | None = None, poll_s: float = 0.25,
-                               start: SessionRequest | None = None) -> dict[str, Any]:
+                               start: SessionRequest | None = None) -> Generation:
         """:meth:`generate` for a caller that can only poll (the Remote Generate node): ``progress``
         and ``interrupted`` are called from the caller's side every ``poll_s``, never inside the
         generation, and anything they raise (ComfyUI's Cancel) interrupts the prompt on the
@@ -374,7 +375,7 @@ class Sessions:
         live (Cancel while it starts stops the waiting, never the session: its idle minutes end it)."""
         state = {"value": 0, "max": 0}
 
-        async def work() -> dict[str, Any]:
+        async def work() -> Generation:
             if start is not None:
                 current = await self.current()
                 if current is None:
@@ -413,8 +414,8 @@ class Sessions:
                 raise ProviderError(f"session {session.id} ended: its instance {session.instance_id} is gone")
 
     # ---- outputs -------------------------------------------------------------------------------
-    async def outputs(self, limit: int = 60) -> dict[str, Any]:
-        """``{"outputs": [{"session", "file", "size", "updated"}], "problems"}``: the newest
+    async def outputs(self, limit: int = 60) -> Gallery:
+        """The newest
         images the remote sessions pushed to the bucket (names no route could serve, and files
         that are not images by their bytes, are left out and reported)."""
         return await asyncio.to_thread(list_outputs, self.core.storage, limit)
@@ -427,9 +428,9 @@ class Sessions:
     async def generate(self, workflow: "dict[str, Any] | Workflow", *, session_id: str | None = None,
                        lora: str | None = None, out_dir: str | Path | None = None,
                        progress: Callable[[int, int, str | None], Any] | None = None,
-                       client_id: str | None = None) -> dict[str, Any]:
+                       client_id: str | None = None) -> Generation:
         """Queue ``workflow`` on the session's ComfyUI, follow it to the end and return its images
-        (``{"prompt_id", "images": [{"filename", "path"?, "data"}], "ignored"}``); with ``out_dir``
+        (each with ``path`` set when written to disk); with ``out_dir``
         they are also written there, each under a name of its own (:func:`save_output`).
         ``workflow`` is the API form, or a :class:`~.workflow_api.Workflow` (a canvas one is
         converted against the remote ComfyUI's ``/object_info``; ``ignored`` names the canvas
@@ -453,10 +454,8 @@ class Sessions:
         images = []
         dest = Path(out_dir).expanduser() if out_dir else None
         for image in result.images:
-            entry: dict[str, Any] = {"filename": image.filename, "subfolder": image.subfolder, "node": image.node,
-                                     "data": image.data}
+            path = None
             if dest is not None:
-                entry["path"] = str(await asyncio.to_thread(save_output, dest, image.filename, image.data))
-            images.append(entry)
-        return {"session": session.id, "prompt_id": result.prompt_id, "seconds": round(result.seconds, 2),
-                "images": images, "ignored": job.ignored}
+                path = str(await asyncio.to_thread(save_output, dest, image.filename, image.data))
+            images.append(GeneratedImage(image.filename, image.subfolder, image.node, image.data, path))
+        return Generation(session.id, result.prompt_id, round(result.seconds, 2), tuple(images), tuple(job.ignored))

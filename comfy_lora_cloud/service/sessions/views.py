@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable
 
 from ...errors import CorruptRecord, LoraCloudError, StorageError
-from ...models import Session, SessionStatus
+from ...models import Problem, Session, SessionStatus
 from ...training import inference
 from ..home import SESSION_COLUMNS, row_to_session, salvage
 from ..money import CostLedger
@@ -162,3 +162,62 @@ def list_views(core: Core, limit: int, view_of: Callable[[Session], SessionView]
             view = replace(view, damaged=damaged, error=damaged, state="damaged" if unknown_state else view.state)
         views.append(view)
     return views
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    """One image a generation sent back: its name on the remote side, its bytes and, when the
+    caller asked for them on disk, where they were written."""
+
+    filename: str
+    subfolder: str
+    node: str
+    data: bytes
+    path: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"filename": self.filename, "subfolder": self.subfolder, "node": self.node,
+                               "data": self.data}
+        if self.path is not None:
+            out["path"] = self.path
+        return out
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A workflow run on a session's ComfyUI: its prompt id, how long it took, its images and the
+    canvas nodes the conversion left out (``ignored``)."""
+
+    session: str
+    prompt_id: str
+    seconds: float
+    images: tuple[GeneratedImage, ...]
+    ignored: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"session": self.session, "prompt_id": self.prompt_id, "seconds": self.seconds,
+                "images": [i.to_dict() for i in self.images], "ignored": list(self.ignored)}
+
+
+@dataclass(frozen=True)
+class GalleryImage:
+    """An image a remote session pushed to the bucket's ``outputs/<session>/``."""
+
+    session: str
+    file: str
+    size: int
+    updated: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"session": self.session, "file": self.file, "size": self.size, "updated": self.updated}
+
+
+@dataclass(frozen=True)
+class Gallery:
+    """The newest outputs, and the entries left out (a name no route could serve, not an image)."""
+
+    outputs: tuple[GalleryImage, ...]
+    problems: tuple[Problem, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"outputs": [o.to_dict() for o in self.outputs], "problems": [p.to_dict() for p in self.problems]}
