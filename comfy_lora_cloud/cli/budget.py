@@ -14,8 +14,9 @@ KEYS = ("max_dph", "max_run_usd", "max_month_usd", "max_run_hours")
 @handle_errors
 def show(ctx: typer.Context) -> None:
     """Print the budgets."""
-    data = ctx_obj(ctx).app.costs.budgets()
-    emit(ctx, data, lambda d: [out_console.print(f"{k:<14} {v:g}", markup=False) for k, v in d.items()])
+    budgets = ctx_obj(ctx).app.costs.budgets()
+    emit(ctx, budgets.to_dict(),
+         lambda _d: [out_console.print(f"{k:<14} {getattr(budgets, k):g}", markup=False) for k in KEYS])
 
 
 @app.command("set", context_settings={"ignore_unknown_options": True})  # VALUE may be -1
@@ -23,6 +24,6 @@ def show(ctx: typer.Context) -> None:
 def set_(ctx: typer.Context, key: str = typer.Argument(..., help=f"One of: {', '.join(KEYS)}."),
          value: float = typer.Argument(..., help="The new limit (0 disables a $ limit).")) -> None:
     """Change one budget (stored in config.toml; a running ComfyUI applies it on its next guard round)."""
-    data = run(ctx_obj(ctx).app.costs.set_budgets({key: value}))
+    budgets = run(ctx_obj(ctx).app.costs.set_budgets({key: value}))
     norm = key.strip().lower().replace("-", "_")
-    emit(ctx, data, f"{norm} = {data[norm]:g}")
+    emit(ctx, budgets.to_dict(), f"{norm} = {getattr(budgets, norm):g}")

@@ -16,12 +16,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from ..errors import ConfigError, TunnelError
 from .common import ctx_obj, emit, err_console, handle_errors, out_console, run
+
+if TYPE_CHECKING:
+    from ..service.sessions import SessionView, TunnelKeeper
 
 # service/sessions/request.py's default (the CLI imports the services only when a command runs)
 DEFAULT_IDLE_MINUTES = 20.0
@@ -33,25 +37,25 @@ def _money(v: Any) -> str:
     return f"${v:.2f}" if isinstance(v, (int, float)) else "-"
 
 
-def _line(view: dict[str, Any]) -> str:
-    remote = view.get("remote") or {}
-    parts = [f"{view['id']}  {view['state']}", f"{view.get('gpu') or '?'} at {_money(view.get('dph'))}/hr",
-             f"spent {_money(view.get('cost_usd'))}"]
-    if view.get("live"):
-        parts.append(f"idle stop after {view['idle_minutes']:g} min, ends by "
-                     f"{time.strftime('%H:%M', time.localtime(view['deadline']))}")
-        if remote.get("idle_s") is not None and remote.get("state") == "ready":
-            parts.append(f"idle {remote['idle_s'] / 60:.0f} min")
-    if view.get("url"):
-        parts.append(view["url"])
-    if view.get("error"):
-        parts.append(view["error"])
+def _line(view: SessionView) -> str:
+    remote = view.remote
+    parts = [f"{view.id}  {view.state}", f"{view.gpu or '?'} at {_money(view.dph)}/hr",
+             f"spent {_money(view.cost_usd)}"]
+    if view.live:
+        parts.append(f"idle stop after {view.idle_minutes:g} min, ends by "
+                     f"{time.strftime('%H:%M', time.localtime(view.deadline))}")
+        if remote is not None and remote.idle_s is not None and remote.state.value == "ready":
+            parts.append(f"idle {remote.idle_s / 60:.0f} min")
+    if view.url:
+        parts.append(view.url)
+    if view.error:
+        parts.append(view.error)
     return " · ".join(parts)
 
 
 # ---- the tunnel keeper ------------------------------------------------------------------------
-def _spawn_keeper(ctx: typer.Context, session_id: str, timeout: float = 60.0) -> dict[str, Any]:
-    """The session's tunnel keeper, started when there is none; returns ``{"pid", "port", "url"}``."""
+def _spawn_keeper(ctx: typer.Context, session_id: str, timeout: float = 60.0) -> TunnelKeeper:
+    """The session's tunnel keeper, started when there is none."""
     app_ = ctx_obj(ctx).app
     found = app_.sessions.keeper(session_id)
     if found:
@@ -65,7 +69,7 @@ def _spawn_keeper(ctx: typer.Context, session_id: str, timeout: float = 60.0) ->
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         found = app_.sessions.keeper(session_id)
-        if found and found.get("pid") == proc.pid:
+        if found and found.pid == proc.pid:
             return found
         if proc.poll() is not None:
             tail = (log_dir / f"{session_id}.tunnel.log").read_text(errors="replace").strip().splitlines()[-1:]
@@ -80,7 +84,7 @@ def _stop_keeper(ctx: typer.Context, session_id: str) -> None:
     found = sessions.keeper(session_id)
     if found:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(found["pid"], signal.SIGTERM)  # it would see the ended session within seconds anyway
+            os.kill(found.pid, signal.SIGTERM)  # it would see the ended session within seconds anyway
     sessions.record_keeper(session_id, None)
 
 
@@ -101,15 +105,15 @@ def tunnel(ctx: typer.Context, session_id: str) -> None:
         try:
             while not stopping["now"]:
                 view = await sessions.get(session_id)
-                if not view["live"]:
-                    print(f"session {session_id} ended ({view['state']})", flush=True)
+                if not view.live:
+                    print(f"session {session_id} ended ({view.state})", flush=True)
                     return
                 if tunnel.state in ("failed", "closed"):
                     raise TunnelError(f"the tunnel failed: {tunnel.last_error}")
                 await asyncio.sleep(2.0)
         finally:
             current = sessions.keeper(session_id)
-            if current and current.get("pid") == os.getpid():
+            if current and current.pid == os.getpid():
                 sessions.record_keeper(session_id, None)
 
     run(hold())
@@ -139,18 +143,20 @@ def start(
 
     c = ctx_obj(ctx)
     req = SessionRequest(gpu=gpu, vram_gb=vram, idle_minutes=idle_minutes, max_hours=max_hours, precision=precision)
-    view = run(c.app.sessions.start(req))
+    started = run(c.app.sessions.start(req))
+    view, data = started.view, started.to_dict()
     if not c.json_output:
-        err_console.print(("attached to " if view.get("attached") else "rented ") + _line(view), markup=False)
-    if wait and view["live"]:
-        def status(v: dict[str, Any]) -> None:
+        err_console.print(("attached to " if started.attached else "rented ") + _line(view), markup=False)
+    if wait and view.live:
+        def status(v: SessionView, message: str) -> None:
             if not c.json_output:
-                err_console.print(f"  {v['state']}: {v.get('message') or ''}", markup=False)
+                err_console.print(f"  {v.state}: {message or ''}", markup=False)
 
-        view = run(c.app.sessions.wait_ready(view["id"], timeout=timeout, on_status=status))
-        keeper = _spawn_keeper(ctx, view["id"])
-        view = {**view, "url": keeper["url"], "tunnel_pid": keeper["pid"]}
-    emit(ctx, view, lambda v: out_console.print(_line(v), markup=False))
+        view = run(c.app.sessions.wait_ready(view.id, timeout=timeout, on_status=status))
+        keeper = _spawn_keeper(ctx, view.id)
+        view = replace(view, url=keeper.url)
+        data = {**view.to_dict(), "tunnel_pid": keeper.pid}
+    emit(ctx, data, lambda _d: out_console.print(_line(view), markup=False))
 
 
 @app.command("status")
@@ -160,14 +166,14 @@ def status(ctx: typer.Context, session_id: Optional[str] = typer.Argument(None, 
     """The session: state, GPU, $/hr, spent so far (live), idle time, its URL when a tunnel is open."""
     sessions = ctx_obj(ctx).app.sessions
 
-    def with_keeper(v: dict[str, Any]) -> dict[str, Any]:
-        keeper = sessions.keeper(v["id"]) if v["live"] else None
-        return {**v, "url": keeper["url"] if keeper else None}
+    def with_keeper(v: SessionView) -> SessionView:
+        keeper = sessions.keeper(v.id) if v.live else None
+        return replace(v, url=keeper.url if keeper else None)
 
     if all_:
         views = [with_keeper(v) for v in run(sessions.list())]
-        emit(ctx, views, lambda vs: [out_console.print(_line(v), markup=False) for v in vs] or
-             out_console.print("no sessions"))
+        emit(ctx, [v.to_dict() for v in views], lambda _vs: [out_console.print(_line(v), markup=False) for v in views]
+             or out_console.print("no sessions"))
         return
     if session_id is None:
         view = run(sessions.current())
@@ -176,7 +182,8 @@ def status(ctx: typer.Context, session_id: Optional[str] = typer.Argument(None, 
             return
     else:
         view = run(sessions.get(session_id))
-    emit(ctx, with_keeper(view), lambda v: out_console.print(_line(v), markup=False))
+    shown = with_keeper(view)
+    emit(ctx, shown.to_dict(), lambda _d: out_console.print(_line(shown), markup=False))
 
 
 @app.command("open")
@@ -186,18 +193,18 @@ def open_(ctx: typer.Context, session_id: Optional[str] = typer.Argument(None, h
     """Print the local URL of the session's ComfyUI (through the SSH tunnel) and open a browser."""
     c = ctx_obj(ctx)
     view = run(c.app.sessions.get(session_id))
-    if not view["live"]:
-        raise ConfigError(f"session {view['id']} has ended ({view['state']})")
-    if view["state"] != "ready":
-        view = run(c.app.sessions.wait_ready(view["id"]))
-    keeper = _spawn_keeper(ctx, view["id"])
-    data = {"id": view["id"], "url": keeper["url"], "tunnel_pid": keeper["pid"]}
+    if not view.live:
+        raise ConfigError(f"session {view.id} has ended ({view.state})")
+    if view.state != "ready":
+        view = run(c.app.sessions.wait_ready(view.id))
+    keeper = _spawn_keeper(ctx, view.id)
+    data = {"id": view.id, "url": keeper.url, "tunnel_pid": keeper.pid}
     opened = False
     if browser and not c.json_output and sys.stdout.isatty():
         import webbrowser
 
         with contextlib.suppress(Exception):
-            opened = webbrowser.open(keeper["url"], new=2)
+            opened = webbrowser.open(keeper.url, new=2)
     emit(ctx, {**data, "browser": opened}, lambda d: out_console.print(d["url"], markup=False))
 
 
@@ -237,12 +244,12 @@ def run_(
 
     result = run(c.app.sessions.generate(wf, session_id=session_id, lora=lora, out_dir=out, progress=progress))
     bar(None, None, None)
-    if result.get("ignored") and not c.json_output:
+    if result.ignored and not c.json_output:
         err_console.print("left out (the remote ComfyUI lacks them, nothing needs them): "
-                          + ", ".join(result["ignored"]), markup=False)
-    data = {k: v for k, v in result.items() if k != "images"}
-    data["images"] = [img.get("path") for img in result["images"]]
-    emit(ctx, data, lambda d: [out_console.print(p, markup=False) for p in d["images"]]
+                          + ", ".join(result.ignored), markup=False)
+    data = {k: v for k, v in result.to_dict().items() if k != "images"}
+    data["images"] = [img.path for img in result.images]  # where they were written, not their bytes
+    emit(ctx, data, lambda _d: [out_console.print(img.path, markup=False) for img in result.images]
          or err_console.print("the workflow ran but saved no images"))
 
 
@@ -273,8 +280,9 @@ def _progress_bar(quiet: bool):
 def stop(ctx: typer.Context, session_id: Optional[str] = typer.Argument(None, help="Default: the live one.")) -> None:
     """Destroy the session's instance: billing ends. Its outputs stay in the bucket."""
     c = ctx_obj(ctx)
-    view = run(c.app.sessions.stop(session_id))
-    _stop_keeper(ctx, view["id"])
-    emit(ctx, view, lambda v: out_console.print(f"stopped {v['id']}: destroyed "
-                                                f"{', '.join(v['destroyed_instances']) or 'nothing (already gone)'}; "
-                                                f"spent {_money(v.get('cost_usd'))}", markup=False))
+    stopped = run(c.app.sessions.stop(session_id))
+    view = stopped.view
+    _stop_keeper(ctx, view.id)
+    emit(ctx, stopped.to_dict(), lambda _d: out_console.print(
+        f"stopped {view.id}: destroyed {', '.join(stopped.destroyed_instances) or 'nothing (already gone)'}; "
+        f"spent {_money(view.cost_usd)}", markup=False))

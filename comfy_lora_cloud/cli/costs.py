@@ -19,20 +19,19 @@ def costs(ctx: typer.Context, offline: bool = typer.Option(False, help="Do not a
     """Print spend against the budgets."""
     app_ = ctx_obj(ctx).app
     credit = None if offline else run(app_.costs.refresh())
-    data = run(app_.costs.summary())
-    data["credit_usd"] = credit
+    spend = run(app_.costs.summary())
 
-    def human(d: dict) -> None:
-        b = d["budgets"]
-        out_console.print(f"today       ${d['today_usd']:.2f}", markup=False)
-        out_console.print(f"this month  ${d['month_usd']:.2f} of ${b['max_month_usd']:g}", markup=False)
-        for run_id, usd in d["per_run_usd"].items():
-            out_console.print(f"  run {run_id}: ${usd:.2f} (max ${b['max_run_usd']:g})", markup=False)
-        for s in d.get("suspect_charges", []):  # service/money/costs.py:cap_charges
+    def human(_d: dict) -> None:
+        b = spend.budgets
+        out_console.print(f"today       ${spend.today_usd:.2f}", markup=False)
+        out_console.print(f"this month  ${spend.month_usd:.2f} of ${b.max_month_usd:g}", markup=False)
+        for run_id, usd in spend.per_run_usd.items():
+            out_console.print(f"  run {run_id}: ${usd:.2f} (max ${b.max_run_usd:g})", markup=False)
+        for s in spend.suspect_charges:  # service/money/costs.py:cap_charges
             out_console.print(f"suspect: {s['message']}", markup=False)
-        for message in d.get("corrupt_lines", []):  # service/money/costs.py:CostLedger.lines
+        for message in spend.corrupt_lines:  # service/money/costs.py:CostLedger.lines
             out_console.print(f"not counted: {message}", markup=False)
-        if d["credit_usd"] is not None:
-            out_console.print(f"vast.ai credit ${d['credit_usd']:.2f}", markup=False)
+        if credit is not None:
+            out_console.print(f"vast.ai credit ${credit:.2f}", markup=False)
 
-    emit(ctx, data, human)
+    emit(ctx, {**spend.to_dict(), "credit_usd": credit}, human)

@@ -33,16 +33,16 @@ def list_(ctx: typer.Context, all_: bool = typer.Option(False, "--all", help="In
 def logs(ctx: typer.Context, instance_id: str,
          tail: int = typer.Option(200, min=1, max=5000, help="Lines to show.")) -> None:
     """The container's recent log lines (ours only; secrets masked)."""
-    data = run(ctx_obj(ctx).app.instances.logs(instance_id, tail))
-    emit(ctx, data, lambda d: out_console.print(d["logs"], markup=False, end=""))
+    found = run(ctx_obj(ctx).app.instances.logs(instance_id, tail))
+    emit(ctx, found.to_dict(), lambda _d: out_console.print(found.logs, markup=False, end=""))
 
 
 @app.command("stop")
 @handle_errors
 def stop(ctx: typer.Context, instance_id: str) -> None:
     """Stop (the GPU is released; the disk stays and keeps billing storage)."""
-    data = run(ctx_obj(ctx).app.instances.stop(instance_id))
-    emit(ctx, data, f"stopped {instance_id} ({data['state']})")
+    stopped = run(ctx_obj(ctx).app.instances.stop(instance_id))
+    emit(ctx, stopped.to_dict(), f"stopped {instance_id} ({stopped.state})")
 
 
 @app.command("destroy")
@@ -52,8 +52,8 @@ def destroy(ctx: typer.Context, instance_id: str,
     """Destroy one of our instances (all billing stops; its disk is deleted). Confirmed by reading it
     back. An id that is unknown or not ours is refused."""
     confirm_or_abort(ctx, f"Destroy instance {instance_id} and delete its disk?", yes)
-    data = run(ctx_obj(ctx).app.instances.destroy(instance_id))
-    emit(ctx, data, f"destroyed {instance_id}" if data["existed"] else f"{instance_id} was already gone")
+    done = run(ctx_obj(ctx).app.instances.destroy(instance_id))
+    emit(ctx, done.to_dict(), f"destroyed {instance_id}" if done.existed else f"{instance_id} was already gone")
 
 
 @app.command("reconcile")

@@ -76,11 +76,10 @@ class EventPoller:
                 self.app.notify.observe(RUN, view)  # run done / failed / preempted -> notifications
                 sent.append(RUN)
         instances = await self.app.instances.list()
-        sig = tuple((i["id"], i["state"]) for i in instances)
-        billing = any(i["state"] in ("running", "loading", "creating") for i in instances)
-        if sig != self._instances_sig or billing:
+        sig = tuple((i.id, i.state) for i in instances)
+        if sig != self._instances_sig or any(i.billing for i in instances):
             self._instances_sig = sig
-            self.send(INSTANCE, {"instances": instances})
+            self.send(INSTANCE, {"instances": [i.to_dict() for i in instances]})
             sent.append(INSTANCE)
         return sent
 

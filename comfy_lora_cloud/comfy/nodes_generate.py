@@ -74,10 +74,10 @@ class LoraCloudRemoteGenerate(io.ComfyNode):
             wf, lora=lora, progress=progress_bar(cls.hidden.unique_id), interrupted=interrupted,
             start=SessionRequest() if start_session else None)
         batch, skipped = await asyncio.to_thread(_to_image_batch,
-                                                 [(img["filename"], img["data"]) for img in result["images"]])
-        text = f"{len(result['images'])} image(s) from session {result['session']} in {result['seconds']} s"
-        if result.get("ignored"):
-            text += f" (left out, the remote lacks them: {', '.join(result['ignored'])})"
+                                                 [(img.filename, img.data) for img in result.images])
+        text = f"{len(result.images)} image(s) from session {result.session} in {result.seconds} s"
+        if result.ignored:
+            text += f" (left out, the remote lacks them: {', '.join(result.ignored)})"
         if skipped:
             text += f" ({skipped} of another size left out)"
         return io.NodeOutput(batch, ui={"text": [text]})

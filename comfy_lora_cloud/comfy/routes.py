@@ -138,32 +138,34 @@ def register_routes(routes: web.RouteTableDef, get_app: GetApp, *, listen: Itera
     @get("/instances")
     async def instances(request: web.Request) -> web.Response:
         everything = request.query.get("all") in ("1", "true")
-        return web.json_response({"instances": await (await r.app()).instances.list(everything)})
+        return web.json_response({"instances": [i.to_dict() for i in await (await r.app()).instances.list(everything)]})
 
     @mutate("POST", "/instances/{instance_id}/stop")
     async def stop_instance(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.app()).instances.stop(request.match_info["instance_id"]))
+        return web.json_response((await (await r.app()).instances.stop(request.match_info["instance_id"])).to_dict())
 
     @mutate("POST", "/instances/{instance_id}/destroy")
     async def destroy_instance(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.app()).instances.destroy(request.match_info["instance_id"]))
+        return web.json_response((await (await r.app()).instances.destroy(request.match_info["instance_id"])).to_dict())
 
     @get("/instances/{instance_id}/logs")
     async def instance_logs(request: web.Request) -> web.Response:
         tail = int_param(request, "tail", 200)
-        return web.json_response(await (await r.app()).instances.logs(request.match_info["instance_id"], tail))
+        logs = await (await r.app()).instances.logs(request.match_info["instance_id"], tail)
+        return web.json_response(logs.to_dict())
 
     @get("/costs")
     async def costs(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.app()).costs.summary())
+        return web.json_response((await (await r.app()).costs.summary()).to_dict())
 
     @get("/budgets")
     async def budgets(request: web.Request) -> web.Response:
-        return web.json_response((await r.app()).costs.budgets())
+        return web.json_response((await r.app()).costs.budgets().to_dict())
 
     @mutate("POST", "/budgets")
     async def set_budgets(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.app()).costs.set_budgets(await http_guard.read_json_body(request)))
+        changed = await (await r.app()).costs.set_budgets(await http_guard.read_json_body(request))
+        return web.json_response(changed.to_dict())
 
     # ---- runs ------------------------------------------------------------------------------------
     @get("/runs")

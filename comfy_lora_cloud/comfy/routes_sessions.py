@@ -67,21 +67,24 @@ def register(routes: web.RouteTableDef, r: Any) -> None:
     @get("/sessions")
     async def sessions(request: web.Request) -> web.Response:
         svc = (await r.app()).sessions
-        return web.json_response({"current": await svc.current(), "sessions": await svc.list(limit=10)})
+        current = await svc.current()
+        return web.json_response({"current": current.to_dict() if current is not None else None,
+                                  "sessions": [v.to_dict() for v in await svc.list(limit=10)]})
 
     @mutate("POST", "/sessions")
     async def start(request: web.Request) -> web.Response:
         from . import http_guard
 
         app = await r.app()
-        view = await app.sessions.start(session_request(await http_guard.read_json_body(request)))
-        if view["live"] and view["state"] != "ready":
-            _in_background(app.sessions.wait_ready(view["id"]), f"session {view['id']}")
-        return web.json_response(view)
+        started = await app.sessions.start(session_request(await http_guard.read_json_body(request)))
+        view = started.view
+        if view.live and view.state != "ready":
+            _in_background(app.sessions.wait_ready(view.id), f"session {view.id}")
+        return web.json_response(started.to_dict())
 
     @mutate("POST", "/sessions/{session_id}/stop")
     async def stop(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.app()).sessions.stop(request.match_info["session_id"]))
+        return web.json_response((await (await r.app()).sessions.stop(request.match_info["session_id"])).to_dict())
 
     @mutate("POST", "/sessions/{session_id}/open")
     async def open_(request: web.Request) -> web.Response:
@@ -91,7 +94,7 @@ def register(routes: web.RouteTableDef, r: Any) -> None:
     @get("/outputs")
     async def outputs(request: web.Request) -> web.Response:
         limit = int_param(request, "limit", 60)
-        return web.json_response(await (await r.app()).sessions.outputs(max(1, min(limit, 500))))
+        return web.json_response((await (await r.app()).sessions.outputs(max(1, min(limit, 500)))).to_dict())
 
     @get("/outputs/{session_id}/{file}")
     async def output(request: web.Request) -> web.Response:

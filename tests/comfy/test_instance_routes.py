@@ -42,9 +42,18 @@ async def test_stop_logs_destroy_our_instance(client, seeded, vast, provider_fac
     assert fake.state.get(int(inst.id)).intended == "stopped"
     listed = {i["id"]: i for i in (await (await client.get(f"{A}/instances")).json())["instances"]}
     assert listed[str(inst.id)]["state"] == "stopped"
+    # the service hands records; what the sidebar reads is their JSON, key for key
+    assert list(listed[str(inst.id)]) == ["id", "provider", "label", "run_id", "state", "gpu_name", "num_gpus",
+                                          "dph_total", "interruptible", "status_msg", "created_at",
+                                          "uptime_seconds", "cost_usd"]
 
     resp = await client.post(f"{A}/instances/{inst.id}/destroy", json={}, headers=headers)
-    assert resp.status == 200 and (await resp.json())["destroyed"] is True
+    assert resp.status == 200 and await resp.json() == {"id": str(inst.id), "destroyed": True, "existed": True}
+    costs = await (await client.get(f"{A}/costs")).json()
+    assert list(costs) == ["today_usd", "month_usd", "per_run_usd", "per_instance_usd", "reconciled_with_charges",
+                           "suspect_charges", "corrupt_lines", "budgets", "month_fraction"]
+    assert costs["budgets"] == await (await client.get(f"{A}/budgets")).json()
+    assert list(costs["budgets"]) == ["max_dph", "max_run_usd", "max_month_usd", "max_run_hours"]
     assert fake.state.get(int(inst.id)) is None
     assert str(inst.id) not in {i["id"] for i in (await (await client.get(f"{A}/instances")).json())["instances"]}
     kinds = [e for e, _ in seeded.events]

@@ -61,3 +61,9 @@ async def test_a_damaged_session_record_is_listed_as_damaged_not_a_500(client, s
     assert set(views) == {"session-bad", "session-deep"} and body["current"] is None
     assert "max_hours is 'four'" in views["session-bad"]["damaged"] and views["session-bad"]["state"] == "ready"
     assert "nested deeper" in views["session-deep"]["damaged"] and views["session-deep"]["state"] == "damaged"
+    # the service hands records; what the sidebar reads is their JSON, key for key
+    assert list(views["session-bad"]) == ["id", "state", "provider", "instance_id", "gpu", "dph", "idle_minutes",
+                                          "max_hours", "precision", "remote_port", "ssh_host", "ssh_port",
+                                          "created_at", "updated_at", "ready_at", "error", "live", "deadline",
+                                          "cost_usd", "uptime_seconds", "remote", "url", "tunnel", "damaged"]
+    assert views["session-bad"]["error"] == views["session-bad"]["damaged"]

@@ -72,8 +72,8 @@ def test_the_ledger_books_the_capped_figure_and_shows_the_suspect_until_the_bill
     rows, suspects = cap_charges([row("1", 1e9)], {"1": 0.40}, now=NOW, since=SINCE)
     ledger.reconcile_charges(rows, run_of, NOW, suspects=suspects)
     assert ledger.run_usd("r1") == pytest.approx(most(0.40, 1.0))
-    [shown] = ledger.summary(NOW)["suspect_charges"]
+    [shown] = ledger.summary(NOW).suspect_charges
     assert shown["instance_id"] == "1" and shown["billed_usd"] == 1e9 and "check the bill" in shown["message"]
     rows, suspects = cap_charges([row("1", 0.41)], {"1": 0.40}, now=NOW + 60, since=SINCE)  # vast.ai fixed it
     ledger.reconcile_charges(rows, run_of, NOW + 60, suspects=suspects)
-    assert ledger.run_usd("r1") == pytest.approx(0.41) and ledger.summary(NOW + 60)["suspect_charges"] == []
+    assert ledger.run_usd("r1") == pytest.approx(0.41) and ledger.summary(NOW + 60).suspect_charges == ()

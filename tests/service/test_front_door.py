@@ -48,10 +48,10 @@ def test_live_cost_is_the_ledgers_and_never_counts_storage_twice(tmp_path, clean
     s.state.put_instance(inst, run_id="run-1", seen_at=NOW - 7200)  # launched 2 h ago, on our clock
     ledger = CostLedger(s.state, lambda: NOW - 3600)
     ledger.accrue([inst], first_seen={"88": NOW - 7200})  # booked for the first hour, at the ledger's rule
-    listed = {i["id"]: i for i in asyncio.run(s.app.instances.list())}["88"]
+    listed = {i.id: i for i in asyncio.run(s.app.instances.list())}["88"]
     # an hour booked + an hour pending, both at dph_total (which already includes storage)
-    assert listed["cost_usd"] == pytest.approx(1.0, abs=1e-3)
-    assert listed["cost_usd"] == pytest.approx(CostLedger(s.state, lambda: NOW).live_usd(
+    assert listed.cost_usd == pytest.approx(1.0, abs=1e-3)
+    assert listed.cost_usd == pytest.approx(CostLedger(s.state, lambda: NOW).live_usd(
         "88", "running", 0.5, 0.1, NOW - 7200, NOW), abs=1e-4)
     assert billed_rates("running", 0.5, 0.1) == {"gpu": pytest.approx(0.4), "storage": 0.1}
     assert billed_rates("stopped", 0.5, 0.1) == {"storage": 0.1}

@@ -41,8 +41,8 @@ def test_two_lines_of_1e308_are_reported_and_not_summed(ledger):
     assert len(seen) == 3 and all("not counted" in e.message and e.details["line"] for e in seen)
     assert ledger.run_usd("r1", on_corrupt=lambda exc: None) == pytest.approx(0.40)
     summary = ledger.summary(NOW)
-    assert summary["month_usd"] == pytest.approx(0.40) and len(summary["corrupt_lines"]) == 3
-    json.dumps(summary, allow_nan=False)  # nothing infinite reaches the sidebar
+    assert summary.month_usd == pytest.approx(0.40) and len(summary.corrupt_lines) == 3
+    json.dumps(summary.to_dict(), allow_nan=False)  # nothing infinite reaches the sidebar
 
 
 def test_a_line_is_held_to_its_rate_over_its_span(ledger):

@@ -99,8 +99,8 @@ async def test_ledger_tracks_billing_and_reconciles_with_charges(env):
     # polls see the instance running from the first poll after loading: close to the real bill
     assert ledger.run_usd("r-ledger") == pytest.approx(billed, rel=1e-6)
     summary = ledger.summary()
-    assert summary["per_run_usd"]["r-ledger"] == pytest.approx(billed, abs=1e-4)
-    assert summary["month_usd"] == pytest.approx(billed, abs=1e-3) and summary["reconciled_with_charges"]
+    assert summary.per_run_usd["r-ledger"] == pytest.approx(billed, abs=1e-4)
+    assert summary.month_usd == pytest.approx(billed, abs=1e-3) and summary.reconciled_with_charges
 
 
 async def test_run_loop_enforces_within_one_interval(env):

@@ -46,7 +46,7 @@ async def test_generate_section_end_to_end(stack, browser, aiohttp_server, monke
     [req] = [r for r in posts if r.url.endswith("/lora_cloud/api/sessions")]
     assert json.loads(req.post_data) == {"idle_minutes": 10}
     assert req.headers["x-lora-cloud-token"] == (app.settings.home / TOKEN_FILE).read_text()
-    sid = (await app.sessions.current())["id"]
+    sid = (await app.sessions.current()).id
 
     # open: the remote ComfyUI through this process's tunnel, in a new tab
     async with page.context.expect_page() as popup:
@@ -58,7 +58,7 @@ async def test_generate_section_end_to_end(stack, browser, aiohttp_server, monke
 
     # a generation (as the node or `comfy run` would do) lands in the gallery
     result = await app.sessions.generate(prepare(flux_workflow(prefix="gallery/pic"), lora="first"), lora="first")
-    assert len(result["images"]) == 1
+    assert len(result.images) == 1
     wait_for(lambda: stack.storage.exists(f"outputs/{sid}/gallery_pic_00001_.png.json"), what="the output")
     await section.locator('[data-action="refresh-generate"]').click()
     img = section.locator("[data-gallery] img")

@@ -31,16 +31,16 @@ async def test_the_node_path_rents_renders_and_cancels(stack, monkeypatch):
     result = await app.sessions.generate_watched(wf, lora="first", progress=lambda v, m: seen.append((v, m)),
                                                  interrupted=lambda: None, start=SessionRequest(idle_minutes=5),
                                                  poll_s=0.01)
-    [image] = result["images"]
-    assert image["data"].startswith(b"\x89PNG") and image["filename"] == "node_00001_.png"
+    [image] = result.images
+    assert image.data.startswith(b"\x89PNG") and image.filename == "node_00001_.png"
     assert seen and all(m == 5 for _, m in seen)
     assert len(stack.live_instances()) == 1  # rented once
     # the node's workflow input as ComfyUI saves a canvas: converted against the remote's /object_info
     canvas = (REPO / "example_workflows" / "basic_txt2img.json").read_text()
     result = await app.sessions.generate_watched(resolve_workflow(canvas, lora="first", prompt="ohwx owl", seed=8),
                                                  lora="first", poll_s=0.01)
-    assert [i["filename"] for i in result["images"]] == ["basic_00001_.png"] and result["ignored"] == []
-    ran = json.loads(Image.open(io.BytesIO(result["images"][0]["data"])).text["prompt"])
+    assert [i.filename for i in result.images] == ["basic_00001_.png"] and result.ignored == ()
+    ran = json.loads(Image.open(io.BytesIO(result.images[0].data)).text["prompt"])
     assert ran["6"]["inputs"]["text"] == "ohwx owl" and ran["10"]["inputs"]["seed"] == 8
     url = await app.sessions.comfy_url()  # where other callers queue (the LoRA test)
     assert url == (await app.sessions.tunnel()).url and url.startswith("http://127.0.0.1:")

@@ -98,7 +98,7 @@ async def test_idle_and_max_hours_are_enforced_by_the_guard_too(world):
     third = await app.guard_pass()
     assert third["sessions"]["timed_out"] == ["session-busy"] and fake.state.get(int(busy)) is None
     view = await app.sessions.get("session-busy")
-    assert view["state"] == "timed_out" and not view["live"] and view["cost_usd"] > 0
+    assert view.state == "timed_out" and not view.live and view.cost_usd > 0
 
 
 @pytest.fixture
@@ -123,7 +123,7 @@ async def test_a_session_keeps_its_own_max_hours_whatever_max_run_hours_says(fou
     _report(storage, "session-long", clock, idle_s=0)
     report = await app.guard_pass()
     assert report["sessions"]["timed_out"] == ["session-long"] and fake.state.get(int(long)) is None
-    assert (await app.sessions.get("session-long"))["error"] == "reached its 6 h limit (max hours)"
+    assert (await app.sessions.get("session-long")).error == "reached its 6 h limit (max hours)"
 
 
 def test_a_sessions_hours_default_to_their_own_setting(clean_env):

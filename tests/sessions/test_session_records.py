@@ -148,10 +148,12 @@ async def test_the_listing_shows_a_damaged_record(world):
     iid = await _rent(app, clock, "session-bad", max_hours="four", created_at=None)
     plant_unread(app.state, "session-garbage", "{not json")
     await app.guard_pass()  # the instance is seen here
-    views = {v["id"]: v for v in await app.sessions.list()}
+    views = {v.id: v for v in await app.sessions.list()}
     assert set(views) == {"session-bad", "session-garbage"}
     bad = views["session-bad"]
-    assert "max_hours is 'four'" in bad["damaged"] and bad["state"] == "ready" and bad["instance_id"] == iid
-    assert bad["deadline"] == bad["created_at"] + MAX_SESSION_HOURS * HOUR
-    assert views["session-garbage"]["state"] == "damaged" and "not valid JSON" in views["session-garbage"]["damaged"]
+    assert "max_hours is 'four'" in bad.damaged and bad.state == "ready" and bad.instance_id == iid
+    assert bad.deadline == bad.created_at + MAX_SESSION_HOURS * HOUR
+    assert views["session-garbage"].state == "damaged" and "not valid JSON" in views["session-garbage"].damaged
+    # the JSON says so too: the damaged view carries why, as its error
+    assert bad.to_dict()["damaged"] == bad.to_dict()["error"] == bad.damaged
     assert await app.sessions.current() is None  # the live one is the one a record vouches for

@@ -157,10 +157,10 @@ async def test_the_app_over_an_upgraded_home_lists_every_session(tmp_path, clean
     clean_env.mkdir(parents=True)
     old_store(clean_env / "state.db")
     app = App(Settings.load(clean_env), storage=LocalStorage(tmp_path / "bucket"))
-    views = {v["id"]: v for v in await app.sessions.list(limit=50)}
+    views = {v.id: v for v in await app.sessions.list(limit=50)}
     assert set(views) == {READY.id, STOPPED.id, LAUNCHING.id, *DAMAGED}
-    assert views[READY.id]["precision"] == "fp16" and views[READY.id]["ssh_port"] == 22042
-    assert views[STOPPED.id]["error"] == "stopped by the user" and not views[STOPPED.id]["live"]
-    assert "max_hours is '4'" in views["session-text"]["damaged"] and views["session-text"]["state"] == "ready"
-    assert views["session-garbage"]["state"] == "damaged"
-    assert (await app.sessions.current())["id"] == LAUNCHING.id  # the newest readable live one
+    assert views[READY.id].precision == "fp16" and views[READY.id].ssh_port == 22042
+    assert views[STOPPED.id].error == "stopped by the user" and not views[STOPPED.id].live
+    assert "max_hours is '4'" in views["session-text"].damaged and views["session-text"].state == "ready"
+    assert views["session-garbage"].state == "damaged"
+    assert (await app.sessions.current()).id == LAUNCHING.id  # the newest readable live one

@@ -141,11 +141,11 @@ def test_a_budget_set_from_the_cli_reaches_a_running_app(clean_env):
     """``lora-cloud budget set`` in another process: the long-lived app (ComfyUI's) sees the new
     cap on its next read, without a restart."""
     app = App.open(clean_env)
-    assert app.costs.budgets()["max_dph"] == 2.0
+    assert app.costs.budgets().max_dph == 2.0
     r = CliRunner().invoke(cli_app, ["--home", str(clean_env), "budget", "set", "max_dph", "0.75"])
     assert r.exit_code == 0, r.output
     app.source.invalidate()  # what a second's wait does; no sleeping in tests
-    assert app.costs.budgets()["max_dph"] == 0.75
+    assert app.costs.budgets().max_dph == 0.75
 
 
 def test_a_broken_config_keeps_the_last_good_settings_and_says_so(clean_env):

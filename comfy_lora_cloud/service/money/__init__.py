@@ -6,7 +6,8 @@
   :mod:`.grace`: the one unowned-grace rule;
 * :mod:`.destroy`: the one destroy (provider call, record, log line, event);
 * :mod:`.instances` (:class:`Instances`) and :mod:`.offers` (:class:`Offers`): the nouns;
-* :mod:`.problems`: what a guard pass could not do (``kinds``: the problem kinds).
+* :mod:`.problems`: what a guard pass could not do (``kinds``: the problem kinds);
+* :mod:`.views`: the records the nouns hand to the edges (``to_dict()``: their JSON).
 """
 
 from .budgets import Budgets, check_launch, evaluate, month_level, month_news, run_limit
@@ -21,12 +22,21 @@ from .ownership import (Attributed, Attribution, Bucket, BucketFacts, BucketView
                         is_run_id, launch_bucket_id, learn_bucket, report_attribution, report_facts,
                         session_bucket_view, written_at)
 from .problems import Problems
+from .views import (BILLING_STATES, CostSummary, DestroyedInstance, InstanceLogs, InstanceView, LedgerSummary,
+                    StoppedInstance)
 
 # the kinds of guard problem (problems.STATE_STORE, ...), as one name the other packages read
 from . import problems as kinds  # noqa: E402
 
 __all__ = [
     "kinds",
+    "BILLING_STATES",
+    "CostSummary",
+    "DestroyedInstance",
+    "InstanceLogs",
+    "InstanceView",
+    "LedgerSummary",
+    "StoppedInstance",
     "Attributed",
     "Attribution",
     "BOOK_SOURCE",

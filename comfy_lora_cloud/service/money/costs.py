@@ -40,12 +40,14 @@ import logging
 import math
 import time
 from datetime import datetime
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Callable, Iterable, TYPE_CHECKING
 
 from ...errors import CorruptRecord
 from ...models import Cost, Instance, InstanceState
 from ..home import OnCorrupt, StateStore
+from .budgets import Budgets
+from .views import CostSummary, LedgerSummary
 from .charges import CHARGES_WINDOW_S, CHARGE_MARGIN, CHARGE_SLACK_USD, SuspectCharge, UNKNOWN_DPH, billed_by_instance, cap_charges, charge_span, our_charge
 
 if TYPE_CHECKING:
@@ -313,7 +315,7 @@ class CostLedger:
         """What the ledger booked for one instance (lines it cannot believe left out)."""
         return sum(c.usd for c in self.lines() if c.instance_id == str(instance_id))
 
-    def summary(self, now: float | None = None) -> dict[str, Any]:
+    def summary(self, now: float | None = None) -> LedgerSummary:
         """Today, this month (local calendar) and per run, in $; ``corrupt_lines`` says which
         ledger lines were left out (:meth:`lines`)."""
         now = self.clock() if now is None else now
@@ -331,15 +333,15 @@ class CostLedger:
             instances[c.instance_id] = instances.get(c.instance_id, 0.0) + c.usd
             if c.run_id:
                 runs[c.run_id] = runs.get(c.run_id, 0.0) + c.usd
-        return {
-            "today_usd": round(usd_in(lines, d0, now), 4),
-            "month_usd": round(usd_in(lines, m0, now), 4),
-            "per_run_usd": {k: round(v, 4) for k, v in sorted(runs.items())},
-            "per_instance_usd": {k: round(v, 4) for k, v in sorted(instances.items())},
-            "reconciled_with_charges": any(c.source == "charges" for c in lines),
-            "suspect_charges": self.suspect_charges(),
-            "corrupt_lines": list(corrupt.values()),
-        }
+        return LedgerSummary(
+            today_usd=round(usd_in(lines, d0, now), 4),
+            month_usd=round(usd_in(lines, m0, now), 4),
+            per_run_usd={k: round(v, 4) for k, v in sorted(runs.items())},
+            per_instance_usd={k: round(v, 4) for k, v in sorted(instances.items())},
+            reconciled_with_charges=any(c.source == "charges" for c in lines),
+            suspect_charges=tuple(self.suspect_charges()),
+            corrupt_lines=tuple(corrupt.values()),
+        )
 
 
 class Costs:
@@ -352,15 +354,15 @@ class Costs:
     def ledger(self) -> CostLedger:
         return CostLedger(self.core.state, self.core.clock)
 
-    async def summary(self) -> dict[str, Any]:
+    async def summary(self) -> CostSummary:
         """Spend today, this month (local calendar), per run and per instance, against the budgets."""
         import asyncio
 
-        summary = await asyncio.to_thread(self.ledger().summary)
+        spend = await asyncio.to_thread(self.ledger().summary)
         budgets = self.budgets()
-        cap = budgets["max_month_usd"]
-        return {**summary, "budgets": budgets,
-                "month_fraction": round(summary["month_usd"] / cap, 4) if cap > 0 else None}
+        cap = budgets.max_month_usd
+        return CostSummary(**{f.name: getattr(spend, f.name) for f in fields(spend)}, budgets=budgets,
+                           month_fraction=round(spend.month_usd / cap, 4) if cap > 0 else None)
 
     async def refresh(self) -> float | None:
         """Bring the ledger up to date with vast.ai (accrue our instances, book its charges);
@@ -384,12 +386,11 @@ class Costs:
             await asyncio.to_thread(ledger.book_charges, charges, now, suspects=suspects)
             return (await account.current_user()).get("credit")
 
-    def budgets(self) -> dict[str, float]:
-        from .budgets import Budgets
+    def budgets(self) -> Budgets:
+        """The budgets as the settings hold them now."""
+        return Budgets.from_settings(self.core.settings)
 
-        return Budgets.from_settings(self.core.settings).to_dict()
-
-    async def set_budgets(self, changes: dict[str, Any]) -> dict[str, float]:
+    async def set_budgets(self, changes: dict[str, Any]) -> Budgets:
         """Persist new caps to config.toml (all validated first) and tell every open sidebar. The
         guard reads them from the settings on its next round."""
         import asyncio
@@ -419,5 +420,5 @@ class Costs:
         await asyncio.to_thread(write)
         self.core.source.invalidate()
         budgets = self.budgets()
-        self.core.emit(BUDGET_EVENT, {"kind": "changed", "budgets": budgets})
+        self.core.emit(BUDGET_EVENT, {"kind": "changed", "budgets": budgets.to_dict()})
         return budgets

@@ -14,19 +14,18 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any, AsyncIterator, Iterator, TYPE_CHECKING
+from typing import AsyncIterator, Iterator, TYPE_CHECKING
 
 from ...errors import ConfigError, ObjectNotFound, ProviderAPIError, redact
 from ...models import Instance, validate_name
 from ...providers.base import LABEL_PREFIX, Capability, Provider
 from .costs import CostLedger
 from .destroy import destroy_instance
+from .views import BILLING_STATES, DestroyedInstance, InstanceLogs, InstanceView, StoppedInstance
 from ..events import INSTANCE_EVENT
 
 if TYPE_CHECKING:
     from ..core import Core
-
-BILLING_STATES = ("running", "loading", "creating")
 
 
 @contextlib.contextmanager
@@ -47,11 +46,11 @@ class Instances:
     def __init__(self, core: Core):
         self.core = core
 
-    async def list(self, include_destroyed: bool = False) -> list[dict[str, Any]]:
+    async def list(self, include_destroyed: bool = False) -> list[InstanceView]:
         """Instances this controller created, with uptime and money spent so far."""
         return await asyncio.to_thread(self._list, include_destroyed)
 
-    def _list(self, include_destroyed: bool) -> list[dict[str, Any]]:
+    def _list(self, include_destroyed: bool) -> list[InstanceView]:
         now = self.core.clock()
         ledger = CostLedger(self.core.state, self.core.clock)
         out = []
@@ -67,13 +66,13 @@ class Instances:
                 spent = ledger.live_usd(row["id"], row["state"], row["dph_total"], row["storage_dph"], started, now)
             else:  # destroyed, offline or unknown: only what was booked
                 spent = ledger.instance_usd(row["id"])
-            out.append({
-                "id": row["id"], "provider": row["provider"], "label": row["label"], "run_id": row["run_id"],
-                "state": row["state"], "gpu_name": row["gpu_name"], "num_gpus": data.get("num_gpus", 1),
-                "dph_total": row["dph_total"], "interruptible": bool(data.get("interruptible", False)),
-                "status_msg": str(data.get("status_msg", "")), "created_at": row["created_at"],
-                "uptime_seconds": max(0.0, end - started), "cost_usd": round(spent, 4),
-            })
+            out.append(InstanceView(
+                id=row["id"], provider=row["provider"], label=row["label"], run_id=row["run_id"],
+                state=row["state"], gpu_name=row["gpu_name"], num_gpus=data.get("num_gpus", 1),
+                dph_total=row["dph_total"], interruptible=bool(data.get("interruptible", False)),
+                status_msg=str(data.get("status_msg", "")), created_at=row["created_at"],
+                uptime_seconds=max(0.0, end - started), cost_usd=round(spent, 4),
+            ))
         return out
 
     async def on_provider(self, everything: bool = False) -> list[Instance]:
@@ -101,7 +100,7 @@ class Instances:
                 raise ConfigError(f"{provider.name} instances cannot {needs.value}")
             yield provider, run_id
 
-    async def stop(self, instance_id: str) -> dict[str, Any]:
+    async def stop(self, instance_id: str) -> StoppedInstance:
         """Stop (keep the disk; storage still bills). Every open sidebar hears about it."""
         async with self._ours(instance_id, Capability.STOP) as (provider, run_id):
             with _gone_is_not_found(provider, instance_id, "stop"):
@@ -110,15 +109,15 @@ class Instances:
         if inst is not None:
             await asyncio.to_thread(self.core.state.put_instance, inst, run_id)
         await self.announce()
-        return {"id": instance_id, "state": inst.state.value if inst else "destroyed"}
+        return StoppedInstance(instance_id, inst.state.value if inst else "destroyed")
 
-    async def destroy(self, instance_id: str) -> dict[str, Any]:
+    async def destroy(self, instance_id: str) -> DestroyedInstance:
         """Destroy (billing ends; the disk is gone, the bucket keeps checkpoints and LoRAs)."""
         async with self._ours(instance_id) as (provider, _run_id):
             done = await destroy_instance(provider, self.core.state, instance_id, why="destroyed on the user's word",
                                           clock=self.core.clock, level=logging.INFO)
         await self.announce()
-        return {"id": instance_id, "destroyed": True, "existed": done.existed}
+        return DestroyedInstance(instance_id, done.existed)
 
     async def destroy_all_of_run(self, provider: Provider, run_id: str, label: str, *,
                                  why: str = "the run was stopped by the user") -> list[str]:
@@ -139,13 +138,14 @@ class Instances:
                                    level=logging.INFO)
         return ids
 
-    async def logs(self, instance_id: str, tail: int = 200) -> dict[str, Any]:
+    async def logs(self, instance_id: str, tail: int = 200) -> InstanceLogs:
         if not 1 <= tail <= 5000:
             raise ConfigError("tail must be between 1 and 5000")
         async with self._ours(instance_id, Capability.LOGS) as (provider, _run_id):
             with _gone_is_not_found(provider, instance_id, "read logs of"):
                 text = await provider.logs(instance_id, tail)
-        return {"id": instance_id, "logs": redact(text)}
+        return InstanceLogs(instance_id, redact(text))
 
     async def announce(self) -> None:
-        self.core.emit(INSTANCE_EVENT, {"instances": await self.list()})
+        """Every open sidebar hears the instances as they are now (the event carries their JSON)."""
+        self.core.emit(INSTANCE_EVENT, {"instances": [view.to_dict() for view in await self.list()]})

@@ -36,8 +36,9 @@ from .outputs import list_outputs, read_output
 from .request import SessionRequest, new_session_id, session_event
 from .store import live_record, put_session, update_session
 from .store import records as recorded
-from .tunnels import Tunnels, keeper, record_keeper
-from .views import list_views, session_view
+from .tunnels import TunnelKeeper, Tunnels, keeper, record_keeper
+from .views import (Gallery, GeneratedImage, Generation, SessionView, StartedSession, StoppedSession, list_views,
+                    session_view)
 
 if TYPE_CHECKING:
     from ..core import Core
@@ -85,30 +86,30 @@ class Sessions:
         return session
 
     # ---- views -------------------------------------------------------------------------------
-    async def list(self, limit: int = 20) -> list[dict[str, Any]]:
+    async def list(self, limit: int = 20) -> list[SessionView]:
         """The views of the newest ``limit`` sessions recorded here. A record that cannot be read
         is listed too, as damaged (``damaged``: why; what can be read of it), never left out
         silently nor a failed listing."""
         return await asyncio.to_thread(self._list, limit)
 
-    def _list(self, limit: int) -> list[dict[str, Any]]:
+    def _list(self, limit: int) -> list[SessionView]:
         return list_views(self.core, limit, self._view)
 
-    async def get(self, session_id: str | None = None) -> dict[str, Any]:
+    async def get(self, session_id: str | None = None) -> SessionView:
         """One session's view (default: the live one)."""
         session = await self._resolve(session_id)
         return await asyncio.to_thread(self._view, session)
 
-    async def current(self) -> dict[str, Any] | None:
+    async def current(self) -> SessionView | None:
         """The live session's view, or None."""
         session = await asyncio.to_thread(self._live_record)
         return await asyncio.to_thread(self._view, session) if session else None
 
-    def _view(self, session: Session) -> dict[str, Any]:
+    def _view(self, session: Session) -> SessionView:
         return session_view(self.core, session, self.tunnels.get(session.id))
 
-    def _emit(self, view: dict[str, Any]) -> None:
-        self.core.emit(SESSION_EVENT, session_event(view))
+    def _emit(self, view: SessionView) -> None:
+        self.core.emit(SESSION_EVENT, session_event(view.to_dict()))
 
     # ---- the SSH key ---------------------------------------------------------------------------
     def ssh_key(self) -> Any:
@@ -127,7 +128,7 @@ class Sessions:
         return HostKeyStore(self.core.settings.home / "ssh" / FILE_NAME)
 
     # ---- starting ----------------------------------------------------------------------------
-    async def start(self, req: SessionRequest) -> dict[str, Any]:
+    async def start(self, req: SessionRequest) -> StartedSession:
         """Rent a GPU for a remote ComfyUI, or return the live session (``attached``). Returns once
         the instance is rented; :meth:`wait_ready` waits for ComfyUI."""
         from ...training.estimate import resolve_gpu
@@ -160,7 +161,7 @@ class Sessions:
             session.gpu, session.dph, session.state = offer.gpu_name, offer.dph_total, SessionState.LAUNCHING
             blocking = await asyncio.to_thread(self.core.state.claim_session, session.to_dict())
             if blocking is not None:  # a live session exists (another click, another process)
-                return {**await asyncio.to_thread(self._view, row_to_session(blocking)), "attached": True}
+                return StartedSession(await asyncio.to_thread(self._view, row_to_session(blocking)), attached=True)
             spec = LaunchSpec(image=settings.inference_image, label=session_label(session.id), disk_gb=DISK_GB,
                               env=env, onstart=START_SCRIPT, runtype="ssh")
             try:
@@ -177,7 +178,7 @@ class Sessions:
         view = await self.get(session.id)
         self._emit(view)
         await self.instances.announce()
-        return {**view, "attached": False, "expected_max_usd": round(expected, 2)}
+        return StartedSession(view, attached=False, expected_max_usd=round(expected, 2))
 
     def _record_instance(self, session_id: str, inst: Instance) -> None:
         self.core.state.put_instance(inst, None, seen_at=self.core.clock())  # its age counts from here
@@ -196,11 +197,12 @@ class Sessions:
 
     # ---- ready -------------------------------------------------------------------------------
     async def wait_ready(self, session_id: str | None = None, *, timeout: float = 1800.0, poll_s: float = 3.0,
-                         on_status: Callable[[dict[str, Any]], Any] | None = None,
-                         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> dict[str, Any]:
+                         on_status: Callable[[SessionView, str], Any] | None = None,
+                         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> SessionView:
         """Until the session's ComfyUI answers through its tunnel. A session that ends, cannot be
         reached safely (a changed host key) or is not ready in ``timeout`` is destroyed (nothing
-        is left billing for a session nobody can use) and the error raised."""
+        is left billing for a session nobody can use) and the error raised. ``on_status`` hears
+        each look that found it not ready yet: its view and what it is waiting for."""
         from ...remote.hostkeys import HostKeyChanged
 
         session = await self._resolve(session_id)
@@ -232,7 +234,7 @@ class Sessions:
                 self._emit(view)
                 return view
             if on_status is not None:
-                result = on_status({**await self.get(session.id), "message": last})
+                result = on_status(await self.get(session.id), last)
                 if asyncio.iscoroutine(result):
                     await result
             if self.core.clock() > deadline:
@@ -329,22 +331,21 @@ class Sessions:
         return (await self.tunnel(session_id)).url
 
     # a process that holds a tunnel for others (the CLI's `comfy tunnel`), so a URL outlives the command
-    def keeper(self, session_id: str) -> dict[str, Any] | None:
-        """The live tunnel keeper of a session: ``{"pid", "port", "url"}``, or None."""
+    def keeper(self, session_id: str) -> TunnelKeeper | None:
+        """The live tunnel keeper of a session, or None."""
         return keeper(self.core.state, session_id)
 
     def record_keeper(self, session_id: str, pid: int | None, port: int | None = None) -> None:
         record_keeper(self.core.state, session_id, pid, port)
 
     # ---- stopping ----------------------------------------------------------------------------
-    async def stop(self, session_id: str | None = None) -> dict[str, Any]:
+    async def stop(self, session_id: str | None = None) -> StoppedSession:
         """Destroy the session's instance (billing ends; its outputs stay in the bucket)."""
         session = await self._resolve(session_id)
         if session.state.is_terminal:
             raise ConfigError(f"session {session.id} has already ended ({session.state.value})")
         destroyed = await self._destroy(session, SessionState.STOPPED, "stopped by the user")
-        view = await self.get(session.id)
-        return {**view, "destroyed_instances": destroyed}
+        return StoppedSession(await self.get(session.id), tuple(destroyed))
 
     async def _destroy(self, session: Session, state: SessionState, message: str) -> list[str]:
         await self._close_tunnel(session.id)
@@ -366,7 +367,7 @@ class Sessions:
     async def generate_watched(self, workflow: "dict[str, Any] | Workflow", *, lora: str | None = None,
                                progress: Callable[[int, int], Any] | None = None,
                                interrupted: Callable[[], Any] | None = None, poll_s: float = 0.25,
-                               start: SessionRequest | None = None) -> dict[str, Any]:
+                               start: SessionRequest | None = None) -> Generation:
         """:meth:`generate` for a caller that can only poll (the Remote Generate node): ``progress``
         and ``interrupted`` are called from the caller's side every ``poll_s``, never inside the
         generation, and anything they raise (ComfyUI's Cancel) interrupts the prompt on the
@@ -374,13 +375,13 @@ class Sessions:
         live (Cancel while it starts stops the waiting, never the session: its idle minutes end it)."""
         state = {"value": 0, "max": 0}
 
-        async def work() -> dict[str, Any]:
+        async def work() -> Generation:
             if start is not None:
                 current = await self.current()
                 if current is None:
-                    current = await self.start(start)
-                if current["state"] != SessionState.READY.value:
-                    await self.wait_ready(current["id"])
+                    current = (await self.start(start)).view
+                if current.state != SessionState.READY.value:
+                    await self.wait_ready(current.id)
             return await self.generate(workflow, lora=lora,
                                        progress=lambda v, m, node: state.update(value=v, max=m))
 
@@ -413,8 +414,8 @@ class Sessions:
                 raise ProviderError(f"session {session.id} ended: its instance {session.instance_id} is gone")
 
     # ---- outputs -------------------------------------------------------------------------------
-    async def outputs(self, limit: int = 60) -> dict[str, Any]:
-        """``{"outputs": [{"session", "file", "size", "updated"}], "problems"}``: the newest
+    async def outputs(self, limit: int = 60) -> Gallery:
+        """The newest
         images the remote sessions pushed to the bucket (names no route could serve, and files
         that are not images by their bytes, are left out and reported)."""
         return await asyncio.to_thread(list_outputs, self.core.storage, limit)
@@ -427,9 +428,9 @@ class Sessions:
     async def generate(self, workflow: "dict[str, Any] | Workflow", *, session_id: str | None = None,
                        lora: str | None = None, out_dir: str | Path | None = None,
                        progress: Callable[[int, int, str | None], Any] | None = None,
-                       client_id: str | None = None) -> dict[str, Any]:
+                       client_id: str | None = None) -> Generation:
         """Queue ``workflow`` on the session's ComfyUI, follow it to the end and return its images
-        (``{"prompt_id", "images": [{"filename", "path"?, "data"}], "ignored"}``); with ``out_dir``
+        (each with ``path`` set when written to disk); with ``out_dir``
         they are also written there, each under a name of its own (:func:`save_output`).
         ``workflow`` is the API form, or a :class:`~.workflow_api.Workflow` (a canvas one is
         converted against the remote ComfyUI's ``/object_info``; ``ignored`` names the canvas
@@ -453,10 +454,8 @@ class Sessions:
         images = []
         dest = Path(out_dir).expanduser() if out_dir else None
         for image in result.images:
-            entry: dict[str, Any] = {"filename": image.filename, "subfolder": image.subfolder, "node": image.node,
-                                     "data": image.data}
+            path = None
             if dest is not None:
-                entry["path"] = str(await asyncio.to_thread(save_output, dest, image.filename, image.data))
-            images.append(entry)
-        return {"session": session.id, "prompt_id": result.prompt_id, "seconds": round(result.seconds, 2),
-                "images": images, "ignored": job.ignored}
+                path = str(await asyncio.to_thread(save_output, dest, image.filename, image.data))
+            images.append(GeneratedImage(image.filename, image.subfolder, image.node, image.data, path))
+        return Generation(session.id, result.prompt_id, round(result.seconds, 2), tuple(images), tuple(job.ignored))

@@ -7,16 +7,17 @@ from typing import Any
 from ...errors import ConfigError
 from ...models import Listed, Problem, validate_name
 from ...storage import layout
+from .views import Gallery, GalleryImage
 
 
-def list_outputs(storage: Any, limit: int) -> dict[str, Any]:
-    """``{"outputs": [{"session", "file", "size", "updated"}], "problems"}``: the newest
+def list_outputs(storage: Any, limit: int) -> Gallery:
+    """The newest
     images the remote sessions pushed to the bucket (names no route could serve, and files
     that are not images by their bytes, are left out and reported). Blocking."""
     from ..library import check_file_name
     from ..library import ImageSniffer
 
-    found: Listed[dict[str, Any]] = Listed()
+    found: Listed[GalleryImage] = Listed()
     objs = sorted(storage.list(layout.OUTPUTS).objects, key=lambda o: o.updated or 0, reverse=True)
     sniffer = ImageSniffer()
     for obj in objs:
@@ -33,10 +34,10 @@ def list_outputs(storage: Any, limit: int) -> dict[str, Any]:
         if sniffer.format_of(storage, obj) is None:
             found.problems.append(Problem(entry=obj.key[:300], message="not an image: left out of the gallery"))
             continue
-        found.items.append({"session": parts[0], "file": parts[1], "size": obj.size, "updated": obj.updated})
+        found.items.append(GalleryImage(session=parts[0], file=parts[1], size=obj.size, updated=obj.updated))
         if len(found.items) >= limit:
             break
-    return {"outputs": found.items, "problems": [p.to_dict() for p in found.problems]}
+    return Gallery(tuple(found.items), tuple(found.problems))
 
 
 def read_output(storage: Any, session_id: str, file: str) -> Any:

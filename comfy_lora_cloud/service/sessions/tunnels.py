@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import json
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Coroutine
 
@@ -99,8 +100,21 @@ class Tunnels:
             await self.loop.run(tunnel.close())
 
 
-def keeper(state: Any, session_id: str) -> dict[str, Any] | None:
-    """The live tunnel keeper of a session: ``{"pid", "port", "url"}``, or None."""
+@dataclass(frozen=True)
+class TunnelKeeper:
+    """The process holding a session's tunnel for others: its pid, its local port and URL."""
+
+    pid: int
+    port: int | None
+    url: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pid": self.pid, "port": self.port, "url": self.url}
+
+
+def keeper(state: Any, session_id: str) -> TunnelKeeper | None:
+    """The live tunnel keeper of a session, or None (none recorded, its process gone, or a record
+    that does not say where it listens)."""
     from ...storage.base import pid_alive
 
     raw = state.get_kv(KEEPER_KEY + session_id)
@@ -108,9 +122,12 @@ def keeper(state: Any, session_id: str) -> dict[str, Any] | None:
         data = json.loads(raw) if raw else None
     except ValueError:
         data = None
-    if not isinstance(data, dict) or not isinstance(data.get("pid"), int) or not pid_alive(data["pid"]):
+    if not isinstance(data, dict) or not isinstance(data.get("pid"), int) or not isinstance(data.get("url"), str):
         return None
-    return data
+    port = data.get("port")
+    if not pid_alive(data["pid"]):
+        return None
+    return TunnelKeeper(data["pid"], port if isinstance(port, int) and not isinstance(port, bool) else None, data["url"])
 
 
 def record_keeper(state: Any, session_id: str, pid: int | None, port: int | None = None) -> None:
