@@ -10,7 +10,7 @@ from pathlib import Path
 
 from comfy_lora_cloud.errors import LoraCloudError
 from comfy_lora_cloud.storage import open_storage
-from comfy_lora_cloud.storage.base import iter_files
+from comfy_lora_cloud.storage.landing import iter_files
 
 
 def up(storage, local: Path, prefix: str) -> int:
