@@ -5,18 +5,18 @@ a node on its prompt's loop).
 The pack is installed as ComfyUI installs it (``routes.install()`` with stand-ins for ComfyUI's
 ``server`` and ``folder_paths``, the members the pack uses), then a session is rented on the real
 stack of conftest.py (the fake vast.ai, the real sshd, the GCS emulator) and its tunnel opened.
-The loops are counted from the threads' own stacks, so a loop made anywhere in the package is seen,
-whatever its thread is called.
+The loops are counted from the process's loop objects, so a loop the package starts anywhere is
+seen, whatever its thread is called.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 import threading
 import types
 import urllib.request
-from pathlib import Path
 
 from aiohttp import web
 
@@ -28,25 +28,20 @@ from comfy_lora_cloud.service.sessions import SessionRequest
 
 from .conftest import wait_for
 
-PKG = str(Path(routes_mod.__file__).resolve().parents[1]) + "/"  # .../comfy_lora_cloud/
-BASE_EVENTS = str(Path(asyncio.base_events.__file__).resolve())
-
 
 def pack_loop_threads() -> list[threading.Thread]:
-    """The threads (the test's own left out) that run an asyncio loop and were started by the
-    package's code: a frame of asyncio's ``run_forever`` with a frame of comfy_lora_cloud below it."""
-    frames = sys._current_frames()
+    """The threads that run an asyncio loop and that the package's code started (the thread's
+    target is a function of comfy_lora_cloud), the test's own left out. Every loop of the process
+    is found by the garbage collector, and a running one knows its thread; a thread's stack would
+    not do, as a coroutine's frames do not always lead back to the loop that runs them."""
+    threads = {t.ident: t for t in threading.enumerate() if t is not threading.current_thread()}
     found = []
-    for thread in threading.enumerate():
-        frame = frames.get(thread.ident) if thread is not threading.current_thread() else None
-        codes = []
-        while frame is not None:
-            codes.append(frame.f_code)
-            frame = frame.f_back
-        runs_loop = [i for i, c in enumerate(codes)
-                     if c.co_name == "run_forever" and str(Path(c.co_filename).resolve()) == BASE_EVENTS]
-        if runs_loop and any(str(Path(c.co_filename).resolve()).startswith(PKG) for c in codes[runs_loop[0] + 1:]):
-            found.append(thread)
+    for obj in gc.get_objects():
+        if issubclass(type(obj), asyncio.AbstractEventLoop) and obj.is_running():
+            thread = threads.get(getattr(obj, "_thread_id", None))
+            target = getattr(thread, "_target", None)
+            if thread is not None and getattr(target, "__module__", "").startswith("comfy_lora_cloud."):
+                found.append(thread)
     return found
 
 
