@@ -7,9 +7,11 @@ The sender is injectable. In ComfyUI it is ``PromptServer.instance.send_sync(eve
 sid=None)``: thread-safe, a broadcast to every open tab, imported lazily so this
 module loads without ComfyUI.
 
-The poller and the guard (the app's one guard pass: reconcile and the budget watchdog) run on :class:`PackLoop`, a daemon thread with its
-own asyncio loop that the pack starts once. Nodes run on per-prompt loops and routes on the
-server loop; long-lived work belongs to neither. ComfyUI never runs shutdown hooks, so nothing here needs one.
+The poller and the guard (the app's one guard pass: reconcile and the budget watchdog) run on the
+process's one background loop (:class:`~..service.loop.Loop`), which ComfyUI's wiring builds and
+also gives the app for the sessions' tunnels. Nodes run on per-prompt loops and routes on the
+server loop; long-lived work belongs to neither. ComfyUI never runs shutdown hooks, so nothing
+here needs one.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-from typing import Any, Awaitable, Callable, Coroutine
+from typing import Any, Awaitable, Callable
 
 from ..errors import redact
 from ..service.app import App
 from ..service.events import BUDGET_EVENT, GUARD_EVENT, INSTANCE_EVENT, RUN_EVENT
+from ..service.loop import Loop
 
 log = logging.getLogger(__name__)
 
@@ -84,54 +87,6 @@ class EventPoller:
         return sent
 
 
-class PackLoop:
-    """A daemon thread that runs the pack's own event loop; :meth:`start` is idempotent."""
-
-    def __init__(self, name: str = "lora-cloud-loop"):
-        self.name = name
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def start(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self.loop is None:
-                ready = threading.Event()
-                loop = asyncio.new_event_loop()
-
-                def main() -> None:
-                    asyncio.set_event_loop(loop)
-                    loop.call_soon(ready.set)
-                    loop.run_forever()
-
-                self._thread = threading.Thread(target=main, name=self.name, daemon=True)
-                self._thread.start()
-                ready.wait()
-                self.loop = loop
-            return self.loop
-
-    def submit(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
-        return asyncio.run_coroutine_threadsafe(coro, self.start())
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Cancel what runs on the loop and end the thread (tests; ComfyUI just exits)."""
-        with self._lock:
-            loop, thread, self.loop, self._thread = self.loop, self._thread, None, None
-        if loop is None or thread is None:
-            return
-
-        async def cancel_all() -> None:
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            loop.stop()
-
-        asyncio.run_coroutine_threadsafe(cancel_all(), loop)
-        thread.join(timeout)
-        loop.close()
-
-
 async def poll_forever(get_app: GetApp, send: Send, interval: float = 5.0,
                        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
     """Poll until cancelled. A failing round (bad settings, a flaky bucket) is logged and the
@@ -170,21 +125,16 @@ async def guard_forever(get_app: GetApp, *, interval: float = 30.0, grace_s: flo
         await sleep(interval)
 
 
-_pack_loop = PackLoop()
 _background: list[concurrent.futures.Future[Any]] = []
 _background_lock = threading.Lock()
 
 
-def pack_loop() -> PackLoop:
-    return _pack_loop
-
-
-def start_background(get_app: GetApp, send: Send = comfy_send) -> list[concurrent.futures.Future[Any]]:
-    """Start the event poller and the guard loop on the pack's loop, once."""
+def start_background(get_app: GetApp, send: Send = comfy_send, *, loop: Loop) -> list[concurrent.futures.Future[Any]]:
+    """Start the event poller and the guard loop on ``loop`` (the process's one background loop,
+    the one the app's tunnels live on), once; again only if one of them ended."""
     with _background_lock:
         if not _background or any(f.done() for f in _background):
             for f in _background:
                 f.cancel()
-            _background[:] = [_pack_loop.submit(poll_forever(get_app, send)),
-                              _pack_loop.submit(guard_forever(get_app))]
+            _background[:] = [loop.submit(poll_forever(get_app, send)), loop.submit(guard_forever(get_app))]
         return list(_background)

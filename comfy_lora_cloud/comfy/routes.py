@@ -280,10 +280,10 @@ def install() -> bool:
     except ImportError:
         return False
     from .events import start_background
-    from .wiring import holder
+    from .wiring import holder, loop
 
     register_routes(PromptServer.instance.routes, holder.get, listen=http_guard.comfy_listen_addresses())
     if not os.environ.get("LORA_CLOUD_REMOTE"):  # a session's ComfyUI: its supervisor does the remote side's work
-        start_background(holder.get)
+        start_background(holder.get, loop=loop)  # the loop the app's tunnels live on too
     _installed = True
     return True

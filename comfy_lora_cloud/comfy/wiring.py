@@ -1,10 +1,13 @@
-"""The one :class:`App` of a ComfyUI process, shared by the nodes, the routes and the pack's loop.
+"""The one :class:`App` of a ComfyUI process, shared by the nodes, the routes and the pack's loop,
+and that one background loop (:data:`loop`): the guard, the event pollers and every SSH tunnel of
+the process run on it.
 
 Built on first use in a worker thread (reading settings and opening a GCS client may block), with
 ComfyUI's websocket as the event sink and ComfyUI's ``models/loras/lora_cloud`` as the LoRA
 folder (unless the ``comfyui_loras_dir`` setting names another: :attr:`App.loras_dir`). The app
-holds no loop-bound object, so the server loop, each prompt's loop and the pack's own loop all
-use the same one, and so the same settings, storage and guard.
+holds nothing bound to the server loop or a prompt's loop (what is loop-bound and long-lived, a
+tunnel, lives on the pack's own loop), so they all use the same one, and so the same settings,
+storage and guard.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Callable
 
 from ..service.app import App
 from ..service.library import Offload, comfy_lora_folder
+from ..service.loop import Loop
 
 
 class AppHolder:
@@ -35,7 +39,7 @@ class AppHolder:
         return self._app or await asyncio.to_thread(self.get_blocking)
 
 
-def _comfy_app() -> App:
+def _comfy_app(loop: Loop) -> App:
     import folder_paths  # ComfyUI's module
 
     from ..settings import default_home
@@ -43,7 +47,8 @@ def _comfy_app() -> App:
 
     home = default_home()
     app = App.open(home, emit=comfy_send, loras_dir=comfy_lora_folder(folder_paths.get_folder_paths("loras")[0]),
-                   offload=Offload.in_workers(home))  # heavy transfers and preparation: never on the server's GIL
+                   offload=Offload.in_workers(home),  # heavy transfers and preparation: never on the server's GIL
+                   loop=loop)  # the sessions' tunnels share the guard's and the pollers' loop
     app.templates.local_url = own_url()  # a LoRA test from the sidebar queues on this ComfyUI
     return app
 
@@ -64,4 +69,5 @@ def own_url() -> str | None:
     return f"{scheme}://{host}:{int(getattr(args, 'port', 8188))}"
 
 
-holder = AppHolder(_comfy_app)
+loop = Loop("lora-cloud-loop")  # the process's one background loop: its thread starts on first use
+holder = AppHolder(lambda: _comfy_app(loop))

@@ -37,6 +37,7 @@ from ..storage import Storage
 from .core import Clock, ProviderFactory
 from .events import Emit, no_emit
 from .home import StateStore
+from .loop import Loop
 
 if TYPE_CHECKING:
     from .library import Offload
@@ -121,7 +122,7 @@ class App:
     def __init__(self, settings: Settings | SettingsSource, *, storage: Storage | None = None,
                  state: StateStore | None = None, emit: Emit | None = None, clock: Clock = time.time,
                  loras_dir: str | Path | None = None, providers: Mapping[str, ProviderFactory] | None = None,
-                 python: str | None = None, offload: Offload | None = None):
+                 python: str | None = None, offload: Offload | None = None, loop: Loop | None = None):
         from .doctor import Doctor
         from .library import Captions, Library, Mirror, ModelsCache, Offload, Uploads
         from .money import Costs
@@ -141,6 +142,10 @@ class App:
         # injected providers win over the configured ones (tests, the fake vast.ai server)
         self.providers: dict[str, ProviderFactory] = dict(providers or {})
         self.python = python  # the trainer's interpreter for local runs (tests); None: this one
+        # the process's one background loop, for what outlives a call (the sessions' tunnels):
+        # ComfyUI's wiring passes its own, which also runs the guard and the pollers; a CLI
+        # process or a test gets one of its own (a thread only once something runs on it)
+        self.loop = loop or Loop()
         self._lock = threading.Lock()
         self._storage: tuple[tuple[Any, ...], Storage] | None = None
         from .guard import GuardMemory
@@ -160,7 +165,7 @@ class App:
         self.recovery = Recoveries(self, self.instances, describe_run=lambda run_id: self.runs.get(run_id))
         self.runs = Runs(self, library=self.library, instances=self.instances, offers=self.offers,
                          recovery=self.recovery, notify=self.notify)
-        self.sessions = Sessions(self, self.instances)  # remote ComfyUI on a rented GPU
+        self.sessions = Sessions(self, self.instances, self.loop)  # remote ComfyUI on a rented GPU
         # workflow templates by name, and LoRA tests (on this home's remote ComfyUI when one runs)
         self.templates = Templates(self, remote_comfy_url=lambda: self.sessions.comfy_url())
         self.captions = Captions(self)  # caption edits over generations (the sidebar's editor)

@@ -12,9 +12,11 @@ from aiohttp import web
 
 from comfy_lora_cloud.comfy import events as ev
 from comfy_lora_cloud.comfy import routes as routes_mod
+from comfy_lora_cloud.comfy import wiring
 from comfy_lora_cloud.models import Cost, RunState
 from comfy_lora_cloud.service.guard.memory import GuardMemory
 from comfy_lora_cloud.service.guard.watchdog import Watchdog
+from comfy_lora_cloud.service.loop import Loop
 from comfy_lora_cloud.service.money.budgets import Budgets
 
 from tests.comfy.conftest import NOW, seed, write_status
@@ -102,8 +104,8 @@ async def test_poll_forever_survives_failures(seeded):
     assert sent.count(ev.RUN) == 1 and sent.count(ev.INSTANCE) == 2
 
 
-def test_pack_loop_runs_on_its_own_thread_and_starts_once():
-    loop = ev.PackLoop("test-loop")
+def test_the_background_loop_runs_on_its_own_thread_and_starts_once():
+    loop = Loop("test-loop")
     try:
         first = loop.start()
         assert loop.start() is first
@@ -113,9 +115,23 @@ def test_pack_loop_runs_on_its_own_thread_and_starts_once():
 
         name, running = loop.submit(where()).result(timeout=30)
         assert name == "test-loop" and running is first
+        assert loop.run_blocking(where()) == ("test-loop", first)
+        assert asyncio.run(loop.run(where())) == ("test-loop", first)  # from another loop, awaited
+
+        async def blocking_on_itself():
+            with pytest.raises(RuntimeError, match="own thread"):
+                loop.run_blocking(where())  # would wait on itself for ever
+            return await loop.run(where())  # on the loop: directly
+
+        assert loop.run_blocking(blocking_on_itself()) == ("test-loop", first)
     finally:
         loop.stop()
-    assert loop.loop is None and first.is_closed()
+    assert loop.thread is None and first.is_closed()
+    again = loop.start()  # a later use starts it afresh
+    try:
+        assert again is not first and loop.run_blocking(where())[1] is again
+    finally:
+        loop.stop()
 
 
 def test_install_registers_routes_and_streams_events(tmp_path, clean_env, monkeypatch):
@@ -153,4 +169,4 @@ def test_install_registers_routes_and_streams_events(tmp_path, clean_env, monkey
         event, data, sid = next(b for b in broadcasts if b[0] == ev.RUN)
         assert data["id"] == "run-1" and sid is None
     finally:
-        ev.pack_loop().stop()
+        wiring.loop.stop()

@@ -750,6 +750,118 @@ def check_module_sizes(root: Path | Tree, allowed: dict[str, str]) -> list[Viola
     return sorted(out)
 
 
+# --- (h) one background event loop per process --------------------------------------------------------
+
+LOOP_HOME = f"{PACKAGE}/service/loop.py"
+# Everything else may run inside ComfyUI's process, where what outlives a call (the guard, the event
+# pollers, the SSH tunnels) lives on the one loop LOOP_HOME owns, handed in by the wiring. cli/ and
+# worker/ are the entry points of processes of their own (a `lora-cloud` command; the trainer and the
+# inference supervisor on the rented GPU): none of their code runs in ComfyUI's, and each runs its
+# own loop on its own main thread.
+LOOP_EXEMPT = (LOOP_HOME, f"{PACKAGE}/cli", f"{PACKAGE}/worker")
+LOOP_MAKERS = {"new_event_loop", "Runner"}  # asyncio.new_event_loop(), asyncio.Runner(): a loop of one's own
+LOOP_RUNS = {"run_forever", "run_until_complete"}  # loop.run_forever(): the thread becomes that loop's
+# calls that hand a function to another thread: the position of the function among the arguments
+THREAD_STARTS = {"Thread": 1, "start_new_thread": 0, "to_thread": 0, "submit": 0, "run_in_executor": 1}
+
+
+def _asyncio_run_names(module: Module) -> set[str]:
+    """Local names of ``asyncio.run`` (``from asyncio import run``, ``as`` names too)."""
+    return {b for ref in module.imports if ref.module == "asyncio" for n, b in zip(ref.names, ref.bound)
+            if n == "run"}
+
+
+def _runs_a_loop(node: ast.AST, run_names: set[str]) -> str | None:
+    """What in this expression or body runs an event loop (``asyncio.run(...)``,
+    ``loop.run_forever()``, ``asyncio.new_event_loop()``), or None."""
+    for sub in ast.walk(node):
+        if not isinstance(sub, ast.Call):
+            continue
+        chain = _dotted(sub.func)
+        if chain == ["asyncio", "run"] or (len(chain) == 1 and chain[0] in run_names):
+            return "asyncio.run(...)"
+        if _callee(sub) in LOOP_RUNS | LOOP_MAKERS:
+            return f"{'.'.join(chain) or _callee(sub)}(...)"
+    return None
+
+
+def _target_runs_a_loop(target: ast.AST, functions: dict[str, list[ast.AST]], run_names: set[str]) -> str | None:
+    """Does the function handed to a thread run an event loop? ``asyncio.run`` or
+    ``loop.run_forever`` itself, a lambda, or a function or method of this module (by name)."""
+    if isinstance(target, ast.Call) and _callee(target) == "partial" and target.args:
+        target = target.args[0]  # functools.partial(f, ...) runs f
+    chain = _dotted(target)
+    if chain == ["asyncio", "run"] or (len(chain) == 1 and chain[0] in run_names):
+        return "asyncio.run"
+    if isinstance(target, ast.Attribute) and target.attr in LOOP_RUNS:
+        return ".".join(chain) or target.attr
+    if isinstance(target, ast.Lambda):
+        return _runs_a_loop(target.body, run_names)
+    name = target.attr if isinstance(target, ast.Attribute) else target.id if isinstance(target, ast.Name) else ""
+    for fn in functions.get(name, ()):
+        found = _runs_a_loop(fn, run_names)
+        if found:
+            return f"{name}, which calls {found}"
+    return None
+
+
+def _waited_at_once(call: ast.Call, parents: dict[int, ast.AST]) -> bool:
+    """``await asyncio.to_thread(...)``, ``pool.submit(...).result()``: the caller waits for the
+    thread's work, so a loop it runs ends with the call (a blocking call made from inside a loop),
+    never a background loop."""
+    parent = parents.get(id(call))
+    if isinstance(parent, ast.Await):
+        return True
+    if isinstance(parent, ast.Attribute) and parent.attr == "result":
+        return isinstance(parents.get(id(parent)), ast.Call)
+    return False
+
+
+def check_background_loops(root: Path | Tree) -> list[Violation]:
+    """(h) An event loop made outside the one loop module: ``asyncio.new_event_loop()`` (or
+    ``asyncio.Runner()``), a thread whose target runs a loop (``threading.Thread(target=f)`` where f
+    calls ``asyncio.run`` or ``run_forever``; the same handed to ``to_thread``, an executor's
+    ``submit`` or ``run_in_executor`` and not waited on there and then), or a ``threading.Thread``
+    subclass whose ``run`` runs one. Function targets are followed by name within their module."""
+    tree = tree_of(root)
+    out = []
+    for module in tree:
+        if _under(module, *LOOP_EXEMPT):
+            continue
+        run_names = _asyncio_run_names(module)
+        functions: dict[str, list[ast.AST]] = {}
+        parents: dict[int, ast.AST] = {}
+        for node in module.nodes:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                functions.setdefault(node.name, []).append(node)
+            for child in ast.iter_child_nodes(node):
+                parents[id(child)] = node
+        found: dict[int, str] = {}
+        for node in module.nodes:
+            if isinstance(node, ast.Call) and _callee(node) in LOOP_MAKERS:
+                found.setdefault(node.lineno, f"makes an event loop ({'.'.join(_dotted(node.func))}(...))")
+            elif isinstance(node, ast.Call) and _callee(node) in THREAD_STARTS:
+                at = THREAD_STARTS[_callee(node)]
+                target = next((k.value for k in node.keywords if k.arg == "target"), None)
+                if target is None and len(node.args) > at:
+                    target = node.args[at]
+                if target is None or (_callee(node) != "Thread" and _waited_at_once(node, parents)):
+                    continue
+                runs = _target_runs_a_loop(target, functions, run_names)
+                if runs:
+                    found.setdefault(node.lineno, f"starts a thread that runs an event loop ({runs})")
+            elif isinstance(node, ast.ClassDef) and any(_dotted(b)[-1:] == ["Thread"] for b in node.bases):
+                for fn in node.body:
+                    if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.name == "run":
+                        runs = _runs_a_loop(fn, run_names)
+                        if runs:
+                            found.setdefault(fn.lineno, f"a Thread whose run() runs an event loop ({runs})")
+        out += [Violation(module.rel, line, f"{what}: a process has one background loop, {LOOP_HOME}; "
+                                            f"hand the work to the Loop the wiring passes in")
+                for line, what in found.items()]
+    return sorted(out)
+
+
 RULES = {
     "a. import cycles": check_import_cycles,
     "a. service package cycles": check_service_package_cycles,
@@ -758,6 +870,7 @@ RULES = {
     "d. terminal run states written": check_terminal_writes,
     "e. event names": check_event_names,
     "f. settings files written": check_settings_writes,
+    "h. background event loops": check_background_loops,
 }
 
 

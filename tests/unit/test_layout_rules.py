@@ -467,3 +467,61 @@ def test_a_module_over_the_limit_is_caught_unless_allowed(tmp_path):
 
 def test_no_module_over_the_limit():
     assert real(rules.check_module_sizes, MODULE_SIZE_ALLOWED) == []
+
+
+# (h) one background event loop per process
+
+def test_a_second_background_loop_is_caught(tmp_path):
+    root = plant(tmp_path, {
+        f"{P}/service/sessions/tunnels.py": '''
+            import asyncio, threading
+            class TunnelLoop:
+                def start(self):
+                    loop = asyncio.new_event_loop()
+                    def main():
+                        asyncio.set_event_loop(loop)
+                        loop.run_forever()
+                    threading.Thread(target=main, daemon=True).start()
+            ''',
+        f"{P}/comfy/pollers.py": '''
+            import asyncio, functools, threading
+            from asyncio import run as arun
+            from concurrent.futures import ThreadPoolExecutor
+            class Pollers(threading.Thread):
+                def run(self):
+                    arun(self.forever())
+                def start_all(self, pool, coro):
+                    threading.Thread(target=lambda: asyncio.run(self.forever()), daemon=True).start()
+                    threading.Thread(None, self._serve).start()
+                    threading.Thread(target=functools.partial(asyncio.run, coro)).start()
+                    pool.submit(asyncio.run, coro)
+                    threading.Thread(target=self._flush, name="not-a-loop").start()
+                    return pool.submit(asyncio.run, coro).result()  # waited on: ends with the call
+                async def hop(self, coro):
+                    await asyncio.to_thread(asyncio.run, coro)  # awaited: ends with the call
+                def _serve(self):
+                    asyncio.run(self.forever())
+                def _flush(self):
+                    pass
+                def once(self):
+                    return asyncio.run(self.forever())  # the caller's own thread, for one call
+            ''',
+        # the one loop's home, and the processes of their own
+        f"{P}/service/loop.py": '''
+            import asyncio, threading
+            def start():
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, daemon=True).start()
+            ''',
+        f"{P}/cli/comfy.py": "import asyncio, threading\nthreading.Thread(target=lambda: asyncio.run(x())).start()\n",
+        f"{P}/worker/inference.py": "import asyncio\nloop = asyncio.new_event_loop()\n",
+    })
+    found = rules.check_background_loops(root)
+    assert where(found) == [f"{P}/comfy/pollers.py:{n}" for n in (5, 8, 9, 10, 11)] + \
+        [f"{P}/service/sessions/tunnels.py:{n}" for n in (4, 8)]
+    assert "asyncio.new_event_loop" in found[-2].message and "main, which calls loop.run_forever" in found[-1].message
+    assert all(rules.LOOP_HOME in v.message for v in found)
+
+
+def test_one_background_loop_per_process():
+    assert real(rules.check_background_loops) == []

@@ -42,6 +42,7 @@ from .views import (Gallery, GeneratedImage, Generation, SessionView, StartedSes
 
 if TYPE_CHECKING:
     from ..core import Core
+    from ..loop import Loop
     from ..money import Instances
     from ..templates import Workflow
 
@@ -51,10 +52,10 @@ log = logging.getLogger(__name__)
 class Sessions:
     """Remote ComfyUI sessions started from this home (see the module docstring)."""
 
-    def __init__(self, core: Core, instances: Instances):
+    def __init__(self, core: Core, instances: Instances, loop: Loop):
         self.core = core
         self.instances = instances
-        self.tunnels = Tunnels()
+        self.tunnels = Tunnels(loop)  # every tunnel lives on the process's one background loop
 
     # ---- records (store.py) -----------------------------------------------------------------
     def _get(self, session_id: str) -> Session | None:
@@ -302,7 +303,7 @@ class Sessions:
     # ---- the tunnel ----------------------------------------------------------------------------
     async def tunnel(self, session_id: str | None = None, *, _session: Session | None = None) -> Any:
         """This process's tunnel to the session's ComfyUI (made on first use, then reused; it
-        reconnects by itself). Any loop may call this: the tunnel lives on the tunnel loop."""
+        reconnects by itself). Any loop may call this: the tunnel lives on the background loop."""
         session = _session or await self._resolve(session_id)
         if session.state.is_terminal:
             raise ConfigError(f"session {session.id} has ended ({session.state.value})")

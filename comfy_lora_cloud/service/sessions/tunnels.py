@@ -2,72 +2,33 @@
 
 A tunnel (``remote.tunnel.Tunnel``: a local port forward over SSH with keepalive and reconnect)
 is bound to an event loop, and one App serves several (ComfyUI's server loop, each prompt's
-loop); so every tunnel of the process lives on one private loop thread (:class:`TunnelLoop`) and
-any loop may ask for one (:class:`Tunnels`). A process that holds a tunnel for others (the
-CLI's ``comfy tunnel``, so a URL outlives the command) is recorded as the session's keeper
-(:func:`keeper`).
+loop); so every tunnel of the process lives on the process's one background loop
+(:class:`~..loop.Loop`, given to the app) and any loop may ask for one (:class:`Tunnels`). A
+process that holds a tunnel for others (the CLI's ``comfy tunnel``, so a URL outlives the
+command) is recorded as the session's keeper (:func:`keeper`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import json
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from ...models import Session
+
+if TYPE_CHECKING:
+    from ..loop import Loop
 
 KEEPER_KEY = "sessions:keeper:"  # + session id: {"pid", "port", "url"} of the process holding its tunnel
 
 
-class TunnelLoop:
-    """A daemon thread running the loop every tunnel of this process lives on."""
-
-    def __init__(self) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._lock = threading.Lock()
-
-    def _start(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._loop is None or self._loop.is_closed():
-                loop = asyncio.new_event_loop()
-                ready = threading.Event()
-
-                def main() -> None:
-                    asyncio.set_event_loop(loop)
-                    loop.call_soon(ready.set)
-                    loop.run_forever()
-
-                threading.Thread(target=main, name="lora-cloud-tunnels", daemon=True).start()
-                ready.wait()
-                self._loop = loop
-            return self._loop
-
-    async def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        """Await ``coro`` on the tunnel loop from any loop (or on it, directly)."""
-        loop = self._start()
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            return await coro
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
-
-    def run_blocking(self, coro: Coroutine[Any, Any, Any], timeout: float = 30.0) -> Any:
-        fut: concurrent.futures.Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._start())
-        return fut.result(timeout)
-
-
 class Tunnels:
-    """The open tunnels, by session id, all on one :class:`TunnelLoop`."""
+    """The open tunnels, by session id, all on the process's one background loop."""
 
-    def __init__(self) -> None:
-        self.loop = TunnelLoop()
-        self._open: dict[str, Any] = {}  # session id -> remote.tunnel.Tunnel (on the tunnel loop)
+    def __init__(self, loop: Loop):
+        self.loop = loop
+        self._open: dict[str, Any] = {}  # session id -> remote.tunnel.Tunnel (on that loop)
 
     def get(self, session_id: str) -> Any | None:
         return self._open.get(session_id)
