@@ -97,8 +97,7 @@ class Runs:
         return list((await self.listing(limit)).runs)
 
     async def listing(self, limit: int = RUN_LIST_LIMIT, offset: int = 0) -> RunPage:
-        """One page of the runs, newest
-        first. A run prefix or status that cannot be read is reported (bucket content is
+        """One page of the runs, newest first. A run prefix or status that cannot be read is reported (bucket content is
         untrusted), and the run left out unless this controller launched it (then it shows
         without a status). Costs two paged listings (the run folders, their ``status.json``)
         plus the statuses of the page, read in parallel and remembered by generation
@@ -209,9 +208,8 @@ class Runs:
         return list((await self.status_listing()).statuses)
 
     async def status_listing(self, offset: int = 0, limit: int | None = None) -> StatusPage:
-        """One page of the readable
-        statuses, newest launched first (as :meth:`listing`), and the runs whose name or status
-        could not be read (reported, never fatal to the list). One paged listing of
+        """One page of the readable statuses, newest launched first (as :meth:`listing`), and the
+        runs whose name or status could not be read (reported, never fatal to the list). One paged listing of
         ``runs/*/status.json``; only the page's statuses are read, in parallel, and remembered
         by generation (:mod:`.listings`)."""
         from ...storage import layout
