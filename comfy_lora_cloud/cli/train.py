@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
@@ -19,6 +19,9 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+if TYPE_CHECKING:
+    from ..service.runs import RunHistory
 
 app = typer.Typer(no_args_is_help=True)  # its help: cli/main.py NOUNS
 
@@ -68,34 +71,34 @@ def plan(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for train.toml, dataset.toml, prompts.txt, spec.json."),
 ) -> None:
     """Write kohya's configs for a run and print its steps, time and cost. Rents nothing."""
-    data = run(ctx_obj(ctx).app.runs.plan(dataset=dataset, lora_type=lora_type, gpu=gpu, out=out, vram=vram,
-                                          images=images, trigger=trigger, name=name, overrides=parse_set(sets),
-                                          dph=dph, live=live))
+    planned = run(ctx_obj(ctx).app.runs.plan(dataset=dataset, lora_type=lora_type, gpu=gpu, out=out, vram=vram,
+                                             images=images, trigger=trigger, name=name, overrides=parse_set(sets),
+                                             dph=dph, live=live))
 
-    def human(d: dict[str, Any]) -> None:
-        p, e = d["plan"], d["estimate"]
-        out_console.print(f"{d['preset']} LoRA, {d['tier_gb']} GB tier: {p['images']} images x {p['repeats']} repeats, "
-                          f"batch {p['batch_size']}, {p['epochs']} epochs of {p['steps_per_epoch']} steps "
-                          f"= {p['total_steps']} steps", markup=False)
-        out_console.print(f"on {e['gpu']}: ~{e['sec_per_step']} s/step, {e['samples']} sample images, "
-                          f"~{e['hours']} h, ~${e['usd']} at ${e['dph']:.3f}/hr (estimate; priced from "
-                          f"{e['priced_from']})", markup=False)
-        for label, path in d["files"].items():
+    def human(_: dict[str, Any]) -> None:
+        p, e = planned.steps, planned.estimate
+        out_console.print(f"{planned.preset} LoRA, {planned.tier_gb} GB tier: {p.images} images x {p.repeats} "
+                          f"repeats, batch {p.batch_size}, {p.epochs} epochs of {p.steps_per_epoch} steps "
+                          f"= {p.total_steps} steps", markup=False)
+        out_console.print(f"on {e.gpu}: ~{e.sec_per_step} s/step, {e.samples} sample images, "
+                          f"~{e.hours} h, ~${e.usd} at ${e.dph:.3f}/hr (estimate; priced from "
+                          f"{planned.priced_from})", markup=False)
+        for label, path in planned.files.to_dict().items():
             if path:
                 out_console.print(f"  {label:<8} {path}", markup=False)
-        out_console.print(f"  command  {d['command']}", markup=False)
-        checks = d.get("checks")
-        if checks:
-            for line in checks["errors"]:
+        out_console.print(f"  command  {planned.command}", markup=False)
+        checks = planned.checks
+        if checks is not None:
+            for line in checks.errors:
                 out_console.print(f"ERROR   {line}", markup=False)
-            for line in checks["warnings"]:
+            for line in checks.warnings:
                 out_console.print(f"warning {line}", markup=False)
-            out_console.print(f"dataset {dataset!r}: " + ("ready to train" if checks["ok"] else
+            out_console.print(f"dataset {dataset!r}: " + ("ready to train" if checks.ok else
                                                           "NOT ready: train start would refuse it"), markup=False)
-        if d.get("offer"):
-            out_console.print(d["offer"]["explanation"], markup=False)
+        if planned.offer is not None:
+            out_console.print(planned.offer.explain(), markup=False)
 
-    emit(ctx, data, human)
+    emit(ctx, planned.to_dict(), human)
     quoted = f'"{dataset}"' if " " in dataset else dataset
     next_steps(ctx, "set up storage and vast.ai (docs/setup.md), check them with: lora-cloud doctor",
                f"lora-cloud train start --dataset {quoted} --type {lora_type}"
@@ -123,25 +126,26 @@ def status(
         return
     if run_id:
         st = run(runs.status(run_id))
-        recent = run(runs.events(run_id))["events"][-events:] if events else []
-        data = {"status": st.to_dict(), "events": recent, "attempts": run(ctx_obj(ctx).app.recovery.history(run_id))}
+        recent = list(run(runs.events(run_id)).events[-events:]) if events else []
+        attempts = run(ctx_obj(ctx).app.recovery.history(run_id))
+        data = {"status": st.to_dict(), "events": recent, "attempts": attempts.to_dict()}
 
         def one(d: dict[str, Any]) -> None:
             _print_row(d["status"])
-            if d["status"].get("error"):
-                out_console.print(f"  error: {d['status']['error']}", markup=False)
-            _print_attempts(d["attempts"])
-            for e in d["events"]:
+            if st.error:
+                out_console.print(f"  error: {st.error}", markup=False)
+            _print_attempts(attempts)
+            for e in recent:
                 _print_event(e)
 
         emit(ctx, data, one)
         next_steps(ctx, *hints_for_end(data["status"]))
-        exit_for(data["status"]["state"])
+        exit_for(st.state.value)
         return
     found = run(runs.status_listing(*page_options(offset, limit, everything)))
-    rows = [st.to_dict() for st in found["statuses"]]
-    report_problems(found["problems"])
-    report_page(found, "runs", len(rows))
+    rows = [st.to_dict() for st in found.statuses]
+    report_problems([p.to_dict() for p in found.problems])
+    report_page(found.to_dict(), "runs", len(rows))
 
     def many(rs: list[dict[str, Any]]) -> None:
         if not rs:
@@ -163,23 +167,21 @@ def _print_event(e: dict[str, Any]) -> None:
     out_console.print(f"{t} {e.get('kind')} {rest}", markup=False)
 
 
-def _print_attempts(h: dict[str, Any]) -> None:
+def _print_attempts(h: RunHistory) -> None:
     """One line per attempt (instance, GPU, $/hr, steps, cost), then the time lost and the total;
     nothing for a run that ran on one instance without a preemption."""
-    attempts = h.get("attempts") or []
-    if len(attempts) < 2 and not h.get("preemptions"):
+    if len(h.attempts) < 2 and not h.preemptions:
         return
-    for a in attempts:
-        kind = "" if a.get("interruptible") is None else (" interruptible" if a["interruptible"] else " on-demand")
-        dph = f" ${a['dph']:.3f}/hr" if a.get("dph") is not None else ""
-        end = a.get("step_end")
-        steps = f"steps {a.get('step_start', 0)}-{end if end is not None else '?'}"
-        cost = f" ${a['cost_usd']:.2f}" if a.get("cost_usd") is not None else ""
-        out_console.print(f"  attempt {a['n']}: instance {a.get('instance_id') or '?'} {a.get('gpu') or '?'}{dph}"
-                          f"{kind}, {steps}{cost}, {a.get('end')}", markup=False)
-    total = f", total ${h['total_usd']:.2f}" if h.get("total_usd") is not None else ""
-    out_console.print(f"  {h.get('preemptions', 0)} preemption(s), {h.get('lost_s', 0) / 60:.1f} min lost "
-                      f"({h.get('lost_steps', 0)} steps trained again){total}", markup=False)
+    for a in h.attempts:
+        kind = "" if a.interruptible is None else (" interruptible" if a.interruptible else " on-demand")
+        dph = f" ${a.dph:.3f}/hr" if a.dph is not None else ""
+        steps = f"steps {a.step_start}-{a.step_end if a.step_end is not None else '?'}"
+        cost = f" ${a.cost_usd:.2f}" if a.cost_usd is not None else ""
+        out_console.print(f"  attempt {a.n}: instance {a.instance_id or '?'} {a.gpu or '?'}{dph}"
+                          f"{kind}, {steps}{cost}, {a.end}", markup=False)
+    total = f", total ${h.total_usd:.2f}" if h.total_usd is not None else ""
+    out_console.print(f"  {h.preemptions} preemption(s), {h.lost_s / 60:.1f} min lost "
+                      f"({h.lost_steps} steps trained again){total}", markup=False)
 
 
 def _print_row(s: dict[str, Any]) -> None:
@@ -240,9 +242,9 @@ def start(
 @handle_errors
 def stop(ctx: typer.Context, run_id: str = typer.Argument(..., metavar="RUN", help="Run id.")) -> None:
     """Stop a run now: destroy its instances and mark it stopped (its last checkpoint stays in the bucket)."""
-    data = run(ctx_obj(ctx).app.runs.stop(run_id))
-    destroyed = ", ".join(data["destroyed_instances"])
-    emit(ctx, data, f"stopped run {run_id}" + (f" (instance {destroyed} destroyed)" if destroyed else ""))
+    stopped = run(ctx_obj(ctx).app.runs.stop(run_id))
+    destroyed = ", ".join(stopped.destroyed_instances)
+    emit(ctx, stopped.to_dict(), f"stopped run {run_id}" + (f" (instance {destroyed} destroyed)" if destroyed else ""))
 
 
 from .train_outputs import register as _register_outputs  # noqa: E402  (logs, samples)

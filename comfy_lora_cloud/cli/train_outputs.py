@@ -58,13 +58,13 @@ def logs(
     tail: int = typer.Option(200, "--tail", "-n", min=0, max=1_000_000, help="Lines to show (0: all)."),
 ) -> None:
     """The trainer's console log of a run, read from the bucket (works from any machine)."""
-    data = run(ctx_obj(ctx).app.outputs.log(run_id, tail=tail))
+    found = run(ctx_obj(ctx).app.outputs.log(run_id, tail=tail))
 
-    def human(d: dict[str, Any]) -> None:
-        for line in d["lines"]:
+    def human(_: dict[str, Any]) -> None:
+        for line in found.lines:
             out_console.print(line, markup=False, highlight=False, soft_wrap=True)
 
-    emit(ctx, data, human)
+    emit(ctx, found.to_dict(), human)
 
 
 @handle_errors
@@ -74,16 +74,16 @@ def samples(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the sample images (created if missing)."),
 ) -> None:
     """Download the sample images a run rendered while training (checksum verified)."""
-    data = run(ctx_obj(ctx).app.outputs.download_samples(run_id, out))
-    for p in data["problems"]:
-        err_console.print(f"warning: skipped {p['entry']}: {p['message']}", markup=False)
+    got = run(ctx_obj(ctx).app.outputs.download_samples(run_id, out))
+    for p in got.problems:
+        err_console.print(f"warning: skipped {p.entry}: {p.message}", markup=False)
 
-    def human(d: dict[str, Any]) -> None:
-        kept = len(d["samples"]) - len(d["downloaded"])
-        out_console.print(f"{len(d['samples'])} sample image(s) in {d['dir']} ({len(d['downloaded'])} downloaded"
+    def human(_: dict[str, Any]) -> None:
+        kept = len(got.samples) - len(got.downloaded)
+        out_console.print(f"{len(got.samples)} sample image(s) in {got.dir} ({len(got.downloaded)} downloaded"
                           + (f", {kept} already there" if kept else "") + ")", markup=False)
 
-    emit(ctx, data, human)
+    emit(ctx, got.to_dict(), human)
 
 
 def _quote(name: str) -> str:

@@ -65,18 +65,19 @@ class EventPoller:
         full = self._polls % self.full_every == 0
         self._polls += 1
         if full:
-            views = [await self.app.runs.get(v["id"]) if v["live"] else v for v in await self.app.runs.list()]
+            views = [await self.app.runs.get(v.id) if v.live else v for v in await self.app.runs.list()]
         else:  # live runs in detail (with their sample list)
             views = [await self.app.runs.get(run_id) for run_id in sorted(self._live)]
         for view in views:
-            view.pop("status", None)
-            sig = tuple(view.get(k) for k in ("state", "step", "loss", "updated_at", "error", "cost_usd"))
-            sig += (len(view.get("samples") or ()),)
-            (self._live.add if view.get("live") else self._live.discard)(view["id"])
-            if self._run_sigs.get(view["id"]) != sig:
-                self._run_sigs[view["id"]] = sig
-                self.send(RUN, view)
-                self.app.notify.observe(RUN, view)  # run done / failed / preempted -> notifications
+            step = view.step if view.status is not None else None  # no report yet is not step 0
+            sig = (view.state, step, view.loss, view.updated_at, view.error, view.cost_usd, len(view.samples or ()))
+            (self._live.add if view.live else self._live.discard)(view.id)
+            if self._run_sigs.get(view.id) != sig:
+                self._run_sigs[view.id] = sig
+                data = view.to_dict()
+                data.pop("status", None)  # the trainer's raw report: the view's own fields carry it
+                self.send(RUN, data)
+                self.app.notify.observe(RUN, data)  # run done / failed / preempted -> notifications
                 sent.append(RUN)
         instances = await self.app.instances.list()
         sig = tuple((i.id, i.state) for i in instances)

@@ -173,24 +173,24 @@ def register_routes(routes: web.RouteTableDef, get_app: GetApp, *, listen: Itera
         limit = int_param(request, "limit", 50)
         if not 1 <= limit <= 500:
             raise ConfigError("limit must be between 1 and 500")
-        return web.json_response(await (await r.app()).runs.listing(limit, int_param(request, "offset", 0)))
+        return web.json_response((await (await r.app()).runs.listing(limit, int_param(request, "offset", 0))).to_dict())
 
     @get("/runs/{run_id}")
     async def run(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.app()).runs.get(request.match_info["run_id"]))
+        return web.json_response((await (await r.app()).runs.get(request.match_info["run_id"])).to_dict())
 
     @mutate("POST", "/runs/{run_id}/stop")
     async def stop_run(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.app()).runs.stop(request.match_info["run_id"]))
+        return web.json_response((await (await r.app()).runs.stop(request.match_info["run_id"])).to_dict())
 
     @get("/runs/{run_id}/events")
     async def run_events(request: web.Request) -> web.Response:
         since = int_param(request, "since", 0)
-        return web.json_response(await (await r.app()).runs.events(request.match_info["run_id"], since))
+        return web.json_response((await (await r.app()).runs.events(request.match_info["run_id"], since)).to_dict())
 
     @get("/runs/{run_id}/samples")
     async def run_samples(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.app()).runs.sample_listing(request.match_info["run_id"]))
+        return web.json_response((await (await r.app()).runs.sample_listing(request.match_info["run_id"])).to_dict())
 
     @get("/runs/{run_id}/samples/{file}")
     async def run_sample(request: web.Request) -> web.Response:

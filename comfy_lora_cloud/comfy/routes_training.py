@@ -56,7 +56,7 @@ def train_request(body: Any) -> TrainRequest:
             raise ConfigError("config must be an object")
         overrides, errors = editor_overrides(body["config"])
         if errors:
-            raise ConfigError("; ".join(f"{e['field']}: {e['message']}" for e in errors))
+            raise ConfigError("; ".join(f"{e.field}: {e.message}" for e in errors))
         out["overrides"] = overrides
     if "dataset" not in out:
         raise ConfigError("dataset is required")
@@ -74,12 +74,12 @@ def register(routes: web.RouteTableDef, r: Any) -> None:
 
     @get("/train/presets")
     async def presets(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.app()).train_config.presets())
+        return web.json_response((await (await r.app()).train_config.presets()).to_dict())
 
     @mutate("POST", "/train/check")
     async def check(request: web.Request) -> web.Response:
         body = await http_guard.read_json_body(request)
-        return web.json_response(await (await r.app()).train_config.check(body))
+        return web.json_response((await (await r.app()).train_config.check(body)).to_dict())
 
     @mutate("POST", "/runs")
     async def start_run(request: web.Request) -> web.Response:
@@ -88,4 +88,5 @@ def register(routes: web.RouteTableDef, r: Any) -> None:
 
     @get("/runs/{run_id}/config")
     async def run_config(request: web.Request) -> web.Response:
-        return web.json_response(await (await r.app()).train_config.run_config(request.match_info["run_id"]))
+        config = await (await r.app()).train_config.run_config(request.match_info["run_id"])
+        return web.json_response(config.to_dict())

@@ -267,11 +267,11 @@ async def test_reload_during_a_run_brings_the_loss_graph_back(browser, aiohttp_s
     status = RunStatus(run_id="run-1", state=RunState.DONE, step=1000, total_steps=1000, loss=0.05, updated_at=NOW)
     seeded.storage.write_bytes(layout.run_key("run-1", "status.json"), json.dumps(status.to_dict()).encode())
     seeded.app.notify.core.clock = lambda: NOW + 60
-    seeded.app.emit(RUN_EVENT, await seeded.app.runs.get("run-1"))
+    seeded.app.emit(RUN_EVENT, (await seeded.app.runs.get("run-1")).to_dict())
     assert await asyncio.to_thread(seeded.app.notify.flush, 30)
     await expect(page.locator(".toast-success")).to_contain_text("LoRA ready: cat-v1")
     await expect(root.locator('[data-run="run-1"] .lcl-badge')).to_have_text("done")
-    seeded.app.emit(RUN_EVENT, await seeded.app.runs.get("run-1"))
+    seeded.app.emit(RUN_EVENT, (await seeded.app.runs.get("run-1")).to_dict())
     assert await asyncio.to_thread(seeded.app.notify.flush, 30)
     await page.wait_for_timeout(300)
     await expect(page.locator(".toast-success")).to_have_count(1)

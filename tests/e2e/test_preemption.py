@@ -145,11 +145,11 @@ async def test_preempted_twice_moves_twice_and_finishes(world):
     booked = {c.instance_id for c in app.state.costs(run_id=run_id)}
     assert booked == {str(first), str(second), str(third)}
     history = await app.recovery.history(run_id)
-    assert [(a["instance_id"], a["end"], a["step_start"]) for a in history["attempts"]] == [
+    assert [(a.instance_id, a.end, a.step_start) for a in history.attempts] == [
         (str(first), "preempted", 0), (str(second), "preempted", 12), (str(third), "done", 24)]
-    assert history["attempts"][0]["step_end"] == PAUSES[0]  # the trainer said where SIGTERM found it
-    assert history["preemptions"] == 2 and history["lost_s"] > 0
-    assert history["total_usd"] == pytest.approx(CostLedger(app.state).run_usd(run_id), abs=1e-3)
+    assert history.attempts[0].step_end == PAUSES[0]  # the trainer said where SIGTERM found it
+    assert history.preemptions == 2 and history.lost_s > 0
+    assert history.total_usd == pytest.approx(CostLedger(app.state).run_usd(run_id), abs=1e-3)
     assert [d["kind"] for n, d in emitted if n == PREEMPTION_EVENT] == ["preempted", "relaunched"] * 2
 
     from comfy_lora_cloud.cli.main import app as cli
@@ -184,5 +184,5 @@ async def test_outbid_instance_comes_back_and_finishes_in_place(world):
     status = read_status(storage, run_id)
     assert status.step == status.total_steps == STEPS_PER_EPOCH * EPOCHS
     history = await app.recovery.history(run_id)
-    assert [(a["instance_id"], a["end"]) for a in history["attempts"]] == [(str(first), "done")]
-    assert history["preemptions"] == 1 and history["attempts"][0]["preemptions"] == 1
+    assert [(a.instance_id, a.end) for a in history.attempts] == [(str(first), "done")]
+    assert history.preemptions == 1 and history.attempts[0].preemptions == 1

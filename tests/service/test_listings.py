@@ -124,19 +124,19 @@ async def test_runs_page_newest_first_reads_only_its_statuses(gcs, tmp_path, cle
     mark = len(transport.history)
     listing = await app.runs.listing(limit=3, offset=0)
     # the corrupt status takes its place in the page but is left out, and reported
-    assert [r["id"] for r in listing["runs"]] == ["mine", "cat-20260108-120000-abcd"]
-    assert [p["entry"] for p in listing["problems"]] == ["runs/broken-20260109-120000-abcd/status.json"]
-    assert (listing["total"], listing["offset"], listing["limit"]) == (10, 0, 3)
+    assert [r.id for r in listing.runs] == ["mine", "cat-20260108-120000-abcd"]
+    assert [p.entry for p in listing.problems] == ["runs/broken-20260109-120000-abcd/status.json"]
+    assert (listing.total, listing.offset, listing.limit) == (10, 0, 3)
     # two paged listings (the folders, their status.json) and the page's statuses
     assert requests_since(transport, mark) == {"list": 2, "read": 2, "other": 0}
-    assert listing["runs"][1]["state"] == "done"
+    assert listing.runs[1].state is RunState.DONE
 
     second = await app.runs.listing(limit=3, offset=3)
-    assert [r["id"] for r in second["runs"]] == [f"cat-2026010{i}-120000-abcd" for i in (7, 6, 5)]
+    assert [r.id for r in second.runs] == [f"cat-2026010{i}-120000-abcd" for i in (7, 6, 5)]
 
     statuses = await app.runs.status_listing()
-    assert len(statuses["statuses"]) == 8
-    assert [p["entry"] for p in statuses["problems"]] == ["runs/broken-20260109-120000-abcd/"]
+    assert len(statuses.statuses) == 8
+    assert [p.entry for p in statuses.problems] == ["runs/broken-20260109-120000-abcd/"]
 
     # `train status` with no run: the same order, a page at a time, reading only the page's statuses
     app.state.put_run(Run(id="cat-20260105-120000-abcd", dataset="d", preset="style", lora_name="x",
@@ -145,12 +145,12 @@ async def test_runs_page_newest_first_reads_only_its_statuses(gcs, tmp_path, cle
     RECORDS.clear()  # cold: nothing remembered from the listings above
     mark = len(transport.history)
     page = await app.runs.status_listing(offset=0, limit=3)  # broken (09), 08, 07: the corrupt one reported
-    assert [st.run_id for st in page["statuses"]] == [f"cat-2026010{i}-120000-abcd" for i in (8, 7)]
-    assert [p["entry"] for p in page["problems"]] == ["runs/bad name!/", "runs/broken-20260109-120000-abcd/"]
+    assert [st.run_id for st in page.statuses] == [f"cat-2026010{i}-120000-abcd" for i in (8, 7)]
+    assert [p.entry for p in page.problems] == ["runs/bad name!/", "runs/broken-20260109-120000-abcd/"]
     assert requests_since(transport, mark) == {"list": 1, "read": 3, "other": 0}
     page = await app.runs.status_listing(offset=3, limit=3)
-    assert [st.run_id for st in page["statuses"]] == [f"cat-2026010{i}-120000-abcd" for i in (6, 5, 4)]
-    assert (page["total"], page["offset"], page["limit"]) == (9, 3, 3)
+    assert [st.run_id for st in page.statuses] == [f"cat-2026010{i}-120000-abcd" for i in (6, 5, 4)]
+    assert (page.total, page.offset, page.limit) == (9, 3, 3)
 
 
 def test_read_records_remembers_by_generation_and_not_failures_to_reach(tmp_path):

@@ -101,9 +101,9 @@ async def test_noticed_in_one_round_waited_for_then_moved_keeping_id_and_label(w
     booked = {c.instance_id for c in app.state.costs(run_id=run_id)}
     assert booked == {str(first), str(second)} and ledger.run_usd(run_id) > 0
     history = await app.recovery.history(run_id)
-    assert [(a["n"], a["instance_id"], a["end"]) for a in history["attempts"]] == [
+    assert [(a.n, a.instance_id, a.end) for a in history.attempts] == [
         (1, str(first), "preempted"), (2, str(second), "running")]
-    assert history["preemptions"] == 1 and history["total_usd"] == pytest.approx(ledger.run_usd(run_id), abs=1e-3)
+    assert history.preemptions == 1 and history.total_usd == pytest.approx(ledger.run_usd(run_id), abs=1e-3)
 
 
 async def test_an_instance_that_comes_back_keeps_the_run(world, fake, clock):

@@ -72,7 +72,7 @@ def test_an_override_without_a_range_is_held_to_what_a_float_holds_exactly():
 @pytest.mark.parametrize("value", [HUGE, float("inf"), True, "16"])
 def test_the_config_editor_refuses_numbers_it_cannot_use(value):
     overrides, errors = editor_overrides({"rank": value})
-    assert overrides == {} and errors and errors[0]["field"] == "rank" and "must be a number" in errors[0]["message"]
+    assert overrides == {} and errors and errors[0].field == "rank" and "must be a number" in errors[0].message
 
 
 # ---- requests: bodies, flags and node inputs ------------------------------------------------------

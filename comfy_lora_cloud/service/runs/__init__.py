@@ -10,9 +10,11 @@
   guard's recovery round, the App's recovery noun
 - :mod:`.outputs`, :mod:`.train_config`, :mod:`.preflight`: a run's files, the config editor,
   the dataset checks before money
+- :mod:`.views`: the typed records the nouns answer with (each with the ``to_dict()`` the routes
+  send and the CLI's ``--json`` prints)
 """
 
-from .attempts import Policy
+from .attempts import Attempt, Policy, RunHistory
 from .control import Runs
 from .follow import fetch_lora, wait_for_run
 from .lifecycle import end_run, finish_pending
@@ -21,7 +23,12 @@ from .recoveries import Recoveries
 from .request import LORA_TYPES, REQUEST_RANGES, TrainRequest
 from .start import INTERRUPTED, StartResult
 from .train_config import TrainConfigs, editor_overrides
+from .views import (ConfigCheck, EditorPresets, EditorValues, FieldError, PlanFiles, PresetDefaults, RunConfig,
+                    RunEvents, RunLog, RunPage, RunPlan, RunView, SampleListing, SamplesDownload, StatusPage,
+                    StopResult)
 
-__all__ = ["INTERRUPTED", "LORA_TYPES", "REQUEST_RANGES", "Policy", "Recoveries", "RunOutputs", "Runs",
-           "StartResult", "TrainConfigs", "TrainRequest", "editor_overrides", "end_run", "fetch_lora",
-           "finish_pending", "wait_for_run"]
+__all__ = ["INTERRUPTED", "LORA_TYPES", "REQUEST_RANGES", "Attempt", "ConfigCheck", "EditorPresets", "EditorValues",
+           "FieldError", "PlanFiles", "Policy", "PresetDefaults", "Recoveries", "RunConfig", "RunEvents",
+           "RunHistory", "RunLog", "RunOutputs", "RunPage", "RunPlan", "RunView", "Runs", "SampleListing",
+           "SamplesDownload", "StartResult", "StatusPage", "StopResult", "TrainConfigs", "TrainRequest",
+           "editor_overrides", "end_run", "fetch_lora", "finish_pending", "wait_for_run"]

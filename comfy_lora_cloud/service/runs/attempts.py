@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ...errors import ConfigError
@@ -88,7 +88,7 @@ def mark_preempted_in_bucket(storage: Storage, run_id: str, message: str, **even
 
 
 # ---- the history every reader sees ---------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class Attempt(Record):
     n: int
     instance_id: str | None = None
@@ -104,13 +104,16 @@ class Attempt(Record):
     cost_usd: float | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunHistory(Record):
-    attempts: list[dict[str, Any]] = field(default_factory=list)
+    attempts: tuple[Attempt, ...] = ()
     preemptions: int = 0
     lost_s: float = 0.0  # time lost to preemptions: downtime plus the training repeated
     lost_steps: int = 0  # steps trained again after a preemption
     total_usd: float | None = None  # every attempt, from this controller's ledger
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "attempts": [a.to_dict() for a in self.attempts]}
 
 
 def history(events: list[dict[str, Any]], status: RunStatus | None, *, costs: dict[str, float] | None = None,
@@ -120,22 +123,26 @@ def history(events: list[dict[str, Any]], status: RunStatus | None, *, costs: di
     with ``costs`` per instance id and the ``instances`` of the run in launch order (this
     controller's store) where the events do not name one."""
     now = time.time() if now is None else now
-    attempts: list[Attempt] = []
-    cur: Attempt | None = None
+    # each attempt is a draft (its fields as a dict) while the events are read, frozen at the end
+    attempts: list[dict[str, Any]] = []
+    cur: dict[str, Any] | None = None
     pending: dict[str, float] | None = None  # a preemption the run has not come back from
     resumed_step = 0
     rented = True  # the current attempt got an instance (its trainer started)
-    out = RunHistory()
+    preemptions, lost_s, lost_steps = 0, 0.0, 0
     sps = status.sec_per_step if status is not None and status.sec_per_step else 0.0
 
     def number(e: dict[str, Any], key: str) -> float | None:
         v = e.get(key)
         return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
-    def ensure(t: float) -> Attempt:
+    def draft(**fields: Any) -> dict[str, Any]:
+        return Attempt(n=len(attempts) + 1, **fields).to_dict()
+
+    def ensure(t: float) -> dict[str, Any]:
         nonlocal cur
         if cur is None:
-            cur = Attempt(n=len(attempts) + 1, started_at=t)
+            cur = draft(started_at=t)
             attempts.append(cur)
         return cur
 
@@ -146,54 +153,52 @@ def history(events: list[dict[str, Any]], status: RunStatus | None, *, costs: di
             if cur is not None and not rented:  # that attempt's launch never got an instance
                 attempts.pop()
             rented = False
-            cur = Attempt(n=len(attempts) + 1, gpu=str(e.get("gpu") or "")[:60], dph=number(e, "dph"),
-                          interruptible=e.get("interruptible") if isinstance(e.get("interruptible"), bool) else None,
-                          started_at=t)
+            cur = draft(gpu=str(e.get("gpu") or "")[:60], dph=number(e, "dph"),
+                        interruptible=e.get("interruptible") if isinstance(e.get("interruptible"), bool) else None,
+                        started_at=t)
             attempts.append(cur)
             resumed_step = 0
         elif kind == "started":
             rented = True
             a = ensure(t)
-            a.instance_id = a.instance_id or iid
+            a["instance_id"] = a["instance_id"] or iid
         elif kind == "resumed":
             a = ensure(t)
-            a.instance_id = a.instance_id or iid
+            a["instance_id"] = a["instance_id"] or iid
             resumed_step = int(number(e, "step") or 0)
-            if a.step_end is None and not a.preemptions:
-                a.step_start = resumed_step
+            if a["step_end"] is None and not a["preemptions"]:
+                a["step_start"] = resumed_step
         elif kind == "preempted":
             rented = True
             a = ensure(t)
-            a.instance_id = a.instance_id or iid
-            a.preemptions += 1
-            a.step_end, a.end, a.ended_at = int(number(e, "step") or 0), "preempted", t
-            out.preemptions += 1
-            pending = {"t": t, "step": a.step_end}
+            a["instance_id"] = a["instance_id"] or iid
+            a["preemptions"] += 1
+            a.update(step_end=int(number(e, "step") or 0), end="preempted", ended_at=t)
+            preemptions += 1
+            pending = {"t": t, "step": a["step_end"]}
         elif kind == "state" and e.get("state") in ("starting", "training") and cur is not None \
-                and cur.end == "preempted":
-            cur.end, cur.ended_at = "running", None  # the same instance came back
+                and cur["end"] == "preempted":
+            cur.update(end="running", ended_at=None)  # the same instance came back
         if kind == "state" and e.get("state") == "training" and pending is not None:
             redo = max(int(pending["step"]) - resumed_step, 0)
-            out.lost_steps += redo
-            out.lost_s += max(t - pending["t"], 0.0) + redo * sps
+            lost_steps += redo
+            lost_s += max(t - pending["t"], 0.0) + redo * sps
             pending = None
         elif kind == "state" and isinstance(e.get("state"), str) and e["state"] in {s.value for s in RunState} \
                 and RunState(e["state"]).is_terminal and cur is not None:
-            cur.end, cur.ended_at = e["state"], t
+            cur.update(end=e["state"], ended_at=t)
     if pending is not None and status is not None and not status.state.is_terminal:
-        out.lost_s += max(now - pending["t"], 0.0)  # still down
+        lost_s += max(now - pending["t"], 0.0)  # still down
     last = attempts[-1] if attempts else None
-    if last is not None and status is not None and last.end != "preempted":
-        last.step_end = status.step
+    if last is not None and status is not None and last["end"] != "preempted":
+        last["step_end"] = status.step
         if status.state.is_terminal:
-            last.end = status.state.value
+            last["end"] = status.state.value
     for i, a in enumerate(attempts):
-        if a.instance_id is None and instances and i < len(instances):
-            a.instance_id = instances[i]
-        if costs is not None and a.instance_id is not None:
-            a.cost_usd = round(costs.get(a.instance_id, 0.0), 4)
-    out.attempts = [a.to_dict() for a in attempts]
-    out.lost_s = round(out.lost_s, 1)
-    if costs is not None:
-        out.total_usd = round(sum(costs.values()), 4)
-    return out
+        if a["instance_id"] is None and instances and i < len(instances):
+            a["instance_id"] = instances[i]
+        if costs is not None and a["instance_id"] is not None:
+            a["cost_usd"] = round(costs.get(a["instance_id"], 0.0), 4)
+    return RunHistory(attempts=tuple(Attempt(**a) for a in attempts), preemptions=preemptions,
+                      lost_s=round(lost_s, 1), lost_steps=lost_steps,
+                      total_usd=round(sum(costs.values()), 4) if costs is not None else None)

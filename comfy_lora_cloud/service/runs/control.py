@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import contextlib
+import dataclasses
 import logging
 import re
 import time
@@ -29,6 +30,7 @@ from .follow import fetch_lora, wait_for_run
 from .lifecycle import end_run
 from .request import TrainRequest
 from .start import StartResult, start_run
+from .views import PlanFiles, RunEvents, RunPage, RunPlan, RunView, SampleListing, StatusPage, StopResult
 
 if TYPE_CHECKING:
     from ..core import Core
@@ -90,13 +92,12 @@ class Runs:
         self.sniffer = ImageSniffer()
 
     # ---- reading -----------------------------------------------------------------------------
-    async def list(self, limit: int = RUN_LIST_LIMIT) -> list[dict[str, Any]]:
+    async def list(self, limit: int = RUN_LIST_LIMIT) -> list[RunView]:
         """Runs newest first: this controller's records merged with what the trainers report."""
-        return (await self.listing(limit))["runs"]
+        return list((await self.listing(limit)).runs)
 
-    async def listing(self, limit: int = RUN_LIST_LIMIT, offset: int = 0) -> dict[str, Any]:
-        """``{"runs", "problems", "total", "offset", "limit"}``: one page of the runs, newest
-        first. A run prefix or status that cannot be read is reported (bucket content is
+    async def listing(self, limit: int = RUN_LIST_LIMIT, offset: int = 0) -> RunPage:
+        """One page of the runs, newest first. A run prefix or status that cannot be read is reported (bucket content is
         untrusted), and the run left out unless this controller launched it (then it shows
         without a status). Costs two paged listings (the run folders, their ``status.json``)
         plus the statuses of the page, read in parallel and remembered by generation
@@ -105,16 +106,15 @@ class Runs:
 
         page = Page(offset, limit)
         found = await asyncio.to_thread(self._list, page)
-        return {"runs": found.items, "problems": [p.to_dict() for p in found.problems],
-                **page.describe(found.total or 0)}
+        return RunPage(tuple(found.items), tuple(found.problems), found.total or 0, page.offset, page.limit)
 
-    def _list(self, page: Any) -> Listed[dict[str, Any]]:
+    def _list(self, page: Any) -> Listed[RunView]:
         from ...storage import layout
         from ...training.status import MAX_STATUS_BYTES, STATUS, parse_status
         from ..library import read_records
 
         state, storage = self.core.state, self.core.storage
-        found: Listed[dict[str, Any]] = Listed()
+        found: Listed[RunView] = Listed()
         wanted = (page.offset + page.limit) if page.limit is not None else 1_000_000
         known = {r.id: r for r in state.list_runs(limit=wanted)}
         statuses = {o.key[len(layout.RUNS):-len("/" + STATUS)]: o
@@ -148,24 +148,23 @@ class Runs:
             found.items.append(self._view(run_id, record, status=status))
         return found
 
-    async def get(self, run_id: str) -> dict[str, Any]:
-        """One run's view with its sample list."""
+    async def get(self, run_id: str) -> RunView:
+        """One run's view with its sample list and its attempts."""
         validate_name(run_id, "run id")
         return await asyncio.to_thread(self._detail, run_id)
 
-    def _detail(self, run_id: str) -> dict[str, Any]:
+    def _detail(self, run_id: str) -> RunView:
         record = self.core.state.get_run(run_id)
         view = self._view(run_id, record)
-        if record is None and view.get("status") is None:
+        if record is None and view.status is None:
             raise ObjectNotFound(f"no run {run_id!r}")
         samples = self._sample_listing(run_id)
-        view["samples"] = samples.items
-        view["problems"] = [p.to_dict() for p in samples.problems]
-        view["attempts"] = self.recovery.read(run_id)  # each attempt, the time lost to preemptions, the total
-        return view
+        # each attempt, the time lost to preemptions, the total
+        return dataclasses.replace(view, samples=tuple(samples.items), problems=tuple(samples.problems),
+                                   attempts=self.recovery.read(run_id))
 
     def _view(self, run_id: str, record: Run | None, *, strict: bool = False,
-              status: Any = _READ_IT) -> dict[str, Any]:
+              status: Any = _READ_IT) -> RunView:
         """The run as the sidebar shows it; ``strict`` lets a corrupt ``status.json`` raise
         (listings report it) instead of showing the run without a status. ``status``: what a
         listing already read (None: no status), else it is read here."""
@@ -178,22 +177,23 @@ class Runs:
                 status = None
             except StorageError:
                 status = None
-        view: dict[str, Any] = {"id": run_id, "dataset": None, "preset": None, "lora_name": None, "gpu": "",
-                                "dph": 0.0, "instance_id": None, "created_at": None, "error": None}
+        fields: dict[str, Any] = {}
+        state = RunState.PENDING
         if record is not None:
-            view.update({k: v for k, v in record.to_dict().items() if k not in ("spec", "config_hash")})
-        view["status"] = status.to_dict() if status else None
+            fields = {"dataset": record.dataset, "preset": record.preset, "lora_name": record.lora_name,
+                      "gpu": record.gpu, "dph": record.dph, "instance_id": record.instance_id,
+                      "created_at": record.created_at, "error": record.error, "provider": record.provider,
+                      "updated_at": record.updated_at}
+            state = record.state
         if status is not None:
             # a run stopped or failed here cannot report any more: the store's end state wins
             ended_here = record is not None and record.state.is_terminal and not status.state.is_terminal
-            view.update(state=record.state.value if ended_here else status.state.value, step=status.step,
-                        total_steps=status.total_steps, loss=status.loss, eta_seconds=status.eta_seconds,
-                        sec_per_step=status.sec_per_step, message=status.message, updated_at=status.updated_at)
-            view["error"] = status.error or view["error"]
-        view.setdefault("state", RunState.PENDING.value)
-        view["live"] = not RunState(view["state"]).is_terminal
-        view["cost_usd"] = round(CostLedger(self.core.state, self.core.clock).run_usd(run_id), 4)
-        return view
+            state = record.state if ended_here and record is not None else status.state
+            fields.update(status=status, step=status.step, total_steps=status.total_steps, loss=status.loss,
+                          eta_seconds=status.eta_seconds, sec_per_step=status.sec_per_step, message=status.message,
+                          updated_at=status.updated_at, error=status.error or fields.get("error"))
+        return RunView(id=run_id, state=state, live=not state.is_terminal,
+                       cost_usd=round(CostLedger(self.core.state, self.core.clock).run_usd(run_id), 4), **fields)
 
     async def status(self, run_id: str) -> RunStatus:
         """What the run's trainer last reported (any machine can read it)."""
@@ -205,12 +205,11 @@ class Runs:
 
     async def statuses(self) -> list[RunStatus]:
         """Every run's reported status in the bucket, newest first; unreadable ones are skipped."""
-        return (await self.status_listing())["statuses"]
+        return list((await self.status_listing()).statuses)
 
-    async def status_listing(self, offset: int = 0, limit: int | None = None) -> dict[str, Any]:
-        """``{"statuses", "problems", "total", "offset", "limit"}``: one page of the readable
-        statuses, newest launched first (as :meth:`listing`), and the runs whose name or status
-        could not be read (reported, never fatal to the list). One paged listing of
+    async def status_listing(self, offset: int = 0, limit: int | None = None) -> StatusPage:
+        """One page of the readable statuses, newest launched first (as :meth:`listing`), and the
+        runs whose name or status could not be read (reported, never fatal to the list). One paged listing of
         ``runs/*/status.json``; only the page's statuses are read, in parallel, and remembered
         by generation (:mod:`.listings`)."""
         from ...storage import layout
@@ -219,9 +218,11 @@ class Runs:
 
         page = Page(offset, limit)
 
-        def run() -> dict[str, Any]:
+        def run() -> StatusPage:
             storage = self.core.storage
-            out, problems, runs = [], [], []
+            out: list[RunStatus] = []
+            problems: list[Problem] = []
+            runs = []
 
             def run_of(key: str) -> str:
                 return key[len(layout.RUNS):-len("/" + STATUS)]
@@ -230,21 +231,21 @@ class Runs:
                 try:
                     runs.append((validate_name(run_of(o.key), "run id"), o))
                 except ConfigError as exc:
-                    problems.append(Problem.of(f"{layout.RUNS}{run_of(o.key)}/", exc).to_dict())
+                    problems.append(Problem.of(f"{layout.RUNS}{run_of(o.key)}/", exc))
             runs.sort(key=lambda r: _launched(r[0], None, r[1]), reverse=True)
             for read in read_records(
                     storage, [o for _, o in page.of(runs)], lambda body, key: parse_status(body, run_of(key)),
                     kind="run-status", workers=self.core.settings.sync_workers, max_bytes=MAX_STATUS_BYTES):
                 if read.error is not None:
                     if not isinstance(read.error, ObjectNotFound):  # gone since the listing: not a problem
-                        problems.append(Problem.of(read.info.key.rsplit("/", 1)[0] + "/", read.error).to_dict())
+                        problems.append(Problem.of(read.info.key.rsplit("/", 1)[0] + "/", read.error))
                     continue
                 out.append(read.value)
-            return {"statuses": out, "problems": problems, **page.describe(len(runs))}
+            return StatusPage(tuple(out), tuple(problems), len(runs), page.offset, page.limit)
 
         return await asyncio.to_thread(run)
 
-    async def events(self, run_id: str, since: int = 0) -> dict[str, Any]:
+    async def events(self, run_id: str, since: int = 0) -> RunEvents:
         """Events from index ``since`` on, and the index to ask for next time."""
         from ...training.status import read_events
 
@@ -252,18 +253,18 @@ class Runs:
         if since < 0:
             raise ConfigError("since must be >= 0")
         events = await asyncio.to_thread(read_events, self.core.storage, run_id, since)
-        return {"events": events, "next": since + len(events)}
+        return RunEvents(tuple(events), since + len(events))
 
     async def samples(self, run_id: str) -> list[str]:
-        return (await self.sample_listing(run_id))["samples"]
+        return list((await self.sample_listing(run_id)).samples)
 
-    async def sample_listing(self, run_id: str) -> dict[str, Any]:
-        """``{"samples", "problems"}``: allowlisted images only, judged by their bytes (a rented
+    async def sample_listing(self, run_id: str) -> SampleListing:
+        """Allowlisted images only, judged by their bytes (a rented
         host can write anything there); other files and names no route could serve are left
         out and reported."""
         validate_name(run_id, "run id")
         found = await asyncio.to_thread(self._sample_listing, run_id)
-        return {"samples": found.items, "problems": [p.to_dict() for p in found.problems]}
+        return SampleListing(tuple(found.items), tuple(found.problems))
 
     def _sample_listing(self, run_id: str) -> Listed[str]:
         from ...storage.layout import is_image, run_key
@@ -301,7 +302,7 @@ class Runs:
     async def plan(self, *, dataset: str, lora_type: str, gpu: str | None, out: Path, vram: float | None = None,
                    images: int | None = None, trigger: str | None = None, name: str | None = None,
                    overrides: dict[str, Any] | None = None, dph: float | None = None,
-                   live: bool = False) -> dict[str, Any]:
+                   live: bool = False) -> RunPlan:
         """Write kohya's configs for a run into ``out`` and estimate its steps, time and cost.
         Rents nothing. The price is ``dph``, else the offer the picker would choose from the
         bundled offer book (for ``gpu`` when given); with ``live``, also asks vast.ai which offer
@@ -351,23 +352,19 @@ class Runs:
             return files
 
         files = await asyncio.to_thread(write)
-        data: dict[str, Any] = {
-            "preset": preset.name, "tier_gb": preset.tier, "plan": steps.to_dict(),
-            "estimate": {**estimate(preset, steps, gpu_name, price).to_dict(),
-                         "priced_from": "--dph" if dph is not None else BOOK_SOURCE if book is not None and
-                         book.best.offer.gpu_name == gpu_name else "a typical price for the GPU (estimate)"},
-            "book_offer": book.to_dict() if book is not None else None,
-            "files": {"train": str(files.train_toml), "dataset": str(files.dataset_toml),
-                      "prompts": str(files.prompts) if files.prompts else None, "spec": str(out / "spec.json")},
-            "command": format_command(files.command), "prep": preset.prep, "checks": None,
-        }
+        checks = None
         if info is not None:
-            ready = await asyncio.to_thread(check_dataset, self.core.storage, dataset, lora_type=lora_type,
-                                            trigger=trigger)
-            data["checks"] = ready.to_dict()
-        if live:
-            data["offer"] = (await offers.pick(job_)).to_dict()
-        return data
+            checks = await asyncio.to_thread(check_dataset, self.core.storage, dataset, lora_type=lora_type,
+                                             trigger=trigger)
+        return RunPlan(
+            preset=preset.name, tier_gb=preset.tier, steps=steps, estimate=estimate(preset, steps, gpu_name, price),
+            priced_from="--dph" if dph is not None else BOOK_SOURCE if book is not None and
+            book.best.offer.gpu_name == gpu_name else "a typical price for the GPU (estimate)",
+            book_offer=book,
+            files=PlanFiles(train=str(files.train_toml), dataset=str(files.dataset_toml),
+                            prompts=str(files.prompts) if files.prompts else None, spec=str(out / "spec.json")),
+            command=format_command(files.command), prep=preset.prep, checks=checks,
+            offer=(await offers.pick(job_)) if live else None)
 
     # ---- starting ----------------------------------------------------------------------------
     async def start(self, req: TrainRequest) -> StartResult:
@@ -376,13 +373,13 @@ class Runs:
         result = await start_run(req, settings=self.core.settings, storage=storage, state=self.core.state,
                                  open_provider=self.core.provider, python=self.core.python, clock=self.core.clock,
                                  transfers=self.library.offload)  # the preflight download: off ComfyUI's loop
-        self.core.emit(RUN_EVENT, await self.get(result.run_id))
+        self.core.emit(RUN_EVENT, (await self.get(result.run_id)).to_dict())
         if not result.attached:
             await self.instances.announce()
         return result
 
     # ---- stopping ----------------------------------------------------------------------------
-    async def stop(self, run_id: str) -> dict[str, Any]:
+    async def stop(self, run_id: str) -> StopResult:
         """Stop a run on the user's word: destroy its instances, then mark it STOPPED here and in
         the bucket. What the trainer uploaded (checkpoints, samples) stays; progress since the
         last checkpoint is lost."""
@@ -411,11 +408,10 @@ class Runs:
             log.warning("run %s stopped; the bucket could not be told yet (retried by the guard): %s", run_id,
                         ended.problem)
         view = await self.get(run_id)
-        self.core.emit(RUN_EVENT, view)
+        self.core.emit(RUN_EVENT, view.to_dict())
         if destroyed:
             await self.instances.announce()
-        return {"id": run_id, "run_id": run_id, "state": view["state"], "destroyed_instances": destroyed,
-                "destroyed": bool(destroyed)}
+        return StopResult(run_id, view.state, tuple(destroyed))
 
     # ---- following ---------------------------------------------------------------------------
     async def wait(self, run_id: str, **kwargs: Any) -> RunStatus:
@@ -456,7 +452,7 @@ class Runs:
             yield new, status, record, ended
             if ended:
                 with contextlib.suppress(Exception):  # the follower (a CLI) is told too, once
-                    self.notify.observe(RUN_EVENT, await self.get(run_id))
+                    self.notify.observe(RUN_EVENT, (await self.get(run_id)).to_dict())
                 return
             await sleep(interval)
 

@@ -14,13 +14,14 @@ import asyncio
 import re
 import time
 from pathlib import Path
-from typing import Any, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from ...errors import ConfigError, ObjectNotFound, redact
 from ...models import Run, RunState, validate_name
 from ...storage.base import read_record_bytes
 from ...storage.layout import run_key
 from ..money import CostLedger
+from .views import RunLog, SamplesDownload
 
 if TYPE_CHECKING:
     from ..core import Core
@@ -44,7 +45,7 @@ class RunOutputs:
         self.core = core
         self.runs = runs
 
-    async def log(self, run_id: str, *, tail: int = 200) -> dict[str, Any]:
+    async def log(self, run_id: str, *, tail: int = 200) -> RunLog:
         """The last ``tail`` lines of ``runs/<id>/logs/trainer.log`` (0: all of it)."""
         from ...training.status import LOG
 
@@ -52,18 +53,18 @@ class RunOutputs:
         if tail < 0:
             raise ConfigError("tail must be 0 (everything) or more")
 
-        def read() -> dict[str, Any]:
+        def read() -> RunLog:
             try:
                 body = read_record_bytes(self.core.storage, run_key(run_id, LOG), MAX_LOG_BYTES)
             except ObjectNotFound:
                 raise ObjectNotFound(self._nothing_yet(run_id, "no log")) from None
             lines = clean_text(body.decode("utf-8", errors="replace")).splitlines()
             shown = lines[-tail:] if tail else lines
-            return {"run_id": run_id, "lines": shown, "total_lines": len(lines)}
+            return RunLog(run_id, tuple(shown), len(lines))
 
         return await asyncio.to_thread(read)
 
-    async def download_samples(self, run_id: str, dest: str | Path) -> dict[str, Any]:
+    async def download_samples(self, run_id: str, dest: str | Path) -> SamplesDownload:
         """Every sample image the trainer uploaded into ``dest`` (created); files already there
         with the same bytes are kept. Skipped entries are reported in ``problems``."""
         run_id = validate_name(run_id, "run id")
@@ -71,7 +72,7 @@ class RunOutputs:
         if dest.exists() and not dest.is_dir():
             raise ConfigError(f"{dest} is a file: --out needs a folder (it is created if missing)")
         found = await self.runs.sample_listing(run_id)
-        if not found["samples"] and not found["problems"]:
+        if not found.samples and not found.problems:
             raise ObjectNotFound(self._nothing_yet(run_id, "no sample images"))
 
         def fetch() -> list[str]:
@@ -80,7 +81,7 @@ class RunOutputs:
             storage = self.core.storage
             dest.mkdir(parents=True, exist_ok=True)
             written = []
-            for name in found["samples"]:
+            for name in found.samples:
                 key = run_key(run_id, f"samples/{name}")
                 target = dest / name
                 if target.is_file() and _matches(target, storage.stat(key)):
@@ -90,8 +91,7 @@ class RunOutputs:
             return written
 
         written = await asyncio.to_thread(fetch)
-        return {"run_id": run_id, "dir": str(dest), "samples": found["samples"], "downloaded": written,
-                "problems": found["problems"]}
+        return SamplesDownload(run_id, dest, found.samples, tuple(written), found.problems)
 
     def spend_so_far(self, run_id: str, now: float | None = None) -> float | None:
         """Dollars a run has cost until now: the ledger when the guard has booked it, else its

@@ -5,15 +5,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from ...errors import CorruptRecord, StorageError
 from ...providers.base import Provider
 from ...storage.base import Storage
 from ...training.status import read_events, read_status
 from ..money import CostLedger
-from .attempts import history
-from .recovery import Recovery, RunView
+from .attempts import RunHistory, history
+from .recovery import DescribeRun, Recovery
 
 if TYPE_CHECKING:
     from ..core import Core
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 class Recoveries:
     """The App's recovery noun: the guard's recovery round and the attempt history of a run."""
 
-    def __init__(self, core: Core, instances: Instances, describe_run: RunView):
+    def __init__(self, core: Core, instances: Instances, describe_run: DescribeRun):
         self.core = core
         self.instances = instances
         self.describe_run = describe_run  # the run as its event carries it (Runs.get)
@@ -32,7 +32,7 @@ class Recoveries:
               on_step: Callable[[str], None] | None = None) -> Recovery:
         return Recovery(self.core, self.instances, self.describe_run, provider, storage, on_step=on_step)
 
-    async def history(self, run_id: str) -> dict[str, Any]:
+    async def history(self, run_id: str) -> RunHistory:
         """Each attempt (instance, GPU, $/hr, steps, cost), the time lost to preemptions and the
         total, for ``train status`` and the run card."""
         from ...models import validate_name
@@ -40,7 +40,7 @@ class Recoveries:
         validate_name(run_id, "run id")
         return await asyncio.to_thread(self.read, run_id)
 
-    def read(self, run_id: str) -> dict[str, Any]:
+    def read(self, run_id: str) -> RunHistory:
         """:meth:`history`, blocking (for a caller already in a thread); an unreadable bucket
         gives an empty history rather than an error."""
         storage = self.core.storage
@@ -64,4 +64,4 @@ class Recoveries:
                     costs[c.instance_id] = costs.get(c.instance_id, 0.0) + c.usd
         except CorruptRecord:
             pass
-        return history(events, status, costs=costs, instances=instances, now=self.core.clock()).to_dict()
+        return history(events, status, costs=costs, instances=instances, now=self.core.clock())

@@ -71,11 +71,12 @@ from ..money import Problems
 if TYPE_CHECKING:
     from ..core import Core
     from ..money import Instances
+    from .views import RunView
 
 log = logging.getLogger(__name__)
 
 # the run as its event carries it (Runs.get): recovery announces each move with it
-RunView = Callable[[str], Awaitable[dict[str, Any]]]
+DescribeRun = Callable[[str], Awaitable["RunView"]]
 
 _KV = "recovery:"  # kv key prefix -> this controller's memory of one run's preemptions (JSON)
 STOPPED_STATES = (InstanceState.STOPPED, InstanceState.EXITED)
@@ -111,7 +112,7 @@ def _checkpoint_step(events: list[dict[str, Any]]) -> int:
 class Recovery:
     """One guard round of recovery over one provider (built by :meth:`Recoveries.guard`)."""
 
-    def __init__(self, core: Core, instances: Instances, describe_run: RunView, provider: Provider,
+    def __init__(self, core: Core, instances: Instances, describe_run: DescribeRun, provider: Provider,
                  storage: Storage, *, on_step: Callable[[str], None] | None = None):
         self.core = core
         self.instances = instances
@@ -401,6 +402,6 @@ class Recovery:
     async def _announce(self, run_id: str, kind: str, **data: Any) -> None:
         self.core.emit(PREEMPTION_EVENT, {"kind": kind, "run_id": run_id, **data})
         try:
-            self.core.emit(RUN_EVENT, await self.describe_run(run_id))
+            self.core.emit(RUN_EVENT, (await self.describe_run(run_id)).to_dict())
         except LoraCloudError as exc:  # the sidebar catches up on its next refresh
             log.info("run %s not announced: %s", run_id, exc.message)

@@ -46,7 +46,7 @@ OpenProvider = Callable[..., ProviderFactory]  # (name, vram_gb=...) -> factory:
 INTERRUPTED = "the launch was interrupted (Ctrl-C or cancel) before it finished; nothing is left billing"
 
 
-@dataclass
+@dataclass(frozen=True)
 class StartResult:
     run_id: str
     attached: bool  # True: an existing run with the same dataset + config was found

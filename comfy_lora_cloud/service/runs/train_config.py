@@ -14,6 +14,7 @@ prints it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any, Mapping, TYPE_CHECKING
 
 from ...errors import ConfigError, CorruptRecord, LoraCloudError, ObjectNotFound
@@ -22,6 +23,8 @@ from ...storage.base import parse_json_record, read_record_bytes
 from ...storage.layout import run_key
 from ...training.estimate import DEFAULT_IMAGES, TYPICAL_DPH, estimate, resolve_gpu
 from ...training.presets import LIMITS, PRESET_TYPES, check_override_range, load_preset, plan_steps
+
+from .views import ConfigCheck, EditorPresets, EditorValues, FieldError, PresetDefaults, RunConfig
 
 if TYPE_CHECKING:
     from ..core import Core
@@ -42,13 +45,13 @@ def _number(field: str, value: Any, *, integer: bool) -> float | int:
     return float(value)
 
 
-def editor_overrides(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[dict[str, str]]]:
+def editor_overrides(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldError]]:
     """``(overrides, errors)`` for the editor's fields; each error names its field."""
     overrides: dict[str, Any] = {}
-    errors: list[dict[str, str]] = []
+    errors: list[FieldError] = []
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
-        errors.append({"field": unknown[0], "message": f"unknown field {unknown[0]!r}; known: {', '.join(FIELDS)}"})
+        errors.append(FieldError(unknown[0], f"unknown field {unknown[0]!r}; known: {', '.join(FIELDS)}"))
     plan = (("rank", "network_dim", True), ("learning_rate", "learning_rate", False),
             ("steps", "max_train_steps", True), ("resolution", "dataset.resolution", True))
     for field, key, integer in plan:
@@ -59,7 +62,7 @@ def editor_overrides(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[di
             number = _number(field, value, integer=integer)
             check_override_range(field, key.rpartition(".")[2], number)
         except ConfigError as exc:
-            errors.append({"field": field, "message": exc.message.replace("override ", "")})
+            errors.append(FieldError(field, exc.message.replace("override ", "")))
             continue
         overrides[key] = number
         if field == "rank":
@@ -68,9 +71,9 @@ def editor_overrides(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[di
 
 
 
-def _editor_values(preset: Any, plan: Any) -> dict[str, Any]:
-    return {"rank": preset.training.get("network_dim"), "learning_rate": preset.training.get("learning_rate"),
-            "steps": plan.total_steps, "resolution": preset.dataset.get("resolution")}
+def _editor_values(preset: Any, plan: Any) -> EditorValues:
+    return EditorValues(rank=preset.training.get("network_dim"), learning_rate=preset.training.get("learning_rate"),
+                        steps=plan.total_steps, resolution=preset.dataset.get("resolution"))
 
 
 class TrainConfigs:
@@ -80,26 +83,25 @@ class TrainConfigs:
         self.core = core
         self.library = library
 
-    async def presets(self) -> dict[str, Any]:
+    async def presets(self) -> EditorPresets:
         """The three presets with their defaults for a typical dataset of their type."""
-        def run() -> dict[str, Any]:
+        def run() -> EditorPresets:
             out = []
             for name in PRESET_TYPES:
                 preset = load_preset(name, 24)
                 plan = plan_steps(preset, DEFAULT_IMAGES[name])
-                out.append({"name": name, "description": preset.description, "images": DEFAULT_IMAGES[name],
-                            "defaults": _editor_values(preset, plan)})
-            return {"presets": out, "fields": list(FIELDS), "gpus": sorted(TYPICAL_DPH, key=TYPICAL_DPH.__getitem__),
-                    "default_gpu": DEFAULT_GPU,
-                    "limits": {f: LIMITS[k] for f, k in (("rank", "network_dim"), ("learning_rate", "learning_rate"),
-                                                          ("steps", "max_train_steps"), ("resolution", "resolution"))}}
+                out.append(PresetDefaults(name, preset.description, DEFAULT_IMAGES[name], _editor_values(preset, plan)))
+            return EditorPresets(
+                presets=tuple(out), fields=FIELDS, gpus=tuple(sorted(TYPICAL_DPH, key=TYPICAL_DPH.__getitem__)),
+                default_gpu=DEFAULT_GPU,
+                limits={f: LIMITS[k] for f, k in (("rank", "network_dim"), ("learning_rate", "learning_rate"),
+                                                   ("steps", "max_train_steps"), ("resolution", "resolution"))})
 
         return await asyncio.to_thread(run)
 
-    async def check(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Check an edited config and estimate it: ``{"ok", "errors": [{field, message}],
-        "values", "defaults", "overrides", "plan", "estimate", "images"}``. A dataset that is
-        there sets the image count (and the default trigger); a GPU name prices it."""
+    async def check(self, body: Mapping[str, Any]) -> ConfigCheck:
+        """Check an edited config and estimate it (:class:`~.views.ConfigCheck`). A dataset that
+        is there sets the image count (and the default trigger); a GPU name prices it."""
         if not isinstance(body, Mapping):
             raise ConfigError("the request body must be a JSON object")
         lora_type = body.get("lora_type", "character")
@@ -112,13 +114,13 @@ class TrainConfigs:
         try:
             trigger = check_trigger(body.get("trigger"))
         except ConfigError as exc:
-            errors.append({"field": "trigger", "message": exc.message})
+            errors.append(FieldError("trigger", exc.message))
             trigger = None
         gpu = body.get("gpu") or DEFAULT_GPU
         try:
             gpu_name, _vram = resolve_gpu(gpu) if isinstance(gpu, str) else resolve_gpu("")
         except ConfigError as exc:
-            errors.append({"field": "gpu", "message": exc.message})
+            errors.append(FieldError("gpu", exc.message))
             gpu_name = DEFAULT_GPU
         dataset = body.get("dataset") or None
         images, dataset_trigger = DEFAULT_IMAGES[lora_type], None
@@ -128,14 +130,14 @@ class TrainConfigs:
                 info = await self.library.describe(dataset)
                 images, dataset_trigger = info.images or images, info.trigger
             except (ConfigError, ObjectNotFound) as exc:
-                errors.append({"field": "dataset", "message": exc.message})
+                errors.append(FieldError("dataset", exc.message))
 
-        def run() -> dict[str, Any]:
+        def run() -> ConfigCheck:
             defaults_preset = load_preset(lora_type, 24)
             defaults = _editor_values(defaults_preset, plan_steps(defaults_preset, images))
-            out: dict[str, Any] = {"ok": not errors, "errors": errors, "lora_type": lora_type, "images": images,
-                                   "defaults": defaults, "overrides": overrides,
-                                   "trigger": trigger if trigger is not None else dataset_trigger, "gpu": gpu_name}
+            out = ConfigCheck(ok=not errors, errors=tuple(errors), lora_type=lora_type, images=images,
+                              defaults=defaults, overrides=overrides,
+                              trigger=trigger if trigger is not None else dataset_trigger, gpu=gpu_name)
             if errors:
                 return out
             try:
@@ -143,19 +145,17 @@ class TrainConfigs:
                 plan = plan_steps(preset, images)
                 est = estimate(preset, plan, gpu_name)
             except LoraCloudError as exc:
-                out.update(ok=False, errors=[{"field": "", "message": exc.message}])
-                return out
-            out.update(values=_editor_values(preset, plan), plan=plan.to_dict(), estimate=est.to_dict())
-            return out
+                return dataclasses.replace(out, ok=False, errors=(FieldError("", exc.message),))
+            return dataclasses.replace(out, values=_editor_values(preset, plan), plan=plan, estimate=est)
 
         return await asyncio.to_thread(run)
 
-    async def run_config(self, run_id: str) -> dict[str, Any]:
+    async def run_config(self, run_id: str) -> RunConfig:
         """A run's config, resolved the way the trainer resolves it (preset + tier + overrides),
-        flat: ``{"run_id", "config": {key: value}}``; for comparing runs side by side."""
+        flat (:class:`~.views.RunConfig`); for comparing runs side by side."""
         validate_name(run_id, "run id")
 
-        def run() -> dict[str, Any]:
+        def run() -> RunConfig:
             record = self.core.state.get_run(run_id)
             spec: dict[str, Any] | None = record.spec if record is not None and record.spec else None
             if spec is None:
@@ -165,9 +165,9 @@ class TrainConfigs:
                 except ObjectNotFound:
                     raise ObjectNotFound(f"run {run_id!r} has no spec.json") from None
                 except CorruptRecord as exc:
-                    return {"run_id": run_id, "config": {"problem": exc.message[:300]}}
+                    return RunConfig(run_id, {"problem": exc.message[:300]})
             if not isinstance(spec, dict):
-                return {"run_id": run_id, "config": {"problem": f"the spec.json of run {run_id} is not a JSON object"}}
+                return RunConfig(run_id, {"problem": f"the spec.json of run {run_id} is not a JSON object"})
             overrides = spec.get("overrides") if isinstance(spec.get("overrides"), dict) else {}
             config: dict[str, Any] = {"lora_type": spec.get("lora_type"), "dataset": spec.get("dataset"),
                                       "trigger": spec.get("trigger"), "vram_gb": spec.get("vram_gb")}
@@ -175,12 +175,12 @@ class TrainConfigs:
                 preset = load_preset(str(spec.get("lora_type")), float(spec.get("vram_gb") or 24), overrides)
             except (LoraCloudError, TypeError, ValueError, ArithmeticError, RecursionError) as exc:
                 config["problem"] = getattr(exc, "message", str(exc))[:300]
-                return {"run_id": run_id, "config": config}
+                return RunConfig(run_id, config)
             for section in ("training", "dataset", "subset"):
                 for key, value in getattr(preset, section).items():
                     if isinstance(value, (str, int, float, bool)) or value is None:
                         config[key if section == "training" else f"{section}.{key}"] = value
             config["overridden"] = sorted(str(k) for k in overrides)
-            return {"run_id": run_id, "config": config}
+            return RunConfig(run_id, config)
 
         return await asyncio.to_thread(run)
