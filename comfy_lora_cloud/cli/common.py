@@ -134,11 +134,9 @@ def emit(ctx: typer.Context, data: Any, human: Callable[[Any], None] | str | Non
 
 def report_problems(problems: Any) -> None:
     """Entries a listing had to skip (bucket content it could not read), on stderr, as plain text
-    (:class:`~comfy_lora_cloud.models.Problem` records, or their ``{"entry", "message"}`` dicts
-    from a listing that still answers in dicts)."""
+    (:class:`~comfy_lora_cloud.models.Problem` records)."""
     for p in problems:
-        entry, message = (p["entry"], p["message"]) if isinstance(p, dict) else (p.entry, p.message)
-        err_console.print(f"warning: skipped {entry}: {message}", markup=False)
+        err_console.print(f"warning: skipped {p.entry}: {p.message}", markup=False)
 
 
 #: `instances reconcile` did its job on a damaged home (a settings file or the state store): the
@@ -175,10 +173,9 @@ def page_options(offset: int, limit: int, everything: bool) -> tuple[int, int | 
 
 
 def report_page(found: Any, what: str, shown: int) -> None:
-    """On stderr, when the listing (a page record with ``total`` and ``offset``, or its dict) has
-    more than this page: how to see the rest."""
-    total, offset = (found.get("total"), found.get("offset", 0)) if isinstance(found, dict) else (found.total,
-                                                                                                   found.offset)
+    """On stderr, when the listing (a page record with ``total`` and ``offset``) has more than this
+    page: how to see the rest."""
+    total, offset = found.total, found.offset
     if total is not None and offset + shown < total:
         err_console.print(f"showing {offset + 1}-{offset + shown} of {total} {what}; next page: --offset "
                           f"{offset + shown} (or --all)", markup=False)

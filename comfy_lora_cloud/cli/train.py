@@ -144,8 +144,8 @@ def status(
         return
     found = run(runs.status_listing(*page_options(offset, limit, everything)))
     rows = [st.to_dict() for st in found.statuses]
-    report_problems([p.to_dict() for p in found.problems])
-    report_page(found.to_dict(), "runs", len(rows))
+    report_problems(found.problems)
+    report_page(found, "runs", len(rows))
 
     def many(rs: list[dict[str, Any]]) -> None:
         if not rs:
