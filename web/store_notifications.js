@@ -6,7 +6,9 @@ import { Store } from "./store.js";
 
 // Budget news ("warning", "exceeded", "changed" from the poller; "warning", "enforced",
 // "enforce_failed" from the watchdog): everything but a change of caps is a notice.
-const BUDGET_SEVERITY = { warning: "warn", exceeded: "error", enforced: "error", enforce_failed: "error" };
+// a budget crossing (warning, exceeded, enforced) reaches the user once, as the notifier's toast
+// (the notify event, exactly once per crossing); only what the notifier does not tell is told here
+const BUDGET_SEVERITY = { enforce_failed: "error" };
 const MAX_NOTICES = 50;
 
 export class NotificationsStore extends Store {

@@ -116,7 +116,9 @@ async def test_sidebar_end_to_end(browser, aiohttp_server, tmp_path, clean_env, 
         await Watchdog(provider, seeded.state, Budgets.from_settings(seeded.app.settings), clock=lambda: NOW,
                        emit=seeded.app.emit, memory=seeded.app.guard_memory).poll_once([])
     assert "lora_cloud.budget" not in await poller.poll_once()
-    await expect(page.locator(".toast-warn")).to_contain_text("80%")
+    await expect(page.locator(".toast-warn")).to_contain_text("80%")  # one toast for one crossing
+    await page.wait_for_timeout(300)
+    assert await page.locator(".toast-warn").count() == 1
 
     # a caption with HTML in it is shown as text
     await root.locator('[data-tab="datasets"]').click()

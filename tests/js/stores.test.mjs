@@ -262,7 +262,7 @@ test("sessions: load, start and stop through the api", async () => {
 });
 
 // ---- notifications ---------------------------------------------------------------------------------
-test("notifications: notices from notify, guard and budget events; a change of caps is none", () => {
+test("notifications: notices from notify, guard and a failed enforcement; a crossing is the notifier's toast, a change of caps none", () => {
   const notifications = new NotificationsStore(createApi(fakeTransport({})));
   const source = new FakeSource();
   notifications.listen(source);
@@ -272,12 +272,13 @@ test("notifications: notices from notify, guard and budget events; a change of c
   source.send(EVENTS.guard, { kind: "problem", message: "config.toml unreadable" });
   source.send(EVENTS.guard, { kind: "resolved", message: "fine again" });
   source.send(EVENTS.budget, { kind: "changed", message: "caps changed" });
-  source.send(EVENTS.budget, { kind: "exceeded", message: "over budget" });
+  source.send(EVENTS.budget, { kind: "exceeded", message: "over budget" }); // the notifier's toast tells it
+  source.send(EVENTS.budget, { kind: "enforce_failed", message: "could not destroy 7" });
   source.send(EVENTS.notify, {});
   assert.deepEqual(heard, [
     { severity: "success", title: "Run done", message: "cat-v1 is ready" },
     { severity: "warn", title: "LoRA Cloud guard", message: "config.toml unreadable" },
-    { severity: "error", title: "LoRA Cloud budget", message: "over budget" },
+    { severity: "error", title: "LoRA Cloud budget", message: "could not destroy 7" },
     { severity: "info", title: "LoRA Cloud", message: "" },
   ]);
   assert.equal(notifications.notices.length, 4);

@@ -106,7 +106,7 @@ def test_comfyui_runs_one_background_loop_for_guard_pollers_and_tunnels(stack, t
             return view, await app.sessions.tunnel()
 
         view, tunnel = asyncio.run(rent_and_open())
-        assert view["live"] and tunnel.alive
+        assert view.live and tunnel.alive
         assert b"queue_running" in fetch(f"{tunnel.url}/queue")  # the remote ComfyUI, through the tunnel
         # the poller ran on that loop too: the sidebar heard of the session's instance
         wait_for(lambda: any(e == INSTANCE_EVENT and d["instances"] for e, d in sent), what="an instance event")
