@@ -145,11 +145,11 @@ EXIT_DAMAGED_HOME = 9
 
 
 def report_damaged_home(problems: Any) -> bool:
-    """The damaged-home problems of a guard pass (settings files, the state store), on stderr;
-    True when there were any."""
-    found = [p for p in problems if p.get("kind") in ("settings", "state_store")]
+    """The damaged-home problems of a guard pass (its ``Problem`` records: settings files, the
+    state store), on stderr; True when there were any."""
+    found = [p for p in problems if p.kind in ("settings", "state_store")]
     for p in found:
-        err_console.print(f"warning: damaged home ({p['kind']}): {p['message']}", markup=False)
+        err_console.print(f"warning: damaged home ({p.kind}): {p.message}", markup=False)
     return bool(found)
 
 

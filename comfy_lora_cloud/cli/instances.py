@@ -74,27 +74,28 @@ def reconcile(
     stderr and exits 9."""
     result = run(ctx_obj(ctx).use_last_good().guard_pass(grace_s=grace))
 
-    def human(d: dict) -> None:
-        r = d["reconcile"]
-        out_console.print(f"owned {len(r['owned'])}, adopted {len(r['adopted'])}, destroyed {len(r['destroyed'])}, "
-                          f"waiting {len(r['waiting'])}, kept in doubt {len(r['doubt'])}, lost runs "
-                          f"{len(r['lost_runs'])}", markup=False)
-        for iid in r["destroyed"]:
-            out_console.print(f"destroyed {iid}: {r['why'].get(iid, '')}", markup=False)
-        rec = d.get("recovery") or {}
-        for what in ("preempted", "waiting", "resumed", "gave_up", "ended"):
-            for run_id in rec.get(what, []):
-                out_console.print(f"preemption: run {run_id} {what.replace('_', ' ')}", markup=False)
-        for run_id, iid in (rec.get("relaunched") or {}).items():
-            out_console.print(f"preemption: run {run_id} moved to instance {iid}", markup=False)
-        for v in d["budgets"]:
-            out_console.print(f"{v['level']}: {v['message']}", markup=False)
-        for p in d["problems"]:
-            out_console.print(f"problem ({p['kind']}): {p['message']}", markup=False)
+    def human(_d: dict) -> None:
+        r = result.reconcile
+        out_console.print(f"owned {len(r.owned)}, adopted {len(r.adopted)}, destroyed {len(r.destroyed)}, "
+                          f"waiting {len(r.waiting)}, kept in doubt {len(r.doubt)}, lost runs "
+                          f"{len(r.lost_runs)}", markup=False)
+        for iid in r.destroyed:
+            out_console.print(f"destroyed {iid}: {r.why.get(iid, '')}", markup=False)
+        rec = result.recovery
+        if rec is not None:
+            for what in ("preempted", "waiting", "resumed", "gave_up", "ended"):
+                for run_id in getattr(rec, what):
+                    out_console.print(f"preemption: run {run_id} {what.replace('_', ' ')}", markup=False)
+            for run_id, iid in rec.relaunched.items():
+                out_console.print(f"preemption: run {run_id} moved to instance {iid}", markup=False)
+        for v in result.budgets:
+            out_console.print(f"{v.level}: {v.message}", markup=False)
+        for p in result.problems:
+            out_console.print(f"problem ({p.kind}): {p.message}", markup=False)
 
-    emit(ctx, result, human)
-    damaged = report_damaged_home(result["problems"])
-    if not result["ok"]:
+    emit(ctx, result.to_dict(), human)
+    damaged = report_damaged_home(result.problems)
+    if not result.ok:
         raise typer.Exit(4)
     if damaged:
         raise typer.Exit(EXIT_DAMAGED_HOME)

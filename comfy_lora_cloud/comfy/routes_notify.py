@@ -27,13 +27,13 @@ def register(routes: web.RouteTableDef, r: Any) -> None:
 
     @get("/notify")
     async def notify_summary(request: web.Request) -> web.Response:
-        return web.json_response(await asyncio.to_thread((await r.app()).notify.summary))
+        return web.json_response((await asyncio.to_thread((await r.app()).notify.summary)).to_dict())
 
     @mutate("POST", "/notify/settings")
     async def notify_settings(request: web.Request) -> web.Response:
         body = await http_guard.read_json_body(request)
         notify = (await r.app()).notify
-        return web.json_response(await asyncio.to_thread(notify.set_channels, body))
+        return web.json_response((await asyncio.to_thread(notify.set_channels, body)).to_dict())
 
     @mutate("POST", "/notify/test")
     async def notify_test(request: web.Request) -> web.Response:

@@ -40,6 +40,7 @@ from .home import StateStore
 from .loop import Loop
 
 if TYPE_CHECKING:
+    from .guard import GuardReport
     from .library import Offload
 
 log = logging.getLogger(__name__)
@@ -285,7 +286,7 @@ class App:
 
     # ---- the guard ---------------------------------------------------------------------------
     async def guard_pass(self, *, grace_s: float = 120.0, fresh_s: float = 1800.0,
-                         on_recovery_step: Callable[[str], None] | None = None) -> dict[str, Any]:
+                         on_recovery_step: Callable[[str], None] | None = None) -> GuardReport:
         """One pass of the one guard (reconcile + preemption recovery + budget watchdog) for
         vast.ai: the same from ComfyUI's loop, ``lora-cloud instances reconcile`` and cron.
         ``on_recovery_step`` is called after each step of a run's move (tests crash there).

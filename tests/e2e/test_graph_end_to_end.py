@@ -119,7 +119,7 @@ async def test_photos_to_lora_file_and_requeue_rents_nothing(world, tmp_path, ti
     async with app.provider("vast")() as provider:
         assert await provider.get(record.instance_id) is None
     report = await app.guard_pass()
-    assert report["reconcile"]["destroyed"] == [] and report["reconcile"]["lost_runs"] == []
+    assert report.reconcile.destroyed == [] and report.reconcile.lost_runs == []
     assert state.get_run(run.run_id).state is RunState.DONE  # the bucket's word, not "lost"
     spent = CostLedger(state).run_usd(run.run_id)
     assert spent > 0

@@ -104,8 +104,8 @@ async def test_preempted_twice_moves_twice_and_finishes(world):
     fake.state.outbid(first, None, grace_s=30, at_step=PAUSES[0])
     await _until(lambda: _state(storage, run_id) is RunState.PREEMPTED, "the trainer to report the preemption")
     report = await app.guard_pass()
-    assert report["recovery"]["preempted"] == [run_id], report
-    second = int(report["recovery"]["relaunched"][run_id])
+    assert report.recovery.preempted == [run_id], report
+    second = int(report.recovery.relaunched[run_id])
     assert fake.state.get(first) is None
 
     # 2: outbid at step 27 once the epoch-4 checkpoint is in the bucket; killed with no warning
@@ -113,13 +113,13 @@ async def test_preempted_twice_moves_twice_and_finishes(world):
                  "kohya to reach the second preemption")
     fake.state.outbid(second, None)
     report = await app.guard_pass()
-    assert report["recovery"]["preempted"] == [run_id], report
-    third = int(report["recovery"]["relaunched"][run_id])
+    assert report.recovery.preempted == [run_id], report
+    third = int(report.recovery.relaunched[run_id])
 
     await _until(lambda: _state(storage, run_id) is RunState.DONE, "the run to finish")
     await _until(lambda: not fake.state.instances, "the trainer to destroy its instance")
     report = await app.guard_pass()  # books the charges; nothing to destroy, nothing lost
-    assert report["reconcile"]["destroyed"] == [] and report["reconcile"]["lost_runs"] == []
+    assert report.reconcile.destroyed == [] and report.reconcile.lost_runs == []
     assert app.state.get_run(run_id).state is RunState.DONE
 
     # the planned training, all of it, and a LoRA whose checksums agree everywhere
@@ -167,7 +167,7 @@ async def test_outbid_instance_comes_back_and_finishes_in_place(world):
     fake.state.outbid(first, None, grace_s=30, at_step=PAUSES[0])
     await _until(lambda: _state(storage, run_id) is RunState.PREEMPTED, "the trainer to report the preemption")
     report = await app.guard_pass()
-    assert report["recovery"]["preempted"] == report["recovery"]["waiting"] == [run_id]
+    assert report.recovery.preempted == report.recovery.waiting == [run_id]
     kept = next((fake.state.get(first).workdir / "output").glob("cat-000002-state")) / "optimizer.bin"
     before = kept.stat().st_mtime_ns
 
@@ -175,7 +175,7 @@ async def test_outbid_instance_comes_back_and_finishes_in_place(world):
     await _until(lambda: _state(storage, run_id) in (RunState.STARTING, RunState.TRAINING, RunState.UPLOADING,
                                                       RunState.DONE), "the trainer to start again")
     report = await app.guard_pass()
-    assert report["recovery"]["resumed"] == [run_id] or _state(storage, run_id) is RunState.DONE
+    assert report.recovery.resumed == [run_id] or _state(storage, run_id) is RunState.DONE
 
     await _until(lambda: _state(storage, run_id) is RunState.DONE, "the run to finish")
     await _until(lambda: not fake.state.instances, "the trainer to destroy its instance")

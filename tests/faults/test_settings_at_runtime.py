@@ -59,8 +59,8 @@ def _budget_set(w: World, facts: dict[str, Any]) -> None:
 
 def _pricey_went_in_pass_2(w: World, facts: dict[str, Any], results: list[dict[str, Any]]) -> None:
     first, second = results
-    assert not [v for v in first["budgets"] if v["level"] == "breach"], first["budgets"]
-    assert any(v["budget"] == "max_dph" and v["level"] == "breach" for v in second["budgets"]), second
+    assert not [v for v in first.budgets if v.level == "breach"], first.budgets
+    assert any(v.budget == "max_dph" and v.level == "breach" for v in second.budgets), second
 
 
 def _kept_pricey(w: World) -> dict[str, Any]:
@@ -76,7 +76,7 @@ def _budget_off(w: World, facts: dict[str, Any]) -> None:
 
 
 def _no_dph_breach(w: World, facts: dict[str, Any], results: list[dict[str, Any]]) -> None:
-    assert all(v["budget"] != "max_dph" for r in results for v in r["budgets"]), results
+    assert all(v.budget != "max_dph" for r in results for v in r.budgets), results
 
 
 def _budget_nan(w: World, facts: dict[str, Any]) -> None:
@@ -86,7 +86,7 @@ def _budget_nan(w: World, facts: dict[str, Any]) -> None:
 
 
 def _cap_stayed(w: World, facts: dict[str, Any], results: list[dict[str, Any]]) -> None:
-    assert any(v["budget"] == "max_dph" and v["level"] == "breach" for v in results[0]["budgets"]), results[0]
+    assert any(v.budget == "max_dph" and v.level == "breach" for v in results[0].budgets), results[0]
     import tomllib
 
     assert tomllib.loads((w.home / "config.toml").read_text())["max_dph"] == 1.0
@@ -100,9 +100,8 @@ def _broken_config(w: World, facts: dict[str, Any]) -> None:
 
 def _kept_enforcing(w: World, facts: dict[str, Any], results: list[dict[str, Any]]) -> None:
     second = results[1]
-    assert facts["orphan"] in second["reconcile"]["destroyed"], second
-    assert any(p.get("kind") == "settings" or "last good settings" in p.get("message", "")
-               for p in second.get("problems", [])), second.get("problems")
+    assert facts["orphan"] in second.reconcile.destroyed, second
+    assert any(p.kind == "settings" or "last good settings" in p.message for p in second.problems), second.problems
 
 
 ROWS = [

@@ -27,7 +27,7 @@ def main(crash_at: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
     report = asyncio.run(app.guard_pass(grace_s=0, on_recovery_step=on_step))
-    print(json.dumps(report["recovery"]), flush=True)
+    print(json.dumps(report.to_dict()["recovery"]), flush=True)
 
 
 if __name__ == "__main__":

@@ -46,11 +46,11 @@ async def test_a_damaged_store_still_ends_a_run_at_its_hours_across_rounds(world
     guard = Guard(provider, StateStore(db), Budgets(max_run_hours=1), storage=bucket, clock=clock, emit=events,
                   grace_s=0)
     first = await guard.run_once()
-    assert first["reconcile"]["doubt"] == [iid] and fake.state.get(int(iid)) is not None  # no owner to match
-    assert "state_store" in {p["kind"] for p in first["problems"]}
+    assert first.reconcile.doubt == [iid] and fake.state.get(int(iid)) is not None  # no owner to match
+    assert "state_store" in {p.kind for p in first.problems}
     clock.advance(3601)  # an hour after this guard first saw it, on its own clock
     second = await guard.run_once()
-    assert [v["budget"] for v in second["budgets"] if v["level"] == "breach"] == ["max_run_hours"]
+    assert [v.budget for v in second.budgets if v.level == "breach"] == ["max_run_hours"]
     assert fake.state.get(int(iid)) is None
     assert read_status(bucket, "r1").state is RunState.FAILED  # every reader hears it ended
     announced = [d for n, d in events if n == "lora_cloud.guard" and d["kind"] == "problem"
@@ -70,11 +70,11 @@ async def test_unreadable_budgets_mid_run_enforce_the_last_known_ones(world):
         return Budgets(max_run_hours=1)
 
     guard = Guard(provider, state, budgets, storage=bucket, clock=clock, grace_s=0)
-    assert (await guard.run_once())["budgets"] == []
+    assert (await guard.run_once()).budgets == ()
     clock.advance(3601)
     result = await guard.run_once()
-    assert [v["budget"] for v in result["budgets"] if v["level"] == "breach"] == ["max_run_hours"]
-    assert any(p["kind"] == "budget" and "last known" in p["message"] for p in result["problems"])
+    assert [v.budget for v in result.budgets if v.level == "breach"] == ["max_run_hours"]
+    assert any(p.kind == "budget" and "last known" in p.message for p in result.problems)
     assert fake.state.get(int(iid)) is None and state.get_run("r1").state is RunState.FAILED
 
 
@@ -91,7 +91,7 @@ async def test_the_apps_guard_passes_share_a_memory(tmp_path, clean_env, vast):
     s.storage.write_bytes("runs/newer/status.json", b'{"state": "paused_for_v2"}')  # a newer trainer's word
     for _ in range(3):
         report = await s.app.guard_pass(grace_s=0)
-        assert report["reconcile"]["doubt"] == [str(theirs.id)]
+        assert report.reconcile.doubt == [str(theirs.id)]
         assert fake.state.get(int(theirs.id)) is not None
     told = [d for e, d in s.events if e == "lora_cloud.guard" and d.get("problem") == "corrupt_status"]
     assert len(told) == 1 and "unknown state" in told[0]["message"]

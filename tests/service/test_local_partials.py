@@ -132,5 +132,5 @@ async def test_the_guard_pass_sweeps_a_killed_uploads_partial(local, photos, tmp
         result = await guard.run_once()
     finally:
         await client.aclose()
-    assert result["swept"] == [left.relative_to(storage.root).as_posix()]
+    assert result.swept == (left.relative_to(storage.root).as_posix(),)
     assert partials(folder) == [] and fake.state.get(int(made["new_contract"])) is not None

@@ -114,8 +114,8 @@ async def test_webhook_body_signature_retries_and_once_across_restart(receiver, 
     restarted.emit(RUN_EVENT, done_run())
     await flush(restarted)
     assert len(receiver.requests) == 3
-    [entry] = [e for e in restarted.notify.ledger() if e["channel"] == "webhook"]
-    assert entry["key"] == "run:run-1:done" and entry["state"] == "sent"
+    [entry] = [e for e in restarted.notify.ledger() if e.channel == "webhook"]
+    assert entry.key == "run:run-1:done" and entry.state == "sent"
 
 
 async def test_webhook_gives_up_and_never_repeats(receiver, tmp_path, clean_env):
@@ -128,7 +128,7 @@ async def test_webhook_gives_up_and_never_repeats(receiver, tmp_path, clean_env)
     body = json.loads(receiver.requests[0][1])
     assert body["kind"] == "run_failed" and "kohya exited 1" in body["message"]
     [entry] = app.notify.ledger()
-    assert entry["state"] == "failed" and "HTTP 500" in entry["detail"]
+    assert entry.state == "failed" and "HTTP 500" in entry.detail
     # a refusal (4xx) is not retried
     receiver.script = [400]
     app.notify.notice("session_idle", "session:s1:idle", "Session stopped for idleness", "s1 was idle")
@@ -156,7 +156,7 @@ async def test_a_claim_left_pending_by_a_dead_process_is_delivered_once(receiver
     await flush(restarted)
     keys = [json.loads(b)["key"] for _, b in receiver.requests]
     assert keys == ["run:run-9:done"]
-    states = {e["key"]: e["state"] for e in restarted.notify.ledger()}
+    states = {e.key: e.state for e in restarted.notify.ledger()}
     assert states == {"run:run-9:done": "sent", "run:run-8:done": "pending"}
 
 

@@ -76,8 +76,8 @@ def notice(app, name: str) -> None:
     app.notify.notice("run_done", f"run:{name}:done", f"LoRA ready: {name}", f"Run {name} finished.")
 
 
-def webhook_ledger(app) -> dict[str, dict]:
-    return {e["key"]: e for e in app.notify.ledger() if e["channel"] == "webhook"}
+def webhook_ledger(app) -> dict:
+    return {e.key: e for e in app.notify.ledger() if e.channel == "webhook"}
 
 
 # ---- one channel never waits for another ---------------------------------------------------------
@@ -103,7 +103,7 @@ async def test_a_webhook_that_never_answers_does_not_hold_the_next_toast(aiohttp
     hooks = [e for e in events if e[0] != "toast"]
     assert hooks == [("hook-in", "run:a:done"), ("hook-ok", "run:a:done"), ("hook-in", "run:b:done"),
                      ("hook-ok", "run:b:done")]
-    assert {k: e["state"] for k, e in webhook_ledger(app).items()} == {"run:a:done": "sent", "run:b:done": "sent"}
+    assert {k: e.state for k, e in webhook_ledger(app).items()} == {"run:a:done": "sent", "run:b:done": "sent"}
 
 
 async def test_a_trickling_webhook_is_cut_by_its_deadline_retried_with_backoff_and_sent_once(
@@ -137,8 +137,8 @@ async def test_a_trickling_webhook_is_cut_by_its_deadline_retried_with_backoff_a
     # one wait between a's two attempts, the project's backoff (retry.backoff, its jitter seeded)
     assert slept == [backoff(0, base=policy.base_delay_s, cap=policy.max_delay_s, rng=random.Random(7))]
     ledger = webhook_ledger(app)
-    assert ledger["run:a:done"]["state"] == "sent" and "after 2 attempt(s)" in ledger["run:a:done"]["detail"]
-    assert "cut off" in ledger["run:a:done"]["detail"]
+    assert ledger["run:a:done"].state == "sent" and "after 2 attempt(s)" in ledger["run:a:done"].detail
+    assert "cut off" in ledger["run:a:done"].detail
 
     # exactly once: the same notices again, here and after a restart, reach the receiver no more
     notice(app, "a")
@@ -169,7 +169,7 @@ async def test_a_full_channel_queue_drops_unclaimed_and_never_blocks(aiohttp_ser
     assert set(webhook_ledger(app)) == {"run:n0:done", "run:n1:done", "run:n2:done", "run:n3:done"}
     notice(app, "n4")  # never claimed, so announced again it is delivered
     assert await asyncio.to_thread(app.notify.flush, WAIT_S)
-    assert webhook_ledger(app)["run:n4:done"]["state"] == "sent"
+    assert webhook_ledger(app)["run:n4:done"].state == "sent"
 
 
 # ---- where a webhook may point ---------------------------------------------------------------------
@@ -241,8 +241,8 @@ async def test_a_name_that_resolves_to_a_forbidden_address_is_refused_at_deliver
     notice(app, "a")
     assert await asyncio.to_thread(app.notify.flush, WAIT_S)
     entry = webhook_ledger(app)["run:a:done"]
-    assert entry["state"] == "failed" and "refused" in entry["detail"] and "resolves" in entry["detail"]
-    assert answer[-1] in entry["detail"]
+    assert entry.state == "failed" and "refused" in entry.detail and "resolves" in entry.detail
+    assert answer[-1] in entry.detail
     assert names.asked == ["hooks.example.test"]  # refused once, not retried
     assert events == []  # nothing was sent anywhere
 
@@ -266,7 +266,7 @@ async def test_a_name_is_connected_to_at_the_address_that_was_checked(aiohttp_se
     # the .test name resolves nowhere else: the request reached 127.0.0.1 because the sender
     # connected to the address it had checked, and it still named the host it was given
     assert seen == [f"hooks.example.test:{server.port}"] and names.asked == ["hooks.example.test"]
-    assert webhook_ledger(app)["run:a:done"]["state"] == "sent"
+    assert webhook_ledger(app)["run:a:done"].state == "sent"
 
 
 # ---- the ledger, damaged ----------------------------------------------------------------------------
@@ -295,12 +295,12 @@ async def test_malformed_ledger_rows_are_listed_as_damaged_and_stop_nothing(aioh
     assert await asyncio.to_thread(app.notify.flush, WAIT_S)
     assert [e[1] for e in events if e[0] == "hook-ok"] == ["run:u:done", "run:t:done"]
     entries = app.notify.ledger()
-    damaged = {f"notify:{e['channel']}:{e['key']}" for e in entries if e["state"] == "damaged"}
+    damaged = {f"notify:{e.channel}:{e.key}" for e in entries if e.state == "damaged"}
     assert damaged == set(MALFORMED)
-    assert all(e["detail"].startswith("unreadable ledger row") for e in entries if e["state"] == "damaged")
+    assert all(e.detail.startswith("unreadable ledger row") for e in entries if e.state == "damaged")
     summary = await asyncio.to_thread(app.notify.summary)
-    assert len(summary["damaged"]) == len(MALFORMED)
-    assert [e["key"] for e in summary["recent"][:2]] == ["run:t:done", "run:u:done"]
+    assert len(summary.damaged) == len(MALFORMED)
+    assert [e.key for e in summary.recent[:2]] == ["run:t:done", "run:u:done"]
 
 
 def _certificate(folder, name: str):
@@ -358,9 +358,9 @@ async def test_https_to_a_checked_address_still_verifies_the_name(served_name, d
     assert await asyncio.to_thread(app.notify.flush, WAIT_S)
     entry = webhook_ledger(app)["run:a:done"]
     if delivered:
-        assert entry["state"] == "sent" and seen == [f"hooks.example.test:{server.port}"]
+        assert entry.state == "sent" and seen == [f"hooks.example.test:{server.port}"]
     else:  # a certificate for another name: refused by the TLS check, nothing sent
-        assert entry["state"] == "failed" and "ConnectError" in entry["detail"] and seen == []
+        assert entry.state == "failed" and "ConnectError" in entry.detail and seen == []
 
 
 def test_a_run_dated_ahead_of_this_clock_is_news_now():

@@ -67,21 +67,21 @@ async def test_noticed_in_one_round_waited_for_then_moved_keeping_id_and_label(w
     fake.state.outbid(first, None)  # a higher bid took the GPU, for good
 
     report = await app.guard_pass()
-    assert report["recovery"]["preempted"] == [run_id] and report["recovery"]["waiting"] == [run_id]
+    assert report.recovery.preempted == [run_id] and report.recovery.waiting == [run_id]
     assert app.state.get_run(run_id).state is RunState.PREEMPTED
     status = read_status(app.storage, run_id)
     assert status.state is RunState.PREEMPTED and str(first) in status.message
     assert [e["instance"] for e in read_events(app.storage, run_id) if e["kind"] == "preempted"] == [str(first)]
     assert [d["instance_id"] for d in _preemptions(emitted, "preempted")] == [str(first)]
-    assert report["reconcile"]["destroyed"] == [] and fake.state.get(first) is not None  # kept: it may come back
+    assert report.reconcile.destroyed == [] and fake.state.get(first) is not None  # kept: it may come back
 
     clock.advance(9 * 60)
     report = await app.guard_pass()
-    assert report["recovery"]["waiting"] == [run_id] and fake.state.created_count == 1
+    assert report.recovery.waiting == [run_id] and fake.state.created_count == 1
 
     clock.advance(2 * 60)  # the wait is over: the run moves
     report = await app.guard_pass()
-    second = int(report["recovery"]["relaunched"][run_id])
+    second = int(report.recovery.relaunched[run_id])
     assert second != first and fake.state.get(first) is None and list(fake.state.instances) == [second]
     assert fake.state.get(second).label == f"lora-cloud:{run_id}" and fake.state.get(second).is_bid
     run = app.state.get_run(run_id)
@@ -93,9 +93,9 @@ async def test_noticed_in_one_round_waited_for_then_moved_keeping_id_and_label(w
 
     clock.advance(LOADING_S)
     report = await app.guard_pass()  # the new instance runs: nothing else happens
-    assert report["recovery"] == {"preempted": [], "waiting": [], "resumed": [], "relaunched": {}, "gave_up": [],
+    assert report.recovery.to_dict() == {"preempted": [], "waiting": [], "resumed": [], "relaunched": {}, "gave_up": [],
                                   "ended": []}
-    assert report["reconcile"]["destroyed"] == [] and report["reconcile"]["lost_runs"] == []
+    assert report.reconcile.destroyed == [] and report.reconcile.lost_runs == []
     # every attempt is booked to the run, and the history shows both
     ledger = CostLedger(app.state, clock)
     booked = {c.instance_id for c in app.state.costs(run_id=run_id)}
@@ -111,10 +111,10 @@ async def test_an_instance_that_comes_back_keeps_the_run(world, fake, clock):
     run_id, first = await _start(app, clock)  # the settings' wait: 10 minutes
     fake.state.outbid(first, 120)  # outbid for two minutes
 
-    assert (await app.guard_pass())["recovery"]["preempted"] == [run_id]
+    assert (await app.guard_pass()).recovery.preempted == [run_id]
     clock.advance(120 + LOADING_S)
     report = await app.guard_pass()
-    assert report["recovery"]["resumed"] == [run_id]
+    assert report.recovery.resumed == [run_id]
     run = app.state.get_run(run_id)
     assert run.state is RunState.STARTING and run.instance_id == str(first)
     assert fake.state.created_count == 1 and list(fake.state.instances) == [first]
@@ -125,14 +125,14 @@ async def test_a_run_that_came_back_and_finished_between_two_rounds_is_not_moved
     app, _ = world
     run_id, first = await _start(app, clock)
     fake.state.outbid(first, None)
-    assert (await app.guard_pass())["recovery"]["preempted"] == [run_id]
+    assert (await app.guard_pass()).recovery.preempted == [run_id]
     # between two rounds: it resumed, its trainer finished and destroyed it
     StatusReporter(app.storage, run_id).update(state=RunState.DONE, message="done")
     fake.state.destroy(first)
     clock.advance(11 * 60)
 
     report = await app.guard_pass()
-    assert report["recovery"]["ended"] == [run_id] and report["recovery"]["relaunched"] == {}
+    assert report.recovery.ended == [run_id] and report.recovery.relaunched == {}
     assert fake.state.created_count == 1 and app.state.get_run(run_id).state is RunState.DONE
 
 
@@ -142,7 +142,7 @@ async def test_an_exited_container_is_moved_at_once(world, fake, clock):
     fake.state.exit_with_error(first, "container exited with code 137")
 
     report = await app.guard_pass()
-    assert report["recovery"]["preempted"] == [run_id] and run_id in report["recovery"]["relaunched"]
+    assert report.recovery.preempted == [run_id] and run_id in report.recovery.relaunched
     assert fake.state.get(first) is None and len(fake.state.instances) == 1
 
 
@@ -150,11 +150,11 @@ async def test_on_demand_after_k_preemptions(world, fake, clock):
     app, _ = world
     run_id, first = await _start(app, clock, resume_wait_minutes=0, on_demand_after=2)
     fake.state.outbid(first, None)
-    second = int((await app.guard_pass())["recovery"]["relaunched"][run_id])
+    second = int((await app.guard_pass()).recovery.relaunched[run_id])
     assert fake.state.get(second).is_bid  # one preemption: still interruptible
     clock.advance(LOADING_S)
     fake.state.outbid(second, None)
-    third = int((await app.guard_pass())["recovery"]["relaunched"][run_id])
+    third = int((await app.guard_pass()).recovery.relaunched[run_id])
     assert not fake.state.get(third).is_bid  # the second: on-demand, as the run asked
     assert [e["interruptible"] for e in read_events(app.storage, run_id) if e["kind"] == "attempt"] == [
         True, True, False]
@@ -164,12 +164,12 @@ async def test_max_attempts_stops_the_run_for_good(world, fake, clock):
     app, emitted = world
     run_id, first = await _start(app, clock, resume_wait_minutes=0, max_attempts=2)
     fake.state.outbid(first, None)
-    second = int((await app.guard_pass())["recovery"]["relaunched"][run_id])
+    second = int((await app.guard_pass()).recovery.relaunched[run_id])
     clock.advance(LOADING_S)
     fake.state.outbid(second, None)
 
     report = await app.guard_pass()
-    assert report["recovery"]["gave_up"] == [run_id] and not fake.state.instances  # nothing left billing
+    assert report.recovery.gave_up == [run_id] and not fake.state.instances  # nothing left billing
     run = app.state.get_run(run_id)
     assert run.state is RunState.FAILED and "max attempts" in run.error
     status = read_status(app.storage, run_id)
@@ -194,7 +194,7 @@ async def test_the_budget_counts_every_attempt(world, fake, clock):
     await app.guard_pass()
     fake.state.outbid(first, None)
     report = await app.guard_pass()
-    second = int(report["recovery"]["relaunched"][run_id])
+    second = int(report.recovery.relaunched[run_id])
     spent_first = CostLedger(app.state, clock).run_usd(run_id)
     assert 0.35 < spent_first < 0.5
 
@@ -203,7 +203,7 @@ async def test_the_budget_counts_every_attempt(world, fake, clock):
     dph2 = fake.state.get(second).gpu_dph + fake.state.get(second).disk_dph
     clock.advance((1.0 - spent_first) / dph2 * 3600 + 60)  # attempt 2 alone stays far under $1
     report = await app.guard_pass()
-    assert any(b["budget"] == "max_run_usd" and b["level"] == "breach" for b in report["budgets"])
+    assert any(b.budget == "max_run_usd" and b.level == "breach" for b in report.budgets)
     assert not fake.state.instances and app.state.get_run(run_id).state is RunState.FAILED
     assert CostLedger(app.state, clock).run_usd(run_id) - spent_first < 1.0 <= CostLedger(app.state, clock).run_usd(
         run_id)
@@ -217,7 +217,7 @@ async def test_no_move_the_budget_cannot_pay_for(world, fake, clock):
     fake.state.outbid(first, None)
 
     report = await app.guard_pass()
-    assert report["recovery"]["gave_up"] == [run_id] and fake.state.created_count == 1
+    assert report.recovery.gave_up == [run_id] and fake.state.created_count == 1
     assert not fake.state.instances
     run = app.state.get_run(run_id)
     assert run.state is RunState.FAILED and "over the run's $1.00 budget" in run.error
@@ -245,12 +245,12 @@ async def test_controller_killed_mid_move_is_reconciled(world, fake, clock, cras
     assert run.state is RunState.STARTING and run.instance_id == str(live[0].id)
     assert fake.state.created_count == 2  # one move, never two
     if crash_at in ("destroyed", "intent_recorded"):
-        assert report["recovery"]["relaunched"] == {run_id: str(live[0].id)}
+        assert report.recovery.relaunched == {run_id: str(live[0].id)}
     if crash_at == "intent_recorded":
-        assert report["reconcile"]["requeued"] == [run_id]
+        assert report.reconcile.requeued == [run_id]
     if crash_at == "created":
-        assert report["reconcile"]["adopted"] == [str(live[0].id)]
+        assert report.reconcile.adopted == [str(live[0].id)]
     clock.advance(LOADING_S)
     report = await app.guard_pass(grace_s=0)
-    assert report["reconcile"]["destroyed"] == [] and report["recovery"]["relaunched"] == {}
+    assert report.reconcile.destroyed == [] and report.recovery.relaunched == {}
     assert len(fake.state.instances) == 1

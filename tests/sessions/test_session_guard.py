@@ -76,14 +76,14 @@ async def test_idle_and_max_hours_are_enforced_by_the_guard_too(world):
     _report(storage, "session-idle", clock, idle_s=19 * 60)  # not yet over the limit
     _report(storage, "session-busy", clock, idle_s=0)
     first = await app.guard_pass()
-    assert sorted(first["sessions"]["owned"]) == sorted([idle, busy]) and first["sessions"]["destroyed"] == []
+    assert sorted(first.sessions.owned) == sorted([idle, busy]) and first.sessions.destroyed == ()
 
     # 3 more minutes without a word from its ComfyUI (an image that does not stop itself)
     clock.advance(180)
     _age_report(storage, "session-idle", 180)
     _report(storage, "session-busy", clock, idle_s=0)
     second = await app.guard_pass()
-    assert second["sessions"]["idle"] == ["session-idle"] and second["sessions"]["destroyed"] == [idle]
+    assert second.sessions.idle == ("session-idle",) and second.sessions.destroyed == (idle,)
     assert fake.state.get(int(idle)) is None and fake.state.get(int(busy)) is not None
     assert app.sessions._get("session-idle").state is SessionState.IDLE
     assert read_session_status(storage, "session-idle").state is SessionState.IDLE
@@ -96,7 +96,7 @@ async def test_idle_and_max_hours_are_enforced_by_the_guard_too(world):
     clock.advance(3600)
     _report(storage, "session-busy", clock, idle_s=0)
     third = await app.guard_pass()
-    assert third["sessions"]["timed_out"] == ["session-busy"] and fake.state.get(int(busy)) is None
+    assert third.sessions.timed_out == ("session-busy",) and fake.state.get(int(busy)) is None
     view = await app.sessions.get("session-busy")
     assert view.state == "timed_out" and not view.live and view.cost_usd > 0
 
@@ -118,11 +118,11 @@ async def test_a_session_keeps_its_own_max_hours_whatever_max_run_hours_says(fou
     _report(storage, "session-long", clock, idle_s=0)
     report = await app.guard_pass()
     assert fake.state.get(int(long)) is not None, report
-    assert report["sessions"]["destroyed"] == [] and "max_run_hours" not in json.dumps(report)
+    assert report.sessions.destroyed == () and "max_run_hours" not in json.dumps(report.to_dict())
     clock.advance(3600)
     _report(storage, "session-long", clock, idle_s=0)
     report = await app.guard_pass()
-    assert report["sessions"]["timed_out"] == ["session-long"] and fake.state.get(int(long)) is None
+    assert report.sessions.timed_out == ("session-long",) and fake.state.get(int(long)) is None
     assert (await app.sessions.get("session-long")).error == "reached its 6 h limit (max hours)"
 
 
@@ -147,7 +147,7 @@ async def test_a_controller_crash_mid_start_is_reconciled(world):
     iid = await _rent(app, clock, "session-crash", record=False)
     assert app.sessions._get("session-crash").instance_id is None
     report = await app.guard_pass(grace_s=0)
-    assert report["sessions"]["adopted"] == [iid] and report["sessions"]["destroyed"] == []
+    assert report.sessions.adopted == (iid,) and report.sessions.destroyed == ()
     session = app.sessions._get("session-crash")
     assert (session.instance_id, session.state) == (iid, SessionState.STARTING)
 
@@ -155,7 +155,7 @@ async def test_a_controller_crash_mid_start_is_reconciled(world):
     app.sessions._put(Session(id="session-never", created_at=clock(), updated_at=clock()))
     clock.advance(300)
     report = await app.guard_pass(grace_s=120)
-    assert report["sessions"]["failed"] == ["session-never"]
+    assert report.sessions.failed == ("session-never",)
     assert app.sessions._get("session-never").state is SessionState.FAILED
 
     # the image stopped itself while no controller ran: the instance is gone, the bucket says why
@@ -164,7 +164,7 @@ async def test_a_controller_crash_mid_start_is_reconciled(world):
         SessionStatus(session_id="session-crash", state=SessionState.IDLE, updated_at=clock()).to_dict()).encode())
     fake.state.destroy(int(iid))
     report = await app.guard_pass()
-    assert report["sessions"]["ended"] == ["session-crash"]
+    assert report.sessions.ended == ("session-crash",)
     assert app.sessions._get("session-crash").state is SessionState.IDLE
     assert fake.state.instances == {}  # nothing left billing
 
@@ -186,20 +186,19 @@ async def test_ownership_of_session_instances(world):
     vanished = await _rent(app, clock, "session-gone")
 
     first = await app.guard_pass(grace_s=60)
-    s = first["sessions"]
-    assert orphan in s["waiting"] and elsewhere in s["owned"] and broken in s["doubt"]
-    assert s["unattributed"] == [legacy] and s["foreign"] == [foreign]
-    assert {("unattributed", legacy), ("foreign_bucket", foreign)} <= {(p["kind"], p["subject"])
-                                                                      for p in first["problems"]}
-    assert ("corrupt_session", "session-broken") in {(p["kind"], p["subject"]) for p in first["problems"]}
-    assert first["reconcile"]["destroyed"] == []  # the runs' reconcile leaves session instances alone
+    s = first.sessions
+    assert orphan in s.waiting and elsewhere in s.owned and broken in s.doubt
+    assert s.unattributed == (legacy,) and s.foreign == (foreign,)
+    assert {("unattributed", legacy), ("foreign_bucket", foreign)} <= {(p.kind, p.subject) for p in first.problems}
+    assert ("corrupt_session", "session-broken") in {(p.kind, p.subject) for p in first.problems}
+    assert first.reconcile.destroyed == []  # the runs' reconcile leaves session instances alone
 
     fake.state.destroy(int(vanished))
     clock.advance(120)
     _report(storage, "session-other", clock)
     second = await app.guard_pass(grace_s=60)
-    s = second["sessions"]
-    assert s["destroyed"] == [orphan] and s["lost"] == ["session-gone"]
+    s = second.sessions
+    assert s.destroyed == (orphan,) and s.lost == ("session-gone",)
     assert fake.state.get(int(elsewhere)) is not None and fake.state.get(int(broken)) is not None
     assert fake.state.get(int(legacy)) is not None and fake.state.get(int(foreign)) is not None
     assert app.sessions._get("session-gone").state is SessionState.LOST

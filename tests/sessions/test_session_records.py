@@ -125,22 +125,22 @@ async def test_a_damaged_record_still_has_its_hours(world):
     null_start = await _rent(app, clock, "session-null", created_at=None)  # its own 4 h, from first sight
     clock.advance(60)
     first = await app.guard_pass()
-    assert first["sessions"]["destroyed"] == []
-    assert sorted(first["sessions"]["doubt"]) == sorted([text_hours, null_start])
-    damaged = {p["subject"]: p["message"] for p in first["problems"] if p["kind"] == "corrupt_session"}
+    assert first.sessions.destroyed == ()
+    assert sorted(first.sessions.doubt) == sorted([text_hours, null_start])
+    damaged = {p.subject: p.message for p in first.problems if p.kind == "corrupt_session"}
     assert "max_hours is 'four'" in damaged["session-text"] and "held to 72 h" in damaged["session-text"]
     assert "created_at is None" in damaged["session-null"] and "held to 4 h" in damaged["session-null"]
 
     clock.advance(4 * HOUR)  # past its own hours: the null-start one goes, the other is young for 72 h
     second = await app.guard_pass()
-    assert second["sessions"]["destroyed"] == [null_start] and second["sessions"]["timed_out"] == ["session-null"]
+    assert second.sessions.destroyed == (null_start,) and second.sessions.timed_out == ("session-null",)
     assert fake.state.get(int(null_start)) is None and fake.state.get(int(text_hours)) is not None
     assert app.sessions._get("session-null").state is SessionState.TIMED_OUT  # the record is whole again
 
     clock.advance(MAX_SESSION_HOURS * HOUR)
     third = await app.guard_pass()
-    assert third["sessions"]["destroyed"] == [text_hours] and fake.state.get(int(text_hours)) is None
-    assert "the most a session may have" in third["sessions"]["why"][text_hours]
+    assert third.sessions.destroyed == (text_hours,) and fake.state.get(int(text_hours)) is None
+    assert "the most a session may have" in third.sessions.why[text_hours]
 
 
 async def test_the_listing_shows_a_damaged_record(world):

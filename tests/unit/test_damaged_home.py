@@ -207,7 +207,7 @@ def test_a_fresh_app_over_a_damaged_home_still_guards(world, clean_env):  # noqa
     told = {d.get("problem") for e, d in events if d.get("kind") == "problem"}
     assert {"settings", "state_store"} <= told, events
     result = asyncio.run(app.guard_pass(grace_s=0.0))  # reported again on the next round
-    assert any(p["kind"] == "settings" for p in result["problems"])
+    assert any(p.kind == "settings" for p in result.problems)
     with pytest.raises(ConfigError):
         App.open(clean_env, fall_back=False)
 

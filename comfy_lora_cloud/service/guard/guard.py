@@ -60,6 +60,9 @@ from .memory import GuardMemory
 from ..money import Attribution, BucketFacts, attribute_all, learn_bucket, report_attribution, report_facts
 from ..money import Problems
 from .reconcile import ReconcileReport, Reconciler
+from .report import GuardReport
+from ..runs import RecoveryReport
+from ..sessions import SessionGuardReport
 from ..home import StateStore
 from .watchdog import Watchdog
 
@@ -92,9 +95,9 @@ class Guard:
                                      emit=self.emit)
 
     async def run_once(self, settings_problem: str | None = None,
-                       notes: Iterable[tuple[str, str, str]] = ()) -> dict[str, Any]:
-        """One pass; returns ``{"ok", "reconcile", "recovery", "sessions", "budgets", "swept", "problems"}``. ``ok`` is
-        false when the instances could not be listed (then nothing else was checked).
+                       notes: Iterable[tuple[str, str, str]] = ()) -> GuardReport:
+        """One pass (:class:`GuardReport`). Its ``ok`` is false when the instances could not be
+        listed (then nothing else was checked).
         ``settings_problem``: why the settings in force are the last good ones, to report;
         ``notes``: more (kind, subject, message) problems the caller met before the pass."""
         problems = Problems()
@@ -103,7 +106,9 @@ class Guard:
         for kind, subject, message in notes:
             problems.add(kind, subject, message)
         now = self.clock()
-        report, verdicts, recovered, sessions = ReconcileReport(), [], {}, {}
+        report, verdicts = ReconcileReport(), []
+        recovered: RecoveryReport | None = None  # the recovery's report, when it ran to its end
+        sessions: SessionGuardReport | None = None  # the session guard's, likewise
         # ends of runs the bucket did not take last round, before reconcile judges those runs
         await self.watchdog.finish_ends(problems)
         try:
@@ -140,7 +145,7 @@ class Guard:
                                                         attributed=attributed)
             except Exception as exc:  # noqa: BLE001 - the watchdog must run whatever happened here
                 problems.add(kinds.UNEXPECTED, "sessions", f"the session guard stopped: {type(exc).__name__}: {exc}")
-            gone = set(report.destroyed) | set(sessions.get("destroyed", ()))
+            gone = set(report.destroyed) | set(sessions.destroyed if sessions is not None else ())
             remaining = [i for i in instances if str(i.id) not in gone]
             # the budgets hold for this bucket's instances only: another home guards the rest (the
             # recovery below sees the whole listing, but moves only runs this home launched)
@@ -154,15 +159,13 @@ class Guard:
                 breached = {v.instance_id for v in verdicts if v.level == "breach"}
                 try:
                     recovered = (await self.recovery.run_once([i for i in remaining if str(i.id) not in breached],
-                                                              now=now, problems=problems)).to_dict()
+                                                              now=now, problems=problems))
                 except Exception as exc:  # noqa: BLE001 - one phase must never stop the pass
                     problems.add(kinds.UNEXPECTED, "recovery", f"recovery stopped: {type(exc).__name__}: {exc}")
         swept = await self._sweep_partials(now, problems)
         self._announce(problems)
-        return {"ok": instances is not None, "reconcile": report.to_dict(), "recovery": recovered, "swept": swept,
-                "sessions": sessions, "budgets": [{"level": v.level, "budget": v.budget, "instance_id": v.instance_id,
-                             "message": v.message} for v in verdicts],
-                "problems": problems.to_list()}
+        return GuardReport(ok=instances is not None, reconcile=report, recovery=recovered, swept=tuple(swept),
+                           sessions=sessions, budgets=tuple(verdicts), problems=tuple(problems))
 
     async def _sweep_partials(self, now: float, problems: Problems) -> list[str]:
         """Killed uploads' partial files in a local-folder bucket (GCS leaves none in the bucket)."""

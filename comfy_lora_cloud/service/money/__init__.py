@@ -21,7 +21,8 @@ from .ownership import (Attributed, Attribution, Bucket, BucketFacts, BucketView
                         LocalSession, Verdict, attribute_all, bucket_view, decide, decide_session,
                         is_run_id, launch_bucket_id, learn_bucket, report_attribution, report_facts,
                         session_bucket_view, written_at)
-from .problems import Problems
+from .budgets import Verdict as BudgetVerdict  # ownership's Verdict has the short name
+from .problems import Problem, Problems
 from .views import (BILLING_STATES, CostSummary, DestroyedInstance, InstanceLogs, InstanceView, LedgerSummary,
                     StoppedInstance)
 
@@ -43,6 +44,7 @@ __all__ = [
     "Bucket",
     "BucketFacts",
     "BucketView",
+    "BudgetVerdict",
     "Budgets",
     "CHARGES_WINDOW_S",
     "CostLedger",
@@ -52,6 +54,7 @@ __all__ = [
     "Local",
     "LocalSession",
     "Offers",
+    "Problem",
     "Problems",
     "UnownedGrace",
     "Verdict",

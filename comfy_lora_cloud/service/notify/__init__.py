@@ -51,11 +51,12 @@ from __future__ import annotations
 
 from ..events import SESSION_EVENT
 from .desktop import desktop_command
-from .ledger import KV_PREFIX, STALE_CLAIM_S
+from .ledger import KV_PREFIX, STALE_CLAIM_S, Entry
 from .notices import KINDS, SCHEMA, Notice, notices_for
 from .notifier import CHANNELS, NOTIFY_EVENT, SETTING_KEYS, Delivery, Notifier
+from .views import NotifySummary
 from .webhook import WebhookPolicy, post_webhook, sign, webhook_body
 
 __all__ = ["CHANNELS", "KINDS", "KV_PREFIX", "NOTIFY_EVENT", "SCHEMA", "SESSION_EVENT", "SETTING_KEYS",
-           "STALE_CLAIM_S", "Delivery", "Notice", "Notifier", "WebhookPolicy", "desktop_command", "notices_for",
-           "post_webhook", "sign", "webhook_body"]
+           "STALE_CLAIM_S", "Delivery", "Entry", "Notice", "Notifier", "NotifySummary", "WebhookPolicy",
+           "desktop_command", "notices_for", "post_webhook", "sign", "webhook_body"]

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from ...errors import LoraCloudError
 from ..events import NOTIFY_EVENT
 from . import desktop
-from .ledger import DAMAGED, Ledger
+from .ledger import DAMAGED, Entry, Ledger
 from .notices import EVENTS, KINDS, Notice, clean_text, notices_for
+from .views import NotifySummary
 from .webhook import Resolver, WebhookPolicy, post_webhook, system_resolve
 from .worker import ChannelWorker
 
@@ -188,24 +189,25 @@ class Notifier:
         return ("sent" if ok else "failed"), detail
 
     # ---- settings, for the sidebar ---------------------------------------------------------------
-    def summary(self, recent: int = 10) -> dict[str, Any]:
+    def summary(self, recent: int = 10) -> NotifySummary:
         """The channels as set now, whether a webhook is configured and signed (never its URL or
         secret), the latest deliveries and how many ledger rows are damaged. Blocks (reads the
         state store): call it in a thread."""
         s = self.core.settings
         entries = self.records.entries()
-        return {"toast": s.notify_toast, "desktop": s.notify_desktop, "webhook": s.notify_webhook,
-                "webhook_format": s.webhook_format, "webhook_configured": bool(s.secret("webhook_url")),
-                "webhook_signed": bool(s.secret("webhook_secret")),
-                "desktop_here": desktop.desktop_command("t", "m", platform=self.platform) is not None,
-                "recent": [e.to_dict() for e in entries[:recent]],
-                "damaged": [e.to_dict() for e in entries if e.state == DAMAGED][:recent]}
+        return NotifySummary(toast=s.notify_toast, desktop=s.notify_desktop, webhook=s.notify_webhook,
+                             webhook_format=s.webhook_format, webhook_configured=bool(s.secret("webhook_url")),
+                             webhook_signed=bool(s.secret("webhook_secret")),
+                             desktop_here=desktop.desktop_command("t", "m", platform=self.platform) is not None,
+                             recent=tuple(entries[:recent]),
+                             damaged=tuple([e for e in entries if e.state == DAMAGED][:recent]))
 
-    def set_channels(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+    def set_channels(self, changes: Mapping[str, Any]) -> NotifySummary:
         """Turn channels on or off (``notify_toast``, ``notify_desktop``, ``notify_webhook``: true or
         false) or pick ``webhook_format``; written to config.toml, all checked before any is.
         ``webhook_allow_private`` is not among them: letting the webhook reach this machine's
-        network is for the person at its shell (``lora-cloud config set``), not for a page."""
+        network is for the person at its shell (``lora-cloud config set``), not for a page.
+        Returns the summary as it is after the change."""
         from ...errors import ConfigError
         from ...settings import Settings, set_value
 
@@ -238,7 +240,8 @@ class Notifier:
                     "an idle session stopped.")
         return key
 
-    def ledger(self) -> list[dict[str, Any]]:
+    def ledger(self) -> tuple[Entry, ...]:
         """Every delivery recorded in the state store (newest first; damaged rows last, as
-        ``state: damaged``): for ``lora-cloud`` and tests."""
-        return [e.to_dict() for e in self.records.entries()]
+        ``state: damaged``), each an :class:`~.ledger.Entry` (``to_dict()``: its JSON): for
+        ``lora-cloud`` and tests."""
+        return tuple(self.records.entries())

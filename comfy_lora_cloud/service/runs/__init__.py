@@ -20,6 +20,7 @@ from .follow import fetch_lora, wait_for_run
 from .lifecycle import end_run, finish_pending
 from .outputs import RunOutputs
 from .recoveries import Recoveries
+from .recovery import RecoveryReport
 from .request import LORA_TYPES, REQUEST_RANGES, TrainRequest
 from .start import INTERRUPTED, StartResult
 from .train_config import TrainConfigs, editor_overrides
@@ -28,7 +29,7 @@ from .views import (ConfigCheck, EditorPresets, EditorValues, FieldError, PlanFi
                     StopResult)
 
 __all__ = ["INTERRUPTED", "LORA_TYPES", "REQUEST_RANGES", "Attempt", "ConfigCheck", "EditorPresets", "EditorValues",
-           "FieldError", "PlanFiles", "Policy", "PresetDefaults", "Recoveries", "RunConfig", "RunEvents",
+           "FieldError", "PlanFiles", "Policy", "PresetDefaults", "Recoveries", "RecoveryReport", "RunConfig", "RunEvents",
            "RunHistory", "RunLog", "RunOutputs", "RunPage", "RunPlan", "RunView", "Runs", "SampleListing",
            "SamplesDownload", "StartResult", "StatusPage", "StopResult", "TrainConfigs", "TrainRequest",
            "editor_overrides", "end_run", "fetch_lora", "finish_pending", "wait_for_run"]

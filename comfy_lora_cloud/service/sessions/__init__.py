@@ -10,7 +10,7 @@ service hands to the edges (``to_dict()``: their JSON) are in ``views.py`` (and 
 from __future__ import annotations
 
 from .control import Sessions
-from .guard import BOOT_GRACE_S, GUARD_SLACK_S, SessionGuard
+from .guard import BOOT_GRACE_S, GUARD_SLACK_S, SessionGuard, SessionGuardReport
 from .images import (MAX_OUTPUT_BATCH_PIXELS, MAX_OUTPUT_PIXELS, OUTPUT_IMAGE_FORMATS, decode_output_image,
                      decode_output_images, save_output)
 from .tunnels import TunnelKeeper
@@ -21,6 +21,6 @@ from .request import (DEFAULT_IDLE_MINUTES, DEFAULT_VRAM_GB, REQUEST_RANGES, Ses
 
 __all__ = ["BOOT_GRACE_S", "DEFAULT_IDLE_MINUTES", "DEFAULT_VRAM_GB", "GUARD_SLACK_S", "Gallery", "GalleryImage",
            "GeneratedImage", "Generation", "MAX_OUTPUT_BATCH_PIXELS", "MAX_OUTPUT_PIXELS", "OUTPUT_IMAGE_FORMATS",
-           "REQUEST_RANGES", "SessionGuard", "SessionRequest", "SessionView", "Sessions", "StartedSession",
-           "StoppedSession", "TunnelKeeper", "decode_output_image", "decode_output_images", "new_session_id",
-           "save_output", "session_event"]
+           "REQUEST_RANGES", "SessionGuard", "SessionGuardReport", "SessionRequest", "SessionView", "Sessions",
+           "StartedSession", "StoppedSession", "TunnelKeeper", "decode_output_image", "decode_output_images",
+           "new_session_id", "save_output", "session_event"]

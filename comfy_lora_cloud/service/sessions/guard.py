@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
 
 from ...errors import ConfigError, CorruptRecord, LoraCloudError
 from ...models import Instance, Session, SessionState, validate_name
@@ -42,6 +44,40 @@ log = logging.getLogger(__name__)
 _UNOWNED = "sessions:unowned_since:"
 GUARD_SLACK_S = 60.0  # the image stops itself first; the guard acts this much later
 BOOT_GRACE_S = 1800.0  # how long an instance may boot before a session without any report is given up
+
+
+# what a pass did with the sessions' instances, in the order the JSON has them
+_OUTCOMES = ("owned", "adopted", "destroyed", "waiting", "doubt", "foreign", "unattributed", "idle", "timed_out",
+             "lost", "failed", "ended")
+
+
+@dataclass(frozen=True)
+class SessionGuardReport:
+    """The sessions' share of a guard pass: instance ids (``owned`` .. ``unattributed``,
+    ``destroyed``), session ids (``idle``, ``timed_out``, ``lost``, ``failed``, ``ended``) and,
+    per instance id, the reason for its verdict (``why``)."""
+
+    owned: tuple[str, ...] = ()
+    adopted: tuple[str, ...] = ()
+    destroyed: tuple[str, ...] = ()  # instance ids
+    waiting: tuple[str, ...] = ()  # unowned, inside the grace period
+    doubt: tuple[str, ...] = ()  # kept: a witness could not be read
+    foreign: tuple[str, ...] = ()  # kept: another bucket's
+    unattributed: tuple[str, ...] = ()  # kept: whose it is cannot be told
+    idle: tuple[str, ...] = ()  # session ids ended for idling
+    timed_out: tuple[str, ...] = ()
+    lost: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+    ended: tuple[str, ...] = ()
+    why: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @classmethod
+    def from_tally(cls, tally: Mapping[str, Any]) -> "SessionGuardReport":
+        """The record of the dict a pass filled in as it went."""
+        return cls(**{k: tuple(tally[k]) for k in _OUTCOMES}, why=MappingProxyType(dict(tally["why"])))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{k: list(getattr(self, k)) for k in _OUTCOMES}, "why": dict(self.why)}
 
 
 class SessionGuard:
@@ -80,12 +116,10 @@ class SessionGuard:
 
     async def run_once(self, instances: list[Instance], *, now: float, problems: Problems,
                        facts: BucketFacts | None = None,
-                       attributed: dict[str, Attributed] | None = None) -> dict[str, Any]:
+                       attributed: dict[str, Attributed] | None = None) -> SessionGuardReport:
         """The sessions' share of a pass; ``facts`` and ``attributed`` are the pass's (default:
         learnt here). Only this bucket's sessions are judged (``ownership.attribute``)."""
-        report: dict[str, Any] = {"owned": [], "adopted": [], "destroyed": [], "waiting": [], "doubt": [],
-                                  "foreign": [], "unattributed": [], "idle": [], "timed_out": [], "lost": [],
-                                  "failed": [], "ended": [], "why": {}}
+        report: dict[str, Any] = {**{k: [] for k in _OUTCOMES}, "why": {}}  # filled in as the pass goes
         labelled = [i for i in instances if i.session_id]
         if facts is None:
             facts = await asyncio.to_thread(learn_bucket, self.storage, self.state, clock=self.clock)
@@ -111,7 +145,7 @@ class SessionGuard:
             await self._settle(instances, now, report, problems)
         except CorruptRecord as exc:
             problems.add(kinds.STATE_STORE, self.state.path, exc.message)
-        return report
+        return SessionGuardReport.from_tally(report)
 
     async def _one(self, inst: Instance, now: float, facts: BucketFacts, report: dict[str, Any],
                    problems: Problems) -> None:
