@@ -384,7 +384,7 @@ class LoraCloudAwaitLora(io.ComfyNode):
         app, _storage, _work = await app_parts()
         # into app.loras_dir: the one rule the sidebar and the CLI use too; Cancel stops the wait only
         path = await app.runs.fetch_lora(run.run_id, run.lora_name, poll_s=2.0, should_stop=interrupted,
-                                         on_status=node_runs.stepprogress_bar(progress_bar(cls.hidden.unique_id)))
+                                         on_status=node_runs.step_progress(progress_bar(cls.hidden.unique_id)))
         name = node_runs.comfy_lora_name(path)
         return io.NodeOutput(name, ui={"text": [f"{name} ({path.stat().st_size // 1024} KB)"]})
 
