@@ -71,6 +71,18 @@ def check_trigger(trigger: Any) -> str | None:
 MAX_EXACT_INT = 2 ** 53
 
 
+def as_finite(value: Any) -> float | None:
+    """``value`` as a finite float (a number, or text that reads as one), or None: a bool, other
+    text, NaN, inf, None. For records written by others (a provider's answer, a state row)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
 def is_number(value: Any) -> bool:
     """A real number we can do arithmetic with: an int or float (never a bool), finite, and an
     int no bigger than :data:`MAX_EXACT_INT` (``float(10**400)`` raises in the middle of a sum)."""

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..models import Instance, InstanceState, Offer
+from ..models import Instance, InstanceState, Offer, as_finite
 from .base import OfferRequest, run_id_from_label, session_id_from_label
 
 log = logging.getLogger(__name__)
@@ -109,13 +109,8 @@ def offer_from_vast(row: dict[str, Any], interruptible: bool = False) -> Offer:
 
 def _number(value: Any, default: float = 0.0) -> float:
     """A finite float, or ``default`` for anything else (None, text, NaN, inf)."""
-    if isinstance(value, bool):
-        return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return default
-    return number if math.isfinite(number) else default
+    number = as_finite(value)
+    return default if number is None else number
 
 
 def instance_from_vast(row: dict[str, Any]) -> Instance:

@@ -4,11 +4,11 @@ it cannot read to ``on_corrupt`` instead of failing (one bad row never hides the
 from __future__ import annotations
 
 import logging
-import math
 import sqlite3
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from ...errors import CorruptRecord
+from ...models import as_finite
 
 log = logging.getLogger(__name__)
 OnCorrupt = Callable[[CorruptRecord], None]
@@ -18,16 +18,7 @@ def warn(exc: CorruptRecord) -> None:
     log.warning("skipped: %s", exc.message)
 
 
-def finite(value: Any) -> float | None:
-    """``value`` as a finite float, or None (text that is not a number, NaN, inf, None)."""
-    if isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
+finite = as_finite  # a stored number read back: finite, or None
 
 def readable(rows: Iterable[sqlite3.Row | Mapping[str, Any]], decode: Callable[[Any], Any],
               on_corrupt: OnCorrupt) -> Iterator[Any]:
