@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 
 from aiohttp import web
 
@@ -24,10 +25,15 @@ async def _serve(args: argparse.Namespace) -> None:
     site = web.TCPSite(runner, args.host, args.port)
     await site.start()
     print(f"listening on http://{args.host}:{args.port}", flush=True)
+    stopped = asyncio.Event()
+    # a terminated server takes its instances' processes with it: they run in sessions of their
+    # own, so nothing else would stop them, and a test's trainer would outlive the test
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
     try:
-        await asyncio.Event().wait()
+        await stopped.wait()
     finally:
         await runner.cleanup()
+        fake.state.shutdown()
 
 
 def main() -> None:
