@@ -1,7 +1,7 @@
 // LoRA Cloud sidebar section "Generate": a ComfyUI on a rented GPU (a "session") for people
 // without one. Its status and cost, start / stop / open (the remote ComfyUI through the SSH
 // tunnel, in a new tab), the newest images the sessions pushed to the bucket, and the workflow
-// templates, opened in this canvas. Routes: comfy/routes_sessions.py; service: sessions.py.
+// templates, opened in this canvas. Routes: comfy/routes/sessions.py; service: sessions.py.
 //
 // A section module ({id, title, render, stores, badge, load}); no side effects at import. Its data is
 // the sessions store (stores.js), which follows the session events (EVENTS.session: no polling). Text

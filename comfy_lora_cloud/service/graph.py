@@ -1,8 +1,8 @@
 """What the dataset nodes do, without ComfyUI: photos -> prepared folder -> captions -> dataset
-in storage. ``comfy/nodes.py`` wraps these in V3 schemas and passes ComfyUI's progress bar and
+in storage. ``comfy/nodes/datasets.py`` wraps these in V3 schemas and passes ComfyUI's progress bar and
 interrupt flag in as plain callables, so the chain is tested end to end without a ComfyUI server.
 The training nodes call the App's nouns directly (``app.runs``, ``app.library``; their plain
-parts are ``comfy/node_runs.py``).
+parts are ``comfy/nodes/runs.py``).
 
 Intermediate folders live under ``<home>/work/`` and are named by a digest of their input and
 options: queueing the same graph again reuses them instead of redoing the work.

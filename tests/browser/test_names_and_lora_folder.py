@@ -11,7 +11,7 @@ import pytest
 
 from comfy_lora_cloud.errors import ConfigError
 from comfy_lora_cloud.models import RunState, RunStatus, validate_name
-from comfy_lora_cloud.comfy.node_runs import comfy_lora_name
+from comfy_lora_cloud.comfy.nodes.runs import comfy_lora_name
 from comfy_lora_cloud.settings import set_value
 from comfy_lora_cloud.storage import layout
 

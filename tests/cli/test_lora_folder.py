@@ -2,7 +2,7 @@
 Loader download there, the sidebar's LoRA listing looks there for its ``local`` ("in ComfyUI")
 mark, and ``lora download`` without ``--to`` downloads there, with ``comfyui_loras_dir`` set or
 not. The CLI runs through its entry point; the nodes' calls are the service functions they make
-(ComfyUI's ``comfy_api`` is not importable here), and a check on ``comfy/nodes.py`` pins that the
+(ComfyUI's ``comfy_api`` is not importable here), and a check on ``comfy/nodes/training.py`` pins that the
 nodes leave the folder to the app's nouns."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from comfy_lora_cloud.models import RunState, RunStatus
-from comfy_lora_cloud.comfy.node_runs import comfy_lora_name, library_lora_name
+from comfy_lora_cloud.comfy.nodes.runs import comfy_lora_name, library_lora_name
 from comfy_lora_cloud.service.app import App
 from comfy_lora_cloud.service.library import comfy_lora_folder
 from comfy_lora_cloud.storage import LocalStorage, layout
@@ -83,7 +83,7 @@ def test_the_nodes_download_where_the_app_says():
     """Await LoRA and the Cloud LoRA Loader call the app's nouns (``app.runs.fetch_lora``,
     ``app.library.download_lora``) without a folder, so the file lands in ``app.loras_dir``, never
     in ComfyUI's folder_paths (a second rule that ignored ``comfyui_loras_dir``)."""
-    source = (REPO / "comfy_lora_cloud" / "comfy" / "nodes.py").read_text()
+    source = (REPO / "comfy_lora_cloud" / "comfy" / "nodes" / "training.py").read_text()
     calls = [c for c in ast.walk(ast.parse(source)) if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute)
              and c.func.attr in ("fetch_lora", "download_lora")]
     assert sorted(ast.unparse(c.func) for c in calls) == ["app.library.download_lora", "app.runs.fetch_lora"]

@@ -13,7 +13,7 @@ from PIL import Image
 
 from comfy_lora_cloud.comfy.routes import PREFIX
 from comfy_lora_cloud.service.app import App
-from comfy_lora_cloud.comfy.routes_training import train_request
+from comfy_lora_cloud.comfy.routes.runs import train_request
 from comfy_lora_cloud.storage import layout
 
 from tests.comfy.conftest import HTML_CAPTION, png_bytes, token_headers

@@ -1,11 +1,11 @@
-"""The Host and Origin rules (comfy/http_guard.py) on their own, and through the routes with the
+"""The Host and Origin rules (comfy/routes/http_guard.py) on their own, and through the routes with the
 ``allowed_hosts`` setting and ComfyUI's ``--listen`` address."""
 
 from __future__ import annotations
 
 import pytest
 
-from comfy_lora_cloud.comfy.http_guard import HostPolicy, HostPort, json_depth, parse_authority, parse_origin
+from comfy_lora_cloud.comfy.routes.http_guard import HostPolicy, HostPort, json_depth, parse_authority, parse_origin
 from comfy_lora_cloud.comfy.routes import PREFIX
 from comfy_lora_cloud.comfy.token import HEADER
 from comfy_lora_cloud.settings import set_value

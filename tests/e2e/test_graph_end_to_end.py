@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import ImageOps
 
-from comfy_lora_cloud.comfy import node_runs
+from comfy_lora_cloud.comfy.nodes import runs as node_runs
 from comfy_lora_cloud.models import RunState
 from comfy_lora_cloud.service import graph
 from comfy_lora_cloud.service.app import App

@@ -21,7 +21,7 @@ cannot run here (Flux on a GPU): the one stand-in for a ComfyUI, in-process or a
   prompt at its next step: ``execution_interrupted``), ``/view``, ``/system_stats``, ``/ws``
   (``status`` first, then JSON events), ``/`` (a page), each also under ``/api``;
 - with ``LORA_CLOUD_STORAGE`` in its environment (as on a session's instance) the process loads the
-  pack's routes as ComfyUI would (``comfy/routes.py``), so ``/lora_cloud/api/...`` works remotely.
+  pack's routes as ComfyUI would (``comfy/routes/``), so ``/lora_cloud/api/...`` works remotely.
 
 In-process: ``fake = FakeComfyUI(tmp_path / "out"); server = await aiohttp_server(fake.app())``;
 ``fake.queued`` holds every accepted prompt, ``fake.files`` every saved output's bytes. As a

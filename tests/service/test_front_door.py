@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from comfy_lora_cloud.cli.main import app as cli_app
-from comfy_lora_cloud.comfy.routes_training import train_request
+from comfy_lora_cloud.comfy.routes.runs import train_request
 from comfy_lora_cloud.errors import ConfigError
 from comfy_lora_cloud.models import Instance, InstanceState, Offer, RunState
 from comfy_lora_cloud.providers.base import Capability, LaunchSpec, OfferRequest

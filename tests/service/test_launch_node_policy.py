@@ -1,5 +1,5 @@
-"""The Launch node's preemption policy inputs (comfy/nodes.py:LoraCloudLaunchTrainer, built by
-comfy/node_runs.py:launch_request) reach the run's spec as ``train start``'s options do, through the
+"""The Launch node's preemption policy inputs (comfy/nodes/training.py:LoraCloudLaunchTrainer, built by
+comfy/nodes/runs.py:launch_request) reach the run's spec as ``train start``'s options do, through the
 same ``app.runs.start``; their defaults leave the policy to the settings. Against the fake vast.ai
 server and the GCS emulator (tests/service/test_recovery.py's world)."""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from comfy_lora_cloud.errors import ConfigError
-from comfy_lora_cloud.comfy.node_runs import launch_request
+from comfy_lora_cloud.comfy.nodes.runs import launch_request
 from comfy_lora_cloud.service import graph
 from comfy_lora_cloud.service.runs import Policy
 from tests.service.test_recovery import world  # noqa: F401  (a fixture)

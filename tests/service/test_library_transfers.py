@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from comfy_lora_cloud.comfy.node_runs import library_lora_name
+from comfy_lora_cloud.comfy.nodes.runs import library_lora_name
 from comfy_lora_cloud.errors import CorruptRecord, DatasetError, DatasetExists, LockHeld, ObjectNotFound
 from comfy_lora_cloud.models import RunState, RunStatus
 from comfy_lora_cloud.service import graph

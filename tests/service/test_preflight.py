@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from comfy_lora_cloud.errors import DatasetError
-from comfy_lora_cloud.comfy.node_runs import launch_request, run_ref
-from comfy_lora_cloud.comfy.routes_training import train_request
+from comfy_lora_cloud.comfy.nodes.runs import launch_request, run_ref
+from comfy_lora_cloud.comfy.routes.runs import train_request
 from comfy_lora_cloud.service import graph
 from comfy_lora_cloud.service.app import App
 from comfy_lora_cloud.service.runs.preflight import check_dataset, require_ready

@@ -127,7 +127,7 @@ async def test_a_session_keeps_its_own_max_hours_whatever_max_run_hours_says(fou
 
 
 def test_a_sessions_hours_default_to_their_own_setting(clean_env):
-    from comfy_lora_cloud.comfy.routes_sessions import session_request
+    from comfy_lora_cloud.comfy.routes.sessions import session_request
     from comfy_lora_cloud.service.sessions import SessionRequest
 
     set_value(clean_env, "max_run_hours", "2")

@@ -9,8 +9,8 @@ import struct
 
 import pytest
 
-from comfy_lora_cloud.comfy.routes_sessions import session_request
-from comfy_lora_cloud.comfy.routes_training import train_request
+from comfy_lora_cloud.comfy.routes.sessions import session_request
+from comfy_lora_cloud.comfy.routes.runs import train_request
 from comfy_lora_cloud.errors import ConfigError, CorruptRecord, DatasetError
 from comfy_lora_cloud.models import MAX_EXACT_INT, check_number, is_number
 from comfy_lora_cloud.service.library.files import parse_safetensors_header

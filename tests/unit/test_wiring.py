@@ -56,10 +56,11 @@ def test_each_edge_builds_its_app_in_one_place():
                 for edge in ("cli", "comfy") for p in (PKG / edge).rglob("*.py")}
     assert {k: v for k, v in builders.items() if v} == {"cli/common.py": ["App.open"], "comfy/wiring.py": ["App.open"]}
     # ComfyUI's nodes, routes and background loop share the process's one holder
-    nodes, routes = _calls(PKG / "comfy" / "nodes.py"), _calls(PKG / "comfy" / "routes.py")
+    nodes = [c for p in sorted((PKG / "comfy" / "nodes").glob("*.py")) for c in _calls(p)]
+    routes = _calls(PKG / "comfy" / "routes" / "__init__.py")
     assert "holder.get_blocking" in nodes
     assert "register_routes" in routes and "start_background" in routes
-    install = next(n for n in ast.walk(ast.parse((PKG / "comfy" / "routes.py").read_text()))
+    install = next(n for n in ast.walk(ast.parse((PKG / "comfy" / "routes" / "__init__.py").read_text()))
                    if isinstance(n, ast.FunctionDef) and n.name == "install")
     args = [ast.unparse(c.args[-1]) for c in ast.walk(install) if isinstance(c, ast.Call)
             and ast.unparse(c.func) in ("register_routes", "start_background")]

@@ -1,7 +1,7 @@
 """What a user asks a run to be (:class:`TrainRequest`), checked before anything is read or rented.
 
 The CLI's ``train start`` and the Launch node build one directly; the sidebar's JSON body is parsed
-into one at the edge (``comfy/routes_training.py``). :func:`~.start.start_run` takes it typed.
+into one at the edge (``comfy/routes/runs.py``). :func:`~.start.start_run` takes it typed.
 """
 
 from __future__ import annotations

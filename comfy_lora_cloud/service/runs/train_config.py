@@ -6,7 +6,7 @@ learning rate, steps, resolution) into the preset overrides ``lora-cloud train s
 takes, checked field by field with :data:`~comfy_lora_cloud.training.presets.LIMITS` and then by
 :func:`~comfy_lora_cloud.training.presets.load_preset` (types), the same rules as the CLI; the
 quick launch body's ``config`` goes through it too
-(:func:`comfy_lora_cloud.comfy.routes_training.train_request`, at the edge). The
+(:func:`comfy_lora_cloud.comfy.routes.runs.train_request`, at the edge). The
 estimate is :func:`~comfy_lora_cloud.training.estimate.estimate`, as ``lora-cloud train plan``
 prints it.
 """

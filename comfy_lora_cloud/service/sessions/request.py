@@ -1,6 +1,6 @@
 """What a user asks of a remote ComfyUI session (:class:`SessionRequest`), the id a new session
 gets, and what a ``lora_cloud.session`` event carries. The edges read a request from what they
-were given (the sidebar's JSON body: ``comfy/routes_sessions.py``; the CLI's options) and hand the service
+were given (the sidebar's JSON body: ``comfy/routes/sessions.py``; the CLI's options) and hand the service
 this typed record."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The training nodes' inputs and outputs, without ComfyUI (so tests import this, not nodes.py).
+"""The training nodes' inputs and outputs, without ComfyUI (so tests import this, not training.py).
 
 The work itself is the App's, as for the CLI and the routes: the Launch node builds a
 :class:`TrainRequest` here and calls ``app.runs.start``; Await LoRA calls ``app.runs.fetch_lora``;
@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..models import RunStatus, validate_name
-from ..service.graph import DatasetRef
-from ..service.library import COMFY_LORA_FOLDER
-from ..service.runs import StartResult, TrainRequest
+from ...models import RunStatus, validate_name
+from ...service.graph import DatasetRef
+from ...service.library import COMFY_LORA_FOLDER
+from ...service.runs import StartResult, TrainRequest
 
 Progress = Callable[[int, int], None]  # (done, total)
 

@@ -1,17 +1,39 @@
 """The HTTP answers every route module shares: the API prefix, a pack error as JSON, query
-integers and pages, a file from the bucket as a response. Kept apart from the route modules so
-each of them imports this and none imports another."""
+integers and pages, a file from the bucket as a response, and :class:`Guarded`, what a noun's
+module registers its handlers through. Kept apart from the route modules and from the package's
+``__init__`` (which imports them all) so each of them imports this and none imports another."""
 
 from __future__ import annotations
 
 import re
+from typing import Awaitable, Callable, Protocol
 
 from aiohttp import web
 
-from ..errors import ConfigError, LoraCloudError, redact
-from ..service.library import ServedFile
+from ...errors import ConfigError, LoraCloudError, redact
+from ...service.app import App
+from ...service.library import ServedFile
+from .http_guard import MAX_BODY_BYTES
 
 PREFIX = "/lora_cloud/api"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Guarded(Protocol):
+    """The route table as a noun's ``register`` sees it: every handler added through
+    :meth:`get` or :meth:`mutate` sits behind the HTTP guard (``routes/__init__.py``)."""
+
+    async def app(self) -> App: ...
+
+    def get(self, path: str) -> Callable[[Handler], Handler]:
+        """A GET (and HEAD) under :data:`PREFIX`: Host, Origin and body checks only."""
+        ...
+
+    def mutate(self, method: str, path: str, *, max_body: int = MAX_BODY_BYTES,
+               content_type: str = "application/json") -> Callable[[Handler], Handler]:
+        """A route that spends money, writes or deletes: also the content type and the token."""
+        ...
 
 
 def json_error(status: int, error: str, message: str) -> web.Response:

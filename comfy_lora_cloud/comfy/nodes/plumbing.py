@@ -1,5 +1,5 @@
 """What every node shares with ComfyUI: the pack's app and its parts, ComfyUI's progress bar and
-its Cancel button as plain callables. Apart from the node modules so each imports this and none
+its Cancel button as plain callables, and the check of a combo's value. Apart from the node modules so each imports this and none
 imports another; ComfyUI's own modules are imported when a node runs, never here."""
 
 from __future__ import annotations
@@ -7,11 +7,19 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable
 
-from ..service import graph
-from ..service.app import App
-from .wiring import holder
+from ...errors import ConfigError
+from ...service import graph
+from ...service.app import App
+from ..wiring import holder
 
 CATEGORY = "LoRA Cloud"
+LORA_TYPES = ["character", "style", "concept"]
+
+
+def check_choice(value: str, options: list[str], what: str) -> str:
+    if value not in options:  # V3 combos are not validated by ComfyUI itself
+        raise ConfigError(f"{what} must be one of {', '.join(options)}, not {value!r}")
+    return value
 
 
 async def app_parts() -> tuple[App, Any, graph.WorkArea]:

@@ -35,8 +35,8 @@ from typing import Any, Iterable
 
 from aiohttp import web
 
-from .. import jsonsafe
-from ..errors import ConfigError, RequestTooLarge
+from ... import jsonsafe
+from ...errors import ConfigError, RequestTooLarge
 
 log = logging.getLogger(__name__)
 

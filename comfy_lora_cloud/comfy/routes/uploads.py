@@ -1,11 +1,7 @@
-"""Routes for editing datasets from the sidebar: captions (generation-checked), staged uploads,
-the preparation review, validation. Added by :func:`register`, called from
-:func:`~.routes.register_routes`, so each handler sits behind the same HTTP guard.
+"""Routes for a new dataset from the sidebar: staged uploads and the preparation review, until it
+is published to the bucket. Added by :func:`register`, called from :func:`~.register_routes`, so
+each handler sits behind the same HTTP guard.
 
-- ``GET  /datasets/{name}/editor``            images with captions and their generations
-- ``PUT  /datasets/{name}/captions/{file}``   ``{caption, generation}``; 409 ``CaptionConflict`` with
-  ``current`` (the caption as it now is) when someone else wrote first
-- ``GET  /datasets/{name}/validate``          the validation report of a stored dataset
 - ``GET  /uploads/{name}``                    what is staged (resume: send only what is missing)
 - ``PUT  /uploads/{name}/files/{file}?sha256=`` one file's bytes (``application/octet-stream``, token)
 - ``DELETE /uploads/{name}/files/{file}``, ``DELETE /uploads/{name}``
@@ -18,15 +14,13 @@ the preparation review, validation. Added by :func:`register`, called from
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from aiohttp import web
 
-from ..errors import ConfigError, RequestTooLarge
-from ..service.library import CaptionConflict
-from ..service.library import MAX_FILE_BYTES
+from ...errors import ConfigError, RequestTooLarge
+from ...service.library import MAX_FILE_BYTES
 from . import http_guard
-from .answers import PREFIX, error_response, file_response
+from .answers import Guarded, file_response
 
 UPLOAD_BODY_BYTES = MAX_FILE_BYTES + 1024
 _SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -44,44 +38,13 @@ async def read_bytes_body(request: web.Request, max_bytes: int) -> bytes:
     return bytes(raw)
 
 
-def register(routes: web.RouteTableDef, r: Any) -> None:
-    def get(path: str):
-        return lambda fn: routes.get(PREFIX + path)(r.wrap(fn, mutating=False))
-
-    def mutate(method: str, path: str, **kw: Any):
-        return lambda fn: routes.route(method, PREFIX + path)(r.wrap(fn, mutating=True, **kw))
-
-    # ---- captions ------------------------------------------------------------------------------
-    @get("/datasets/{name}/editor")
-    async def dataset_editor(request: web.Request) -> web.Response:
-        listing = await (await r.app()).captions.listing(request.match_info["name"])
-        return web.json_response(listing.to_dict())
-
-    @mutate("PUT", "/datasets/{name}/captions/{file}")
-    async def write_caption(request: web.Request) -> web.Response:
-        body = await http_guard.read_json_body(request)
-        captions = (await r.app()).captions
-        try:
-            saved = await captions.write(request.match_info["name"], request.match_info["file"],
-                                         body.get("caption"), body.get("generation"))
-        except CaptionConflict as exc:
-            resp = error_response(exc)
-            data = {"error": "CaptionConflict", "message": exc.message, "status": 409, "current": exc.current.to_dict()}
-            return web.json_response(data, status=resp.status)
-        return web.json_response(saved.to_dict())
-
-    @get("/datasets/{name}/validate")
-    async def validate_dataset(request: web.Request) -> web.Response:
-        report = await (await r.app()).library.validate(request.match_info["name"])
-        return web.json_response(report.to_dict())
-
-    # ---- staged uploads ---------------------------------------------------------------------------
-    @get("/uploads/{name}")
+def register(r: Guarded) -> None:
+    @r.get("/uploads/{name}")
     async def upload_status(request: web.Request) -> web.Response:
         staged = await (await r.app()).uploads.status(request.match_info["name"])
         return web.json_response(staged.to_dict())
 
-    @mutate("PUT", "/uploads/{name}/files/{file}", max_body=UPLOAD_BODY_BYTES, content_type="application/octet-stream")
+    @r.mutate("PUT", "/uploads/{name}/files/{file}", max_body=UPLOAD_BODY_BYTES, content_type="application/octet-stream")
     async def upload_file(request: web.Request) -> web.Response:
         sha256 = request.query.get("sha256") or None
         if sha256 is not None and not _SHA256_RE.match(sha256):
@@ -90,34 +53,34 @@ def register(routes: web.RouteTableDef, r: Any) -> None:
         result = await (await r.app()).uploads.put(request.match_info["name"], request.match_info["file"], data, sha256)
         return web.json_response(result.to_dict(), status=200 if result.ok else 422)
 
-    @mutate("DELETE", "/uploads/{name}/files/{file}")
+    @r.mutate("DELETE", "/uploads/{name}/files/{file}")
     async def remove_upload_file(request: web.Request) -> web.Response:
         removed = await (await r.app()).uploads.remove(request.match_info["name"], request.match_info["file"])
         return web.json_response(removed.to_dict())
 
-    @mutate("DELETE", "/uploads/{name}")
+    @r.mutate("DELETE", "/uploads/{name}")
     async def discard_upload(request: web.Request) -> web.Response:
         discarded = await (await r.app()).uploads.discard(request.match_info["name"])
         return web.json_response(discarded.to_dict())
 
-    @mutate("POST", "/uploads/{name}/prepare")
+    @r.mutate("POST", "/uploads/{name}/prepare")
     async def prepare_upload(request: web.Request) -> web.Response:
         body = await http_guard.read_json_body(request)
         review = await (await r.app()).uploads.prepare(request.match_info["name"], body)
         return web.json_response(review.to_dict())
 
-    @get("/uploads/{name}/review")
+    @r.get("/uploads/{name}/review")
     async def review_upload(request: web.Request) -> web.Response:
         review = await (await r.app()).uploads.review(request.match_info["name"])
         return web.json_response(review.to_dict())
 
-    @get("/uploads/{name}/{stage}/{file}")
+    @r.get("/uploads/{name}/{stage}/{file}")
     async def upload_image(request: web.Request) -> web.Response:
         f = await (await r.app()).uploads.file(request.match_info["name"], request.match_info["stage"],
                                                request.match_info["file"])
         return file_response(f, "private, no-cache")
 
-    @mutate("POST", "/uploads/{name}/publish")
+    @r.mutate("POST", "/uploads/{name}/publish")
     async def publish_upload(request: web.Request) -> web.Response:
         body = await http_guard.read_json_body(request, max_bytes=4 * 1024 * 1024)
         published = await (await r.app()).uploads.publish(request.match_info["name"], body)

@@ -13,10 +13,10 @@ import asyncio
 
 from comfy_api.latest import io
 
-from ..service.sessions import SessionRequest, decode_output_images
-from ..service.templates import resolve_workflow
-from .node_plumbing import CATEGORY, interrupted, progress_bar
-from .wiring import holder
+from ...service.sessions import SessionRequest, decode_output_images
+from ...service.templates import resolve_workflow
+from ..wiring import holder
+from .plumbing import CATEGORY, interrupted, progress_bar
 
 
 def _to_image_batch(images: list[tuple[str, bytes]]):

@@ -1,6 +1,10 @@
-"""Routes for the config editor and run comparison. Added by :func:`register`, called from
-:func:`~.routes.register_routes`, behind the same HTTP guard.
+"""Routes for training runs and their config. Added by :func:`register`, called from
+:func:`~.register_routes`, behind the same HTTP guard.
 
+- ``GET  /runs?limit=&offset=``   a page of runs, newest first
+- ``GET  /runs/{run_id}``         one run; ``POST /runs/{run_id}/stop`` (token)
+- ``GET  /runs/{run_id}/events?since=``  its events after a sequence number
+- ``GET  /runs/{run_id}/samples``, ``/samples/{file}``  its sample images (typed by their bytes)
 - ``GET  /train/presets``         the three presets and the editor's fields and limits
 - ``POST /train/check``           ``{dataset, lora_type, config: {rank, learning_rate, steps,
   resolution}, trigger, gpu}`` -> errors by field, resolved values, plan, estimate ($ and hours)
@@ -15,11 +19,11 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import ConfigError
-from ..models import check_number
-from ..service.runs import REQUEST_RANGES, TrainRequest, editor_overrides
+from ...errors import ConfigError
+from ...models import check_number
+from ...service.runs import REQUEST_RANGES, TrainRequest, editor_overrides
 from . import http_guard
-from .answers import PREFIX
+from .answers import Guarded, file_response, int_param
 
 
 def train_request(body: Any) -> TrainRequest:
@@ -65,28 +69,51 @@ def train_request(body: Any) -> TrainRequest:
     return TrainRequest(**out).checked()
 
 
-def register(routes: web.RouteTableDef, r: Any) -> None:
-    def get(path: str):
-        return lambda fn: routes.get(PREFIX + path)(r.wrap(fn, mutating=False))
+def register(r: Guarded) -> None:
+    @r.get("/runs")
+    async def runs(request: web.Request) -> web.Response:
+        limit = int_param(request, "limit", 50)
+        if not 1 <= limit <= 500:
+            raise ConfigError("limit must be between 1 and 500")
+        return web.json_response((await (await r.app()).runs.listing(limit, int_param(request, "offset", 0))).to_dict())
 
-    def mutate(method: str, path: str):
-        return lambda fn: routes.route(method, PREFIX + path)(r.wrap(fn, mutating=True))
+    @r.get("/runs/{run_id}")
+    async def run(request: web.Request) -> web.Response:
+        return web.json_response((await (await r.app()).runs.get(request.match_info["run_id"])).to_dict())
 
-    @get("/train/presets")
+    @r.mutate("POST", "/runs/{run_id}/stop")
+    async def stop_run(request: web.Request) -> web.Response:
+        return web.json_response((await (await r.app()).runs.stop(request.match_info["run_id"])).to_dict())
+
+    @r.get("/runs/{run_id}/events")
+    async def run_events(request: web.Request) -> web.Response:
+        since = int_param(request, "since", 0)
+        return web.json_response((await (await r.app()).runs.events(request.match_info["run_id"], since)).to_dict())
+
+    @r.get("/runs/{run_id}/samples")
+    async def run_samples(request: web.Request) -> web.Response:
+        return web.json_response((await (await r.app()).runs.sample_listing(request.match_info["run_id"])).to_dict())
+
+    @r.get("/runs/{run_id}/samples/{file}")
+    async def run_sample(request: web.Request) -> web.Response:
+        f = await (await r.app()).runs.sample(request.match_info["run_id"], request.match_info["file"])
+        return file_response(f, "private, max-age=60")
+
+    @r.get("/train/presets")
     async def presets(request: web.Request) -> web.Response:
         return web.json_response((await (await r.app()).train_config.presets()).to_dict())
 
-    @mutate("POST", "/train/check")
+    @r.mutate("POST", "/train/check")
     async def check(request: web.Request) -> web.Response:
         body = await http_guard.read_json_body(request)
         return web.json_response((await (await r.app()).train_config.check(body)).to_dict())
 
-    @mutate("POST", "/runs")
+    @r.mutate("POST", "/runs")
     async def start_run(request: web.Request) -> web.Response:
         req = train_request(await http_guard.read_json_body(request))
         return web.json_response((await (await r.app()).runs.start(req)).to_dict())
 
-    @get("/runs/{run_id}/config")
+    @r.get("/runs/{run_id}/config")
     async def run_config(request: web.Request) -> web.Response:
         config = await (await r.app()).train_config.run_config(request.match_info["run_id"])
         return web.json_response(config.to_dict())

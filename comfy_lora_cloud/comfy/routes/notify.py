@@ -1,5 +1,5 @@
-"""Routes for notification settings (service/notify.py). Added by :func:`register`, called from
-:func:`~.routes.register_routes`, behind the same HTTP guard. No answer holds the webhook's URL or
+"""Routes for notification settings (service/notify/). Added by :func:`register`, called from
+:func:`~.register_routes`, behind the same HTTP guard. No answer holds the webhook's URL or
 secret: only whether they are set.
 
 - ``GET  /notify``            channels on or off, webhook configured and signed, latest deliveries
@@ -10,31 +10,24 @@ secret: only whether they are set.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from aiohttp import web
 
 from . import http_guard
-from .answers import PREFIX
+from .answers import Guarded
 
 
-def register(routes: web.RouteTableDef, r: Any) -> None:
-    def get(path: str):
-        return lambda fn: routes.get(PREFIX + path)(r.wrap(fn, mutating=False))
-
-    def mutate(method: str, path: str):
-        return lambda fn: routes.route(method, PREFIX + path)(r.wrap(fn, mutating=True))
-
-    @get("/notify")
+def register(r: Guarded) -> None:
+    @r.get("/notify")
     async def notify_summary(request: web.Request) -> web.Response:
         return web.json_response((await asyncio.to_thread((await r.app()).notify.summary)).to_dict())
 
-    @mutate("POST", "/notify/settings")
+    @r.mutate("POST", "/notify/settings")
     async def notify_settings(request: web.Request) -> web.Response:
         body = await http_guard.read_json_body(request)
         notify = (await r.app()).notify
         return web.json_response((await asyncio.to_thread(notify.set_channels, body)).to_dict())
 
-    @mutate("POST", "/notify/test")
+    @r.mutate("POST", "/notify/test")
     async def notify_test(request: web.Request) -> web.Response:
         return web.json_response({"key": (await r.app()).notify.test()})

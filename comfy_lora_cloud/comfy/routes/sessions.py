@@ -1,7 +1,6 @@
-"""The sidebar's Generate section: routes under ``/lora_cloud/api/`` for remote ComfyUI sessions,
-their outputs in the bucket, and the workflow templates. Added by ``routes.register_routes`` with
-the same guard as every route (Host/Origin, body limits; JSON and the token for what spends money
-or opens a connection).
+"""The sidebar's Generate section: routes under ``/lora_cloud/api/`` for remote ComfyUI sessions
+and their outputs in the bucket. Added by :func:`~.register_routes` with the same guard as every
+route (Host/Origin, body limits; JSON and the token for what spends money or opens a connection).
 
     GET  /sessions                 {"current": view or null, "sessions": [views]}
     POST /sessions                 start one (the cheapest fitting offer); readiness follows as
@@ -10,20 +9,21 @@ or opens a connection).
     POST /sessions/{id}/open       {"url"}: this ComfyUI's tunnel to the session's ComfyUI
     GET  /outputs                  the newest images in outputs/, with problems
     GET  /outputs/{session}/{file} one of them (typed by its bytes)
-    GET  /templates/{name}         a template as the canvas loads it (the list: routes_loras.py)
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable
 
 from aiohttp import web
 
-from ..errors import ConfigError, LoraCloudError
-from ..models import check_number
-from ..service.sessions import REQUEST_RANGES, SessionRequest
+from ...errors import ConfigError, LoraCloudError
+from ...models import check_number
+from ...service.sessions import REQUEST_RANGES, SessionRequest
+from . import http_guard
+from .answers import Guarded, file_response, int_param
 
 log = logging.getLogger(__name__)
 _background: set[asyncio.Task[Any]] = set()
@@ -55,26 +55,16 @@ def session_request(body: Any) -> SessionRequest:
     return SessionRequest(**out).checked()
 
 
-def register(routes: web.RouteTableDef, r: Any) -> None:
-    from .answers import PREFIX, file_response, int_param
-
-    def get(path: str) -> Callable:
-        return lambda fn: routes.get(PREFIX + path)(r.wrap(fn, mutating=False))
-
-    def mutate(method: str, path: str) -> Callable:
-        return lambda fn: routes.route(method, PREFIX + path)(r.wrap(fn, mutating=True))
-
-    @get("/sessions")
+def register(r: Guarded) -> None:
+    @r.get("/sessions")
     async def sessions(request: web.Request) -> web.Response:
         svc = (await r.app()).sessions
         current = await svc.current()
         return web.json_response({"current": current.to_dict() if current is not None else None,
                                   "sessions": [v.to_dict() for v in await svc.list(limit=10)]})
 
-    @mutate("POST", "/sessions")
+    @r.mutate("POST", "/sessions")
     async def start(request: web.Request) -> web.Response:
-        from . import http_guard
-
         app = await r.app()
         started = await app.sessions.start(session_request(await http_guard.read_json_body(request)))
         view = started.view
@@ -82,29 +72,24 @@ def register(routes: web.RouteTableDef, r: Any) -> None:
             _in_background(app.sessions.wait_ready(view.id), f"session {view.id}")
         return web.json_response(started.to_dict())
 
-    @mutate("POST", "/sessions/{session_id}/stop")
+    @r.mutate("POST", "/sessions/{session_id}/stop")
     async def stop(request: web.Request) -> web.Response:
         return web.json_response((await (await r.app()).sessions.stop(request.match_info["session_id"])).to_dict())
 
-    @mutate("POST", "/sessions/{session_id}/open")
+    @r.mutate("POST", "/sessions/{session_id}/open")
     async def open_(request: web.Request) -> web.Response:
         sid = request.match_info["session_id"]
         return web.json_response({"id": sid, "url": await (await r.app()).sessions.url(sid)})
 
-    @get("/outputs")
+    @r.get("/outputs")
     async def outputs(request: web.Request) -> web.Response:
         limit = int_param(request, "limit", 60)
         return web.json_response((await (await r.app()).sessions.outputs(max(1, min(limit, 500)))).to_dict())
 
-    @get("/outputs/{session_id}/{file}")
+    @r.get("/outputs/{session_id}/{file}")
     async def output(request: web.Request) -> web.Response:
         f = await (await r.app()).sessions.output(request.match_info["session_id"], request.match_info["file"])
         return file_response(f, "private, max-age=300")
-
-    @get("/templates/{name}")
-    async def template(request: web.Request) -> web.Response:
-        templates = (await r.app()).templates  # the list is routes_loras.py's GET /templates
-        return web.json_response(await asyncio.to_thread(templates.ui, request.match_info["name"]))
 
 
 def _in_background(coro: Awaitable[Any], what: str) -> None:

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..errors import ConfigError
-from ..service.templates import split_prompts
-
-CATEGORY = "LoRA Cloud"
+from ...errors import ConfigError
+from ...service.templates import split_prompts
+from .plumbing import CATEGORY
 
 
 class LoraCloudPromptList(io.ComfyNode):
