@@ -8,12 +8,14 @@ GPU providers and each other only through it, so a behaviour cannot differ by en
     await app.runs.stop(run_id)            # the same code from the CLI, a node and the sidebar
     await app.guard_pass()                 # the same guard from ComfyUI's loop, the CLI and cron
 
-One noun per service, each in its own module: :class:`~.runs.Runs`, :class:`~.instances.Instances`,
-:class:`~.library.Library`, :class:`~.costs.Costs`, :class:`~.offers.Offers`,
-:class:`~.mirror.Mirror`, :class:`~.recovery.Recoveries`, :class:`~.templates.Templates`,
-:class:`~.sessions.Sessions`;
-:class:`~.notify.Notifier` (``app.notify``) turns the events they emit into notifications. They
-hold the app, not copies of its parts, so a settings change reaches them all at once.
+One package per noun, each behind its public face (its ``__init__``): :class:`~.runs.Runs`,
+:class:`~.money.Instances`, :class:`~.library.Library`, :class:`~.money.Costs`,
+:class:`~.money.Offers`, :class:`~.library.Mirror`, :class:`~.runs.Recoveries`,
+:class:`~.templates.Templates`, :class:`~.sessions.Sessions`; :class:`~.notify.Notifier`
+(``app.notify``) turns the events they emit into notifications. Each service is given this app as
+a :class:`~.core.Core` (the settings, storage, state store, clock, event sink and providers,
+read on each use so a settings change reaches them all at once) and, by name and type, each
+neighbour it calls: its constructor says what it depends on.
 
 Settings are re-read when ``config.toml`` or ``secrets.toml`` change (:class:`SettingsSource`): a
 ``lora-cloud budget set`` takes effect in a running ComfyUI within one guard round, and a broken file
@@ -126,9 +128,7 @@ class App:
                  python: str | None = None, offload: Offload | None = None, loop: Loop | None = None):
         from .doctor import Doctor
         from .library import Captions, Library, Mirror, ModelsCache, Offload, Uploads
-        from .money import Costs
-        from .money import Instances
-        from .money import Offers
+        from .money import Costs, Instances, Offers
         from .notify import Notifier
         from .runs import Recoveries, RunOutputs, Runs, TrainConfigs
         from .sessions import Sessions
