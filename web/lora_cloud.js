@@ -162,7 +162,7 @@ app.registerExtension({
         show(current());
       },
       destroy() {
-        // Not reliable in ComfyUI (contract §7), and nothing needs it: the root and the
+        // ComfyUI does not always call it when a tab closes, and nothing needs it: the root and the
         // listeners are module-level and survive until the page goes.
       },
     });

@@ -1,9 +1,9 @@
 """A stand-in for ``accelerate launch flux_train_network.py`` in tests.
 
 It reads the same ``--config_file`` (and ``--resume``/``--initial_epoch``), checks what kohya
-would need (model files, images with captions), then behaves like kohya on the console (reference
-§6: banner on stdout, a tqdm bar redrawn with ``\\r`` on stderr, ``epoch i/N`` lines, state saves,
-samples, ``model saved.``) and on disk (§7: per-epoch snapshots, ``-NNNNNN-state`` dirs with
+would need (model files, images with captions), then behaves like kohya on the console (a
+banner on stdout, a tqdm bar redrawn with ``\\r`` on stderr, ``epoch i/N`` lines, state saves,
+samples, ``model saved.``) and on disk (per-epoch snapshots, ``-NNNNNN-state`` dirs with
 ``train_state.json``, samples, the final LoRA with kohya's key names and ``ss_*`` metadata).
 Like kohya without ``skip_until_initial_step`` it restarts its step counter at 0 after a resume.
 
@@ -135,7 +135,7 @@ def main() -> int:
     pause_at = {int(x) for x in os.environ.get("FAKE_KOHYA_PAUSE_AT", "").split(",") if x.strip()}
     pause_dir = Path(os.environ.get("FAKE_KOHYA_PAUSE_DIR") or ".")
     rank, alpha = cfg["network_dim"], cfg["network_alpha"]
-    step = 0  # kohya restarts its counter after a resume (reference §9)
+    step = 0  # kohya restarts its counter after a resume: it cannot skip within an epoch
     sys.stderr.write(bar(0, total, 0.5).replace("1.50s/it", "?it/s") + "\r")
     for epoch in range(start_epoch, epochs):
         print(f"\nepoch {epoch + 1}/{epochs}\n", flush=True)

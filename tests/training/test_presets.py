@@ -67,7 +67,7 @@ def test_overrides_go_to_the_right_section_and_keep_types():
 
 
 @pytest.mark.parametrize("overrides,match", [
-    ({"resolution": "512"}, "expected int"),  # kohya would crash hours later on a str (reference §1)
+    ({"resolution": "512"}, "expected int"),  # kohya never type-checks its TOML: a str crashes it hours later, on the GPU
     ({"network_train_unet_only": 1}, "expected bool"),
     ({"bogus.key": 1}, "unknown section"),
 ])

@@ -1,4 +1,5 @@
-"""kohya's console output -> events (reference §6), fed in arbitrary chunks."""
+"""kohya's console output -> events, fed in arbitrary chunks (a pipe splits lines anywhere, and tqdm
+redraws its bar with \\r on stderr)."""
 
 from __future__ import annotations
 

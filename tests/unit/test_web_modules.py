@@ -1,8 +1,8 @@
 """The sidebar's modules (web/): one per section and one per store, no markup from strings, no side
 effects at import.
 
-ComfyUI imports every .js file under web/ as a top-level module (the
-extension contract), so only the entry module may register anything; and bucket text must only ever become text
+ComfyUI imports every .js file under web/ as a top-level module, so only the entry module may
+register anything; and bucket text must only ever become text
 nodes, so no module may parse markup from a string.
 """
 
