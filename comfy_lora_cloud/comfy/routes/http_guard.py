@@ -216,18 +216,25 @@ def json_depth(text: str) -> int:
     return deepest
 
 
+async def read_bytes_body(request: web.Request, max_bytes: int, *, chunk: int = 256 * 1024) -> bytes:
+    """The raw body, at most ``max_bytes`` (a larger one is refused while it streams, before it is
+    all in memory)."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise RequestTooLarge(f"request bodies are limited to {max_bytes} bytes")
+    raw = bytearray()
+    async for part in request.content.iter_chunked(chunk):
+        raw += part
+        if len(raw) > max_bytes:
+            raise RequestTooLarge(f"request bodies are limited to {max_bytes} bytes")
+    return bytes(raw)
+
+
 async def read_json_body(request: web.Request, *, max_bytes: int = MAX_BODY_BYTES,
                          max_depth: int = MAX_JSON_DEPTH) -> dict[str, Any]:
     """The request's JSON object body (``{}`` when there is none), read within the limits."""
     if not request.can_read_body:
         return {}
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise RequestTooLarge(f"request bodies are limited to {max_bytes} bytes")
-    raw = bytearray()
-    async for chunk in request.content.iter_chunked(16 * 1024):
-        raw += chunk
-        if len(raw) > max_bytes:
-            raise RequestTooLarge(f"request bodies are limited to {max_bytes} bytes")
+    raw = await read_bytes_body(request, max_bytes, chunk=16 * 1024)
     if not raw.strip():
         return {}
     try:

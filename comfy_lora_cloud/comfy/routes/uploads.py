@@ -17,25 +17,13 @@ import re
 
 from aiohttp import web
 
-from ...errors import ConfigError, RequestTooLarge
+from ...errors import ConfigError
 from ...service.library import MAX_FILE_BYTES
 from . import http_guard
 from .answers import Guarded, file_response
 
 UPLOAD_BODY_BYTES = MAX_FILE_BYTES + 1024
 _SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
-
-
-async def read_bytes_body(request: web.Request, max_bytes: int) -> bytes:
-    """The raw body, at most ``max_bytes`` (a larger one is refused while it streams)."""
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise RequestTooLarge(f"request bodies are limited to {max_bytes} bytes")
-    raw = bytearray()
-    async for chunk in request.content.iter_chunked(256 * 1024):
-        raw += chunk
-        if len(raw) > max_bytes:
-            raise RequestTooLarge(f"request bodies are limited to {max_bytes} bytes")
-    return bytes(raw)
 
 
 def register(r: Guarded) -> None:
@@ -49,7 +37,7 @@ def register(r: Guarded) -> None:
         sha256 = request.query.get("sha256") or None
         if sha256 is not None and not _SHA256_RE.match(sha256):
             raise ConfigError("sha256 must be 64 hexadecimal digits")
-        data = await read_bytes_body(request, UPLOAD_BODY_BYTES)
+        data = await http_guard.read_bytes_body(request, UPLOAD_BODY_BYTES)
         result = await (await r.app()).uploads.put(request.match_info["name"], request.match_info["file"], data, sha256)
         return web.json_response(result.to_dict(), status=200 if result.ok else 422)
 
