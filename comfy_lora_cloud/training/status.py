@@ -269,7 +269,3 @@ def read_events(storage: Storage, run_id: str, since: int = 0) -> list[dict[str,
                 and len(line) <= 64 * 1024):
             events.append(event)
     return events[since:]
-
-
-def list_samples(storage: Storage, run_id: str) -> list[str]:
-    return [o.key for o in storage.list(run_key(run_id, "samples/")).objects]
